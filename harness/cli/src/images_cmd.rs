@@ -1,0 +1,89 @@
+//! `airboot images list|build|path`.
+
+use airboot_images::{cache_root, catalog, find, lookup, stale_builds};
+
+fn size_of(path: &std::path::Path) -> u64 {
+    std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)
+}
+
+pub fn list() -> i32 {
+    let root = cache_root();
+    println!("fixtures (cache: {})", root.display());
+    for def in catalog() {
+        println!("  {:<30} {}", def.name, def.description);
+        match lookup(&root, &def) {
+            Some(f) => println!(
+                "  {:<30} built {} ({} MiB disk, kernel {}): {}",
+                "",
+                f.manifest.built_at,
+                size_of(&f.disk()) >> 20,
+                f.manifest.kernel_version,
+                f.dir.display()
+            ),
+            None => println!(
+                "  {:<30} not built: `airboot images build {}`",
+                "", def.name
+            ),
+        }
+        for s in stale_builds(&root, &def) {
+            println!(
+                "  {:<30} older build with other inputs: {} (safe to delete)",
+                "",
+                s.display()
+            );
+        }
+    }
+    0
+}
+
+pub fn build(names: &[String], all: bool, force: bool) -> i32 {
+    let names: Vec<String> = if all {
+        catalog().into_iter().map(|d| d.name.to_string()).collect()
+    } else if names.is_empty() {
+        eprintln!("error: name the fixtures to build, or use --all (see `airboot images list`)");
+        return 2;
+    } else {
+        names.to_vec()
+    };
+    for n in &names {
+        if find(n).is_none() {
+            let known: Vec<&str> = catalog().iter().map(|f| f.name).collect();
+            eprintln!("error: unknown fixture {n:?}; known: {}", known.join(", "));
+            return 2;
+        }
+    }
+    let root = cache_root();
+    for n in &names {
+        let started = std::time::Instant::now();
+        eprintln!("building {n} (cache: {})", root.display());
+        let mut progress = |m: &str| eprintln!("  {m}");
+        match airboot_images::build(&root, n, force, &mut progress) {
+            Ok(f) => {
+                eprintln!("  done in {:.0}s", started.elapsed().as_secs_f64());
+                println!("{}", f.dir.display());
+            }
+            Err(e) => {
+                eprintln!("error: building {n}: {e}");
+                return 2;
+            }
+        }
+    }
+    0
+}
+
+pub fn path(name: &str) -> i32 {
+    let Some(def) = find(name) else {
+        eprintln!("error: unknown fixture {name:?}");
+        return 2;
+    };
+    match lookup(&cache_root(), &def) {
+        Some(f) => {
+            println!("{}", f.dir.display());
+            0
+        }
+        None => {
+            eprintln!("{name} is not built: `airboot images build {name}`");
+            1
+        }
+    }
+}

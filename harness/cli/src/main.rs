@@ -1,0 +1,142 @@
+//! `airboot`: boots device images under QEMU with no network device and
+//! checks that their containers start, how fast, and (later) that their
+//! container store survives power cuts.
+
+mod images_cmd;
+mod run;
+mod scenarios;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+const ABOUT: &str = "Boot a device image under QEMU with no network and check its containers start";
+
+const LONG_ABOUT: &str = "\
+airboot answers: does the device image we just built start its containers on
+first power-on with no network, and how fast?
+
+It boots the image under qemu-system-x86_64 (KVM when it demonstrably works,
+TCG otherwise) with no network device at all, through a throwaway overlay
+(the input image is never modified), reads the serial console, and compares
+what the container engine reports with the scenario's expectations.
+
+Exit status: 0 every scenario passed, 1 a scenario failed (the image is
+wrong), 2 airboot could not judge (bad scenario, missing tool, interrupted).
+
+Quick start:
+  airboot run                        # the built-in default scenario
+  airboot run scenarios/             # every scenario in a folder
+  airboot images list                # fixtures airboot can build";
+
+#[derive(Parser)]
+#[command(name = "airboot", version, about = ABOUT, long_about = LONG_ABOUT)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Boot scenarios and judge them; writes report.json and console.log.
+    #[command(long_about = "\
+Boot each scenario's image with no network and judge it.
+
+Scenario files are TOML (format: scenarios/README.md). A folder runs every
+*.toml in it, in name order. With no arguments the built-in default runs: the
+preseeded x86_64 fixture (built on first use, which needs root and the
+Debian mirror).
+
+Reports: DIR/report.json and DIR/console.log for one scenario;
+DIR/<scenario>/... for several; DIR/run.json indexes them. DIR defaults to
+reports/<date>-<time>-<name>, and reports/latest points at the newest.
+
+All scenario files are checked before anything boots: a bad one stops the
+run with exit status 2 and names the file, line, column and key.")]
+    Run(RunArgs),
+    /// Check scenario files without booting anything (exit 0 valid, 2 not).
+    Check {
+        /// Scenario files or folders of them.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+    },
+    /// List or build the fixture images airboot tests itself with.
+    #[command(subcommand)]
+    Images(ImagesCmd),
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    /// Scenario files or folders (default: the built-in preseeded-x86_64 scenario).
+    paths: Vec<PathBuf>,
+    /// Where to write reports (default: reports/<date>-<time>-<name>).
+    #[arg(long, value_name = "DIR")]
+    report_dir: Option<PathBuf>,
+    /// Accelerator for every scenario, overriding machine.accel.
+    #[arg(long, value_enum)]
+    accel: Option<AccelArg>,
+    /// Run only scenarios whose name contains this text.
+    #[arg(long, value_name = "TEXT")]
+    filter: Option<String>,
+    /// Fail instead of building a fixture that is not built yet.
+    #[arg(long)]
+    no_build: bool,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum AccelArg {
+    /// KVM if a probe boot shows it works, else TCG.
+    Auto,
+    /// KVM, without probing.
+    Kvm,
+    /// TCG (software emulation); budgets are scaled by machine.tcg_slowdown.
+    Tcg,
+}
+
+#[derive(Subcommand)]
+enum ImagesCmd {
+    /// List the fixtures that can be built and which are cached.
+    List,
+    /// Build fixtures (needs root and the Debian mirror; cached by inputs).
+    Build {
+        /// Fixture names (see `airboot images list`).
+        names: Vec<String>,
+        /// Build every fixture.
+        #[arg(long, conflicts_with = "names")]
+        all: bool,
+        /// Rebuild even when a build with the same inputs is cached.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Print the folder of a built fixture (exit 1 if not built).
+    Path { name: String },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Err(e) = airboot_qemu::process::install_interrupt_handler() {
+        eprintln!("airboot: cannot install signal handlers: {e}");
+        return ExitCode::from(2);
+    }
+    let code = match cli.cmd {
+        Cmd::Run(a) => run::run(run::Options {
+            paths: a.paths,
+            report_dir: a.report_dir,
+            accel: a.accel.map(|a| match a {
+                AccelArg::Auto => airboot_core::scenario::AccelChoice::Auto,
+                AccelArg::Kvm => airboot_core::scenario::AccelChoice::Kvm,
+                AccelArg::Tcg => airboot_core::scenario::AccelChoice::Tcg,
+            }),
+            filter: a.filter,
+            build: !a.no_build,
+        }),
+        Cmd::Check { paths } => scenarios::check(&paths),
+        Cmd::Images(ImagesCmd::List) => images_cmd::list(),
+        Cmd::Images(ImagesCmd::Build { names, all, force }) => {
+            images_cmd::build(&names, all, force)
+        }
+        Cmd::Images(ImagesCmd::Path { name }) => images_cmd::path(&name),
+    };
+    ExitCode::from(code.clamp(0, 255) as u8)
+}

@@ -1,0 +1,499 @@
+//! `airboot run`: resolve each scenario's image, choose the accelerator,
+//! boot through a throwaway overlay, judge, and write the report, whatever
+//! happens along the way.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Instant, SystemTime};
+
+use airboot_core::report::{self, Failure, Report, RunEntry, RunIndex, Verdict};
+use airboot_core::run::{Run, RunConfig};
+use airboot_core::scenario::{AccelChoice, Arch, ImageSource, Scenario};
+use airboot_qemu::accel::{self, AccelDecision};
+use airboot_qemu::argv::{Accel, VmSpec, default_append, machine, network_args};
+use airboot_qemu::disk;
+use airboot_qemu::process::{interrupt_reason, interrupted};
+use airboot_qemu::vm::{VmEvent, VmRunner};
+
+use crate::scenarios;
+
+pub struct Options {
+    pub paths: Vec<PathBuf>,
+    pub report_dir: Option<PathBuf>,
+    pub accel: Option<AccelChoice>,
+    pub filter: Option<String>,
+    pub build: bool,
+}
+
+fn now_rfc3339() -> String {
+    humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
+}
+
+fn run_id(names: &[String]) -> String {
+    let stamp = humantime::format_rfc3339_seconds(SystemTime::now())
+        .to_string()
+        .replace(['-', ':'], "")
+        .replace('T', "-")
+        .trim_end_matches('Z')
+        .to_string();
+    let what = match names {
+        [one] => one.clone(),
+        many => format!("{}-scenarios", many.len()),
+    };
+    format!("{stamp}-{what}")
+}
+
+pub fn run(opts: Options) -> i32 {
+    let mut list = match scenarios::load_all(&opts.paths) {
+        Ok(l) => l,
+        Err(errors) => {
+            for e in errors {
+                eprintln!("error: {e}");
+            }
+            eprintln!(
+                "nothing was booted: fix the scenario files above (reference: scenarios/README.md)"
+            );
+            return 2;
+        }
+    };
+    if let Some(f) = &opts.filter {
+        list.retain(|s| s.name.contains(f.as_str()));
+        if list.is_empty() {
+            eprintln!("error: no scenario name contains {f:?}");
+            return 2;
+        }
+    }
+    let names: Vec<String> = list.iter().map(|s| s.name.clone()).collect();
+    let base = opts
+        .report_dir
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("reports").join(run_id(&names)));
+    if let Err(e) = std::fs::create_dir_all(&base) {
+        eprintln!(
+            "error: cannot create the report folder {}: {e}",
+            base.display()
+        );
+        return 2;
+    }
+    if opts.report_dir.is_none() {
+        let latest = Path::new("reports/latest");
+        let _ = std::fs::remove_file(latest);
+        if let Some(name) = base.file_name() {
+            let _ = std::os::unix::fs::symlink(name, latest);
+        }
+    }
+    let started_at = now_rfc3339();
+    let single = list.len() == 1;
+    let mut entries = Vec::new();
+    let mut verdicts = Vec::new();
+    for (i, s) in list.iter().enumerate() {
+        let dir = if single {
+            base.clone()
+        } else {
+            base.join(&s.name)
+        };
+        let rel = if single {
+            ".".to_string()
+        } else {
+            s.name.clone()
+        };
+        if interrupted() {
+            entries.push(RunEntry {
+                scenario: s.name.clone(),
+                verdict: Verdict::Error,
+                dir: rel,
+                time_to_stack_s: None,
+                failures: vec!["not run: airboot was interrupted".into()],
+            });
+            verdicts.push(Verdict::Error);
+            continue;
+        }
+        eprintln!(
+            "[{}/{}] {} ({})",
+            i + 1,
+            list.len(),
+            s.name,
+            s.file.display()
+        );
+        let report = run_one(s, &dir, &opts);
+        if let Err(e) = airboot_report::write_report(&dir, &report) {
+            eprintln!("error: cannot write {}/report.json: {e}", dir.display());
+            verdicts.push(Verdict::Error);
+        }
+        print!("{}", airboot_report::summary(&report, &dir));
+        entries.push(RunEntry {
+            scenario: s.name.clone(),
+            verdict: report.verdict,
+            dir: rel,
+            time_to_stack_s: report.time_to_stack_s,
+            failures: report
+                .failures
+                .iter()
+                .map(|f| format!("{}: {}", f.code, f.message))
+                .collect(),
+        });
+        verdicts.push(report.verdict);
+    }
+    let code = report::exit_code(&verdicts);
+    let index = RunIndex {
+        schema: report::RUN_SCHEMA.into(),
+        started_at,
+        verdict: match code {
+            0 => Verdict::Pass,
+            1 => Verdict::Fail,
+            _ => Verdict::Error,
+        },
+        exit_code: code,
+        scenarios: entries,
+    };
+    if let Err(e) = airboot_report::write_index(&base, &index) {
+        eprintln!("error: cannot write {}/run.json: {e}", base.display());
+        return 2;
+    }
+    if !single {
+        println!(
+            "== {} scenarios: {} passed, {} failed, {} errors",
+            verdicts.len(),
+            verdicts.iter().filter(|v| **v == Verdict::Pass).count(),
+            verdicts.iter().filter(|v| **v == Verdict::Fail).count(),
+            verdicts.iter().filter(|v| **v == Verdict::Error).count()
+        );
+        println!("   reports in {}", base.display());
+    }
+    if interrupted() {
+        eprintln!(
+            "airboot: {}; reports written to {}",
+            interrupt_reason(),
+            base.display()
+        );
+    }
+    code
+}
+
+/// Everything needed to boot a scenario's image.
+struct Resolved {
+    arch: Arch,
+    disk: PathBuf,
+    format: airboot_core::scenario::DiskFormat,
+    kernel: Option<PathBuf>,
+    initrd: Option<PathBuf>,
+    append: Option<String>,
+    fixture: Option<String>,
+    known_ids: BTreeMap<String, String>,
+}
+
+fn resolve(s: &Scenario, opts: &Options, report: &mut Report) -> Result<Resolved, Failure> {
+    match &s.image.source {
+        ImageSource::Fixture(name) => {
+            let def = airboot_images::find(name).ok_or_else(|| Failure {
+                code: "bad-input".into(),
+                message: format!("unknown fixture {name:?}"),
+                evidence: None,
+            })?;
+            let root = airboot_images::cache_root();
+            let fixture = match airboot_images::lookup(&root, &def) {
+                Some(f) => f,
+                None if !opts.build => {
+                    return Err(Failure {
+                        code: "fixture-not-built".into(),
+                        message: format!(
+                            "fixture {name} is not built: run `airboot images build {name}` (or drop --no-build)"
+                        ),
+                        evidence: None,
+                    });
+                }
+                None => {
+                    eprintln!(
+                        "  fixture {name} is not built yet: building it now (first time: a few minutes)"
+                    );
+                    let mut progress = |m: &str| eprintln!("    {m}");
+                    airboot_images::build(&root, name, false, &mut progress).map_err(|e| {
+                        Failure {
+                            code: "fixture-build".into(),
+                            message: format!("building fixture {name}: {e}"),
+                            evidence: None,
+                        }
+                    })?
+                }
+            };
+            report.image.fixture = Some(name.clone());
+            Ok(Resolved {
+                arch: fixture.arch().unwrap_or(def.arch),
+                disk: fixture.disk(),
+                format: airboot_core::scenario::DiskFormat::Qcow2,
+                kernel: Some(fixture.kernel()),
+                initrd: Some(fixture.initrd()),
+                append: Some(fixture.manifest.append.clone()),
+                fixture: Some(name.clone()),
+                known_ids: fixture
+                    .manifest
+                    .images
+                    .iter()
+                    .map(|i| (i.reference.clone(), i.id.clone()))
+                    .collect(),
+            })
+        }
+        ImageSource::Path(p) => {
+            let arch = s.machine.arch.ok_or_else(|| Failure {
+                code: "bad-input".into(),
+                message: "machine.arch is required for a path image".into(),
+                evidence: None,
+            })?;
+            let format = disk::resolve_format(p, s.image.format).map_err(|e| Failure {
+                code: "bad-input".into(),
+                message: e.to_string(),
+                evidence: None,
+            })?;
+            Ok(Resolved {
+                arch,
+                disk: p.clone(),
+                format,
+                kernel: s.image.kernel.clone(),
+                initrd: s.image.initrd.clone(),
+                append: Some(
+                    s.image
+                        .append
+                        .clone()
+                        .unwrap_or_else(|| default_append(arch)),
+                ),
+                fixture: None,
+                known_ids: BTreeMap::new(),
+            })
+        }
+    }
+}
+
+fn run_one(s: &Scenario, dir: &Path, opts: &Options) -> Report {
+    let wall = Instant::now();
+    let mut report = Report::new(&s.name, &s.file.display().to_string(), now_rfc3339());
+    report.description = s.description.clone();
+    report.machine.memory_mib = s.machine.memory_mib;
+    report.machine.cpus = s.machine.cpus;
+    if let Err(e) = std::fs::create_dir_all(dir) {
+        report.error(
+            "report-dir",
+            format!("cannot create {}: {e}", dir.display()),
+            None,
+        );
+        return report;
+    }
+    boot(s, dir, opts, &mut report);
+    report.wall_s = wall.elapsed().as_secs_f64();
+    report
+}
+
+fn boot(s: &Scenario, dir: &Path, opts: &Options, report: &mut Report) {
+    let r = match resolve(s, opts, report) {
+        Ok(r) => r,
+        Err(f) => {
+            report.verdict = Verdict::Error;
+            report.failures.push(f);
+            return;
+        }
+    };
+    report.arch = Some(r.arch.to_string());
+    report.image.path = Some(r.disk.display().to_string());
+    report.image.format = Some(r.format.as_str().into());
+    report.boot.mode = Some("direct".into());
+    report.boot.kernel = r.kernel.as_ref().map(|k| k.display().to_string());
+    report.boot.initrd = r.initrd.as_ref().map(|k| k.display().to_string());
+    report.boot.append = r.append.clone();
+    report.machine.machine = Some(machine(r.arch).into());
+
+    let qemu = match accel::qemu_binary(r.arch) {
+        Ok(q) => q,
+        Err(e) => return report.error("qemu-missing", e.to_string(), None),
+    };
+    report.machine.qemu = Some(qemu.display().to_string());
+    let (choice, by) = match opts.accel {
+        Some(c) => (c, "--accel"),
+        None => (s.machine.accel, "machine.accel"),
+    };
+    let decision: AccelDecision = accel::choose(
+        choice,
+        by,
+        r.arch,
+        &qemu,
+        r.kernel.as_deref(),
+        Some(&airboot_images::cache_root()),
+    );
+    eprintln!("  accel {}: {}", decision.accel, decision.reason);
+    report.accel = Some(decision.accel.clone());
+    report.accel_reason = Some(decision.reason.clone());
+    let scale = if decision.accel() == Accel::Tcg {
+        s.machine.tcg_slowdown
+    } else {
+        1.0
+    };
+    report.timeouts.scale = scale;
+    report.timeouts.timeout_s = s.expect.timeout.as_secs_f64() * scale;
+    report.timeouts.time_to_stack_budget_s =
+        s.expect.time_to_stack.map(|t| t.as_secs_f64() * scale);
+
+    eprintln!("  hashing {}", r.disk.display());
+    match disk::sha256_file(&r.disk) {
+        Ok(h) => report.image.sha256_before = Some(h),
+        Err(e) => return report.error("image-unreadable", e.to_string(), None),
+    }
+    let work = match tempfile::Builder::new().prefix("airboot-").tempdir() {
+        Ok(w) => w,
+        Err(e) => {
+            return report.error(
+                "workdir",
+                format!("cannot create a temporary folder: {e}"),
+                None,
+            );
+        }
+    };
+    let overlay = work.path().join("overlay.qcow2");
+    if let Err(e) = disk::create_overlay(&r.disk, r.format, &overlay) {
+        return report.error("overlay", e.to_string(), None);
+    }
+    let spec = VmSpec {
+        arch: r.arch,
+        accel: decision.accel(),
+        cpu: None,
+        memory_mib: s.machine.memory_mib,
+        cpus: s.machine.cpus,
+        kernel: r.kernel.clone(),
+        initrd: r.initrd.clone(),
+        append: r.append.clone(),
+        disk: overlay,
+        qmp_socket: work.path().join("qmp.sock"),
+    };
+    report.machine.cpu = Some(
+        spec.cpu
+            .clone()
+            .unwrap_or_else(|| airboot_qemu::argv::default_cpu(r.arch, spec.accel).into()),
+    );
+    let config = RunConfig {
+        expect: s.expect.clone(),
+        known_ids: r.known_ids.clone(),
+        milestones: s.milestones.clone(),
+        scale,
+    };
+    let run = match Run::new(config) {
+        Ok(run) => run,
+        Err(e) => {
+            return report.error(
+                "bad-input",
+                format!("a console pattern does not compile: {e}"),
+                None,
+            );
+        }
+    };
+    eprintln!(
+        "  booting {} ({}, timeout {:.0}s)",
+        r.fixture.as_deref().unwrap_or("image"),
+        decision.accel,
+        report.timeouts.timeout_s
+    );
+    let runner = VmRunner {
+        qemu: qemu.clone(),
+        spec,
+        console_log: dir.join("console.log"),
+    };
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => return report.error("runtime", e.to_string(), None),
+    };
+    let mut on_event = |e: VmEvent| match e {
+        VmEvent::Started { qemu_version } => {
+            eprintln!(
+                "  t0: guest started (QEMU {})",
+                qemu_version.unwrap_or_else(|| "?".into())
+            )
+        }
+        VmEvent::Milestone(m) => {
+            let mut ev = m.evidence.clone();
+            if ev.chars().count() > 70 {
+                ev = ev.chars().take(67).collect::<String>() + "...";
+            }
+            eprintln!("  {:>7.1}s {:<18} {ev}", m.t_s, m.name)
+        }
+    };
+    let outcome = rt.block_on(runner.run(run, &mut on_event));
+    drop(rt);
+    match outcome {
+        Err(e) => {
+            let code = if matches!(e, airboot_qemu::vm::VmError::Interrupted(_)) {
+                "interrupted"
+            } else {
+                "qemu"
+            };
+            report.qemu.argv = airboot_qemu::argv::qemu_args(&runner.spec);
+            report.network.qemu_network_args = network_args(&report.qemu.argv);
+            report.error(code, e.to_string(), None);
+        }
+        Ok(o) => {
+            report.verdict = o.result.verdict;
+            report.failures = o.result.failures;
+            report.milestones = o.result.milestones;
+            report.time_to_stack_s = o.result.time_to_stack_s;
+            report.images = o.result.images;
+            report.containers = o.result.containers;
+            report.engine = o.result.engine;
+            report.status.blocks = o.result.status_blocks;
+            report.status.damaged = o.result.damaged_status_blocks;
+            report.status.last_t_s = o.result.last_status_t;
+            report.status.guest_uptime_s = o.result.guest_uptime_s;
+            report.machine.qemu_version = o.qemu_version;
+            report.qemu.argv = o.argv;
+            report.qemu.exit = o.exit;
+            report.qemu.stderr_tail = o.stderr_tail;
+            report.qemu.leftover_processes = o.leftover;
+            report.network.qemu_network_args = o.network_args;
+            report.network.pci_network_devices = o.pci_network_devices;
+            report.network.pci_checked = o.pci_checked;
+            report.network.nics = (report.network.qemu_network_args.len()
+                + report.network.pci_network_devices.len())
+                as u32;
+            report.console.lines = o.console_lines;
+            report.console.bytes = o.console_bytes;
+            report.console.truncated_lines = o.truncated_lines;
+            report.console.log_capped = o.log_capped;
+            report.console.tail = o.tail;
+            if report.network.nics > 0 {
+                report.verdict = Verdict::Fail;
+                report.failures.push(Failure {
+                    code: "network-present".into(),
+                    message: "the VM had a network device: the run does not prove offline start"
+                        .into(),
+                    evidence: Some(format!(
+                        "{:?} {:?}",
+                        report.network.qemu_network_args, report.network.pci_network_devices
+                    )),
+                });
+            }
+            if !report.qemu.leftover_processes.is_empty() {
+                report.error(
+                    "leftover-process",
+                    format!(
+                        "processes survived the run: {:?}",
+                        report.qemu.leftover_processes
+                    ),
+                    None,
+                );
+            }
+        }
+    }
+    drop(work);
+    match disk::sha256_file(&r.disk) {
+        Ok(h) => {
+            let same = report.image.sha256_before.as_deref() == Some(h.as_str());
+            report.image.unchanged = Some(same);
+            report.image.sha256_after = Some(h);
+            if !same {
+                report.error(
+                    "input-modified",
+                    "the input image changed during the run: something other than airboot wrote to it".into(),
+                    None,
+                );
+            }
+        }
+        Err(e) => report.error("image-unreadable", format!("after the run: {e}"), None),
+    }
+}

@@ -1,0 +1,346 @@
+//! Real boots of the real fixtures, through the real `airboot` binary:
+//! QEMU (TCG unless KVM demonstrably works), the Debian guests with
+//! dockerd, containerd and runc, the probe on the serial console.
+//!
+//! These need the fixtures (`airboot images build --all`, done by
+//! scripts/test.sh) and QEMU. VM tests run one at a time: this machine
+//! has two cores and a TCG guest wants one of them.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+static VM: Mutex<()> = Mutex::new(());
+
+fn vm_lock() -> MutexGuard<'static, ()> {
+    VM.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn airboot() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_airboot"));
+    c.current_dir(repo());
+    c
+}
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .unwrap()
+}
+
+/// QEMU processes running right now (all of them: VM tests are serialised,
+/// so any one found after a test is a leak of that test).
+fn qemu_pids() -> Vec<u32> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let cmd = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+        let first = cmd.split(|b| *b == 0).next().unwrap_or_default();
+        if String::from_utf8_lossy(first).contains("qemu-system") {
+            let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
+            if !stat.contains(") Z") {
+                out.push(pid);
+            }
+        }
+    }
+    out
+}
+
+fn assert_no_qemu_left(context: &str) {
+    // The harness waits for its children; allow the kernel a moment to reap.
+    let until = Instant::now() + Duration::from_secs(5);
+    while !qemu_pids().is_empty() && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        qemu_pids().is_empty(),
+        "{context}: QEMU processes left behind: {:?}",
+        qemu_pids()
+    );
+}
+
+fn run(args: &[&str]) -> (Output, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let out = airboot()
+        .arg("run")
+        .args(args)
+        .arg("--report-dir")
+        .arg(dir.path())
+        .arg("--no-build")
+        .output()
+        .unwrap();
+    (out, dir)
+}
+
+fn report(dir: &Path) -> Value {
+    let text = std::fs::read_to_string(dir.join("report.json"))
+        .unwrap_or_else(|e| panic!("{}/report.json: {e}", dir.display()));
+    serde_json::from_str(&text).unwrap()
+}
+
+fn explain(out: &Output) -> String {
+    format!(
+        "exit {:?}\n--- stdout\n{}\n--- stderr\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// What every booted run must show, whatever its verdict.
+fn check_common(r: &Value, dir: &Path) {
+    assert_eq!(r["schema"], "airboot.report/v1");
+    assert!(r["accel"] == "tcg" || r["accel"] == "kvm", "{}", r["accel"]);
+    assert!(r["accel_reason"].as_str().is_some_and(|s| !s.is_empty()));
+    assert_eq!(r["arch"], "x86_64");
+    assert_eq!(r["network"]["nics"], 0);
+    assert_eq!(
+        r["network"]["qemu_network_args"].as_array().unwrap().len(),
+        0
+    );
+    assert_eq!(r["network"]["pci_checked"], true);
+    let argv: Vec<&str> = r["qemu"]["argv"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    for flag in ["-nodefaults", "-S", "-no-reboot"] {
+        assert!(argv.contains(&flag), "{flag} missing from {argv:?}");
+    }
+    let before = r["image"]["sha256_before"].as_str().unwrap();
+    assert_eq!(before.len(), 64);
+    assert_eq!(
+        r["image"]["sha256_after"], before,
+        "the input image changed"
+    );
+    assert_eq!(r["image"]["unchanged"], true);
+    assert!(
+        r["qemu"]["leftover_processes"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+    let log = std::fs::read_to_string(dir.join("console.log")).unwrap();
+    assert!(
+        log.contains("Linux version"),
+        "console.log lacks the kernel banner"
+    );
+    let first = r["milestones"][0]["name"].as_str().unwrap();
+    assert_eq!(first, "kernel", "{}", r["milestones"]);
+}
+
+#[test]
+fn preseeded_fixture_passes_offline_and_reports_time_to_stack() {
+    let _g = vm_lock();
+    let (out, dir) = run(&["scenarios/preseeded-x86_64.toml"]);
+    assert_eq!(out.status.code(), Some(0), "{}", explain(&out));
+    let r = report(dir.path());
+    check_common(&r, dir.path());
+    assert_eq!(r["verdict"], "pass");
+    let tts = r["time_to_stack_s"]
+        .as_f64()
+        .expect("time_to_stack_s is a number");
+    let ms: Vec<(&str, f64)> = r["milestones"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| (m["name"].as_str().unwrap(), m["t_s"].as_f64().unwrap()))
+        .collect();
+    let at = |n: &str| {
+        ms.iter()
+            .find(|m| m.0 == n)
+            .map(|m| m.1)
+            .unwrap_or_else(|| panic!("no milestone {n}: {ms:?}"))
+    };
+    assert_eq!(at("stack"), tts);
+    assert!(
+        at("kernel") < at("init") && at("init") < at("engine") && at("engine") <= tts,
+        "{ms:?}"
+    );
+    assert!(at("healthy:redis") <= tts);
+    let images: Vec<&str> = r["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["ref"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        images,
+        ["fixture/busybox:1", "fixture/redis:1"],
+        "exactly the expected images"
+    );
+    for i in r["images"].as_array().unwrap() {
+        assert_eq!(i["present"], true);
+        assert_eq!(
+            i["id"], i["expected_id"],
+            "IDs recorded by the fixture build"
+        );
+    }
+    let redis = r["containers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "redis")
+        .unwrap();
+    assert_eq!(
+        (redis["state"].as_str(), redis["health"].as_str()),
+        (Some("running"), Some("healthy"))
+    );
+    assert!(r["status"]["blocks"].as_u64().unwrap() >= 1);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("preseeded-x86_64 : PASS"));
+    assert_no_qemu_left("preseeded");
+}
+
+#[test]
+fn load_at_boot_fixture_loads_its_archives_then_passes() {
+    let _g = vm_lock();
+    let (out, dir) = run(&["scenarios/load-at-boot-x86_64.toml"]);
+    assert_eq!(out.status.code(), Some(0), "{}", explain(&out));
+    let r = report(dir.path());
+    check_common(&r, dir.path());
+    assert_eq!(r["verdict"], "pass");
+    let ms = r["milestones"].as_array().unwrap();
+    let loaded = ms
+        .iter()
+        .find(|m| m["name"] == "images-loaded")
+        .expect("images-loaded milestone");
+    assert!(
+        loaded["evidence"]
+            .as_str()
+            .unwrap()
+            .contains("airboot-load: done")
+    );
+    assert!(loaded["t_s"].as_f64().unwrap() < r["time_to_stack_s"].as_f64().unwrap());
+    assert_no_qemu_left("load-at-boot");
+}
+
+#[test]
+fn missing_image_fails_at_once_naming_the_image() {
+    let _g = vm_lock();
+    let started = Instant::now();
+    let (out, dir) = run(&["scenarios/missing-image-x86_64.toml"]);
+    let took = started.elapsed().as_secs_f64();
+    assert_eq!(out.status.code(), Some(1), "{}", explain(&out));
+    let r = report(dir.path());
+    check_common(&r, dir.path());
+    assert_eq!(r["verdict"], "fail");
+    assert_eq!(
+        r["failures"][0]["code"], "image-missing",
+        "{}",
+        r["failures"]
+    );
+    assert!(
+        r["failures"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("fixture/nginx:1")
+    );
+    assert!(r["time_to_stack_s"].is_null());
+    let timeout = r["timeouts"]["timeout_s"].as_f64().unwrap();
+    assert!(
+        took < timeout,
+        "decided after {took:.0}s, not before the {timeout:.0}s timeout"
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("fixture/nginx:1"));
+    assert_no_qemu_left("missing-image");
+}
+
+#[test]
+fn misspelt_key_exits_2_naming_line_and_key_before_booting() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("typo.toml");
+    std::fs::write(&bad, "name = \"typo\"\n[image]\nfixture = \"debian-preseeded-x86_64\"\n[expect]\nimagez = [\"a:1\"]\n")
+        .unwrap();
+    let reports = dir.path().join("reports");
+    let out = airboot()
+        .args(["run"])
+        .arg(&bad)
+        .arg("--report-dir")
+        .arg(&reports)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", explain(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("typo.toml:5:1"), "{err}");
+    assert!(err.contains("key `expect.imagez`"), "{err}");
+    assert!(!reports.exists(), "nothing ran, so no report folder");
+    let out = airboot().args(["check"]).arg(&bad).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let out = airboot().args(["check", "scenarios"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", explain(&out));
+}
+
+/// Start a run and wait until the guest is booting (the console log has
+/// the kernel banner).
+fn start_and_wait_for_kernel(dir: &Path) -> Child {
+    let child = airboot()
+        .args([
+            "run",
+            "scenarios/preseeded-x86_64.toml",
+            "--no-build",
+            "--report-dir",
+        ])
+        .arg(dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let until = Instant::now() + Duration::from_secs(120);
+    loop {
+        let log = std::fs::read_to_string(dir.join("console.log")).unwrap_or_default();
+        if log.contains("Linux version") {
+            break;
+        }
+        assert!(
+            Instant::now() < until,
+            "the guest did not start within 120s"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(!qemu_pids().is_empty(), "QEMU should be running now");
+    child
+}
+
+#[test]
+fn ctrl_c_stops_qemu_and_still_writes_the_report() {
+    let _g = vm_lock();
+    let dir = tempfile::tempdir().unwrap();
+    let child = start_and_wait_for_kernel(dir.path());
+    let pid = child.id() as i32;
+    let sent = Instant::now();
+    // SAFETY (test): signal the harness like a terminal's Ctrl-C would.
+    let rc = Command::new("kill")
+        .args(["-INT", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(rc.success());
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        sent.elapsed() < Duration::from_secs(30),
+        "took {:?} to stop",
+        sent.elapsed()
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", explain(&out));
+    let r = report(dir.path());
+    assert_eq!(r["verdict"], "error");
+    assert_eq!(r["failures"][0]["code"], "interrupted", "{}", r["failures"]);
+    assert_eq!(r["image"]["unchanged"], true);
+    assert_no_qemu_left("after Ctrl-C");
+}
+
+#[test]
+fn killing_the_harness_outright_takes_qemu_with_it() {
+    let _g = vm_lock();
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = start_and_wait_for_kernel(dir.path());
+    child.kill().unwrap(); // SIGKILL: no handler runs, PDEATHSIG must do it
+    let _ = child.wait();
+    assert_no_qemu_left("after SIGKILL of airboot");
+}

@@ -1,0 +1,11 @@
+//! Pure logic of airboot. Nothing in this crate starts a process, opens a
+//! socket or reads the clock: callers feed it bytes, lines and timestamps,
+//! and it answers with decisions. That keeps it fast to test exhaustively.
+
+pub mod console;
+pub mod report;
+pub mod run;
+pub mod scenario;
+pub mod status;
+pub mod units;
+pub mod verify;

@@ -1,0 +1,285 @@
+//! The report model (`report.json`, schema `airboot.report/v1`). Fields
+//! are only ever added within a schema version; scripts can rely on the
+//! ones documented in README.md.
+
+use serde::{Deserialize, Serialize};
+
+use crate::verify::{ContainerRow, ImageRow};
+
+pub const SCHEMA: &str = "airboot.report/v1";
+pub const RUN_SCHEMA: &str = "airboot.run/v1";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Verdict {
+    /// Every expectation held.
+    Pass,
+    /// The image is wrong: an expectation did not hold.
+    Fail,
+    /// The harness could not judge: bad input, missing tool, interrupted.
+    Error,
+}
+
+impl Verdict {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Pass => "pass",
+            Verdict::Fail => "fail",
+            Verdict::Error => "error",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Failure {
+    /// Stable code, e.g. `image-missing`, `timeout`, `kernel-panic`.
+    pub code: String,
+    pub message: String,
+    /// The console line, status block or process output that shows it.
+    pub evidence: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Milestone {
+    pub name: String,
+    /// Seconds since t0 (the QMP `cont` that started the guest's CPUs).
+    pub t_s: f64,
+    /// `console` (a console line matched) or `status` (a status block).
+    pub source: String,
+    pub evidence: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct MachineInfo {
+    pub qemu: Option<String>,
+    pub qemu_version: Option<String>,
+    pub machine: Option<String>,
+    pub cpu: Option<String>,
+    pub memory_mib: u64,
+    pub cpus: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct Timeouts {
+    /// 1 under KVM, the scenario's `tcg_slowdown` under TCG.
+    pub scale: f64,
+    pub timeout_s: f64,
+    pub time_to_stack_budget_s: Option<f64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct ImageInfo {
+    pub path: Option<String>,
+    pub format: Option<String>,
+    pub fixture: Option<String>,
+    pub sha256_before: Option<String>,
+    pub sha256_after: Option<String>,
+    /// Both hashes were taken and match.
+    pub unchanged: Option<bool>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct BootInfo {
+    pub mode: Option<String>,
+    pub kernel: Option<String>,
+    pub initrd: Option<String>,
+    pub append: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct NetworkInfo {
+    /// Network devices the VM had: always 0 for a run that booted.
+    pub nics: u32,
+    /// QEMU arguments that would add a network (must be empty).
+    pub qemu_network_args: Vec<String>,
+    /// Network-class PCI devices QMP `query-pci` listed (must be empty).
+    pub pci_network_devices: Vec<String>,
+    /// Whether QMP's device list was checked.
+    pub pci_checked: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct StatusInfo {
+    /// Complete console status blocks received.
+    pub blocks: u64,
+    /// Damaged or incomplete blocks (skipped).
+    pub damaged: u64,
+    pub last_t_s: Option<f64>,
+    /// The guest's uptime in the last block.
+    pub guest_uptime_s: Option<f64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct ConsoleInfo {
+    /// File name of the full log, next to report.json.
+    pub file: String,
+    pub lines: u64,
+    pub bytes: u64,
+    pub truncated_lines: u64,
+    /// The log stopped growing at this many bytes (guest printed too much).
+    pub log_capped: bool,
+    /// The last lines, for a quick look.
+    pub tail: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct QemuInfo {
+    pub argv: Vec<String>,
+    pub exit: Option<String>,
+    pub stderr_tail: Vec<String>,
+    /// Helper processes still alive when the run ended (must be empty).
+    pub leftover_processes: Vec<String>,
+}
+
+/// One scenario's report.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Report {
+    pub schema: String,
+    pub airboot_version: String,
+    pub scenario: String,
+    pub scenario_file: String,
+    pub description: Option<String>,
+    pub verdict: Verdict,
+    /// RFC 3339, UTC.
+    pub started_at: String,
+    pub wall_s: f64,
+    pub accel: Option<String>,
+    pub accel_reason: Option<String>,
+    pub arch: Option<String>,
+    pub machine: MachineInfo,
+    pub timeouts: Timeouts,
+    pub image: ImageInfo,
+    pub boot: BootInfo,
+    pub network: NetworkInfo,
+    pub milestones: Vec<Milestone>,
+    /// Seconds from t0 to the first moment every expectation held; `null`
+    /// when the stack never ran.
+    pub time_to_stack_s: Option<f64>,
+    pub images: Vec<ImageRow>,
+    pub containers: Vec<ContainerRow>,
+    pub engine: Option<airboot_proto::EngineRecord>,
+    pub failures: Vec<Failure>,
+    pub status: StatusInfo,
+    pub console: ConsoleInfo,
+    pub qemu: QemuInfo,
+}
+
+impl Report {
+    /// A report with only the identity filled in; the runner fills the rest
+    /// as it learns it, so that even an aborted run writes what it knew.
+    pub fn new(scenario: &str, scenario_file: &str, started_at: String) -> Report {
+        Report {
+            schema: SCHEMA.into(),
+            airboot_version: env!("CARGO_PKG_VERSION").into(),
+            scenario: scenario.into(),
+            scenario_file: scenario_file.into(),
+            description: None,
+            verdict: Verdict::Error,
+            started_at,
+            wall_s: 0.0,
+            accel: None,
+            accel_reason: None,
+            arch: None,
+            machine: MachineInfo::default(),
+            timeouts: Timeouts::default(),
+            image: ImageInfo::default(),
+            boot: BootInfo::default(),
+            network: NetworkInfo::default(),
+            milestones: Vec::new(),
+            time_to_stack_s: None,
+            images: Vec::new(),
+            containers: Vec::new(),
+            engine: None,
+            failures: Vec::new(),
+            status: StatusInfo::default(),
+            console: ConsoleInfo {
+                file: "console.log".into(),
+                ..Default::default()
+            },
+            qemu: QemuInfo::default(),
+        }
+    }
+
+    /// Record a harness error (verdict `error`).
+    pub fn error(&mut self, code: &str, message: String, evidence: Option<String>) {
+        self.verdict = Verdict::Error;
+        self.failures.push(Failure {
+            code: code.into(),
+            message,
+            evidence,
+        });
+    }
+}
+
+/// One line of the run index (`run.json`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunEntry {
+    pub scenario: String,
+    pub verdict: Verdict,
+    /// Folder of the scenario's report.json, relative to run.json.
+    pub dir: String,
+    pub time_to_stack_s: Option<f64>,
+    pub failures: Vec<String>,
+}
+
+/// The run index written next to the reports of one `airboot run`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunIndex {
+    pub schema: String,
+    pub started_at: String,
+    pub verdict: Verdict,
+    pub exit_code: i32,
+    pub scenarios: Vec<RunEntry>,
+}
+
+/// Exit code for a set of verdicts: 2 if any error, else 1 if any failure,
+/// else 0.
+pub fn exit_code<'a>(verdicts: impl IntoIterator<Item = &'a Verdict>) -> i32 {
+    let mut code = 0;
+    for v in verdicts {
+        code = code.max(match v {
+            Verdict::Pass => 0,
+            Verdict::Fail => 1,
+            Verdict::Error => 2,
+        });
+    }
+    code
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_codes() {
+        assert_eq!(exit_code(&[]), 0);
+        assert_eq!(exit_code(&[Verdict::Pass, Verdict::Pass]), 0);
+        assert_eq!(exit_code(&[Verdict::Pass, Verdict::Fail]), 1);
+        assert_eq!(exit_code(&[Verdict::Error, Verdict::Fail]), 2);
+    }
+
+    #[test]
+    fn report_round_trips_with_the_documented_names() {
+        let mut r = Report::new("s", "s.toml", "2026-01-01T00:00:00Z".into());
+        r.error("bad", "why".into(), None);
+        let v = serde_json::to_value(&r).unwrap();
+        assert_eq!(v["schema"], "airboot.report/v1");
+        assert_eq!(v["verdict"], "error");
+        assert!(v["time_to_stack_s"].is_null());
+        assert_eq!(v["network"]["nics"], 0);
+        assert_eq!(v["failures"][0]["code"], "bad");
+        for key in [
+            "image",
+            "milestones",
+            "images",
+            "containers",
+            "accel",
+            "accel_reason",
+            "arch",
+        ] {
+            assert!(v.get(key).is_some(), "missing {key}");
+        }
+        let back: Report = serde_json::from_value(v).unwrap();
+        assert_eq!(back, r);
+    }
+}

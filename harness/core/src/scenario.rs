@@ -1,0 +1,1125 @@
+//! The scenario model: what to boot, how, and what must be true.
+//!
+//! Scenarios are TOML files (reference: `scenarios/README.md`). Parsing is
+//! strict: an unknown key, a value of the wrong type, a malformed duration
+//! or regex, or two keys that contradict each other are errors that name the
+//! file, line, column and dotted key, so a typo never silently changes what
+//! a nightly gate checks.
+
+use std::collections::BTreeSet;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde::de::{self, Deserializer, MapAccess, Visitor};
+
+use crate::units::{parse_duration, parse_mib};
+
+/// A scenario as validated from its file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Scenario {
+    pub name: String,
+    /// The file it came from (`<built-in>` for the embedded default).
+    pub file: PathBuf,
+    pub description: Option<String>,
+    pub image: ImageSpec,
+    pub machine: Machine,
+    pub expect: Expect,
+    pub milestones: Vec<MilestoneSpec>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum ImageSource {
+    /// A fixture airboot builds itself (`airboot images list`).
+    Fixture(String),
+    /// A disk image the user's build produced; absolute after validation.
+    Path(PathBuf),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BootMode {
+    /// QEMU loads a kernel (and initrd) itself: `-kernel`/`-initrd`/`-append`.
+    Direct,
+    /// Firmware boots the disk (whole-disk images with an EFI partition).
+    Uefi,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DiskFormat {
+    Raw,
+    Qcow2,
+}
+
+impl DiskFormat {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DiskFormat::Raw => "raw",
+            DiskFormat::Qcow2 => "qcow2",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Arch {
+    X86_64,
+    Aarch64,
+}
+
+impl Arch {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Arch::X86_64 => "x86_64",
+            Arch::Aarch64 => "aarch64",
+        }
+    }
+    /// Debian's name for the architecture.
+    pub fn debian(self) -> &'static str {
+        match self {
+            Arch::X86_64 => "amd64",
+            Arch::Aarch64 => "arm64",
+        }
+    }
+    /// The OCI/Docker `architecture` value.
+    pub fn oci(self) -> &'static str {
+        self.debian()
+    }
+    /// The QEMU system emulator for this architecture.
+    pub fn qemu_binary(self) -> &'static str {
+        match self {
+            Arch::X86_64 => "qemu-system-x86_64",
+            Arch::Aarch64 => "qemu-system-aarch64",
+        }
+    }
+    /// The serial console device name the guest kernel uses.
+    pub fn console_tty(self) -> &'static str {
+        match self {
+            Arch::X86_64 => "ttyS0",
+            Arch::Aarch64 => "ttyAMA0",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Arch> {
+        match s {
+            "x86_64" | "amd64" => Some(Arch::X86_64),
+            "aarch64" | "arm64" => Some(Arch::Aarch64),
+            _ => None,
+        }
+    }
+    /// The architecture this program was built for.
+    pub fn host() -> Option<Arch> {
+        Arch::parse(std::env::consts::ARCH)
+    }
+}
+
+impl std::fmt::Display for Arch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for Arch {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Arch::parse(&s).ok_or_else(|| {
+            de::Error::custom(format!(
+                "unknown architecture {s:?}: use \"x86_64\" (alias \"amd64\") or \"aarch64\" (alias \"arm64\")"
+            ))
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AccelChoice {
+    /// KVM when a probe boot shows it works, TCG otherwise.
+    Auto,
+    Kvm,
+    Tcg,
+}
+
+impl AccelChoice {
+    pub fn parse(s: &str) -> Option<AccelChoice> {
+        match s {
+            "auto" => Some(AccelChoice::Auto),
+            "kvm" => Some(AccelChoice::Kvm),
+            "tcg" => Some(AccelChoice::Tcg),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Engine {
+    Docker,
+    Podman,
+    Containerd,
+}
+
+impl Engine {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Engine::Docker => "docker",
+            Engine::Podman => "podman",
+            Engine::Containerd => "containerd",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ImageSpec {
+    pub source: ImageSource,
+    /// Disk format; detected from the file when absent.
+    pub format: Option<DiskFormat>,
+    pub boot: BootMode,
+    pub kernel: Option<PathBuf>,
+    pub initrd: Option<PathBuf>,
+    pub append: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Machine {
+    /// Checked against the image; taken from the fixture when absent.
+    pub arch: Option<Arch>,
+    pub memory_mib: u64,
+    pub cpus: u32,
+    pub accel: AccelChoice,
+    /// How much slower TCG is than KVM for this image: budgets and timeouts
+    /// (written for KVM) are multiplied by it under TCG.
+    pub tcg_slowdown: f64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ImageExpect {
+    /// Normalised `repository:tag` (docker.io/library/ prefixes dropped,
+    /// `:latest` added), the form `docker images` shows.
+    pub reference: String,
+    /// Full `sha256:<64 hex>` or a hex prefix of at least 12 digits.
+    pub id: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ContainerExpect {
+    pub name: String,
+    /// Normalised image reference the container must run, if given.
+    pub image: Option<String>,
+    /// `Some(true)`: must report healthy (and so must have a healthcheck).
+    /// `None`: healthy if it has a healthcheck. `Some(false)`: health ignored.
+    pub healthy: Option<bool>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ExtraImages {
+    /// Any image the scenario does not list is a failure: the device must
+    /// carry exactly the expected images.
+    Fail,
+    Allow,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Expect {
+    pub engine: Engine,
+    pub images: Vec<ImageExpect>,
+    pub extra_images: ExtraImages,
+    pub containers: Vec<ContainerExpect>,
+    /// Budget from power-on to running stack, written for KVM.
+    pub time_to_stack: Option<Duration>,
+    /// Give up after this long, written for KVM.
+    pub timeout: Duration,
+    /// Extra console regexes that end the run at once as failed.
+    pub fail_on: Vec<String>,
+    /// Whether the built-in fail-fast patterns (kernel panic, emergency
+    /// mode, UEFI shell, …) apply.
+    pub default_fail_on: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct MilestoneSpec {
+    pub name: String,
+    /// Regex matched against each console line (ANSI codes stripped).
+    pub console: String,
+    /// A required milestone that never shows fails the run.
+    pub required: bool,
+    /// Must show within this long (written for KVM).
+    pub within: Option<Duration>,
+}
+
+/// Where in a scenario file something is wrong.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}{}: {}{message}", file, pos(*.line, *.column), key.as_ref().map(|k| format!("key `{k}`: ")).unwrap_or_default())]
+pub struct ScenarioError {
+    pub file: String,
+    pub line: Option<usize>,
+    pub column: Option<usize>,
+    pub key: Option<String>,
+    pub message: String,
+}
+
+fn pos(line: Option<usize>, column: Option<usize>) -> String {
+    match (line, column) {
+        (Some(l), Some(c)) => format!(":{l}:{c}"),
+        (Some(l), None) => format!(":{l}"),
+        _ => String::new(),
+    }
+}
+
+/// Default TCG slowdown when the scenario does not give one.
+pub const DEFAULT_TCG_SLOWDOWN: f64 = 10.0;
+/// Default timeout (KVM time) when the scenario gives none.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
+
+// ---------------------------------------------------------------- raw form
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawScenario {
+    name: Option<toml::Spanned<String>>,
+    description: Option<String>,
+    image: toml::Spanned<RawImage>,
+    #[serde(default)]
+    machine: RawMachine,
+    #[serde(default)]
+    expect: RawExpect,
+    #[serde(default)]
+    milestone: Vec<toml::Spanned<RawMilestone>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawImage {
+    fixture: Option<String>,
+    path: Option<String>,
+    format: Option<DiskFormat>,
+    boot: Option<BootMode>,
+    kernel: Option<String>,
+    initrd: Option<String>,
+    append: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawMachine {
+    arch: Option<Arch>,
+    memory: Option<Mem>,
+    cpus: Option<toml::Spanned<u32>>,
+    accel: Option<AccelChoice>,
+    tcg_slowdown: Option<toml::Spanned<f64>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawExpect {
+    engine: Option<Engine>,
+    #[serde(default)]
+    images: Vec<toml::Spanned<RawImageExpect>>,
+    extra_images: Option<ExtraImages>,
+    #[serde(default)]
+    containers: Vec<toml::Spanned<RawContainerExpect>>,
+    time_to_stack: Option<Dur>,
+    timeout: Option<Dur>,
+    #[serde(default)]
+    fail_on: Vec<Pattern>,
+    default_fail_on: Option<bool>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMilestone {
+    name: String,
+    console: Pattern,
+    required: Option<bool>,
+    within: Option<Dur>,
+}
+
+struct RawImageExpect {
+    reference: String,
+    id: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ImageExpectTable {
+    #[serde(rename = "ref")]
+    reference: String,
+    id: Option<String>,
+}
+
+impl<'de> Deserialize<'de> for RawImageExpect {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = RawImageExpect;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str(
+                    "an image reference string or a table { ref = \"…\", id = \"sha256:…\" }",
+                )
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(RawImageExpect {
+                    reference: v.to_string(),
+                    id: None,
+                })
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+                let t = ImageExpectTable::deserialize(de::value::MapAccessDeserializer::new(map))?;
+                Ok(RawImageExpect {
+                    reference: t.reference,
+                    id: t.id,
+                })
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawContainerExpect {
+    name: String,
+    image: Option<String>,
+    healthy: Option<bool>,
+}
+
+/// A duration string, validated while parsing so the error points at it.
+struct Dur(Duration);
+impl<'de> Deserialize<'de> for Dur {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        parse_duration(&s).map(Dur).map_err(de::Error::custom)
+    }
+}
+
+struct Mem(u64);
+impl<'de> Deserialize<'de> for Mem {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        parse_mib(&s).map(Mem).map_err(de::Error::custom)
+    }
+}
+
+/// A regex, compiled while parsing so a bad one is reported at its place.
+struct Pattern(String);
+impl<'de> Deserialize<'de> for Pattern {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        if s.is_empty() {
+            return Err(de::Error::custom(
+                "empty pattern: it would match every line",
+            ));
+        }
+        regex::Regex::new(&s)
+            .map(|_| Pattern(s))
+            .map_err(|e| de::Error::custom(format!("invalid regex: {e}")))
+    }
+}
+
+// ---------------------------------------------------------------- parsing
+
+/// Parse and validate a scenario. `file` is used in messages and to resolve
+/// relative paths (against the file's directory); `check_paths` makes a
+/// missing image/kernel/initrd file an error here, before anything boots.
+pub fn parse(src: &str, file: &Path, check_paths: bool) -> Result<Scenario, ScenarioError> {
+    let file_name = file.display().to_string();
+    let err_at = |span: Option<Range<usize>>, key: Option<String>, message: String| {
+        let (line, column, found_key) = match span {
+            Some(span) => {
+                let (l, c) = line_col(src, span.start);
+                (Some(l), Some(c), key_path(src, span.start))
+            }
+            None => (None, None, None),
+        };
+        ScenarioError {
+            file: file_name.clone(),
+            line,
+            column,
+            key: key.or(found_key),
+            message,
+        }
+    };
+
+    let raw: RawScenario = toml::from_str(src).map_err(|e| {
+        let mut message = e.message().trim().to_string();
+        if message.starts_with("unknown field") {
+            message.push_str(" (scenarios/README.md lists every key)");
+        }
+        err_at(e.span(), None, message)
+    })?;
+
+    let base = file.parent().map(Path::to_path_buf).unwrap_or_default();
+    let resolve = |p: &str| {
+        let p = Path::new(p);
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            base.join(p)
+        }
+    };
+
+    // name
+    let name = match &raw.name {
+        Some(n) => {
+            let v = n.get_ref();
+            if v.is_empty()
+                || !v
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+            {
+                return Err(err_at(
+                    Some(n.span()),
+                    Some("name".into()),
+                    format!(
+                        "invalid name {v:?}: use letters, digits, '.', '_' and '-' (it names report folders)"
+                    ),
+                ));
+            }
+            v.clone()
+        }
+        None => file
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "scenario".into()),
+    };
+
+    // image
+    let image_span = raw.image.span();
+    let ri = raw.image.into_inner();
+    let source = match (&ri.fixture, &ri.path) {
+        (Some(f), None) => {
+            for (k, v) in [
+                ("kernel", &ri.kernel),
+                ("initrd", &ri.initrd),
+                ("append", &ri.append),
+            ] {
+                if v.is_some() {
+                    return Err(err_at(
+                        Some(image_span.clone()),
+                        Some(format!("image.{k}")),
+                        format!(
+                            "a fixture brings its own kernel, initrd and command line: remove `{k}` or use `path` for your own image"
+                        ),
+                    ));
+                }
+            }
+            ImageSource::Fixture(f.clone())
+        }
+        (None, Some(p)) => ImageSource::Path(resolve(p)),
+        (Some(_), Some(_)) => {
+            return Err(err_at(
+                Some(image_span),
+                Some("image".into()),
+                "give either `fixture` or `path`, not both".into(),
+            ));
+        }
+        (None, None) => {
+            return Err(err_at(
+                Some(image_span),
+                Some("image".into()),
+                "say what to boot: `fixture = \"debian-preseeded-x86_64\"` or `path = \"out/device.qcow2\"`".into(),
+            ));
+        }
+    };
+    let boot = ri.boot.unwrap_or(BootMode::Direct);
+    if boot == BootMode::Uefi {
+        return Err(err_at(
+            Some(image_span),
+            Some("image.boot".into()),
+            "boot = \"uefi\" is not supported by this version of airboot yet; use boot = \"direct\" with `kernel`/`initrd`/`append`".into(),
+        ));
+    }
+    let kernel = ri.kernel.as_deref().map(resolve);
+    let initrd = ri.initrd.as_deref().map(resolve);
+    if let ImageSource::Path(_) = source
+        && boot == BootMode::Direct
+        && kernel.is_none()
+    {
+        return Err(err_at(
+            Some(image_span),
+            Some("image.kernel".into()),
+            "boot = \"direct\" needs `kernel` (and usually `initrd` and `append`) for a `path` image".into(),
+        ));
+    }
+    if let ImageSource::Path(_) = source
+        && raw.machine.arch.is_none()
+    {
+        return Err(err_at(
+            Some(image_span.clone()),
+            Some("machine.arch".into()),
+            "a `path` image needs `machine.arch` (\"x86_64\" or \"aarch64\"): airboot does not detect it from the image yet".into(),
+        ));
+    }
+    if check_paths {
+        let paths = [
+            (
+                "image.path",
+                match &source {
+                    ImageSource::Path(p) => Some(p),
+                    _ => None,
+                },
+            ),
+            ("image.kernel", kernel.as_ref()),
+            ("image.initrd", initrd.as_ref()),
+        ];
+        for (key, p) in paths {
+            if let Some(p) = p
+                && !p.is_file()
+            {
+                return Err(err_at(
+                    Some(image_span.clone()),
+                    Some(key.into()),
+                    format!(
+                        "{} does not exist or is not a file (relative paths are taken from the scenario's folder)",
+                        p.display()
+                    ),
+                ));
+            }
+        }
+    }
+
+    // machine
+    let rm = raw.machine;
+    let cpus = match rm.cpus {
+        Some(c) if !(1..=64).contains(c.get_ref()) => {
+            return Err(err_at(
+                Some(c.span()),
+                None,
+                format!("cpus = {} is out of range 1..=64", c.get_ref()),
+            ));
+        }
+        Some(c) => c.into_inner(),
+        None => 1,
+    };
+    let tcg_slowdown = match rm.tcg_slowdown {
+        Some(s) if !(1.0..=100.0).contains(s.get_ref()) => {
+            return Err(err_at(
+                Some(s.span()),
+                None,
+                format!(
+                    "tcg_slowdown = {} is out of range: give a factor between 1 and 100",
+                    s.get_ref()
+                ),
+            ));
+        }
+        Some(s) => s.into_inner(),
+        None => DEFAULT_TCG_SLOWDOWN,
+    };
+    let machine = Machine {
+        arch: rm.arch,
+        memory_mib: rm.memory.map(|m| m.0).unwrap_or(1024),
+        cpus,
+        accel: rm.accel.unwrap_or(AccelChoice::Auto),
+        tcg_slowdown,
+    };
+
+    // expect
+    let re = raw.expect;
+    let mut images = Vec::new();
+    let mut seen = BTreeSet::new();
+    for item in re.images {
+        let span = item.span();
+        let item = item.into_inner();
+        let reference = normalize_ref(&item.reference)
+            .map_err(|m| err_at(Some(span.clone()), Some("expect.images".into()), m))?;
+        if !seen.insert(reference.clone()) {
+            return Err(err_at(
+                Some(span),
+                Some("expect.images".into()),
+                format!("{reference} is listed twice"),
+            ));
+        }
+        let id = match item.id {
+            Some(id) => Some(
+                normalize_id(&id)
+                    .map_err(|m| err_at(Some(span), Some("expect.images.id".into()), m))?,
+            ),
+            None => None,
+        };
+        images.push(ImageExpect { reference, id });
+    }
+    let mut containers = Vec::new();
+    let mut names = BTreeSet::new();
+    for item in re.containers {
+        let span = item.span();
+        let c = item.into_inner();
+        if !names.insert(c.name.clone()) {
+            return Err(err_at(
+                Some(span),
+                Some("expect.containers".into()),
+                format!("container {:?} is listed twice", c.name),
+            ));
+        }
+        let image = match c.image {
+            Some(i) => Some(
+                normalize_ref(&i)
+                    .map_err(|m| err_at(Some(span), Some("expect.containers.image".into()), m))?,
+            ),
+            None => None,
+        };
+        containers.push(ContainerExpect {
+            name: c.name,
+            image,
+            healthy: c.healthy,
+        });
+    }
+    let time_to_stack = re.time_to_stack.map(|d| d.0);
+    let timeout = re.timeout.map(|d| d.0).unwrap_or(match time_to_stack {
+        Some(t) => DEFAULT_TIMEOUT.max(t * 2),
+        None => DEFAULT_TIMEOUT,
+    });
+    if let Some(t) = time_to_stack
+        && t > timeout
+    {
+        return Err(ScenarioError {
+            file: file_name.clone(),
+            line: None,
+            column: None,
+            key: Some("expect.timeout".into()),
+            message: format!(
+                "timeout ({}s) is shorter than time_to_stack ({}s): the budget could never be judged",
+                timeout.as_secs_f64(),
+                t.as_secs_f64()
+            ),
+        });
+    }
+    let expect = Expect {
+        engine: re.engine.unwrap_or(Engine::Docker),
+        images,
+        extra_images: re.extra_images.unwrap_or(ExtraImages::Fail),
+        containers,
+        time_to_stack,
+        timeout,
+        fail_on: re.fail_on.into_iter().map(|p| p.0).collect(),
+        default_fail_on: re.default_fail_on.unwrap_or(true),
+    };
+
+    // milestones
+    let mut milestones = Vec::new();
+    let mut mnames = BTreeSet::new();
+    for m in raw.milestone {
+        let span = m.span();
+        let m = m.into_inner();
+        if m.name.is_empty() || !mnames.insert(m.name.clone()) {
+            return Err(err_at(
+                Some(span),
+                Some("milestone.name".into()),
+                format!("milestone name {:?} is empty or used twice", m.name),
+            ));
+        }
+        milestones.push(MilestoneSpec {
+            name: m.name,
+            console: m.console.0,
+            required: m.required.unwrap_or(true),
+            within: m.within.map(|d| d.0),
+        });
+    }
+
+    Ok(Scenario {
+        name,
+        file: file.to_path_buf(),
+        description: raw.description,
+        image: ImageSpec {
+            source,
+            format: ri.format,
+            boot,
+            kernel,
+            initrd,
+            append: ri.append,
+        },
+        machine,
+        expect,
+        milestones,
+    })
+}
+
+/// Normalise an image reference to the `repository:tag` form `docker images`
+/// prints: `docker.io/library/redis` → `redis:latest`.
+pub fn normalize_ref(r: &str) -> Result<String, String> {
+    let bad = |why: &str| format!("invalid image reference {r:?}: {why}");
+    if r.is_empty() || r.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(bad("it is empty or contains whitespace"));
+    }
+    if r.contains('@') {
+        return Err(bad(
+            "digest references are not supported here; give `ref = \"name:tag\"` and `id = \"sha256:…\"`",
+        ));
+    }
+    if r != r.to_lowercase() && !r.rsplit('/').next().unwrap_or("").contains(':') {
+        return Err(bad("repository names must be lowercase"));
+    }
+    let (name, tag) = match r.rfind(':') {
+        Some(i) if !r[i + 1..].contains('/') => (&r[..i], &r[i + 1..]),
+        _ => (r, "latest"),
+    };
+    if name.is_empty() || tag.is_empty() || name.ends_with('/') || name.starts_with('/') {
+        return Err(bad("expected name[:tag]"));
+    }
+    if name != name.to_lowercase() {
+        return Err(bad("repository names must be lowercase"));
+    }
+    let name = name
+        .strip_prefix("docker.io/")
+        .or_else(|| name.strip_prefix("index.docker.io/"))
+        .unwrap_or(name);
+    let name = name.strip_prefix("library/").unwrap_or(name);
+    Ok(format!("{name}:{tag}"))
+}
+
+/// Normalise an image ID: `sha256:` + lowercase hex, at least 12 digits.
+pub fn normalize_id(id: &str) -> Result<String, String> {
+    let hex = id
+        .strip_prefix("sha256:")
+        .unwrap_or(id)
+        .to_ascii_lowercase();
+    if hex.len() < 12 || hex.len() > 64 || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
+        return Err(format!(
+            "invalid image id {id:?}: give \"sha256:\" and 64 hex digits (or a prefix of at least 12)"
+        ));
+    }
+    Ok(format!("sha256:{hex}"))
+}
+
+// ------------------------------------------------------ error locations
+
+/// 1-based line and column (in characters) of a byte offset.
+pub fn line_col(src: &str, offset: usize) -> (usize, usize) {
+    let offset = offset.min(src.len());
+    let before = &src[..offset];
+    let line = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map(|i| i + 1).unwrap_or(0);
+    (line, before[line_start..].chars().count() + 1)
+}
+
+/// The dotted key a byte offset of a TOML document belongs to, e.g.
+/// `expect.containers.healthy` for a value inside an inline table of an
+/// array. Best effort: used only to make error messages precise.
+pub fn key_path(src: &str, offset: usize) -> Option<String> {
+    let b = src.as_bytes();
+    let at = offset.min(b.len());
+    let mut header: Vec<String> = Vec::new();
+    // Open brackets, each with the key whose value it starts.
+    let mut stack: Vec<(Option<Vec<String>>, u8)> = Vec::new();
+    let mut expecting_key = true;
+    let mut current: Option<Vec<String>> = None;
+    let mut i = 0;
+    while i < b.len() && i <= at {
+        let start = i;
+        let c = b[i];
+        match c {
+            b'\n' => {
+                if stack.is_empty() {
+                    expecting_key = true;
+                    current = None;
+                }
+                i += 1;
+            }
+            b' ' | b'\t' | b'\r' => i += 1,
+            b'#' => {
+                while i < b.len() && b[i] != b'\n' {
+                    i += 1;
+                }
+            }
+            b'[' if expecting_key && stack.is_empty() => {
+                let line_end = src[i..].find('\n').map(|n| i + n).unwrap_or(b.len());
+                let text = src[i..line_end].split('#').next().unwrap_or("");
+                let inner = text.trim().trim_start_matches('[').trim_end_matches(']');
+                header = split_dotted(inner);
+                if line_end > at {
+                    return Some(header.join("."));
+                }
+                i = line_end;
+            }
+            b'[' | b'{' => {
+                stack.push((current.take(), c));
+                expecting_key = c == b'{';
+                i += 1;
+            }
+            b']' | b'}' => {
+                if let Some((k, _)) = stack.pop() {
+                    current = k;
+                }
+                expecting_key = false;
+                i += 1;
+            }
+            b',' => {
+                if let Some((_, b'{')) = stack.last() {
+                    expecting_key = true;
+                    current = None;
+                }
+                i += 1;
+            }
+            b'=' => {
+                expecting_key = false;
+                i += 1;
+            }
+            b'"' | b'\'' => {
+                i = skip_string(b, i);
+                if expecting_key {
+                    current = Some(split_dotted(&src[start..i]));
+                }
+            }
+            _ => {
+                while i < b.len() && !b" \t\r\n=,]}[{#".contains(&b[i]) {
+                    i += 1;
+                }
+                if i == start {
+                    i += 1;
+                }
+                if expecting_key {
+                    current = Some(split_dotted(&src[start..i]));
+                }
+            }
+        }
+    }
+    let mut path = header;
+    for (k, _) in &stack {
+        if let Some(k) = k {
+            path.extend(k.iter().cloned());
+        }
+    }
+    if let Some(k) = current {
+        path.extend(k);
+    }
+    (!path.is_empty()).then(|| path.join("."))
+}
+
+fn split_dotted(s: &str) -> Vec<String> {
+    s.split('.')
+        .map(|p| p.trim().trim_matches('"').trim_matches('\'').to_string())
+        .filter(|p| !p.is_empty())
+        .collect()
+}
+
+fn skip_string(b: &[u8], start: usize) -> usize {
+    let q = b[start];
+    let triple = b.len() >= start + 3 && b[start + 1] == q && b[start + 2] == q;
+    let mut i = start + if triple { 3 } else { 1 };
+    while i < b.len() {
+        if q == b'"' && b[i] == b'\\' {
+            i += 2;
+            continue;
+        }
+        if b[i] == q {
+            if !triple {
+                return i + 1;
+            }
+            if b.len() >= i + 3 && b[i + 1] == q && b[i + 2] == q {
+                return i + 3;
+            }
+        }
+        if !triple && b[i] == b'\n' {
+            return i;
+        }
+        i += 1;
+    }
+    b.len()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+name = "preseeded-x86_64"
+description = "the preseeded fixture"
+
+[image]
+fixture = "debian-preseeded-x86_64"
+
+[machine]
+arch = "x86_64"
+memory = "1G"
+accel = "auto"
+
+[expect]
+engine = "docker"
+images = ["fixture/redis:1", { ref = "docker.io/library/busybox", id = "sha256:0123456789ab" }]
+containers = [
+  { name = "redis", image = "fixture/redis:1", healthy = true },
+  { name = "web" },
+]
+time_to_stack = "20s"
+fail_on = ["Out of memory"]
+
+[[milestone]]
+name = "loaded"
+console = "airboot-load: done"
+within = "15s"
+"#;
+
+    fn p(src: &str) -> Result<Scenario, ScenarioError> {
+        parse(src, Path::new("scenarios/t.toml"), false)
+    }
+
+    #[test]
+    fn parses_a_full_scenario() {
+        let s = p(GOOD).unwrap();
+        assert_eq!(s.name, "preseeded-x86_64");
+        assert_eq!(
+            s.image.source,
+            ImageSource::Fixture("debian-preseeded-x86_64".into())
+        );
+        assert_eq!(s.machine.arch, Some(Arch::X86_64));
+        assert_eq!(s.machine.memory_mib, 1024);
+        assert_eq!(s.expect.images[0].reference, "fixture/redis:1");
+        assert_eq!(s.expect.images[1].reference, "busybox:latest");
+        assert_eq!(
+            s.expect.images[1].id.as_deref(),
+            Some("sha256:0123456789ab")
+        );
+        assert_eq!(s.expect.containers[0].healthy, Some(true));
+        assert_eq!(s.expect.containers[1].image, None);
+        assert_eq!(s.expect.time_to_stack, Some(Duration::from_secs(20)));
+        // timeout defaults to max(60s, 2 × budget)
+        assert_eq!(s.expect.timeout, Duration::from_secs(60));
+        assert_eq!(s.milestones[0].within, Some(Duration::from_secs(15)));
+        assert!(s.milestones[0].required);
+    }
+
+    #[test]
+    fn name_defaults_to_file_stem() {
+        let s = p("[image]\nfixture = \"f\"\n").unwrap();
+        assert_eq!(s.name, "t");
+        assert_eq!(s.machine.tcg_slowdown, DEFAULT_TCG_SLOWDOWN);
+    }
+
+    #[test]
+    fn misspelt_key_names_line_column_and_key() {
+        let src = "name = \"x\"\n[image]\nfixture = \"f\"\n[expect]\nimagez = []\n";
+        let e = p(src).unwrap_err();
+        assert_eq!(e.line, Some(5));
+        assert_eq!(e.column, Some(1));
+        assert_eq!(e.key.as_deref(), Some("expect.imagez"));
+        let text = e.to_string();
+        assert!(
+            text.starts_with("scenarios/t.toml:5:1: key `expect.imagez`: unknown field `imagez`"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn misspelt_key_inside_inline_table() {
+        let src = "[image]\nfixture = \"f\"\n[expect]\ncontainers = [\n  { name = \"r\", helthy = true },\n]\n";
+        let e = p(src).unwrap_err();
+        assert_eq!((e.line, e.column), (Some(5), Some(17)));
+        assert_eq!(e.key.as_deref(), Some("expect.containers.helthy"));
+    }
+
+    #[test]
+    fn bad_values_point_at_the_value() {
+        let e =
+            p("[image]\nfixture = \"f\"\n[expect]\ntime_to_stack = \"20 seconds\"\n").unwrap_err();
+        assert_eq!(e.line, Some(4));
+        assert_eq!(e.key.as_deref(), Some("expect.time_to_stack"));
+        assert!(e.message.contains("invalid duration"), "{e}");
+
+        let e = p("[image]\nfixture = \"f\"\n[machine]\nmemory = \"lots\"\n").unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("machine.memory"));
+
+        let e = p("[image]\nfixture = \"f\"\n[machine]\narch = \"riscv64\"\n").unwrap_err();
+        assert!(e.message.contains("unknown architecture"), "{e}");
+
+        let e = p("[image]\nfixture = \"f\"\n[expect]\nfail_on = [\"ok\", \"(unclosed\"]\n")
+            .unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("expect.fail_on"));
+        assert!(e.message.contains("invalid regex"), "{e}");
+
+        let e = p("[image]\nfixture = \"f\"\n[machine]\naccel = \"hvf\"\n").unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("machine.accel"));
+
+        let e = p("[image]\nfixture = \"f\"\n[machine]\ncpus = 0\n").unwrap_err();
+        assert_eq!(e.line, Some(4));
+    }
+
+    #[test]
+    fn contradictions_are_errors() {
+        let e = p("[image]\nfixture = \"f\"\npath = \"x.qcow2\"\n").unwrap_err();
+        assert!(e.message.contains("not both"), "{e}");
+        let e = p("[image]\nformat = \"raw\"\n").unwrap_err();
+        assert!(e.message.contains("say what to boot"), "{e}");
+        let e = p("[image]\npath = \"x.qcow2\"\n").unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("image.kernel"));
+        let e = p("[image]\npath = \"x.qcow2\"\nkernel = \"k\"\n").unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("machine.arch"));
+        let e = p("[image]\nfixture = \"f\"\nkernel = \"k\"\n").unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("image.kernel"));
+        let e = p(
+            "[image]\nfixture = \"f\"\n[expect]\nimages = [\"a:1\", \"docker.io/library/a:1\"]\n",
+        )
+        .unwrap_err();
+        assert!(e.message.contains("listed twice"), "{e}");
+        let e =
+            p("[image]\nfixture = \"f\"\n[expect]\ntime_to_stack = \"90s\"\ntimeout = \"60s\"\n")
+                .unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("expect.timeout"));
+        let e = p("[image]\nfixture = \"f\"\n[expect]\nimages = [{ ref = \"a:1\", id = \"sha256:xyz\" }]\n").unwrap_err();
+        assert!(e.message.contains("invalid image id"), "{e}");
+        let e = p("[image]\nfixture = \"f\"\nboot = \"uefi\"\n").unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("image.boot"));
+        let e = p("name = \"a b\"\n[image]\nfixture = \"f\"\n").unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("name"));
+    }
+
+    #[test]
+    fn paths_resolve_against_the_scenario_folder_and_are_checked() {
+        let dir = std::env::temp_dir().join(format!("airboot-scn-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("disk.raw"), b"x").unwrap();
+        std::fs::write(dir.join("vmlinuz"), b"x").unwrap();
+        let f = dir.join("s.toml");
+        let ok = parse(
+            "[image]\npath = \"disk.raw\"\nkernel = \"vmlinuz\"\n[machine]\narch = \"x86_64\"\n",
+            &f,
+            true,
+        )
+        .unwrap();
+        assert_eq!(ok.image.source, ImageSource::Path(dir.join("disk.raw")));
+        let e = parse("[image]\npath = \"disk.raw\"\nkernel = \"vmlinuz\"\ninitrd = \"nope.img\"\n[machine]\narch = \"x86_64\"\n", &f, true)
+            .unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("image.initrd"));
+        assert!(e.message.contains("nope.img"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn references_normalise_like_docker_images() {
+        assert_eq!(normalize_ref("redis").unwrap(), "redis:latest");
+        assert_eq!(
+            normalize_ref("docker.io/library/redis:7").unwrap(),
+            "redis:7"
+        );
+        assert_eq!(
+            normalize_ref("docker.io/foo/bar").unwrap(),
+            "foo/bar:latest"
+        );
+        assert_eq!(
+            normalize_ref("registry:5000/x").unwrap(),
+            "registry:5000/x:latest"
+        );
+        assert_eq!(
+            normalize_ref("registry:5000/x:2").unwrap(),
+            "registry:5000/x:2"
+        );
+        assert!(normalize_ref("Redis").is_err());
+        assert!(normalize_ref("redis@sha256:00").is_err());
+        assert!(normalize_ref("a b").is_err());
+        assert!(normalize_ref(":1").is_err());
+        assert!(normalize_ref("").is_err());
+    }
+
+    #[test]
+    fn key_paths() {
+        let src = "a = 1\n[t]\nx = [\n 1,\n { y = 2, z = 3 },\n]\n[[m]]\nn = \"v\"\n";
+        assert_eq!(key_path(src, 0).as_deref(), Some("a"));
+        let z = src.find("z =").unwrap();
+        assert_eq!(key_path(src, z).as_deref(), Some("t.x.z"));
+        let three = src.find("3 }").unwrap();
+        assert_eq!(key_path(src, three).as_deref(), Some("t.x.z"));
+        let one = src.find(" 1,").unwrap() + 1;
+        assert_eq!(key_path(src, one).as_deref(), Some("t.x"));
+        let v = src.find("\"v\"").unwrap();
+        assert_eq!(key_path(src, v).as_deref(), Some("m.n"));
+        assert_eq!(line_col(src, v), (8, 5));
+    }
+}

@@ -1,0 +1,405 @@
+//! airboot's fixture images: Debian guests with a container engine and a
+//! small stack, built offline from Debian packages only, cached under
+//! `~/.cache/airboot` and keyed by a hash of everything that shapes them.
+//!
+//! Build stages (each cached on its own, so editing a unit file does not
+//! re-run debootstrap):
+//! 1. `rootfs`: `mmdebstrap --variant=minbase` with systemd and docker.io;
+//! 2. `kernel`: the Debian kernel package extracted (never installed in the
+//!    target), modules pruned to what a virtio container host needs, and a
+//!    busybox initramfs built on the host;
+//! 3. `containers`: two container images made without a registry, as
+//!    deterministic `docker save` archives;
+//! 4. the fixture: rootfs + modules + recipe overlay + either a pre-seeded
+//!    `/var/lib/docker` (a private dockerd on the build host loads the
+//!    archives into the staging rootfs) or the archives with a first-boot
+//!    loader, written into an ext4 filesystem without loop mounts.
+
+pub mod archive;
+pub mod builder;
+pub mod cpio;
+pub mod modules;
+
+use std::path::{Path, PathBuf};
+
+use airboot_core::scenario::Arch;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+mod recipes {
+    include!(concat!(env!("OUT_DIR"), "/recipes.rs"));
+}
+
+pub use builder::{BuildError, build};
+
+/// The Debian release fixtures are built from.
+pub const SUITE: &str = "bookworm";
+
+/// How the fixture gets its container images onto the device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Variant {
+    /// `/var/lib/docker` populated at build time: nothing to load on boot.
+    Preseeded,
+    /// `docker save` archives plus a first-boot unit that loads and tags them.
+    LoadAtBoot,
+}
+
+impl Variant {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Variant::Preseeded => "preseeded",
+            Variant::LoadAtBoot => "load-at-boot",
+        }
+    }
+}
+
+/// A fixture airboot knows how to build.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FixtureDef {
+    pub name: &'static str,
+    pub arch: Arch,
+    pub variant: Variant,
+    pub description: &'static str,
+}
+
+/// Every fixture that can be built.
+pub fn catalog() -> Vec<FixtureDef> {
+    vec![
+        FixtureDef {
+            name: "debian-preseeded-x86_64",
+            arch: Arch::X86_64,
+            variant: Variant::Preseeded,
+            description: "Debian bookworm + docker.io, /var/lib/docker seeded at build time (fixture/busybox:1, fixture/redis:1)",
+        },
+        FixtureDef {
+            name: "debian-load-at-boot-x86_64",
+            arch: Arch::X86_64,
+            variant: Variant::LoadAtBoot,
+            description: "Debian bookworm + docker.io, images shipped as `docker save` archives and loaded by a first-boot unit",
+        },
+    ]
+}
+
+pub fn find(name: &str) -> Option<FixtureDef> {
+    catalog().into_iter().find(|f| f.name == name)
+}
+
+/// Where built things are kept: `$AIRBOOT_CACHE`, else
+/// `$XDG_CACHE_HOME/airboot`, else `~/.cache/airboot`.
+pub fn cache_root() -> PathBuf {
+    if let Some(p) = std::env::var_os("AIRBOOT_CACHE").filter(|p| !p.is_empty()) {
+        return PathBuf::from(p);
+    }
+    if let Some(p) = std::env::var_os("XDG_CACHE_HOME").filter(|p| !p.is_empty()) {
+        return PathBuf::from(p).join("airboot");
+    }
+    match std::env::var_os("HOME").filter(|p| !p.is_empty()) {
+        Some(h) => PathBuf::from(h).join(".cache/airboot"),
+        None => PathBuf::from("/var/cache/airboot"),
+    }
+}
+
+/// The Debian mirrors (overridable for local mirrors).
+pub fn mirrors() -> (String, String) {
+    let main = std::env::var("AIRBOOT_DEBIAN_MIRROR")
+        .unwrap_or_else(|_| "http://deb.debian.org/debian".into());
+    let sec = std::env::var("AIRBOOT_DEBIAN_SECURITY_MIRROR")
+        .unwrap_or_else(|_| "http://deb.debian.org/debian-security".into());
+    (main, sec)
+}
+
+/// A recipe file embedded from `images/`.
+pub fn recipe_file(rel: &str) -> Option<(&'static [u8], u32)> {
+    recipes::FILES
+        .iter()
+        .find(|(p, _, _)| *p == rel)
+        .map(|(_, d, m)| (*d, *m))
+}
+
+/// Embedded recipe files under a folder, as (path below it, data, mode).
+pub fn recipe_tree(prefix: &str) -> Vec<(&'static str, &'static [u8], u32)> {
+    let prefix = format!("{}/", prefix.trim_end_matches('/'));
+    recipes::FILES
+        .iter()
+        .filter_map(|(p, d, m)| p.strip_prefix(prefix.as_str()).map(|rest| (rest, *d, *m)))
+        .collect()
+}
+
+fn key(parts: &[&str]) -> String {
+    let mut h = Sha256::new();
+    for p in parts {
+        h.update(p.as_bytes());
+        h.update([0]);
+    }
+    h.finalize()
+        .iter()
+        .take(8)
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn recipe_text(rel: &str) -> String {
+    recipe_file(rel)
+        .map(|(d, _)| String::from_utf8_lossy(d).into_owned())
+        .unwrap_or_default()
+}
+
+/// Cache keys of each stage: pure functions of their inputs.
+pub fn rootfs_key(arch: Arch) -> String {
+    let (m, s) = mirrors();
+    key(&[
+        "rootfs",
+        arch.as_str(),
+        SUITE,
+        &m,
+        &s,
+        &recipe_text("rootfs-packages.txt"),
+        recipes::BUILDER_HASH,
+    ])
+}
+
+pub fn kernel_key(arch: Arch) -> String {
+    let (m, s) = mirrors();
+    key(&[
+        "kernel",
+        arch.as_str(),
+        SUITE,
+        &m,
+        &s,
+        &recipe_text("initramfs/init"),
+        recipes::BUILDER_HASH,
+    ])
+}
+
+pub fn containers_key(arch: Arch) -> String {
+    let (m, s) = mirrors();
+    key(&[
+        "containers",
+        arch.as_str(),
+        SUITE,
+        &m,
+        &s,
+        recipes::BUILDER_HASH,
+    ])
+}
+
+/// The fixture's key also covers the guest probe binary it carries.
+pub fn fixture_key(def: &FixtureDef, probe_hash: &str) -> String {
+    key(&[
+        "fixture",
+        def.name,
+        def.variant.as_str(),
+        &rootfs_key(def.arch),
+        &kernel_key(def.arch),
+        &containers_key(def.arch),
+        probe_hash,
+        recipes::RECIPE_HASH,
+        recipes::BUILDER_HASH,
+    ])
+}
+
+/// Where a built fixture lives.
+pub fn fixture_dir(root: &Path, def: &FixtureDef, probe_hash: &str) -> PathBuf {
+    root.join("fixtures")
+        .join(format!("{}-{}", def.name, fixture_key(def, probe_hash)))
+}
+
+/// The Rust target the guest probe is built for.
+pub fn probe_target(arch: Arch) -> &'static str {
+    match arch {
+        Arch::X86_64 => "x86_64-unknown-linux-musl",
+        Arch::Aarch64 => "aarch64-unknown-linux-musl",
+    }
+}
+
+/// The static guest probe for an architecture: `$AIRBOOT_PROBE_<ARCH>`,
+/// else `airboot-probe-<arch>` next to the running program, else the
+/// workspace's `target/<musl triple>/release/airboot-probe`.
+pub fn probe_binary(arch: Arch) -> Result<PathBuf, String> {
+    let var = format!("AIRBOOT_PROBE_{}", arch.as_str().to_uppercase());
+    if let Some(p) = std::env::var_os(&var).filter(|p| !p.is_empty()) {
+        let p = PathBuf::from(p);
+        return if p.is_file() {
+            Ok(p)
+        } else {
+            Err(format!("{var}={} is not a file", p.display()))
+        };
+    }
+    let exe = std::env::current_exe().map_err(|e| format!("cannot locate airboot itself: {e}"))?;
+    let mut candidates = Vec::new();
+    if let Some(dir) = exe.parent() {
+        candidates.push(dir.join(format!("airboot-probe-{arch}")));
+    }
+    for dir in exe.ancestors().skip(1).take(4) {
+        candidates.push(dir.join(probe_target(arch)).join("release/airboot-probe"));
+    }
+    candidates.into_iter().find(|p| p.is_file()).ok_or_else(|| {
+        format!(
+            "the guest probe for {arch} is not built: run `cargo build --release -p airboot-probe --target {}` (scripts/setup.sh does it), or set {var}",
+            probe_target(arch)
+        )
+    })
+}
+
+/// sha256 (hex) of a file, for cache keys.
+pub fn file_hash(p: &Path) -> Result<String, String> {
+    let data = std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()))?;
+    Ok(Sha256::digest(&data)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect())
+}
+
+/// One container image a fixture carries.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FixtureImage {
+    #[serde(rename = "ref")]
+    pub reference: String,
+    pub id: String,
+    pub archive: String,
+    pub layers: Vec<String>,
+    pub size: u64,
+}
+
+/// `fixture.json`: what was built and how to boot it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FixtureManifest {
+    pub schema: String,
+    pub name: String,
+    pub arch: String,
+    pub variant: Variant,
+    pub description: String,
+    pub key: String,
+    pub boot: String,
+    pub disk: String,
+    pub disk_format: String,
+    pub kernel: String,
+    pub initrd: String,
+    pub append: String,
+    pub kernel_version: String,
+    pub engine: String,
+    pub images: Vec<FixtureImage>,
+    /// Versions of the packages that matter (docker.io, containerd, runc, systemd).
+    pub packages: std::collections::BTreeMap<String, String>,
+    pub built_at: String,
+    pub build_seconds: f64,
+}
+
+/// A built fixture.
+#[derive(Debug, Clone)]
+pub struct Fixture {
+    pub dir: PathBuf,
+    pub manifest: FixtureManifest,
+}
+
+impl Fixture {
+    pub fn disk(&self) -> PathBuf {
+        self.dir.join(&self.manifest.disk)
+    }
+    pub fn kernel(&self) -> PathBuf {
+        self.dir.join(&self.manifest.kernel)
+    }
+    pub fn initrd(&self) -> PathBuf {
+        self.dir.join(&self.manifest.initrd)
+    }
+    pub fn arch(&self) -> Option<Arch> {
+        Arch::parse(&self.manifest.arch)
+    }
+}
+
+/// The fixture as currently built, if its inputs (the probe binary
+/// included) have not changed since.
+pub fn lookup(root: &Path, def: &FixtureDef) -> Option<Fixture> {
+    let probe = probe_binary(def.arch).ok()?;
+    let dir = fixture_dir(root, def, &file_hash(&probe).ok()?);
+    let text = std::fs::read_to_string(dir.join("fixture.json")).ok()?;
+    let manifest: FixtureManifest = serde_json::from_str(&text).ok()?;
+    let complete = dir.join(&manifest.disk).is_file()
+        && dir.join(&manifest.kernel).is_file()
+        && dir.join(&manifest.initrd).is_file();
+    complete.then_some(Fixture { dir, manifest })
+}
+
+/// Builds of a fixture whose inputs have changed since (kept until
+/// removed by hand or `airboot images clean`).
+pub fn stale_builds(root: &Path, def: &FixtureDef) -> Vec<PathBuf> {
+    let current = lookup(root, def).map(|f| f.dir).unwrap_or_default();
+    let prefix = format!("{}-", def.name);
+    let Ok(rd) = std::fs::read_dir(root.join("fixtures")) else {
+        return Vec::new();
+    };
+    let mut v: Vec<PathBuf> = rd
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            let n = p
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            n.starts_with(&prefix)
+                && !n.contains(".tmp")
+                && n.len() == prefix.len() + 16
+                && *p != current
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn catalog_names_are_unique_and_match_arch() {
+        let c = catalog();
+        for f in &c {
+            assert!(f.name.ends_with(f.arch.as_str()), "{}", f.name);
+            assert_eq!(c.iter().filter(|g| g.name == f.name).count(), 1);
+        }
+        assert!(find("debian-preseeded-x86_64").is_some());
+        assert!(find("nope").is_none());
+    }
+
+    #[test]
+    fn recipes_are_embedded() {
+        assert!(recipe_file("initramfs/init").is_some());
+        assert!(
+            recipe_file("overlay/load-at-boot/usr/local/sbin/airboot-load-images")
+                .unwrap()
+                .1
+                & 0o111
+                != 0
+        );
+        assert!(
+            recipe_file("reference/airboot-status").is_none(),
+            "reference material is not part of a fixture"
+        );
+        let common = recipe_tree("overlay/common");
+        assert!(
+            common
+                .iter()
+                .any(|(p, _, _)| *p == "etc/systemd/system/container-redis.service")
+        );
+        assert!(
+            recipe_tree("overlay/load-at-boot")
+                .iter()
+                .any(|(p, _, _)| p.ends_with("airboot-load-images"))
+        );
+    }
+
+    #[test]
+    fn keys_differ_by_what_shapes_the_result() {
+        let p = find("debian-preseeded-x86_64").unwrap();
+        let l = find("debian-load-at-boot-x86_64").unwrap();
+        assert_ne!(fixture_key(&p, "x"), fixture_key(&l, "x"));
+        assert_eq!(fixture_key(&p, "x"), fixture_key(&p, "x"));
+        assert_ne!(
+            fixture_key(&p, "x"),
+            fixture_key(&p, "y"),
+            "a new probe rebuilds the fixture"
+        );
+        assert_eq!(fixture_key(&p, "x").len(), 16);
+        assert_ne!(rootfs_key(Arch::X86_64), rootfs_key(Arch::Aarch64));
+    }
+}

@@ -1,0 +1,9 @@
+//! Thin I/O around QEMU: everything here starts processes, opens sockets
+//! or touches files; the decisions live in `airboot-core`.
+
+pub mod accel;
+pub mod argv;
+pub mod disk;
+pub mod process;
+pub mod qmp;
+pub mod vm;

@@ -1,0 +1,243 @@
+//! Renders reports: `report.json`, `run.json`, and the one-screen human
+//! summary printed at the end of a run.
+
+use std::fmt::Write as _;
+use std::io;
+use std::path::Path;
+
+use airboot_core::report::{Report, RunIndex, Verdict};
+
+/// Write `report.json` into `dir` (atomically: a reader never sees half).
+pub fn write_report(dir: &Path, report: &Report) -> io::Result<()> {
+    write_json(&dir.join("report.json"), report)
+}
+
+pub fn write_index(dir: &Path, index: &RunIndex) -> io::Result<()> {
+    write_json(&dir.join("run.json"), index)
+}
+
+fn write_json<T: serde::Serialize>(path: &Path, v: &T) -> io::Result<()> {
+    let tmp = path.with_extension("json.tmp");
+    let mut text = serde_json::to_string_pretty(v).map_err(io::Error::other)?;
+    text.push('\n');
+    std::fs::write(&tmp, text)?;
+    std::fs::rename(&tmp, path)
+}
+
+fn verdict_word(v: Verdict) -> &'static str {
+    match v {
+        Verdict::Pass => "PASS",
+        Verdict::Fail => "FAIL",
+        Verdict::Error => "ERROR",
+    }
+}
+
+fn short_id(id: &str) -> String {
+    let hex = id.strip_prefix("sha256:").unwrap_or(id);
+    hex.chars().take(12).collect()
+}
+
+/// The human summary of one scenario, at most about a screen.
+pub fn summary(r: &Report, report_dir: &Path) -> String {
+    let mut s = String::new();
+    let _ = writeln!(s, "== {} : {}", r.scenario, verdict_word(r.verdict));
+    if let Some(d) = &r.description {
+        let _ = writeln!(s, "   {d}");
+    }
+    if let Some(p) = &r.image.path {
+        let hash = match (&r.image.sha256_before, r.image.unchanged) {
+            (Some(h), Some(true)) => format!("sha256 {}… unchanged", &h[..12.min(h.len())]),
+            (Some(h), Some(false)) => format!("sha256 {}… CHANGED", &h[..12.min(h.len())]),
+            (Some(h), None) => format!("sha256 {}…", &h[..12.min(h.len())]),
+            _ => String::new(),
+        };
+        let name = r
+            .image
+            .fixture
+            .clone()
+            .map(|f| format!("{f} "))
+            .unwrap_or_default();
+        let _ = writeln!(s, "   image     {name}{p} {hash}");
+    }
+    if let Some(a) = &r.accel {
+        let _ = writeln!(
+            s,
+            "   machine   {} {}, {} MiB, {} vCPU{}, accel {}",
+            r.arch.as_deref().unwrap_or("?"),
+            r.machine.machine.as_deref().unwrap_or("?"),
+            r.machine.memory_mib,
+            r.machine.cpus,
+            r.machine
+                .qemu_version
+                .as_ref()
+                .map(|v| format!(", QEMU {v}"))
+                .unwrap_or_default(),
+            a
+        );
+        if let Some(why) = &r.accel_reason {
+            let _ = writeln!(s, "             ({why})");
+        }
+    }
+    if r.qemu.argv.is_empty() {
+        // never booted
+    } else {
+        let n = &r.network;
+        let _ = writeln!(
+            s,
+            "   network   {} NIC(s): {} network argument(s) to QEMU, {} network PCI device(s){}",
+            n.nics,
+            n.qemu_network_args.len(),
+            n.pci_network_devices.len(),
+            if n.pci_checked {
+                ""
+            } else {
+                " (QMP device list not checked)"
+            }
+        );
+    }
+    if !r.milestones.is_empty() {
+        let _ = writeln!(s, "   timeline  (seconds since QMP cont)");
+        for m in &r.milestones {
+            let mut ev = m.evidence.clone();
+            if ev.chars().count() > 60 {
+                ev = ev.chars().take(57).collect::<String>() + "...";
+            }
+            let _ = writeln!(s, "   {:>8.1}  {:<18} {ev}", m.t_s, m.name);
+        }
+    }
+    match r.time_to_stack_s {
+        Some(t) => {
+            let budget = r
+                .timeouts
+                .time_to_stack_budget_s
+                .map(|b| format!(" (budget {b:.1}s, scale x{})", r.timeouts.scale))
+                .unwrap_or_default();
+            let _ = writeln!(s, "   time to running stack: {t:.1}s{budget}");
+        }
+        None if !r.qemu.argv.is_empty() => {
+            let _ = writeln!(s, "   time to running stack: never reached");
+        }
+        None => {}
+    }
+    if !r.images.is_empty() {
+        let _ = writeln!(s, "   images");
+        for i in &r.images {
+            let mark = if i.expected && i.present {
+                "ok"
+            } else if i.expected {
+                "!!"
+            } else {
+                "??"
+            };
+            let _ = writeln!(
+                s,
+                "     [{mark}] {:<28} {}{}",
+                i.reference,
+                i.id.as_deref()
+                    .map(short_id)
+                    .unwrap_or_else(|| "absent".into()),
+                if i.expected { "" } else { "  (not expected)" }
+            );
+        }
+    }
+    if !r.containers.is_empty() {
+        let _ = writeln!(s, "   containers");
+        for c in &r.containers {
+            let ok = c.state == "running" && c.health.as_deref().is_none_or(|h| h == "healthy");
+            let mark = if !c.expected {
+                "??"
+            } else if ok {
+                "ok"
+            } else {
+                "!!"
+            };
+            let _ = writeln!(
+                s,
+                "     [{mark}] {:<12} {}{}",
+                c.name,
+                c.state,
+                c.health
+                    .as_ref()
+                    .map(|h| format!(" ({h})"))
+                    .unwrap_or_default()
+            );
+        }
+    }
+    if !r.failures.is_empty() {
+        let _ = writeln!(s, "   failures");
+        for f in &r.failures {
+            let _ = writeln!(s, "     {}: {}", f.code, f.message);
+            if let Some(e) = &f.evidence {
+                let mut e = e.clone();
+                if e.chars().count() > 200 {
+                    e = e.chars().take(197).collect::<String>() + "...";
+                }
+                let _ = writeln!(s, "       evidence: {e}");
+            }
+        }
+    }
+    let _ = writeln!(
+        s,
+        "   report    {}",
+        report_dir.join("report.json").display()
+    );
+    if r.console.lines > 0 || report_dir.join("console.log").exists() {
+        let _ = writeln!(
+            s,
+            "   console   {}",
+            report_dir.join(&r.console.file).display()
+        );
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use airboot_core::report::{Failure, Milestone};
+
+    #[test]
+    fn summary_shows_verdict_timeline_and_failures() {
+        let mut r = Report::new("demo", "demo.toml", "2026-01-01T00:00:00Z".into());
+        r.verdict = Verdict::Fail;
+        r.accel = Some("tcg".into());
+        r.accel_reason = Some("no /dev/kvm".into());
+        r.qemu.argv = vec!["-S".into()];
+        r.milestones.push(Milestone {
+            name: "kernel".into(),
+            t_s: 1.25,
+            source: "console".into(),
+            evidence: "Linux version 6.1".into(),
+        });
+        r.failures.push(Failure {
+            code: "image-missing".into(),
+            message: "image x:1 is not in `docker images`".into(),
+            evidence: Some("status block 3".into()),
+        });
+        let s = summary(&r, Path::new("reports/x"));
+        assert!(s.starts_with("== demo : FAIL"), "{s}");
+        assert!(s.contains("     1.2  kernel"), "{s}");
+        assert!(s.contains("image-missing: image x:1"), "{s}");
+        assert!(s.contains("time to running stack: never reached"));
+        assert!(s.contains("reports/x/report.json"));
+        assert!(s.lines().count() < 40);
+    }
+
+    #[test]
+    fn writes_json_atomically() {
+        let d = tempfile_dir();
+        let r = Report::new("demo", "demo.toml", "2026-01-01T00:00:00Z".into());
+        write_report(&d, &r).unwrap();
+        let back: Report =
+            serde_json::from_str(&std::fs::read_to_string(d.join("report.json")).unwrap()).unwrap();
+        assert_eq!(back, r);
+        assert!(!d.join("report.json.tmp").exists());
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    fn tempfile_dir() -> std::path::PathBuf {
+        let d = std::env::temp_dir().join(format!("airboot-report-test-{}", std::process::id()));
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+}

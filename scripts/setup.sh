@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# Installs everything airboot needs on a Debian bookworm machine and builds
+# it. Idempotent: a second run only checks. Needs root (apt, and later the
+# fixture builds), re-runs itself with sudo when available.
+#
+#   scripts/setup.sh            # packages, Rust targets, the guest probe
+#   scripts/setup.sh --release  # also the release build of airboot
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ "$(id -u)" != 0 ]; then
+    if command -v sudo >/dev/null; then exec sudo -E "$0" "$@"; fi
+    echo "setup.sh: run as root (apt-get, mmdebstrap and a private dockerd need it)" >&2
+    exit 2
+fi
+
+step() { printf '\n== %s\n' "$*"; }
+
+packages=(
+    qemu-system-x86 qemu-system-arm ovmf qemu-efi-aarch64   # VMs and firmware
+    mmdebstrap debian-archive-keyring                       # fixture rootfs
+    docker.io                                               # pre-seeding a fixture's /var/lib/docker
+    e2fsprogs kmod dpkg fdisk mtools dosfstools             # disks, modules
+    qemu-user-static binfmt-support                         # foreign-arch rootfs
+    ca-certificates
+)
+missing=()
+for p in "${packages[@]}" qemu-utils; do
+    dpkg-query -W -f '${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    step "installing Debian packages: ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    # Never start the host's docker service: airboot runs its own private
+    # dockerd only while pre-seeding a fixture.
+    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
+    chmod +x /usr/sbin/policy-rc.d
+    trap 'rm -f /usr/sbin/policy-rc.d' EXIT
+    apt-get update -q
+    apt-get install -y -q --no-install-recommends "${packages[@]}"
+    # qemu-system-* may replace a newer qemu-utils from backports: install
+    # the matching one afterwards.
+    apt-get install -y -q --no-install-recommends qemu-utils
+    rm -f /usr/sbin/policy-rc.d
+    trap - EXIT
+fi
+
+step "Rust targets for the static guest probe"
+for t in x86_64-unknown-linux-musl aarch64-unknown-linux-musl; do
+    rustup target list --installed | grep -qx "$t" || rustup target add "$t"
+done
+
+step "building the guest probe (static, both architectures)"
+for t in x86_64-unknown-linux-musl aarch64-unknown-linux-musl; do
+    cargo build -q --release --locked -p airboot-probe --target "$t"
+done
+
+if [ "${1:-}" = --release ]; then
+    step "building airboot (release)"
+    cargo build -q --release --locked -p airboot
+fi
+step "setup done"
