@@ -50,6 +50,16 @@ for t in x86_64-unknown-linux-musl aarch64-unknown-linux-musl; do
     rustup target list --installed | grep -qx "$t" || rustup target add "$t"
 done
 
+# vhost-device-vsock serves the guest's vsock device in user space when the
+# host has no /dev/vhost-vsock (most CI machines). Cached outside the tree.
+cache="${AIRBOOT_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/airboot}"
+vdv_version=0.3.0
+vdv="$cache/tools/vhost-device-vsock-$vdv_version"
+if [ ! -x "$vdv/bin/vhost-device-vsock" ]; then
+    step "installing vhost-device-vsock $vdv_version (cargo install, 2-4 min)"
+    cargo install -q --locked vhost-device-vsock --version "$vdv_version" --root "$vdv"
+fi
+
 step "building the guest probe (static, both architectures)"
 for t in x86_64-unknown-linux-musl aarch64-unknown-linux-musl; do
     cargo build -q --release --locked -p airboot-probe --target "$t"

@@ -9,10 +9,7 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest, Sha256};
 
 fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
-    let mut entries: Vec<_> = std::fs::read_dir(dir)
-        .expect("read_dir")
-        .map(|e| e.unwrap().path())
-        .collect();
+    let mut entries: Vec<_> = std::fs::read_dir(dir).expect("read_dir").map(|e| e.unwrap().path()).collect();
     entries.sort();
     for p in entries {
         if p.is_dir() {
@@ -25,10 +22,7 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
 
 fn main() {
     let manifest = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap());
-    let recipes = manifest
-        .join("../../images")
-        .canonicalize()
-        .expect("images/ at the workspace root");
+    let recipes = manifest.join("../../images").canonicalize().expect("images/ at the workspace root");
     let src = manifest.join("src");
     println!("cargo:rerun-if-changed={}", recipes.display());
     println!("cargo:rerun-if-changed={}", src.display());
@@ -39,11 +33,7 @@ fn main() {
     let mut recipe_hash = Sha256::new();
     for f in &files {
         println!("cargo:rerun-if-changed={}", f.display());
-        let rel = f
-            .strip_prefix(&recipes)
-            .unwrap()
-            .to_string_lossy()
-            .replace('\\', "/");
+        let rel = f.strip_prefix(&recipes).unwrap().to_string_lossy().replace('\\', "/");
         // Documentation and reference material do not shape a fixture.
         if rel == "README.md" || rel.starts_with("reference/") {
             continue;
@@ -56,12 +46,7 @@ fn main() {
         recipe_hash.update([0]);
         recipe_hash.update(mode.to_le_bytes());
         recipe_hash.update(&data);
-        writeln!(
-            table,
-            "    ({rel:?}, include_bytes!({:?}), 0o{mode:o}),",
-            f.display().to_string()
-        )
-        .unwrap();
+        writeln!(table, "    ({rel:?}, include_bytes!({:?}), 0o{mode:o}),", f.display().to_string()).unwrap();
     }
     table.push_str("];\n");
 
@@ -76,21 +61,7 @@ fn main() {
         source_hash.update(shaping.as_bytes());
     }
     let hex = |d: &[u8]| d.iter().map(|b| format!("{b:02x}")).collect::<String>();
-    writeln!(
-        table,
-        "pub const BUILDER_HASH: &str = {:?};",
-        hex(&source_hash.finalize())
-    )
-    .unwrap();
-    writeln!(
-        table,
-        "pub const RECIPE_HASH: &str = {:?};",
-        hex(&recipe_hash.finalize())
-    )
-    .unwrap();
-    std::fs::write(
-        PathBuf::from(std::env::var("OUT_DIR").unwrap()).join("recipes.rs"),
-        table,
-    )
-    .unwrap();
+    writeln!(table, "pub const BUILDER_HASH: &str = {:?};", hex(&source_hash.finalize())).unwrap();
+    writeln!(table, "pub const RECIPE_HASH: &str = {:?};", hex(&recipe_hash.finalize())).unwrap();
+    std::fs::write(PathBuf::from(std::env::var("OUT_DIR").unwrap()).join("recipes.rs"), table).unwrap();
 }

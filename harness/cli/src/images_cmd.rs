@@ -20,17 +20,10 @@ pub fn list() -> i32 {
                 f.manifest.kernel_version,
                 f.dir.display()
             ),
-            None => println!(
-                "  {:<30} not built: `airboot images build {}`",
-                "", def.name
-            ),
+            None => println!("  {:<30} not built: `airboot images build {}`", "", def.name),
         }
         for s in stale_builds(&root, &def) {
-            println!(
-                "  {:<30} older build with other inputs: {} (safe to delete)",
-                "",
-                s.display()
-            );
+            println!("  {:<30} older build with other inputs: {} (safe to delete)", "", s.display());
         }
     }
     0

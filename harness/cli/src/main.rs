@@ -76,6 +76,11 @@ struct RunArgs {
     /// Accelerator for every scenario, overriding machine.accel.
     #[arg(long, value_enum)]
     accel: Option<AccelArg>,
+    /// How to talk to the probe in the guest, overriding machine.transport:
+    /// auto picks vsock (kernel), else vhost-user-vsock (vhost-device-vsock),
+    /// else virtio-serial; console reads status blocks from the serial console.
+    #[arg(long, value_name = "KIND", value_parser = ["auto", "vsock", "vhost-user-vsock", "virtio-serial", "console"])]
+    transport: Option<String>,
     /// Run only scenarios whose name contains this text.
     #[arg(long, value_name = "TEXT")]
     filter: Option<String>,
@@ -128,14 +133,13 @@ fn main() -> ExitCode {
                 AccelArg::Kvm => airboot_core::scenario::AccelChoice::Kvm,
                 AccelArg::Tcg => airboot_core::scenario::AccelChoice::Tcg,
             }),
+            transport: a.transport.map(|t| airboot_core::scenario::TransportKind::parse(&t).expect("clap checked it")),
             filter: a.filter,
             build: !a.no_build,
         }),
         Cmd::Check { paths } => scenarios::check(&paths),
         Cmd::Images(ImagesCmd::List) => images_cmd::list(),
-        Cmd::Images(ImagesCmd::Build { names, all, force }) => {
-            images_cmd::build(&names, all, force)
-        }
+        Cmd::Images(ImagesCmd::Build { names, all, force }) => images_cmd::build(&names, all, force),
         Cmd::Images(ImagesCmd::Path { name }) => images_cmd::path(&name),
     };
     ExitCode::from(code.clamp(0, 255) as u8)

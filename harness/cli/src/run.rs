@@ -8,11 +8,12 @@ use std::time::{Instant, SystemTime};
 
 use airboot_core::report::{self, Failure, Report, RunEntry, RunIndex, Verdict};
 use airboot_core::run::{Run, RunConfig};
-use airboot_core::scenario::{AccelChoice, Arch, ImageSource, Scenario};
+use airboot_core::scenario::{AccelChoice, Arch, ImageSource, Scenario, TransportKind};
 use airboot_qemu::accel::{self, AccelDecision};
 use airboot_qemu::argv::{Accel, VmSpec, default_append, machine, network_args};
 use airboot_qemu::disk;
 use airboot_qemu::process::{interrupt_reason, interrupted};
+use airboot_qemu::transport;
 use airboot_qemu::vm::{VmEvent, VmRunner};
 
 use crate::scenarios;
@@ -21,6 +22,8 @@ pub struct Options {
     pub paths: Vec<PathBuf>,
     pub report_dir: Option<PathBuf>,
     pub accel: Option<AccelChoice>,
+    /// `Some(None)`: `--transport auto` (overrides the scenario).
+    pub transport: Option<Option<TransportKind>>,
     pub filter: Option<String>,
     pub build: bool,
 }
@@ -50,9 +53,7 @@ pub fn run(opts: Options) -> i32 {
             for e in errors {
                 eprintln!("error: {e}");
             }
-            eprintln!(
-                "nothing was booted: fix the scenario files above (reference: scenarios/README.md)"
-            );
+            eprintln!("nothing was booted: fix the scenario files above (reference: scenarios/README.md)");
             return 2;
         }
     };
@@ -64,15 +65,9 @@ pub fn run(opts: Options) -> i32 {
         }
     }
     let names: Vec<String> = list.iter().map(|s| s.name.clone()).collect();
-    let base = opts
-        .report_dir
-        .clone()
-        .unwrap_or_else(|| PathBuf::from("reports").join(run_id(&names)));
+    let base = opts.report_dir.clone().unwrap_or_else(|| PathBuf::from("reports").join(run_id(&names)));
     if let Err(e) = std::fs::create_dir_all(&base) {
-        eprintln!(
-            "error: cannot create the report folder {}: {e}",
-            base.display()
-        );
+        eprintln!("error: cannot create the report folder {}: {e}", base.display());
         return 2;
     }
     if opts.report_dir.is_none() {
@@ -87,16 +82,8 @@ pub fn run(opts: Options) -> i32 {
     let mut entries = Vec::new();
     let mut verdicts = Vec::new();
     for (i, s) in list.iter().enumerate() {
-        let dir = if single {
-            base.clone()
-        } else {
-            base.join(&s.name)
-        };
-        let rel = if single {
-            ".".to_string()
-        } else {
-            s.name.clone()
-        };
+        let dir = if single { base.clone() } else { base.join(&s.name) };
+        let rel = if single { ".".to_string() } else { s.name.clone() };
         if interrupted() {
             entries.push(RunEntry {
                 scenario: s.name.clone(),
@@ -108,13 +95,7 @@ pub fn run(opts: Options) -> i32 {
             verdicts.push(Verdict::Error);
             continue;
         }
-        eprintln!(
-            "[{}/{}] {} ({})",
-            i + 1,
-            list.len(),
-            s.name,
-            s.file.display()
-        );
+        eprintln!("[{}/{}] {} ({})", i + 1, list.len(), s.name, s.file.display());
         let report = run_one(s, &dir, &opts);
         if let Err(e) = airboot_report::write_report(&dir, &report) {
             eprintln!("error: cannot write {}/report.json: {e}", dir.display());
@@ -126,11 +107,7 @@ pub fn run(opts: Options) -> i32 {
             verdict: report.verdict,
             dir: rel,
             time_to_stack_s: report.time_to_stack_s,
-            failures: report
-                .failures
-                .iter()
-                .map(|f| format!("{}: {}", f.code, f.message))
-                .collect(),
+            failures: report.failures.iter().map(|f| format!("{}: {}", f.code, f.message)).collect(),
         });
         verdicts.push(report.verdict);
     }
@@ -161,11 +138,7 @@ pub fn run(opts: Options) -> i32 {
         println!("   reports in {}", base.display());
     }
     if interrupted() {
-        eprintln!(
-            "airboot: {}; reports written to {}",
-            interrupt_reason(),
-            base.display()
-        );
+        eprintln!("airboot: {}; reports written to {}", interrupt_reason(), base.display());
     }
     code
 }
@@ -180,9 +153,15 @@ struct Resolved {
     append: Option<String>,
     fixture: Option<String>,
     known_ids: BTreeMap<String, String>,
+    /// The image carries airboot-probe.
+    probe: bool,
 }
 
 fn resolve(s: &Scenario, opts: &Options, report: &mut Report) -> Result<Resolved, Failure> {
+    let with_extra = |append: String| match &s.image.append_extra {
+        Some(x) => format!("{append} {x}"),
+        None => append,
+    };
     match &s.image.source {
         ImageSource::Fixture(name) => {
             let def = airboot_images::find(name).ok_or_else(|| Failure {
@@ -203,16 +182,12 @@ fn resolve(s: &Scenario, opts: &Options, report: &mut Report) -> Result<Resolved
                     });
                 }
                 None => {
-                    eprintln!(
-                        "  fixture {name} is not built yet: building it now (first time: a few minutes)"
-                    );
+                    eprintln!("  fixture {name} is not built yet: building it now (first time: a few minutes)");
                     let mut progress = |m: &str| eprintln!("    {m}");
-                    airboot_images::build(&root, name, false, &mut progress).map_err(|e| {
-                        Failure {
-                            code: "fixture-build".into(),
-                            message: format!("building fixture {name}: {e}"),
-                            evidence: None,
-                        }
+                    airboot_images::build(&root, name, false, &mut progress).map_err(|e| Failure {
+                        code: "fixture-build".into(),
+                        message: format!("building fixture {name}: {e}"),
+                        evidence: None,
                     })?
                 }
             };
@@ -223,14 +198,10 @@ fn resolve(s: &Scenario, opts: &Options, report: &mut Report) -> Result<Resolved
                 format: airboot_core::scenario::DiskFormat::Qcow2,
                 kernel: Some(fixture.kernel()),
                 initrd: Some(fixture.initrd()),
-                append: Some(fixture.manifest.append.clone()),
+                append: Some(with_extra(fixture.manifest.append.clone())),
                 fixture: Some(name.clone()),
-                known_ids: fixture
-                    .manifest
-                    .images
-                    .iter()
-                    .map(|i| (i.reference.clone(), i.id.clone()))
-                    .collect(),
+                known_ids: fixture.manifest.images.iter().map(|i| (i.reference.clone(), i.id.clone())).collect(),
+                probe: s.image.probe.unwrap_or(fixture.manifest.probe),
             })
         }
         ImageSource::Path(p) => {
@@ -250,14 +221,10 @@ fn resolve(s: &Scenario, opts: &Options, report: &mut Report) -> Result<Resolved
                 format,
                 kernel: s.image.kernel.clone(),
                 initrd: s.image.initrd.clone(),
-                append: Some(
-                    s.image
-                        .append
-                        .clone()
-                        .unwrap_or_else(|| default_append(arch)),
-                ),
+                append: Some(with_extra(s.image.append.clone().unwrap_or_else(|| default_append(arch)))),
                 fixture: None,
                 known_ids: BTreeMap::new(),
+                probe: s.image.probe.unwrap_or(false),
             })
         }
     }
@@ -270,16 +237,16 @@ fn run_one(s: &Scenario, dir: &Path, opts: &Options) -> Report {
     report.machine.memory_mib = s.machine.memory_mib;
     report.machine.cpus = s.machine.cpus;
     if let Err(e) = std::fs::create_dir_all(dir) {
-        report.error(
-            "report-dir",
-            format!("cannot create {}: {e}", dir.display()),
-            None,
-        );
+        report.error("report-dir", format!("cannot create {}: {e}", dir.display()), None);
         return report;
     }
     boot(s, dir, opts, &mut report);
     report.wall_s = wall.elapsed().as_secs_f64();
     report
+}
+
+fn short(s: &str, n: usize) -> String {
+    if s.chars().count() > n { s.chars().take(n - 3).collect::<String>() + "..." } else { s.to_string() }
 }
 
 fn boot(s: &Scenario, dir: &Path, opts: &Options, report: &mut Report) {
@@ -305,30 +272,35 @@ fn boot(s: &Scenario, dir: &Path, opts: &Options, report: &mut Report) {
         Err(e) => return report.error("qemu-missing", e.to_string(), None),
     };
     report.machine.qemu = Some(qemu.display().to_string());
-    let (choice, by) = match opts.accel {
+
+    // Transport: how the host will talk to the probe.
+    let cache = airboot_images::cache_root();
+    let caps = transport::host_caps(&cache);
+    let (requested, by) = match opts.transport {
+        Some(t) => (t, "--transport"),
+        None => (s.machine.transport, "machine.transport"),
+    };
+    let choice = match transport::choose(requested, by, r.probe, &caps) {
+        Ok(c) => c,
+        Err(e) => return report.error("transport", e, None),
+    };
+    eprintln!("  transport {}: {}", choice.kind.as_str(), choice.reason);
+    report.probe.transport = Some(choice.kind.as_str().into());
+    report.probe.transport_reason = Some(choice.reason.clone());
+
+    let (accel_choice, accel_by) = match opts.accel {
         Some(c) => (c, "--accel"),
         None => (s.machine.accel, "machine.accel"),
     };
-    let decision: AccelDecision = accel::choose(
-        choice,
-        by,
-        r.arch,
-        &qemu,
-        r.kernel.as_deref(),
-        Some(&airboot_images::cache_root()),
-    );
+    let decision: AccelDecision =
+        accel::choose(accel_choice, accel_by, r.arch, &qemu, r.kernel.as_deref(), Some(&cache));
     eprintln!("  accel {}: {}", decision.accel, decision.reason);
     report.accel = Some(decision.accel.clone());
     report.accel_reason = Some(decision.reason.clone());
-    let scale = if decision.accel() == Accel::Tcg {
-        s.machine.tcg_slowdown
-    } else {
-        1.0
-    };
+    let scale = if decision.accel() == Accel::Tcg { s.machine.tcg_slowdown } else { 1.0 };
     report.timeouts.scale = scale;
     report.timeouts.timeout_s = s.expect.timeout.as_secs_f64() * scale;
-    report.timeouts.time_to_stack_budget_s =
-        s.expect.time_to_stack.map(|t| t.as_secs_f64() * scale);
+    report.timeouts.time_to_stack_budget_s = s.expect.time_to_stack.map(|t| t.as_secs_f64() * scale);
 
     eprintln!("  hashing {}", r.disk.display());
     match disk::sha256_file(&r.disk) {
@@ -337,18 +309,21 @@ fn boot(s: &Scenario, dir: &Path, opts: &Options, report: &mut Report) {
     }
     let work = match tempfile::Builder::new().prefix("airboot-").tempdir() {
         Ok(w) => w,
-        Err(e) => {
-            return report.error(
-                "workdir",
-                format!("cannot create a temporary folder: {e}"),
-                None,
-            );
-        }
+        Err(e) => return report.error("workdir", format!("cannot create a temporary folder: {e}"), None),
     };
     let overlay = work.path().join("overlay.qcow2");
     if let Err(e) = disk::create_overlay(&r.disk, r.format, &overlay) {
         return report.error("overlay", e.to_string(), None);
     }
+    let seed = u64::from(std::process::id())
+        ^ SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
+    let plan = transport::plan(
+        choice.kind,
+        work.path(),
+        s.machine.memory_mib,
+        transport::pick_cid(seed),
+        caps.vhost_device_vsock.as_deref(),
+    );
     let spec = VmSpec {
         arch: r.arch,
         accel: decision.accel(),
@@ -361,26 +336,19 @@ fn boot(s: &Scenario, dir: &Path, opts: &Options, report: &mut Report) {
         disk: overlay,
         qmp_socket: work.path().join("qmp.sock"),
     };
-    report.machine.cpu = Some(
-        spec.cpu
-            .clone()
-            .unwrap_or_else(|| airboot_qemu::argv::default_cpu(r.arch, spec.accel).into()),
-    );
+    report.machine.cpu =
+        Some(spec.cpu.clone().unwrap_or_else(|| airboot_qemu::argv::default_cpu(r.arch, spec.accel).into()));
     let config = RunConfig {
         expect: s.expect.clone(),
         known_ids: r.known_ids.clone(),
         milestones: s.milestones.clone(),
         scale,
+        probe: choice.kind != TransportKind::Console,
+        engine_unit: format!("{}.service", s.expect.engine.as_str()),
     };
     let run = match Run::new(config) {
         Ok(run) => run,
-        Err(e) => {
-            return report.error(
-                "bad-input",
-                format!("a console pattern does not compile: {e}"),
-                None,
-            );
-        }
+        Err(e) => return report.error("bad-input", format!("a console pattern does not compile: {e}"), None),
     };
     eprintln!(
         "  booting {} ({}, timeout {:.0}s)",
@@ -391,94 +359,31 @@ fn boot(s: &Scenario, dir: &Path, opts: &Options, report: &mut Report) {
     let runner = VmRunner {
         qemu: qemu.clone(),
         spec,
+        plan,
         console_log: dir.join("console.log"),
+        verify_images: s.expect.images.iter().map(|i| i.reference.clone()).collect(),
     };
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => return report.error("runtime", e.to_string(), None),
     };
     let mut on_event = |e: VmEvent| match e {
         VmEvent::Started { qemu_version } => {
-            eprintln!(
-                "  t0: guest started (QEMU {})",
-                qemu_version.unwrap_or_else(|| "?".into())
-            )
+            eprintln!("  t0: guest started (QEMU {})", qemu_version.unwrap_or_else(|| "?".into()))
         }
-        VmEvent::Milestone(m) => {
-            let mut ev = m.evidence.clone();
-            if ev.chars().count() > 70 {
-                ev = ev.chars().take(67).collect::<String>() + "...";
-            }
-            eprintln!("  {:>7.1}s {:<18} {ev}", m.t_s, m.name)
-        }
+        VmEvent::Milestone(m) => eprintln!("  {:>7.1}s {:<18} {}", m.t_s, m.name, short(&m.evidence, 70)),
+        VmEvent::Note(n) => eprintln!("  note: {n}"),
     };
     let outcome = rt.block_on(runner.run(run, &mut on_event));
     drop(rt);
     match outcome {
         Err(e) => {
-            let code = if matches!(e, airboot_qemu::vm::VmError::Interrupted(_)) {
-                "interrupted"
-            } else {
-                "qemu"
-            };
-            report.qemu.argv = airboot_qemu::argv::qemu_args(&runner.spec);
+            let code = if matches!(e, airboot_qemu::vm::VmError::Interrupted(_)) { "interrupted" } else { "qemu" };
+            report.qemu.argv = runner.argv();
             report.network.qemu_network_args = network_args(&report.qemu.argv);
             report.error(code, e.to_string(), None);
         }
-        Ok(o) => {
-            report.verdict = o.result.verdict;
-            report.failures = o.result.failures;
-            report.milestones = o.result.milestones;
-            report.time_to_stack_s = o.result.time_to_stack_s;
-            report.images = o.result.images;
-            report.containers = o.result.containers;
-            report.engine = o.result.engine;
-            report.status.blocks = o.result.status_blocks;
-            report.status.damaged = o.result.damaged_status_blocks;
-            report.status.last_t_s = o.result.last_status_t;
-            report.status.guest_uptime_s = o.result.guest_uptime_s;
-            report.machine.qemu_version = o.qemu_version;
-            report.qemu.argv = o.argv;
-            report.qemu.exit = o.exit;
-            report.qemu.stderr_tail = o.stderr_tail;
-            report.qemu.leftover_processes = o.leftover;
-            report.network.qemu_network_args = o.network_args;
-            report.network.pci_network_devices = o.pci_network_devices;
-            report.network.pci_checked = o.pci_checked;
-            report.network.nics = (report.network.qemu_network_args.len()
-                + report.network.pci_network_devices.len())
-                as u32;
-            report.console.lines = o.console_lines;
-            report.console.bytes = o.console_bytes;
-            report.console.truncated_lines = o.truncated_lines;
-            report.console.log_capped = o.log_capped;
-            report.console.tail = o.tail;
-            if report.network.nics > 0 {
-                report.verdict = Verdict::Fail;
-                report.failures.push(Failure {
-                    code: "network-present".into(),
-                    message: "the VM had a network device: the run does not prove offline start"
-                        .into(),
-                    evidence: Some(format!(
-                        "{:?} {:?}",
-                        report.network.qemu_network_args, report.network.pci_network_devices
-                    )),
-                });
-            }
-            if !report.qemu.leftover_processes.is_empty() {
-                report.error(
-                    "leftover-process",
-                    format!(
-                        "processes survived the run: {:?}",
-                        report.qemu.leftover_processes
-                    ),
-                    None,
-                );
-            }
-        }
+        Ok(o) => fill(report, o),
     }
     drop(work);
     match disk::sha256_file(&r.disk) {
@@ -495,5 +400,71 @@ fn boot(s: &Scenario, dir: &Path, opts: &Options, report: &mut Report) {
             }
         }
         Err(e) => report.error("image-unreadable", format!("after the run: {e}"), None),
+    }
+}
+
+/// Copy what a run learnt into the report.
+fn fill(report: &mut Report, o: airboot_qemu::vm::VmOutcome) {
+    let res = o.result;
+    report.verdict = res.verdict;
+    report.failures = res.failures;
+    report.milestones = res.milestones;
+    report.time_to_stack_s = res.time_to_stack_s;
+    report.stack_seen_s = res.stack_seen_s;
+    report.images = res.images;
+    report.containers = res.containers;
+    report.engine = res.engine;
+    report.status.blocks = res.status_blocks;
+    report.status.damaged = res.damaged_status_blocks;
+    report.status.last_t_s = res.last_status_t;
+    report.status.guest_uptime_s = res.guest_uptime_s;
+    report.probe.connected_s = res.probe_connected_s;
+    report.probe.guest_machine = res.guest_machine;
+    report.probe.version = o.probe_version;
+    // The guest cannot tell kernel vsock from vhost-user vsock: compare families.
+    let family = |t: &str| if t.contains("vsock") { "vsock" } else { "virtio-serial" };
+    if let (Some(t), Some(chosen)) = (&o.probe_transport, &report.probe.transport)
+        && family(t) != family(chosen)
+    {
+        res_note(&mut report.notes, format!("the probe says it answered over {t}"));
+    }
+    report.clock_skew_ms = res.clock_skew_ms;
+    report.image_runs = res.image_runs;
+    if let Some(a) = res.airgap {
+        report.airgap = a;
+    }
+    report.notes.extend(res.notes);
+    report.machine.qemu_version = o.qemu_version;
+    report.qemu.argv = o.argv;
+    report.qemu.exit = o.exit;
+    report.qemu.stderr_tail = o.stderr_tail;
+    report.qemu.leftover_processes = o.leftover;
+    report.qemu.helper_log_tail = o.helper_log_tail;
+    report.network.qemu_network_args = o.network_args;
+    report.network.pci_network_devices = o.pci_network_devices;
+    report.network.pci_checked = o.pci_checked;
+    report.network.nics = (report.network.qemu_network_args.len() + report.network.pci_network_devices.len()) as u32;
+    report.console.lines = o.console_lines;
+    report.console.bytes = o.console_bytes;
+    report.console.truncated_lines = o.truncated_lines;
+    report.console.log_capped = o.log_capped;
+    report.console.tail = o.tail;
+    if report.network.nics > 0 {
+        report.verdict = Verdict::Fail;
+        report.failures.push(Failure {
+            code: "network-present".into(),
+            message: "the VM had a network device: the run does not prove offline start".into(),
+            evidence: Some(format!("{:?} {:?}", report.network.qemu_network_args, report.network.pci_network_devices)),
+        });
+    }
+    if !report.qemu.leftover_processes.is_empty() {
+        let msg = format!("processes survived the run: {:?}", report.qemu.leftover_processes);
+        report.error("leftover-process", msg, None);
+    }
+}
+
+fn res_note(notes: &mut Vec<String>, n: String) {
+    if !notes.contains(&n) {
+        notes.push(n);
     }
 }

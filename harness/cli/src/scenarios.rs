@@ -20,10 +20,7 @@ pub fn expand(paths: &[PathBuf]) -> Result<Vec<PathBuf>, String> {
                 .collect();
             files.sort();
             if files.is_empty() {
-                return Err(format!(
-                    "{}: no *.toml scenario files in this folder",
-                    p.display()
-                ));
+                return Err(format!("{}: no *.toml scenario files in this folder", p.display()));
             }
             out.extend(files);
         } else if p.is_file() {
@@ -54,10 +51,7 @@ pub fn load(src: &str, file: &Path) -> Result<Scenario, ScenarioError> {
                     line,
                     column,
                     key: Some("image.fixture".into()),
-                    message: format!(
-                        "unknown fixture {name:?}; known fixtures: {}",
-                        known.join(", ")
-                    ),
+                    message: format!("unknown fixture {name:?}; known fixtures: {}", known.join(", ")),
                 });
             }
             Some(def) => {
@@ -70,10 +64,7 @@ pub fn load(src: &str, file: &Path) -> Result<Scenario, ScenarioError> {
                         line,
                         column,
                         key: Some("machine.arch".into()),
-                        message: format!(
-                            "the fixture {name} is {}, but the scenario asks for {a}",
-                            def.arch
-                        ),
+                        message: format!("the fixture {name} is {}, but the scenario asks for {a}", def.arch),
                     });
                 }
             }
@@ -100,9 +91,7 @@ fn regex_lite_find(src: &str, key: &str) -> Option<usize> {
 /// Load every scenario named by `paths` (or the default), all or nothing.
 pub fn load_all(paths: &[PathBuf]) -> Result<Vec<Scenario>, Vec<String>> {
     if paths.is_empty() {
-        return load(DEFAULT_SCENARIO, Path::new(DEFAULT_NAME))
-            .map(|s| vec![s])
-            .map_err(|e| vec![e.to_string()]);
+        return load(DEFAULT_SCENARIO, Path::new(DEFAULT_NAME)).map(|s| vec![s]).map_err(|e| vec![e.to_string()]);
     }
     let files = expand(paths).map_err(|e| vec![e])?;
     let mut out = Vec::new();
@@ -120,14 +109,13 @@ pub fn load_all(paths: &[PathBuf]) -> Result<Vec<Scenario>, Vec<String>> {
     names.sort();
     for w in names.windows(2) {
         if w[0] == w[1] {
-            errors.push(format!("two scenarios are named {:?}: names must be unique in one run (they name report folders)", w[0]));
+            errors.push(format!(
+                "two scenarios are named {:?}: names must be unique in one run (they name report folders)",
+                w[0]
+            ));
         }
     }
-    if errors.is_empty() {
-        Ok(out)
-    } else {
-        Err(errors)
-    }
+    if errors.is_empty() { Ok(out) } else { Err(errors) }
 }
 
 /// `airboot check`.

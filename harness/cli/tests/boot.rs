@@ -26,10 +26,7 @@ fn airboot() -> Command {
 }
 
 fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .canonicalize()
-        .unwrap()
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
 }
 
 /// QEMU processes running right now (all of them: VM tests are serialised,
@@ -58,23 +55,37 @@ fn assert_no_qemu_left(context: &str) {
     while !qemu_pids().is_empty() && Instant::now() < until {
         std::thread::sleep(Duration::from_millis(100));
     }
-    assert!(
-        qemu_pids().is_empty(),
-        "{context}: QEMU processes left behind: {:?}",
-        qemu_pids()
-    );
+    assert!(qemu_pids().is_empty(), "{context}: QEMU processes left behind: {:?}", qemu_pids());
+}
+
+/// What a probe run must show: the transport, each image run, the air gap.
+fn check_probe(r: &Value, transport: &[&str]) {
+    let t = r["probe"]["transport"].as_str().unwrap_or("");
+    assert!(transport.contains(&t), "transport {t:?}, expected one of {transport:?}");
+    assert!(r["probe"]["transport_reason"].as_str().is_some_and(|s| !s.is_empty()));
+    assert!(r["probe"]["connected_s"].as_f64().is_some(), "the probe never answered");
+    assert_eq!(r["probe"]["guest_machine"], "x86_64");
+    assert!(r["clock_skew_ms"].as_f64().is_some_and(|s| s.abs() < 5000.0), "skew {}", r["clock_skew_ms"]);
+    let runs = r["image_runs"].as_array().unwrap();
+    assert_eq!(runs.len(), r["images"].as_array().unwrap().iter().filter(|i| i["expected"] == true).count());
+    for run in runs {
+        assert_eq!(run["ran"], true, "{run}");
+    }
+    let a = &r["airgap"];
+    assert_eq!(a["checked"], true);
+    assert_eq!(a["nics"], 0);
+    assert_eq!(a["default_route"], false);
+    assert!(a["interfaces"].as_array().unwrap().iter().any(|i| i["name"] == "lo"));
+    let ms = r["milestones"].as_array().unwrap();
+    let stack = ms.iter().find(|m| m["name"] == "stack").unwrap();
+    assert_eq!(stack["source"], "guest", "time to stack comes from the guest's own timestamps");
+    assert!(r["time_to_stack_s"].as_f64().unwrap() <= r["stack_seen_s"].as_f64().unwrap());
+    assert!(ms.iter().any(|m| m["name"] == "images-verified"));
 }
 
 fn run(args: &[&str]) -> (Output, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
-    let out = airboot()
-        .arg("run")
-        .args(args)
-        .arg("--report-dir")
-        .arg(dir.path())
-        .arg("--no-build")
-        .output()
-        .unwrap();
+    let out = airboot().arg("run").args(args).arg("--report-dir").arg(dir.path()).arg("--no-build").output().unwrap();
     (out, dir)
 }
 
@@ -100,38 +111,19 @@ fn check_common(r: &Value, dir: &Path) {
     assert!(r["accel_reason"].as_str().is_some_and(|s| !s.is_empty()));
     assert_eq!(r["arch"], "x86_64");
     assert_eq!(r["network"]["nics"], 0);
-    assert_eq!(
-        r["network"]["qemu_network_args"].as_array().unwrap().len(),
-        0
-    );
+    assert_eq!(r["network"]["qemu_network_args"].as_array().unwrap().len(), 0);
     assert_eq!(r["network"]["pci_checked"], true);
-    let argv: Vec<&str> = r["qemu"]["argv"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_str().unwrap())
-        .collect();
+    let argv: Vec<&str> = r["qemu"]["argv"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
     for flag in ["-nodefaults", "-S", "-no-reboot"] {
         assert!(argv.contains(&flag), "{flag} missing from {argv:?}");
     }
     let before = r["image"]["sha256_before"].as_str().unwrap();
     assert_eq!(before.len(), 64);
-    assert_eq!(
-        r["image"]["sha256_after"], before,
-        "the input image changed"
-    );
+    assert_eq!(r["image"]["sha256_after"], before, "the input image changed");
     assert_eq!(r["image"]["unchanged"], true);
-    assert!(
-        r["qemu"]["leftover_processes"]
-            .as_array()
-            .unwrap()
-            .is_empty()
-    );
+    assert!(r["qemu"]["leftover_processes"].as_array().unwrap().is_empty());
     let log = std::fs::read_to_string(dir.join("console.log")).unwrap();
-    assert!(
-        log.contains("Linux version"),
-        "console.log lacks the kernel banner"
-    );
+    assert!(log.contains("Linux version"), "console.log lacks the kernel banner");
     let first = r["milestones"][0]["name"].as_str().unwrap();
     assert_eq!(first, "kernel", "{}", r["milestones"]);
 }
@@ -144,58 +136,85 @@ fn preseeded_fixture_passes_offline_and_reports_time_to_stack() {
     let r = report(dir.path());
     check_common(&r, dir.path());
     assert_eq!(r["verdict"], "pass");
-    let tts = r["time_to_stack_s"]
-        .as_f64()
-        .expect("time_to_stack_s is a number");
+    let tts = r["time_to_stack_s"].as_f64().expect("time_to_stack_s is a number");
     let ms: Vec<(&str, f64)> = r["milestones"]
         .as_array()
         .unwrap()
         .iter()
         .map(|m| (m["name"].as_str().unwrap(), m["t_s"].as_f64().unwrap()))
         .collect();
-    let at = |n: &str| {
-        ms.iter()
-            .find(|m| m.0 == n)
-            .map(|m| m.1)
-            .unwrap_or_else(|| panic!("no milestone {n}: {ms:?}"))
-    };
+    let at = |n: &str| ms.iter().find(|m| m.0 == n).map(|m| m.1).unwrap_or_else(|| panic!("no milestone {n}: {ms:?}"));
     assert_eq!(at("stack"), tts);
-    assert!(
-        at("kernel") < at("init") && at("init") < at("engine") && at("engine") <= tts,
-        "{ms:?}"
-    );
+    assert!(at("kernel") < at("init") && at("init") < at("engine") && at("engine") <= tts, "{ms:?}");
     assert!(at("healthy:redis") <= tts);
-    let images: Vec<&str> = r["images"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|i| i["ref"].as_str().unwrap())
-        .collect();
-    assert_eq!(
-        images,
-        ["fixture/busybox:1", "fixture/redis:1"],
-        "exactly the expected images"
-    );
+    let images: Vec<&str> = r["images"].as_array().unwrap().iter().map(|i| i["ref"].as_str().unwrap()).collect();
+    assert_eq!(images, ["fixture/busybox:1", "fixture/redis:1"], "exactly the expected images");
     for i in r["images"].as_array().unwrap() {
         assert_eq!(i["present"], true);
-        assert_eq!(
-            i["id"], i["expected_id"],
-            "IDs recorded by the fixture build"
-        );
+        assert_eq!(i["id"], i["expected_id"], "IDs recorded by the fixture build");
     }
-    let redis = r["containers"]
+    let redis = r["containers"].as_array().unwrap().iter().find(|c| c["name"] == "redis").unwrap();
+    assert_eq!((redis["state"].as_str(), redis["health"].as_str()), (Some("running"), Some("healthy")));
+    assert!(r["status"]["blocks"].as_u64().unwrap() >= 1);
+    // Automatic transport: kernel vsock where /dev/vhost-vsock works,
+    // vhost-device-vsock otherwise (as on the machines airboot is built on).
+    check_probe(&r, &["vsock", "vhost-user-vsock"]);
+    assert!(r["airgap"]["egress_attempts"].as_array().unwrap().is_empty(), "{}", r["airgap"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("preseeded-x86_64 : PASS"));
+    assert_no_qemu_left("preseeded");
+}
+
+#[test]
+fn preseeded_fixture_passes_over_virtio_serial_too() {
+    let _g = vm_lock();
+    let (out, dir) = run(&["scenarios/preseeded-x86_64.toml", "--transport", "virtio-serial"]);
+    assert_eq!(out.status.code(), Some(0), "{}", explain(&out));
+    let r = report(dir.path());
+    check_common(&r, dir.path());
+    check_probe(&r, &["virtio-serial"]);
+    assert_eq!(r["probe"]["transport_reason"], "forced by --transport");
+    assert_no_qemu_left("virtio-serial");
+}
+
+#[test]
+fn a_first_boot_pull_fails_the_air_gap_naming_the_unit_and_registry() {
+    let _g = vm_lock();
+    let (out, dir) = run(&["scenarios/egress-x86_64.toml"]);
+    assert_eq!(out.status.code(), Some(1), "{}", explain(&out));
+    let r = report(dir.path());
+    check_common(&r, dir.path());
+    assert_eq!(r["verdict"], "fail");
+    let f = r["failures"]
         .as_array()
         .unwrap()
         .iter()
-        .find(|c| c["name"] == "redis")
-        .unwrap();
-    assert_eq!(
-        (redis["state"].as_str(), redis["health"].as_str()),
-        (Some("running"), Some("healthy"))
+        .find(|f| f["code"] == "egress-attempt")
+        .expect("egress-attempt failure");
+    let msg = f["message"].as_str().unwrap();
+    assert!(msg.contains("egress-pull.service") && msg.contains("registry.example.com"), "{msg}");
+    let attempts = r["airgap"]["egress_attempts"].as_array().unwrap();
+    assert!(
+        attempts.iter().any(|a| a["source"] == "kernel-counter"),
+        "the kernel counted the DNS packets: {attempts:?}"
     );
-    assert!(r["status"]["blocks"].as_u64().unwrap() >= 1);
-    assert!(String::from_utf8_lossy(&out.stdout).contains("preseeded-x86_64 : PASS"));
-    assert_no_qemu_left("preseeded");
+    // The stack itself was fine: only the air gap failed.
+    assert!(r["time_to_stack_s"].as_f64().is_some());
+    assert_no_qemu_left("egress");
+}
+
+#[test]
+fn an_engine_that_never_starts_fails_clearly_before_the_timeout() {
+    let _g = vm_lock();
+    let started = Instant::now();
+    let (out, dir) = run(&["scenarios/engine-down-x86_64.toml"]);
+    let took = started.elapsed().as_secs_f64();
+    assert_eq!(out.status.code(), Some(1), "{}", explain(&out));
+    let r = report(dir.path());
+    assert_eq!(r["failures"][0]["code"], "engine-down", "{}", r["failures"]);
+    assert!(r["failures"][0]["message"].as_str().unwrap().contains("docker.service"));
+    let timeout = r["timeouts"]["timeout_s"].as_f64().unwrap();
+    assert!(took < timeout / 2.0, "decided after {took:.0}s; the timeout was {timeout:.0}s");
+    assert_no_qemu_left("engine-down");
 }
 
 #[test]
@@ -206,17 +225,16 @@ fn load_at_boot_fixture_loads_its_archives_then_passes() {
     let r = report(dir.path());
     check_common(&r, dir.path());
     assert_eq!(r["verdict"], "pass");
+    check_probe(&r, &["vsock", "vhost-user-vsock"]);
+    // The images came from the first-boot load: their tag events time them.
+    let images_t =
+        r["milestones"].as_array().unwrap().iter().find(|m| m["name"] == "images").unwrap()["t_s"].as_f64().unwrap();
+    let engine_t =
+        r["milestones"].as_array().unwrap().iter().find(|m| m["name"] == "engine").unwrap()["t_s"].as_f64().unwrap();
+    assert!(images_t > engine_t, "loaded after the engine started: {images_t} vs {engine_t}");
     let ms = r["milestones"].as_array().unwrap();
-    let loaded = ms
-        .iter()
-        .find(|m| m["name"] == "images-loaded")
-        .expect("images-loaded milestone");
-    assert!(
-        loaded["evidence"]
-            .as_str()
-            .unwrap()
-            .contains("airboot-load: done")
-    );
+    let loaded = ms.iter().find(|m| m["name"] == "images-loaded").expect("images-loaded milestone");
+    assert!(loaded["evidence"].as_str().unwrap().contains("airboot-load: done"));
     assert!(loaded["t_s"].as_f64().unwrap() < r["time_to_stack_s"].as_f64().unwrap());
     assert_no_qemu_left("load-at-boot");
 }
@@ -225,30 +243,22 @@ fn load_at_boot_fixture_loads_its_archives_then_passes() {
 fn missing_image_fails_at_once_naming_the_image() {
     let _g = vm_lock();
     let started = Instant::now();
-    let (out, dir) = run(&["scenarios/missing-image-x86_64.toml"]);
+    // Over the console transport: this also exercises the console status
+    // protocol that images without the probe rely on.
+    let (out, dir) = run(&["scenarios/missing-image-x86_64.toml", "--transport", "console"]);
     let took = started.elapsed().as_secs_f64();
     assert_eq!(out.status.code(), Some(1), "{}", explain(&out));
     let r = report(dir.path());
     check_common(&r, dir.path());
     assert_eq!(r["verdict"], "fail");
-    assert_eq!(
-        r["failures"][0]["code"], "image-missing",
-        "{}",
-        r["failures"]
-    );
-    assert!(
-        r["failures"][0]["message"]
-            .as_str()
-            .unwrap()
-            .contains("fixture/nginx:1")
-    );
+    assert_eq!(r["failures"][0]["code"], "image-missing", "{}", r["failures"]);
+    assert!(r["failures"][0]["message"].as_str().unwrap().contains("fixture/nginx:1"));
     assert!(r["time_to_stack_s"].is_null());
     let timeout = r["timeouts"]["timeout_s"].as_f64().unwrap();
-    assert!(
-        took < timeout,
-        "decided after {took:.0}s, not before the {timeout:.0}s timeout"
-    );
+    assert!(took < timeout, "decided after {took:.0}s, not before the {timeout:.0}s timeout");
     assert!(String::from_utf8_lossy(&out.stdout).contains("fixture/nginx:1"));
+    assert_eq!(r["probe"]["transport"], "console");
+    assert!(r["status"]["blocks"].as_u64().unwrap() >= 1, "console status blocks were read");
     assert_no_qemu_left("missing-image");
 }
 
@@ -256,16 +266,13 @@ fn missing_image_fails_at_once_naming_the_image() {
 fn misspelt_key_exits_2_naming_line_and_key_before_booting() {
     let dir = tempfile::tempdir().unwrap();
     let bad = dir.path().join("typo.toml");
-    std::fs::write(&bad, "name = \"typo\"\n[image]\nfixture = \"debian-preseeded-x86_64\"\n[expect]\nimagez = [\"a:1\"]\n")
-        .unwrap();
+    std::fs::write(
+        &bad,
+        "name = \"typo\"\n[image]\nfixture = \"debian-preseeded-x86_64\"\n[expect]\nimagez = [\"a:1\"]\n",
+    )
+    .unwrap();
     let reports = dir.path().join("reports");
-    let out = airboot()
-        .args(["run"])
-        .arg(&bad)
-        .arg("--report-dir")
-        .arg(&reports)
-        .output()
-        .unwrap();
+    let out = airboot().args(["run"]).arg(&bad).arg("--report-dir").arg(&reports).output().unwrap();
     assert_eq!(out.status.code(), Some(2), "{}", explain(&out));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("typo.toml:5:1"), "{err}");
@@ -281,12 +288,7 @@ fn misspelt_key_exits_2_naming_line_and_key_before_booting() {
 /// the kernel banner).
 fn start_and_wait_for_kernel(dir: &Path) -> Child {
     let child = airboot()
-        .args([
-            "run",
-            "scenarios/preseeded-x86_64.toml",
-            "--no-build",
-            "--report-dir",
-        ])
+        .args(["run", "scenarios/preseeded-x86_64.toml", "--no-build", "--report-dir"])
         .arg(dir)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -298,10 +300,7 @@ fn start_and_wait_for_kernel(dir: &Path) -> Child {
         if log.contains("Linux version") {
             break;
         }
-        assert!(
-            Instant::now() < until,
-            "the guest did not start within 120s"
-        );
+        assert!(Instant::now() < until, "the guest did not start within 120s");
         std::thread::sleep(Duration::from_millis(200));
     }
     assert!(!qemu_pids().is_empty(), "QEMU should be running now");
@@ -316,17 +315,10 @@ fn ctrl_c_stops_qemu_and_still_writes_the_report() {
     let pid = child.id() as i32;
     let sent = Instant::now();
     // SAFETY (test): signal the harness like a terminal's Ctrl-C would.
-    let rc = Command::new("kill")
-        .args(["-INT", &pid.to_string()])
-        .status()
-        .unwrap();
+    let rc = Command::new("kill").args(["-INT", &pid.to_string()]).status().unwrap();
     assert!(rc.success());
     let out = child.wait_with_output().unwrap();
-    assert!(
-        sent.elapsed() < Duration::from_secs(30),
-        "took {:?} to stop",
-        sent.elapsed()
-    );
+    assert!(sent.elapsed() < Duration::from_secs(30), "took {:?} to stop", sent.elapsed());
     assert_eq!(out.status.code(), Some(2), "{}", explain(&out));
     let r = report(dir.path());
     assert_eq!(r["verdict"], "error");

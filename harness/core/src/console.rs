@@ -40,12 +40,7 @@ pub struct RawLine {
 impl LineSplitter {
     pub fn new(max: usize) -> Self {
         assert!(max > 0);
-        LineSplitter {
-            buf: Vec::new(),
-            max,
-            dropping: false,
-            last_cr: false,
-        }
+        LineSplitter { buf: Vec::new(), max, dropping: false, last_cr: false }
     }
 
     /// Feed bytes; complete lines are appended to `out`.
@@ -60,10 +55,7 @@ impl LineSplitter {
                 b'\n' | b'\r' => {
                     // A "\r" with nothing before it starts no empty line.
                     if b == b'\n' || !self.buf.is_empty() || self.dropping {
-                        out.push(RawLine {
-                            bytes: std::mem::take(&mut self.buf),
-                            truncated: self.dropping,
-                        });
+                        out.push(RawLine { bytes: std::mem::take(&mut self.buf), truncated: self.dropping });
                         self.dropping = false;
                     }
                     self.last_cr = b == b'\r';
@@ -84,10 +76,7 @@ impl LineSplitter {
         if self.buf.is_empty() && !self.dropping {
             return None;
         }
-        let l = RawLine {
-            bytes: std::mem::take(&mut self.buf),
-            truncated: self.dropping,
-        };
+        let l = RawLine { bytes: std::mem::take(&mut self.buf), truncated: self.dropping };
         self.dropping = false;
         Some(l)
     }
@@ -162,31 +151,19 @@ pub fn default_fail_patterns() -> Vec<FailPattern> {
         meaning: meaning.into(),
     };
     vec![
-        p(
-            "kernel-panic",
-            r"Kernel panic - not syncing",
-            "the guest kernel panicked",
-        ),
+        p("kernel-panic", r"Kernel panic - not syncing", "the guest kernel panicked"),
         p(
             "emergency-mode",
             r"You are in emergency mode|Entering emergency mode|Give root password for maintenance",
             "systemd dropped to emergency mode (often: a filesystem in fstab failed to mount)",
         ),
-        p(
-            "uefi-shell",
-            r"^\s*Shell> ?$",
-            "the firmware found no bootable loader and dropped to the UEFI shell",
-        ),
+        p("uefi-shell", r"^\s*Shell> ?$", "the firmware found no bootable loader and dropped to the UEFI shell"),
         p(
             "initramfs-shell",
             r"Dropping to a shell|airboot-initramfs: FATAL|Unable to mount root fs",
             "the initramfs could not mount the root filesystem",
         ),
-        p(
-            "oom",
-            r"Out of memory: Killed process",
-            "the guest ran out of memory",
-        ),
+        p("oom", r"Out of memory: Killed process", "the guest ran out of memory"),
     ]
 }
 
@@ -211,10 +188,7 @@ pub struct LineMatches {
 impl ConsoleRules {
     /// `milestones` are (name, regex) pairs; regexes must already be valid
     /// (scenario parsing checks them).
-    pub fn new(
-        milestones: &[(String, String)],
-        fails: Vec<FailPattern>,
-    ) -> Result<Self, regex::Error> {
+    pub fn new(milestones: &[(String, String)], fails: Vec<FailPattern>) -> Result<Self, regex::Error> {
         Ok(ConsoleRules {
             milestone_names: milestones.iter().map(|(n, _)| n.clone()).collect(),
             milestones: RegexSet::new(milestones.iter().map(|(_, r)| r.as_str()))?,
@@ -253,10 +227,7 @@ pub struct Tail {
 
 impl Tail {
     pub fn new(cap: usize) -> Self {
-        Tail {
-            lines: VecDeque::with_capacity(cap.min(1024)),
-            cap,
-        }
+        Tail { lines: VecDeque::with_capacity(cap.min(1024)), cap }
     }
     pub fn push(&mut self, l: TimedLine) {
         if self.lines.len() == self.cap {
@@ -278,16 +249,7 @@ impl Tail {
 
 /// Format a line the way `console.log` stores it: `[+  12.345s] text`.
 pub fn format_log_line(l: &TimedLine) -> String {
-    format!(
-        "[+{:>8.3}s] {}{}\n",
-        l.t,
-        l.text,
-        if l.truncated {
-            " [airboot: line truncated]"
-        } else {
-            ""
-        }
-    )
+    format!("[+{:>8.3}s] {}{}\n", l.t, l.text, if l.truncated { " [airboot: line truncated]" } else { "" })
 }
 
 #[cfg(test)]
@@ -307,31 +269,15 @@ mod tests {
     #[test]
     fn splits_on_every_line_ending_across_chunks() {
         let lines = split_all(&[b"a\r", b"\nb\n", b"c\rd", b"\r\n", b"tail"], 100);
-        let texts: Vec<_> = lines
-            .iter()
-            .map(|l| String::from_utf8(l.bytes.clone()).unwrap())
-            .collect();
+        let texts: Vec<_> = lines.iter().map(|l| String::from_utf8(l.bytes.clone()).unwrap()).collect();
         assert_eq!(texts, ["a", "b", "c", "d", "tail"]);
     }
 
     #[test]
     fn tty_line_endings_make_no_empty_lines() {
-        let lines = split_all(
-            &[
-                b"[  OK  ] Started x\r\r\n",
-                b"next\r\r",
-                b"\nblank follows\n\nend\n",
-            ],
-            100,
-        );
-        let texts: Vec<_> = lines
-            .iter()
-            .map(|l| String::from_utf8(l.bytes.clone()).unwrap())
-            .collect();
-        assert_eq!(
-            texts,
-            ["[  OK  ] Started x", "next", "blank follows", "", "end"]
-        );
+        let lines = split_all(&[b"[  OK  ] Started x\r\r\n", b"next\r\r", b"\nblank follows\n\nend\n"], 100);
+        let texts: Vec<_> = lines.iter().map(|l| String::from_utf8(l.bytes.clone()).unwrap()).collect();
+        assert_eq!(texts, ["[  OK  ] Started x", "next", "blank follows", "", "end"]);
     }
 
     #[test]
@@ -353,20 +299,8 @@ mod tests {
         assert!(out.is_empty());
         assert!(s.pending() <= 8);
         s.push(b"\nok\n", &mut out);
-        assert_eq!(
-            out[0],
-            RawLine {
-                bytes: b"xxxxxxxx".to_vec(),
-                truncated: true
-            }
-        );
-        assert_eq!(
-            out[1],
-            RawLine {
-                bytes: b"ok".to_vec(),
-                truncated: false
-            }
-        );
+        assert_eq!(out[0], RawLine { bytes: b"xxxxxxxx".to_vec(), truncated: true });
+        assert_eq!(out[1], RawLine { bytes: b"ok".to_vec(), truncated: false });
     }
 
     #[test]
@@ -382,10 +316,7 @@ mod tests {
     #[test]
     fn rules_report_milestones_and_first_fail() {
         let rules = ConsoleRules::new(
-            &[
-                ("kernel".into(), r"Linux version \d".into()),
-                ("any".into(), "version".into()),
-            ],
+            &[("kernel".into(), r"Linux version \d".into()), ("any".into(), "version".into())],
             default_fail_patterns(),
         )
         .unwrap();
@@ -394,28 +325,16 @@ mod tests {
         assert_eq!(m.fail, None);
         let m = rules.scan("[    2.8] Kernel panic - not syncing: VFS: Unable to mount root fs");
         assert_eq!(rules.fail_pattern(m.fail.unwrap()).code, "kernel-panic");
-        assert_eq!(
-            rules.fail_pattern(rules.scan("Shell> ").fail.unwrap()).code,
-            "uefi-shell"
-        );
+        assert_eq!(rules.fail_pattern(rules.scan("Shell> ").fail.unwrap()).code, "uefi-shell");
         assert_eq!(rules.scan("echo Shell> foo").fail, None);
-        assert!(
-            rules
-                .scan("You are in emergency mode. After logging in")
-                .fail
-                .is_some()
-        );
+        assert!(rules.scan("You are in emergency mode. After logging in").fail.is_some());
     }
 
     #[test]
     fn tail_keeps_the_last_lines() {
         let mut t = Tail::new(3);
         for i in 0..10 {
-            t.push(TimedLine {
-                t: i as f64,
-                text: i.to_string(),
-                truncated: false,
-            });
+            t.push(TimedLine { t: i as f64, text: i.to_string(), truncated: false });
         }
         assert_eq!(t.len(), 3);
         let last: Vec<_> = t.last(2).into_iter().map(|l| l.text).collect();
@@ -424,14 +343,7 @@ mod tests {
 
     #[test]
     fn log_line_format() {
-        let l = TimedLine {
-            t: 1.5,
-            text: "hi".into(),
-            truncated: true,
-        };
-        assert_eq!(
-            format_log_line(&l),
-            "[+   1.500s] hi [airboot: line truncated]\n"
-        );
+        let l = TimedLine { t: 1.5, text: "hi".into(), truncated: true };
+        assert_eq!(format_log_line(&l), "[+   1.500s] hi [airboot: line truncated]\n");
     }
 }

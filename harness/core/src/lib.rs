@@ -2,7 +2,9 @@
 //! socket or reads the clock: callers feed it bytes, lines and timestamps,
 //! and it answers with decisions. That keeps it fast to test exhaustively.
 
+pub mod airgap;
 pub mod console;
+pub mod guest;
 pub mod report;
 pub mod run;
 pub mod scenario;

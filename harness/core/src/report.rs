@@ -122,6 +122,19 @@ pub struct ConsoleInfo {
     pub tail: Vec<String>,
 }
 
+/// How the host talked to the guest.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct ProbeInfo {
+    /// `vsock`, `vhost-user-vsock`, `virtio-serial` or `console`.
+    pub transport: Option<String>,
+    pub transport_reason: Option<String>,
+    /// When the probe first answered (seconds since t0).
+    pub connected_s: Option<f64>,
+    pub version: Option<String>,
+    /// The guest's `uname -m`, as the probe reported it.
+    pub guest_machine: Option<String>,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 pub struct QemuInfo {
     pub argv: Vec<String>,
@@ -129,6 +142,8 @@ pub struct QemuInfo {
     pub stderr_tail: Vec<String>,
     /// Helper processes still alive when the run ended (must be empty).
     pub leftover_processes: Vec<String>,
+    /// The last lines of vhost-device-vsock's log, when it was used.
+    pub helper_log_tail: Vec<String>,
 }
 
 /// One scenario's report.
@@ -152,13 +167,25 @@ pub struct Report {
     pub boot: BootInfo,
     pub network: NetworkInfo,
     pub milestones: Vec<Milestone>,
-    /// Seconds from t0 to the first moment every expectation held; `null`
-    /// when the stack never ran.
+    /// Seconds from t0 to the first moment every expectation held (from
+    /// the guest's own timestamps when a probe is used); `null` when the
+    /// stack never ran.
     pub time_to_stack_s: Option<f64>,
+    /// When the host saw the stack ready (≥ time_to_stack_s).
+    pub stack_seen_s: Option<f64>,
+    pub probe: ProbeInfo,
+    /// Guest realtime − host realtime (median over the probe's answers), ms.
+    pub clock_skew_ms: Option<f64>,
+    /// Each expected image run once with no network (probe transports).
+    pub image_runs: Vec<airboot_proto::probe::RunImageResult>,
+    /// The guest's side of the air gap (probe transports).
+    pub airgap: crate::airgap::Airgap,
     pub images: Vec<ImageRow>,
     pub containers: Vec<ContainerRow>,
     pub engine: Option<airboot_proto::EngineRecord>,
     pub failures: Vec<Failure>,
+    /// Things worth knowing that are not failures.
+    pub notes: Vec<String>,
     pub status: StatusInfo,
     pub console: ConsoleInfo,
     pub qemu: QemuInfo,
@@ -187,15 +214,18 @@ impl Report {
             network: NetworkInfo::default(),
             milestones: Vec::new(),
             time_to_stack_s: None,
+            stack_seen_s: None,
+            probe: ProbeInfo::default(),
+            clock_skew_ms: None,
+            image_runs: Vec::new(),
+            airgap: crate::airgap::Airgap::default(),
             images: Vec::new(),
             containers: Vec::new(),
             engine: None,
             failures: Vec::new(),
+            notes: Vec::new(),
             status: StatusInfo::default(),
-            console: ConsoleInfo {
-                file: "console.log".into(),
-                ..Default::default()
-            },
+            console: ConsoleInfo { file: "console.log".into(), ..Default::default() },
             qemu: QemuInfo::default(),
         }
     }
@@ -203,11 +233,7 @@ impl Report {
     /// Record a harness error (verdict `error`).
     pub fn error(&mut self, code: &str, message: String, evidence: Option<String>) {
         self.verdict = Verdict::Error;
-        self.failures.push(Failure {
-            code: code.into(),
-            message,
-            evidence,
-        });
+        self.failures.push(Failure { code: code.into(), message, evidence });
     }
 }
 
@@ -267,16 +293,11 @@ mod tests {
         assert_eq!(v["verdict"], "error");
         assert!(v["time_to_stack_s"].is_null());
         assert_eq!(v["network"]["nics"], 0);
+        assert!(v["probe"]["transport"].is_null());
+        assert_eq!(v["airgap"]["checked"], false);
+        assert!(v["airgap"]["egress_attempts"].as_array().unwrap().is_empty());
         assert_eq!(v["failures"][0]["code"], "bad");
-        for key in [
-            "image",
-            "milestones",
-            "images",
-            "containers",
-            "accel",
-            "accel_reason",
-            "arch",
-        ] {
+        for key in ["image", "milestones", "images", "containers", "accel", "accel_reason", "arch"] {
             assert!(v.get(key).is_some(), "missing {key}");
         }
         let back: Report = serde_json::from_value(v).unwrap();

@@ -150,6 +150,51 @@ impl AccelChoice {
     }
 }
 
+/// How the host talks to the probe in the guest (see airboot-qemu's
+/// `transport` module); `None` in a scenario means auto.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransportKind {
+    Vsock,
+    VhostUserVsock,
+    VirtioSerial,
+    Console,
+}
+
+impl TransportKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TransportKind::Vsock => "vsock",
+            TransportKind::VhostUserVsock => "vhost-user-vsock",
+            TransportKind::VirtioSerial => "virtio-serial",
+            TransportKind::Console => "console",
+        }
+    }
+    /// `Ok(None)` for `auto`.
+    pub fn parse(s: &str) -> Result<Option<TransportKind>, String> {
+        Ok(Some(match s {
+            "auto" => return Ok(None),
+            "vsock" => TransportKind::Vsock,
+            "vhost-user-vsock" => TransportKind::VhostUserVsock,
+            "virtio-serial" => TransportKind::VirtioSerial,
+            "console" => TransportKind::Console,
+            other => {
+                return Err(format!(
+                    "unknown transport {other:?}: use \"auto\", \"vsock\", \"vhost-user-vsock\", \"virtio-serial\" or \"console\""
+                ));
+            }
+        }))
+    }
+}
+
+/// A transport as written in a scenario (`auto` → `None`).
+struct TransportField(Option<TransportKind>);
+impl<'de> Deserialize<'de> for TransportField {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        TransportKind::parse(&s).map(TransportField).map_err(de::Error::custom)
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Engine {
@@ -177,6 +222,11 @@ pub struct ImageSpec {
     pub kernel: Option<PathBuf>,
     pub initrd: Option<PathBuf>,
     pub append: Option<String>,
+    /// Kernel arguments added to the fixture's or `append`'s command line.
+    pub append_extra: Option<String>,
+    /// Whether the image carries airboot-probe (`None`: fixtures do, a
+    /// `path` image is assumed not to).
+    pub probe: Option<bool>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -189,6 +239,8 @@ pub struct Machine {
     /// How much slower TCG is than KVM for this image: budgets and timeouts
     /// (written for KVM) are multiplied by it under TCG.
     pub tcg_slowdown: f64,
+    /// `None`: choose automatically.
+    pub transport: Option<TransportKind>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -297,6 +349,8 @@ struct RawImage {
     kernel: Option<String>,
     initrd: Option<String>,
     append: Option<String>,
+    append_extra: Option<String>,
+    probe: Option<bool>,
 }
 
 #[derive(Deserialize, Default)]
@@ -307,6 +361,7 @@ struct RawMachine {
     cpus: Option<toml::Spanned<u32>>,
     accel: Option<AccelChoice>,
     tcg_slowdown: Option<toml::Spanned<f64>>,
+    transport: Option<TransportField>,
 }
 
 #[derive(Deserialize, Default)]
@@ -353,22 +408,14 @@ impl<'de> Deserialize<'de> for RawImageExpect {
         impl<'de> Visitor<'de> for V {
             type Value = RawImageExpect;
             fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str(
-                    "an image reference string or a table { ref = \"…\", id = \"sha256:…\" }",
-                )
+                f.write_str("an image reference string or a table { ref = \"…\", id = \"sha256:…\" }")
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
-                Ok(RawImageExpect {
-                    reference: v.to_string(),
-                    id: None,
-                })
+                Ok(RawImageExpect { reference: v.to_string(), id: None })
             }
             fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
                 let t = ImageExpectTable::deserialize(de::value::MapAccessDeserializer::new(map))?;
-                Ok(RawImageExpect {
-                    reference: t.reference,
-                    id: t.id,
-                })
+                Ok(RawImageExpect { reference: t.reference, id: t.id })
             }
         }
         d.deserialize_any(V)
@@ -406,13 +453,9 @@ impl<'de> Deserialize<'de> for Pattern {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
         if s.is_empty() {
-            return Err(de::Error::custom(
-                "empty pattern: it would match every line",
-            ));
+            return Err(de::Error::custom("empty pattern: it would match every line"));
         }
-        regex::Regex::new(&s)
-            .map(|_| Pattern(s))
-            .map_err(|e| de::Error::custom(format!("invalid regex: {e}")))
+        regex::Regex::new(&s).map(|_| Pattern(s)).map_err(|e| de::Error::custom(format!("invalid regex: {e}")))
     }
 }
 
@@ -431,13 +474,7 @@ pub fn parse(src: &str, file: &Path, check_paths: bool) -> Result<Scenario, Scen
             }
             None => (None, None, None),
         };
-        ScenarioError {
-            file: file_name.clone(),
-            line,
-            column,
-            key: key.or(found_key),
-            message,
-        }
+        ScenarioError { file: file_name.clone(), line, column, key: key.or(found_key), message }
     };
 
     let raw: RawScenario = toml::from_str(src).map_err(|e| {
@@ -451,36 +488,23 @@ pub fn parse(src: &str, file: &Path, check_paths: bool) -> Result<Scenario, Scen
     let base = file.parent().map(Path::to_path_buf).unwrap_or_default();
     let resolve = |p: &str| {
         let p = Path::new(p);
-        if p.is_absolute() {
-            p.to_path_buf()
-        } else {
-            base.join(p)
-        }
+        if p.is_absolute() { p.to_path_buf() } else { base.join(p) }
     };
 
     // name
     let name = match &raw.name {
         Some(n) => {
             let v = n.get_ref();
-            if v.is_empty()
-                || !v
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
-            {
+            if v.is_empty() || !v.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)) {
                 return Err(err_at(
                     Some(n.span()),
                     Some("name".into()),
-                    format!(
-                        "invalid name {v:?}: use letters, digits, '.', '_' and '-' (it names report folders)"
-                    ),
+                    format!("invalid name {v:?}: use letters, digits, '.', '_' and '-' (it names report folders)"),
                 ));
             }
             v.clone()
         }
-        None => file
-            .file_stem()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "scenario".into()),
+        None => file.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "scenario".into()),
     };
 
     // image
@@ -488,11 +512,7 @@ pub fn parse(src: &str, file: &Path, check_paths: bool) -> Result<Scenario, Scen
     let ri = raw.image.into_inner();
     let source = match (&ri.fixture, &ri.path) {
         (Some(f), None) => {
-            for (k, v) in [
-                ("kernel", &ri.kernel),
-                ("initrd", &ri.initrd),
-                ("append", &ri.append),
-            ] {
+            for (k, v) in [("kernel", &ri.kernel), ("initrd", &ri.initrd), ("append", &ri.append)] {
                 if v.is_some() {
                     return Err(err_at(
                         Some(image_span.clone()),
@@ -582,11 +602,7 @@ pub fn parse(src: &str, file: &Path, check_paths: bool) -> Result<Scenario, Scen
     let rm = raw.machine;
     let cpus = match rm.cpus {
         Some(c) if !(1..=64).contains(c.get_ref()) => {
-            return Err(err_at(
-                Some(c.span()),
-                None,
-                format!("cpus = {} is out of range 1..=64", c.get_ref()),
-            ));
+            return Err(err_at(Some(c.span()), None, format!("cpus = {} is out of range 1..=64", c.get_ref())));
         }
         Some(c) => c.into_inner(),
         None => 1,
@@ -596,10 +612,7 @@ pub fn parse(src: &str, file: &Path, check_paths: bool) -> Result<Scenario, Scen
             return Err(err_at(
                 Some(s.span()),
                 None,
-                format!(
-                    "tcg_slowdown = {} is out of range: give a factor between 1 and 100",
-                    s.get_ref()
-                ),
+                format!("tcg_slowdown = {} is out of range: give a factor between 1 and 100", s.get_ref()),
             ));
         }
         Some(s) => s.into_inner(),
@@ -611,6 +624,7 @@ pub fn parse(src: &str, file: &Path, check_paths: bool) -> Result<Scenario, Scen
         cpus,
         accel: rm.accel.unwrap_or(AccelChoice::Auto),
         tcg_slowdown,
+        transport: rm.transport.and_then(|t| t.0),
     };
 
     // expect
@@ -620,20 +634,13 @@ pub fn parse(src: &str, file: &Path, check_paths: bool) -> Result<Scenario, Scen
     for item in re.images {
         let span = item.span();
         let item = item.into_inner();
-        let reference = normalize_ref(&item.reference)
-            .map_err(|m| err_at(Some(span.clone()), Some("expect.images".into()), m))?;
+        let reference =
+            normalize_ref(&item.reference).map_err(|m| err_at(Some(span.clone()), Some("expect.images".into()), m))?;
         if !seen.insert(reference.clone()) {
-            return Err(err_at(
-                Some(span),
-                Some("expect.images".into()),
-                format!("{reference} is listed twice"),
-            ));
+            return Err(err_at(Some(span), Some("expect.images".into()), format!("{reference} is listed twice")));
         }
         let id = match item.id {
-            Some(id) => Some(
-                normalize_id(&id)
-                    .map_err(|m| err_at(Some(span), Some("expect.images.id".into()), m))?,
-            ),
+            Some(id) => Some(normalize_id(&id).map_err(|m| err_at(Some(span), Some("expect.images.id".into()), m))?),
             None => None,
         };
         images.push(ImageExpect { reference, id });
@@ -651,17 +658,12 @@ pub fn parse(src: &str, file: &Path, check_paths: bool) -> Result<Scenario, Scen
             ));
         }
         let image = match c.image {
-            Some(i) => Some(
-                normalize_ref(&i)
-                    .map_err(|m| err_at(Some(span), Some("expect.containers.image".into()), m))?,
-            ),
+            Some(i) => {
+                Some(normalize_ref(&i).map_err(|m| err_at(Some(span), Some("expect.containers.image".into()), m))?)
+            }
             None => None,
         };
-        containers.push(ContainerExpect {
-            name: c.name,
-            image,
-            healthy: c.healthy,
-        });
+        containers.push(ContainerExpect { name: c.name, image, healthy: c.healthy });
     }
     let time_to_stack = re.time_to_stack.map(|d| d.0);
     let timeout = re.timeout.map(|d| d.0).unwrap_or(match time_to_stack {
@@ -726,6 +728,8 @@ pub fn parse(src: &str, file: &Path, check_paths: bool) -> Result<Scenario, Scen
             kernel,
             initrd,
             append: ri.append,
+            append_extra: ri.append_extra,
+            probe: ri.probe,
         },
         machine,
         expect,
@@ -741,9 +745,7 @@ pub fn normalize_ref(r: &str) -> Result<String, String> {
         return Err(bad("it is empty or contains whitespace"));
     }
     if r.contains('@') {
-        return Err(bad(
-            "digest references are not supported here; give `ref = \"name:tag\"` and `id = \"sha256:…\"`",
-        ));
+        return Err(bad("digest references are not supported here; give `ref = \"name:tag\"` and `id = \"sha256:…\"`"));
     }
     if r != r.to_lowercase() && !r.rsplit('/').next().unwrap_or("").contains(':') {
         return Err(bad("repository names must be lowercase"));
@@ -758,20 +760,14 @@ pub fn normalize_ref(r: &str) -> Result<String, String> {
     if name != name.to_lowercase() {
         return Err(bad("repository names must be lowercase"));
     }
-    let name = name
-        .strip_prefix("docker.io/")
-        .or_else(|| name.strip_prefix("index.docker.io/"))
-        .unwrap_or(name);
+    let name = name.strip_prefix("docker.io/").or_else(|| name.strip_prefix("index.docker.io/")).unwrap_or(name);
     let name = name.strip_prefix("library/").unwrap_or(name);
     Ok(format!("{name}:{tag}"))
 }
 
 /// Normalise an image ID: `sha256:` + lowercase hex, at least 12 digits.
 pub fn normalize_id(id: &str) -> Result<String, String> {
-    let hex = id
-        .strip_prefix("sha256:")
-        .unwrap_or(id)
-        .to_ascii_lowercase();
+    let hex = id.strip_prefix("sha256:").unwrap_or(id).to_ascii_lowercase();
     if hex.len() < 12 || hex.len() > 64 || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
         return Err(format!(
             "invalid image id {id:?}: give \"sha256:\" and 64 hex digits (or a prefix of at least 12)"
@@ -885,10 +881,7 @@ pub fn key_path(src: &str, offset: usize) -> Option<String> {
 }
 
 fn split_dotted(s: &str) -> Vec<String> {
-    s.split('.')
-        .map(|p| p.trim().trim_matches('"').trim_matches('\'').to_string())
-        .filter(|p| !p.is_empty())
-        .collect()
+    s.split('.').map(|p| p.trim().trim_matches('"').trim_matches('\'').to_string()).filter(|p| !p.is_empty()).collect()
 }
 
 fn skip_string(b: &[u8], start: usize) -> usize {
@@ -956,18 +949,12 @@ within = "15s"
     fn parses_a_full_scenario() {
         let s = p(GOOD).unwrap();
         assert_eq!(s.name, "preseeded-x86_64");
-        assert_eq!(
-            s.image.source,
-            ImageSource::Fixture("debian-preseeded-x86_64".into())
-        );
+        assert_eq!(s.image.source, ImageSource::Fixture("debian-preseeded-x86_64".into()));
         assert_eq!(s.machine.arch, Some(Arch::X86_64));
         assert_eq!(s.machine.memory_mib, 1024);
         assert_eq!(s.expect.images[0].reference, "fixture/redis:1");
         assert_eq!(s.expect.images[1].reference, "busybox:latest");
-        assert_eq!(
-            s.expect.images[1].id.as_deref(),
-            Some("sha256:0123456789ab")
-        );
+        assert_eq!(s.expect.images[1].id.as_deref(), Some("sha256:0123456789ab"));
         assert_eq!(s.expect.containers[0].healthy, Some(true));
         assert_eq!(s.expect.containers[1].image, None);
         assert_eq!(s.expect.time_to_stack, Some(Duration::from_secs(20)));
@@ -975,6 +962,19 @@ within = "15s"
         assert_eq!(s.expect.timeout, Duration::from_secs(60));
         assert_eq!(s.milestones[0].within, Some(Duration::from_secs(15)));
         assert!(s.milestones[0].required);
+    }
+
+    #[test]
+    fn transport_probe_and_extra_kernel_arguments() {
+        let s = p("[image]\nfixture = \"f\"\nappend_extra = \"systemd.mask=docker.service\"\n[machine]\ntransport = \"virtio-serial\"\n").unwrap();
+        assert_eq!(s.machine.transport, Some(TransportKind::VirtioSerial));
+        assert_eq!(s.image.append_extra.as_deref(), Some("systemd.mask=docker.service"));
+        assert_eq!(p("[image]\nfixture = \"f\"\n[machine]\ntransport = \"auto\"\n").unwrap().machine.transport, None);
+        let e = p("[image]\nfixture = \"f\"\n[machine]\ntransport = \"tcp\"\n").unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("machine.transport"));
+        assert!(e.message.contains("virtio-serial"), "{e}");
+        let s = p("[image]\npath = \"d.raw\"\nkernel = \"k\"\nprobe = true\n[machine]\narch = \"x86_64\"\n").unwrap();
+        assert_eq!(s.image.probe, Some(true));
     }
 
     #[test]
@@ -992,10 +992,7 @@ within = "15s"
         assert_eq!(e.column, Some(1));
         assert_eq!(e.key.as_deref(), Some("expect.imagez"));
         let text = e.to_string();
-        assert!(
-            text.starts_with("scenarios/t.toml:5:1: key `expect.imagez`: unknown field `imagez`"),
-            "{text}"
-        );
+        assert!(text.starts_with("scenarios/t.toml:5:1: key `expect.imagez`: unknown field `imagez`"), "{text}");
     }
 
     #[test]
@@ -1008,8 +1005,7 @@ within = "15s"
 
     #[test]
     fn bad_values_point_at_the_value() {
-        let e =
-            p("[image]\nfixture = \"f\"\n[expect]\ntime_to_stack = \"20 seconds\"\n").unwrap_err();
+        let e = p("[image]\nfixture = \"f\"\n[expect]\ntime_to_stack = \"20 seconds\"\n").unwrap_err();
         assert_eq!(e.line, Some(4));
         assert_eq!(e.key.as_deref(), Some("expect.time_to_stack"));
         assert!(e.message.contains("invalid duration"), "{e}");
@@ -1020,8 +1016,7 @@ within = "15s"
         let e = p("[image]\nfixture = \"f\"\n[machine]\narch = \"riscv64\"\n").unwrap_err();
         assert!(e.message.contains("unknown architecture"), "{e}");
 
-        let e = p("[image]\nfixture = \"f\"\n[expect]\nfail_on = [\"ok\", \"(unclosed\"]\n")
-            .unwrap_err();
+        let e = p("[image]\nfixture = \"f\"\n[expect]\nfail_on = [\"ok\", \"(unclosed\"]\n").unwrap_err();
         assert_eq!(e.key.as_deref(), Some("expect.fail_on"));
         assert!(e.message.contains("invalid regex"), "{e}");
 
@@ -1044,16 +1039,12 @@ within = "15s"
         assert_eq!(e.key.as_deref(), Some("machine.arch"));
         let e = p("[image]\nfixture = \"f\"\nkernel = \"k\"\n").unwrap_err();
         assert_eq!(e.key.as_deref(), Some("image.kernel"));
-        let e = p(
-            "[image]\nfixture = \"f\"\n[expect]\nimages = [\"a:1\", \"docker.io/library/a:1\"]\n",
-        )
-        .unwrap_err();
+        let e = p("[image]\nfixture = \"f\"\n[expect]\nimages = [\"a:1\", \"docker.io/library/a:1\"]\n").unwrap_err();
         assert!(e.message.contains("listed twice"), "{e}");
-        let e =
-            p("[image]\nfixture = \"f\"\n[expect]\ntime_to_stack = \"90s\"\ntimeout = \"60s\"\n")
-                .unwrap_err();
+        let e = p("[image]\nfixture = \"f\"\n[expect]\ntime_to_stack = \"90s\"\ntimeout = \"60s\"\n").unwrap_err();
         assert_eq!(e.key.as_deref(), Some("expect.timeout"));
-        let e = p("[image]\nfixture = \"f\"\n[expect]\nimages = [{ ref = \"a:1\", id = \"sha256:xyz\" }]\n").unwrap_err();
+        let e =
+            p("[image]\nfixture = \"f\"\n[expect]\nimages = [{ ref = \"a:1\", id = \"sha256:xyz\" }]\n").unwrap_err();
         assert!(e.message.contains("invalid image id"), "{e}");
         let e = p("[image]\nfixture = \"f\"\nboot = \"uefi\"\n").unwrap_err();
         assert_eq!(e.key.as_deref(), Some("image.boot"));
@@ -1068,15 +1059,15 @@ within = "15s"
         std::fs::write(dir.join("disk.raw"), b"x").unwrap();
         std::fs::write(dir.join("vmlinuz"), b"x").unwrap();
         let f = dir.join("s.toml");
-        let ok = parse(
-            "[image]\npath = \"disk.raw\"\nkernel = \"vmlinuz\"\n[machine]\narch = \"x86_64\"\n",
+        let ok = parse("[image]\npath = \"disk.raw\"\nkernel = \"vmlinuz\"\n[machine]\narch = \"x86_64\"\n", &f, true)
+            .unwrap();
+        assert_eq!(ok.image.source, ImageSource::Path(dir.join("disk.raw")));
+        let e = parse(
+            "[image]\npath = \"disk.raw\"\nkernel = \"vmlinuz\"\ninitrd = \"nope.img\"\n[machine]\narch = \"x86_64\"\n",
             &f,
             true,
         )
-        .unwrap();
-        assert_eq!(ok.image.source, ImageSource::Path(dir.join("disk.raw")));
-        let e = parse("[image]\npath = \"disk.raw\"\nkernel = \"vmlinuz\"\ninitrd = \"nope.img\"\n[machine]\narch = \"x86_64\"\n", &f, true)
-            .unwrap_err();
+        .unwrap_err();
         assert_eq!(e.key.as_deref(), Some("image.initrd"));
         assert!(e.message.contains("nope.img"), "{e}");
         std::fs::remove_dir_all(&dir).unwrap();
@@ -1085,22 +1076,10 @@ within = "15s"
     #[test]
     fn references_normalise_like_docker_images() {
         assert_eq!(normalize_ref("redis").unwrap(), "redis:latest");
-        assert_eq!(
-            normalize_ref("docker.io/library/redis:7").unwrap(),
-            "redis:7"
-        );
-        assert_eq!(
-            normalize_ref("docker.io/foo/bar").unwrap(),
-            "foo/bar:latest"
-        );
-        assert_eq!(
-            normalize_ref("registry:5000/x").unwrap(),
-            "registry:5000/x:latest"
-        );
-        assert_eq!(
-            normalize_ref("registry:5000/x:2").unwrap(),
-            "registry:5000/x:2"
-        );
+        assert_eq!(normalize_ref("docker.io/library/redis:7").unwrap(), "redis:7");
+        assert_eq!(normalize_ref("docker.io/foo/bar").unwrap(), "foo/bar:latest");
+        assert_eq!(normalize_ref("registry:5000/x").unwrap(), "registry:5000/x:latest");
+        assert_eq!(normalize_ref("registry:5000/x:2").unwrap(), "registry:5000/x:2");
         assert!(normalize_ref("Redis").is_err());
         assert!(normalize_ref("redis@sha256:00").is_err());
         assert!(normalize_ref("a b").is_err());

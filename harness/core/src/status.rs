@@ -3,8 +3,8 @@
 //! guest repeats its block, so the next good one is used.
 
 use airboot_proto::{
-    Begin, ContainerRecord, EngineRecord, ImageRecord, LineError, Record, StatusLine, UnitRecord,
-    parse_status_line, posix_cksum, status_text,
+    Begin, ContainerRecord, EngineRecord, ImageRecord, LineError, Record, StatusLine, UnitRecord, parse_status_line,
+    posix_cksum, status_text,
 };
 
 /// A complete, consistent block: what the engine reported at one moment.
@@ -19,6 +19,10 @@ pub struct StatusBlock {
     pub images: Vec<ImageRecord>,
     pub containers: Vec<ContainerRecord>,
     pub units: Vec<UnitRecord>,
+    /// Image ID → platform (`linux/arm64/v8`), when the transport tells.
+    pub platforms: std::collections::BTreeMap<String, String>,
+    /// The guest's architecture in Docker's naming (`amd64`, `arm64`), when known.
+    pub guest_arch: Option<String>,
 }
 
 /// What feeding one line produced.
@@ -26,7 +30,7 @@ pub struct StatusBlock {
 pub enum Assembled {
     /// Not a status line, or a line in the middle of a block.
     Nothing,
-    Block(StatusBlock),
+    Block(Box<StatusBlock>),
     /// A line or block was damaged; the reason is for the report.
     Damaged(String),
     /// The guest speaks a protocol version this harness does not know.
@@ -70,9 +74,7 @@ impl Assembler {
                 self.open = Some((b, Vec::new(), String::new(), false));
                 if dropped {
                     self.damaged += 1;
-                    Assembled::Damaged(
-                        "status block without `end` (a new `begin` came first)".into(),
-                    )
+                    Assembled::Damaged("status block without `end` (a new `begin` came first)".into())
                 } else {
                     Assembled::Nothing
                 }
@@ -86,9 +88,7 @@ impl Assembler {
                 }
                 None => {
                     self.damaged += 1;
-                    Assembled::Damaged(
-                        "status record outside a block (its `begin` was lost)".into(),
-                    )
+                    Assembled::Damaged("status record outside a block (its `begin` was lost)".into())
                 }
             },
             Ok(StatusLine::End(e)) => {
@@ -133,7 +133,7 @@ impl Assembler {
                     }
                 }
                 self.complete += 1;
-                Assembled::Block(block)
+                Assembled::Block(Box::new(block))
             }
         }
     }
@@ -176,16 +176,11 @@ mod tests {
         lines.extend(block());
         let out = feed(&mut a, &lines);
         assert_eq!(out.len(), 1);
-        let Assembled::Block(b) = &out[0] else {
-            panic!("{out:?}")
-        };
+        let Assembled::Block(b) = &out[0] else { panic!("{out:?}") };
         assert_eq!(b.seq, 4);
         assert_eq!(b.t, 6.0);
         assert!(b.is_final);
-        assert_eq!(
-            b.engine.as_ref().unwrap().version.as_deref(),
-            Some("20.10.24")
-        );
+        assert_eq!(b.engine.as_ref().unwrap().version.as_deref(), Some("20.10.24"));
         assert_eq!(b.images.len(), 1);
         assert_eq!(b.containers[0].health.as_deref(), Some("healthy"));
         assert_eq!(b.units.len(), 1);
@@ -195,23 +190,13 @@ mod tests {
     fn every_lost_or_damaged_line_drops_the_block() {
         for skip in 0..BLOCK.len() {
             let mut a = Assembler::new();
-            let lines: Vec<String> = block()
-                .into_iter()
-                .enumerate()
-                .filter(|(i, _)| *i != skip)
-                .map(|(_, l)| l)
-                .collect();
+            let lines: Vec<String> =
+                block().into_iter().enumerate().filter(|(i, _)| *i != skip).map(|(_, l)| l).collect();
             let out = feed(&mut a, &lines);
-            assert!(
-                out.iter().all(|r| matches!(r, Assembled::Damaged(_))),
-                "dropping line {skip} gave {out:?}"
-            );
+            assert!(out.iter().all(|r| matches!(r, Assembled::Damaged(_))), "dropping line {skip} gave {out:?}");
             // The next intact block is still taken.
             let out = feed(&mut a, &block());
-            assert!(
-                matches!(out.last(), Some(Assembled::Block(_))),
-                "after dropping {skip}: {out:?}"
-            );
+            assert!(matches!(out.last(), Some(Assembled::Block(_))), "after dropping {skip}: {out:?}");
         }
         for damage in 1..BLOCK.len() - 1 {
             let mut a = Assembler::new();
@@ -219,10 +204,7 @@ mod tests {
             // Inside a JSON string: still valid JSON, caught by the checksum.
             lines[damage].insert_str(40, "[ 12.3] eth0: link up");
             let out = feed(&mut a, &lines);
-            assert!(
-                !out.iter().any(|r| matches!(r, Assembled::Block(_))),
-                "damaged line {damage}: {out:?}"
-            );
+            assert!(!out.iter().any(|r| matches!(r, Assembled::Block(_))), "damaged line {damage}: {out:?}");
         }
     }
 
@@ -231,18 +213,12 @@ mod tests {
         let mut a = Assembler::new();
         let mut lines: Vec<String> = BLOCK.iter().map(|s| s.to_string()).collect();
         lines[5] = r#"AIRBOOT-STATUS v1 end {"seq":4,"records":4}"#.into();
-        assert!(matches!(
-            feed(&mut a, &lines).last(),
-            Some(Assembled::Block(_))
-        ));
+        assert!(matches!(feed(&mut a, &lines).last(), Some(Assembled::Block(_))));
     }
 
     #[test]
     fn unknown_version_is_reported() {
         let mut a = Assembler::new();
-        assert!(matches!(
-            a.push(0.0, "AIRBOOT-STATUS v2 begin {}"),
-            Assembled::Unsupported(_)
-        ));
+        assert!(matches!(a.push(0.0, "AIRBOOT-STATUS v2 begin {}"), Assembled::Unsupported(_)));
     }
 }

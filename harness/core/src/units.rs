@@ -7,9 +7,7 @@ use std::time::Duration;
 /// Parse a duration such as `90s`, `2m`, `1m30s`, `1.5s`, `500ms`, `1h`.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let bad = || {
-        format!(
-            "invalid duration {text:?}: write a number with a unit, e.g. \"90s\", \"2m\", \"1m30s\" or \"500ms\""
-        )
+        format!("invalid duration {text:?}: write a number with a unit, e.g. \"90s\", \"2m\", \"1m30s\" or \"500ms\"")
     };
     let s = text.trim();
     if s.is_empty() {
@@ -18,17 +16,13 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let mut total = 0f64;
     let mut rest = s;
     while !rest.is_empty() {
-        let num_len = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .ok_or_else(bad)?;
+        let num_len = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).ok_or_else(bad)?;
         if num_len == 0 {
             return Err(bad());
         }
         let value: f64 = rest[..num_len].parse().map_err(|_| bad())?;
         rest = &rest[num_len..];
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(rest.len());
+        let unit_len = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
         let scale = match &rest[..unit_len] {
             "ms" => 0.001,
             "s" => 1.0,
@@ -40,9 +34,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         rest = &rest[unit_len..];
     }
     if !total.is_finite() || total > 7.0 * 24.0 * 3600.0 {
-        return Err(format!(
-            "duration {text:?} is out of range (at most a week)"
-        ));
+        return Err(format!("duration {text:?} is out of range (at most a week)"));
     }
     Ok(Duration::from_secs_f64(total))
 }
@@ -50,8 +42,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 /// Parse a memory size into MiB: `1G`, `1GiB`, `512M`, `512MiB`, `2048`
 /// (a bare number means MiB, as for QEMU's `-m`).
 pub fn parse_mib(text: &str) -> Result<u64, String> {
-    let bad =
-        || format!("invalid memory size {text:?}: write e.g. \"1G\", \"1536M\" or \"512MiB\"");
+    let bad = || format!("invalid memory size {text:?}: write e.g. \"1G\", \"1536M\" or \"512MiB\"");
     let s = text.trim();
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
     if split == 0 {
@@ -64,9 +55,7 @@ pub fn parse_mib(text: &str) -> Result<u64, String> {
         _ => return Err(bad()),
     };
     if !(64..=1024 * 1024).contains(&mib) {
-        return Err(format!(
-            "memory size {text:?} is out of range: give between 64M and 1024G"
-        ));
+        return Err(format!("memory size {text:?} is out of range: give between 64M and 1024G"));
     }
     Ok(mib)
 }
@@ -90,9 +79,7 @@ mod tests {
         assert_eq!(ok("500ms"), 0.5);
         assert_eq!(ok("1h"), 3600.0);
         assert_eq!(ok(" 3min "), 180.0);
-        for bad in [
-            "", "90", "s", "1x", "1.2.3s", "-3s", "1m 30s", "8d", "9999h",
-        ] {
+        for bad in ["", "90", "s", "1x", "1.2.3s", "-3s", "1m 30s", "8d", "9999h"] {
             assert!(parse_duration(bad).is_err(), "{bad:?} should be rejected");
         }
         assert!(parse_duration("1x").unwrap_err().contains("\"90s\""));

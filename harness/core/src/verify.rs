@@ -66,9 +66,15 @@ impl Evaluation {
 }
 
 fn id_matches(expected: &str, actual: &str) -> bool {
-    actual
-        .to_ascii_lowercase()
-        .starts_with(&expected.to_ascii_lowercase())
+    actual.to_ascii_lowercase().starts_with(&expected.to_ascii_lowercase())
+}
+
+/// `Some(platform)` when the image's architecture is not the guest's.
+fn wrong_platform<'a>(block: &'a StatusBlock, id: &str) -> Option<&'a str> {
+    let guest = block.guest_arch.as_deref()?;
+    let platform = block.platforms.get(id)?;
+    let arch = platform.split('/').nth(1).unwrap_or("");
+    (!arch.is_empty() && arch != guest).then_some(platform.as_str())
 }
 
 fn short(id: &str) -> &str {
@@ -79,22 +85,12 @@ fn short(id: &str) -> &str {
 /// Compare a block with the expectations. `known_ids` are image IDs from
 /// the image's own build record (a fixture's manifest), used for expected
 /// images whose scenario entry gives no `id`.
-pub fn evaluate(
-    expect: &Expect,
-    known_ids: &BTreeMap<String, String>,
-    block: &StatusBlock,
-) -> Evaluation {
+pub fn evaluate(expect: &Expect, known_ids: &BTreeMap<String, String>, block: &StatusBlock) -> Evaluation {
     let mut problems = Vec::new();
-    let engine_up = matches!(
-        block.engine.as_ref().map(|e| e.state),
-        Some(EngineState::Up)
-    );
+    let engine_up = matches!(block.engine.as_ref().map(|e| e.state), Some(EngineState::Up));
     if !engine_up {
         let msg = match &block.engine {
-            None => format!(
-                "the guest reported no {} engine state",
-                expect.engine.as_str()
-            ),
+            None => format!("the guest reported no {} engine state", expect.engine.as_str()),
             Some(e) => format!(
                 "{} is {}{}",
                 e.name,
@@ -103,16 +99,10 @@ pub fn evaluate(
                     EngineState::Starting => "still starting",
                     EngineState::Down => "not running",
                 },
-                e.detail
-                    .as_ref()
-                    .map(|d| format!(" ({d})"))
-                    .unwrap_or_default()
+                e.detail.as_ref().map(|d| format!(" ({d})")).unwrap_or_default()
             ),
         };
-        problems.push(Problem {
-            code: "engine-down",
-            message: msg,
-        });
+        problems.push(Problem { code: "engine-down", message: msg });
     }
 
     // Images: what the engine lists, keyed by normalised reference.
@@ -129,9 +119,7 @@ pub fn evaluate(
     }
     let mut rows = Vec::new();
     for e in &expect.images {
-        let expected_id =
-            e.id.clone()
-                .or_else(|| known_ids.get(&e.reference).cloned());
+        let expected_id = e.id.clone().or_else(|| known_ids.get(&e.reference).cloned());
         let actual = listed.get(&e.reference).cloned();
         match (&actual, &expected_id) {
             (None, _) if engine_up => {
@@ -146,6 +134,15 @@ pub fn evaluate(
                     ),
                 });
             }
+            (Some(a), _) if wrong_platform(block, a).is_some() => problems.push(Problem {
+                code: "image-arch-mismatch",
+                message: format!(
+                    "image {} is {} but the device is {}: it would fail with \"exec format error\"",
+                    e.reference,
+                    block.platforms.get(a).map(String::as_str).unwrap_or("?"),
+                    block.guest_arch.as_deref().unwrap_or("?")
+                ),
+            }),
             (Some(a), Some(x)) if !id_matches(x, a) => problems.push(Problem {
                 code: "image-id-mismatch",
                 message: format!(
@@ -205,22 +202,16 @@ pub fn evaluate(
         });
     }
     let images_ok = engine_up
-        && !problems.iter().any(|p| {
-            matches!(
-                p.code,
-                "image-missing" | "image-id-mismatch" | "unexpected-image" | "untagged-image"
-            )
-        });
+        && !problems
+            .iter()
+            .any(|p| matches!(p.code, "image-missing" | "image-id-mismatch" | "unexpected-image" | "untagged-image"));
 
     // Containers.
     let mut running = Vec::new();
     let mut ready = Vec::new();
     let mut crow = Vec::new();
     for c in &expect.containers {
-        let found = block
-            .containers
-            .iter()
-            .find(|x| x.name.trim_start_matches('/') == c.name);
+        let found = block.containers.iter().find(|x| x.name.trim_start_matches('/') == c.name);
         let Some(found) = found else {
             if engine_up {
                 problems.push(Problem {
@@ -250,10 +241,7 @@ pub fn evaluate(
         {
             problems.push(Problem {
                 code: "container-wrong-image",
-                message: format!(
-                    "container {} runs {} but {} was expected",
-                    c.name, image, want
-                ),
+                message: format!("container {} runs {} but {} was expected", c.name, image, want),
             });
         }
         if found.state != "running" {
@@ -263,10 +251,7 @@ pub fn evaluate(
                     "container {} is {}{}",
                     c.name,
                     found.state,
-                    found
-                        .exit_code
-                        .map(|e| format!(" (exit code {e})"))
-                        .unwrap_or_default()
+                    found.exit_code.map(|e| format!(" (exit code {e})")).unwrap_or_default()
                 ),
             });
             continue;
@@ -277,15 +262,11 @@ pub fn evaluate(
             (false, _) | (true, Some("healthy")) => ready.push(c.name.clone()),
             (true, None) => problems.push(Problem {
                 code: "container-no-healthcheck",
-                message: format!(
-                    "container {} must be healthy but its image has no healthcheck",
-                    c.name
-                ),
+                message: format!("container {} must be healthy but its image has no healthcheck", c.name),
             }),
-            (true, Some(h)) => problems.push(Problem {
-                code: "container-unhealthy",
-                message: format!("container {} is {h}", c.name),
-            }),
+            (true, Some(h)) => {
+                problems.push(Problem { code: "container-unhealthy", message: format!("container {} is {h}", c.name) })
+            }
         }
     }
     for x in &block.containers {
@@ -301,15 +282,7 @@ pub fn evaluate(
         }
     }
 
-    Evaluation {
-        engine_up,
-        images_ok,
-        running,
-        ready,
-        problems,
-        images: rows,
-        containers: crow,
-    }
+    Evaluation { engine_up, images_ok, running, ready, problems, images: rows, containers: crow }
 }
 
 #[cfg(test)]
@@ -326,27 +299,13 @@ mod tests {
         Expect {
             engine: Engine::Docker,
             images: vec![
-                ImageExpect {
-                    reference: "fixture/redis:1".into(),
-                    id: None,
-                },
-                ImageExpect {
-                    reference: "fixture/busybox:1".into(),
-                    id: Some("sha256:222222222222".into()),
-                },
+                ImageExpect { reference: "fixture/redis:1".into(), id: None },
+                ImageExpect { reference: "fixture/busybox:1".into(), id: Some("sha256:222222222222".into()) },
             ],
             extra_images: ExtraImages::Fail,
             containers: vec![
-                ContainerExpect {
-                    name: "redis".into(),
-                    image: Some("fixture/redis:1".into()),
-                    healthy: None,
-                },
-                ContainerExpect {
-                    name: "web".into(),
-                    image: None,
-                    healthy: None,
-                },
+                ContainerExpect { name: "redis".into(), image: Some("fixture/redis:1".into()), healthy: None },
+                ContainerExpect { name: "web".into(), image: None, healthy: None },
             ],
             time_to_stack: None,
             timeout: Duration::from_secs(60),
@@ -356,11 +315,7 @@ mod tests {
     }
 
     fn img(repo: &str, tag: &str, id: &str) -> ImageRecord {
-        ImageRecord {
-            repository: repo.into(),
-            tag: tag.into(),
-            id: id.into(),
-        }
+        ImageRecord { repository: repo.into(), tag: tag.into(), id: id.into() }
     }
 
     fn ctr(name: &str, image: &str, state: &str, health: Option<&str>) -> ContainerRecord {
@@ -377,16 +332,8 @@ mod tests {
 
     fn good() -> StatusBlock {
         StatusBlock {
-            engine: Some(EngineRecord {
-                name: "docker".into(),
-                state: EngineState::Up,
-                version: None,
-                detail: None,
-            }),
-            images: vec![
-                img("fixture/redis", "1", RID),
-                img("fixture/busybox", "1", BID),
-            ],
+            engine: Some(EngineRecord { name: "docker".into(), state: EngineState::Up, version: None, detail: None }),
+            images: vec![img("fixture/redis", "1", RID), img("fixture/busybox", "1", BID)],
             containers: vec![
                 ctr("redis", "fixture/redis:1", "running", Some("healthy")),
                 ctr("web", "fixture/busybox:1", "running", None),
@@ -415,10 +362,7 @@ mod tests {
         let e = evaluate(&expect(), &BTreeMap::new(), &b);
         assert_eq!(codes(&e), ["image-missing"]);
         assert!(e.problems[0].message.contains("fixture/redis:1"));
-        assert!(
-            e.problems[0].message.contains("fixture/busybox:1"),
-            "lists what is there"
-        );
+        assert!(e.problems[0].message.contains("fixture/busybox:1"), "lists what is there");
         assert!(!e.images[0].present);
     }
 
@@ -426,14 +370,25 @@ mod tests {
     fn wrong_id_from_scenario_or_build_record() {
         let mut b = good();
         b.images[1].id = RID.into();
-        assert_eq!(
-            codes(&evaluate(&expect(), &BTreeMap::new(), &b)),
-            ["image-id-mismatch"]
-        );
+        assert_eq!(codes(&evaluate(&expect(), &BTreeMap::new(), &b)), ["image-id-mismatch"]);
         let known = BTreeMap::from([("fixture/redis:1".to_string(), BID.to_string())]);
         let e = evaluate(&expect(), &known, &good());
         assert_eq!(codes(&e), ["image-id-mismatch"]);
         assert!(e.problems[0].message.contains("222222222222"));
+    }
+
+    #[test]
+    fn wrong_platform_is_named_with_both_architectures() {
+        let mut b = good();
+        b.guest_arch = Some("arm64".into());
+        b.platforms.insert(RID.into(), "linux/amd64".into());
+        b.platforms.insert(BID.into(), "linux/arm64/v8".into());
+        let e = evaluate(&expect(), &BTreeMap::new(), &b);
+        assert_eq!(codes(&e), ["image-arch-mismatch"]);
+        let m = &e.problems[0].message;
+        assert!(m.contains("fixture/redis:1") && m.contains("linux/amd64") && m.contains("arm64"), "{m}");
+        b.guest_arch = None; // console transport: no platform information
+        assert!(evaluate(&expect(), &BTreeMap::new(), &b).satisfied());
     }
 
     #[test]
@@ -452,31 +407,20 @@ mod tests {
     fn containers_must_run_and_be_healthy_when_they_can() {
         let mut b = good();
         b.containers[0].health = Some("starting".into());
-        assert_eq!(
-            codes(&evaluate(&expect(), &BTreeMap::new(), &b)),
-            ["container-unhealthy"]
-        );
+        assert_eq!(codes(&evaluate(&expect(), &BTreeMap::new(), &b)), ["container-unhealthy"]);
         b.containers[0].state = "exited".into();
         b.containers[0].exit_code = Some(139);
         let e = evaluate(&expect(), &BTreeMap::new(), &b);
         assert_eq!(codes(&e), ["container-not-running"]);
         assert!(e.problems[0].message.contains("139"));
         b.containers.remove(0);
-        assert_eq!(
-            codes(&evaluate(&expect(), &BTreeMap::new(), &b)),
-            ["container-missing"]
-        );
+        assert_eq!(codes(&evaluate(&expect(), &BTreeMap::new(), &b)), ["container-missing"]);
 
         let mut must = expect();
         must.containers[1].healthy = Some(true);
-        assert_eq!(
-            codes(&evaluate(&must, &BTreeMap::new(), &good())),
-            ["container-no-healthcheck"]
-        );
+        assert_eq!(codes(&evaluate(&must, &BTreeMap::new(), &good())), ["container-no-healthcheck"]);
         must.containers[1].image = Some("fixture/redis:1".into());
-        assert!(
-            codes(&evaluate(&must, &BTreeMap::new(), &good())).contains(&"container-wrong-image")
-        );
+        assert!(codes(&evaluate(&must, &BTreeMap::new(), &good())).contains(&"container-wrong-image"));
         let mut ignore = expect();
         ignore.containers[0].healthy = Some(false);
         let mut b = good();

@@ -52,17 +52,10 @@ esac"#
     );
     let conf = dir.path().join("status.conf");
     // DEADLINE above any host uptime: the test machine has been up longer than a guest.
-    std::fs::write(
-        &conf,
-        "STACK_UNITS=\"container-redis.service\"\nSTACK_CONTAINERS=\"redis\"\nDEADLINE=999999999\n",
-    )
-    .unwrap();
+    std::fs::write(&conf, "STACK_UNITS=\"container-redis.service\"\nSTACK_CONTAINERS=\"redis\"\nDEADLINE=999999999\n")
+        .unwrap();
     let out = dir.path().join("console");
-    let path = format!(
-        "{}:{}",
-        bin.display(),
-        std::env::var("PATH").unwrap_or_default()
-    );
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
     let status = Command::new("sh")
         .arg(script())
         .env("PATH", path)
@@ -78,7 +71,7 @@ esac"#
     let blocks: Vec<StatusBlock> = text
         .lines()
         .filter_map(|l| match a.push(1.0, l) {
-            Assembled::Block(b) => Some(b),
+            Assembled::Block(b) => Some(*b),
             Assembled::Nothing => None,
             other => panic!("{other:?} in:\n{text}"),
         })
@@ -91,10 +84,7 @@ esac"#
 fn a_healthy_stack_gives_a_final_block_the_harness_reads() {
     let b = run("active", "healthy");
     assert!(b.is_final);
-    assert_eq!(
-        b.engine.as_ref().unwrap().state,
-        airboot_proto::EngineState::Up
-    );
+    assert_eq!(b.engine.as_ref().unwrap().state, airboot_proto::EngineState::Up);
     assert_eq!(b.images[0].id, RID);
     assert_eq!(b.containers[0].health.as_deref(), Some("healthy"));
     assert_eq!(b.units[0].state, "active");
@@ -109,15 +99,9 @@ fn a_starting_container_is_not_final() {
 fn an_engine_that_is_not_active_is_not_asked() {
     let b = run("activating", "healthy");
     assert!(!b.is_final);
-    assert_eq!(
-        b.engine.as_ref().unwrap().state,
-        airboot_proto::EngineState::Starting
-    );
+    assert_eq!(b.engine.as_ref().unwrap().state, airboot_proto::EngineState::Starting);
     assert!(b.images.is_empty());
     let b = run("failed", "healthy");
     assert!(b.is_final);
-    assert_eq!(
-        b.engine.as_ref().unwrap().state,
-        airboot_proto::EngineState::Down
-    );
+    assert_eq!(b.engine.as_ref().unwrap().state, airboot_proto::EngineState::Down);
 }

@@ -97,11 +97,7 @@ pub fn collect(root: &Path, select: &dyn Fn(&str) -> bool) -> io::Result<Vec<Ent
             } else {
                 continue;
             };
-            out.push(Entry {
-                path: rel_s,
-                mode: meta.permissions().mode() & 0o7777,
-                kind,
-            });
+            out.push(Entry { path: rel_s, mode: meta.permissions().mode() & 0o7777, kind });
         }
     }
     // Parent directories of everything selected, with their real modes.
@@ -120,14 +116,8 @@ pub fn collect(root: &Path, select: &dyn Fn(&str) -> bool) -> io::Result<Vec<Ent
         if out.iter().any(|e| e.path == d) {
             continue;
         }
-        let mode = std::fs::metadata(root.join(&d))
-            .map(|m| m.permissions().mode() & 0o7777)
-            .unwrap_or(0o755);
-        out.push(Entry {
-            path: d,
-            mode,
-            kind: EntryKind::Dir,
-        });
+        let mode = std::fs::metadata(root.join(&d)).map(|m| m.permissions().mode() & 0o7777).unwrap_or(0o755);
+        out.push(Entry { path: d, mode, kind: EntryKind::Dir });
     }
     Ok(out)
 }
@@ -138,11 +128,7 @@ pub fn write_layer(mut entries: Vec<Entry>, out: &Path) -> io::Result<(String, u
     entries.sort_by(|a, b| a.path.cmp(&b.path));
     entries.dedup_by(|a, b| a.path == b.path);
     let f = BufWriter::new(File::create(out)?);
-    let hw = HashingWriter {
-        inner: f,
-        hash: Sha256::new(),
-        len: 0,
-    };
+    let hw = HashingWriter { inner: f, hash: Sha256::new(), len: 0 };
     let mut tb = tar::Builder::new(hw);
     tb.mode(tar::HeaderMode::Deterministic);
     for e in &entries {
@@ -202,12 +188,7 @@ pub struct ImageConfig {
 }
 
 /// The config JSON of an image: its bytes define the image ID.
-pub fn config_json(
-    arch: &str,
-    variant: Option<&str>,
-    layers: &[Layer],
-    c: &ImageConfig,
-) -> Vec<u8> {
+pub fn config_json(arch: &str, variant: Option<&str>, layers: &[Layer], c: &ImageConfig) -> Vec<u8> {
     let mut config = json!({
         "Cmd": c.cmd,
         "Env": c.env,
@@ -242,12 +223,7 @@ pub fn config_json(
 /// Write a `docker save`-format archive holding one image. With `tag`
 /// `None` the manifest carries no RepoTags: `docker load` then prints the
 /// ID and the image must be tagged afterwards.
-pub fn write_docker_archive(
-    out: &Path,
-    config: &[u8],
-    layers: &[Layer],
-    tag: Option<&str>,
-) -> io::Result<String> {
+pub fn write_docker_archive(out: &Path, config: &[u8], layers: &[Layer], tag: Option<&str>) -> io::Result<String> {
     let id = digest(config);
     let id_hex = id.trim_start_matches("sha256:").to_string();
     let manifest = json!([{
@@ -256,29 +232,13 @@ pub fn write_docker_archive(
         "Layers": layers.iter().map(|l| format!("{}/layer.tar", l.diff_id.trim_start_matches("sha256:"))).collect::<Vec<_>>(),
     }]);
     let mut entries = vec![
-        Entry {
-            path: format!("{id_hex}.json"),
-            mode: 0o644,
-            kind: EntryKind::Data(config.to_vec()),
-        },
-        Entry {
-            path: "manifest.json".into(),
-            mode: 0o644,
-            kind: EntryKind::Data(serde_json::to_vec(&manifest)?),
-        },
+        Entry { path: format!("{id_hex}.json"), mode: 0o644, kind: EntryKind::Data(config.to_vec()) },
+        Entry { path: "manifest.json".into(), mode: 0o644, kind: EntryKind::Data(serde_json::to_vec(&manifest)?) },
     ];
     for l in layers {
         let dir = l.diff_id.trim_start_matches("sha256:").to_string();
-        entries.push(Entry {
-            path: dir.clone(),
-            mode: 0o755,
-            kind: EntryKind::Dir,
-        });
-        entries.push(Entry {
-            path: format!("{dir}/layer.tar"),
-            mode: 0o644,
-            kind: EntryKind::File(l.tar.clone()),
-        });
+        entries.push(Entry { path: dir.clone(), mode: 0o755, kind: EntryKind::Dir });
+        entries.push(Entry { path: format!("{dir}/layer.tar"), mode: 0o644, kind: EntryKind::File(l.tar.clone()) });
     }
     write_layer(entries, out)?;
     Ok(id)
@@ -295,11 +255,7 @@ mod tests {
         std::fs::write(dir.join("usr/share/doc/x/README"), b"docs").unwrap();
         std::os::unix::fs::symlink("tool", dir.join("usr/bin/alias")).unwrap();
         use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(
-            dir.join("usr/bin/tool"),
-            std::fs::Permissions::from_mode(0o755),
-        )
-        .unwrap();
+        std::fs::set_permissions(dir.join("usr/bin/tool"), std::fs::Permissions::from_mode(0o755)).unwrap();
     }
 
     fn list(tar_path: &Path) -> Vec<(String, tar::EntryType, u64, u32)> {
@@ -332,30 +288,11 @@ mod tests {
         let e2 = collect(&d.path().join("b"), &select).unwrap();
         let (id2, _) = write_layer(e2, &d.path().join("2.tar")).unwrap();
         assert_eq!(id1, id2);
-        assert_eq!(
-            std::fs::read(d.path().join("1.tar")).unwrap(),
-            std::fs::read(d.path().join("2.tar")).unwrap()
-        );
-        let names: Vec<_> = list(&d.path().join("1.tar"))
-            .into_iter()
-            .map(|e| e.0)
-            .collect();
+        assert_eq!(std::fs::read(d.path().join("1.tar")).unwrap(), std::fs::read(d.path().join("2.tar")).unwrap());
+        let names: Vec<_> = list(&d.path().join("1.tar")).into_iter().map(|e| e.0).collect();
         // usr/share is selected (only usr/share/doc is not), so it stays as an empty folder.
-        assert_eq!(
-            names,
-            [
-                "usr/",
-                "usr/bin/",
-                "usr/bin/alias",
-                "usr/bin/tool",
-                "usr/share/"
-            ]
-        );
-        assert!(
-            list(&d.path().join("1.tar"))
-                .iter()
-                .all(|e| e.2 == EPOCH && e.3 == 0)
-        );
+        assert_eq!(names, ["usr/", "usr/bin/", "usr/bin/alias", "usr/bin/tool", "usr/share/"]);
+        assert!(list(&d.path().join("1.tar")).iter().all(|e| e.2 == EPOCH && e.3 == 0));
         // The diff_id is the sha256 of the tar file.
         assert_eq!(id1, digest(&std::fs::read(d.path().join("1.tar")).unwrap()));
     }
@@ -364,17 +301,9 @@ mod tests {
     fn archive_has_the_docker_save_shape() {
         let d = tempfile::tempdir().unwrap();
         tree(&d.path().join("a"));
-        let (diff_id, size) = write_layer(
-            collect(&d.path().join("a"), &|_| true).unwrap(),
-            &d.path().join("l.tar"),
-        )
-        .unwrap();
-        let layer = Layer {
-            name: "l".into(),
-            diff_id: diff_id.clone(),
-            size,
-            tar: d.path().join("l.tar"),
-        };
+        let (diff_id, size) =
+            write_layer(collect(&d.path().join("a"), &|_| true).unwrap(), &d.path().join("l.tar")).unwrap();
+        let layer = Layer { name: "l".into(), diff_id: diff_id.clone(), size, tar: d.path().join("l.tar") };
         let c = ImageConfig {
             cmd: vec!["tool".into()],
             env: vec!["PATH=/usr/bin".into()],
@@ -382,13 +311,7 @@ mod tests {
             healthcheck: Some((vec!["CMD".into(), "tool".into()], 3, 2, 3)),
         };
         let config = config_json("amd64", None, std::slice::from_ref(&layer), &c);
-        let id = write_docker_archive(
-            &d.path().join("img.tar"),
-            &config,
-            &[layer],
-            Some("fixture/x:1"),
-        )
-        .unwrap();
+        let id = write_docker_archive(&d.path().join("img.tar"), &config, &[layer], Some("fixture/x:1")).unwrap();
         assert_eq!(id, digest(&config));
         let v: Value = serde_json::from_slice(&config).unwrap();
         assert_eq!(v["rootfs"]["diff_ids"][0], diff_id.as_str());
@@ -413,12 +336,7 @@ mod tests {
         assert_eq!(m[0]["Layers"][0], format!("{hex}/layer.tar"));
         // Untagged archives say so explicitly.
         let d2 = d.path().join("untagged.tar");
-        let layer = Layer {
-            name: "l".into(),
-            diff_id,
-            size,
-            tar: d.path().join("l.tar"),
-        };
+        let layer = Layer { name: "l".into(), diff_id, size, tar: d.path().join("l.tar") };
         write_docker_archive(&d2, &config, &[layer], None).unwrap();
         let mut a = tar::Archive::new(File::open(&d2).unwrap());
         for e in a.entries().unwrap() {

@@ -13,15 +13,13 @@ use std::time::{Duration, Instant};
 
 use airboot_core::scenario::Arch;
 use airboot_proto::http;
-use airboot_qemu::process::{
-    self, GroupGuard, RunError, harden, interrupted, require, run_supervised,
-};
+use airboot_qemu::process::{self, GroupGuard, RunError, harden, interrupted, require, run_supervised};
 
 use crate::archive::{self, Entry, EntryKind, ImageConfig, Layer};
 use crate::modules;
 use crate::{
-    Fixture, FixtureImage, FixtureManifest, SUITE, Variant, containers_key, fixture_dir,
-    fixture_key, kernel_key, mirrors, recipe_file, recipe_tree, rootfs_key,
+    Fixture, FixtureImage, FixtureManifest, SUITE, containers_key, fixture_dir, fixture_key, kernel_key, mirrors,
+    recipe_file, recipe_tree, rootfs_key,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -35,11 +33,7 @@ pub enum BuildError {
     #[error("{0}")]
     Tool(#[from] RunError),
     #[error("{step}: {message}{}", log.as_ref().map(|l| format!("\n  full log: {}", l.display())).unwrap_or_default())]
-    Step {
-        step: String,
-        message: String,
-        log: Option<PathBuf>,
-    },
+    Step { step: String, message: String, log: Option<PathBuf> },
     #[error("{context}: {source}")]
     Io {
         context: String,
@@ -73,22 +67,15 @@ impl Ctx<'_> {
     }
 
     fn append_log(&self, s: &str) -> io::Result<()> {
-        OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)?
-            .write_all(s.as_bytes())
+        OpenOptions::new().create(true).append(true).open(&self.log)?.write_all(s.as_bytes())
     }
 
     /// Run a command with its output in the build log; on failure the
     /// error carries the log's last lines.
     fn run(&self, step: &str, cmd: &mut Command, timeout: Duration) -> Result<(), BuildError> {
         let _ = self.append_log(&format!("$ {cmd:?}\n"));
-        let log = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)
-            .map_err(io_err("opening the build log"))?;
+        let log =
+            OpenOptions::new().create(true).append(true).open(&self.log).map_err(io_err("opening the build log"))?;
         let log2 = log.try_clone().map_err(io_err("opening the build log"))?;
         cmd.stdin(Stdio::null()).stdout(log).stderr(log2);
         match run_supervised(cmd, Some(timeout)) {
@@ -110,11 +97,7 @@ fn tail(path: &Path, n: usize) -> String {
         return String::new();
     };
     let lines: Vec<String> = BufReader::new(f).lines().map_while(Result::ok).collect();
-    lines[lines.len().saturating_sub(n)..]
-        .iter()
-        .map(|l| format!("  | {l}"))
-        .collect::<Vec<_>>()
-        .join("\n")
+    lines[lines.len().saturating_sub(n)..].iter().map(|l| format!("  | {l}")).collect::<Vec<_>>().join("\n")
 }
 
 /// Holds a stage's lock file.
@@ -123,8 +106,7 @@ struct Lock(File);
 fn lock(root: &Path, name: &str) -> Result<Lock, BuildError> {
     let dir = root.join("locks");
     fs::create_dir_all(&dir).map_err(io_err(format!("creating {}", dir.display())))?;
-    let f =
-        File::create(dir.join(format!("{name}.lock"))).map_err(io_err("creating a lock file"))?;
+    let f = File::create(dir.join(format!("{name}.lock"))).map_err(io_err("creating a lock file"))?;
     f.lock().map_err(io_err("locking the build cache"))?;
     Ok(Lock(f))
 }
@@ -143,11 +125,7 @@ struct TmpDir {
 
 impl TmpDir {
     fn new(final_path: &Path) -> Result<TmpDir, BuildError> {
-        let path = PathBuf::from(format!(
-            "{}.tmp-{}",
-            final_path.display(),
-            std::process::id()
-        ));
+        let path = PathBuf::from(format!("{}.tmp-{}", final_path.display(), std::process::id()));
         if path.exists() {
             fs::remove_dir_all(&path).map_err(io_err(format!("removing {}", path.display())))?;
         }
@@ -162,13 +140,9 @@ impl TmpDir {
             }
         }
         if final_path.exists() {
-            fs::remove_dir_all(final_path)
-                .map_err(io_err(format!("replacing {}", final_path.display())))?;
+            fs::remove_dir_all(final_path).map_err(io_err(format!("replacing {}", final_path.display())))?;
         }
-        fs::rename(&self.path, final_path).map_err(io_err(format!(
-            "moving the build to {}",
-            final_path.display()
-        )))?;
+        fs::rename(&self.path, final_path).map_err(io_err(format!("moving the build to {}", final_path.display())))?;
         self.keep = true;
         Ok(())
     }
@@ -222,12 +196,7 @@ fn check_foreign(arch: Arch) -> Result<(), BuildError> {
 }
 
 /// Build a fixture (and whatever stages it needs) unless it is cached.
-pub fn build(
-    root: &Path,
-    name: &str,
-    force: bool,
-    progress: Progress,
-) -> Result<Fixture, BuildError> {
+pub fn build(root: &Path, name: &str, force: bool, progress: Progress) -> Result<Fixture, BuildError> {
     let def = crate::find(name).ok_or_else(|| BuildError::Unknown(name.to_string()))?;
     if !force && let Some(f) = crate::lookup(root, &def) {
         return Ok(f);
@@ -235,16 +204,10 @@ pub fn build(
     if !is_root() {
         return Err(BuildError::NotRoot(name.to_string()));
     }
-    for tool in [
-        "mmdebstrap",
-        "mkfs.ext4",
-        "qemu-img",
-        "depmod",
-        "dpkg-query",
-    ] {
+    for tool in ["mmdebstrap", "mkfs.ext4", "qemu-img", "depmod", "dpkg-query"] {
         require(tool)?;
     }
-    if def.variant == Variant::Preseeded {
+    if def.variant.preseeds() {
         require("dockerd")?;
     }
     check_foreign(def.arch)?;
@@ -265,16 +228,9 @@ pub fn build(
     }
     let started = Instant::now();
     let final_dir = fixture_dir(root, &def, &probe_hash);
-    fs::create_dir_all(final_dir.parent().unwrap())
-        .map_err(io_err("creating the fixtures folder"))?;
+    fs::create_dir_all(final_dir.parent().unwrap()).map_err(io_err("creating the fixtures folder"))?;
     let tmp = TmpDir::new(&final_dir)?;
-    let mut ctx = Ctx {
-        root: root.to_path_buf(),
-        log: tmp.path.join("build.log"),
-        progress,
-        step: 0,
-        steps: 0,
-    };
+    let mut ctx = Ctx { root: root.to_path_buf(), log: tmp.path.join("build.log"), progress, step: 0, steps: 0 };
 
     let rootfs_dir = stage_dir(root, "rootfs", def.arch, &rootfs_key(def.arch));
     let kernel_dir = stage_dir(root, "kernel", def.arch, &kernel_key(def.arch));
@@ -290,36 +246,21 @@ pub fn build(
     let kernel: KernelInfo = read_json(&kernel_dir.join("kernel.json"))?;
 
     // Assemble the device's root filesystem.
-    ctx.say(&format!(
-        "assembling the {} root filesystem",
-        def.variant.as_str()
-    ));
+    ctx.say(&format!("assembling the {} root filesystem", def.variant.as_str()));
     let staging = tmp.path.join("rootfs");
     let mut cp = Command::new("cp");
-    cp.arg("-a")
-        .arg("--reflink=auto")
-        .arg(rootfs_dir.join("root"))
-        .arg(&staging);
+    cp.arg("-a").arg("--reflink=auto").arg(rootfs_dir.join("root")).arg(&staging);
     ctx.run("copying the base rootfs", &mut cp, Duration::from_secs(600))?;
     let mut cp = Command::new("cp");
-    cp.arg("-a")
-        .arg(kernel_dir.join("modules/lib/modules"))
-        .arg(staging.join("usr/lib/"));
-    ctx.run(
-        "installing kernel modules",
-        &mut cp,
-        Duration::from_secs(300),
-    )?;
+    cp.arg("-a").arg(kernel_dir.join("modules/lib/modules")).arg(staging.join("usr/lib/"));
+    ctx.run("installing kernel modules", &mut cp, Duration::from_secs(300))?;
+    // Common files, then the variant's (which may replace some of them).
     let mut units = install_overlay(&staging, "overlay/common")?;
-    if def.variant == Variant::LoadAtBoot {
-        units.extend(install_overlay(&staging, "overlay/load-at-boot")?);
-    }
+    units.extend(install_overlay(&staging, &format!("overlay/{}", def.variant.as_str()))?);
+    units.sort();
+    units.dedup();
     let probe_data = fs::read(&probe).map_err(io_err(format!("reading {}", probe.display())))?;
-    write(
-        &staging.join("usr/local/sbin/airboot-probe"),
-        &probe_data,
-        0o755,
-    )?;
+    write(&staging.join("usr/local/sbin/airboot-probe"), &probe_data, 0o755)?;
     configure_systemd(&staging, &units)?;
     // An empty root password: a developer reproducing a failure can log in
     // on the console. Fixtures are test images, never shipped.
@@ -328,21 +269,15 @@ pub fn build(
 
     let mut fixture_images = Vec::new();
     match def.variant {
-        Variant::Preseeded => {
+        v if v.preseeds() => {
             ctx.say("pre-seeding /var/lib/docker with a private dockerd on the build host");
-            preseed(
-                &ctx,
-                &staging.join("var/lib/docker"),
-                &containers_dir,
-                &images,
-            )?;
+            preseed(&ctx, &staging.join("var/lib/docker"), &containers_dir, &images)?;
         }
-        Variant::LoadAtBoot => {
+        _ => {
             ctx.say("adding the image archives and the first-boot loader");
             let dir = staging.join("usr/share/airboot/images");
             fs::create_dir_all(&dir).map_err(io_err("creating usr/share/airboot/images"))?;
-            let mut list =
-                String::from("# archive  image-id  reference (read by airboot-load-images)\n");
+            let mut list = String::from("# archive  image-id  reference (read by airboot-load-images)\n");
             for i in &images {
                 fs::copy(containers_dir.join(&i.archive), dir.join(&i.archive))
                     .map_err(io_err(format!("copying {}", i.archive)))?;
@@ -359,35 +294,19 @@ pub fn build(
     let used = du(&staging).map_err(io_err("measuring the rootfs"))?;
     let size = ((used as f64 * 1.25) as u64 + (1 << 30)).div_ceil(64 << 20) * (64 << 20);
     let raw = tmp.path.join("disk.raw");
-    File::create(&raw)
-        .and_then(|f| f.set_len(size))
-        .map_err(io_err("creating disk.raw"))?;
+    File::create(&raw).and_then(|f| f.set_len(size)).map_err(io_err("creating disk.raw"))?;
     let mut mkfs = Command::new("mkfs.ext4");
-    mkfs.args([
-        "-q",
-        "-F",
-        "-L",
-        "airboot-root",
-        "-b",
-        "4096",
-        "-E",
-        "lazy_itable_init=0,lazy_journal_init=0",
-        "-d",
-    ])
-    .arg(&staging)
-    .arg(&raw);
+    mkfs.args(["-q", "-F", "-L", "airboot-root", "-b", "4096", "-E", "lazy_itable_init=0,lazy_journal_init=0", "-d"])
+        .arg(&staging)
+        .arg(&raw);
     ctx.run("mkfs.ext4", &mut mkfs, Duration::from_secs(900))?;
     let mut conv = Command::new("qemu-img");
-    conv.args(["convert", "-q", "-f", "raw", "-O", "qcow2"])
-        .arg(&raw)
-        .arg(tmp.path.join("disk.qcow2"));
+    conv.args(["convert", "-q", "-f", "raw", "-O", "qcow2"]).arg(&raw).arg(tmp.path.join("disk.qcow2"));
     ctx.run("qemu-img convert", &mut conv, Duration::from_secs(900))?;
     fs::remove_file(&raw).map_err(io_err("removing disk.raw"))?;
     fs::remove_dir_all(&staging).map_err(io_err("removing the staging rootfs"))?;
-    fs::copy(kernel_dir.join("vmlinuz"), tmp.path.join("vmlinuz"))
-        .map_err(io_err("copying the kernel"))?;
-    fs::copy(kernel_dir.join("initrd.img"), tmp.path.join("initrd.img"))
-        .map_err(io_err("copying the initramfs"))?;
+    fs::copy(kernel_dir.join("vmlinuz"), tmp.path.join("vmlinuz")).map_err(io_err("copying the kernel"))?;
+    fs::copy(kernel_dir.join("initrd.img"), tmp.path.join("initrd.img")).map_err(io_err("copying the initramfs"))?;
 
     let manifest = FixtureManifest {
         schema: "airboot.fixture/v1".into(),
@@ -407,18 +326,13 @@ pub fn build(
         ),
         kernel_version: kernel.version.clone(),
         engine: "docker".into(),
+        probe: true,
         images: fixture_images,
         packages,
         built_at: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
         build_seconds: started.elapsed().as_secs_f64(),
     };
-    write(
-        &tmp.path.join("fixture.json"),
-        serde_json::to_string_pretty(&manifest)
-            .expect("json")
-            .as_bytes(),
-        0o644,
-    )?;
+    write(&tmp.path.join("fixture.json"), serde_json::to_string_pretty(&manifest).expect("json").as_bytes(), 0o644)?;
     tmp.commit(&final_dir, &[])?;
     crate::lookup(root, &def).ok_or_else(|| BuildError::Step {
         step: "finishing".into(),
@@ -449,8 +363,7 @@ fn write(p: &Path, data: &[u8], mode: u32) -> Result<(), BuildError> {
         fs::remove_file(p).map_err(io_err(format!("replacing {}", p.display())))?;
     }
     fs::write(p, data).map_err(io_err(format!("writing {}", p.display())))?;
-    fs::set_permissions(p, fs::Permissions::from_mode(mode))
-        .map_err(io_err(format!("chmod {}", p.display())))
+    fs::set_permissions(p, fs::Permissions::from_mode(mode)).map_err(io_err(format!("chmod {}", p.display())))
 }
 
 // ------------------------------------------------------------------ stages
@@ -463,20 +376,14 @@ fn build_rootfs(ctx: &mut Ctx, arch: Arch, dir: &Path, force: bool) -> Result<()
     if !force && dir.join("done").exists() {
         return Ok(());
     }
-    ctx.say(&format!(
-        "mmdebstrap: Debian {SUITE} {} rootfs with systemd and docker.io (1–3 min)",
-        arch.debian()
-    ));
+    ctx.say(&format!("mmdebstrap: Debian {SUITE} {} rootfs with systemd and docker.io (1–3 min)", arch.debian()));
     let tmp = TmpDir::new(dir)?;
-    let packages: Vec<String> = String::from_utf8_lossy(
-        recipe_file("rootfs-packages.txt")
-            .map(|f| f.0)
-            .unwrap_or_default(),
-    )
-    .lines()
-    .map(|l| l.split('#').next().unwrap_or("").trim().to_string())
-    .filter(|l| !l.is_empty())
-    .collect();
+    let packages: Vec<String> =
+        String::from_utf8_lossy(recipe_file("rootfs-packages.txt").map(|f| f.0).unwrap_or_default())
+            .lines()
+            .map(|l| l.split('#').next().unwrap_or("").trim().to_string())
+            .filter(|l| !l.is_empty())
+            .collect();
     let mut cmd = Command::new("mmdebstrap");
     cmd.args(["--mode=root", "--variant=minbase", "--format=directory"])
         .arg(format!("--architectures={}", arch.debian()))
@@ -493,9 +400,7 @@ fn build_rootfs(ctx: &mut Ctx, arch: Arch, dir: &Path, force: bool) -> Result<()
     ] {
         cmd.arg(format!("--dpkgopt={opt}"));
     }
-    cmd.arg(SUITE)
-        .arg(tmp.path.join("root"))
-        .args(mmdebstrap_sources());
+    cmd.arg(SUITE).arg(tmp.path.join("root")).args(mmdebstrap_sources());
     ctx.run("mmdebstrap (rootfs)", &mut cmd, Duration::from_secs(3600))?;
     write(&tmp.path.join("done"), b"", 0o644)?;
     tmp.commit(dir, &[])
@@ -517,58 +422,38 @@ fn build_kernel(ctx: &mut Ctx, arch: Arch, dir: &Path, force: bool) -> Result<()
     if !force && dir.join("done").exists() {
         return Ok(());
     }
-    ctx.say(&format!("kernel: extracting linux-image-{} and busybox-static, pruning modules, building the initramfs", arch.debian()));
+    ctx.say(&format!(
+        "kernel: extracting linux-image-{} and busybox-static, pruning modules, building the initramfs",
+        arch.debian()
+    ));
     let tmp = TmpDir::new(dir)?;
     let extract = tmp.path.join("extract");
     let mut cmd = Command::new("mmdebstrap");
     cmd.args(["--mode=root", "--variant=extract", "--format=directory"])
         .arg(format!("--architectures={}", arch.debian()))
-        .arg(format!(
-            "--include=linux-image-{},busybox-static",
-            arch.debian()
-        ))
+        .arg(format!("--include=linux-image-{},busybox-static", arch.debian()))
         .arg(SUITE)
         .arg(&extract)
         .args(mmdebstrap_sources());
-    ctx.run(
-        "mmdebstrap (kernel extract)",
-        &mut cmd,
-        Duration::from_secs(1800),
-    )?;
+    ctx.run("mmdebstrap (kernel extract)", &mut cmd, Duration::from_secs(1800))?;
 
     let boot = extract.join("boot");
     let vmlinuz = fs::read_dir(&boot)
         .map_err(io_err(format!("reading {}", boot.display())))?
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .find(|p| {
-            p.file_name()
-                .is_some_and(|n| n.to_string_lossy().starts_with("vmlinuz-"))
-        })
+        .find(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("vmlinuz-")))
         .ok_or_else(|| BuildError::Step {
             step: "kernel".into(),
             message: "no boot/vmlinuz-* in the kernel package".into(),
             log: None,
         })?;
-    let version = vmlinuz
-        .file_name()
-        .unwrap()
-        .to_string_lossy()
-        .trim_start_matches("vmlinuz-")
-        .to_string();
-    let moddir_rel = ["lib/modules", "usr/lib/modules"]
-        .into_iter()
-        .find(|d| extract.join(d).join(&version).is_dir())
-        .ok_or_else(|| BuildError::Step {
-            step: "kernel".into(),
-            message: format!("no modules for {version}"),
-            log: None,
-        })?;
+    let version = vmlinuz.file_name().unwrap().to_string_lossy().trim_start_matches("vmlinuz-").to_string();
+    let moddir_rel =
+        ["lib/modules", "usr/lib/modules"].into_iter().find(|d| extract.join(d).join(&version).is_dir()).ok_or_else(
+            || BuildError::Step { step: "kernel".into(), message: format!("no modules for {version}"), log: None },
+        )?;
     // depmod wants <base>/lib/modules.
-    let base = if moddir_rel == "lib/modules" {
-        extract.clone()
-    } else {
-        extract.join("usr")
-    };
+    let base = if moddir_rel == "lib/modules" { extract.clone() } else { extract.join("usr") };
     let mut dm = Command::new("depmod");
     dm.arg("-b").arg(&base).arg(&version);
     ctx.run("depmod (all modules)", &mut dm, Duration::from_secs(300))?;
@@ -584,11 +469,7 @@ fn build_kernel(ctx: &mut Ctx, arch: Arch, dir: &Path, force: bool) -> Result<()
         fs::create_dir_all(dst.parent().unwrap()).map_err(io_err("creating module folders"))?;
         fs::copy(src_mod.join(m), &dst).map_err(io_err(format!("copying module {m}")))?;
     }
-    for f in [
-        "modules.order",
-        "modules.builtin",
-        "modules.builtin.modinfo",
-    ] {
+    for f in ["modules.order", "modules.builtin", "modules.builtin.modinfo"] {
         if src_mod.join(f).exists() {
             fs::copy(src_mod.join(f), out_mod.join(f)).map_err(io_err(format!("copying {f}")))?;
         }
@@ -607,36 +488,22 @@ fn build_kernel(ctx: &mut Ctx, arch: Arch, dir: &Path, force: bool) -> Result<()
         message: m,
         log: None,
     })?;
-    let busybox = ["bin/busybox", "usr/bin/busybox"]
-        .into_iter()
-        .map(|p| extract.join(p))
-        .find(|p| p.is_file())
-        .ok_or_else(|| BuildError::Step {
-            step: "initramfs".into(),
-            message: "busybox-static has no bin/busybox".into(),
-            log: None,
-        })?;
-    let init = recipe_file("initramfs/init")
-        .expect("embedded initramfs/init")
-        .0;
+    let busybox =
+        ["bin/busybox", "usr/bin/busybox"].into_iter().map(|p| extract.join(p)).find(|p| p.is_file()).ok_or_else(
+            || BuildError::Step {
+                step: "initramfs".into(),
+                message: "busybox-static has no bin/busybox".into(),
+                log: None,
+            },
+        )?;
+    let init = recipe_file("initramfs/init").expect("embedded initramfs/init").0;
     let f = File::create(tmp.path.join("initrd.img")).map_err(io_err("creating initrd.img"))?;
     let mut c = crate::cpio::Cpio::new(io::BufWriter::new(f));
     let cpio_err = io_err("writing initrd.img");
     (|| -> io::Result<()> {
-        for d in [
-            "bin",
-            "dev",
-            "etc",
-            "lib",
-            "lib/modules",
-            "newroot",
-            "proc",
-            "sys",
-            "sbin",
-            "usr",
-            "usr/bin",
-            "usr/sbin",
-        ] {
+        for d in
+            ["bin", "dev", "etc", "lib", "lib/modules", "newroot", "proc", "sys", "sbin", "usr", "usr/bin", "usr/sbin"]
+        {
             c.dir(d, 0o755)?;
         }
         c.char_dev("dev/console", 0o600, 5, 1)?;
@@ -651,10 +518,7 @@ fn build_kernel(ctx: &mut Ctx, arch: Arch, dir: &Path, force: bool) -> Result<()
             let mut p = Path::new(&rel).parent();
             let mut chain = Vec::new();
             while let Some(d) = p {
-                if d.as_os_str().is_empty()
-                    || d == Path::new("lib/modules")
-                    || d == Path::new("lib")
-                {
+                if d.as_os_str().is_empty() || d == Path::new("lib/modules") || d == Path::new("lib") {
                     break;
                 }
                 chain.push(d.to_string_lossy().into_owned());
@@ -679,30 +543,19 @@ fn build_kernel(ctx: &mut Ctx, arch: Arch, dir: &Path, force: bool) -> Result<()
         modules_kept: keep.len(),
         initramfs_modules: order.iter().map(|m| modules::module_name(m)).collect(),
     };
-    write(
-        &tmp.path.join("kernel.json"),
-        serde_json::to_string_pretty(&info)
-            .expect("json")
-            .as_bytes(),
-        0o644,
-    )?;
+    write(&tmp.path.join("kernel.json"), serde_json::to_string_pretty(&info).expect("json").as_bytes(), 0o644)?;
     write(&tmp.path.join("done"), b"", 0o644)?;
     tmp.commit(dir, &["extract"])
 }
 
 /// Applets linked in the busybox base layer.
 const APPLETS: &[&str] = &[
-    "sh", "ash", "cat", "cp", "date", "echo", "env", "false", "grep", "head", "hostname", "httpd",
-    "id", "kill", "ls", "mkdir", "mv", "nc", "ps", "pwd", "rm", "sed", "sleep", "sort", "tail",
-    "tee", "test", "touch", "true", "uname", "wc", "wget", "which",
+    "sh", "ash", "cat", "cp", "date", "echo", "env", "false", "grep", "head", "hostname", "httpd", "id", "kill", "ls",
+    "mkdir", "mv", "nc", "ps", "pwd", "rm", "sed", "sleep", "sort", "tail", "tee", "test", "touch", "true", "uname",
+    "wc", "wget", "which",
 ];
 
-fn build_containers(
-    ctx: &mut Ctx,
-    arch: Arch,
-    dir: &Path,
-    force: bool,
-) -> Result<Vec<FixtureImage>, BuildError> {
+fn build_containers(ctx: &mut Ctx, arch: Arch, dir: &Path, force: bool) -> Result<Vec<FixtureImage>, BuildError> {
     if force || !dir.join("done").exists() {
         let _l = lock(&ctx.root, &format!("containers-{arch}"))?;
         if force || !dir.join("done").exists() {
@@ -723,11 +576,7 @@ fn make_containers(ctx: &mut Ctx, arch: Arch, dir: &Path) -> Result<(), BuildErr
         .arg(SUITE)
         .arg(&tree)
         .args(mmdebstrap_sources());
-    ctx.run(
-        "mmdebstrap (container packages)",
-        &mut cmd,
-        Duration::from_secs(1800),
-    )?;
+    ctx.run("mmdebstrap (container packages)", &mut cmd, Duration::from_secs(1800))?;
     let err = |what: &str| io_err(format!("building the {what} layer"));
 
     // Base layer shared by both images: busybox and a minimal /etc.
@@ -739,38 +588,31 @@ fn make_containers(ctx: &mut Ctx, arch: Arch, dir: &Path) -> Result<(), BuildErr
         Entry {
             path: "etc/passwd".into(),
             mode: 0o644,
-            kind: EntryKind::Data(b"root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n".to_vec()),
+            kind: EntryKind::Data(
+                b"root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n".to_vec(),
+            ),
         },
-        Entry { path: "etc/group".into(), mode: 0o644, kind: EntryKind::Data(b"root:x:0:\nnogroup:x:65534:\n".to_vec()) },
+        Entry {
+            path: "etc/group".into(),
+            mode: 0o644,
+            kind: EntryKind::Data(b"root:x:0:\nnogroup:x:65534:\n".to_vec()),
+        },
         Entry { path: "root".into(), mode: 0o700, kind: EntryKind::Dir },
         Entry { path: "tmp".into(), mode: 0o1777, kind: EntryKind::Dir },
     ];
     for a in APPLETS {
-        base.push(Entry {
-            path: format!("bin/{a}"),
-            mode: 0o777,
-            kind: EntryKind::Symlink("busybox".into()),
-        });
+        base.push(Entry { path: format!("bin/{a}"), mode: 0o777, kind: EntryKind::Symlink("busybox".into()) });
     }
     let layer = |name: &str, entries: Vec<Entry>| -> Result<Layer, BuildError> {
         let tar = tmp.path.join(format!("layer-{name}.tar"));
         let (diff_id, size) = archive::write_layer(entries, &tar).map_err(err(name))?;
-        Ok(Layer {
-            name: name.into(),
-            diff_id,
-            size,
-            tar,
-        })
+        Ok(Layer { name: name.into(), diff_id, size, tar })
     };
     let l_base = layer("busybox", base)?;
     let l_web = layer(
         "web",
         vec![
-            Entry {
-                path: "www".into(),
-                mode: 0o755,
-                kind: EntryKind::Dir,
-            },
+            Entry { path: "www".into(), mode: 0o755, kind: EntryKind::Dir },
             Entry {
                 path: "www/index.html".into(),
                 mode: 0o644,
@@ -795,20 +637,11 @@ fn make_containers(ctx: &mut Ctx, arch: Arch, dir: &Path) -> Result<(), BuildErr
         "usr/share/doc-base",
     ];
     let is_redis = |p: &str| p.starts_with("usr/bin/redis-");
-    let libs_select = |p: &str| {
-        !is_redis(p)
-            && !drop_prefixes
-                .iter()
-                .any(|d| p == *d || p.starts_with(&format!("{d}/")))
-    };
-    let l_libs = layer(
-        "libs",
-        archive::collect(&tree, &libs_select).map_err(err("libs"))?,
-    )?;
-    let mut redis = archive::collect(&tree, &|p: &str| {
-        is_redis(p) || p == "usr" || p == "usr/bin"
-    })
-    .map_err(err("redis"))?;
+    let libs_select =
+        |p: &str| !is_redis(p) && !drop_prefixes.iter().any(|d| p == *d || p.starts_with(&format!("{d}/")));
+    let l_libs = layer("libs", archive::collect(&tree, &libs_select).map_err(err("libs"))?)?;
+    let mut redis =
+        archive::collect(&tree, &|p: &str| is_redis(p) || p == "usr" || p == "usr/bin").map_err(err("redis"))?;
     // Debian's redis-server package only adds this link to the server binary.
     redis.push(Entry {
         path: "usr/bin/redis-server".into(),
@@ -825,9 +658,7 @@ fn make_containers(ctx: &mut Ctx, arch: Arch, dir: &Path) -> Result<(), BuildErr
             "fixture-busybox-1.tar",
             vec![l_base.clone(), l_web],
             ImageConfig {
-                cmd: ["httpd", "-f", "-p", "127.0.0.1:8080", "-h", "/www"]
-                    .map(String::from)
-                    .to_vec(),
+                cmd: ["httpd", "-f", "-p", "127.0.0.1:8080", "-h", "/www"].map(String::from).to_vec(),
                 env: vec![path_env.clone()],
                 working_dir: None,
                 healthcheck: None,
@@ -855,9 +686,7 @@ fn make_containers(ctx: &mut Ctx, arch: Arch, dir: &Path) -> Result<(), BuildErr
                 working_dir: Some("/data".into()),
                 // A generous timeout: under TCG a `docker exec` alone can take seconds.
                 healthcheck: Some((
-                    ["CMD", "redis-cli", "-h", "127.0.0.1", "ping"]
-                        .map(String::from)
-                        .to_vec(),
+                    ["CMD", "redis-cli", "-h", "127.0.0.1", "ping"].map(String::from).to_vec(),
                     5,
                     30,
                     10,
@@ -868,11 +697,8 @@ fn make_containers(ctx: &mut Ctx, arch: Arch, dir: &Path) -> Result<(), BuildErr
     let mut images = Vec::new();
     for (reference, file, layers, cfg) in defs {
         let config = archive::config_json(arch.oci(), variant, &layers, &cfg);
-        let id = archive::write_docker_archive(&tmp.path.join(file), &config, &layers, None)
-            .map_err(err(reference))?;
-        let size = fs::metadata(tmp.path.join(file))
-            .map(|m| m.len())
-            .unwrap_or(0);
+        let id = archive::write_docker_archive(&tmp.path.join(file), &config, &layers, None).map_err(err(reference))?;
+        let size = fs::metadata(tmp.path.join(file)).map(|m| m.len()).unwrap_or(0);
         images.push(FixtureImage {
             reference: reference.into(),
             id,
@@ -881,21 +707,12 @@ fn make_containers(ctx: &mut Ctx, arch: Arch, dir: &Path) -> Result<(), BuildErr
             size,
         });
     }
-    for l in fs::read_dir(&tmp.path)
-        .map_err(io_err("listing layers"))?
-        .flatten()
-    {
+    for l in fs::read_dir(&tmp.path).map_err(io_err("listing layers"))?.flatten() {
         if l.file_name().to_string_lossy().starts_with("layer-") {
             let _ = fs::remove_file(l.path());
         }
     }
-    write(
-        &tmp.path.join("images.json"),
-        serde_json::to_string_pretty(&images)
-            .expect("json")
-            .as_bytes(),
-        0o644,
-    )?;
+    write(&tmp.path.join("images.json"), serde_json::to_string_pretty(&images).expect("json").as_bytes(), 0o644)?;
     write(&tmp.path.join("done"), b"", 0o644)?;
     tmp.commit(dir, &["tree"])
 }
@@ -910,9 +727,7 @@ fn install_overlay(root: &Path, prefix: &str) -> Result<Vec<String>, BuildError>
         write(&root.join(rel), data, mode)?;
         if rel.starts_with("etc/systemd/system/")
             && rel.ends_with(".service")
-            && String::from_utf8_lossy(data)
-                .lines()
-                .any(|l| l.trim() == "WantedBy=multi-user.target")
+            && String::from_utf8_lossy(data).lines().any(|l| l.trim() == "WantedBy=multi-user.target")
         {
             units.push(rel.rsplit('/').next().unwrap().to_string());
         }
@@ -954,10 +769,7 @@ fn edit_root_password(root: &Path) -> Result<(), BuildError> {
     let out: String = text
         .lines()
         .map(|l| match l.strip_prefix("root:") {
-            Some(rest) => format!(
-                "root::{}\n",
-                rest.split_once(':').map(|x| x.1).unwrap_or("")
-            ),
+            Some(rest) => format!("root::{}\n", rest.split_once(':').map(|x| x.1).unwrap_or("")),
             None => format!("{l}\n"),
         })
         .collect();
@@ -966,20 +778,8 @@ fn edit_root_password(root: &Path) -> Result<(), BuildError> {
 
 fn package_versions(root: &Path) -> BTreeMap<String, String> {
     let out = Command::new("dpkg-query")
-        .arg(format!(
-            "--admindir={}",
-            root.join("var/lib/dpkg").display()
-        ))
-        .args([
-            "-W",
-            "-f",
-            "${Package} ${Version}\n",
-            "docker.io",
-            "containerd",
-            "runc",
-            "systemd",
-            "linux-base",
-        ])
+        .arg(format!("--admindir={}", root.join("var/lib/dpkg").display()))
+        .args(["-W", "-f", "${Package} ${Version}\n", "docker.io", "containerd", "runc", "systemd", "linux-base"])
         .output();
     let mut m = BTreeMap::new();
     if let Ok(o) = out {
@@ -1012,12 +812,7 @@ fn du(p: &Path) -> io::Result<u64> {
 /// Load the image archives into `data_root` with a private dockerd on the
 /// build host (the approach of seeding the writable partition at build
 /// time), tag them, and strip what the device's dockerd must create itself.
-fn preseed(
-    ctx: &Ctx,
-    data_root: &Path,
-    containers_dir: &Path,
-    images: &[FixtureImage],
-) -> Result<(), BuildError> {
+fn preseed(ctx: &Ctx, data_root: &Path, containers_dir: &Path, images: &[FixtureImage]) -> Result<(), BuildError> {
     let dockerd = require("dockerd")?;
     // Unix socket paths are limited to 108 bytes: keep the runtime state short.
     let run = tempfile::Builder::new()
@@ -1026,11 +821,7 @@ fn preseed(
         .map_err(io_err("creating a dockerd run folder"))?;
     let sock = run.path().join("docker.sock");
     fs::create_dir_all(data_root).map_err(io_err("creating var/lib/docker"))?;
-    let log = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&ctx.log)
-        .map_err(io_err("opening the build log"))?;
+    let log = OpenOptions::new().create(true).append(true).open(&ctx.log).map_err(io_err("opening the build log"))?;
     let log2 = log.try_clone().map_err(io_err("opening the build log"))?;
     let mut cmd = Command::new(&dockerd);
     cmd.arg("--data-root")
@@ -1074,15 +865,10 @@ fn preseed(
             break;
         }
         if let Ok(Some(st)) = child.try_wait() {
-            return Err(fail(format!(
-                "dockerd exited ({st}) before answering:\n{}",
-                tail(&ctx.log, 15)
-            )));
+            return Err(fail(format!("dockerd exited ({st}) before answering:\n{}", tail(&ctx.log, 15))));
         }
         if interrupted() {
-            return Err(BuildError::Tool(RunError::Interrupted {
-                program: "dockerd".into(),
-            }));
+            return Err(BuildError::Tool(RunError::Interrupted { program: "dockerd".into() }));
         }
         if start.elapsed() > Duration::from_secs(60) {
             return Err(fail(format!(
@@ -1093,53 +879,27 @@ fn preseed(
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    let api =
-        |method: &str, path: &str, body: Option<&Path>| -> Result<http::Response, BuildError> {
-            let s = UnixStream::connect(&sock)
-                .map_err(|e| fail(format!("connecting to dockerd: {e}")))?;
-            s.set_read_timeout(Some(Duration::from_secs(300))).ok();
-            let r = match body {
-                Some(p) => {
-                    let mut f =
-                        File::open(p).map_err(io_err(format!("opening {}", p.display())))?;
-                    let len = f.metadata().map_err(io_err("stat"))?.len();
-                    http::request(
-                        s,
-                        method,
-                        path,
-                        Some("application/x-tar"),
-                        Some((&mut f, len)),
-                        16 << 20,
-                    )
-                }
-                None => http::request(s, method, path, None, None, 16 << 20),
-            };
-            r.map_err(|e| fail(format!("{method} {path}: {e}")))
+    let api = |method: &str, path: &str, body: Option<&Path>| -> Result<http::Response, BuildError> {
+        let s = UnixStream::connect(&sock).map_err(|e| fail(format!("connecting to dockerd: {e}")))?;
+        s.set_read_timeout(Some(Duration::from_secs(300))).ok();
+        let r = match body {
+            Some(p) => {
+                let mut f = File::open(p).map_err(io_err(format!("opening {}", p.display())))?;
+                let len = f.metadata().map_err(io_err("stat"))?.len();
+                http::request(s, method, path, Some("application/x-tar"), Some((&mut f, len)), 16 << 20)
+            }
+            None => http::request(s, method, path, None, None, 16 << 20),
         };
+        r.map_err(|e| fail(format!("{method} {path}: {e}")))
+    };
     for img in images {
-        let r = api(
-            "POST",
-            "/images/load?quiet=1",
-            Some(&containers_dir.join(&img.archive)),
-        )?;
+        let r = api("POST", "/images/load?quiet=1", Some(&containers_dir.join(&img.archive)))?;
         let text = r.text();
         if r.status != 200 || text.contains("errorDetail") {
-            return Err(fail(format!(
-                "loading {}: HTTP {} {}",
-                img.archive,
-                r.status,
-                text.trim()
-            )));
+            return Err(fail(format!("loading {}: HTTP {} {}", img.archive, r.status, text.trim())));
         }
-        let (repo, tag) = img
-            .reference
-            .rsplit_once(':')
-            .unwrap_or((&img.reference, "latest"));
-        let r = api(
-            "POST",
-            &format!("/images/{}/tag?repo={repo}&tag={tag}", img.id),
-            None,
-        )?;
+        let (repo, tag) = img.reference.rsplit_once(':').unwrap_or((&img.reference, "latest"));
+        let r = api("POST", &format!("/images/{}/tag?repo={repo}&tag={tag}", img.id), None)?;
         if r.status != 201 {
             return Err(fail(format!(
                 "tagging {} as {}: HTTP {} {}",
@@ -1151,20 +911,15 @@ fn preseed(
         }
     }
     let r = api("GET", "/images/json", None)?;
-    let listed: serde_json::Value = serde_json::from_slice(&r.body)
-        .map_err(|e| fail(format!("reading the image list: {e}")))?;
+    let listed: serde_json::Value =
+        serde_json::from_slice(&r.body).map_err(|e| fail(format!("reading the image list: {e}")))?;
     for img in images {
         let ok = listed.as_array().into_iter().flatten().any(|i| {
             i["Id"] == img.id.as_str()
-                && i["RepoTags"]
-                    .as_array()
-                    .is_some_and(|t| t.iter().any(|t| t == img.reference.as_str()))
+                && i["RepoTags"].as_array().is_some_and(|t| t.iter().any(|t| t == img.reference.as_str()))
         });
         if !ok {
-            return Err(fail(format!(
-                "after loading, dockerd does not list {} as {}",
-                img.reference, img.id
-            )));
+            return Err(fail(format!("after loading, dockerd does not list {} as {}", img.reference, img.id)));
         }
     }
     // Stop dockerd cleanly so its metadata is flushed.
@@ -1175,16 +930,7 @@ fn preseed(
     }
     guard.kill();
     let _ = child.wait();
-    for d in [
-        "network",
-        "containerd",
-        "tmp",
-        "runtimes",
-        "buildkit",
-        "plugins",
-        "swarm",
-        "trust",
-    ] {
+    for d in ["network", "containerd", "tmp", "runtimes", "buildkit", "plugins", "swarm", "trust"] {
         let p = data_root.join(d);
         if p.exists() {
             fs::remove_dir_all(&p).map_err(io_err(format!("removing {}", p.display())))?;

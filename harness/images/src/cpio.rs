@@ -12,11 +12,7 @@ pub struct Cpio<W: Write> {
 
 impl<W: Write> Cpio<W> {
     pub fn new(w: W) -> Self {
-        Cpio {
-            w,
-            ino: 1,
-            written: 0,
-        }
+        Cpio { w, ino: 1, written: 0 }
     }
 
     fn pad(&mut self) -> io::Result<()> {
@@ -31,15 +27,7 @@ impl<W: Write> Cpio<W> {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn entry(
-        &mut self,
-        name: &str,
-        mode: u32,
-        nlink: u32,
-        data: &[u8],
-        rmajor: u32,
-        rminor: u32,
-    ) -> io::Result<()> {
+    fn entry(&mut self, name: &str, mode: u32, nlink: u32, data: &[u8], rmajor: u32, rminor: u32) -> io::Result<()> {
         let ino = self.ino;
         self.ino += 1;
         let header = format!(

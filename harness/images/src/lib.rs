@@ -43,6 +43,9 @@ pub enum Variant {
     Preseeded,
     /// `docker save` archives plus a first-boot unit that loads and tags them.
     LoadAtBoot,
+    /// Preseeded, plus a first-boot unit that pulls from a registry: an
+    /// air-gap violation airboot must catch and name.
+    Egress,
 }
 
 impl Variant {
@@ -50,7 +53,12 @@ impl Variant {
         match self {
             Variant::Preseeded => "preseeded",
             Variant::LoadAtBoot => "load-at-boot",
+            Variant::Egress => "egress",
         }
+    }
+    /// Whether /var/lib/docker is populated at build time.
+    pub fn preseeds(self) -> bool {
+        matches!(self, Variant::Preseeded | Variant::Egress)
     }
 }
 
@@ -78,6 +86,12 @@ pub fn catalog() -> Vec<FixtureDef> {
             variant: Variant::LoadAtBoot,
             description: "Debian bookworm + docker.io, images shipped as `docker save` archives and loaded by a first-boot unit",
         },
+        FixtureDef {
+            name: "debian-egress-x86_64",
+            arch: Arch::X86_64,
+            variant: Variant::Egress,
+            description: "the preseeded fixture plus a first-boot unit that pulls registry.example.com/fixture/app:1 (must fail the air-gap check)",
+        },
     ]
 }
 
@@ -102,8 +116,7 @@ pub fn cache_root() -> PathBuf {
 
 /// The Debian mirrors (overridable for local mirrors).
 pub fn mirrors() -> (String, String) {
-    let main = std::env::var("AIRBOOT_DEBIAN_MIRROR")
-        .unwrap_or_else(|_| "http://deb.debian.org/debian".into());
+    let main = std::env::var("AIRBOOT_DEBIAN_MIRROR").unwrap_or_else(|_| "http://deb.debian.org/debian".into());
     let sec = std::env::var("AIRBOOT_DEBIAN_SECURITY_MIRROR")
         .unwrap_or_else(|_| "http://deb.debian.org/debian-security".into());
     (main, sec)
@@ -111,19 +124,13 @@ pub fn mirrors() -> (String, String) {
 
 /// A recipe file embedded from `images/`.
 pub fn recipe_file(rel: &str) -> Option<(&'static [u8], u32)> {
-    recipes::FILES
-        .iter()
-        .find(|(p, _, _)| *p == rel)
-        .map(|(_, d, m)| (*d, *m))
+    recipes::FILES.iter().find(|(p, _, _)| *p == rel).map(|(_, d, m)| (*d, *m))
 }
 
 /// Embedded recipe files under a folder, as (path below it, data, mode).
 pub fn recipe_tree(prefix: &str) -> Vec<(&'static str, &'static [u8], u32)> {
     let prefix = format!("{}/", prefix.trim_end_matches('/'));
-    recipes::FILES
-        .iter()
-        .filter_map(|(p, d, m)| p.strip_prefix(prefix.as_str()).map(|rest| (rest, *d, *m)))
-        .collect()
+    recipes::FILES.iter().filter_map(|(p, d, m)| p.strip_prefix(prefix.as_str()).map(|rest| (rest, *d, *m))).collect()
 }
 
 fn key(parts: &[&str]) -> String {
@@ -132,56 +139,27 @@ fn key(parts: &[&str]) -> String {
         h.update(p.as_bytes());
         h.update([0]);
     }
-    h.finalize()
-        .iter()
-        .take(8)
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    h.finalize().iter().take(8).map(|b| format!("{b:02x}")).collect()
 }
 
 fn recipe_text(rel: &str) -> String {
-    recipe_file(rel)
-        .map(|(d, _)| String::from_utf8_lossy(d).into_owned())
-        .unwrap_or_default()
+    recipe_file(rel).map(|(d, _)| String::from_utf8_lossy(d).into_owned()).unwrap_or_default()
 }
 
 /// Cache keys of each stage: pure functions of their inputs.
 pub fn rootfs_key(arch: Arch) -> String {
     let (m, s) = mirrors();
-    key(&[
-        "rootfs",
-        arch.as_str(),
-        SUITE,
-        &m,
-        &s,
-        &recipe_text("rootfs-packages.txt"),
-        recipes::BUILDER_HASH,
-    ])
+    key(&["rootfs", arch.as_str(), SUITE, &m, &s, &recipe_text("rootfs-packages.txt"), recipes::BUILDER_HASH])
 }
 
 pub fn kernel_key(arch: Arch) -> String {
     let (m, s) = mirrors();
-    key(&[
-        "kernel",
-        arch.as_str(),
-        SUITE,
-        &m,
-        &s,
-        &recipe_text("initramfs/init"),
-        recipes::BUILDER_HASH,
-    ])
+    key(&["kernel", arch.as_str(), SUITE, &m, &s, &recipe_text("initramfs/init"), recipes::BUILDER_HASH])
 }
 
 pub fn containers_key(arch: Arch) -> String {
     let (m, s) = mirrors();
-    key(&[
-        "containers",
-        arch.as_str(),
-        SUITE,
-        &m,
-        &s,
-        recipes::BUILDER_HASH,
-    ])
+    key(&["containers", arch.as_str(), SUITE, &m, &s, recipes::BUILDER_HASH])
 }
 
 /// The fixture's key also covers the guest probe binary it carries.
@@ -201,8 +179,7 @@ pub fn fixture_key(def: &FixtureDef, probe_hash: &str) -> String {
 
 /// Where a built fixture lives.
 pub fn fixture_dir(root: &Path, def: &FixtureDef, probe_hash: &str) -> PathBuf {
-    root.join("fixtures")
-        .join(format!("{}-{}", def.name, fixture_key(def, probe_hash)))
+    root.join("fixtures").join(format!("{}-{}", def.name, fixture_key(def, probe_hash)))
 }
 
 /// The Rust target the guest probe is built for.
@@ -220,11 +197,7 @@ pub fn probe_binary(arch: Arch) -> Result<PathBuf, String> {
     let var = format!("AIRBOOT_PROBE_{}", arch.as_str().to_uppercase());
     if let Some(p) = std::env::var_os(&var).filter(|p| !p.is_empty()) {
         let p = PathBuf::from(p);
-        return if p.is_file() {
-            Ok(p)
-        } else {
-            Err(format!("{var}={} is not a file", p.display()))
-        };
+        return if p.is_file() { Ok(p) } else { Err(format!("{var}={} is not a file", p.display())) };
     }
     let exe = std::env::current_exe().map_err(|e| format!("cannot locate airboot itself: {e}"))?;
     let mut candidates = Vec::new();
@@ -245,10 +218,7 @@ pub fn probe_binary(arch: Arch) -> Result<PathBuf, String> {
 /// sha256 (hex) of a file, for cache keys.
 pub fn file_hash(p: &Path) -> Result<String, String> {
     let data = std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()))?;
-    Ok(Sha256::digest(&data)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect())
+    Ok(Sha256::digest(&data).iter().map(|b| format!("{b:02x}")).collect())
 }
 
 /// One container image a fixture carries.
@@ -279,11 +249,18 @@ pub struct FixtureManifest {
     pub append: String,
     pub kernel_version: String,
     pub engine: String,
+    /// The image carries airboot-probe (serving vsock and virtio-serial).
+    #[serde(default = "yes")]
+    pub probe: bool,
     pub images: Vec<FixtureImage>,
     /// Versions of the packages that matter (docker.io, containerd, runc, systemd).
     pub packages: std::collections::BTreeMap<String, String>,
     pub built_at: String,
     pub build_seconds: f64,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// A built fixture.
@@ -332,14 +309,8 @@ pub fn stale_builds(root: &Path, def: &FixtureDef) -> Vec<PathBuf> {
     let mut v: Vec<PathBuf> = rd
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| {
-            let n = p
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            n.starts_with(&prefix)
-                && !n.contains(".tmp")
-                && n.len() == prefix.len() + 16
-                && *p != current
+            let n = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            n.starts_with(&prefix) && !n.contains(".tmp") && n.len() == prefix.len() + 16 && *p != current
         })
         .collect();
     v.sort();
@@ -364,28 +335,11 @@ mod tests {
     #[test]
     fn recipes_are_embedded() {
         assert!(recipe_file("initramfs/init").is_some());
-        assert!(
-            recipe_file("overlay/load-at-boot/usr/local/sbin/airboot-load-images")
-                .unwrap()
-                .1
-                & 0o111
-                != 0
-        );
-        assert!(
-            recipe_file("reference/airboot-status").is_none(),
-            "reference material is not part of a fixture"
-        );
+        assert!(recipe_file("overlay/load-at-boot/usr/local/sbin/airboot-load-images").unwrap().1 & 0o111 != 0);
+        assert!(recipe_file("reference/airboot-status").is_none(), "reference material is not part of a fixture");
         let common = recipe_tree("overlay/common");
-        assert!(
-            common
-                .iter()
-                .any(|(p, _, _)| *p == "etc/systemd/system/container-redis.service")
-        );
-        assert!(
-            recipe_tree("overlay/load-at-boot")
-                .iter()
-                .any(|(p, _, _)| p.ends_with("airboot-load-images"))
-        );
+        assert!(common.iter().any(|(p, _, _)| *p == "etc/systemd/system/container-redis.service"));
+        assert!(recipe_tree("overlay/load-at-boot").iter().any(|(p, _, _)| p.ends_with("airboot-load-images")));
     }
 
     #[test]
@@ -394,11 +348,7 @@ mod tests {
         let l = find("debian-load-at-boot-x86_64").unwrap();
         assert_ne!(fixture_key(&p, "x"), fixture_key(&l, "x"));
         assert_eq!(fixture_key(&p, "x"), fixture_key(&p, "x"));
-        assert_ne!(
-            fixture_key(&p, "x"),
-            fixture_key(&p, "y"),
-            "a new probe rebuilds the fixture"
-        );
+        assert_ne!(fixture_key(&p, "x"), fixture_key(&p, "y"), "a new probe rebuilds the fixture");
         assert_eq!(fixture_key(&p, "x").len(), 16);
         assert_ne!(rootfs_key(Arch::X86_64), rootfs_key(Arch::Aarch64));
     }

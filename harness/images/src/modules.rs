@@ -9,10 +9,7 @@ pub fn parse_modules_dep(text: &str) -> BTreeMap<String, Vec<String>> {
     text.lines()
         .filter_map(|l| {
             let (m, deps) = l.split_once(':')?;
-            Some((
-                m.trim().to_string(),
-                deps.split_whitespace().map(str::to_string).collect(),
-            ))
+            Some((m.trim().to_string(), deps.split_whitespace().map(str::to_string).collect()))
         })
         .collect()
 }
@@ -30,43 +27,21 @@ pub fn module_name(path: &str) -> String {
 /// only what a virtio VM has.
 pub fn keep(path: &str) -> bool {
     let rel = path.strip_prefix("kernel/").unwrap_or(path);
-    let top_keep = [
-        "fs/",
-        "net/",
-        "lib/",
-        "crypto/",
-        "arch/",
-        "block/",
-        "mm/",
-        "virt/",
-        "security/",
-    ];
+    let top_keep = ["fs/", "net/", "lib/", "crypto/", "arch/", "block/", "mm/", "virt/", "security/"];
     if top_keep.iter().any(|p| rel.starts_with(p)) {
         return true;
     }
     let Some(drv) = rel.strip_prefix("drivers/") else {
         return false;
     };
-    let driver_dirs = [
-        "virtio/",
-        "block/",
-        "char/",
-        "md/",
-        "vhost/",
-        "firmware/",
-        "nvdimm/",
-        "crypto/virtio/",
-    ];
+    let driver_dirs = ["virtio/", "block/", "char/", "md/", "vhost/", "firmware/", "nvdimm/", "crypto/virtio/"];
     if driver_dirs.iter().any(|p| drv.starts_with(p)) {
         return true;
     }
     // Virtual network devices live directly in drivers/net (veth, tun,
     // macvlan, dummy, …) or in a few subfolders; NIC drivers do not.
     if let Some(net) = drv.strip_prefix("net/") {
-        return !net.contains('/')
-            || ["vxlan/", "ipvlan/", "team/", "bonding/"]
-                .iter()
-                .any(|p| net.starts_with(p));
+        return !net.contains('/') || ["vxlan/", "ipvlan/", "team/", "bonding/"].iter().any(|p| net.starts_with(p));
     }
     false
 }
@@ -92,19 +67,11 @@ fn add_with_deps(dep: &BTreeMap<String, Vec<String>>, m: &str, out: &mut BTreeSe
 
 /// Load order for the named modules and their dependencies: each module
 /// after everything it needs. Unknown names are returned as errors.
-pub fn load_order(
-    dep: &BTreeMap<String, Vec<String>>,
-    names: &[&str],
-) -> Result<Vec<String>, String> {
+pub fn load_order(dep: &BTreeMap<String, Vec<String>>, names: &[&str]) -> Result<Vec<String>, String> {
     let by_name: BTreeMap<String, &String> = dep.keys().map(|p| (module_name(p), p)).collect();
     let mut order = Vec::new();
     let mut seen = BTreeSet::new();
-    fn visit(
-        dep: &BTreeMap<String, Vec<String>>,
-        p: &str,
-        seen: &mut BTreeSet<String>,
-        order: &mut Vec<String>,
-    ) {
+    fn visit(dep: &BTreeMap<String, Vec<String>>, p: &str, seen: &mut BTreeSet<String>, order: &mut Vec<String>) {
         if !seen.insert(p.to_string()) {
             return;
         }
@@ -117,9 +84,9 @@ pub fn load_order(
     }
     for n in names {
         let n = n.replace('-', "_");
-        let p = by_name.get(&n).ok_or_else(|| {
-            format!("kernel module {n} is not in this kernel (built in, or missing?)")
-        })?;
+        let p = by_name
+            .get(&n)
+            .ok_or_else(|| format!("kernel module {n} is not in this kernel (built in, or missing?)"))?;
         visit(dep, p, &mut seen, &mut order);
     }
     Ok(order)
@@ -147,10 +114,7 @@ kernel/arch/x86/crypto/crc32c-intel.ko:
     #[test]
     fn names() {
         assert_eq!(module_name("kernel/fs/ext4/ext4.ko"), "ext4");
-        assert_eq!(
-            module_name("kernel/arch/x86/crypto/crc32c-intel.ko.xz"),
-            "crc32c_intel"
-        );
+        assert_eq!(module_name("kernel/arch/x86/crypto/crc32c-intel.ko.xz"), "crc32c_intel");
     }
 
     #[test]
@@ -177,10 +141,7 @@ kernel/arch/x86/crypto/crc32c-intel.ko:
     #[test]
     fn a_kept_module_brings_its_dependencies() {
         let mut dep = parse_modules_dep(DEP);
-        dep.insert(
-            "kernel/net/odd.ko".into(),
-            vec!["kernel/drivers/gpu/drm/drm.ko".into()],
-        );
+        dep.insert("kernel/net/odd.ko".into(), vec!["kernel/drivers/gpu/drm/drm.ko".into()]);
         assert!(keep_set(&dep).contains("kernel/drivers/gpu/drm/drm.ko"));
     }
 

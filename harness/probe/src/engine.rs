@@ -1,13 +1,15 @@
 //! The container engine, asked through its API socket (never by scraping
 //! CLI output): Docker's Engine API, or Podman's Docker-compatible socket.
 
+use std::collections::HashMap;
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use airboot_proto::ImageRecord;
 use airboot_proto::http;
-use airboot_proto::{ContainerRecord, ImageRecord};
-use serde_json::Value;
+use airboot_proto::probe::{ContainerInfo, EngineEvent, ImageInfo, RunImageResult};
+use serde_json::{Value, json};
 
 pub struct Docker {
     pub socket: PathBuf,
@@ -15,9 +17,10 @@ pub struct Docker {
 }
 
 impl Docker {
-    /// GET a path and parse the JSON answer. Errors are short sentences
-    /// for the report ("docker.sock absent", "engine not responding …").
-    pub fn get(&self, path: &str) -> Result<Value, String> {
+    /// Send a request and return the raw response. Errors are short
+    /// sentences for the report ("docker.sock absent", "engine not
+    /// responding after 10s").
+    pub fn call(&self, method: &str, path: &str, body: Option<&Value>) -> Result<http::Response, String> {
         if !self.socket.exists() {
             return Err(format!("{} absent", self.socket.display()));
         }
@@ -25,16 +28,25 @@ impl Docker {
             .map_err(|e| format!("cannot connect to {}: {e}", self.socket.display()))?;
         s.set_read_timeout(Some(self.timeout)).ok();
         s.set_write_timeout(Some(self.timeout)).ok();
-        let r = http::request(s, "GET", path, None, None, 32 << 20).map_err(|e| {
-            if matches!(
-                e.kind(),
-                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-            ) {
+        let text = body.map(|b| b.to_string());
+        let mut bytes = text.as_deref().unwrap_or("").as_bytes();
+        let len = bytes.len() as u64;
+        let r = match text {
+            Some(_) => http::request(s, method, path, Some("application/json"), Some((&mut bytes, len)), 32 << 20),
+            None => http::request(s, method, path, None, None, 32 << 20),
+        };
+        r.map_err(|e| {
+            if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) {
                 format!("engine not responding after {}s", self.timeout.as_secs())
             } else {
-                format!("GET {path}: {e}")
+                format!("{method} {path}: {e}")
             }
-        })?;
+        })
+    }
+
+    /// GET a path and parse the JSON answer.
+    pub fn get(&self, path: &str) -> Result<Value, String> {
+        let r = self.call("GET", path, None)?;
         if r.status != 200 {
             return Err(format!("GET {path}: HTTP {} {}", r.status, r.text().trim()));
         }
@@ -46,22 +58,139 @@ impl Docker {
         Ok(v["Version"].as_str().unwrap_or("unknown").to_string())
     }
 
-    pub fn images(&self) -> Result<Vec<ImageRecord>, String> {
-        Ok(image_records(&self.get("/images/json")?))
+    /// Every image with its platform and layer diff_ids (`inspect` results
+    /// are cached by ID: an image ID names immutable content).
+    pub fn image_infos(&self, cache: &mut HashMap<String, Value>) -> Result<Vec<ImageInfo>, String> {
+        let list = self.get("/images/json")?;
+        let mut out = Vec::new();
+        for rec in image_records(&list) {
+            let inspect = match cache.get(&rec.id) {
+                Some(v) => v.clone(),
+                None => {
+                    let v = self.get(&format!("/images/{}/json", rec.id))?;
+                    cache.insert(rec.id.clone(), v.clone());
+                    v
+                }
+            };
+            out.push(image_info(&rec, &inspect));
+        }
+        Ok(out)
     }
 
-    pub fn containers(&self) -> Result<Vec<ContainerRecord>, String> {
+    /// Every container (but airboot's own test runs) with its state, pid and
+    /// health history.
+    pub fn container_infos(&self) -> Result<Vec<ContainerInfo>, String> {
         let list = self.get("/containers/json?all=1")?;
         let mut out = Vec::new();
         for c in list.as_array().into_iter().flatten() {
             let Some(id) = c["Id"].as_str() else { continue };
+            if c["Labels"]["org.airboot.check"].as_str().is_some() {
+                continue;
+            }
             // A container removed between the list and the inspect is simply gone.
             if let Ok(i) = self.get(&format!("/containers/{id}/json")) {
-                out.push(container_record(&i));
+                out.push(container_info(&i));
             }
         }
         Ok(out)
     }
+
+    /// Events the engine still remembers (Docker keeps the last 256), up to now.
+    pub fn events(&self, until_unix: i64) -> Result<Vec<EngineEvent>, String> {
+        let r = self.call("GET", &format!("/events?since=0&until={until_unix}"), None)?;
+        if r.status != 200 {
+            return Err(format!("GET /events: HTTP {}", r.status));
+        }
+        Ok(parse_events(&r.text()))
+    }
+
+    /// Create and start a container of `reference` with no network, and
+    /// report whether it ran: still running after a few seconds, or exited 0.
+    /// A listed image can still have lost its layer files; this is the
+    /// proof it has not. The container is removed whatever happened.
+    pub fn run_image(&self, reference: &str, timeout: Duration) -> RunImageResult {
+        let started = Instant::now();
+        let mut res = RunImageResult { reference: reference.to_string(), ..Default::default() };
+        let body = json!({
+            "Image": reference,
+            "Labels": { "org.airboot.check": "1" },
+            "HostConfig": { "NetworkMode": "none" },
+        });
+        let created = match self.call("POST", "/containers/create", Some(&body)) {
+            Ok(r) if r.status == 201 => {
+                serde_json::from_slice::<Value>(&r.body).ok().and_then(|v| v["Id"].as_str().map(str::to_string))
+            }
+            Ok(r) => {
+                res.detail = format!("create failed: HTTP {} {}", r.status, message_of(&r.body));
+                None
+            }
+            Err(e) => {
+                res.detail = format!("create failed: {e}");
+                None
+            }
+        };
+        let Some(id) = created else {
+            res.duration_s = started.elapsed().as_secs_f64();
+            return res;
+        };
+        match self.call("POST", &format!("/containers/{id}/start"), None) {
+            Ok(r) if r.status == 204 || r.status == 304 => {
+                let settle = Duration::from_secs(3).min(timeout);
+                let t0 = Instant::now();
+                loop {
+                    let st = self.get(&format!("/containers/{id}/json")).unwrap_or(Value::Null);
+                    let running = st["State"]["Running"].as_bool().unwrap_or(false);
+                    let status = st["State"]["Status"].as_str().unwrap_or("");
+                    if !running && matches!(status, "exited" | "dead") {
+                        let code = st["State"]["ExitCode"].as_i64();
+                        res.exit_code = code;
+                        res.ran = code == Some(0);
+                        let err = st["State"]["Error"].as_str().unwrap_or("");
+                        res.detail = match err {
+                            "" => format!("exited {}", code.unwrap_or(-1)),
+                            e => format!("exited {}: {e}", code.unwrap_or(-1)),
+                        };
+                        if !res.ran
+                            && let Ok(logs) = self.container_logs(&id)
+                            && let Some(last) = logs.lines().rev().find(|l| !l.trim().is_empty())
+                        {
+                            res.detail.push_str(&format!(" (last output: {})", last.trim()));
+                        }
+                        break;
+                    }
+                    if running && t0.elapsed() >= settle {
+                        res.ran = true;
+                        res.detail = format!("running after {:.1}s", t0.elapsed().as_secs_f64());
+                        break;
+                    }
+                    if t0.elapsed() > timeout {
+                        res.detail =
+                            format!("neither running nor exited after {}s (state {status})", timeout.as_secs());
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+            }
+            Ok(r) => res.detail = format!("start failed: {}", message_of(&r.body)),
+            Err(e) => res.detail = format!("start failed: {e}"),
+        }
+        let _ = self.call("DELETE", &format!("/containers/{id}?force=1&v=1"), None);
+        res.duration_s = started.elapsed().as_secs_f64();
+        res
+    }
+
+    /// The last lines a container wrote (stdout and stderr).
+    pub fn container_logs(&self, id: &str) -> Result<String, String> {
+        let r = self.call("GET", &format!("/containers/{id}/logs?stdout=1&stderr=1&tail=200"), None)?;
+        Ok(demux_logs(&r.body))
+    }
+}
+
+fn message_of(body: &[u8]) -> String {
+    serde_json::from_slice::<Value>(body)
+        .ok()
+        .and_then(|v| v["message"].as_str().map(str::to_string))
+        .unwrap_or_else(|| String::from_utf8_lossy(body).trim().to_string())
 }
 
 /// `/images/json` → one record per tag (untagged images as `<none>:<none>`).
@@ -69,38 +198,50 @@ pub fn image_records(v: &Value) -> Vec<ImageRecord> {
     let mut out = Vec::new();
     for i in v.as_array().into_iter().flatten() {
         let id = i["Id"].as_str().unwrap_or("").to_string();
-        let tags: Vec<&str> = i["RepoTags"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(Value::as_str)
-            .collect();
+        let tags: Vec<&str> = i["RepoTags"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
         if tags.is_empty() {
-            out.push(ImageRecord {
-                repository: "<none>".into(),
-                tag: "<none>".into(),
-                id: id.clone(),
-            });
+            out.push(ImageRecord { repository: "<none>".into(), tag: "<none>".into(), id: id.clone() });
         }
         for t in tags {
             let (repo, tag) = match t.rfind(':') {
                 Some(p) if !t[p + 1..].contains('/') => (&t[..p], &t[p + 1..]),
                 _ => (t, "<none>"),
             };
-            out.push(ImageRecord {
-                repository: repo.into(),
-                tag: tag.into(),
-                id: id.clone(),
-            });
+            out.push(ImageRecord { repository: repo.into(), tag: tag.into(), id: id.clone() });
         }
     }
     out
 }
 
-/// `/containers/{id}/json` → a record.
-pub fn container_record(i: &Value) -> ContainerRecord {
+/// Platform and layers from `/images/{id}/json`.
+pub fn image_info(rec: &ImageRecord, inspect: &Value) -> ImageInfo {
+    ImageInfo {
+        repository: rec.repository.clone(),
+        tag: rec.tag.clone(),
+        id: rec.id.clone(),
+        architecture: inspect["Architecture"].as_str().unwrap_or("").to_string(),
+        variant: inspect["Variant"].as_str().map(str::to_string),
+        os: inspect["Os"].as_str().unwrap_or("").to_string(),
+        diff_ids: inspect["RootFS"]["Layers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|l| l.as_str().map(str::to_string))
+            .collect(),
+    }
+}
+
+/// `/containers/{id}/json` → state, pid and the ends of passing health checks.
+pub fn container_info(i: &Value) -> ContainerInfo {
     let s = |v: &Value| v.as_str().map(str::to_string);
-    ContainerRecord {
+    let healthy_at = i["State"]["Health"]["Log"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|l| l["ExitCode"].as_i64() == Some(0))
+        .filter_map(|l| l["End"].as_str().map(str::to_string))
+        .collect();
+    ContainerInfo {
         name: s(&i["Name"]).unwrap_or_default(),
         image: s(&i["Config"]["Image"]).unwrap_or_default(),
         image_id: s(&i["Image"]),
@@ -108,13 +249,52 @@ pub fn container_record(i: &Value) -> ContainerRecord {
         health: s(&i["State"]["Health"]["Status"]),
         started_at: s(&i["State"]["StartedAt"]),
         exit_code: i["State"]["ExitCode"].as_i64(),
+        pid: i["State"]["Pid"].as_u64().filter(|p| *p > 0),
+        healthy_at,
     }
+}
+
+/// The `/events` stream: one JSON object per line.
+pub fn parse_events(text: &str) -> Vec<EngineEvent> {
+    text.lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .map(|v| {
+            let actor = v["Actor"]["Attributes"]["name"]
+                .as_str()
+                .or_else(|| v["Actor"]["ID"].as_str())
+                .or_else(|| v["id"].as_str())
+                .unwrap_or("")
+                .to_string();
+            EngineEvent {
+                time_nano: v["timeNano"].as_i64().unwrap_or_else(|| v["time"].as_i64().unwrap_or(0) * 1_000_000_000),
+                kind: v["Type"].as_str().unwrap_or("").to_string(),
+                action: v["Action"].as_str().or_else(|| v["status"].as_str()).unwrap_or("").to_string(),
+                actor,
+            }
+        })
+        .collect()
+}
+
+/// Docker multiplexes stdout/stderr of a non-tty container in frames of
+/// an 8-byte header (stream, 0, 0, 0, big-endian length) and the payload.
+pub fn demux_logs(b: &[u8]) -> String {
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i + 8 <= b.len() && b[i] <= 2 && b[i + 1..i + 4] == [0, 0, 0] {
+        let len = u32::from_be_bytes([b[i + 4], b[i + 5], b[i + 6], b[i + 7]]) as usize;
+        let end = (i + 8 + len).min(b.len());
+        out.extend_from_slice(&b[i + 8..end]);
+        i = end;
+    }
+    if i == 0 {
+        return String::from_utf8_lossy(b).into_owned(); // a tty container: plain text
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
 
     #[test]
     fn images_by_tag_and_untagged() {
@@ -125,45 +305,93 @@ mod tests {
         ]);
         let r = image_records(&v);
         assert_eq!(r.len(), 4);
-        assert_eq!(
-            (r[0].repository.as_str(), r[0].tag.as_str()),
-            ("fixture/redis", "1")
-        );
-        assert_eq!(
-            (r[1].repository.as_str(), r[1].tag.as_str()),
-            ("registry:5000/x", "2")
-        );
-        assert_eq!(
-            (r[2].repository.as_str(), r[2].id.as_str()),
-            ("<none>", "sha256:bb")
-        );
+        assert_eq!((r[0].repository.as_str(), r[0].tag.as_str()), ("fixture/redis", "1"));
+        assert_eq!((r[1].repository.as_str(), r[1].tag.as_str()), ("registry:5000/x", "2"));
+        assert_eq!((r[2].repository.as_str(), r[2].id.as_str()), ("<none>", "sha256:bb"));
         assert_eq!(r[3].tag, "<none>");
     }
 
     #[test]
-    fn container_from_inspect() {
-        let v = json!({
-            "Name": "/redis", "Image": "sha256:aa",
-            "Config": { "Image": "fixture/redis:1" },
-            "State": { "Status": "running", "StartedAt": "2026-01-01T00:00:00Z", "ExitCode": 0, "Health": { "Status": "healthy" } }
-        });
-        let c = container_record(&v);
-        assert_eq!(c.name, "/redis");
+    fn container_state_health_history_and_pid() {
+        let c = container_info(&json!({
+            "Name": "/redis", "Image": "sha256:aa", "Config": { "Image": "fixture/redis:1" },
+            "State": { "Status": "running", "Pid": 42, "StartedAt": "2026-01-01T00:00:00Z", "ExitCode": 0,
+                       "Health": { "Status": "healthy", "Log": [
+                           { "End": "2026-01-01T00:00:05Z", "ExitCode": 1 },
+                           { "End": "2026-01-01T00:00:10Z", "ExitCode": 0 } ] } }
+        }));
+        assert_eq!(c.pid, Some(42));
         assert_eq!(c.health.as_deref(), Some("healthy"));
-        assert_eq!(c.image_id.as_deref(), Some("sha256:aa"));
-        let none = container_record(
-            &json!({ "Name": "/web", "Config": { "Image": "b" }, "State": { "Status": "exited", "ExitCode": 127 } }),
+        assert_eq!(c.healthy_at, ["2026-01-01T00:00:10Z"]);
+        assert_eq!((c.name.as_str(), c.image_id.as_deref()), ("/redis", Some("sha256:aa")));
+        let none = container_info(
+            &json!({ "Name": "/web", "Config": { "Image": "b" }, "State": { "Status": "exited", "ExitCode": 127, "Pid": 0 } }),
         );
-        assert_eq!(none.health, None);
-        assert_eq!(none.exit_code, Some(127));
+        assert_eq!((none.health, none.exit_code, none.pid), (None, Some(127), None));
+    }
+
+    #[test]
+    fn image_platform_and_layers() {
+        let rec = ImageRecord { repository: "fixture/redis".into(), tag: "1".into(), id: "sha256:aa".into() };
+        let i = image_info(
+            &rec,
+            &json!({ "Architecture": "arm64", "Variant": "v8", "Os": "linux", "RootFS": { "Layers": ["sha256:1", "sha256:2"] } }),
+        );
+        assert_eq!((i.architecture.as_str(), i.variant.as_deref()), ("arm64", Some("v8")));
+        assert_eq!(i.diff_ids, ["sha256:1", "sha256:2"]);
+    }
+
+    #[test]
+    fn events() {
+        let ev = parse_events(concat!(
+            r#"{"Type":"image","Action":"tag","Actor":{"ID":"sha256:aa","Attributes":{"name":"fixture/redis:1"}},"time":10,"timeNano":10000000001}"#,
+            "\n",
+            r#"{"status":"pull","id":"registry.example.com/app:1","Type":"image","Action":"pull","Actor":{"ID":"registry.example.com/app:1","Attributes":{}},"time":11}"#,
+            "\n"
+        ));
+        assert_eq!(ev.len(), 2);
+        assert_eq!(
+            (ev[0].action.as_str(), ev[0].actor.as_str(), ev[0].time_nano),
+            ("tag", "fixture/redis:1", 10000000001)
+        );
+        assert_eq!(
+            (ev[1].action.as_str(), ev[1].actor.as_str(), ev[1].time_nano),
+            ("pull", "registry.example.com/app:1", 11000000000)
+        );
+    }
+
+    #[test]
+    fn multiplexed_logs() {
+        let mut b = vec![1, 0, 0, 0, 0, 0, 0, 3];
+        b.extend_from_slice(b"hi\n");
+        b.extend_from_slice(&[2, 0, 0, 0, 0, 0, 0, 4]);
+        b.extend_from_slice(b"err\n");
+        assert_eq!(demux_logs(&b), "hi\nerr\n");
+        assert_eq!(demux_logs(b"plain tty text\n"), "plain tty text\n");
+    }
+
+    #[test]
+    fn an_engine_that_accepts_but_never_answers_times_out() {
+        let dir = std::env::temp_dir().join(format!("airboot-probe-hang-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let sock = dir.join("docker.sock");
+        let _ = std::fs::remove_file(&sock);
+        let listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+        let t = std::thread::spawn(move || {
+            let (_s, _) = listener.accept().unwrap();
+            std::thread::sleep(Duration::from_secs(3));
+        });
+        let d = Docker { socket: sock, timeout: Duration::from_secs(1) };
+        let started = Instant::now();
+        assert_eq!(d.version().unwrap_err(), "engine not responding after 1s");
+        assert!(started.elapsed() < Duration::from_secs(3));
+        t.join().unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
     fn absent_socket_is_a_clear_answer() {
-        let d = Docker {
-            socket: "/nonexistent/docker.sock".into(),
-            timeout: Duration::from_secs(1),
-        };
+        let d = Docker { socket: "/nonexistent/docker.sock".into(), timeout: Duration::from_secs(1) };
         assert_eq!(d.version().unwrap_err(), "/nonexistent/docker.sock absent");
     }
 }

@@ -1,95 +1,65 @@
 //! airboot-probe: runs inside the guest. It asks the container engine
-//! through its API socket what it has, and tells the harness.
+//! through its API socket what it has (never by scraping CLI output), reads
+//! systemd's own timestamps and the network state, and tells the harness.
 //!
-//! `airboot-probe console` prints console status blocks (protocol v1) on
-//! the serial console until the stack settles, then every SETTLED_INTERVAL
-//! seconds; `airboot-probe status` prints one block on stdout.
+//! `airboot-probe serve` (what the fixtures' unit runs) answers the host
+//! over vsock and over the virtio-serial port `org.airboot.probe`; until a
+//! host has said hello it also prints console status blocks, so the same
+//! image works with airboot's console-only transport.
 
+mod airgap;
+mod collect;
 mod engine;
+mod server;
 mod status;
 mod systemd;
 
 use std::io::Write;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use status::{Config, EngineView, Snapshot};
+use collect::Collector;
+use status::Config;
 
 const USAGE: &str = "\
-usage: airboot-probe console [--device PATH] [--config PATH]
-       airboot-probe status [--config PATH]
+usage: airboot-probe serve   [--device PATH] [--config PATH]
+       airboot-probe console [--device PATH] [--config PATH]
+       airboot-probe status  [--config PATH]
+       airboot-probe airgap
        airboot-probe --version
 
-console  print airboot console status blocks on PATH (default /dev/console)
-         until stopped
-status   print one status block on stdout
+serve    answer the host over vsock (port 5253) and the virtio-serial port
+         org.airboot.probe; print console status blocks on PATH (default
+         /dev/console) until a host has connected
+console  only print console status blocks
+status   print one status (JSON) on stdout
+airgap   print the network evidence (JSON) on stdout
 --config the stack description (default /etc/airboot/status.conf)";
 
-fn uptime() -> f64 {
-    std::fs::read_to_string("/proc/uptime")
-        .ok()
-        .and_then(|s| s.split_whitespace().next().and_then(|v| v.parse().ok()))
-        .unwrap_or(0.0)
-}
-
-/// Cheap answers that do not change once known.
-#[derive(Default)]
-struct Cache {
-    version: Option<String>,
-    system_settled: Option<String>,
-}
-
-fn snapshot(cfg: &Config, cache: &mut Cache) -> Snapshot {
-    let mut names = vec![cfg.engine_unit.clone()];
-    names.extend(cfg.stack_units.iter().cloned());
-    let mut units = systemd::show(&names);
-    let engine_unit = units
-        .iter()
-        .position(|u| u.id == cfg.engine_unit)
-        .map(|i| units.remove(i).active)
-        .unwrap_or_else(|| "unknown".into());
-    // Ask the engine only once its unit is active: connecting to a
-    // socket-activated engine earlier would start it out of order.
-    let engine = if engine_unit == "active" {
-        let d = engine::Docker {
-            socket: PathBuf::from(&cfg.socket),
-            timeout: Duration::from_secs(10),
-        };
-        let version = match cache.version.clone() {
-            Some(v) => Ok(v),
-            None => d.version(),
-        };
-        match (version, d.images(), d.containers()) {
-            (Ok(version), Ok(images), Ok(containers)) => {
-                cache.version = Some(version.clone());
-                EngineView::Up {
-                    version,
-                    images,
-                    containers,
-                }
-            }
-            (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => EngineView::Error(e),
+fn console_loop(shared: &server::Shared, device: &PathBuf, stop_when_host_seen: bool) {
+    let mut seq = 0;
+    loop {
+        if stop_when_host_seen && shared.host_seen.load(Ordering::Relaxed) {
+            return;
         }
-    } else {
-        EngineView::NotAsked
-    };
-    // Once boot has finished, systemd's overall state no longer matters here.
-    let system = match &cache.system_settled {
-        Some(s) => s.clone(),
-        None => {
-            let s = systemd::system_state();
-            if !matches!(s.as_str(), "initializing" | "starting" | "unknown" | "") {
-                cache.system_settled = Some(s.clone());
+        seq += 1;
+        let (text, wait) = {
+            let mut c = shared.collector.lock().unwrap_or_else(|e| e.into_inner());
+            let s = c.status(false);
+            let wait = if s.settled { c.cfg.settled_interval_s } else { c.cfg.interval_s };
+            (status::block(seq, &s), wait)
+        };
+        // One write for the whole block keeps other console output out of
+        // it as far as the kernel allows; the checksum catches the rest.
+        match std::fs::OpenOptions::new().write(true).open(device) {
+            Ok(mut f) => {
+                let _ = f.write_all(text.as_bytes());
             }
-            s
+            Err(e) => eprintln!("airboot-probe: {}: {e}", device.display()),
         }
-    };
-    Snapshot {
-        uptime_s: uptime(),
-        system,
-        engine_unit,
-        engine,
-        units,
+        std::thread::sleep(Duration::from_secs_f64(wait.max(0.1)));
     }
 }
 
@@ -101,11 +71,15 @@ fn main() {
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
-            "console" | "status" => mode = Some(a.clone()),
+            "serve" | "console" | "status" | "airgap" => mode = Some(a.clone()),
             "--device" => device = it.next().map(PathBuf::from).unwrap_or(device),
             "--config" => config = it.next().map(PathBuf::from).unwrap_or(config),
             "--version" => {
-                println!("airboot-probe {}", env!("CARGO_PKG_VERSION"));
+                println!(
+                    "airboot-probe {} (protocol {})",
+                    env!("CARGO_PKG_VERSION"),
+                    airboot_proto::probe::PROBE_PROTOCOL
+                );
                 return;
             }
             "-h" | "--help" => {
@@ -121,39 +95,35 @@ fn main() {
     let cfg = match std::fs::read_to_string(&config) {
         Ok(t) => status::parse_config(&t),
         Err(e) => {
-            eprintln!(
-                "airboot-probe: {}: {e}; reporting the engine only",
-                config.display()
-            );
+            eprintln!("airboot-probe: {}: {e}; reporting the engine only", config.display());
             Config::default()
         }
     };
+    let shared =
+        Arc::new(server::Shared { collector: Mutex::new(Collector::new(cfg)), host_seen: AtomicBool::new(false) });
     match mode.as_deref() {
         Some("status") => {
-            let (text, _) = status::block(1, &snapshot(&cfg, &mut Cache::default()), &cfg);
-            print!("{text}");
+            let s = shared.collector.lock().unwrap_or_else(|e| e.into_inner()).status(true);
+            println!("{}", serde_json::to_string_pretty(&s).expect("json"));
         }
-        Some("console") => {
-            let mut seq = 0;
-            let mut cache = Cache::default();
+        Some("airgap") => {
+            let resp = server::answer(
+                &shared,
+                airboot_proto::probe::Request { id: 0, op: airboot_proto::probe::Op::Airgap },
+                "cli",
+            );
+            println!("{}", serde_json::to_string_pretty(&resp).expect("json"));
+        }
+        Some("console") => console_loop(&shared, &device, false),
+        Some("serve") => {
+            let s = shared.clone();
+            std::thread::spawn(move || server::vsock_loop(s));
+            let s = shared.clone();
+            std::thread::spawn(move || server::serial_loop(s));
+            console_loop(&shared, &device, true);
+            // A host is connected: the server threads do the work.
             loop {
-                seq += 1;
-                let (text, is_final) = status::block(seq, &snapshot(&cfg, &mut cache), &cfg);
-                // One write for the whole block keeps other console output
-                // out of it as far as the kernel allows; the checksum
-                // catches the rest.
-                match std::fs::OpenOptions::new().write(true).open(&device) {
-                    Ok(mut f) => {
-                        let _ = f.write_all(text.as_bytes());
-                    }
-                    Err(e) => eprintln!("airboot-probe: {}: {e}", device.display()),
-                }
-                let wait = if is_final {
-                    cfg.settled_interval_s
-                } else {
-                    cfg.interval_s
-                };
-                std::thread::sleep(Duration::from_secs_f64(wait.max(0.1)));
+                std::thread::park();
             }
         }
         _ => {

@@ -1,13 +1,11 @@
-//! Console status blocks (protocol v1, `airboot_proto`): what the engine
-//! reports, and whether the stack has settled. Pure: fed a snapshot,
-//! returns the text to print.
+//! The probe's judgement of the stack (engine state when it does not
+//! answer, and whether everything has settled), and the console rendering
+//! of a status (protocol v1 in `airboot_proto`). Pure.
 
+use airboot_proto::probe::ProbeStatus;
 use airboot_proto::{
-    Begin, ContainerRecord, End, EngineRecord, EngineState, ImageRecord, STATUS_MARKER,
-    STATUS_VERSION, UnitRecord, posix_cksum,
+    Begin, ContainerRecord, End, EngineState, ImageRecord, STATUS_MARKER, STATUS_VERSION, UnitRecord, posix_cksum,
 };
-
-use crate::systemd::UnitState;
 
 /// `/etc/airboot/status.conf` (shell syntax: KEY="value").
 #[derive(Debug, Clone, PartialEq)]
@@ -42,9 +40,7 @@ pub fn parse_config(text: &str) -> Config {
         if line.starts_with('#') {
             continue;
         }
-        let Some((k, v)) = line.split_once('=') else {
-            continue;
-        };
+        let Some((k, v)) = line.split_once('=') else { continue };
         let v = v.trim().trim_matches('"').trim_matches('\'');
         let list = || v.split_whitespace().map(str::to_string).collect::<Vec<_>>();
         match k.trim() {
@@ -61,191 +57,123 @@ pub fn parse_config(text: &str) -> Config {
     c
 }
 
-/// What the engine answered (or why it did not).
-#[derive(Debug, Clone)]
-pub enum EngineView {
-    Up {
-        version: String,
-        images: Vec<ImageRecord>,
-        containers: Vec<ContainerRecord>,
-    },
-    NotAsked,
-    Error(String),
-}
-
-/// Everything one block is made from.
-#[derive(Debug, Clone)]
-pub struct Snapshot {
-    pub uptime_s: f64,
-    /// `systemctl is-system-running`.
-    pub system: String,
-    /// `ActiveState` of the engine unit.
-    pub engine_unit: String,
-    pub engine: EngineView,
-    pub units: Vec<UnitState>,
-}
-
-fn line<T: serde::Serialize>(kind: &str, v: &T) -> String {
-    format!(
-        "{STATUS_MARKER} {STATUS_VERSION} {kind} {}\n",
-        serde_json::to_string(v).expect("json")
-    )
-}
-
-/// The block's text and whether it is final.
-pub fn block(seq: u64, s: &Snapshot, cfg: &Config) -> (String, bool) {
+/// Fill in the engine's state when it did not answer (`engine_unit` is the
+/// unit's ActiveState, `error` why the API did not answer) and decide
+/// whether the stack has settled.
+pub fn judge(s: &mut ProbeStatus, engine_unit: &str, error: Option<&str>, cfg: &Config) {
     let booting = matches!(s.system.as_str(), "initializing" | "starting");
     let mut settled = true;
-    let mut records = String::new();
-    match &s.engine {
-        EngineView::Up {
-            version,
-            images,
-            containers,
-        } => {
-            records += &line(
-                "engine",
-                &EngineRecord {
-                    name: "docker".into(),
-                    state: EngineState::Up,
-                    version: Some(version.clone()),
-                    detail: None,
+    if s.engine.state == EngineState::Up {
+        for want in &cfg.stack_containers {
+            let found = s.containers.iter().find(|c| c.name.trim_start_matches('/') == want);
+            settled &= match found {
+                None => false,
+                Some(c) => match c.state.as_str() {
+                    "running" => c.health.as_deref() != Some("starting"),
+                    "exited" | "dead" => true,
+                    _ => false,
                 },
-            );
-            for i in images {
-                records += &line("image", i);
-            }
-            for c in containers {
-                records += &line("container", c);
-            }
-            for want in &cfg.stack_containers {
-                let found = containers
-                    .iter()
-                    .find(|c| c.name.trim_start_matches('/') == want);
-                let ok = match found {
-                    None => false,
-                    Some(c) => match c.state.as_str() {
-                        "running" => c.health.as_deref() != Some("starting"),
-                        "exited" | "dead" => true,
-                        _ => false,
-                    },
-                };
-                settled &= ok;
-            }
-        }
-        other => {
-            let why = match other {
-                EngineView::Error(e) => format!("{e}; "),
-                _ => String::new(),
             };
-            let state = if s.engine_unit == "failed" {
-                EngineState::Down
-            } else if booting
-                || matches!(
-                    s.engine_unit.as_str(),
-                    "active" | "activating" | "reloading" | "deactivating"
-                )
-            {
-                settled = false;
-                EngineState::Starting
-            } else {
-                EngineState::Down
-            };
-            records += &line(
-                "engine",
-                &EngineRecord {
-                    name: "docker".into(),
-                    state,
-                    version: None,
-                    detail: Some(format!(
-                        "{why}{} is {}, system is {}",
-                        cfg.engine_unit, s.engine_unit, s.system
-                    )),
-                },
-            );
         }
+    } else {
+        s.engine.state = if engine_unit == "failed" {
+            EngineState::Down
+        } else if booting || matches!(engine_unit, "active" | "activating" | "reloading" | "deactivating") {
+            settled = false;
+            EngineState::Starting
+        } else {
+            EngineState::Down
+        };
+        let why = error.map(|e| format!("{e}; ")).unwrap_or_default();
+        s.engine.detail = Some(format!("{why}{} is {engine_unit}, system is {}", cfg.engine_unit, s.system));
     }
     for u in &s.units {
-        let state = if u.skipped() {
-            "skipped".to_string()
-        } else {
-            u.active.clone()
-        };
         match u.active.as_str() {
             "active" | "failed" => {}
-            "inactive" if u.skipped() || !booting => {}
+            "inactive" if u.skipped || !booting => {}
             _ => settled = false,
         }
         if u.sub == "auto-restart" {
             settled = false;
         }
-        records += &line(
-            "unit",
-            &UnitRecord {
-                name: u.id.clone(),
-                state,
-            },
-        );
     }
-    let is_final = settled || s.uptime_s >= cfg.deadline_s;
+    s.settled = settled || s.clocks.boottime_s >= cfg.deadline_s;
+}
+
+fn line<T: serde::Serialize>(kind: &str, v: &T) -> String {
+    format!("{STATUS_MARKER} {STATUS_VERSION} {kind} {}\n", serde_json::to_string(v).expect("json"))
+}
+
+/// The console block for a status; its `final` is the status's `settled`.
+pub fn block(seq: u64, s: &ProbeStatus) -> String {
+    let mut records = line("engine", &s.engine);
+    if s.engine.state == EngineState::Up {
+        for i in &s.images {
+            records +=
+                &line("image", &ImageRecord { repository: i.repository.clone(), tag: i.tag.clone(), id: i.id.clone() });
+        }
+        for c in &s.containers {
+            let r = ContainerRecord {
+                name: c.name.clone(),
+                image: c.image.clone(),
+                image_id: c.image_id.clone(),
+                state: c.state.clone(),
+                health: c.health.clone(),
+                started_at: c.started_at.clone(),
+                exit_code: c.exit_code,
+            };
+            records += &line("container", &r);
+        }
+    }
+    for u in &s.units {
+        let state = if u.skipped { "skipped".to_string() } else { u.active.clone() };
+        records += &line("unit", &UnitRecord { name: u.name.clone(), state });
+    }
     let n = records.lines().count();
-    let mut out = line(
-        "begin",
-        &Begin {
-            seq,
-            uptime_s: Some(s.uptime_s),
-            is_final,
-        },
-    );
+    let mut out = line("begin", &Begin { seq, uptime_s: Some(s.clocks.boottime_s), is_final: s.settled });
     out += &records;
-    out += &line(
-        "end",
-        &End {
-            seq,
-            records: n,
-            cksum: Some(posix_cksum(records.as_bytes())),
-        },
-    );
-    (out, is_final)
+    out += &line("end", &End { seq, records: n, cksum: Some(posix_cksum(records.as_bytes())) });
+    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use airboot_proto::EngineRecord;
+    use airboot_proto::probe::{ContainerInfo, ImageInfo, UnitInfo};
 
     fn cfg() -> Config {
-        parse_config(
-            "# c\nSTACK_UNITS=\"a.service b.service\"\nSTACK_CONTAINERS=\"redis\"\nINTERVAL=1\n",
-        )
+        parse_config("# c\nSTACK_UNITS=\"a.service b.service\"\nSTACK_CONTAINERS=\"redis\"\nINTERVAL=1\n")
     }
 
-    fn unit(id: &str, active: &str) -> UnitState {
-        UnitState {
-            id: id.into(),
-            active: active.into(),
-            sub: String::new(),
-            condition_result: "yes".into(),
-            condition_timestamp: 1,
-        }
+    fn unit(name: &str, active: &str) -> UnitInfo {
+        UnitInfo { name: name.into(), active: active.into(), ..Default::default() }
     }
 
-    fn up(health: Option<&str>) -> EngineView {
-        EngineView::Up {
-            version: "20.10".into(),
-            images: vec![ImageRecord {
+    fn status(health: Option<&str>, units: Vec<UnitInfo>) -> ProbeStatus {
+        ProbeStatus {
+            system: "running".into(),
+            engine: EngineRecord {
+                name: "docker".into(),
+                state: EngineState::Up,
+                version: Some("20.10".into()),
+                detail: None,
+            },
+            images: vec![ImageInfo {
                 repository: "fixture/redis".into(),
                 tag: "1".into(),
                 id: "sha256:aa".into(),
+                ..Default::default()
             }],
-            containers: vec![ContainerRecord {
+            containers: vec![ContainerInfo {
                 name: "/redis".into(),
                 image: "fixture/redis:1".into(),
-                image_id: None,
                 state: "running".into(),
                 health: health.map(Into::into),
-                started_at: None,
-                exit_code: None,
+                ..Default::default()
             }],
+            units,
+            ..Default::default()
         }
     }
 
@@ -259,70 +187,45 @@ mod tests {
 
     #[test]
     fn settled_only_when_units_and_containers_are() {
-        let snap = |engine, units| Snapshot {
-            uptime_s: 30.0,
-            system: "running".into(),
-            engine_unit: "active".into(),
-            engine,
-            units,
+        let done = || vec![unit("a.service", "active"), unit("b.service", "active")];
+        let judged = |mut s: ProbeStatus| {
+            judge(&mut s, "active", None, &cfg());
+            s.settled
         };
-        let done = vec![unit("a.service", "active"), unit("b.service", "active")];
-        assert!(block(1, &snap(up(Some("healthy")), done.clone()), &cfg()).1);
-        assert!(!block(1, &snap(up(Some("starting")), done.clone()), &cfg()).1);
-        assert!(block(1, &snap(up(None), done.clone()), &cfg()).1);
-        let pending = vec![unit("a.service", "activating"), unit("b.service", "active")];
-        assert!(!block(1, &snap(up(Some("healthy")), pending), &cfg()).1);
-        // The guest's own deadline makes a block final whatever the state.
-        let mut late = snap(up(Some("starting")), done);
-        late.uptime_s = 1000.0;
-        assert!(block(1, &late, &cfg()).1);
+        assert!(judged(status(Some("healthy"), done())));
+        assert!(!judged(status(Some("starting"), done())));
+        assert!(judged(status(None, done())));
+        assert!(!judged(status(Some("healthy"), vec![unit("a.service", "activating"), unit("b.service", "active")])));
+        let mut late = status(Some("starting"), done());
+        late.clocks.boottime_s = 1000.0;
+        assert!(judged(late), "the guest's deadline makes a status final whatever the state");
     }
 
     #[test]
     fn engine_states_while_booting_and_after() {
-        let snap = |system: &str, unit: &str| Snapshot {
-            uptime_s: 5.0,
-            system: system.into(),
-            engine_unit: unit.into(),
-            engine: EngineView::NotAsked,
-            units: vec![],
-        };
-        let (text, fin) = block(1, &snap("starting", "inactive"), &cfg());
-        assert!(text.contains("\"state\":\"starting\""), "{text}");
-        assert!(!fin);
-        let (text, fin) = block(1, &snap("degraded", "failed"), &cfg());
-        assert!(text.contains("\"state\":\"down\""));
-        assert!(fin);
+        let mut s = ProbeStatus { system: "starting".into(), ..Default::default() };
+        judge(&mut s, "inactive", None, &cfg());
+        assert_eq!(s.engine.state, EngineState::Starting);
+        assert!(!s.settled);
+        let mut s = ProbeStatus { system: "degraded".into(), ..Default::default() };
+        judge(&mut s, "failed", Some("/var/run/docker.sock absent"), &cfg());
+        assert_eq!(s.engine.state, EngineState::Down);
+        assert!(s.engine.detail.as_deref().unwrap().contains("docker.sock absent"));
+        assert!(s.settled);
     }
 
     #[test]
     fn blocks_are_read_back_by_the_protocol_parser() {
-        let snap = Snapshot {
-            uptime_s: 30.0,
-            system: "running".into(),
-            engine_unit: "active".into(),
-            engine: up(Some("healthy")),
-            units: vec![unit("a.service", "active")],
-        };
-        let (text, _) = block(7, &snap, &cfg());
-        let lines: Vec<_> = text
-            .lines()
-            .map(|l| airboot_proto::parse_status_line(l).unwrap().unwrap())
-            .collect();
+        let mut s = status(Some("healthy"), vec![unit("a.service", "active")]);
+        judge(&mut s, "active", None, &cfg());
+        let text = block(7, &s);
+        let lines: Vec<_> = text.lines().map(|l| airboot_proto::parse_status_line(l).unwrap().unwrap()).collect();
         assert_eq!(lines.len(), 6);
-        let airboot_proto::StatusLine::End(end) = lines.last().unwrap() else {
-            panic!()
-        };
+        let airboot_proto::StatusLine::End(end) = lines.last().unwrap() else { panic!() };
         assert_eq!(end.records, 4);
-        let body: String = text
-            .lines()
-            .skip(1)
-            .take(4)
-            .map(|l| format!("{l}\n"))
-            .collect();
-        assert_eq!(
-            end.cksum.as_deref(),
-            Some(posix_cksum(body.as_bytes()).as_str())
-        );
+        let body: String = text.lines().skip(1).take(4).map(|l| format!("{l}\n")).collect();
+        assert_eq!(end.cksum.as_deref(), Some(posix_cksum(body.as_bytes()).as_str()));
+        assert!(text.starts_with("AIRBOOT-STATUS v1 begin {\"seq\":7"));
+        assert!(text.contains("\"final\":true"));
     }
 }

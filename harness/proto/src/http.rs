@@ -15,10 +15,7 @@ pub struct Response {
 
 impl Response {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
     }
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
@@ -40,9 +37,8 @@ pub fn request<S: Read + Write>(
     max_body: usize,
 ) -> io::Result<Response> {
     let mut stream = stream;
-    let mut head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nUser-Agent: airboot\r\nConnection: close\r\n"
-    );
+    let mut head =
+        format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\nUser-Agent: airboot\r\nConnection: close\r\n");
     if let Some(ct) = content_type {
         head.push_str(&format!("Content-Type: {ct}\r\n"));
     }
@@ -56,9 +52,7 @@ pub fn request<S: Read + Write>(
     if let Some((reader, len)) = body {
         let copied = io::copy(&mut reader.take(len), &mut stream)?;
         if copied != len {
-            return Err(bad(format!(
-                "request body ended after {copied} of {len} bytes"
-            )));
+            return Err(bad(format!("request body ended after {copied} of {len} bytes")));
         }
     }
     stream.flush()?;
@@ -74,11 +68,7 @@ pub fn read_response<R: BufRead>(mut r: R, max_body: usize) -> io::Result<Respon
     if !version.starts_with("HTTP/1.") {
         return Err(bad(format!("not an HTTP response: {:?}", line.trim_end())));
     }
-    let status: u16 = parts
-        .next()
-        .unwrap_or("")
-        .parse()
-        .map_err(|_| bad(format!("bad status line {line:?}")))?;
+    let status: u16 = parts.next().unwrap_or("").parse().map_err(|_| bad(format!("bad status line {line:?}")))?;
     let reason = parts.next().unwrap_or("").to_string();
     let mut headers = Vec::new();
     loop {
@@ -94,20 +84,15 @@ pub fn read_response<R: BufRead>(mut r: R, max_body: usize) -> io::Result<Respon
             headers.push((k.trim().to_string(), v.trim().to_string()));
         }
     }
-    let get = |n: &str| {
-        headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(n))
-            .map(|(_, v)| v.clone())
-    };
+    let get = |n: &str| headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(n)).map(|(_, v)| v.clone());
     let mut body = Vec::new();
     if get("Transfer-Encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked")) {
         loop {
             line.clear();
             r.read_line(&mut line)?;
             let size_text = line.trim().split(';').next().unwrap_or("");
-            let size = usize::from_str_radix(size_text, 16)
-                .map_err(|_| bad(format!("bad chunk size {size_text:?}")))?;
+            let size =
+                usize::from_str_radix(size_text, 16).map_err(|_| bad(format!("bad chunk size {size_text:?}")))?;
             if size == 0 {
                 // trailers until an empty line (or EOF)
                 loop {
@@ -128,13 +113,9 @@ pub fn read_response<R: BufRead>(mut r: R, max_body: usize) -> io::Result<Respon
             r.read_line(&mut line)?;
         }
     } else if let Some(len) = get("Content-Length") {
-        let len: usize = len
-            .parse()
-            .map_err(|_| bad(format!("bad Content-Length {len:?}")))?;
+        let len: usize = len.parse().map_err(|_| bad(format!("bad Content-Length {len:?}")))?;
         if len > max_body {
-            return Err(bad(format!(
-                "response body of {len} bytes is over {max_body}"
-            )));
+            return Err(bad(format!("response body of {len} bytes is over {max_body}")));
         }
         body.resize(len, 0);
         r.read_exact(&mut body)?;
@@ -144,12 +125,7 @@ pub fn read_response<R: BufRead>(mut r: R, max_body: usize) -> io::Result<Respon
             return Err(bad(format!("response body over {max_body} bytes")));
         }
     }
-    Ok(Response {
-        status,
-        reason,
-        headers,
-        body,
-    })
+    Ok(Response { status, reason, headers, body })
 }
 
 #[cfg(test)]
@@ -166,10 +142,7 @@ mod tests {
 
         let sized = b"HTTP/1.0 404 Not Found\r\nContent-Length: 4\r\n\r\nnopeEXTRA";
         let r = read_response(&sized[..], 1024).unwrap();
-        assert_eq!(
-            (r.status, r.reason.as_str(), r.text().as_str()),
-            (404, "Not Found", "nope")
-        );
+        assert_eq!((r.status, r.reason.as_str(), r.text().as_str()), (404, "Not Found", "nope"));
 
         let eof = b"HTTP/1.1 200 OK\r\n\r\nuntil close";
         assert_eq!(read_response(&eof[..], 1024).unwrap().text(), "until close");
@@ -208,15 +181,8 @@ mod tests {
             reply: io::Cursor::new(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok".to_vec()),
         };
         let mut body: &[u8] = b"tarball";
-        let r = request(
-            &mut d,
-            "POST",
-            "/images/load?quiet=1",
-            Some("application/x-tar"),
-            Some((&mut body, 7)),
-            100,
-        )
-        .unwrap();
+        let r = request(&mut d, "POST", "/images/load?quiet=1", Some("application/x-tar"), Some((&mut body, 7)), 100)
+            .unwrap();
         assert_eq!(r.text(), "ok");
         let sent = String::from_utf8(d.sent).unwrap();
         assert!(sent.starts_with("POST /images/load?quiet=1 HTTP/1.1\r\n"));

@@ -23,6 +23,7 @@
 //! number of records received in between.
 
 pub mod http;
+pub mod probe;
 
 use serde::{Deserialize, Serialize};
 
@@ -69,11 +70,7 @@ pub fn posix_cksum(data: &[u8]) -> String {
     fn step(crc: u32, byte: u8) -> u32 {
         let mut c = crc ^ ((byte as u32) << 24);
         for _ in 0..8 {
-            c = if c & 0x8000_0000 != 0 {
-                (c << 1) ^ 0x04C1_1DB7
-            } else {
-                c << 1
-            };
+            c = if c & 0x8000_0000 != 0 { (c << 1) ^ 0x04C1_1DB7 } else { c << 1 };
         }
         c
     }
@@ -92,7 +89,7 @@ pub fn status_text(line: &str) -> Option<&str> {
 }
 
 /// State of the container engine.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum EngineState {
     /// The engine answers on its API socket.
@@ -100,11 +97,12 @@ pub enum EngineState {
     /// The engine's unit is still starting.
     Starting,
     /// The engine is not running and is not about to.
+    #[default]
     Down,
 }
 
 /// What the engine is and whether it answers.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct EngineRecord {
     /// "docker", "podman" or "containerd".
@@ -188,10 +186,9 @@ pub enum LineError {
 impl std::fmt::Display for LineError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            LineError::Version(v) => write!(
-                f,
-                "status line speaks protocol {v:?}; this airboot understands {STATUS_VERSION}"
-            ),
+            LineError::Version(v) => {
+                write!(f, "status line speaks protocol {v:?}; this airboot understands {STATUS_VERSION}")
+            }
             LineError::Kind(k) => write!(f, "unknown status record kind {k:?}"),
             LineError::Payload { kind, error } => {
                 write!(f, "damaged {kind} status record: {error}")
@@ -212,10 +209,7 @@ pub fn parse_status_line(line: &str) -> Option<Result<StatusLine, LineError>> {
     let (kind, payload) = split_word(rest);
     let payload = payload.trim();
     fn de<T: serde::de::DeserializeOwned>(kind: &str, p: &str) -> Result<T, LineError> {
-        serde_json::from_str(p).map_err(|e| LineError::Payload {
-            kind: kind.to_string(),
-            error: e.to_string(),
-        })
+        serde_json::from_str(p).map_err(|e| LineError::Payload { kind: kind.to_string(), error: e.to_string() })
     }
     Some(match kind {
         "begin" => de(kind, payload).map(StatusLine::Begin),
@@ -242,35 +236,14 @@ mod tests {
 
     #[test]
     fn parses_each_kind() {
-        let b =
-            parse_status_line(r#"AIRBOOT-STATUS v1 begin {"seq":2,"uptime_s":3.5,"final":true}"#)
-                .unwrap()
-                .unwrap();
-        assert_eq!(
-            b,
-            StatusLine::Begin(Begin {
-                seq: 2,
-                uptime_s: Some(3.5),
-                is_final: true
-            })
-        );
-        let i = parse_status_line(
-            r#"AIRBOOT-STATUS v1 image {"repository":"a/b","tag":"1","id":"sha256:00"}"#,
-        )
-        .unwrap()
-        .unwrap();
-        assert!(matches!(i, StatusLine::Record(Record::Image(ref r)) if r.repository == "a/b"));
-        let e = parse_status_line(r#"x AIRBOOT-STATUS v1 end {"seq":2,"records":1}"#)
+        let b = parse_status_line(r#"AIRBOOT-STATUS v1 begin {"seq":2,"uptime_s":3.5,"final":true}"#).unwrap().unwrap();
+        assert_eq!(b, StatusLine::Begin(Begin { seq: 2, uptime_s: Some(3.5), is_final: true }));
+        let i = parse_status_line(r#"AIRBOOT-STATUS v1 image {"repository":"a/b","tag":"1","id":"sha256:00"}"#)
             .unwrap()
             .unwrap();
-        assert_eq!(
-            e,
-            StatusLine::End(End {
-                seq: 2,
-                records: 1,
-                cksum: None
-            })
-        );
+        assert!(matches!(i, StatusLine::Record(Record::Image(ref r)) if r.repository == "a/b"));
+        let e = parse_status_line(r#"x AIRBOOT-STATUS v1 end {"seq":2,"records":1}"#).unwrap().unwrap();
+        assert_eq!(e, StatusLine::End(End { seq: 2, records: 1, cksum: None }));
     }
 
     #[test]
@@ -278,37 +251,22 @@ mod tests {
         // Values printed by coreutils `cksum`.
         assert_eq!(posix_cksum(b"abc"), "1219131554 3");
         assert_eq!(posix_cksum(b""), "4294967295 0");
-        assert_eq!(
-            posix_cksum(b"AIRBOOT-STATUS v1 engine {\"name\":\"docker\"}\n"),
-            "3129715594 43"
-        );
+        assert_eq!(posix_cksum(b"AIRBOOT-STATUS v1 engine {\"name\":\"docker\"}\n"), "3129715594 43");
     }
 
     #[test]
     fn marker_found_after_interleaved_kernel_text() {
         let l = r#"[   12.0] audit: type=1400 AIRBOOT-STATUS v1 unit {"name":"a.service","state":"active"}"#;
-        assert!(matches!(
-            parse_status_line(l),
-            Some(Ok(StatusLine::Record(Record::Unit(_))))
-        ));
+        assert!(matches!(parse_status_line(l), Some(Ok(StatusLine::Record(Record::Unit(_))))));
     }
 
     #[test]
     fn rejects_damage_and_unknowns() {
         assert_eq!(parse_status_line("plain console line"), None);
-        assert_eq!(
-            parse_status_line("AIRBOOT-STATUS v9 begin {}"),
-            Some(Err(LineError::Version("v9".into())))
-        );
-        assert_eq!(
-            parse_status_line("AIRBOOT-STATUS v1 gizmo {}"),
-            Some(Err(LineError::Kind("gizmo".into())))
-        );
+        assert_eq!(parse_status_line("AIRBOOT-STATUS v9 begin {}"), Some(Err(LineError::Version("v9".into()))));
+        assert_eq!(parse_status_line("AIRBOOT-STATUS v1 gizmo {}"), Some(Err(LineError::Kind("gizmo".into()))));
         let damaged = r#"AIRBOOT-STATUS v1 image {"repository":"a[  3.1] veth0: renamed","tag""#;
-        assert!(matches!(
-            parse_status_line(damaged),
-            Some(Err(LineError::Payload { .. }))
-        ));
+        assert!(matches!(parse_status_line(damaged), Some(Err(LineError::Payload { .. }))));
         // Unknown fields are damage too: a strict reader catches spliced lines.
         assert!(matches!(
             parse_status_line(r#"AIRBOOT-STATUS v1 end {"seq":1,"records":0,"x":1}"#),

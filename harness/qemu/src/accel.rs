@@ -27,23 +27,13 @@ pub struct AccelDecision {
 
 impl AccelDecision {
     pub fn accel(&self) -> Accel {
-        if self.accel == "kvm" {
-            Accel::Kvm
-        } else {
-            Accel::Tcg
-        }
+        if self.accel == "kvm" { Accel::Kvm } else { Accel::Tcg }
     }
     fn tcg(reason: impl Into<String>) -> Self {
-        AccelDecision {
-            accel: "tcg".into(),
-            reason: reason.into(),
-        }
+        AccelDecision { accel: "tcg".into(), reason: reason.into() }
     }
     fn kvm(reason: impl Into<String>) -> Self {
-        AccelDecision {
-            accel: "kvm".into(),
-            reason: reason.into(),
-        }
+        AccelDecision { accel: "kvm".into(), reason: reason.into() }
     }
 }
 
@@ -104,10 +94,7 @@ pub fn choose(
     let decision = probe(arch, qemu, kernel, PROBE_TIMEOUT);
     if let (Some(f), Some(key)) = (&cache_file, key) {
         let _ = std::fs::create_dir_all(f.parent().unwrap_or(Path::new(".")));
-        let c = Cached {
-            key,
-            decision: decision.clone(),
-        };
+        let c = Cached { key, decision: decision.clone() };
         let _ = std::fs::write(f, serde_json::to_string_pretty(&c).unwrap_or_default());
     }
     decision
@@ -123,19 +110,8 @@ struct Cached {
 fn cache_key(qemu: &Path) -> Option<String> {
     let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
     let m = std::fs::metadata(qemu).ok()?;
-    let mtime = m
-        .modified()
-        .ok()?
-        .duration_since(std::time::UNIX_EPOCH)
-        .ok()?
-        .as_secs();
-    Some(format!(
-        "{} {} {} {}",
-        boot.trim(),
-        qemu.display(),
-        m.len(),
-        mtime
-    ))
+    let mtime = m.modified().ok()?.duration_since(std::time::UNIX_EPOCH).ok()?.as_secs();
+    Some(format!("{} {} {} {}", boot.trim(), qemu.display(), m.len(), mtime))
 }
 
 /// Boot `kernel` under KVM and wait for "Linux version" on the console.
@@ -145,36 +121,20 @@ pub fn probe(arch: Arch, qemu: &Path, kernel: &Path, timeout: Duration) -> Accel
         Arch::Aarch64 => "console=ttyAMA0 earlycon",
     };
     let mut cmd = Command::new(qemu);
-    cmd.args([
-        "-nodefaults",
-        "-no-user-config",
-        "-display",
-        "none",
-        "-no-reboot",
-    ])
-    .args([
-        "-machine",
-        machine(arch),
-        "-accel",
-        "kvm",
-        "-cpu",
-        default_cpu(arch, Accel::Kvm),
-    ])
-    .args(["-m", "256", "-serial", "stdio", "-kernel"])
-    .arg(kernel)
-    .args(["-append", &format!("{console} panic=-1")])
-    .stdin(Stdio::null())
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped());
+    cmd.args(["-nodefaults", "-no-user-config", "-display", "none", "-no-reboot"])
+        .args(["-machine", machine(arch), "-accel", "kvm", "-cpu", default_cpu(arch, Accel::Kvm)])
+        .args(["-m", "256", "-serial", "stdio", "-kernel"])
+        .arg(kernel)
+        .args(["-append", &format!("{console} panic=-1")])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     harden(&mut cmd);
     let start = Instant::now();
     let mut child = match cmd.spawn() {
         Ok(c) => c,
         Err(e) => {
-            return AccelDecision::tcg(format!(
-                "could not start {} for the KVM probe: {e}",
-                qemu.display()
-            ));
+            return AccelDecision::tcg(format!("could not start {} for the KVM probe: {e}", qemu.display()));
         }
     };
     let _guard = GroupGuard::new(child.id(), "kvm probe");
@@ -209,14 +169,8 @@ pub fn probe(arch: Arch, qemu: &Path, kernel: &Path, timeout: Duration) -> Accel
             start.elapsed().as_secs_f64()
         )),
         Ok(Err(stderr)) => {
-            let last = stderr
-                .lines()
-                .rfind(|l| !l.contains("warning"))
-                .unwrap_or("no message")
-                .to_string();
-            AccelDecision::tcg(format!(
-                "/dev/kvm is present but QEMU failed under KVM ({last}); using TCG"
-            ))
+            let last = stderr.lines().rfind(|l| !l.contains("warning")).unwrap_or("no message").to_string();
+            AccelDecision::tcg(format!("/dev/kvm is present but QEMU failed under KVM ({last}); using TCG"))
         }
         Err(_) => AccelDecision::tcg(format!(
             "/dev/kvm is present but a probe boot under KVM printed no kernel banner in {}s (nested virtualisation that does not run guests?); using TCG with scaled timeouts",

@@ -68,44 +68,21 @@ pub fn default_cpu(arch: Arch, accel: Accel) -> &'static str {
 pub fn qemu_args(s: &VmSpec) -> Vec<String> {
     let mut a: Vec<String> = Vec::new();
     let mut push = |items: &[&str]| a.extend(items.iter().map(|s| s.to_string()));
-    push(&[
-        "-nodefaults",
-        "-no-user-config",
-        "-display",
-        "none",
-        "-S",
-        "-no-reboot",
-    ]);
+    push(&["-nodefaults", "-no-user-config", "-display", "none", "-S", "-no-reboot"]);
     push(&["-machine", machine(s.arch), "-accel", s.accel.as_str()]);
-    let cpu = s
-        .cpu
-        .clone()
-        .unwrap_or_else(|| default_cpu(s.arch, s.accel).to_string());
+    let cpu = s.cpu.clone().unwrap_or_else(|| default_cpu(s.arch, s.accel).to_string());
     push(&["-cpu", &cpu]);
     push(&["-m", &s.memory_mib.to_string(), "-smp", &s.cpus.to_string()]);
     push(&["-rtc", "base=utc"]);
     // The serial console on QEMU's stdout: a pipe never drops bytes (a
     // socket chardev with wait=off lost output in 3 of 10 runs).
-    push(&[
-        "-chardev",
-        "stdio,id=con,signal=off",
-        "-serial",
-        "chardev:con",
-    ]);
+    push(&["-chardev", "stdio,id=con,signal=off", "-serial", "chardev:con"]);
     let qmp = format!("unix:{},server=on,wait=off", s.qmp_socket.display());
     push(&["-qmp", &qmp]);
-    let drive = format!(
-        "file={},format=qcow2,if=none,id=disk0,cache=writeback,discard=unmap",
-        s.disk.display()
-    );
+    let drive = format!("file={},format=qcow2,if=none,id=disk0,cache=writeback,discard=unmap", s.disk.display());
     push(&["-drive", &drive, "-device", "virtio-blk-pci,drive=disk0"]);
     // Entropy for early boot (dockerd and friends block on getrandom).
-    push(&[
-        "-object",
-        "rng-random,id=rng0,filename=/dev/urandom",
-        "-device",
-        "virtio-rng-pci,rng=rng0",
-    ]);
+    push(&["-object", "rng-random,id=rng0,filename=/dev/urandom", "-device", "virtio-rng-pci,rng=rng0"]);
     if let Some(k) = &s.kernel {
         a.push("-kernel".into());
         a.push(k.display().to_string());
@@ -209,15 +186,8 @@ mod tests {
         assert!(has_pair(&a, "-cpu", "max"));
         assert!(has_pair(&a, "-m", "1024"));
         assert!(has_pair(&a, "-kernel", "/k/vmlinuz"));
-        assert!(has_pair(
-            &a,
-            "-qmp",
-            "unix:/tmp/run/qmp.sock,server=on,wait=off"
-        ));
-        assert!(
-            a.iter()
-                .any(|x| x.starts_with("file=/tmp/run/overlay.qcow2,format=qcow2"))
-        );
+        assert!(has_pair(&a, "-qmp", "unix:/tmp/run/qmp.sock,server=on,wait=off"));
+        assert!(a.iter().any(|x| x.starts_with("file=/tmp/run/overlay.qcow2,format=qcow2")));
         assert!(network_args(&a).is_empty(), "{:?}", network_args(&a));
     }
 
@@ -233,15 +203,9 @@ mod tests {
     #[test]
     fn network_arguments_are_found() {
         let v = |s: &[&str]| s.iter().map(|x| x.to_string()).collect::<Vec<_>>();
-        assert_eq!(
-            network_args(&v(&["-netdev", "user,id=n0"])),
-            ["-netdev user,id=n0"]
-        );
+        assert_eq!(network_args(&v(&["-netdev", "user,id=n0"])), ["-netdev user,id=n0"]);
         assert_eq!(network_args(&v(&["-nic", "none"])).len(), 1);
-        assert_eq!(
-            network_args(&v(&["-device", "virtio-net-pci,netdev=n0"])).len(),
-            1
-        );
+        assert_eq!(network_args(&v(&["-device", "virtio-net-pci,netdev=n0"])).len(), 1);
         assert_eq!(network_args(&v(&["-device", "e1000,netdev=n0"])).len(), 1);
         assert!(network_args(&v(&["-device", "virtio-blk-pci,drive=d"])).is_empty());
         assert!(network_args(&v(&["-append", "net.ifnames=0"])).is_empty());

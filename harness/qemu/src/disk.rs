@@ -23,11 +23,7 @@ pub enum DiskError {
         source: io::Error,
     },
     #[error("{path} looks like a {found} image, but the scenario says format = \"{said}\"")]
-    FormatMismatch {
-        path: PathBuf,
-        found: &'static str,
-        said: &'static str,
-    },
+    FormatMismatch { path: PathBuf, found: &'static str, said: &'static str },
     #[error("could not create the overlay for {path}: {source}")]
     Overlay {
         path: PathBuf,
@@ -38,48 +34,30 @@ pub enum DiskError {
 
 /// qcow2 files start with "QFI\xfb".
 pub fn detect_format(path: &Path) -> Result<DiskFormat, DiskError> {
-    let mut f = File::open(path).map_err(|source| DiskError::Read {
-        path: path.into(),
-        source,
-    })?;
+    let mut f = File::open(path).map_err(|source| DiskError::Read { path: path.into(), source })?;
     let mut magic = [0u8; 4];
-    let n = f.read(&mut magic).map_err(|source| DiskError::Read {
-        path: path.into(),
-        source,
-    })?;
-    Ok(if n == 4 && &magic == b"QFI\xfb" {
-        DiskFormat::Qcow2
-    } else {
-        DiskFormat::Raw
-    })
+    let n = f.read(&mut magic).map_err(|source| DiskError::Read { path: path.into(), source })?;
+    Ok(if n == 4 && &magic == b"QFI\xfb" { DiskFormat::Qcow2 } else { DiskFormat::Raw })
 }
 
 /// The format to use: detected, and checked against what the scenario said.
 pub fn resolve_format(path: &Path, said: Option<DiskFormat>) -> Result<DiskFormat, DiskError> {
     let found = detect_format(path)?;
     match said {
-        Some(s) if s != found => Err(DiskError::FormatMismatch {
-            path: path.into(),
-            found: found.as_str(),
-            said: s.as_str(),
-        }),
+        Some(s) if s != found => {
+            Err(DiskError::FormatMismatch { path: path.into(), found: found.as_str(), said: s.as_str() })
+        }
         _ => Ok(found),
     }
 }
 
 /// sha256 of a whole file, hex.
 pub fn sha256_file(path: &Path) -> Result<String, DiskError> {
-    let mut f = File::open(path).map_err(|source| DiskError::Read {
-        path: path.into(),
-        source,
-    })?;
+    let mut f = File::open(path).map_err(|source| DiskError::Read { path: path.into(), source })?;
     let mut h = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
     loop {
-        let n = f.read(&mut buf).map_err(|source| DiskError::Read {
-            path: path.into(),
-            source,
-        })?;
+        let n = f.read(&mut buf).map_err(|source| DiskError::Read { path: path.into(), source })?;
         if n == 0 {
             break;
         }
@@ -95,14 +73,8 @@ pub fn hex(bytes: &[u8]) -> String {
 /// Create `overlay` (qcow2) backed by `base` (absolute path, opened
 /// read-only by QEMU).
 pub fn create_overlay(base: &Path, format: DiskFormat, overlay: &Path) -> Result<(), DiskError> {
-    let base_abs = std::path::absolute(base).map_err(|source| DiskError::Read {
-        path: base.into(),
-        source,
-    })?;
-    let err = |source| DiskError::Overlay {
-        path: base.into(),
-        source,
-    };
+    let base_abs = std::path::absolute(base).map_err(|source| DiskError::Read { path: base.into(), source })?;
+    let err = |source| DiskError::Overlay { path: base.into(), source };
     let qemu_img = require("qemu-img").map_err(err)?;
     let mut cmd = Command::new(qemu_img);
     cmd.args(["create", "-q", "-f", "qcow2", "-F", format.as_str(), "-b"])
@@ -123,18 +95,12 @@ mod tests {
         let raw = d.path().join("a.raw");
         std::fs::write(&raw, b"abc").unwrap();
         assert_eq!(detect_format(&raw).unwrap(), DiskFormat::Raw);
-        assert_eq!(
-            sha256_file(&raw).unwrap(),
-            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
-        );
+        assert_eq!(sha256_file(&raw).unwrap(), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
         let q = d.path().join("a.qcow2");
         std::fs::write(&q, b"QFI\xfbrest").unwrap();
         assert_eq!(detect_format(&q).unwrap(), DiskFormat::Qcow2);
         let e = resolve_format(&q, Some(DiskFormat::Raw)).unwrap_err();
         assert!(e.to_string().contains("qcow2"), "{e}");
-        assert!(matches!(
-            sha256_file(&d.path().join("nope")),
-            Err(DiskError::Read { .. })
-        ));
+        assert!(matches!(sha256_file(&d.path().join("nope")), Err(DiskError::Read { .. })));
     }
 }

@@ -4,6 +4,9 @@
 pub mod accel;
 pub mod argv;
 pub mod disk;
+pub mod probe_client;
+pub mod probe_session;
 pub mod process;
 pub mod qmp;
+pub mod transport;
 pub mod vm;

@@ -29,14 +29,7 @@ pub fn harden(cmd: &mut Command) -> &mut Command {
     // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
     unsafe {
         cmd.pre_exec(|| {
-            if libc::prctl(
-                libc::PR_SET_PDEATHSIG,
-                libc::SIGKILL as libc::c_ulong,
-                0,
-                0,
-                0,
-            ) != 0
-            {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) != 0 {
                 return Err(io::Error::last_os_error());
             }
             Ok(())
@@ -52,14 +45,7 @@ pub fn harden_tokio(cmd: &mut tokio::process::Command) -> &mut tokio::process::C
     // SAFETY: as above.
     unsafe {
         cmd.pre_exec(|| {
-            if libc::prctl(
-                libc::PR_SET_PDEATHSIG,
-                libc::SIGKILL as libc::c_ulong,
-                0,
-                0,
-                0,
-            ) != 0
-            {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) != 0 {
                 return Err(io::Error::last_os_error());
             }
             Ok(())
@@ -103,11 +89,7 @@ pub struct GroupGuard {
 
 impl GroupGuard {
     pub fn new(pgid: u32, name: impl Into<String>) -> Self {
-        GroupGuard {
-            pgid,
-            name: name.into(),
-            armed: true,
-        }
+        GroupGuard { pgid, name: name.into(), armed: true }
     }
     pub fn pgid(&self) -> u32 {
         self.pgid
@@ -151,14 +133,8 @@ static INTERRUPT: OnceLock<Arc<AtomicBool>> = OnceLock::new();
 /// while the first is being handled terminates at once (the helpers still
 /// die through PDEATHSIG).
 pub fn install_interrupt_handler() -> io::Result<()> {
-    let flag = INTERRUPT
-        .get_or_init(|| Arc::new(AtomicBool::new(false)))
-        .clone();
-    for sig in [
-        signal_hook::consts::SIGINT,
-        signal_hook::consts::SIGTERM,
-        signal_hook::consts::SIGHUP,
-    ] {
+    let flag = INTERRUPT.get_or_init(|| Arc::new(AtomicBool::new(false))).clone();
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM, signal_hook::consts::SIGHUP] {
         signal_hook::flag::register_conditional_shutdown(sig, 130, flag.clone())?;
         signal_hook::flag::register(sig, flag.clone())?;
     }
@@ -186,23 +162,14 @@ pub enum RunError {
 
 /// Run a command to completion in its own group, polling for interrupts
 /// and an optional timeout; the whole group is killed on any early exit.
-pub fn run_supervised(
-    cmd: &mut Command,
-    timeout: Option<Duration>,
-) -> Result<ExitStatus, RunError> {
+pub fn run_supervised(cmd: &mut Command, timeout: Option<Duration>) -> Result<ExitStatus, RunError> {
     let program = cmd.get_program().to_string_lossy().into_owned();
     harden(cmd);
     let mut child: Child = cmd.spawn().map_err(|source| {
         if source.kind() == io::ErrorKind::NotFound {
-            RunError::Missing {
-                package: package_for(&program).to_string(),
-                program: program.clone(),
-            }
+            RunError::Missing { package: package_for(&program).to_string(), program: program.clone() }
         } else {
-            RunError::Spawn {
-                program: program.clone(),
-                source,
-            }
+            RunError::Spawn { program: program.clone(), source }
         }
     })?;
     let mut guard = GroupGuard::new(child.id(), program.clone());
@@ -212,11 +179,7 @@ pub fn run_supervised(
             Ok(Some(status)) => {
                 // The leader exited; anything it left behind in its group goes too.
                 guard.kill();
-                return if status.success() {
-                    Ok(status)
-                } else {
-                    Err(RunError::Failed { program, status })
-                };
+                return if status.success() { Ok(status) } else { Err(RunError::Failed { program, status }) };
             }
             Ok(None) => {}
             Err(source) => return Err(RunError::Spawn { program, source }),
@@ -231,10 +194,7 @@ pub fn run_supervised(
         {
             guard.kill();
             let _ = child.wait();
-            return Err(RunError::Timeout {
-                program,
-                secs: t.as_secs(),
-            });
+            return Err(RunError::Timeout { program, secs: t.as_secs() });
         }
     }
 }
@@ -265,23 +225,16 @@ pub fn which(program: &str) -> Option<std::path::PathBuf> {
     }
     let path = std::env::var_os("PATH").unwrap_or_default();
     let extra = ["/usr/local/sbin", "/usr/sbin", "/sbin"];
-    std::env::split_paths(&path)
-        .chain(extra.iter().map(std::path::PathBuf::from))
-        .map(|d| d.join(program))
-        .find(|p| {
-            use std::os::unix::fs::PermissionsExt;
-            p.metadata()
-                .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-                .unwrap_or(false)
-        })
+    std::env::split_paths(&path).chain(extra.iter().map(std::path::PathBuf::from)).map(|d| d.join(program)).find(|p| {
+        use std::os::unix::fs::PermissionsExt;
+        p.metadata().map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0).unwrap_or(false)
+    })
 }
 
 /// Like [`which`], but an error naming the package to install.
 pub fn require(program: &str) -> Result<std::path::PathBuf, RunError> {
-    which(program).ok_or_else(|| RunError::Missing {
-        program: program.to_string(),
-        package: package_for(program).to_string(),
-    })
+    which(program)
+        .ok_or_else(|| RunError::Missing { program: program.to_string(), package: package_for(program).to_string() })
 }
 
 #[cfg(test)]
@@ -301,10 +254,7 @@ mod tests {
         assert!(matches!(e, RunError::Missing { .. }));
         let e = require("qemu-system-aarch64-nope").unwrap_err();
         assert!(e.to_string().contains("install"), "{e}");
-        assert_eq!(
-            package_for("/usr/bin/qemu-system-x86_64"),
-            "qemu-system-x86"
-        );
+        assert_eq!(package_for("/usr/bin/qemu-system-x86_64"), "qemu-system-x86");
     }
 
     #[test]
@@ -313,26 +263,16 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let pidfile = dir.path().join("pid");
         let script = format!("sleep 30 & echo $! > {}; wait", pidfile.display());
-        let e = run_supervised(
-            Command::new("sh").arg("-c").arg(&script),
-            Some(Duration::from_millis(500)),
-        )
-        .unwrap_err();
+        let e =
+            run_supervised(Command::new("sh").arg("-c").arg(&script), Some(Duration::from_millis(500))).unwrap_err();
         assert!(matches!(e, RunError::Timeout { .. }), "{e}");
-        let pid: i32 = std::fs::read_to_string(&pidfile)
-            .unwrap()
-            .trim()
-            .parse()
-            .unwrap();
+        let pid: i32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
         #[allow(unsafe_code)]
         // SAFETY: signal 0 only checks for existence.
         let alive = unsafe { libc::kill(pid, 0) } == 0;
         // A zombie still answers kill(0) until reaped by init; check /proc state.
         let state = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        assert!(
-            !alive || state.contains(") Z"),
-            "grandchild {pid} survived: {state}"
-        );
+        assert!(!alive || state.contains(") Z"), "grandchild {pid} survived: {state}");
     }
 
     #[test]

@@ -25,11 +25,7 @@ pub enum QmpError {
     #[error("QMP sent something that is not JSON: {0}")]
     Json(#[from] serde_json::Error),
     #[error("QMP command {command} failed: {class}: {desc}")]
-    Command {
-        command: String,
-        class: String,
-        desc: String,
-    },
+    Command { command: String, class: String, desc: String },
     #[error("QMP command {command} got no answer within {secs}s")]
     Timeout { command: String, secs: u64 },
 }
@@ -52,9 +48,7 @@ pub struct Qmp {
 
 impl std::fmt::Debug for Qmp {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Qmp")
-            .field("version", &self.version)
-            .finish()
+        f.debug_struct("Qmp").field("version", &self.version).finish()
     }
 }
 
@@ -70,30 +64,17 @@ impl Qmp {
                     tokio::time::sleep(Duration::from_millis(20)).await;
                 }
                 Err(_) => {
-                    return Err(QmpError::Connect {
-                        path: path.display().to_string(),
-                        secs: within.as_secs(),
-                    });
+                    return Err(QmpError::Connect { path: path.display().to_string(), secs: within.as_secs() });
                 }
             }
         };
         let (r, w) = stream.into_split();
-        let mut qmp = Qmp {
-            reader: BufReader::new(r),
-            writer: w,
-            events: Vec::new(),
-            next_id: 1,
-            version: None,
-        };
+        let mut qmp = Qmp { reader: BufReader::new(r), writer: w, events: Vec::new(), next_id: 1, version: None };
         let greeting = tokio::time::timeout(Duration::from_secs(10), qmp.read_value())
             .await
-            .map_err(|_| QmpError::Timeout {
-                command: "greeting".into(),
-                secs: 10,
-            })??;
+            .map_err(|_| QmpError::Timeout { command: "greeting".into(), secs: 10 })??;
         qmp.version = greeting_version(&greeting);
-        qmp.execute(qapi::qmp::qmp_capabilities { enable: None })
-            .await?;
+        qmp.execute(qapi::qmp::qmp_capabilities { enable: None }).await?;
         Ok(qmp)
     }
 
@@ -126,10 +107,8 @@ impl Qmp {
         loop {
             let v = self.read_value().await?;
             if let Some(ev) = v.get("event").and_then(Value::as_str) {
-                self.events.push(QmpEvent {
-                    name: ev.to_string(),
-                    data: v.get("data").cloned().unwrap_or(Value::Null),
-                });
+                self.events
+                    .push(QmpEvent { name: ev.to_string(), data: v.get("data").cloned().unwrap_or(Value::Null) });
                 continue;
             }
             if v.get("id").and_then(Value::as_u64) != Some(id) {
@@ -141,16 +120,8 @@ impl Qmp {
             if let Some(err) = v.get("error") {
                 return Err(QmpError::Command {
                     command: name.to_string(),
-                    class: err
-                        .get("class")
-                        .and_then(Value::as_str)
-                        .unwrap_or("?")
-                        .to_string(),
-                    desc: err
-                        .get("desc")
-                        .and_then(Value::as_str)
-                        .unwrap_or("?")
-                        .to_string(),
+                    class: err.get("class").and_then(Value::as_str).unwrap_or("?").to_string(),
+                    desc: err.get("desc").and_then(Value::as_str).unwrap_or("?").to_string(),
                 });
             }
         }
@@ -164,17 +135,10 @@ impl Qmp {
     }
 
     /// Like [`execute`](Self::execute) with a time limit.
-    pub async fn execute_within<C: qapi::Command>(
-        &mut self,
-        cmd: C,
-        within: Duration,
-    ) -> Result<C::Ok, QmpError> {
+    pub async fn execute_within<C: qapi::Command>(&mut self, cmd: C, within: Duration) -> Result<C::Ok, QmpError> {
         tokio::time::timeout(within, self.execute(cmd))
             .await
-            .map_err(|_| QmpError::Timeout {
-                command: C::NAME.into(),
-                secs: within.as_secs(),
-            })?
+            .map_err(|_| QmpError::Timeout { command: C::NAME.into(), secs: within.as_secs() })?
     }
 
     /// Ask QEMU to quit. The connection closing (EOF or reset) is the
@@ -183,10 +147,7 @@ impl Qmp {
         match self.execute_within(qapi::qmp::quit {}, within).await {
             Ok(_) | Err(QmpError::Closed) => Ok(()),
             Err(QmpError::Io(e))
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe
-                ) =>
+                if matches!(e.kind(), std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe) =>
             {
                 Ok(())
             }
@@ -210,22 +171,9 @@ impl Qmp {
 fn greeting_version(g: &Value) -> Option<String> {
     let v = g.get("QMP")?.get("version")?;
     let q = v.get("qemu")?;
-    let pkg = v
-        .get("package")
-        .and_then(Value::as_str)
-        .unwrap_or("")
-        .trim();
-    let s = format!(
-        "{}.{}.{}",
-        q.get("major")?.as_i64()?,
-        q.get("minor")?.as_i64()?,
-        q.get("micro")?.as_i64()?
-    );
-    Some(if pkg.is_empty() {
-        s
-    } else {
-        format!("{s} {pkg}")
-    })
+    let pkg = v.get("package").and_then(Value::as_str).unwrap_or("").trim();
+    let s = format!("{}.{}.{}", q.get("major")?.as_i64()?, q.get("minor")?.as_i64()?, q.get("micro")?.as_i64()?);
+    Some(if pkg.is_empty() { s } else { format!("{s} {pkg}") })
 }
 
 /// Walk a `query-pci` answer (including devices behind bridges) and list
@@ -233,10 +181,7 @@ fn greeting_version(g: &Value) -> Option<String> {
 pub fn network_devices(v: &Value) -> Vec<String> {
     fn walk(devs: &Value, bus: i64, out: &mut Vec<String>) {
         for d in devs.as_array().into_iter().flatten() {
-            let class = d
-                .pointer("/class_info/class")
-                .and_then(Value::as_i64)
-                .unwrap_or(0);
+            let class = d.pointer("/class_info/class").and_then(Value::as_i64).unwrap_or(0);
             if class >> 8 == 0x02 {
                 out.push(format!(
                     "{:02x}:{:02x}.{} {:04x}:{:04x} ({})",
@@ -245,9 +190,7 @@ pub fn network_devices(v: &Value) -> Vec<String> {
                     d.get("function").and_then(Value::as_i64).unwrap_or(0),
                     d.pointer("/id/vendor").and_then(Value::as_i64).unwrap_or(0),
                     d.pointer("/id/device").and_then(Value::as_i64).unwrap_or(0),
-                    d.pointer("/class_info/desc")
-                        .and_then(Value::as_str)
-                        .unwrap_or("network controller"),
+                    d.pointer("/class_info/desc").and_then(Value::as_str).unwrap_or("network controller"),
                 ));
             }
             if let Some(inner) = d.pointer("/pci_bridge/devices") {
@@ -257,11 +200,7 @@ pub fn network_devices(v: &Value) -> Vec<String> {
     }
     let mut out = Vec::new();
     for b in v.as_array().into_iter().flatten() {
-        walk(
-            b.get("devices").unwrap_or(&Value::Null),
-            b.get("bus").and_then(Value::as_i64).unwrap_or(0),
-            &mut out,
-        );
+        walk(b.get("devices").unwrap_or(&Value::Null), b.get("bus").and_then(Value::as_i64).unwrap_or(0), &mut out);
     }
     out
 }
@@ -279,10 +218,7 @@ mod tests {
                 { "bus": 1, "slot": 0, "function": 0, "class_info": { "class": 0x0200, "desc": "Ethernet controller" }, "id": { "vendor": 0x1af4, "device": 0x1041 } }
               ] } }
         ] }]);
-        assert_eq!(
-            network_devices(&v),
-            ["01:00.0 1af4:1041 (Ethernet controller)"]
-        );
+        assert_eq!(network_devices(&v), ["01:00.0 1af4:1041 (Ethernet controller)"]);
         assert!(network_devices(&json!([{ "bus": 0, "devices": [] }])).is_empty());
     }
 
@@ -307,7 +243,8 @@ mod tests {
             let mut line = String::new();
             for reply in [
                 "{\"return\": {}, \"id\": 1}\n".to_string(),
-                "{\"event\": \"SOMETHING_NEW_IN_QEMU_12\", \"data\": {\"x\": 1}}\n{\"return\": {}, \"id\": 2}\n".to_string(),
+                "{\"event\": \"SOMETHING_NEW_IN_QEMU_12\", \"data\": {\"x\": 1}}\n{\"return\": {}, \"id\": 2}\n"
+                    .to_string(),
                 "{\"error\": {\"class\": \"GenericError\", \"desc\": \"nope\"}, \"id\": 3}\n".to_string(),
             ] {
                 line.clear();

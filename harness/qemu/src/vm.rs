@@ -1,10 +1,12 @@
-//! Runs one VM and feeds what it prints to the pure run state machine.
+//! Runs one VM and feeds what it prints, and what its probe answers, to
+//! the pure run state machine.
 //!
-//! Order of a run: spawn QEMU paused (`-S`) with its serial console on a
-//! pipe, attach QMP, check QMP's device list for network devices, `cont`
-//! (t0), then read the console until the state machine decides, the
-//! deadline passes, QEMU exits, or airboot is interrupted. QEMU is then
-//! asked to quit and its process group is killed whatever happened.
+//! Order of a run: start the transport's helper (vhost-device-vsock) if
+//! any; spawn QEMU paused (`-S`) with its serial console on a pipe; attach
+//! QMP; check QMP's device list for network devices; `cont` (t0); then
+//! read the console and the probe until the state machine decides, the
+//! deadline passes, QEMU exits, or airboot is interrupted. QEMU and the
+//! helper are then stopped, whatever happened.
 
 use std::collections::VecDeque;
 use std::fs::File;
@@ -20,8 +22,10 @@ use airboot_core::run::{Decision, Run, RunResult};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 
 use crate::argv::{VmSpec, network_args, qemu_args};
+use crate::probe_session::{self, ProbeEvent};
 use crate::process::{GroupGuard, harden_tokio, interrupt_reason, interrupted};
 use crate::qmp::Qmp;
+use crate::transport::{Endpoint, Plan};
 
 /// Longest console line kept; longer lines are cut (and flagged).
 pub const MAX_LINE: usize = 4096;
@@ -30,14 +34,16 @@ pub const CONSOLE_LOG_CAP: u64 = 64 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum VmError {
-    #[error("could not start {qemu}: {source}")]
+    #[error("could not start {program}: {source}")]
     Spawn {
-        qemu: String,
+        program: String,
         #[source]
         source: std::io::Error,
     },
     #[error("QEMU exited before the guest started ({status}): {stderr}")]
     EarlyExit { status: String, stderr: String },
+    #[error("{helper} did not start: {why}")]
+    Helper { helper: String, why: String },
     #[error("QMP: {0}")]
     Qmp(#[from] crate::qmp::QmpError),
     #[error("cannot write {path}: {source}")]
@@ -55,6 +61,7 @@ pub enum VmError {
 pub enum VmEvent {
     Started { qemu_version: Option<String> },
     Milestone(Milestone),
+    Note(String),
 }
 
 /// Everything a run learnt, for the report.
@@ -74,34 +81,81 @@ pub struct VmOutcome {
     pub log_capped: bool,
     pub tail: Vec<String>,
     pub leftover: Vec<String>,
+    pub probe_transport: Option<String>,
+    pub probe_version: Option<String>,
+    pub helper_log_tail: Vec<String>,
 }
 
 pub struct VmRunner {
     pub qemu: PathBuf,
     pub spec: VmSpec,
+    pub plan: Plan,
     pub console_log: PathBuf,
+    /// Images the probe runs once the stack is ready.
+    pub verify_images: Vec<String>,
 }
 
-/// The last `n` lines QEMU wrote to stderr.
+/// The last `n` lines a process wrote to stderr.
 type StderrTail = Arc<Mutex<VecDeque<String>>>;
 
+fn tail_of(t: &StderrTail) -> Vec<String> {
+    t.lock().unwrap_or_else(|e| e.into_inner()).iter().cloned().collect()
+}
+
+fn file_tail(p: &std::path::Path, n: usize) -> Vec<String> {
+    let text = std::fs::read_to_string(p).unwrap_or_default();
+    let lines: Vec<String> = text.lines().map(str::to_string).collect();
+    lines[lines.len().saturating_sub(n)..].to_vec()
+}
+
 impl VmRunner {
-    pub async fn run(
-        &self,
-        mut run: Run,
-        on_event: &mut dyn FnMut(VmEvent),
-    ) -> Result<VmOutcome, VmError> {
-        let argv = qemu_args(&self.spec);
+    /// The full QEMU argument list (machine + transport).
+    pub fn argv(&self) -> Vec<String> {
+        let mut a = qemu_args(&self.spec);
+        a.extend(self.plan.qemu_args.iter().cloned());
+        a
+    }
+
+    pub async fn run(&self, mut run: Run, on_event: &mut dyn FnMut(VmEvent)) -> Result<VmOutcome, VmError> {
+        // The transport's helper first: QEMU connects to its socket.
+        let mut helper_guard = None;
+        let helper_log = self.console_log.with_file_name("vhost-device-vsock.log");
+        if let Some(h) = &self.plan.helper {
+            let log = File::create(&helper_log)
+                .map_err(|source| VmError::Log { path: helper_log.display().to_string(), source })?;
+            let log2 =
+                log.try_clone().map_err(|source| VmError::Log { path: helper_log.display().to_string(), source })?;
+            let mut cmd = tokio::process::Command::new(&h.program);
+            cmd.args(&h.args).stdin(Stdio::null()).stdout(log).stderr(log2);
+            harden_tokio(&mut cmd);
+            let mut child =
+                cmd.spawn().map_err(|source| VmError::Spawn { program: h.program.display().to_string(), source })?;
+            let guard = GroupGuard::new(child.id().unwrap_or(0), "vhost-device-vsock");
+            let until = Instant::now() + Duration::from_secs(10);
+            while !h.socket.exists() {
+                if let Ok(Some(st)) = child.try_wait() {
+                    return Err(VmError::Helper {
+                        helper: h.program.display().to_string(),
+                        why: format!("exited ({st}): {}", file_tail(&helper_log, 5).join(" | ")),
+                    });
+                }
+                if Instant::now() > until {
+                    return Err(VmError::Helper {
+                        helper: h.program.display().to_string(),
+                        why: format!("no socket {} after 10s", h.socket.display()),
+                    });
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            helper_guard = Some((guard, child));
+        }
+
+        let argv = self.argv();
         let mut cmd = tokio::process::Command::new(&self.qemu);
-        cmd.args(&argv)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+        cmd.args(&argv).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
         harden_tokio(&mut cmd);
-        let mut child = cmd.spawn().map_err(|source| VmError::Spawn {
-            qemu: self.qemu.display().to_string(),
-            source,
-        })?;
+        let mut child =
+            cmd.spawn().map_err(|source| VmError::Spawn { program: self.qemu.display().to_string(), source })?;
         let mut guard = GroupGuard::new(child.id().unwrap_or(0), "qemu");
         // Keep stdin open (never written): an EOF on the console input is
         // not something the guest should ever see.
@@ -121,13 +175,6 @@ impl VmRunner {
                 }
             });
         }
-        let stderr_text = |t: &StderrTail| -> Vec<String> {
-            t.lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .iter()
-                .cloned()
-                .collect()
-        };
 
         // QMP, racing QEMU's own failure to start.
         let connect = Qmp::connect(&self.spec.qmp_socket, Duration::from_secs(20));
@@ -135,10 +182,9 @@ impl VmRunner {
             q = connect => match q {
                 Ok(q) => q,
                 Err(e) => {
-                    // QEMU may have died: prefer its own words.
                     tokio::time::sleep(Duration::from_millis(200)).await;
                     if let Ok(Some(status)) = child.try_wait() {
-                        return Err(VmError::EarlyExit { status: status.to_string(), stderr: stderr_text(&stderr_tail).join(" | ") });
+                        return Err(VmError::EarlyExit { status: status.to_string(), stderr: tail_of(&stderr_tail).join(" | ") });
                     }
                     return Err(e.into());
                 }
@@ -146,7 +192,7 @@ impl VmRunner {
             status = child.wait() => {
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 let status = status.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string());
-                return Err(VmError::EarlyExit { status, stderr: stderr_text(&stderr_tail).join(" | ") });
+                return Err(VmError::EarlyExit { status, stderr: tail_of(&stderr_tail).join(" | ") });
             }
         };
         let qemu_version = qmp.version.clone();
@@ -158,20 +204,23 @@ impl VmRunner {
             return Err(VmError::Interrupted(interrupt_reason().into()));
         }
 
-        let log = File::create(&self.console_log).map_err(|source| VmError::Log {
-            path: self.console_log.display().to_string(),
-            source,
-        })?;
+        let log = File::create(&self.console_log)
+            .map_err(|source| VmError::Log { path: self.console_log.display().to_string(), source })?;
         let mut log = BufWriter::new(log);
         let mut logged: u64 = 0;
         let mut log_capped = false;
 
-        qmp.execute_within(qapi::qmp::cont {}, Duration::from_secs(10))
-            .await?;
+        qmp.execute_within(qapi::qmp::cont {}, Duration::from_secs(10)).await?;
         let t0 = Instant::now();
-        on_event(VmEvent::Started {
-            qemu_version: qemu_version.clone(),
-        });
+        on_event(VmEvent::Started { qemu_version: qemu_version.clone() });
+
+        let (ptx, mut prx) = tokio::sync::mpsc::unbounded_channel::<ProbeEvent>();
+        let session = match &self.plan.endpoint {
+            Endpoint::None => None,
+            e => Some(probe_session::start(e.clone(), t0, ptx)),
+        };
+        let mut probe_transport = None;
+        let mut probe_version = None;
 
         let mut splitter = LineSplitter::new(MAX_LINE);
         let mut tail = Tail::new(200);
@@ -184,6 +233,17 @@ impl VmRunner {
         let mut exit: Option<String> = None;
         let mut ticker = tokio::time::interval(Duration::from_millis(100));
         let mut stdout_open = true;
+
+        macro_rules! report_milestones {
+            () => {
+                if run.seen() > seen {
+                    for m in run.milestones().into_iter().skip(seen) {
+                        on_event(VmEvent::Milestone(m));
+                    }
+                    seen = run.seen();
+                }
+            };
+        }
 
         'run: loop {
             tokio::select! {
@@ -213,15 +273,38 @@ impl VmRunner {
                         }
                         let decision = run.on_line(&line);
                         tail.push(line);
-                        if run.seen() > seen {
-                            for m in run.milestones().into_iter().skip(seen) {
-                                on_event(VmEvent::Milestone(m));
-                            }
-                            seen = run.seen();
-                        }
+                        report_milestones!();
                         if decision == Decision::Stop {
                             break 'run;
                         }
+                    }
+                }
+                Some(ev) = prx.recv() => {
+                    let decision = match ev {
+                        ProbeEvent::Hello { t, hello } => {
+                            probe_transport = Some(hello.transport.clone());
+                            probe_version = Some(hello.probe_version.clone());
+                            run.on_probe_hello(t, &hello.machine);
+                            Decision::Continue
+                        }
+                        ProbeEvent::Status { status, sample } => run.on_probe_status(&status, sample),
+                        ProbeEvent::Verified { t, runs, airgap } => run.on_verification(t, runs, airgap.as_ref()),
+                        ProbeEvent::Trouble(m) => {
+                            on_event(VmEvent::Note(m.clone()));
+                            run.note(m);
+                            Decision::Continue
+                        }
+                    };
+                    report_milestones!();
+                    match decision {
+                        Decision::Stop => break 'run,
+                        Decision::Verify => {
+                            on_event(VmEvent::Note(format!("stack ready: test-running {} image(s) with no network and checking the air gap", self.verify_images.len())));
+                            if let Some(s) = &session {
+                                s.verify(self.verify_images.clone());
+                            }
+                        }
+                        Decision::Continue => {}
                     }
                 }
                 status = child.wait() => {
@@ -232,18 +315,17 @@ impl VmRunner {
                     let _ = tokio::time::timeout(Duration::from_millis(500), stdout.read_to_end(&mut rest)).await;
                     splitter.push(&rest, &mut raw);
                     raw.extend(splitter.finish());
+                    exit = Some(status.clone());
                     for r in raw.drain(..) {
                         let line = TimedLine { t, text: clean_line(&r.bytes), truncated: r.truncated };
                         let _ = log.write_all(format_log_line(&line).as_bytes());
                         console_lines += 1;
-                        if run.on_line(&line) == Decision::Stop {
-                            tail.push(line);
-                            exit = Some(status.clone());
+                        let d = run.on_line(&line);
+                        tail.push(line);
+                        if d == Decision::Stop {
                             break 'run;
                         }
-                        tail.push(line);
                     }
-                    exit = Some(status.clone());
                     run.on_exit(t, &status);
                     break 'run;
                 }
@@ -254,10 +336,8 @@ impl VmRunner {
                         break 'run;
                     }
                     if run.on_tick(t) == Decision::Stop {
-                        if run.seen() > seen {
-                            for m in run.milestones().into_iter().skip(seen) {
-                                on_event(VmEvent::Milestone(m));
-                            }
+                        for m in run.milestones().into_iter().skip(seen) {
+                            on_event(VmEvent::Milestone(m));
                         }
                         break 'run;
                     }
@@ -265,8 +345,9 @@ impl VmRunner {
             }
         }
         let _ = log.flush();
+        drop(session);
 
-        // Stop the VM: politely, then for sure.
+        // Stop the VM: politely, then for sure; then the helper.
         if exit.is_none() {
             let _ = qmp.quit(Duration::from_secs(3)).await;
             match tokio::time::timeout(Duration::from_secs(5), child.wait()).await {
@@ -276,32 +357,36 @@ impl VmRunner {
         }
         guard.kill();
         let _ = child.wait().await;
-        let leftover = if crate::process::group_alive(guard.pgid()) {
-            vec![format!("qemu group {}", guard.pgid())]
-        } else {
-            vec![]
-        };
+        let mut leftover = Vec::new();
+        if crate::process::group_alive(guard.pgid()) {
+            leftover.push(format!("qemu group {}", guard.pgid()));
+        }
+        if let Some((mut g, mut c)) = helper_guard {
+            g.kill();
+            let _ = c.wait().await;
+            if crate::process::group_alive(g.pgid()) {
+                leftover.push(format!("vhost-device-vsock group {}", g.pgid()));
+            }
+        }
 
-        let stderr_tail = stderr_text(&stderr_tail);
         Ok(VmOutcome {
             result: run.finish(),
             network_args: network_args(&argv),
             argv,
             qemu_version,
             exit,
-            stderr_tail,
+            stderr_tail: tail_of(&stderr_tail),
             pci_network_devices,
             pci_checked,
             console_lines,
             console_bytes,
             truncated_lines,
             log_capped,
-            tail: tail
-                .last(40)
-                .into_iter()
-                .map(|l| format!("[+{:.3}s] {}", l.t, l.text))
-                .collect(),
+            tail: tail.last(40).into_iter().map(|l| format!("[+{:.3}s] {}", l.t, l.text)).collect(),
             leftover,
+            probe_transport,
+            probe_version,
+            helper_log_tail: if self.plan.helper.is_some() { file_tail(&helper_log, 10) } else { Vec::new() },
         })
     }
 }

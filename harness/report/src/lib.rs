@@ -51,12 +51,7 @@ pub fn summary(r: &Report, report_dir: &Path) -> String {
             (Some(h), None) => format!("sha256 {}…", &h[..12.min(h.len())]),
             _ => String::new(),
         };
-        let name = r
-            .image
-            .fixture
-            .clone()
-            .map(|f| format!("{f} "))
-            .unwrap_or_default();
+        let name = r.image.fixture.clone().map(|f| format!("{f} ")).unwrap_or_default();
         let _ = writeln!(s, "   image     {name}{p} {hash}");
     }
     if let Some(a) = &r.accel {
@@ -67,11 +62,7 @@ pub fn summary(r: &Report, report_dir: &Path) -> String {
             r.machine.machine.as_deref().unwrap_or("?"),
             r.machine.memory_mib,
             r.machine.cpus,
-            r.machine
-                .qemu_version
-                .as_ref()
-                .map(|v| format!(", QEMU {v}"))
-                .unwrap_or_default(),
+            r.machine.qemu_version.as_ref().map(|v| format!(", QEMU {v}")).unwrap_or_default(),
             a
         );
         if let Some(why) = &r.accel_reason {
@@ -88,11 +79,7 @@ pub fn summary(r: &Report, report_dir: &Path) -> String {
             n.nics,
             n.qemu_network_args.len(),
             n.pci_network_devices.len(),
-            if n.pci_checked {
-                ""
-            } else {
-                " (QMP device list not checked)"
-            }
+            if n.pci_checked { "" } else { " (QMP device list not checked)" }
         );
     }
     if !r.milestones.is_empty() {
@@ -133,9 +120,7 @@ pub fn summary(r: &Report, report_dir: &Path) -> String {
                 s,
                 "     [{mark}] {:<28} {}{}",
                 i.reference,
-                i.id.as_deref()
-                    .map(short_id)
-                    .unwrap_or_else(|| "absent".into()),
+                i.id.as_deref().map(short_id).unwrap_or_else(|| "absent".into()),
                 if i.expected { "" } else { "  (not expected)" }
             );
         }
@@ -156,10 +141,7 @@ pub fn summary(r: &Report, report_dir: &Path) -> String {
                 "     [{mark}] {:<12} {}{}",
                 c.name,
                 c.state,
-                c.health
-                    .as_ref()
-                    .map(|h| format!(" ({h})"))
-                    .unwrap_or_default()
+                c.health.as_ref().map(|h| format!(" ({h})")).unwrap_or_default()
             );
         }
     }
@@ -176,17 +158,9 @@ pub fn summary(r: &Report, report_dir: &Path) -> String {
             }
         }
     }
-    let _ = writeln!(
-        s,
-        "   report    {}",
-        report_dir.join("report.json").display()
-    );
+    let _ = writeln!(s, "   report    {}", report_dir.join("report.json").display());
     if r.console.lines > 0 || report_dir.join("console.log").exists() {
-        let _ = writeln!(
-            s,
-            "   console   {}",
-            report_dir.join(&r.console.file).display()
-        );
+        let _ = writeln!(s, "   console   {}", report_dir.join(&r.console.file).display());
     }
     s
 }
@@ -228,8 +202,7 @@ mod tests {
         let d = tempfile_dir();
         let r = Report::new("demo", "demo.toml", "2026-01-01T00:00:00Z".into());
         write_report(&d, &r).unwrap();
-        let back: Report =
-            serde_json::from_str(&std::fs::read_to_string(d.join("report.json")).unwrap()).unwrap();
+        let back: Report = serde_json::from_str(&std::fs::read_to_string(d.join("report.json")).unwrap()).unwrap();
         assert_eq!(back, r);
         assert!(!d.join("report.json.tmp").exists());
         std::fs::remove_dir_all(&d).unwrap();

@@ -1,0 +1,118 @@
+//! Gathers a [`ProbeStatus`] inside the guest: systemd, the engine, clocks.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use airboot_proto::probe::{Clocks, ProbeStatus};
+use airboot_proto::{EngineRecord, EngineState};
+use serde_json::Value;
+
+use crate::engine::Docker;
+use crate::status::{Config, judge};
+use crate::systemd;
+
+/// The guest's clocks now.
+pub fn clocks() -> Clocks {
+    fn get(id: libc::clockid_t) -> f64 {
+        let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+        #[allow(unsafe_code)]
+        // SAFETY: clock_gettime writes into the timespec we own.
+        let rc = unsafe { libc::clock_gettime(id, &mut ts) };
+        if rc != 0 {
+            return 0.0;
+        }
+        ts.tv_sec as f64 + ts.tv_nsec as f64 / 1e9
+    }
+    Clocks {
+        boottime_s: get(libc::CLOCK_BOOTTIME),
+        monotonic_s: get(libc::CLOCK_MONOTONIC),
+        realtime_s: get(libc::CLOCK_REALTIME),
+    }
+}
+
+pub struct Collector {
+    pub cfg: Config,
+    image_cache: HashMap<String, Value>,
+    version: Option<String>,
+    system_after_boot: Option<String>,
+}
+
+impl Collector {
+    pub fn new(cfg: Config) -> Self {
+        Collector { cfg, image_cache: HashMap::new(), version: None, system_after_boot: None }
+    }
+
+    pub fn docker(&self) -> Docker {
+        Docker { socket: PathBuf::from(&self.cfg.socket), timeout: Duration::from_secs(10) }
+    }
+
+    /// `with_events`: also fetch the engine's event log (for the host's
+    /// timeline; the console does not need it).
+    pub fn status(&mut self, with_events: bool) -> ProbeStatus {
+        let mut names = vec![self.cfg.engine_unit.clone()];
+        names.extend(self.cfg.stack_units.iter().cloned());
+        let mut units = systemd::show(&names);
+        let engine_unit =
+            units.iter().position(|u| u.id == self.cfg.engine_unit).map(|i| units.remove(i)).unwrap_or_default();
+        let system = match &self.system_after_boot {
+            Some(s) => s.clone(),
+            None => {
+                let s = systemd::system_state();
+                if !matches!(s.as_str(), "initializing" | "starting" | "unknown" | "") {
+                    self.system_after_boot = Some(s.clone());
+                }
+                s
+            }
+        };
+        let (userspace_us, finish_us) = systemd::manager_timestamps();
+        let mut s = ProbeStatus {
+            system,
+            userspace_us,
+            finish_us,
+            engine: EngineRecord { name: "docker".into(), state: EngineState::Down, version: None, detail: None },
+            units: std::iter::once(&engine_unit)
+                .chain(units.iter())
+                .filter(|u| !u.id.is_empty())
+                .map(|u| u.info())
+                .collect(),
+            ..Default::default()
+        };
+        let mut error = None;
+        // Ask the engine only once its unit is active: connecting to a
+        // socket-activated engine earlier would start it out of order.
+        if engine_unit.active == "active" {
+            let d = self.docker();
+            let version = match self.version.clone() {
+                Some(v) => Ok(v),
+                None => d.version(),
+            };
+            match (version, d.image_infos(&mut self.image_cache), d.container_infos()) {
+                (Ok(v), Ok(images), Ok(containers)) => {
+                    self.version = Some(v.clone());
+                    s.engine.state = EngineState::Up;
+                    s.engine.version = Some(v);
+                    s.images = images;
+                    s.containers = containers;
+                    if with_events {
+                        let now = clocks().realtime_s as i64;
+                        s.events = d.events(now).unwrap_or_default();
+                    }
+                }
+                (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => error = Some(e),
+            }
+        }
+        // The engine unit is reported too, but settledness is about the stack's units.
+        let stack_units: Vec<_> = s.units.iter().filter(|u| u.name != self.cfg.engine_unit).cloned().collect();
+        let all_units = std::mem::replace(&mut s.units, stack_units);
+        s.clocks = clocks();
+        judge(
+            &mut s,
+            if engine_unit.active.is_empty() { "unknown" } else { &engine_unit.active },
+            error.as_deref(),
+            &self.cfg,
+        );
+        s.units = all_units;
+        s
+    }
+}
