@@ -22,6 +22,7 @@ packages=(
     docker.io                                               # pre-seeding a fixture's /var/lib/docker
     e2fsprogs kmod dpkg fdisk mtools dosfstools             # disks, modules
     qemu-user-static binfmt-support                         # foreign-arch rootfs
+    chromium                                                # the HTML report's render test
     ca-certificates
 )
 missing=()

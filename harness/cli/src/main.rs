@@ -3,6 +3,7 @@
 //! container store survives power cuts.
 
 mod images_cmd;
+mod report_cmd;
 mod run;
 mod scenarios;
 
@@ -28,6 +29,7 @@ wrong), 2 airboot could not judge (bad scenario, missing tool, interrupted).
 Quick start:
   airboot run                        # the built-in default scenario
   airboot run scenarios/             # every scenario in a folder
+  airboot report --gate              # timing regression gate over reports/history.jsonl
   airboot images list                # fixtures airboot can build";
 
 #[derive(Parser)]
@@ -64,6 +66,56 @@ run with exit status 2 and names the file, line, column and key.")]
     /// List or build the fixture images airboot tests itself with.
     #[command(subcommand)]
     Images(ImagesCmd),
+    /// Timing history: a table per scenario, and a regression gate.
+    #[command(long_about = "\
+Read a timing history (JSON lines that `airboot run` appends, by default
+reports/history.jsonl) and compare the newest run of each key (scenario ×
+image digest × arch × accel) with a baseline: the median of the last
+--baseline-runs passing runs of the same key.
+
+A figure (time to stack, or a named milestone) regresses when it is slower
+than the baseline by more than all of --max-rel, --max-abs and
+--noise-mads × the baseline's spread (median absolute deviation, scaled).
+With fewer than --min-samples baseline runs it says it cannot judge.
+
+With --gate the exit status is 1 when a figure regressed or the newest run
+never reached a running stack, else 0. Nightly builds change the image
+digest: use --ignore-image to compare successive builds.")]
+    Report(ReportArgs),
+}
+
+#[derive(clap::Args)]
+struct ReportArgs {
+    /// The history file.
+    #[arg(long, value_name = "FILE", default_value = "reports/history.jsonl")]
+    history: PathBuf,
+    /// Exit 1 on a regression (or a newest run that never reached its stack).
+    #[arg(long)]
+    gate: bool,
+    /// How many passing runs make the baseline.
+    #[arg(long, value_name = "N", default_value_t = 10)]
+    baseline_runs: usize,
+    /// Fewer baseline runs than this: cannot judge.
+    #[arg(long, value_name = "K", default_value_t = 5)]
+    min_samples: usize,
+    /// Relative threshold (0.15 = 15% slower).
+    #[arg(long, value_name = "FRACTION", default_value_t = 0.15)]
+    max_rel: f64,
+    /// Absolute threshold, e.g. "5s".
+    #[arg(long, value_name = "DURATION", default_value = "5s")]
+    max_abs: String,
+    /// Noise threshold in (scaled) median absolute deviations of the baseline.
+    #[arg(long, value_name = "N", default_value_t = 3.0)]
+    noise_mads: f64,
+    /// Compare runs of different image builds (drop the digest from the key).
+    #[arg(long)]
+    ignore_image: bool,
+    /// Also write an HTML page with the history plot and the table.
+    #[arg(long, value_name = "FILE")]
+    html: Option<PathBuf>,
+    /// Print the table as JSON instead.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(clap::Args)]
@@ -87,6 +139,18 @@ struct RunArgs {
     /// Fail instead of building a fixture that is not built yet.
     #[arg(long)]
     no_build: bool,
+    /// Run each scenario N times and report its failure rate with a 95%
+    /// confidence interval ("0 of 40 failed, 95% CI 0–8.8%").
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    repeat: u32,
+    /// Append each run's timings to this history file (JSON lines). Default:
+    /// reports/history.jsonl when the report folder is the default one.
+    #[arg(long, value_name = "FILE")]
+    history: Option<PathBuf>,
+    /// Judge each scenario by its declared [outcome] (negative controls that
+    /// fail as declared count as passing) for the exit status.
+    #[arg(long)]
+    check_outcomes: bool,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -136,6 +200,21 @@ fn main() -> ExitCode {
             transport: a.transport.map(|t| airboot_core::scenario::TransportKind::parse(&t).expect("clap checked it")),
             filter: a.filter,
             build: !a.no_build,
+            repeat: a.repeat,
+            history: a.history,
+            check_outcomes: a.check_outcomes,
+        }),
+        Cmd::Report(r) => report_cmd::report(report_cmd::Options {
+            history: r.history,
+            gate: r.gate,
+            baseline_runs: r.baseline_runs,
+            min_samples: r.min_samples,
+            max_rel: r.max_rel,
+            max_abs: r.max_abs,
+            noise_mads: r.noise_mads,
+            ignore_image: r.ignore_image,
+            html: r.html,
+            json: r.json,
         }),
         Cmd::Check { paths } => scenarios::check(&paths),
         Cmd::Images(ImagesCmd::List) => images_cmd::list(),

@@ -6,6 +6,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Instant, SystemTime};
 
+use airboot_core::history::{self, HistoryEntry};
+use airboot_core::outcome;
 use airboot_core::report::{self, Failure, Report, RunEntry, RunIndex, Verdict};
 use airboot_core::run::{Run, RunConfig};
 use airboot_core::scenario::{AccelChoice, Arch, ImageSource, Scenario, TransportKind};
@@ -15,6 +17,7 @@ use airboot_qemu::disk;
 use airboot_qemu::process::{interrupt_reason, interrupted};
 use airboot_qemu::transport;
 use airboot_qemu::vm::{VmEvent, VmRunner};
+use airboot_report::views::{RepeatStats, RunView, ScenarioView};
 
 use crate::scenarios;
 
@@ -24,6 +27,10 @@ pub struct Options {
     pub accel: Option<AccelChoice>,
     /// `Some(None)`: `--transport auto` (overrides the scenario).
     pub transport: Option<Option<TransportKind>>,
+    pub repeat: u32,
+    pub history: Option<PathBuf>,
+    /// Exit status from each scenario's declared outcome, not its raw verdict.
+    pub check_outcomes: bool,
     pub filter: Option<String>,
     pub build: bool,
 }
@@ -46,6 +53,15 @@ fn run_id(names: &[String]) -> String {
     format!("{stamp}-{what}")
 }
 
+/// The name tests and filters use for a scenario: `<arch>::<name>`.
+pub fn test_name(s: &Scenario) -> String {
+    let fixture_arch = match &s.image.source {
+        ImageSource::Fixture(f) => airboot_images::find(f).map(|d| d.arch),
+        ImageSource::Path(_) => None,
+    };
+    s.test_name(fixture_arch)
+}
+
 pub fn run(opts: Options) -> i32 {
     let mut list = match scenarios::load_all(&opts.paths) {
         Ok(l) => l,
@@ -58,63 +74,124 @@ pub fn run(opts: Options) -> i32 {
         }
     };
     if let Some(f) = &opts.filter {
-        list.retain(|s| s.name.contains(f.as_str()));
+        list.retain(|s| test_name(s).contains(f.as_str()));
         if list.is_empty() {
-            eprintln!("error: no scenario name contains {f:?}");
+            eprintln!("error: no scenario matches {f:?} (names are <arch>::<name>, e.g. x86_64::preseeded-x86_64)");
             return 2;
         }
     }
+    let repeat = opts.repeat.max(1);
     let names: Vec<String> = list.iter().map(|s| s.name.clone()).collect();
-    let base = opts.report_dir.clone().unwrap_or_else(|| PathBuf::from("reports").join(run_id(&names)));
+    let id = run_id(&names);
+    let default_dir = opts.report_dir.is_none();
+    let base = opts.report_dir.clone().unwrap_or_else(|| PathBuf::from("reports").join(&id));
     if let Err(e) = std::fs::create_dir_all(&base) {
         eprintln!("error: cannot create the report folder {}: {e}", base.display());
         return 2;
     }
-    if opts.report_dir.is_none() {
+    if default_dir {
         let latest = Path::new("reports/latest");
         let _ = std::fs::remove_file(latest);
         if let Some(name) = base.file_name() {
             let _ = std::os::unix::fs::symlink(name, latest);
         }
     }
+    // The timing history: as asked, or next to the default report folders.
+    let history = opts.history.clone().or_else(|| default_dir.then(|| PathBuf::from("reports/history.jsonl")));
     let started_at = now_rfc3339();
-    let single = list.len() == 1;
+    let single = list.len() == 1 && repeat == 1;
     let mut entries = Vec::new();
-    let mut verdicts = Vec::new();
-    for (i, s) in list.iter().enumerate() {
-        let dir = if single { base.clone() } else { base.join(&s.name) };
-        let rel = if single { ".".to_string() } else { s.name.clone() };
-        if interrupted() {
+    let mut views: Vec<ScenarioView> = Vec::new();
+    let mut repeats = Vec::new();
+    'scenarios: for (i, s) in list.iter().enumerate() {
+        let tname = test_name(s);
+        let mut failed_runs = 0u64;
+        let mut done_runs = 0u64;
+        for rep in 1..=repeat {
+            let rel = match (single, repeat) {
+                (true, _) => ".".to_string(),
+                (false, 1) => s.name.clone(),
+                (false, _) => format!("{}/run-{rep:03}", s.name),
+            };
+            let dir = if single { base.clone() } else { base.join(&rel) };
+            if interrupted() {
+                entries.push(RunEntry {
+                    scenario: s.name.clone(),
+                    test_name: tname.clone(),
+                    verdict: Verdict::Error,
+                    dir: rel,
+                    time_to_stack_s: None,
+                    failures: vec!["not run: airboot was interrupted".into()],
+                    declared: s.outcome.describe(),
+                    as_declared: false,
+                });
+                break 'scenarios;
+            }
+            let what = if repeat > 1 { format!(" (run {rep} of {repeat})") } else { String::new() };
+            eprintln!("[{}/{}] {tname}{what} ({})", i + 1, list.len(), s.file.display());
+            let report = run_one(s, &dir, &opts);
+            if let Err(e) = airboot_report::write_report(&dir, &report) {
+                eprintln!("error: cannot write {}/report.json: {e}", dir.display());
+            }
+            print!("{}", airboot_report::summary(&report, &dir));
+            let as_declared = outcome::check(&s.outcome, &report);
+            if s.outcome != Default::default() {
+                match &as_declared {
+                    Ok(()) => println!("   declared  {}: as declared", s.outcome.describe()),
+                    Err(why) => println!("   declared  {}: NOT as declared: {why}", s.outcome.describe()),
+                }
+            }
+            if let Some(h) = &history
+                && !report.qemu.argv.is_empty()
+                && let Err(e) = append_history(h, &HistoryEntry::from_report(&report, &id))
+            {
+                eprintln!("warning: cannot append to the history {}: {e}", h.display());
+            }
+            done_runs += 1;
+            failed_runs += u64::from(as_declared.is_err());
             entries.push(RunEntry {
                 scenario: s.name.clone(),
-                verdict: Verdict::Error,
-                dir: rel,
-                time_to_stack_s: None,
-                failures: vec!["not run: airboot was interrupted".into()],
+                test_name: tname.clone(),
+                verdict: report.verdict,
+                dir: rel.clone(),
+                time_to_stack_s: report.time_to_stack_s,
+                failures: report.failures.iter().map(|f| format!("{}: {}", f.code, f.message)).collect(),
+                declared: s.outcome.describe(),
+                as_declared: as_declared.is_ok(),
             });
-            verdicts.push(Verdict::Error);
-            continue;
+            views.push(ScenarioView {
+                test_name: if repeat > 1 { format!("{tname}#{rep}") } else { tname.clone() },
+                dir: rel,
+                declared: s.outcome.describe(),
+                as_declared,
+                report,
+            });
         }
-        eprintln!("[{}/{}] {} ({})", i + 1, list.len(), s.name, s.file.display());
-        let report = run_one(s, &dir, &opts);
-        if let Err(e) = airboot_report::write_report(&dir, &report) {
-            eprintln!("error: cannot write {}/report.json: {e}", dir.display());
-            verdicts.push(Verdict::Error);
+        if repeat > 1 && done_runs > 0 {
+            let (lo, hi) = history::wilson95(failed_runs, done_runs);
+            let r = RepeatStats {
+                scenario: tname.clone(),
+                runs: done_runs,
+                failures: failed_runs,
+                ci_low: lo,
+                ci_high: hi,
+            };
+            println!("== {}", r.sentence());
+            repeats.push(r);
         }
-        print!("{}", airboot_report::summary(&report, &dir));
-        entries.push(RunEntry {
-            scenario: s.name.clone(),
-            verdict: report.verdict,
-            dir: rel,
-            time_to_stack_s: report.time_to_stack_s,
-            failures: report.failures.iter().map(|f| format!("{}: {}", f.code, f.message)).collect(),
-        });
-        verdicts.push(report.verdict);
     }
-    let code = report::exit_code(&verdicts);
+    let verdicts: Vec<Verdict> = entries.iter().map(|e| e.verdict).collect();
+    let code = if opts.check_outcomes {
+        // Negative controls that failed as declared count as passing.
+        let errors = entries.iter().any(|e| !e.as_declared && e.verdict == Verdict::Error);
+        let wrong = entries.iter().any(|e| !e.as_declared);
+        if errors { 2 } else { i32::from(wrong) }
+    } else {
+        report::exit_code(&verdicts)
+    };
     let index = RunIndex {
         schema: report::RUN_SCHEMA.into(),
-        started_at,
+        started_at: started_at.clone(),
         verdict: match code {
             0 => Verdict::Pass,
             1 => Verdict::Fail,
@@ -123,24 +200,42 @@ pub fn run(opts: Options) -> i32 {
         exit_code: code,
         scenarios: entries,
     };
-    if let Err(e) = airboot_report::write_index(&base, &index) {
-        eprintln!("error: cannot write {}/run.json: {e}", base.display());
+    let view = RunView { run_id: id, started_at, scenarios: views, repeats };
+    let hist =
+        history.as_ref().and_then(|h| std::fs::read_to_string(h).ok()).map(|t| airboot_core::history::parse(&t).0);
+    if let Err(e) = airboot_report::write_index(&base, &index)
+        .and_then(|_| airboot_report::write_run_files(&base, &view, hist.as_deref()))
+    {
+        eprintln!("error: cannot write the run files in {}: {e}", base.display());
         return 2;
     }
     if !single {
         println!(
-            "== {} scenarios: {} passed, {} failed, {} errors",
+            "== {} scenario run(s): {} passed, {} failed, {} errors",
             verdicts.len(),
             verdicts.iter().filter(|v| **v == Verdict::Pass).count(),
             verdicts.iter().filter(|v| **v == Verdict::Fail).count(),
             verdicts.iter().filter(|v| **v == Verdict::Error).count()
         );
-        println!("   reports in {}", base.display());
     }
+    println!("   reports in {} (run.json, junit.xml, index.html, summary.md)", base.display());
     if interrupted() {
         eprintln!("airboot: {}; reports written to {}", interrupt_reason(), base.display());
     }
     code
+}
+
+fn append_history(path: &Path, e: &HistoryEntry) -> std::io::Result<()> {
+    use std::io::Write;
+    if let Some(d) = path.parent()
+        && !d.as_os_str().is_empty()
+    {
+        std::fs::create_dir_all(d)?;
+    }
+    let mut f = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
+    let mut line = serde_json::to_string(e).map_err(std::io::Error::other)?;
+    line.push('\n');
+    f.write_all(line.as_bytes())
 }
 
 /// Everything needed to boot a scenario's image.

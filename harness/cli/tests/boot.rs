@@ -1,6 +1,9 @@
 //! Real boots of the real fixtures, through the real `airboot` binary:
 //! QEMU (TCG unless KVM demonstrably works), the Debian guests with
-//! dockerd, containerd and runc, the probe on the serial console.
+//! dockerd, containerd and runc, the probe. tests/scenarios.rs runs every
+//! scenario file once (automatic transport, declared outcomes); this file
+//! covers what no scenario file shows: forced transports, the full report
+//! of a run, Ctrl-C and SIGKILL of the harness, bad input.
 //!
 //! These need the fixtures (`airboot images build --all`, done by
 //! scripts/test.sh) and QEMU. VM tests run one at a time: this machine
@@ -129,9 +132,9 @@ fn check_common(r: &Value, dir: &Path) {
 }
 
 #[test]
-fn preseeded_fixture_passes_offline_and_reports_time_to_stack() {
+fn preseeded_fixture_passes_over_virtio_serial_with_the_full_report() {
     let _g = vm_lock();
-    let (out, dir) = run(&["scenarios/preseeded-x86_64.toml"]);
+    let (out, dir) = run(&["scenarios/preseeded-x86_64.toml", "--transport", "virtio-serial"]);
     assert_eq!(out.status.code(), Some(0), "{}", explain(&out));
     let r = report(dir.path());
     check_common(&r, dir.path());
@@ -156,87 +159,12 @@ fn preseeded_fixture_passes_offline_and_reports_time_to_stack() {
     let redis = r["containers"].as_array().unwrap().iter().find(|c| c["name"] == "redis").unwrap();
     assert_eq!((redis["state"].as_str(), redis["health"].as_str()), (Some("running"), Some("healthy")));
     assert!(r["status"]["blocks"].as_u64().unwrap() >= 1);
-    // Automatic transport: kernel vsock where /dev/vhost-vsock works,
-    // vhost-device-vsock otherwise (as on the machines airboot is built on).
-    check_probe(&r, &["vsock", "vhost-user-vsock"]);
-    assert!(r["airgap"]["egress_attempts"].as_array().unwrap().is_empty(), "{}", r["airgap"]);
-    assert!(String::from_utf8_lossy(&out.stdout).contains("preseeded-x86_64 : PASS"));
-    assert_no_qemu_left("preseeded");
-}
-
-#[test]
-fn preseeded_fixture_passes_over_virtio_serial_too() {
-    let _g = vm_lock();
-    let (out, dir) = run(&["scenarios/preseeded-x86_64.toml", "--transport", "virtio-serial"]);
-    assert_eq!(out.status.code(), Some(0), "{}", explain(&out));
-    let r = report(dir.path());
-    check_common(&r, dir.path());
+    // The automatic transport is covered by tests/scenarios.rs; here it is forced.
     check_probe(&r, &["virtio-serial"]);
     assert_eq!(r["probe"]["transport_reason"], "forced by --transport");
+    assert!(r["airgap"]["egress_attempts"].as_array().unwrap().is_empty(), "{}", r["airgap"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("preseeded-x86_64 : PASS"));
     assert_no_qemu_left("virtio-serial");
-}
-
-#[test]
-fn a_first_boot_pull_fails_the_air_gap_naming_the_unit_and_registry() {
-    let _g = vm_lock();
-    let (out, dir) = run(&["scenarios/egress-x86_64.toml"]);
-    assert_eq!(out.status.code(), Some(1), "{}", explain(&out));
-    let r = report(dir.path());
-    check_common(&r, dir.path());
-    assert_eq!(r["verdict"], "fail");
-    let f = r["failures"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|f| f["code"] == "egress-attempt")
-        .expect("egress-attempt failure");
-    let msg = f["message"].as_str().unwrap();
-    assert!(msg.contains("egress-pull.service") && msg.contains("registry.example.com"), "{msg}");
-    let attempts = r["airgap"]["egress_attempts"].as_array().unwrap();
-    assert!(
-        attempts.iter().any(|a| a["source"] == "kernel-counter"),
-        "the kernel counted the DNS packets: {attempts:?}"
-    );
-    // The stack itself was fine: only the air gap failed.
-    assert!(r["time_to_stack_s"].as_f64().is_some());
-    assert_no_qemu_left("egress");
-}
-
-#[test]
-fn an_engine_that_never_starts_fails_clearly_before_the_timeout() {
-    let _g = vm_lock();
-    let started = Instant::now();
-    let (out, dir) = run(&["scenarios/engine-down-x86_64.toml"]);
-    let took = started.elapsed().as_secs_f64();
-    assert_eq!(out.status.code(), Some(1), "{}", explain(&out));
-    let r = report(dir.path());
-    assert_eq!(r["failures"][0]["code"], "engine-down", "{}", r["failures"]);
-    assert!(r["failures"][0]["message"].as_str().unwrap().contains("docker.service"));
-    let timeout = r["timeouts"]["timeout_s"].as_f64().unwrap();
-    assert!(took < timeout / 2.0, "decided after {took:.0}s; the timeout was {timeout:.0}s");
-    assert_no_qemu_left("engine-down");
-}
-
-#[test]
-fn load_at_boot_fixture_loads_its_archives_then_passes() {
-    let _g = vm_lock();
-    let (out, dir) = run(&["scenarios/load-at-boot-x86_64.toml"]);
-    assert_eq!(out.status.code(), Some(0), "{}", explain(&out));
-    let r = report(dir.path());
-    check_common(&r, dir.path());
-    assert_eq!(r["verdict"], "pass");
-    check_probe(&r, &["vsock", "vhost-user-vsock"]);
-    // The images came from the first-boot load: their tag events time them.
-    let images_t =
-        r["milestones"].as_array().unwrap().iter().find(|m| m["name"] == "images").unwrap()["t_s"].as_f64().unwrap();
-    let engine_t =
-        r["milestones"].as_array().unwrap().iter().find(|m| m["name"] == "engine").unwrap()["t_s"].as_f64().unwrap();
-    assert!(images_t > engine_t, "loaded after the engine started: {images_t} vs {engine_t}");
-    let ms = r["milestones"].as_array().unwrap();
-    let loaded = ms.iter().find(|m| m["name"] == "images-loaded").expect("images-loaded milestone");
-    assert!(loaded["evidence"].as_str().unwrap().contains("airboot-load: done"));
-    assert!(loaded["t_s"].as_f64().unwrap() < r["time_to_stack_s"].as_f64().unwrap());
-    assert_no_qemu_left("load-at-boot");
 }
 
 #[test]
@@ -335,4 +263,47 @@ fn killing_the_harness_outright_takes_qemu_with_it() {
     child.kill().unwrap(); // SIGKILL: no handler runs, PDEATHSIG must do it
     let _ = child.wait();
     assert_no_qemu_left("after SIGKILL of airboot");
+}
+
+/// `--repeat`: a guest whose root filesystem cannot be mounted fails fast
+/// (the initramfs says so), as its declared outcome says; three runs give
+/// "0 of 3 failed" with a confidence interval, and every run has a report.
+#[test]
+fn repeat_reports_the_failure_rate_with_a_confidence_interval() {
+    let _g = vm_lock();
+    let fixture = airboot().args(["images", "path", "debian-preseeded-x86_64"]).output().unwrap();
+    assert!(fixture.status.success(), "the preseeded fixture must be built");
+    let f = PathBuf::from(String::from_utf8_lossy(&fixture.stdout).trim());
+    let dir = tempfile::tempdir().unwrap();
+    let scenario = dir.path().join("bad-root.toml");
+    std::fs::write(
+        &scenario,
+        format!(
+            "name = \"bad-root\"\n[image]\npath = \"{d}/disk.qcow2\"\nkernel = \"{d}/vmlinuz\"\ninitrd = \"{d}/initrd.img\"\nappend = \"console=ttyS0 root=/dev/vda rootfstype=xfs\"\n[machine]\narch = \"x86_64\"\n[expect]\ntimeout = \"12s\"\n[[milestone]]\nname = \"never\"\nconsole = \"login:\"\n[outcome]\nfailures = [\"initramfs-shell\"]\n",
+            d = f.display()
+        ),
+    )
+    .unwrap();
+    let reports = dir.path().join("reports");
+    let out = airboot()
+        .args(["run", "--repeat", "3", "--check-outcomes", "--report-dir"])
+        .arg(&reports)
+        .arg(&scenario)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{}", explain(&out));
+    assert!(stdout.contains("0 of 3 runs failed (0.0%, 95% CI 0.0–56.1%)"), "{stdout}");
+    for rep in 1..=3 {
+        let r = report(&reports.join(format!("bad-root/run-{rep:03}")));
+        assert_eq!(r["failures"][0]["code"], "initramfs-shell", "{}", r["failures"]);
+    }
+    let run: Value = serde_json::from_str(&std::fs::read_to_string(reports.join("run.json")).unwrap()).unwrap();
+    assert_eq!(run["scenarios"].as_array().unwrap().len(), 3);
+    assert!(run["scenarios"].as_array().unwrap().iter().all(|e| e["as_declared"] == true));
+    for f in ["junit.xml", "index.html", "summary.md"] {
+        assert!(reports.join(f).exists(), "{f}");
+    }
+    assert!(std::fs::read_to_string(reports.join("summary.md")).unwrap().contains("0 of 3 runs failed"));
+    assert_no_qemu_left("repeat");
 }

@@ -5,6 +5,8 @@
 pub mod airgap;
 pub mod console;
 pub mod guest;
+pub mod history;
+pub mod outcome;
 pub mod report;
 pub mod run;
 pub mod scenario;

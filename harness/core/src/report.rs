@@ -9,10 +9,11 @@ use crate::verify::{ContainerRow, ImageRow};
 pub const SCHEMA: &str = "airboot.report/v1";
 pub const RUN_SCHEMA: &str = "airboot.run/v1";
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum Verdict {
     /// Every expectation held.
+    #[default]
     Pass,
     /// The image is wrong: an expectation did not hold.
     Fail,
@@ -241,7 +242,12 @@ impl Report {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunEntry {
     pub scenario: String,
+    /// `<arch>::<name>`.
+    pub test_name: String,
     pub verdict: Verdict,
+    /// The scenario's declared outcome and whether the run matched it.
+    pub declared: String,
+    pub as_declared: bool,
     /// Folder of the scenario's report.json, relative to run.json.
     pub dir: String,
     pub time_to_stack_s: Option<f64>,

@@ -27,6 +27,15 @@ pub struct Scenario {
     pub machine: Machine,
     pub expect: Expect,
     pub milestones: Vec<MilestoneSpec>,
+    pub outcome: Outcome,
+}
+
+impl Scenario {
+    /// The name tests and filters use: `<arch>::<name>`.
+    pub fn test_name(&self, fixture_arch: Option<Arch>) -> String {
+        let arch = self.machine.arch.or(fixture_arch).map(|a| a.as_str()).unwrap_or("any");
+        format!("{arch}::{}", self.name)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -288,6 +297,17 @@ pub struct Expect {
     pub default_fail_on: bool,
 }
 
+/// What the run must end as. Positive scenarios leave it out (pass);
+/// negative controls declare how they must fail.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Outcome {
+    pub verdict: crate::report::Verdict,
+    /// Failure codes that must be among the run's failures.
+    pub failures: Vec<String>,
+    /// Text that must appear in some failure's message or evidence.
+    pub contains: Vec<String>,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct MilestoneSpec {
     pub name: String,
@@ -337,6 +357,18 @@ struct RawScenario {
     expect: RawExpect,
     #[serde(default)]
     milestone: Vec<toml::Spanned<RawMilestone>>,
+    #[serde(default)]
+    outcome: RawOutcome,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawOutcome {
+    verdict: Option<crate::report::Verdict>,
+    #[serde(default)]
+    failures: Vec<String>,
+    #[serde(default)]
+    contains: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -734,6 +766,15 @@ pub fn parse(src: &str, file: &Path, check_paths: bool) -> Result<Scenario, Scen
         machine,
         expect,
         milestones,
+        outcome: Outcome {
+            verdict: raw.outcome.verdict.unwrap_or(if raw.outcome.failures.is_empty() {
+                crate::report::Verdict::Pass
+            } else {
+                crate::report::Verdict::Fail
+            }),
+            failures: raw.outcome.failures,
+            contains: raw.outcome.contains,
+        },
     })
 }
 
@@ -975,6 +1016,18 @@ within = "15s"
         assert!(e.message.contains("virtio-serial"), "{e}");
         let s = p("[image]\npath = \"d.raw\"\nkernel = \"k\"\nprobe = true\n[machine]\narch = \"x86_64\"\n").unwrap();
         assert_eq!(s.image.probe, Some(true));
+    }
+
+    #[test]
+    fn declared_outcomes() {
+        let s =
+            p("[image]\nfixture = \"f\"\n[outcome]\nfailures = [\"image-missing\"]\ncontains = [\"nginx\"]\n").unwrap();
+        assert_eq!(s.outcome.verdict, crate::report::Verdict::Fail, "failures imply a failing verdict");
+        assert_eq!(s.outcome.failures, ["image-missing"]);
+        assert_eq!(p("[image]\nfixture = \"f\"\n").unwrap().outcome, Outcome::default());
+        let e = p("[image]\nfixture = \"f\"\n[outcome]\nverdict = \"flaky\"\n").unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("outcome.verdict"));
+        assert_eq!(s.test_name(Some(Arch::Aarch64)), "aarch64::t");
     }
 
     #[test]

@@ -143,12 +143,7 @@ pub fn egress_in_line(line: &str) -> Option<Option<String>> {
 }
 
 fn destination(line: &str) -> Option<String> {
-    let host_of = |s: &str| {
-        s.split(['/', '"', ' ', ':', '\\'])
-            .next()
-            .filter(|h| !h.is_empty())
-            .map(str::to_string)
-    };
+    let host_of = |s: &str| s.split(['/', '"', ' ', ':', '\\']).next().filter(|h| !h.is_empty()).map(str::to_string);
     for scheme in ["https://", "http://"] {
         if let Some(i) = line.find(scheme) {
             return host_of(&line[i + scheme.len()..]);

@@ -1,5 +1,13 @@
-//! Renders reports: `report.json`, `run.json`, and the one-screen human
-//! summary printed at the end of a run.
+//! Renders reports: `report.json`, `run.json`, the one-screen human
+//! summary printed at the end of a run, and the run-level `junit.xml`,
+//! `index.html` and `summary.md`.
+
+pub mod html;
+pub mod junit;
+pub mod markdown;
+#[doc(hidden)]
+pub mod testdata;
+pub mod views;
 
 use std::fmt::Write as _;
 use std::io;
@@ -14,6 +22,23 @@ pub fn write_report(dir: &Path, report: &Report) -> io::Result<()> {
 
 pub fn write_index(dir: &Path, index: &RunIndex) -> io::Result<()> {
     write_json(&dir.join("run.json"), index)
+}
+
+/// `junit.xml`, `summary.md` and `index.html` of a run.
+pub fn write_run_files(
+    dir: &Path,
+    run: &views::RunView,
+    history: Option<&[airboot_core::history::HistoryEntry]>,
+) -> io::Result<()> {
+    write_atomic(&dir.join("junit.xml"), &junit::junit(run))?;
+    write_atomic(&dir.join("summary.md"), &markdown::summary_md(run))?;
+    write_atomic(&dir.join("index.html"), &html::index_html(run, history.map(|h| (h, false))))
+}
+
+fn write_atomic(path: &Path, text: &str) -> io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text)?;
+    std::fs::rename(&tmp, path)
 }
 
 fn write_json<T: serde::Serialize>(path: &Path, v: &T) -> io::Result<()> {
@@ -195,6 +220,50 @@ mod tests {
         assert!(s.contains("time to running stack: never reached"));
         assert!(s.contains("reports/x/report.json"));
         assert!(s.lines().count() < 40);
+    }
+
+    #[test]
+    fn junit_reads_back_with_a_junit_parser() {
+        let run = testdata::run();
+        let xml = junit::junit(&run);
+        let parsed = quick_junit::Report::deserialize_from_str(&xml).unwrap();
+        let suite = &parsed.test_suites[0];
+        assert_eq!(suite.test_cases.len(), 3);
+        let names: Vec<&str> = suite.test_cases.iter().map(|t| t.name.as_str()).collect();
+        assert_eq!(names, ["x86_64::preseeded-x86_64", "x86_64::missing-image-x86_64", "x86_64::egress-x86_64"]);
+        // Passing, failing as declared, and not as declared.
+        assert!(matches!(suite.test_cases[0].status, quick_junit::TestCaseStatus::Success { .. }));
+        assert!(matches!(suite.test_cases[1].status, quick_junit::TestCaseStatus::Success { .. }));
+        assert!(matches!(suite.test_cases[2].status, quick_junit::TestCaseStatus::NonSuccess { .. }));
+        let props: Vec<(&str, &str)> =
+            suite.test_cases[0].properties.iter().map(|p| (p.name.as_str(), p.value.as_str())).collect();
+        assert!(props.contains(&("milestone.stack", "132.400")), "{props:?}");
+        assert!(props.contains(&("time_to_stack_s", "132.400")));
+        assert!(suite.test_cases[0].system_out.as_ref().unwrap().as_str().contains("<tag> & entity"));
+        assert_eq!(suite.failures, 1);
+    }
+
+    #[test]
+    fn markdown_is_short_and_names_each_outcome() {
+        let md = markdown::summary_md(&testdata::run());
+        assert!(md.lines().count() < 15, "{md}");
+        assert!(md.contains("✅ pass") && md.contains("✅ failed as declared") && md.contains("❌ fail"), "{md}");
+        assert!(md.contains("0 of 40 runs failed"), "{md}");
+    }
+
+    #[test]
+    fn html_is_self_contained_and_escaped() {
+        let page = html::index_html(&testdata::run(), None);
+        assert!(page.starts_with("<!doctype html>"));
+        // The SVG namespace is a name, not something fetched.
+        let fetchable = page.replace("xmlns=\"http://www.w3.org/2000/svg\"", "");
+        for forbidden in ["<script", "http://", "https://", "<link", "@import", "src="] {
+            assert!(!fetchable.contains(forbidden), "{forbidden} in a self-contained page");
+        }
+        assert_eq!(page.matches("<svg class=\"timeline\"").count(), 3);
+        assert!(page.contains("&lt;evidence&gt; &amp; more"), "milestone evidence is escaped");
+        assert!(!page.contains("<evidence>"));
+        assert!(page.contains("href=\"preseeded-x86_64/console.log\""));
     }
 
     #[test]

@@ -1,0 +1,105 @@
+//! The CLI without VMs: the regression gate on history files, argument
+//! checking.
+
+use std::path::Path;
+use std::process::Command;
+
+fn airboot() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_airboot"))
+}
+
+fn entry(i: usize, tts: Option<f64>, verdict: &str) -> String {
+    let m = match tts {
+        Some(t) => format!(r#"{{"engine":{:.3},"stack":{t:.3}}}"#, t * 0.62),
+        None => "{}".into(),
+    };
+    format!(
+        r#"{{"schema":"airboot.history/v1","run_id":"r{i}","started_at":"2026-11-{:02}T03:00:00Z","scenario":"preseeded-x86_64","image_sha256":"{}","arch":"x86_64","accel":"tcg","verdict":"{verdict}","time_to_stack_s":{},"milestones":{m},"airboot_version":"0.1.0"}}"#,
+        i % 28 + 1,
+        "ab".repeat(32),
+        tts.map(|t| format!("{t:.3}")).unwrap_or_else(|| "null".into())
+    )
+}
+
+fn history(dir: &Path, name: &str, lines: &[String]) -> std::path::PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, lines.join("\n") + "\n").unwrap();
+    p
+}
+
+fn gate(h: &Path, extra: &[&str]) -> (i32, String) {
+    let out = airboot().args(["report", "--gate", "--history"]).arg(h).args(extra).output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+    )
+}
+
+#[test]
+fn the_gate_fails_a_clear_regression_and_not_noise() {
+    let dir = tempfile::tempdir().unwrap();
+    let noise = [0.0, 6.0, -9.0, 4.0, -3.0, 10.0, -7.0, 2.0, 8.0, -5.0, 1.0];
+    let noisy: Vec<String> = noise.iter().enumerate().map(|(i, n)| entry(i, Some(130.0 + n), "pass")).collect();
+    let (code, out) = gate(&history(dir.path(), "noisy.jsonl", &noisy), &[]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("ok:") && out.contains("±"), "each figure with its spread: {out}");
+
+    let mut slow = noisy.clone();
+    slow.push(entry(99, Some(190.0), "pass"));
+    let (code, out) = gate(&history(dir.path(), "slow.jsonl", &slow), &[]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("REGRESSED"), "{out}");
+    assert!(out.contains("before") && out.contains("after") && out.contains("change"), "{out}");
+
+    // Without --gate the table is printed but the exit status stays 0.
+    let out = airboot().args(["report", "--history"]).arg(dir.path().join("slow.jsonl")).output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+
+    let (code, out) = gate(&history(dir.path(), "few.jsonl", &noisy[..3]), &[]);
+    assert_eq!(code, 0);
+    assert!(out.contains("not enough samples"), "{out}");
+
+    let mut failed = noisy.clone();
+    failed.push(entry(100, None, "fail"));
+    let (code, out) = gate(&history(dir.path(), "failed.jsonl", &failed), &[]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("MISSING"), "{out}");
+
+    let html = dir.path().join("history.html");
+    let (code, _) = gate(&dir.path().join("noisy.jsonl"), &["--html", html.to_str().unwrap()]);
+    assert_eq!(code, 0);
+    assert!(std::fs::read_to_string(&html).unwrap().contains("<svg class=\"history\""));
+}
+
+#[test]
+fn bad_report_arguments_are_exit_2_with_a_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let (code, out) = gate(&dir.path().join("nope.jsonl"), &[]);
+    assert_eq!(code, 2);
+    assert!(out.contains("nope.jsonl"), "{out}");
+    let h = history(dir.path(), "h.jsonl", &[entry(1, Some(1.0), "pass")]);
+    let (code, out) = gate(&h, &["--max-abs", "soon"]);
+    assert_eq!(code, 2);
+    assert!(out.contains("--max-abs"), "{out}");
+    let (code, _) = gate(&h, &["--min-samples", "20", "--baseline-runs", "10"]);
+    assert_eq!(code, 2);
+    let out = airboot().args(["run", "--repeat", "0", "scenarios"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let out = airboot().args(["run", "--transport", "tcp"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("virtio-serial"));
+}
+
+#[test]
+fn help_explains_the_commands() {
+    let out = airboot().arg("--help").output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    for cmd in ["run", "check", "images", "report"] {
+        assert!(text.contains(cmd), "{cmd} missing from --help:\n{text}");
+    }
+    let out = airboot().args(["run", "--help"]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    for flag in ["--report-dir", "--accel", "--transport", "--repeat", "--history", "--check-outcomes", "--filter"] {
+        assert!(text.contains(flag), "{flag} missing from run --help");
+    }
+}

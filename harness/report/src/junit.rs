@@ -1,0 +1,62 @@
+//! `junit.xml`: one test case per scenario run, milestones as properties,
+//! the console tail in system-out, failures with their evidence.
+
+use std::time::Duration;
+
+use airboot_core::report::Verdict;
+use quick_junit::{NonSuccessKind, Property, Report, TestCase, TestCaseStatus, TestSuite};
+
+use crate::views::RunView;
+
+pub fn junit(run: &RunView) -> String {
+    let mut report = Report::new("airboot");
+    let mut suite = TestSuite::new("airboot.scenarios");
+    suite.add_property(Property::new("run_id", run.run_id.as_str()));
+    suite.add_property(Property::new("started_at", run.started_at.as_str()));
+    for s in &run.scenarios {
+        let r = &s.report;
+        let status = match (&s.as_declared, r.verdict) {
+            (Ok(()), _) => TestCaseStatus::success(),
+            (Err(why), v) => {
+                let kind = if v == Verdict::Error { NonSuccessKind::Error } else { NonSuccessKind::Failure };
+                let mut st = TestCaseStatus::non_success(kind);
+                let first = r.failures.first();
+                st.set_message(first.map(|f| format!("{}: {}", f.code, f.message)).unwrap_or_else(|| why.clone()));
+                st.set_type(first.map(|f| f.code.clone()).unwrap_or_else(|| "outcome".into()));
+                let mut desc = format!("declared outcome: {}\n{why}\n", s.declared);
+                for f in &r.failures {
+                    desc.push_str(&format!("\n{}: {}", f.code, f.message));
+                    if let Some(e) = &f.evidence {
+                        desc.push_str(&format!("\n  evidence: {e}"));
+                    }
+                }
+                st.set_description(desc);
+                st
+            }
+        };
+        let mut tc = TestCase::new(s.test_name.as_str(), status);
+        tc.set_classname(format!("airboot.{}", r.arch.as_deref().unwrap_or("any")));
+        tc.set_time(Duration::from_secs_f64(r.wall_s.max(0.0)));
+        tc.add_property(Property::new("verdict", r.verdict.as_str()));
+        tc.add_property(Property::new("declared", s.declared.as_str()));
+        if let Some(t) = r.time_to_stack_s {
+            tc.add_property(Property::new("time_to_stack_s", format!("{t:.3}")));
+        }
+        if let Some(a) = &r.accel {
+            tc.add_property(Property::new("accel", a.as_str()));
+        }
+        if let Some(t) = &r.probe.transport {
+            tc.add_property(Property::new("transport", t.as_str()));
+        }
+        for m in &r.milestones {
+            tc.add_property(Property::new(format!("milestone.{}", m.name), format!("{:.3}", m.t_s)));
+        }
+        tc.add_property(Property::new("report", format!("{}/report.json", s.dir)));
+        if !r.console.tail.is_empty() {
+            tc.set_system_out_lossy(r.console.tail.join("\n"));
+        }
+        suite.add_test_case(tc);
+    }
+    report.add_test_suite(suite);
+    report.to_string().unwrap_or_else(|e| format!("<!-- junit serialisation failed: {e} -->"))
+}

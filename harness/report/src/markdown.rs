@@ -1,0 +1,56 @@
+//! `summary.md`: short enough for a CI step summary ($GITHUB_STEP_SUMMARY).
+
+use std::fmt::Write as _;
+
+use airboot_core::report::Verdict;
+
+use crate::views::RunView;
+
+pub fn summary_md(run: &RunView) -> String {
+    let mut s = String::new();
+    let n = run.scenarios.len();
+    let matched = run.scenarios.iter().filter(|x| x.as_declared.is_ok()).count();
+    let _ = writeln!(
+        s,
+        "### airboot: {n} scenario run(s): {} passed, {} failed, {} errors ({matched} as declared)\n",
+        run.count(Verdict::Pass),
+        run.count(Verdict::Fail),
+        run.count(Verdict::Error)
+    );
+    let _ = writeln!(s, "| scenario | verdict | declared | time to stack | accel | transport | first failure |");
+    let _ = writeln!(s, "|---|---|---|---|---|---|---|");
+    for x in &run.scenarios {
+        let r = &x.report;
+        let mark = match (x.as_declared.is_ok(), r.verdict) {
+            (true, Verdict::Pass) => "✅ pass",
+            (true, _) => "✅ failed as declared",
+            (false, Verdict::Pass) => "❌ pass (not declared)",
+            (false, Verdict::Fail) => "❌ fail",
+            (false, Verdict::Error) => "⚠️ error",
+        };
+        let first = r
+            .failures
+            .first()
+            .map(|f| {
+                let m: String = f.message.chars().take(90).collect();
+                format!("`{}` {}", f.code, m.replace('|', "\\|"))
+            })
+            .unwrap_or_default();
+        let _ = writeln!(
+            s,
+            "| `{}` | {mark} | {} | {} | {} | {} | {first} |",
+            x.test_name,
+            x.declared,
+            r.time_to_stack_s.map(|t| format!("{t:.1} s")).unwrap_or_else(|| "—".into()),
+            r.accel.as_deref().unwrap_or("—"),
+            r.probe.transport.as_deref().unwrap_or("—"),
+        );
+    }
+    if !run.repeats.is_empty() {
+        let _ = writeln!(s, "\n**Repeats**\n");
+        for r in &run.repeats {
+            let _ = writeln!(s, "- {}", r.sentence());
+        }
+    }
+    s
+}

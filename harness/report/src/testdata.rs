@@ -1,0 +1,77 @@
+//! Synthetic runs for the renderers' tests.
+
+use airboot_core::report::{Failure, Milestone, Report, Verdict};
+
+use crate::views::{RepeatStats, RunView, ScenarioView};
+
+fn m(name: &str, t: f64, source: &str) -> Milestone {
+    Milestone { name: name.into(), t_s: t, source: source.into(), evidence: format!("{name} <evidence> & more") }
+}
+
+pub fn run() -> RunView {
+    let mut pass = Report::new("preseeded-x86_64", "scenarios/preseeded-x86_64.toml", "2026-11-22T20:00:00Z".into());
+    pass.verdict = Verdict::Pass;
+    pass.arch = Some("x86_64".into());
+    pass.accel = Some("tcg".into());
+    pass.probe.transport = Some("vhost-user-vsock".into());
+    pass.time_to_stack_s = Some(132.4);
+    pass.wall_s = 180.0;
+    pass.milestones = vec![
+        m("kernel", 6.7, "console"),
+        m("init", 12.0, "guest"),
+        m("engine", 84.2, "guest"),
+        m("images", 84.2, "guest"),
+        m("container:redis", 124.3, "guest"),
+        m("healthy:redis", 132.4, "guest"),
+        m("stack", 132.4, "guest"),
+        m("images-verified", 173.8, "probe"),
+    ];
+    pass.console.tail = vec!["[+1.0s] Linux version 6.1".into(), "[+2.0s] <tag> & entity".into()];
+    let mut fail =
+        Report::new("missing-image-x86_64", "scenarios/missing-image-x86_64.toml", "2026-11-22T20:03:00Z".into());
+    fail.verdict = Verdict::Fail;
+    fail.arch = Some("x86_64".into());
+    fail.milestones = vec![m("kernel", 7.0, "console"), m("engine", 90.0, "status")];
+    fail.failures = vec![Failure {
+        code: "image-missing".into(),
+        message: "image fixture/nginx:1 is not in `docker images`".into(),
+        evidence: Some("status block 9 at 140.0s".into()),
+    }];
+    let mut broken = fail.clone();
+    broken.scenario = "egress-x86_64".into();
+    broken.failures[0].code = "timeout".into();
+    RunView {
+        run_id: "20261122-200000-3-scenarios".into(),
+        started_at: "2026-11-22T20:00:00Z".into(),
+        scenarios: vec![
+            ScenarioView {
+                report: pass,
+                test_name: "x86_64::preseeded-x86_64".into(),
+                dir: "preseeded-x86_64".into(),
+                declared: "pass".into(),
+                as_declared: Ok(()),
+            },
+            ScenarioView {
+                report: fail,
+                test_name: "x86_64::missing-image-x86_64".into(),
+                dir: "missing-image-x86_64".into(),
+                declared: "fail (image-missing)".into(),
+                as_declared: Ok(()),
+            },
+            ScenarioView {
+                report: broken,
+                test_name: "x86_64::egress-x86_64".into(),
+                dir: "egress-x86_64".into(),
+                declared: "fail (egress-attempt)".into(),
+                as_declared: Err("no egress-attempt failure".into()),
+            },
+        ],
+        repeats: vec![RepeatStats {
+            scenario: "x86_64::preseeded-x86_64".into(),
+            runs: 40,
+            failures: 0,
+            ci_low: 0.0,
+            ci_high: 0.0876,
+        }],
+    }
+}

@@ -1,0 +1,75 @@
+//! What the run-level renderers (JUnit, HTML, Markdown) are given.
+
+use airboot_core::report::{Report, Verdict};
+
+/// One scenario run in a run folder.
+#[derive(Debug, Clone)]
+pub struct ScenarioView {
+    pub report: Report,
+    /// `<arch>::<name>` (with `#N` for a repetition).
+    pub test_name: String,
+    /// Folder of its report.json, relative to the run folder.
+    pub dir: String,
+    /// The scenario's declared outcome ("pass", "fail (image-missing)") and
+    /// whether the run matched it.
+    pub declared: String,
+    pub as_declared: Result<(), String>,
+}
+
+/// Flake statistics of a scenario run `--repeat N` times.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RepeatStats {
+    pub scenario: String,
+    pub runs: u64,
+    /// Runs that did not end as declared.
+    pub failures: u64,
+    /// 95% Wilson interval of the failure rate.
+    pub ci_low: f64,
+    pub ci_high: f64,
+}
+
+impl RepeatStats {
+    pub fn sentence(&self) -> String {
+        format!(
+            "{}: {} of {} runs failed ({:.1}%, 95% CI {:.1}–{:.1}%)",
+            self.scenario,
+            self.failures,
+            self.runs,
+            100.0 * self.failures as f64 / self.runs.max(1) as f64,
+            100.0 * self.ci_low,
+            100.0 * self.ci_high
+        )
+    }
+}
+
+/// A whole `airboot run`.
+#[derive(Debug, Clone)]
+pub struct RunView {
+    pub run_id: String,
+    pub started_at: String,
+    pub scenarios: Vec<ScenarioView>,
+    pub repeats: Vec<RepeatStats>,
+}
+
+impl RunView {
+    pub fn count(&self, v: Verdict) -> usize {
+        self.scenarios.iter().filter(|s| s.report.verdict == v).count()
+    }
+}
+
+/// Escape text for XML/HTML.
+pub fn esc(s: &str) -> String {
+    let mut o = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => o.push_str("&amp;"),
+            '<' => o.push_str("&lt;"),
+            '>' => o.push_str("&gt;"),
+            '"' => o.push_str("&quot;"),
+            '\'' => o.push_str("&#39;"),
+            c if (c as u32) < 0x20 && c != '\n' && c != '\t' => {}
+            c => o.push(c),
+        }
+    }
+    o
+}
