@@ -4,6 +4,7 @@
 
 pub mod airgap;
 pub mod console;
+pub mod disk;
 pub mod guest;
 pub mod history;
 pub mod outcome;
