@@ -21,7 +21,7 @@ packages=(
     mmdebstrap debian-archive-keyring                       # fixture rootfs
     docker.io                                               # pre-seeding a fixture's /var/lib/docker
     e2fsprogs kmod dpkg fdisk mtools dosfstools             # disks, modules
-    qemu-user-static binfmt-support                         # foreign-arch rootfs
+    qemu-user-static binfmt-support arch-test               # foreign-arch rootfs
     chromium                                                # the HTML report's render test
     ca-certificates
 )
@@ -44,6 +44,21 @@ if [ ${#missing[@]} -gt 0 ]; then
     apt-get install -y -q --no-install-recommends qemu-utils
     rm -f /usr/sbin/policy-rc.d
     trap - EXIT
+fi
+
+# arm64 fixtures are built on this host: their maintainer scripts run
+# through qemu-user, which needs the binfmt_misc handlers registered.
+if [ "$(uname -m)" != aarch64 ]; then
+    if [ ! -e /proc/sys/fs/binfmt_misc/status ]; then
+        step "mounting binfmt_misc (for building arm64 fixtures)"
+        mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc || true
+    fi
+    if [ ! -e /proc/sys/fs/binfmt_misc/qemu-aarch64 ]; then
+        update-binfmts --enable qemu-aarch64 || true
+    fi
+    if [ ! -e /proc/sys/fs/binfmt_misc/qemu-aarch64 ]; then
+        echo "setup.sh: warning: no qemu-aarch64 binfmt handler: arm64 fixtures cannot be built here" >&2
+    fi
 fi
 
 step "Rust targets for the static guest probe"

@@ -52,16 +52,27 @@ fn main() {
 
     let mut code = Vec::new();
     walk(&src, &mut code);
+    // The shared stages (rootfs, kernel, containers) are keyed by the
+    // files that build them only, so a change to how fixtures are
+    // assembled does not re-run mmdebstrap.
+    const STAGE_FILES: &[&str] = &["stages.rs", "util.rs", "archive.rs", "cpio.rs", "modules.rs"];
     let mut source_hash = Sha256::new();
+    let mut stages_hash = Sha256::new();
     for f in &code {
-        source_hash.update(f.strip_prefix(&src).unwrap().to_string_lossy().as_bytes());
+        let rel = f.strip_prefix(&src).unwrap().to_string_lossy().into_owned();
         // Unit tests do not shape a fixture: hash each file up to its test module.
         let text = std::fs::read_to_string(f).unwrap();
         let shaping = text.split("\n#[cfg(test)]").next().unwrap_or("");
-        source_hash.update(shaping.as_bytes());
+        for h in
+            std::iter::once(&mut source_hash).chain(STAGE_FILES.contains(&rel.as_str()).then_some(&mut stages_hash))
+        {
+            h.update(rel.as_bytes());
+            h.update(shaping.as_bytes());
+        }
     }
     let hex = |d: &[u8]| d.iter().map(|b| format!("{b:02x}")).collect::<String>();
     writeln!(table, "pub const BUILDER_HASH: &str = {:?};", hex(&source_hash.finalize())).unwrap();
+    writeln!(table, "pub const STAGES_HASH: &str = {:?};", hex(&stages_hash.finalize())).unwrap();
     writeln!(table, "pub const RECIPE_HASH: &str = {:?};", hex(&recipe_hash.finalize())).unwrap();
     std::fs::write(PathBuf::from(std::env::var("OUT_DIR").unwrap()).join("recipes.rs"), table).unwrap();
 }

@@ -1,11 +1,11 @@
-//! The build pipeline. Every stage builds into a temporary folder next to
-//! its final place and renames it when complete, so a cache entry is either
-//! whole or absent; a lock file serialises concurrent builds of a stage.
+//! Assembling a fixture from the cached stages: the device's root
+//! filesystem (overlay, units, probe, pre-seeded store or archives), then
+//! the disk: a bare ext4 for direct boot, or a GPT whole disk with an EFI
+//! system partition for UEFI.
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufRead, BufReader, Write};
-use std::os::unix::fs::PermissionsExt;
+use std::io;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -13,187 +13,17 @@ use std::time::{Duration, Instant};
 
 use airboot_core::scenario::Arch;
 use airboot_proto::http;
-use airboot_qemu::process::{self, GroupGuard, RunError, harden, interrupted, require, run_supervised};
+use airboot_qemu::process::{self, GroupGuard, RunError, harden, interrupted, require};
 
-use crate::archive::{self, Entry, EntryKind, ImageConfig, Layer};
-use crate::modules;
-use crate::{
-    Fixture, FixtureImage, FixtureManifest, SUITE, containers_key, fixture_dir, fixture_key, kernel_key, mirrors,
-    recipe_file, recipe_tree, rootfs_key,
+use crate::stages::efi_suffix;
+use crate::stages::{KernelInfo, build_containers, build_kernel, build_rootfs};
+use crate::util::{
+    BuildError, Ctx, Progress, TmpDir, check_foreign, io_err, is_root, lock, read_json, stage_dir, tail, write,
 };
-
-#[derive(Debug, thiserror::Error)]
-pub enum BuildError {
-    #[error("unknown fixture {0:?}: `airboot images list` shows the fixtures that can be built")]
-    Unknown(String),
-    #[error(
-        "building fixtures needs root (mmdebstrap --mode=root, a private dockerd, files owned by other users): run `sudo airboot images build {0}`"
-    )]
-    NotRoot(String),
-    #[error("{0}")]
-    Tool(#[from] RunError),
-    #[error("{step}: {message}{}", log.as_ref().map(|l| format!("\n  full log: {}", l.display())).unwrap_or_default())]
-    Step { step: String, message: String, log: Option<PathBuf> },
-    #[error("{context}: {source}")]
-    Io {
-        context: String,
-        #[source]
-        source: io::Error,
-    },
-}
-
-fn io_err(context: impl Into<String>) -> impl FnOnce(io::Error) -> BuildError {
-    let context = context.into();
-    move |source| BuildError::Io { context, source }
-}
-
-/// Progress messages go here (the CLI prints them).
-pub type Progress<'a> = &'a mut dyn FnMut(&str);
-
-struct Ctx<'a> {
-    root: PathBuf,
-    log: PathBuf,
-    progress: Progress<'a>,
-    step: usize,
-    steps: usize,
-}
-
-impl Ctx<'_> {
-    fn say(&mut self, msg: &str) {
-        self.step += 1;
-        let line = format!("[{}/{}] {msg}", self.step, self.steps);
-        (self.progress)(&line);
-        let _ = self.append_log(&format!("\n=== {line}\n"));
-    }
-
-    fn append_log(&self, s: &str) -> io::Result<()> {
-        OpenOptions::new().create(true).append(true).open(&self.log)?.write_all(s.as_bytes())
-    }
-
-    /// Run a command with its output in the build log; on failure the
-    /// error carries the log's last lines.
-    fn run(&self, step: &str, cmd: &mut Command, timeout: Duration) -> Result<(), BuildError> {
-        let _ = self.append_log(&format!("$ {cmd:?}\n"));
-        let log =
-            OpenOptions::new().create(true).append(true).open(&self.log).map_err(io_err("opening the build log"))?;
-        let log2 = log.try_clone().map_err(io_err("opening the build log"))?;
-        cmd.stdin(Stdio::null()).stdout(log).stderr(log2);
-        match run_supervised(cmd, Some(timeout)) {
-            Ok(_) => Ok(()),
-            Err(RunError::Missing { program, package }) => {
-                Err(BuildError::Tool(RunError::Missing { program, package }))
-            }
-            Err(e) => Err(BuildError::Step {
-                step: step.to_string(),
-                message: format!("{e}\n{}", tail(&self.log, 15)),
-                log: Some(self.log.clone()),
-            }),
-        }
-    }
-}
-
-fn tail(path: &Path, n: usize) -> String {
-    let Ok(f) = File::open(path) else {
-        return String::new();
-    };
-    let lines: Vec<String> = BufReader::new(f).lines().map_while(Result::ok).collect();
-    lines[lines.len().saturating_sub(n)..].iter().map(|l| format!("  | {l}")).collect::<Vec<_>>().join("\n")
-}
-
-/// Holds a stage's lock file.
-struct Lock(File);
-
-fn lock(root: &Path, name: &str) -> Result<Lock, BuildError> {
-    let dir = root.join("locks");
-    fs::create_dir_all(&dir).map_err(io_err(format!("creating {}", dir.display())))?;
-    let f = File::create(dir.join(format!("{name}.lock"))).map_err(io_err("creating a lock file"))?;
-    f.lock().map_err(io_err("locking the build cache"))?;
-    Ok(Lock(f))
-}
-
-impl Drop for Lock {
-    fn drop(&mut self) {
-        let _ = self.0.unlock();
-    }
-}
-
-/// A temporary build folder, removed unless it was committed.
-struct TmpDir {
-    path: PathBuf,
-    keep: bool,
-}
-
-impl TmpDir {
-    fn new(final_path: &Path) -> Result<TmpDir, BuildError> {
-        let path = PathBuf::from(format!("{}.tmp-{}", final_path.display(), std::process::id()));
-        if path.exists() {
-            fs::remove_dir_all(&path).map_err(io_err(format!("removing {}", path.display())))?;
-        }
-        fs::create_dir_all(&path).map_err(io_err(format!("creating {}", path.display())))?;
-        Ok(TmpDir { path, keep: false })
-    }
-    fn commit(mut self, final_path: &Path, drop_inside: &[&str]) -> Result<(), BuildError> {
-        for d in drop_inside {
-            let p = self.path.join(d);
-            if p.exists() {
-                fs::remove_dir_all(&p).map_err(io_err(format!("removing {}", p.display())))?;
-            }
-        }
-        if final_path.exists() {
-            fs::remove_dir_all(final_path).map_err(io_err(format!("replacing {}", final_path.display())))?;
-        }
-        fs::rename(&self.path, final_path).map_err(io_err(format!("moving the build to {}", final_path.display())))?;
-        self.keep = true;
-        Ok(())
-    }
-}
-
-impl Drop for TmpDir {
-    fn drop(&mut self) {
-        if !self.keep && std::env::var_os("AIRBOOT_KEEP_FAILED_BUILD").is_none() {
-            let _ = fs::remove_dir_all(&self.path);
-        }
-    }
-}
-
-fn is_root() -> bool {
-    #[allow(unsafe_code)]
-    // SAFETY: geteuid has no preconditions.
-    let uid = unsafe { libc::geteuid() };
-    uid == 0
-}
-
-fn mmdebstrap_sources() -> Vec<String> {
-    let (m, s) = mirrors();
-    vec![
-        format!("deb {m} {SUITE} main"),
-        format!("deb {m} {SUITE}-updates main"),
-        format!("deb {s} {SUITE}-security main"),
-    ]
-}
-
-/// Building a foreign-architecture rootfs runs its maintainer scripts
-/// through qemu-user: check binfmt is there before starting.
-fn check_foreign(arch: Arch) -> Result<(), BuildError> {
-    if Arch::host() == Some(arch) {
-        return Ok(());
-    }
-    let name = match arch {
-        Arch::Aarch64 => "qemu-aarch64",
-        Arch::X86_64 => "qemu-x86_64",
-    };
-    if Path::new("/proc/sys/fs/binfmt_misc").join(name).exists() {
-        return Ok(());
-    }
-    Err(BuildError::Step {
-        step: format!("{arch} rootfs"),
-        message: format!(
-            "building an {arch} rootfs on this {} host needs qemu-user binfmt: install `qemu-user-static binfmt-support` and run `mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc` (scripts/setup.sh does both)",
-            std::env::consts::ARCH
-        ),
-        log: None,
-    })
-}
+use crate::{
+    Fixture, FixtureBoot, FixtureImage, FixtureManifest, containers_key, fixture_dir, fixture_key, kernel_key,
+    recipe_tree, rootfs_key,
+};
 
 /// Build a fixture (and whatever stages it needs) unless it is cached.
 pub fn build(root: &Path, name: &str, force: bool, progress: Progress) -> Result<Fixture, BuildError> {
@@ -234,7 +64,7 @@ pub fn build(root: &Path, name: &str, force: bool, progress: Progress) -> Result
 
     let rootfs_dir = stage_dir(root, "rootfs", def.arch, &rootfs_key(def.arch));
     let kernel_dir = stage_dir(root, "kernel", def.arch, &kernel_key(def.arch));
-    let containers_dir = stage_dir(root, "containers", def.arch, &containers_key(def.arch));
+    let containers_dir = stage_dir(root, "containers", def.containers, &containers_key(def.containers));
     ctx.steps = 3
         + usize::from(force || !rootfs_dir.join("done").exists())
         + usize::from(force || !kernel_dir.join("done").exists())
@@ -242,7 +72,7 @@ pub fn build(root: &Path, name: &str, force: bool, progress: Progress) -> Result
 
     build_rootfs(&mut ctx, def.arch, &rootfs_dir, force)?;
     build_kernel(&mut ctx, def.arch, &kernel_dir, force)?;
-    let images = build_containers(&mut ctx, def.arch, &containers_dir, force)?;
+    let images = build_containers(&mut ctx, def.containers, &containers_dir, force)?;
     let kernel: KernelInfo = read_json(&kernel_dir.join("kernel.json"))?;
 
     // Assemble the device's root filesystem.
@@ -262,6 +92,11 @@ pub fn build(root: &Path, name: &str, force: bool, progress: Progress) -> Result
     let probe_data = fs::read(&probe).map_err(io_err(format!("reading {}", probe.display())))?;
     write(&staging.join("usr/local/sbin/airboot-probe"), &probe_data, 0o755)?;
     configure_systemd(&staging, &units)?;
+    if def.boot == FixtureBoot::Uefi {
+        let fstab = "# The root filesystem is partition 2 of a GPT disk (partition 1 is the EFI system partition).\n/dev/vda2\t/\text4\trw,errors=remount-ro\t0\t1\n/dev/vda1\t/boot/efi\tvfat\tumask=0077,nofail\t0\t2\n";
+        write(&staging.join("etc/fstab"), fstab.as_bytes(), 0o644)?;
+        fs::create_dir_all(staging.join("boot/efi")).map_err(io_err("creating boot/efi"))?;
+    }
     // An empty root password: a developer reproducing a failure can log in
     // on the console. Fixtures are test images, never shipped.
     edit_root_password(&staging)?;
@@ -290,16 +125,26 @@ pub fn build(root: &Path, name: &str, force: bool, progress: Progress) -> Result
 
     let packages = package_versions(&staging);
 
-    ctx.say("writing the ext4 disk (mkfs.ext4 -d) and converting it to qcow2");
     let used = du(&staging).map_err(io_err("measuring the rootfs"))?;
-    let size = ((used as f64 * 1.25) as u64 + (1 << 30)).div_ceil(64 << 20) * (64 << 20);
+    let root_size = ((used as f64 * 1.25) as u64 + (1 << 30)).div_ceil(64 << 20) * (64 << 20);
     let raw = tmp.path.join("disk.raw");
-    File::create(&raw).and_then(|f| f.set_len(size)).map_err(io_err("creating disk.raw"))?;
-    let mut mkfs = Command::new("mkfs.ext4");
-    mkfs.args(["-q", "-F", "-L", "airboot-root", "-b", "4096", "-E", "lazy_itable_init=0,lazy_journal_init=0", "-d"])
-        .arg(&staging)
-        .arg(&raw);
-    ctx.run("mkfs.ext4", &mut mkfs, Duration::from_secs(900))?;
+    let append = match def.boot {
+        FixtureBoot::Direct => {
+            ctx.say("writing the ext4 disk (mkfs.ext4 -d) and converting it to qcow2");
+            File::create(&raw).and_then(|f| f.set_len(root_size)).map_err(io_err("creating disk.raw"))?;
+            mkfs_root(&ctx, &staging, &raw, None)?;
+            format!("console={},115200 root=/dev/vda rw rootfstype=ext4 net.ifnames=0 audit=0", def.arch.console_tty())
+        }
+        FixtureBoot::Uefi => {
+            ctx.say("writing the GPT disk: EFI system partition (systemd-boot) and ext4 root, then qcow2");
+            let append = format!(
+                "console={},115200 root=/dev/vda2 rw rootfstype=ext4 net.ifnames=0 audit=0",
+                def.arch.console_tty()
+            );
+            write_uefi_disk(&ctx, def.arch, &staging, &kernel_dir, &raw, root_size, &append)?;
+            append
+        }
+    };
     let mut conv = Command::new("qemu-img");
     conv.args(["convert", "-q", "-f", "raw", "-O", "qcow2"]).arg(&raw).arg(tmp.path.join("disk.qcow2"));
     ctx.run("qemu-img convert", &mut conv, Duration::from_secs(900))?;
@@ -313,17 +158,15 @@ pub fn build(root: &Path, name: &str, force: bool, progress: Progress) -> Result
         name: def.name.into(),
         arch: def.arch.as_str().into(),
         variant: def.variant,
+        containers_arch: def.containers.as_str().into(),
         description: def.description.into(),
         key: fixture_key(&def, &probe_hash),
-        boot: "direct".into(),
+        boot: def.boot.as_str().into(),
         disk: "disk.qcow2".into(),
         disk_format: "qcow2".into(),
         kernel: "vmlinuz".into(),
         initrd: "initrd.img".into(),
-        append: format!(
-            "console={},115200 root=/dev/vda rw rootfstype=ext4 net.ifnames=0 audit=0",
-            def.arch.console_tty()
-        ),
+        append,
         kernel_version: kernel.version.clone(),
         engine: "docker".into(),
         probe: true,
@@ -339,382 +182,6 @@ pub fn build(root: &Path, name: &str, force: bool, progress: Progress) -> Result
         message: format!("the build in {} is incomplete", final_dir.display()),
         log: None,
     })
-}
-
-fn stage_dir(root: &Path, stage: &str, arch: Arch, key: &str) -> PathBuf {
-    root.join(stage).join(format!("{arch}-{key}"))
-}
-
-fn read_json<T: serde::de::DeserializeOwned>(p: &Path) -> Result<T, BuildError> {
-    let text = fs::read_to_string(p).map_err(io_err(format!("reading {}", p.display())))?;
-    serde_json::from_str(&text).map_err(|e| BuildError::Step {
-        step: "reading the cache".into(),
-        message: format!("{}: {e} (delete the folder to rebuild it)", p.display()),
-        log: None,
-    })
-}
-
-fn write(p: &Path, data: &[u8], mode: u32) -> Result<(), BuildError> {
-    if let Some(d) = p.parent() {
-        fs::create_dir_all(d).map_err(io_err(format!("creating {}", d.display())))?;
-    }
-    // Replace rather than write through an existing symlink.
-    if fs::symlink_metadata(p).is_ok() {
-        fs::remove_file(p).map_err(io_err(format!("replacing {}", p.display())))?;
-    }
-    fs::write(p, data).map_err(io_err(format!("writing {}", p.display())))?;
-    fs::set_permissions(p, fs::Permissions::from_mode(mode)).map_err(io_err(format!("chmod {}", p.display())))
-}
-
-// ------------------------------------------------------------------ stages
-
-fn build_rootfs(ctx: &mut Ctx, arch: Arch, dir: &Path, force: bool) -> Result<(), BuildError> {
-    if !force && dir.join("done").exists() {
-        return Ok(());
-    }
-    let _l = lock(&ctx.root, &format!("rootfs-{arch}"))?;
-    if !force && dir.join("done").exists() {
-        return Ok(());
-    }
-    ctx.say(&format!("mmdebstrap: Debian {SUITE} {} rootfs with systemd and docker.io (1–3 min)", arch.debian()));
-    let tmp = TmpDir::new(dir)?;
-    let packages: Vec<String> =
-        String::from_utf8_lossy(recipe_file("rootfs-packages.txt").map(|f| f.0).unwrap_or_default())
-            .lines()
-            .map(|l| l.split('#').next().unwrap_or("").trim().to_string())
-            .filter(|l| !l.is_empty())
-            .collect();
-    let mut cmd = Command::new("mmdebstrap");
-    cmd.args(["--mode=root", "--variant=minbase", "--format=directory"])
-        .arg(format!("--architectures={}", arch.debian()))
-        .arg(format!("--include={}", packages.join(",")))
-        .arg("--aptopt=APT::Install-Recommends \"false\"");
-    for opt in [
-        "path-exclude=/usr/share/doc/*",
-        "path-include=/usr/share/doc/*/copyright",
-        "path-exclude=/usr/share/man/*",
-        "path-exclude=/usr/share/info/*",
-        "path-exclude=/usr/share/locale/*",
-        "path-include=/usr/share/locale/locale.alias",
-        "path-exclude=/usr/share/lintian/*",
-    ] {
-        cmd.arg(format!("--dpkgopt={opt}"));
-    }
-    cmd.arg(SUITE).arg(tmp.path.join("root")).args(mmdebstrap_sources());
-    ctx.run("mmdebstrap (rootfs)", &mut cmd, Duration::from_secs(3600))?;
-    write(&tmp.path.join("done"), b"", 0o644)?;
-    tmp.commit(dir, &[])
-}
-
-#[derive(serde::Serialize, serde::Deserialize)]
-struct KernelInfo {
-    version: String,
-    modules_total: usize,
-    modules_kept: usize,
-    initramfs_modules: Vec<String>,
-}
-
-fn build_kernel(ctx: &mut Ctx, arch: Arch, dir: &Path, force: bool) -> Result<(), BuildError> {
-    if !force && dir.join("done").exists() {
-        return Ok(());
-    }
-    let _l = lock(&ctx.root, &format!("kernel-{arch}"))?;
-    if !force && dir.join("done").exists() {
-        return Ok(());
-    }
-    ctx.say(&format!(
-        "kernel: extracting linux-image-{} and busybox-static, pruning modules, building the initramfs",
-        arch.debian()
-    ));
-    let tmp = TmpDir::new(dir)?;
-    let extract = tmp.path.join("extract");
-    let mut cmd = Command::new("mmdebstrap");
-    cmd.args(["--mode=root", "--variant=extract", "--format=directory"])
-        .arg(format!("--architectures={}", arch.debian()))
-        .arg(format!("--include=linux-image-{},busybox-static", arch.debian()))
-        .arg(SUITE)
-        .arg(&extract)
-        .args(mmdebstrap_sources());
-    ctx.run("mmdebstrap (kernel extract)", &mut cmd, Duration::from_secs(1800))?;
-
-    let boot = extract.join("boot");
-    let vmlinuz = fs::read_dir(&boot)
-        .map_err(io_err(format!("reading {}", boot.display())))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .find(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("vmlinuz-")))
-        .ok_or_else(|| BuildError::Step {
-            step: "kernel".into(),
-            message: "no boot/vmlinuz-* in the kernel package".into(),
-            log: None,
-        })?;
-    let version = vmlinuz.file_name().unwrap().to_string_lossy().trim_start_matches("vmlinuz-").to_string();
-    let moddir_rel =
-        ["lib/modules", "usr/lib/modules"].into_iter().find(|d| extract.join(d).join(&version).is_dir()).ok_or_else(
-            || BuildError::Step { step: "kernel".into(), message: format!("no modules for {version}"), log: None },
-        )?;
-    // depmod wants <base>/lib/modules.
-    let base = if moddir_rel == "lib/modules" { extract.clone() } else { extract.join("usr") };
-    let mut dm = Command::new("depmod");
-    dm.arg("-b").arg(&base).arg(&version);
-    ctx.run("depmod (all modules)", &mut dm, Duration::from_secs(300))?;
-    let src_mod = base.join("lib/modules").join(&version);
-    let dep = modules::parse_modules_dep(
-        &fs::read_to_string(src_mod.join("modules.dep")).map_err(io_err("reading modules.dep"))?,
-    );
-    let keep = modules::keep_set(&dep);
-
-    let out_mod = tmp.path.join("modules/lib/modules").join(&version);
-    for m in &keep {
-        let dst = out_mod.join(m);
-        fs::create_dir_all(dst.parent().unwrap()).map_err(io_err("creating module folders"))?;
-        fs::copy(src_mod.join(m), &dst).map_err(io_err(format!("copying module {m}")))?;
-    }
-    for f in ["modules.order", "modules.builtin", "modules.builtin.modinfo"] {
-        if src_mod.join(f).exists() {
-            fs::copy(src_mod.join(f), out_mod.join(f)).map_err(io_err(format!("copying {f}")))?;
-        }
-    }
-    let mut dm = Command::new("depmod");
-    dm.arg("-b").arg(tmp.path.join("modules")).arg(&version);
-    ctx.run("depmod (kept modules)", &mut dm, Duration::from_secs(300))?;
-
-    // The initramfs: busybox + the modules to reach the root disk.
-    let mut wanted = vec!["virtio_pci", "virtio_blk", "crc32c_generic", "ext4"];
-    if arch == Arch::Aarch64 {
-        wanted.insert(0, "virtio_mmio");
-    }
-    let order = modules::load_order(&dep, &wanted).map_err(|m| BuildError::Step {
-        step: "initramfs".into(),
-        message: m,
-        log: None,
-    })?;
-    let busybox =
-        ["bin/busybox", "usr/bin/busybox"].into_iter().map(|p| extract.join(p)).find(|p| p.is_file()).ok_or_else(
-            || BuildError::Step {
-                step: "initramfs".into(),
-                message: "busybox-static has no bin/busybox".into(),
-                log: None,
-            },
-        )?;
-    let init = recipe_file("initramfs/init").expect("embedded initramfs/init").0;
-    let f = File::create(tmp.path.join("initrd.img")).map_err(io_err("creating initrd.img"))?;
-    let mut c = crate::cpio::Cpio::new(io::BufWriter::new(f));
-    let cpio_err = io_err("writing initrd.img");
-    (|| -> io::Result<()> {
-        for d in
-            ["bin", "dev", "etc", "lib", "lib/modules", "newroot", "proc", "sys", "sbin", "usr", "usr/bin", "usr/sbin"]
-        {
-            c.dir(d, 0o755)?;
-        }
-        c.char_dev("dev/console", 0o600, 5, 1)?;
-        c.char_dev("dev/null", 0o666, 1, 3)?;
-        c.file("init", 0o755, init)?;
-        c.file("bin/busybox", 0o755, &fs::read(&busybox)?)?;
-        c.symlink("bin/sh", "busybox")?;
-        let mut dirs = std::collections::BTreeSet::new();
-        let mut list = String::new();
-        for m in &order {
-            let rel = format!("lib/modules/{version}/{m}");
-            let mut p = Path::new(&rel).parent();
-            let mut chain = Vec::new();
-            while let Some(d) = p {
-                if d.as_os_str().is_empty() || d == Path::new("lib/modules") || d == Path::new("lib") {
-                    break;
-                }
-                chain.push(d.to_string_lossy().into_owned());
-                p = d.parent();
-            }
-            for d in chain.into_iter().rev() {
-                if dirs.insert(d.clone()) {
-                    c.dir(&d, 0o755)?;
-                }
-            }
-            c.file(&rel, 0o644, &fs::read(src_mod.join(m))?)?;
-            list.push_str(&format!("{version}/{m}\n"));
-        }
-        c.file("etc/modules.order", 0o644, list.as_bytes())?;
-        c.finish()?.flush()
-    })()
-    .map_err(cpio_err)?;
-    fs::copy(&vmlinuz, tmp.path.join("vmlinuz")).map_err(io_err("copying vmlinuz"))?;
-    let info = KernelInfo {
-        version,
-        modules_total: dep.len(),
-        modules_kept: keep.len(),
-        initramfs_modules: order.iter().map(|m| modules::module_name(m)).collect(),
-    };
-    write(&tmp.path.join("kernel.json"), serde_json::to_string_pretty(&info).expect("json").as_bytes(), 0o644)?;
-    write(&tmp.path.join("done"), b"", 0o644)?;
-    tmp.commit(dir, &["extract"])
-}
-
-/// Applets linked in the busybox base layer.
-const APPLETS: &[&str] = &[
-    "sh", "ash", "cat", "cp", "date", "echo", "env", "false", "grep", "head", "hostname", "httpd", "id", "kill", "ls",
-    "mkdir", "mv", "nc", "ps", "pwd", "rm", "sed", "sleep", "sort", "tail", "tee", "test", "touch", "true", "uname",
-    "wc", "wget", "which",
-];
-
-fn build_containers(ctx: &mut Ctx, arch: Arch, dir: &Path, force: bool) -> Result<Vec<FixtureImage>, BuildError> {
-    if force || !dir.join("done").exists() {
-        let _l = lock(&ctx.root, &format!("containers-{arch}"))?;
-        if force || !dir.join("done").exists() {
-            ctx.say("container images: fixture/busybox:1 and fixture/redis:1 from Debian packages, no registry");
-            make_containers(ctx, arch, dir)?;
-        }
-    }
-    read_json(&dir.join("images.json"))
-}
-
-fn make_containers(ctx: &mut Ctx, arch: Arch, dir: &Path) -> Result<(), BuildError> {
-    let tmp = TmpDir::new(dir)?;
-    let tree = tmp.path.join("tree");
-    let mut cmd = Command::new("mmdebstrap");
-    cmd.args(["--mode=root", "--variant=extract", "--format=directory"])
-        .arg(format!("--architectures={}", arch.debian()))
-        .arg("--include=redis-tools,busybox-static")
-        .arg(SUITE)
-        .arg(&tree)
-        .args(mmdebstrap_sources());
-    ctx.run("mmdebstrap (container packages)", &mut cmd, Duration::from_secs(1800))?;
-    let err = |what: &str| io_err(format!("building the {what} layer"));
-
-    // Base layer shared by both images: busybox and a minimal /etc.
-    let busybox = tree.join("bin/busybox");
-    let mut base = vec![
-        Entry { path: "bin".into(), mode: 0o755, kind: EntryKind::Dir },
-        Entry { path: "bin/busybox".into(), mode: 0o755, kind: EntryKind::File(busybox) },
-        Entry { path: "etc".into(), mode: 0o755, kind: EntryKind::Dir },
-        Entry {
-            path: "etc/passwd".into(),
-            mode: 0o644,
-            kind: EntryKind::Data(
-                b"root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n".to_vec(),
-            ),
-        },
-        Entry {
-            path: "etc/group".into(),
-            mode: 0o644,
-            kind: EntryKind::Data(b"root:x:0:\nnogroup:x:65534:\n".to_vec()),
-        },
-        Entry { path: "root".into(), mode: 0o700, kind: EntryKind::Dir },
-        Entry { path: "tmp".into(), mode: 0o1777, kind: EntryKind::Dir },
-    ];
-    for a in APPLETS {
-        base.push(Entry { path: format!("bin/{a}"), mode: 0o777, kind: EntryKind::Symlink("busybox".into()) });
-    }
-    let layer = |name: &str, entries: Vec<Entry>| -> Result<Layer, BuildError> {
-        let tar = tmp.path.join(format!("layer-{name}.tar"));
-        let (diff_id, size) = archive::write_layer(entries, &tar).map_err(err(name))?;
-        Ok(Layer { name: name.into(), diff_id, size, tar })
-    };
-    let l_base = layer("busybox", base)?;
-    let l_web = layer(
-        "web",
-        vec![
-            Entry { path: "www".into(), mode: 0o755, kind: EntryKind::Dir },
-            Entry {
-                path: "www/index.html".into(),
-                mode: 0o644,
-                kind: EntryKind::Data(b"airboot fixture web: ok\n".to_vec()),
-            },
-        ],
-    )?;
-    let drop_prefixes = [
-        "usr/share/doc",
-        "usr/share/man",
-        "usr/share/info",
-        "usr/share/locale",
-        "usr/share/lintian",
-        "usr/share/bug",
-        "var",
-        "dev",
-        "tmp",
-        "proc",
-        "sys",
-        "run",
-        "bin/busybox",
-        "usr/share/doc-base",
-    ];
-    let is_redis = |p: &str| p.starts_with("usr/bin/redis-");
-    let libs_select =
-        |p: &str| !is_redis(p) && !drop_prefixes.iter().any(|d| p == *d || p.starts_with(&format!("{d}/")));
-    let l_libs = layer("libs", archive::collect(&tree, &libs_select).map_err(err("libs"))?)?;
-    let mut redis =
-        archive::collect(&tree, &|p: &str| is_redis(p) || p == "usr" || p == "usr/bin").map_err(err("redis"))?;
-    // Debian's redis-server package only adds this link to the server binary.
-    redis.push(Entry {
-        path: "usr/bin/redis-server".into(),
-        mode: 0o777,
-        kind: EntryKind::Symlink("redis-check-rdb".into()),
-    });
-    let l_redis = layer("redis", redis)?;
-
-    let path_env = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_string();
-    let variant = (arch == Arch::Aarch64).then_some("v8");
-    let defs: Vec<(&str, &str, Vec<Layer>, ImageConfig)> = vec![
-        (
-            "fixture/busybox:1",
-            "fixture-busybox-1.tar",
-            vec![l_base.clone(), l_web],
-            ImageConfig {
-                cmd: ["httpd", "-f", "-p", "127.0.0.1:8080", "-h", "/www"].map(String::from).to_vec(),
-                env: vec![path_env.clone()],
-                working_dir: None,
-                healthcheck: None,
-            },
-        ),
-        (
-            "fixture/redis:1",
-            "fixture-redis-1.tar",
-            vec![l_base, l_libs, l_redis],
-            ImageConfig {
-                cmd: [
-                    "redis-server",
-                    "--save",
-                    "",
-                    "--appendonly",
-                    "no",
-                    "--bind",
-                    "127.0.0.1",
-                    "--protected-mode",
-                    "no",
-                ]
-                .map(String::from)
-                .to_vec(),
-                env: vec![path_env],
-                working_dir: Some("/data".into()),
-                // A generous timeout: under TCG a `docker exec` alone can take seconds.
-                healthcheck: Some((
-                    ["CMD", "redis-cli", "-h", "127.0.0.1", "ping"].map(String::from).to_vec(),
-                    5,
-                    30,
-                    10,
-                )),
-            },
-        ),
-    ];
-    let mut images = Vec::new();
-    for (reference, file, layers, cfg) in defs {
-        let config = archive::config_json(arch.oci(), variant, &layers, &cfg);
-        let id = archive::write_docker_archive(&tmp.path.join(file), &config, &layers, None).map_err(err(reference))?;
-        let size = fs::metadata(tmp.path.join(file)).map(|m| m.len()).unwrap_or(0);
-        images.push(FixtureImage {
-            reference: reference.into(),
-            id,
-            archive: file.into(),
-            layers: layers.iter().map(|l| l.diff_id.clone()).collect(),
-            size,
-        });
-    }
-    for l in fs::read_dir(&tmp.path).map_err(io_err("listing layers"))?.flatten() {
-        if l.file_name().to_string_lossy().starts_with("layer-") {
-            let _ = fs::remove_file(l.path());
-        }
-    }
-    write(&tmp.path.join("images.json"), serde_json::to_string_pretty(&images).expect("json").as_bytes(), 0o644)?;
-    write(&tmp.path.join("done"), b"", 0o644)?;
-    tmp.commit(dir, &["tree"])
 }
 
 // ------------------------------------------------------------- the rootfs
@@ -937,4 +404,121 @@ fn preseed(ctx: &Ctx, data_root: &Path, containers_dir: &Path, images: &[Fixture
         }
     }
     Ok(())
+}
+
+// ------------------------------------------------------------- the disks
+
+/// `mkfs.ext4 -d`: the staging tree as an ext4 filesystem, either the whole
+/// file or `(offset, size)` bytes inside it (a partition), without loop
+/// mounts.
+fn mkfs_root(ctx: &Ctx, staging: &Path, file: &Path, at: Option<(u64, u64)>) -> Result<(), BuildError> {
+    let mut ext = String::from("lazy_itable_init=0,lazy_journal_init=0,nodiscard");
+    if let Some((offset, _)) = at {
+        ext.push_str(&format!(",offset={offset}"));
+    }
+    let mut mkfs = Command::new("mkfs.ext4");
+    mkfs.args(["-q", "-F", "-L", "airboot-root", "-b", "4096", "-E", &ext, "-d"]).arg(staging).arg(file);
+    if let Some((_, size)) = at {
+        // With -b, a size without suffix counts blocks.
+        mkfs.arg((size / 4096).to_string());
+    }
+    ctx.run("mkfs.ext4", &mut mkfs, Duration::from_secs(900))
+}
+
+const MIB: u64 = 1 << 20;
+/// The EFI system partition: systemd-boot, the kernel and the initramfs.
+const ESP_SIZE: u64 = 128 * MIB;
+
+/// The GPT partition type of a Linux root partition for `arch`
+/// (Discoverable Partitions Specification).
+fn root_type(arch: Arch) -> &'static str {
+    match arch {
+        Arch::X86_64 => "4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709",
+        Arch::Aarch64 => "B921B045-1DF0-41C3-AF44-4C6F280D3FAE",
+    }
+}
+
+/// A GPT whole disk: partition 1 the EFI system partition (FAT, made with
+/// mkfs.vfat and mtools), partition 2 the ext4 root. The firmware finds
+/// systemd-boot at `EFI/BOOT/BOOT<ARCH>.EFI` (no NVRAM entry needed), and
+/// systemd-boot the one loader entry.
+fn write_uefi_disk(
+    ctx: &Ctx,
+    arch: Arch,
+    staging: &Path,
+    kernel_dir: &Path,
+    raw: &Path,
+    root_size: u64,
+    append: &str,
+) -> Result<(), BuildError> {
+    for tool in ["sfdisk", "mkfs.vfat", "mcopy", "mmd"] {
+        require(tool)?;
+    }
+    let esp_start = MIB;
+    let root_start = esp_start + ESP_SIZE;
+    // 1 MiB at the end for the backup GPT.
+    let total = root_start + root_size + MIB;
+    File::create(raw).and_then(|f| f.set_len(total)).map_err(io_err("creating disk.raw"))?;
+    let script = format!(
+        "label: gpt\nfirst-lba: 2048\nstart={}, size={}, type=C12A7328-F81F-11D2-BA4B-00A0C93EC93B, name=\"ESP\"\nstart={}, size={}, type={}, name=\"root\"\n",
+        esp_start / 512,
+        ESP_SIZE / 512,
+        root_start / 512,
+        root_size / 512,
+        root_type(arch)
+    );
+    let script_file = raw.with_file_name("sfdisk.script");
+    write(&script_file, script.as_bytes(), 0o644)?;
+    let mut sf = Command::new("sh");
+    sf.arg("-c").arg("sfdisk --no-reread --no-tell-kernel -q \"$1\" < \"$2\"").arg("sh").arg(raw).arg(&script_file);
+    ctx.run("sfdisk (GPT)", &mut sf, Duration::from_secs(60))?;
+    mkfs_root(ctx, staging, raw, Some((root_start, root_size)))?;
+
+    // The ESP as its own file, then copied into place.
+    let esp = raw.with_file_name("esp.img");
+    let _ = fs::remove_file(&esp);
+    let mut mk = Command::new("mkfs.vfat");
+    mk.args(["-F", "32", "-n", "ESP", "-C"]).arg(&esp).arg((ESP_SIZE / 1024).to_string());
+    ctx.run("mkfs.vfat (ESP)", &mut mk, Duration::from_secs(60))?;
+    let mut mmd = Command::new("mmd");
+    mmd.arg("-i").arg(&esp).args(["::/EFI", "::/EFI/BOOT", "::/loader", "::/loader/entries"]);
+    ctx.run("mmd (ESP folders)", &mut mmd, Duration::from_secs(60))?;
+    let loader_conf = "timeout 0\ndefault airboot.conf\neditor no\nconsole-mode keep\n";
+    let entry = format!("title airboot fixture\nlinux /vmlinuz.efi\ninitrd /initrd.img\noptions {append}\n");
+    write(&raw.with_file_name("loader.conf"), loader_conf.as_bytes(), 0o644)?;
+    write(&raw.with_file_name("airboot.conf"), entry.as_bytes(), 0o644)?;
+    let loader = format!("::/EFI/BOOT/BOOT{}.EFI", efi_suffix(arch).to_uppercase());
+    let copies: [(PathBuf, &str); 5] = [
+        (kernel_dir.join("systemd-boot.efi"), loader.as_str()),
+        (kernel_dir.join("kernel.efi"), "::/vmlinuz.efi"),
+        (kernel_dir.join("initrd.img"), "::/initrd.img"),
+        (raw.with_file_name("loader.conf"), "::/loader/loader.conf"),
+        (raw.with_file_name("airboot.conf"), "::/loader/entries/airboot.conf"),
+    ];
+    for (from, to) in &copies {
+        let mut mc = Command::new("mcopy");
+        mc.arg("-i").arg(&esp).arg(from).arg(to);
+        ctx.run("mcopy (ESP)", &mut mc, Duration::from_secs(60))?;
+    }
+    let data = fs::read(&esp).map_err(io_err("reading esp.img"))?;
+    {
+        use std::os::unix::fs::FileExt;
+        let f = OpenOptions::new().write(true).open(raw).map_err(io_err("opening disk.raw"))?;
+        f.write_all_at(&data, esp_start).map_err(io_err("writing the ESP into disk.raw"))?;
+    }
+    for f in [esp, script_file, raw.with_file_name("loader.conf"), raw.with_file_name("airboot.conf")] {
+        let _ = fs::remove_file(f);
+    }
+    // Read the result back with airboot's own readers: the partitions are
+    // where the table says, and each holds what it should.
+    let disk = File::open(raw).map_err(io_err("opening disk.raw"))?;
+    let evidence = airboot_core::disk::detect::disk_evidence(&disk);
+    match airboot_core::disk::detect::judge(&evidence) {
+        airboot_core::disk::detect::Verdict::Known(a) if a == arch && evidence.len() >= 3 => Ok(()),
+        v => Err(BuildError::Step {
+            step: "checking the UEFI disk".into(),
+            message: format!("the disk does not read back as an {arch} UEFI disk: {v:?} from {evidence:?}"),
+            log: None,
+        }),
+    }
 }

@@ -16,9 +16,12 @@
 //!    loader, written into an ext4 filesystem without loop mounts.
 
 pub mod archive;
+pub mod board;
 pub mod builder;
 pub mod cpio;
 pub mod modules;
+mod stages;
+mod util;
 
 use std::path::{Path, PathBuf};
 
@@ -30,7 +33,8 @@ mod recipes {
     include!(concat!(env!("OUT_DIR"), "/recipes.rs"));
 }
 
-pub use builder::{BuildError, build};
+pub use builder::build;
+pub use util::BuildError;
 
 /// The Debian release fixtures are built from.
 pub const SUITE: &str = "bookworm";
@@ -62,36 +66,111 @@ impl Variant {
     }
 }
 
+/// How a fixture's disk boots.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FixtureBoot {
+    /// A bare ext4 disk; QEMU loads the kernel and initramfs (`-kernel`).
+    Direct,
+    /// A GPT whole disk: a FAT EFI system partition with systemd-boot at the
+    /// removable-media path, the kernel and initramfs, and an ext4 root
+    /// partition typed for its architecture. Firmware boots it.
+    Uefi,
+}
+
+impl FixtureBoot {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FixtureBoot::Direct => "direct",
+            FixtureBoot::Uefi => "uefi",
+        }
+    }
+}
+
 /// A fixture airboot knows how to build.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FixtureDef {
     pub name: &'static str,
+    /// The device's architecture.
     pub arch: Arch,
+    /// The architecture its container images are built for (the device's,
+    /// except in the wrong-platform negative control).
+    pub containers: Arch,
     pub variant: Variant,
+    pub boot: FixtureBoot,
     pub description: &'static str,
 }
 
 /// Every fixture that can be built.
 pub fn catalog() -> Vec<FixtureDef> {
+    use FixtureBoot::{Direct, Uefi};
+    use Variant::{Egress, LoadAtBoot, Preseeded};
+    let def = |name, arch, containers, variant, boot, description| FixtureDef {
+        name,
+        arch,
+        containers,
+        variant,
+        boot,
+        description,
+    };
+    let (x86, arm) = (Arch::X86_64, Arch::Aarch64);
     vec![
-        FixtureDef {
-            name: "debian-preseeded-x86_64",
-            arch: Arch::X86_64,
-            variant: Variant::Preseeded,
-            description: "Debian bookworm + docker.io, /var/lib/docker seeded at build time (fixture/busybox:1, fixture/redis:1)",
-        },
-        FixtureDef {
-            name: "debian-load-at-boot-x86_64",
-            arch: Arch::X86_64,
-            variant: Variant::LoadAtBoot,
-            description: "Debian bookworm + docker.io, images shipped as `docker save` archives and loaded by a first-boot unit",
-        },
-        FixtureDef {
-            name: "debian-egress-x86_64",
-            arch: Arch::X86_64,
-            variant: Variant::Egress,
-            description: "the preseeded fixture plus a first-boot unit that pulls registry.example.com/fixture/app:1 (must fail the air-gap check)",
-        },
+        def(
+            "debian-preseeded-x86_64",
+            x86,
+            x86,
+            Preseeded,
+            Direct,
+            "Debian bookworm + docker.io, /var/lib/docker seeded at build time (fixture/busybox:1, fixture/redis:1)",
+        ),
+        def(
+            "debian-load-at-boot-x86_64",
+            x86,
+            x86,
+            LoadAtBoot,
+            Direct,
+            "Debian bookworm + docker.io, images shipped as `docker save` archives and loaded by a first-boot unit",
+        ),
+        def(
+            "debian-egress-x86_64",
+            x86,
+            x86,
+            Egress,
+            Direct,
+            "the preseeded fixture plus a first-boot unit that pulls registry.example.com/fixture/app:1 (must fail the air-gap check)",
+        ),
+        def(
+            "debian-preseeded-aarch64",
+            arm,
+            arm,
+            Preseeded,
+            Direct,
+            "the preseeded fixture for arm64 (qemu-system-aarch64 -M virt, direct kernel boot)",
+        ),
+        def(
+            "debian-uefi-x86_64",
+            x86,
+            x86,
+            Preseeded,
+            Uefi,
+            "the preseeded fixture as a GPT whole disk: EFI system partition with systemd-boot, ext4 root partition (OVMF)",
+        ),
+        def(
+            "debian-uefi-aarch64",
+            arm,
+            arm,
+            Preseeded,
+            Uefi,
+            "the preseeded arm64 fixture as a GPT whole disk: EFI system partition with systemd-boot, ext4 root partition (AAVMF)",
+        ),
+        def(
+            "debian-wrong-platform-aarch64",
+            arm,
+            x86,
+            Preseeded,
+            Direct,
+            "an arm64 device whose store holds amd64 container images (negative control: the stack cannot run)",
+        ),
     ]
 }
 
@@ -149,17 +228,17 @@ fn recipe_text(rel: &str) -> String {
 /// Cache keys of each stage: pure functions of their inputs.
 pub fn rootfs_key(arch: Arch) -> String {
     let (m, s) = mirrors();
-    key(&["rootfs", arch.as_str(), SUITE, &m, &s, &recipe_text("rootfs-packages.txt"), recipes::BUILDER_HASH])
+    key(&["rootfs", arch.as_str(), SUITE, &m, &s, &recipe_text("rootfs-packages.txt"), recipes::STAGES_HASH])
 }
 
 pub fn kernel_key(arch: Arch) -> String {
     let (m, s) = mirrors();
-    key(&["kernel", arch.as_str(), SUITE, &m, &s, &recipe_text("initramfs/init"), recipes::BUILDER_HASH])
+    key(&["kernel", arch.as_str(), SUITE, &m, &s, &recipe_text("initramfs/init"), recipes::STAGES_HASH])
 }
 
 pub fn containers_key(arch: Arch) -> String {
     let (m, s) = mirrors();
-    key(&["containers", arch.as_str(), SUITE, &m, &s, recipes::BUILDER_HASH])
+    key(&["containers", arch.as_str(), SUITE, &m, &s, recipes::STAGES_HASH])
 }
 
 /// The fixture's key also covers the guest probe binary it carries.
@@ -170,7 +249,8 @@ pub fn fixture_key(def: &FixtureDef, probe_hash: &str) -> String {
         def.variant.as_str(),
         &rootfs_key(def.arch),
         &kernel_key(def.arch),
-        &containers_key(def.arch),
+        &containers_key(def.containers),
+        def.boot.as_str(),
         probe_hash,
         recipes::RECIPE_HASH,
         recipes::BUILDER_HASH,
@@ -239,6 +319,9 @@ pub struct FixtureManifest {
     pub name: String,
     pub arch: String,
     pub variant: Variant,
+    /// The architecture of the container images it carries.
+    #[serde(default)]
+    pub containers_arch: String,
     pub description: String,
     pub key: String,
     pub boot: String,

@@ -185,18 +185,26 @@ pub fn run_supervised(cmd: &mut Command, timeout: Option<Duration>) -> Result<Ex
             Err(source) => return Err(RunError::Spawn { program, source }),
         }
         if interrupted() {
-            guard.kill();
-            let _ = child.wait();
+            stop_gently(&mut child, &mut guard);
             return Err(RunError::Interrupted { program });
         }
         if let Some(t) = timeout
             && start.elapsed() > t
         {
-            guard.kill();
-            let _ = child.wait();
+            stop_gently(&mut child, &mut guard);
             return Err(RunError::Timeout { program, secs: t.as_secs() });
         }
     }
+}
+
+/// SIGTERM the group and give its leader a few seconds to clean up (a
+/// killed mmdebstrap leaves /proc and /sys mounted in its target), then
+/// SIGKILL whatever is left.
+fn stop_gently(child: &mut Child, guard: &mut GroupGuard) {
+    signal_group(guard.pgid(), libc::SIGTERM);
+    let _ = child.wait_timeout(Duration::from_secs(15));
+    guard.kill();
+    let _ = child.wait();
 }
 
 /// The Debian package that provides a program airboot needs.
