@@ -48,6 +48,14 @@ pub fn build(names: &[String], all: bool, force: bool) -> i32 {
     let root = cache_root();
     for n in &names {
         let started = std::time::Instant::now();
+        if !force
+            && let Some(def) = find(n)
+            && let Some(f) = airboot_images::lookup(&root, &def)
+        {
+            eprintln!("{n}: cached");
+            println!("{}", f.dir.display());
+            continue;
+        }
         eprintln!("building {n} (cache: {})", root.display());
         let mut progress = |m: &str| eprintln!("  {m}");
         match airboot_images::build(&root, n, force, &mut progress) {

@@ -163,6 +163,12 @@ enum AccelArg {
     Tcg,
 }
 
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum SuiteArg {
+    Ci,
+    Full,
+}
+
 #[derive(Subcommand)]
 enum ImagesCmd {
     /// List the fixtures that can be built and which are cached.
@@ -172,8 +178,15 @@ enum ImagesCmd {
         /// Fixture names (see `airboot images list`).
         names: Vec<String>,
         /// Build every fixture.
-        #[arg(long, conflicts_with = "names")]
+        #[arg(long, conflicts_with_all = ["names", "scenarios"])]
         all: bool,
+        /// Build the fixtures these scenario files (or folders) boot.
+        #[arg(long = "for", value_name = "SCENARIO", conflicts_with = "names")]
+        scenarios: Vec<PathBuf>,
+        /// With --for: only scenarios of this suite (`ci` is the
+        /// representative set CI boots; `full` is every scenario).
+        #[arg(long, value_name = "ci|full", default_value = "full", requires = "scenarios")]
+        suite: SuiteArg,
         /// Rebuild even when a build with the same inputs is cached.
         #[arg(long)]
         force: bool,
@@ -218,7 +231,38 @@ fn main() -> ExitCode {
         }),
         Cmd::Check { paths } => scenarios::check(&paths),
         Cmd::Images(ImagesCmd::List) => images_cmd::list(),
-        Cmd::Images(ImagesCmd::Build { names, all, force }) => images_cmd::build(&names, all, force),
+        Cmd::Images(ImagesCmd::Build { names, all, force, scenarios, suite }) => {
+            let names = if scenarios.is_empty() {
+                names
+            } else {
+                match scenarios::load_all(&scenarios) {
+                    Ok(list) => {
+                        let mut n: Vec<String> = list
+                            .iter()
+                            .filter(|s| suite == SuiteArg::Full || s.suite == airboot_core::scenario::Suite::Ci)
+                            .filter_map(|s| match &s.image.source {
+                                airboot_core::scenario::ImageSource::Fixture(f) => Some(f.clone()),
+                                airboot_core::scenario::ImageSource::Path(_) => None,
+                            })
+                            .collect();
+                        n.sort();
+                        n.dedup();
+                        if n.is_empty() {
+                            eprintln!("no fixture to build: those scenarios boot no fixture");
+                            return ExitCode::SUCCESS;
+                        }
+                        n
+                    }
+                    Err(errors) => {
+                        for e in errors {
+                            eprintln!("error: {e}");
+                        }
+                        return ExitCode::from(2);
+                    }
+                }
+            };
+            images_cmd::build(&names, all, force)
+        }
         Cmd::Images(ImagesCmd::Path { name }) => images_cmd::path(&name),
     };
     ExitCode::from(code.clamp(0, 255) as u8)

@@ -10,13 +10,13 @@ use airboot_core::history::{self, HistoryEntry};
 use airboot_core::outcome;
 use airboot_core::report::{self, Failure, Report, RunEntry, RunIndex, Verdict};
 use airboot_core::run::{Run, RunConfig};
-use airboot_core::scenario::{AccelChoice, Arch, ImageSource, Scenario, TransportKind};
+use airboot_core::scenario::{AccelChoice, Arch, BootMode, ImageSource, Scenario, TransportKind};
 use airboot_qemu::accel::{self, AccelDecision};
 use airboot_qemu::argv::{Accel, VmSpec, default_append, machine, network_args};
-use airboot_qemu::disk;
 use airboot_qemu::process::{interrupt_reason, interrupted};
 use airboot_qemu::transport;
 use airboot_qemu::vm::{VmEvent, VmRunner};
+use airboot_qemu::{disk, firmware};
 use airboot_report::views::{RepeatStats, RunView, ScenarioView};
 
 use crate::scenarios;
@@ -240,12 +240,16 @@ fn append_history(path: &Path, e: &HistoryEntry) -> std::io::Result<()> {
 
 /// Everything needed to boot a scenario's image.
 struct Resolved {
-    arch: Arch,
+    /// The architecture the fixture was built for (path images: none).
+    fixture_arch: Option<Arch>,
+    boot: BootMode,
     disk: PathBuf,
     format: airboot_core::scenario::DiskFormat,
     kernel: Option<PathBuf>,
     initrd: Option<PathBuf>,
     append: Option<String>,
+    /// A kernel of the guest's architecture for the KVM probe boot.
+    probe_kernel: Option<PathBuf>,
     fixture: Option<String>,
     known_ids: BTreeMap<String, String>,
     /// The image carries airboot-probe.
@@ -287,42 +291,129 @@ fn resolve(s: &Scenario, opts: &Options, report: &mut Report) -> Result<Resolved
                 }
             };
             report.image.fixture = Some(name.clone());
+            let fixture_boot = if fixture.manifest.boot == "uefi" { BootMode::Uefi } else { BootMode::Direct };
+            if let Some(b) = s.image.boot
+                && b != fixture_boot
+                && b != BootMode::Board
+            {
+                return Err(Failure {
+                    code: "bad-input".into(),
+                    message: format!(
+                        "{}: image.boot = {:?}, but fixture {name} boots with {:?}: remove image.boot",
+                        s.file.display(),
+                        b.as_str(),
+                        fixture.manifest.boot
+                    ),
+                    evidence: None,
+                });
+            }
+            let boot = s.image.boot.unwrap_or(fixture_boot);
+            let uefi = boot != BootMode::Direct;
             Ok(Resolved {
-                arch: fixture.arch().unwrap_or(def.arch),
+                fixture_arch: Some(fixture.arch().unwrap_or(def.arch)),
+                boot,
                 disk: fixture.disk(),
                 format: airboot_core::scenario::DiskFormat::Qcow2,
-                kernel: Some(fixture.kernel()),
-                initrd: Some(fixture.initrd()),
-                append: Some(with_extra(fixture.manifest.append.clone())),
+                kernel: (!uefi).then(|| fixture.kernel()),
+                initrd: (!uefi).then(|| fixture.initrd()),
+                append: (!uefi).then(|| with_extra(fixture.manifest.append.clone())),
+                probe_kernel: Some(fixture.kernel()),
                 fixture: Some(name.clone()),
                 known_ids: fixture.manifest.images.iter().map(|i| (i.reference.clone(), i.id.clone())).collect(),
                 probe: s.image.probe.unwrap_or(fixture.manifest.probe),
             })
         }
         ImageSource::Path(p) => {
-            let arch = s.machine.arch.ok_or_else(|| Failure {
-                code: "bad-input".into(),
-                message: "machine.arch is required for a path image".into(),
-                evidence: None,
-            })?;
             let format = disk::resolve_format(p, s.image.format).map_err(|e| Failure {
                 code: "bad-input".into(),
                 message: e.to_string(),
                 evidence: None,
             })?;
+            let boot = s.image.boot.unwrap_or(BootMode::Direct);
+            let direct = boot == BootMode::Direct;
             Ok(Resolved {
-                arch,
+                fixture_arch: None,
+                boot,
                 disk: p.clone(),
                 format,
                 kernel: s.image.kernel.clone(),
                 initrd: s.image.initrd.clone(),
-                append: Some(with_extra(s.image.append.clone().unwrap_or_else(|| default_append(arch)))),
+                // The default command line is filled in once the arch is known.
+                append: direct.then(|| s.image.append.clone().map(with_extra)).flatten(),
+                probe_kernel: s.image.kernel.clone(),
                 fixture: None,
                 known_ids: BTreeMap::new(),
                 probe: s.image.probe.unwrap_or(false),
             })
         }
     }
+}
+
+/// Board mode: find the image's root partition, take the generic kernel
+/// and the board initramfs for `arch`, and say in the report that the
+/// board's own kernel is not what booted.
+fn board_boot(s: &Scenario, arch: Arch, r: &mut Resolved, report: &mut Report) -> Result<(), Failure> {
+    use airboot_core::disk::{detect, open_image};
+    let fail = |code: &str, message: String| Failure { code: code.into(), message, evidence: None };
+    let view = open_image(&r.disk)
+        .map_err(|e| fail("bad-input", format!("cannot read {} to find its root partition: {e}", r.disk.display())))?;
+    let rootp = detect::root_partition(view.as_ref(), arch).ok_or_else(|| {
+        fail(
+            "no-root-partition",
+            format!(
+                "board mode: no root filesystem found in {} (no GPT partition typed Linux root for {arch}, no ext4 partition with an init or a container engine)",
+                r.disk.display()
+            ),
+        )
+    })?;
+    eprintln!("  board mode: the generic {arch} kernel and airboot's board initramfs");
+    let mut progress = |m: &str| eprintln!("    {m}");
+    let bk = airboot_images::board::board_kernel(&airboot_images::cache_root(), arch, &mut progress)
+        .map_err(|e| fail("board-kernel", format!("board mode: {e}")))?;
+    let dev = if rootp.number == 0 { "/dev/vda".to_string() } else { format!("/dev/vda{}", rootp.number) };
+    let mut append =
+        format!("console={},115200 root={dev} rw rootfstype=ext4 net.ifnames=0 audit=0", arch.console_tty());
+    if let Some(x) = &s.image.append_extra {
+        append = format!("{append} {x}");
+    }
+    report.notes.push(format!(
+        "board mode: the board's own kernel was NOT used. Its root filesystem ({}, booted as {dev}) ran under Debian's generic {arch} kernel {} with an airboot initramfs that loaded {} first; results say nothing about the board kernel's configuration or drivers",
+        rootp.why,
+        bk.version,
+        if bk.engine_modules.is_empty() { "nothing (all built in)".to_string() } else { bk.engine_modules.join(", ") }
+    ));
+    r.kernel = Some(bk.kernel.clone());
+    r.initrd = Some(bk.initrd.clone());
+    r.probe_kernel = Some(bk.kernel);
+    r.append = Some(append);
+    Ok(())
+}
+
+/// Tell the image's architecture from the image itself and check it
+/// against what the scenario asks, before QEMU starts.
+fn detect_arch(s: &Scenario, r: &Resolved, report: &mut Report) -> Result<Arch, Failure> {
+    use airboot_core::disk::{detect, open_image};
+    let mut evidence = Vec::new();
+    match open_image(&r.disk) {
+        Ok(view) => evidence.extend(detect::disk_evidence(view.as_ref())),
+        Err(e) => {
+            report.notes.push(format!("could not look inside {} to tell its architecture: {e}", r.disk.display()))
+        }
+    }
+    if r.boot == BootMode::Direct
+        && let Some(k) = &r.kernel
+    {
+        evidence.extend(detect::kernel_evidence(k));
+    }
+    report.arch_detection.evidence = evidence.iter().map(|e| e.what.clone()).collect();
+    if let detect::Verdict::Known(a) = detect::judge(&evidence) {
+        report.arch_detection.detected = Some(a.to_string());
+    }
+    detect::decide(s.machine.arch.or(r.fixture_arch), &evidence).map_err(|e| Failure {
+        code: e.code.into(),
+        message: format!("{}: {}", r.disk.display(), e.message),
+        evidence: Some(e.evidence),
+    })
 }
 
 fn run_one(s: &Scenario, dir: &Path, opts: &Options) -> Report {
@@ -353,16 +444,37 @@ fn boot(s: &Scenario, dir: &Path, opts: &Options, report: &mut Report) {
             return;
         }
     };
-    report.arch = Some(r.arch.to_string());
     report.image.path = Some(r.disk.display().to_string());
     report.image.format = Some(r.format.as_str().into());
-    report.boot.mode = Some("direct".into());
+    let arch = match detect_arch(s, &r, report) {
+        Ok(a) => a,
+        Err(f) => {
+            eprintln!("  {}: {}", f.code, f.message);
+            report.verdict = Verdict::Error;
+            report.failures.push(f);
+            return;
+        }
+    };
+    let mut r = r;
+    if r.boot == BootMode::Direct && r.append.is_none() {
+        r.append = Some(default_append(arch));
+    }
+    report.arch = Some(arch.to_string());
+    report.boot.mode = Some(r.boot.as_str().into());
+    if r.boot == BootMode::Board
+        && let Err(f) = board_boot(s, arch, &mut r, report)
+    {
+        eprintln!("  {}: {}", f.code, f.message);
+        report.verdict = Verdict::Error;
+        report.failures.push(f);
+        return;
+    }
     report.boot.kernel = r.kernel.as_ref().map(|k| k.display().to_string());
     report.boot.initrd = r.initrd.as_ref().map(|k| k.display().to_string());
     report.boot.append = r.append.clone();
-    report.machine.machine = Some(machine(r.arch).into());
+    report.machine.machine = Some(machine(arch).into());
 
-    let qemu = match accel::qemu_binary(r.arch) {
+    let qemu = match accel::qemu_binary(arch) {
         Ok(q) => q,
         Err(e) => return report.error("qemu-missing", e.to_string(), None),
     };
@@ -388,7 +500,7 @@ fn boot(s: &Scenario, dir: &Path, opts: &Options, report: &mut Report) {
         None => (s.machine.accel, "machine.accel"),
     };
     let decision: AccelDecision =
-        accel::choose(accel_choice, accel_by, r.arch, &qemu, r.kernel.as_deref(), Some(&cache));
+        accel::choose(accel_choice, accel_by, arch, &qemu, r.probe_kernel.as_deref(), Some(&cache));
     eprintln!("  accel {}: {}", decision.accel, decision.reason);
     report.accel = Some(decision.accel.clone());
     report.accel_reason = Some(decision.reason.clone());
@@ -419,10 +531,35 @@ fn boot(s: &Scenario, dir: &Path, opts: &Options, report: &mut Report) {
         transport::pick_cid(seed),
         caps.vhost_device_vsock.as_deref(),
     );
+    let firmware = if r.boot == BootMode::Uefi && r.kernel.is_none() {
+        let fw = match firmware::find(arch, s.machine.firmware.as_deref(), s.machine.firmware_vars.as_deref()) {
+            Ok(f) => f,
+            Err(e) => return report.error("firmware-missing", e, None),
+        };
+        let vars = work.path().join("efivars.fd");
+        if let Err(e) = std::fs::copy(&fw.vars_template, &vars) {
+            return report.error(
+                "workdir",
+                format!("cannot copy the UEFI variables template {}: {e}", fw.vars_template.display()),
+                None,
+            );
+        }
+        report.boot.firmware = Some(fw.code.display().to_string());
+        report.boot.firmware_source = Some(fw.source.clone());
+        Some((fw.code, vars))
+    } else {
+        None
+    };
+    if arch == Arch::Aarch64 && decision.accel() == Accel::Tcg && s.machine.cpu.as_deref() == Some("max") {
+        report.notes.push(
+            "machine.cpu = \"max\" under TCG emulates pointer authentication the slow way (2-3.5x slower boots); \"max,pauth-impdef=on\" or \"cortex-a72\" are the fast choices".into(),
+        );
+    }
     let spec = VmSpec {
-        arch: r.arch,
+        arch,
         accel: decision.accel(),
-        cpu: None,
+        cpu: s.machine.cpu.clone(),
+        firmware,
         memory_mib: s.machine.memory_mib,
         cpus: s.machine.cpus,
         kernel: r.kernel.clone(),
@@ -432,7 +569,7 @@ fn boot(s: &Scenario, dir: &Path, opts: &Options, report: &mut Report) {
         qmp_socket: work.path().join("qmp.sock"),
     };
     report.machine.cpu =
-        Some(spec.cpu.clone().unwrap_or_else(|| airboot_qemu::argv::default_cpu(r.arch, spec.accel).into()));
+        Some(spec.cpu.clone().unwrap_or_else(|| airboot_qemu::argv::default_cpu(arch, spec.accel).into()));
     let config = RunConfig {
         expect: s.expect.clone(),
         known_ids: r.known_ids.clone(),

@@ -42,32 +42,18 @@ pub fn load(src: &str, file: &Path) -> Result<Scenario, ScenarioError> {
             let (line, column) = re.map(|o| scenario::line_col(src, o)).unzip();
             (line, column)
         };
-        match airboot_images::find(name) {
-            None => {
-                let (line, column) = at("fixture");
-                let known: Vec<&str> = airboot_images::catalog().iter().map(|f| f.name).collect();
-                return Err(ScenarioError {
-                    file: file.display().to_string(),
-                    line,
-                    column,
-                    key: Some("image.fixture".into()),
-                    message: format!("unknown fixture {name:?}; known fixtures: {}", known.join(", ")),
-                });
-            }
-            Some(def) => {
-                if let Some(a) = s.machine.arch
-                    && a != def.arch
-                {
-                    let (line, column) = at("arch");
-                    return Err(ScenarioError {
-                        file: file.display().to_string(),
-                        line,
-                        column,
-                        key: Some("machine.arch".into()),
-                        message: format!("the fixture {name} is {}, but the scenario asks for {a}", def.arch),
-                    });
-                }
-            }
+        // The architecture is checked against the image itself when the
+        // scenario runs (before QEMU starts), with the evidence.
+        if airboot_images::find(name).is_none() {
+            let (line, column) = at("fixture");
+            let known: Vec<&str> = airboot_images::catalog().iter().map(|f| f.name).collect();
+            return Err(ScenarioError {
+                file: file.display().to_string(),
+                line,
+                column,
+                key: Some("image.fixture".into()),
+                message: format!("unknown fixture {name:?}; known fixtures: {}", known.join(", ")),
+            });
         }
     }
     Ok(s)
@@ -154,16 +140,18 @@ mod tests {
     }
 
     #[test]
-    fn unknown_fixture_and_wrong_arch_are_located() {
+    fn unknown_fixture_is_located_and_arch_is_left_to_the_image() {
         let e = load("[image]\nfixture = \"nope\"\n", Path::new("s.toml")).unwrap_err();
         assert_eq!((e.line, e.key.as_deref()), (Some(2), Some("image.fixture")));
         assert!(e.message.contains("debian-preseeded-x86_64"));
-        let e = load(
+        // A contradicting arch is judged against the image itself at run
+        // time (with the evidence), not against the catalog here.
+        let s = load(
             "[image]\nfixture = \"debian-preseeded-x86_64\"\n[machine]\narch = \"aarch64\"\n",
             Path::new("s.toml"),
         )
-        .unwrap_err();
-        assert_eq!((e.line, e.key.as_deref()), (Some(4), Some("machine.arch")));
+        .unwrap();
+        assert_eq!(s.machine.arch, Some(airboot_core::scenario::Arch::Aarch64));
     }
 
     #[test]

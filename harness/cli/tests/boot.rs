@@ -190,6 +190,44 @@ fn missing_image_fails_at_once_naming_the_image() {
     assert_no_qemu_left("missing-image");
 }
 
+/// A disk with no EFI loader (the direct-boot fixture's bare ext4) under
+/// OVMF: the firmware drops to its shell, whose `Shell> ` prompt ends no
+/// line. The run must end at that prompt as "no bootable loader found",
+/// long before the timeout.
+#[test]
+fn a_disk_without_an_efi_loader_ends_at_the_uefi_shell() {
+    let _g = vm_lock();
+    let path = airboot().args(["images", "path", "debian-preseeded-x86_64"]).output().unwrap();
+    assert!(path.status.success(), "{}", explain(&path));
+    let disk = PathBuf::from(String::from_utf8_lossy(&path.stdout).trim()).join("disk.qcow2");
+    let dir = tempfile::tempdir().unwrap();
+    let scenario = dir.path().join("no-loader.toml");
+    std::fs::write(
+        &scenario,
+        format!(
+            "name = \"no-loader\"\n[image]\npath = {:?}\nboot = \"uefi\"\n[expect]\nimages = [\"fixture/busybox:1\"]\ntimeout = \"30s\"\n",
+            disk.display().to_string()
+        ),
+    )
+    .unwrap();
+    let started = Instant::now();
+    let (out, rdir) = run(&[scenario.to_str().unwrap()]);
+    let took = started.elapsed().as_secs_f64();
+    assert_eq!(out.status.code(), Some(1), "{}", explain(&out));
+    let r = report(rdir.path());
+    assert_eq!(r["boot"]["mode"], "uefi");
+    assert!(r["boot"]["firmware"].as_str().is_some_and(|f| f.contains("OVMF")), "{}", r["boot"]);
+    assert_eq!(r["arch"], "x86_64", "detected from the disk: {}", r["arch_detection"]);
+    let f = &r["failures"][0];
+    assert_eq!(f["code"], "uefi-shell", "{}", r["failures"]);
+    assert!(f["message"].as_str().unwrap().contains("no bootable loader found"), "{f}");
+    assert!(f["evidence"].as_str().unwrap().contains("Shell>"), "{f}");
+    let timeout = r["timeouts"]["timeout_s"].as_f64().unwrap();
+    assert!(took < timeout / 2.0, "decided after {took:.0}s, not at the prompt (timeout {timeout:.0}s)");
+    assert_eq!(r["image"]["unchanged"], true);
+    assert_no_qemu_left("no-loader");
+}
+
 #[test]
 fn misspelt_key_exits_2_naming_line_and_key_before_booting() {
     let dir = tempfile::tempdir().unwrap();

@@ -7,6 +7,8 @@
 //!     cargo test --test scenarios -- x86_64::     # a filter
 //!     cargo nextest run --profile ci              # with JUnit (.config/nextest.toml)
 //!
+//! Scenarios with `suite = "full"` run only with AIRBOOT_SUITE=full (CI
+//! runs the representative `ci` set; `airboot run scenarios/` runs all).
 //! Skips are decided while the list is built, with the reason printed
 //! (a skip decided at run time shows as *passed* under nextest): a missing
 //! QEMU for the scenario's architecture, a fixture that is not built when
@@ -20,7 +22,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use airboot_core::scenario::{self, ImageSource, Scenario, TransportKind};
+use airboot_core::scenario::{self, ImageSource, Scenario, Suite, TransportKind};
 use libtest_mimic::{Arguments, Failed, Trial};
 use serde_json::Value;
 
@@ -37,6 +39,9 @@ fn is_root() -> bool {
 
 /// Why this scenario cannot run on this machine, if it cannot.
 fn skip_reason(s: &Scenario) -> Option<String> {
+    if s.suite == Suite::Full && std::env::var("AIRBOOT_SUITE").as_deref() != Ok("full") {
+        return Some("suite = \"full\" (set AIRBOOT_SUITE=full, or `airboot run scenarios/`)".into());
+    }
     let arch = match &s.image.source {
         ImageSource::Fixture(f) => airboot_images::find(f).map(|d| d.arch),
         ImageSource::Path(_) => s.machine.arch,

@@ -81,6 +81,13 @@ impl LineSplitter {
         Some(l)
     }
 
+    /// The unfinished line so far, left in place. A prompt (`Shell> `, a
+    /// login prompt) never ends its line: callers scan this once the guest
+    /// has gone quiet.
+    pub fn peek(&self) -> &[u8] {
+        &self.buf
+    }
+
     /// Bytes currently held for an unfinished line (never above `max`).
     pub fn pending(&self) -> usize {
         self.buf.len()
@@ -157,7 +164,11 @@ pub fn default_fail_patterns() -> Vec<FailPattern> {
             r"You are in emergency mode|Entering emergency mode|Give root password for maintenance",
             "systemd dropped to emergency mode (often: a filesystem in fstab failed to mount)",
         ),
-        p("uefi-shell", r"^\s*Shell> ?$", "the firmware found no bootable loader and dropped to the UEFI shell"),
+        p(
+            "uefi-shell",
+            r"^\s*Shell> ?$",
+            "no bootable loader found: the firmware dropped to the UEFI shell (no EFI/BOOT/BOOT<ARCH>.EFI for this architecture on an EFI system partition, or the loader failed)",
+        ),
         p(
             "initramfs-shell",
             r"Dropping to a shell|airboot-initramfs: FATAL|Unable to mount root fs",

@@ -85,6 +85,20 @@ pub struct BootInfo {
     pub kernel: Option<String>,
     pub initrd: Option<String>,
     pub append: Option<String>,
+    /// UEFI: the firmware code, and where it was found.
+    #[serde(default)]
+    pub firmware: Option<String>,
+    #[serde(default)]
+    pub firmware_source: Option<String>,
+}
+
+/// What the image said about its architecture before anything booted.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct ArchDetection {
+    /// The architecture the evidence agrees on, if any.
+    pub detected: Option<String>,
+    /// Each piece of evidence, e.g. "GPT type of partition 2 is … (Linux root (aarch64))".
+    pub evidence: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
@@ -162,6 +176,8 @@ pub struct Report {
     pub accel: Option<String>,
     pub accel_reason: Option<String>,
     pub arch: Option<String>,
+    #[serde(default)]
+    pub arch_detection: ArchDetection,
     pub machine: MachineInfo,
     pub timeouts: Timeouts,
     pub image: ImageInfo,
@@ -208,6 +224,7 @@ impl Report {
             accel: None,
             accel_reason: None,
             arch: None,
+            arch_detection: ArchDetection::default(),
             machine: MachineInfo::default(),
             timeouts: Timeouts::default(),
             image: ImageInfo::default(),

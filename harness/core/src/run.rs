@@ -48,6 +48,10 @@ pub fn builtin_milestones() -> Vec<MilestoneSpec> {
         within: None,
     };
     vec![
+        // UEFI boots: the firmware's boot manager starting the loader, then
+        // the kernel's EFI stub (never seen on direct boots).
+        m("firmware", r"BdsDxe: (loading|starting) Boot"),
+        m("loader", r"EFI stub: "),
         m("kernel", r"Linux version \d"),
         m("init", r"Welcome to .*!|systemd\[1\]: systemd \d+ running|Run /s?bin/init as init process"),
         m(
@@ -405,6 +409,20 @@ impl Run {
                 self.verifying = true;
                 return Decision::Verify;
             }
+        }
+        // An image built for another platform can never run here: waiting
+        // for the stack to settle would only wait for the timeout (its
+        // containers fail and restart for ever).
+        if !satisfied && self.wants_stack() && problems.iter().any(|p| p.code == "image-arch-mismatch") {
+            self.failures.extend(problems.into_iter().filter(|p| p.code == "image-arch-mismatch").map(|p| Failure {
+                code: p.code.into(),
+                message: p.message,
+                evidence: Some(format!(
+                    "{evidence} (decided at once: the engine lists the image, and no retry can run it)"
+                )),
+            }));
+            self.done = true;
+            return Decision::Stop;
         }
         if !satisfied && is_final && self.wants_stack() {
             self.failures.extend(problems.into_iter().map(|p| Failure {
@@ -1065,10 +1083,12 @@ mod tests {
     fn wrong_architecture_is_a_failure_not_a_wait() {
         let mut run = Run::new(probe_cfg()).unwrap();
         run.on_probe_hello(8.0, "aarch64");
-        let (s, smp) = pstatus("healthy", 18.0);
-        assert_eq!(run.on_probe_status(&s, smp), Decision::Stop, "settled and wrong: decided at once");
+        let (mut s, smp) = pstatus("healthy", 18.0);
+        s.settled = false; // its containers restart for ever: never settles
+        assert_eq!(run.on_probe_status(&s, smp), Decision::Stop, "wrong platform: decided at once");
         let r = run.finish();
         assert_eq!(r.failures[0].code, "image-arch-mismatch");
+        assert!(r.failures[0].message.contains("arm64"), "{}", r.failures[0].message);
     }
 
     #[test]

@@ -28,6 +28,29 @@ pub struct Scenario {
     pub expect: Expect,
     pub milestones: Vec<MilestoneSpec>,
     pub outcome: Outcome,
+    pub suite: Suite,
+}
+
+/// Which test suite a scenario belongs to. `airboot run DIR` runs every
+/// scenario whatever its suite; the test suite (`cargo test --test
+/// scenarios`) runs `ci` ones, and `full` ones too with AIRBOOT_SUITE=full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Suite {
+    /// Representative: run on every CI run.
+    #[default]
+    Ci,
+    /// Slower or overlapping coverage: nightly, or `airboot run scenarios/`.
+    Full,
+}
+
+impl Suite {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Suite::Ci => "ci",
+            Suite::Full => "full",
+        }
+    }
 }
 
 impl Scenario {
@@ -53,6 +76,20 @@ pub enum BootMode {
     Direct,
     /// Firmware boots the disk (whole-disk images with an EFI partition).
     Uefi,
+    /// Board mode: the image's root partition booted with airboot's generic
+    /// kernel and an initramfs that loads what the engine needs, for boards
+    /// QEMU has no machine for. The board's own kernel is not used.
+    Board,
+}
+
+impl BootMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BootMode::Direct => "direct",
+            BootMode::Uefi => "uefi",
+            BootMode::Board => "board",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -227,7 +264,8 @@ pub struct ImageSpec {
     pub source: ImageSource,
     /// Disk format; detected from the file when absent.
     pub format: Option<DiskFormat>,
-    pub boot: BootMode,
+    /// `None`: the fixture's own mode, `direct` for a `path` image.
+    pub boot: Option<BootMode>,
     pub kernel: Option<PathBuf>,
     pub initrd: Option<PathBuf>,
     pub append: Option<String>,
@@ -250,6 +288,13 @@ pub struct Machine {
     pub tcg_slowdown: f64,
     /// `None`: choose automatically.
     pub transport: Option<TransportKind>,
+    /// QEMU `-cpu` model; `None`: a fast default for the arch and accelerator.
+    pub cpu: Option<String>,
+    /// UEFI firmware code (pflash unit 0) and the variables template copied
+    /// per run (unit 1); `None`: found in the distribution's firmware
+    /// descriptors.
+    pub firmware: Option<PathBuf>,
+    pub firmware_vars: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -350,6 +395,7 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 struct RawScenario {
     name: Option<toml::Spanned<String>>,
     description: Option<String>,
+    suite: Option<Suite>,
     image: toml::Spanned<RawImage>,
     #[serde(default)]
     machine: RawMachine,
@@ -394,6 +440,9 @@ struct RawMachine {
     accel: Option<AccelChoice>,
     tcg_slowdown: Option<toml::Spanned<f64>>,
     transport: Option<TransportField>,
+    cpu: Option<toml::Spanned<String>>,
+    firmware: Option<String>,
+    firmware_vars: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -573,33 +622,31 @@ pub fn parse(src: &str, file: &Path, check_paths: bool) -> Result<Scenario, Scen
             ));
         }
     };
-    let boot = ri.boot.unwrap_or(BootMode::Direct);
-    if boot == BootMode::Uefi {
-        return Err(err_at(
-            Some(image_span),
-            Some("image.boot".into()),
-            "boot = \"uefi\" is not supported by this version of airboot yet; use boot = \"direct\" with `kernel`/`initrd`/`append`".into(),
-        ));
-    }
+    let boot = ri.boot;
     let kernel = ri.kernel.as_deref().map(resolve);
     let initrd = ri.initrd.as_deref().map(resolve);
+    if let Some(b @ (BootMode::Uefi | BootMode::Board)) = boot {
+        let why = if b == BootMode::Uefi {
+            "with boot = \"uefi\" the firmware boots the disk's own loader (the kernel command line is the loader entry's)"
+        } else {
+            "with boot = \"board\" airboot supplies the generic kernel, its initramfs and the command line (add arguments with `append_extra`)"
+        };
+        for (key, given) in
+            [("kernel", kernel.is_some()), ("initrd", initrd.is_some()), ("append", ri.append.is_some())]
+        {
+            if given {
+                return Err(err_at(Some(image_span), Some(format!("image.{key}")), format!("{why}: remove `{key}`")));
+            }
+        }
+    }
     if let ImageSource::Path(_) = source
-        && boot == BootMode::Direct
+        && matches!(boot, None | Some(BootMode::Direct))
         && kernel.is_none()
     {
         return Err(err_at(
             Some(image_span),
             Some("image.kernel".into()),
-            "boot = \"direct\" needs `kernel` (and usually `initrd` and `append`) for a `path` image".into(),
-        ));
-    }
-    if let ImageSource::Path(_) = source
-        && raw.machine.arch.is_none()
-    {
-        return Err(err_at(
-            Some(image_span.clone()),
-            Some("machine.arch".into()),
-            "a `path` image needs `machine.arch` (\"x86_64\" or \"aarch64\"): airboot does not detect it from the image yet".into(),
+            "boot = \"direct\" (the default) needs `kernel` (and usually `initrd` and `append`) for a `path` image; a whole disk with an EFI system partition takes boot = \"uefi\"".into(),
         ));
     }
     if check_paths {
@@ -650,7 +697,35 @@ pub fn parse(src: &str, file: &Path, check_paths: bool) -> Result<Scenario, Scen
         Some(s) => s.into_inner(),
         None => DEFAULT_TCG_SLOWDOWN,
     };
+    let cpu = match rm.cpu {
+        Some(c) if c.get_ref().is_empty() || c.get_ref().chars().any(|ch| ch.is_whitespace()) => {
+            return Err(err_at(
+                Some(c.span()),
+                None,
+                format!(
+                    "cpu = {:?} is not a QEMU CPU model (e.g. \"cortex-a72\" or \"max,pauth-impdef=on\")",
+                    c.get_ref()
+                ),
+            ));
+        }
+        Some(c) => Some(c.into_inner()),
+        None => None,
+    };
+    let firmware = rm.firmware.as_deref().map(resolve);
+    let firmware_vars = rm.firmware_vars.as_deref().map(resolve);
+    if check_paths {
+        for (key, p) in [("machine.firmware", &firmware), ("machine.firmware_vars", &firmware_vars)] {
+            if let Some(p) = p
+                && !p.is_file()
+            {
+                return Err(err_at(None, Some(key.into()), format!("{} does not exist or is not a file", p.display())));
+            }
+        }
+    }
     let machine = Machine {
+        cpu,
+        firmware,
+        firmware_vars,
         arch: rm.arch,
         memory_mib: rm.memory.map(|m| m.0).unwrap_or(1024),
         cpus,
@@ -775,6 +850,7 @@ pub fn parse(src: &str, file: &Path, check_paths: bool) -> Result<Scenario, Scen
             failures: raw.outcome.failures,
             contains: raw.outcome.contains,
         },
+        suite: raw.suite.unwrap_or_default(),
     })
 }
 
@@ -1088,8 +1164,22 @@ within = "15s"
         assert!(e.message.contains("say what to boot"), "{e}");
         let e = p("[image]\npath = \"x.qcow2\"\n").unwrap_err();
         assert_eq!(e.key.as_deref(), Some("image.kernel"));
-        let e = p("[image]\npath = \"x.qcow2\"\nkernel = \"k\"\n").unwrap_err();
-        assert_eq!(e.key.as_deref(), Some("machine.arch"));
+        // The architecture of a path image is detected at run time.
+        assert_eq!(p("[image]\npath = \"x.qcow2\"\nkernel = \"k\"\n").unwrap().machine.arch, None);
+        let s = p("[image]\npath = \"disk.img\"\nboot = \"uefi\"\n").unwrap();
+        assert_eq!(s.image.boot, Some(BootMode::Uefi));
+        let e = p("[image]\npath = \"disk.img\"\nboot = \"board\"\nkernel = \"k\"\n").unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("image.kernel"));
+        assert!(e.message.contains("generic kernel"), "{e}");
+        assert_eq!(p("[image]\npath = \"pi.img\"\nboot = \"board\"\n").unwrap().image.boot, Some(BootMode::Board));
+        let e = p("[image]\npath = \"disk.img\"\nboot = \"uefi\"\nappend = \"quiet\"\n").unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("image.append"));
+        assert!(e.message.contains("loader entry"), "{e}");
+        let e = p("[image]\nfixture = \"f\"\n[machine]\ncpu = \"max pauth\"\n").unwrap_err();
+        assert_eq!(e.line, Some(4));
+        assert!(e.message.contains("not a QEMU CPU model"), "{e}");
+        let s = p("[image]\nfixture = \"f\"\n[machine]\ncpu = \"cortex-a72\"\n").unwrap();
+        assert_eq!(s.machine.cpu.as_deref(), Some("cortex-a72"));
         let e = p("[image]\nfixture = \"f\"\nkernel = \"k\"\n").unwrap_err();
         assert_eq!(e.key.as_deref(), Some("image.kernel"));
         let e = p("[image]\nfixture = \"f\"\n[expect]\nimages = [\"a:1\", \"docker.io/library/a:1\"]\n").unwrap_err();
@@ -1099,8 +1189,6 @@ within = "15s"
         let e =
             p("[image]\nfixture = \"f\"\n[expect]\nimages = [{ ref = \"a:1\", id = \"sha256:xyz\" }]\n").unwrap_err();
         assert!(e.message.contains("invalid image id"), "{e}");
-        let e = p("[image]\nfixture = \"f\"\nboot = \"uefi\"\n").unwrap_err();
-        assert_eq!(e.key.as_deref(), Some("image.boot"));
         let e = p("name = \"a b\"\n[image]\nfixture = \"f\"\n").unwrap_err();
         assert_eq!(e.key.as_deref(), Some("name"));
     }

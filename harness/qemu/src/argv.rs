@@ -44,6 +44,9 @@ pub struct VmSpec {
     /// The overlay (qcow2) the guest writes to.
     pub disk: PathBuf,
     pub qmp_socket: PathBuf,
+    /// UEFI: the firmware code (read-only) and this run's own copy of the
+    /// variables store, as pflash units 0 and 1.
+    pub firmware: Option<(PathBuf, PathBuf)>,
 }
 
 /// The QEMU machine type airboot uses for an architecture.
@@ -83,6 +86,11 @@ pub fn qemu_args(s: &VmSpec) -> Vec<String> {
     push(&["-drive", &drive, "-device", "virtio-blk-pci,drive=disk0"]);
     // Entropy for early boot (dockerd and friends block on getrandom).
     push(&["-object", "rng-random,id=rng0,filename=/dev/urandom", "-device", "virtio-rng-pci,rng=rng0"]);
+    if let Some((code, vars)) = &s.firmware {
+        let code = format!("if=pflash,format=raw,unit=0,readonly=on,file={}", code.display());
+        let vars = format!("if=pflash,format=raw,unit=1,file={}", vars.display());
+        push(&["-drive", &code, "-drive", &vars]);
+    }
     if let Some(k) = &s.kernel {
         a.push("-kernel".into());
         a.push(k.display().to_string());
@@ -168,6 +176,7 @@ mod tests {
             append: Some("console=ttyS0 root=/dev/vda rw".into()),
             disk: "/tmp/run/overlay.qcow2".into(),
             qmp_socket: "/tmp/run/qmp.sock".into(),
+            firmware: None,
         }
     }
 
@@ -198,6 +207,20 @@ mod tests {
         assert!(has_pair(&a, "-cpu", "max,pauth-impdef=on"));
         let k = qemu_args(&spec(Arch::Aarch64, Accel::Kvm));
         assert!(has_pair(&k, "-cpu", "host"));
+    }
+
+    #[test]
+    fn uefi_boots_from_pflash_with_a_private_varstore() {
+        let mut sp = spec(Arch::Aarch64, Accel::Tcg);
+        sp.kernel = None;
+        sp.initrd = None;
+        sp.append = None;
+        sp.firmware = Some(("/usr/share/AAVMF/AAVMF_CODE.fd".into(), "/tmp/run/vars.fd".into()));
+        let a = qemu_args(&sp);
+        assert!(has_pair(&a, "-drive", "if=pflash,format=raw,unit=0,readonly=on,file=/usr/share/AAVMF/AAVMF_CODE.fd"));
+        assert!(has_pair(&a, "-drive", "if=pflash,format=raw,unit=1,file=/tmp/run/vars.fd"));
+        assert!(!a.iter().any(|x| x == "-kernel" || x == "-append"));
+        assert!(network_args(&a).is_empty());
     }
 
     #[test]

@@ -4,6 +4,7 @@
 pub mod accel;
 pub mod argv;
 pub mod disk;
+pub mod firmware;
 pub mod probe_client;
 pub mod probe_session;
 pub mod process;

@@ -233,6 +233,10 @@ impl VmRunner {
         let mut exit: Option<String> = None;
         let mut ticker = tokio::time::interval(Duration::from_millis(100));
         let mut stdout_open = true;
+        // When the console last delivered bytes, and whether the unfinished
+        // line since then has been scanned (prompts end no line).
+        let mut last_read = std::time::Instant::now();
+        let mut stall_scanned = false;
 
         macro_rules! report_milestones {
             () => {
@@ -256,6 +260,8 @@ impl VmRunner {
                     } else {
                         console_bytes += n as u64;
                         splitter.push(&buf[..n], &mut raw);
+                        last_read = std::time::Instant::now();
+                        stall_scanned = false;
                     }
                     for r in raw.drain(..) {
                         let line = TimedLine { t, text: clean_line(&r.bytes), truncated: r.truncated };
@@ -334,6 +340,18 @@ impl VmRunner {
                     if interrupted() {
                         run.on_abort(t, "interrupted", interrupt_reason());
                         break 'run;
+                    }
+                    if !stall_scanned && splitter.pending() > 0 && last_read.elapsed() > Duration::from_millis(1500) {
+                        stall_scanned = true;
+                        let line = TimedLine { t, text: clean_line(splitter.peek()), truncated: false };
+                        let decision = run.on_line(&line);
+                        report_milestones!();
+                        if decision == Decision::Stop {
+                            // The prompt is the evidence: keep it in the log.
+                            let _ = log.write_all(format_log_line(&line).as_bytes());
+                            tail.push(line);
+                            break 'run;
+                        }
                     }
                     if run.on_tick(t) == Decision::Stop {
                         for m in run.milestones().into_iter().skip(seen) {

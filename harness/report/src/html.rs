@@ -22,7 +22,9 @@ svg text{font:11px system-ui,sans-serif;fill:#1d2329} .ev{color:#556;font-size:1
 /// Phases of a boot, in order, with their colours: the band between two
 /// known milestones is coloured by the later one.
 const PHASES: &[(&str, &str, &str)] = &[
-    ("kernel", "#c9d6ea", "firmware / loader"),
+    ("firmware", "#e2e2e2", "power-on → UEFI firmware starts the loader"),
+    ("loader", "#d6dce6", "boot loader → kernel EFI stub"),
+    ("kernel", "#c9d6ea", "→ kernel banner (firmware / loader when not shown apart)"),
     ("init", "#9fb8dd", "kernel"),
     ("engine", "#7fa7d8", "init → engine"),
     ("images", "#f0c987", "engine → images"),

@@ -79,6 +79,24 @@ pub fn summary(r: &Report, report_dir: &Path) -> String {
         let name = r.image.fixture.clone().map(|f| format!("{f} ")).unwrap_or_default();
         let _ = writeln!(s, "   image     {name}{p} {hash}");
     }
+    if let Some(first) = r.arch_detection.evidence.first() {
+        let more = r.arch_detection.evidence.len() - 1;
+        let _ = writeln!(
+            s,
+            "   arch      {} from the image: {first}{}",
+            r.arch_detection.detected.as_deref().unwrap_or("not told"),
+            if more > 0 { format!(" (+{more} more in report.json)") } else { String::new() }
+        );
+    }
+    if let Some(m) = &r.boot.mode
+        && m != "direct"
+    {
+        let detail = match m.as_str() {
+            "uefi" => format!("firmware {}", r.boot.firmware.as_deref().unwrap_or("?")),
+            _ => format!("generic kernel {}", r.boot.kernel.as_deref().unwrap_or("?")),
+        };
+        let _ = writeln!(s, "   boot      {m}: {detail}");
+    }
     if let Some(a) = &r.accel {
         let _ = writeln!(
             s,
@@ -179,7 +197,7 @@ pub fn summary(r: &Report, report_dir: &Path) -> String {
                 if e.chars().count() > 200 {
                     e = e.chars().take(197).collect::<String>() + "...";
                 }
-                let _ = writeln!(s, "       evidence: {e}");
+                let _ = writeln!(s, "       evidence: {}", e.replace('\n', "\n                 "));
             }
         }
     }

@@ -121,6 +121,47 @@ pub fn disk_evidence(disk: &dyn ReadAt) -> Vec<Evidence> {
     out
 }
 
+/// The partition holding the root filesystem, for booting a board image's
+/// userspace with another kernel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RootPartition {
+    /// 1-based, as Linux numbers it (`/dev/vda<number>`); 0 for a disk that
+    /// is a filesystem with no partition table.
+    pub number: u32,
+    pub why: String,
+}
+
+/// Find the root filesystem: a GPT partition typed as Linux root for
+/// `arch` if there is one, else the largest ext4 partition holding an init
+/// or a container engine (a Raspberry Pi image's second partition).
+pub fn root_partition(disk: &dyn ReadAt, arch: Arch) -> Option<RootPartition> {
+    let parts: Vec<Partition> = part::partitions(disk).unwrap_or_default();
+    if parts.is_empty() {
+        return in_ext4(disk, "the disk").map(|e| RootPartition { number: 0, why: e.what });
+    }
+    let wanted = match arch {
+        Arch::X86_64 => part::GPT_ROOT_X86_64,
+        Arch::Aarch64 => part::GPT_ROOT_AARCH64,
+    };
+    if let Some(p) = parts.iter().find(|p| matches!(&p.kind, PartType::Gpt(g) if g.as_str() == wanted)) {
+        return Some(RootPartition {
+            number: p.number,
+            why: format!("partition {} has the GPT type of a Linux root for {arch}", p.number),
+        });
+    }
+    let mut best: Option<(u64, RootPartition)> = None;
+    for p in &parts {
+        let view = Slice { inner: disk, start: p.start, len: p.len };
+        if let Some(e) = in_ext4(&view, &format!("partition {}", p.number))
+            && best.as_ref().is_none_or(|(len, _)| p.len > *len)
+        {
+            best =
+                Some((p.len, RootPartition { number: p.number, why: format!("{} (an ext4 root filesystem)", e.what) }));
+        }
+    }
+    best.map(|b| b.1)
+}
+
 /// What a direct-boot kernel file says.
 pub fn kernel_evidence(path: &Path) -> Option<Evidence> {
     let f = std::fs::File::open(path).ok()?;
@@ -154,9 +195,89 @@ pub fn judge(evidence: &[Evidence]) -> Verdict {
     }
 }
 
+/// Why a scenario's image cannot be booted as asked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArchError {
+    /// `wrong-arch` (the image is for another architecture than asked),
+    /// `unknown-arch` (nothing tells, and the scenario does not say),
+    /// `conflicting-arch` or `unsupported-arch`.
+    pub code: &'static str,
+    pub message: String,
+    /// The evidence, one item per line.
+    pub evidence: String,
+}
+
+fn evidence_text(evidence: &[Evidence]) -> String {
+    if evidence.is_empty() {
+        return "nothing in the image names an architecture".into();
+    }
+    evidence.iter().map(|e| e.what.as_str()).collect::<Vec<_>>().join("\n")
+}
+
+/// The architecture to boot: what the scenario asks (`requested`, from
+/// `machine.arch`) checked against what the image says. Asking for an
+/// emulator the image was not built for is an error naming the detected
+/// architecture, its evidence, and the emulator to use; an image nothing
+/// in which names an architecture is accepted only when the scenario says.
+pub fn decide(requested: Option<Arch>, evidence: &[Evidence]) -> Result<Arch, ArchError> {
+    let text = evidence_text(evidence);
+    match (judge(evidence), requested) {
+        (Verdict::Known(found), Some(asked)) if found != asked => Err(ArchError {
+            code: "wrong-arch",
+            message: format!(
+                "the image is for {found}, but the scenario asks for {asked} ({}): booting it would hang silently or fail misleadingly. Use {} (set `arch = \"{found}\"` under [machine], or remove `arch` to use the detected one)",
+                asked.qemu_binary(),
+                found.qemu_binary()
+            ),
+            evidence: text,
+        }),
+        (Verdict::Known(found), _) => Ok(found),
+        (Verdict::Unknown, Some(asked)) => Ok(asked),
+        (Verdict::Unknown, None) => Err(ArchError {
+            code: "unknown-arch",
+            message: "cannot tell the image's architecture (no GPT root partition type, no EFI loader at EFI/BOOT/, no ELF engine or init in an ext4 root filesystem, no kernel that says): set `arch = \"x86_64\"` or `arch = \"aarch64\"` under [machine]".into(),
+            evidence: text,
+        }),
+        (Verdict::Unsupported(what), _) => Err(ArchError {
+            code: "unsupported-arch",
+            message: format!(
+                "the image is for an architecture airboot cannot emulate ({what}): airboot runs x86_64 (qemu-system-x86_64) and aarch64 (qemu-system-aarch64) images"
+            ),
+            evidence: text,
+        }),
+        (Verdict::Conflict(_), Some(asked)) if evidence.iter().any(|e| e.arch == Some(asked)) => Ok(asked),
+        (Verdict::Conflict(_), _) => Err(ArchError {
+            code: "conflicting-arch",
+            message: "the image's parts name different architectures (see the evidence): set `arch` under [machine] to the one the device boots".into(),
+            evidence: text,
+        }),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn decisions_name_the_detected_arch_its_evidence_and_the_emulator() {
+        let arm = [ev(Some(Arch::Aarch64), "/usr/bin/dockerd in partition 2 is ELF aarch64")];
+        assert_eq!(decide(None, &arm), Ok(Arch::Aarch64));
+        assert_eq!(decide(Some(Arch::Aarch64), &arm), Ok(Arch::Aarch64));
+        let e = decide(Some(Arch::X86_64), &arm).unwrap_err();
+        assert_eq!(e.code, "wrong-arch");
+        assert!(e.message.contains("the image is for aarch64"), "{}", e.message);
+        assert!(e.message.contains("Use qemu-system-aarch64"), "{}", e.message);
+        assert!(e.message.contains("asks for x86_64 (qemu-system-x86_64)"), "{}", e.message);
+        assert_eq!(e.evidence, "/usr/bin/dockerd in partition 2 is ELF aarch64");
+        assert_eq!(decide(Some(Arch::X86_64), &[]), Ok(Arch::X86_64), "nothing says otherwise");
+        let e = decide(None, &[]).unwrap_err();
+        assert_eq!(e.code, "unknown-arch");
+        assert!(e.message.contains("[machine]"));
+        let mixed = [ev(Some(Arch::Aarch64), "a"), ev(Some(Arch::X86_64), "b")];
+        assert_eq!(decide(None, &mixed).unwrap_err().code, "conflicting-arch");
+        assert_eq!(decide(Some(Arch::X86_64), &mixed), Ok(Arch::X86_64), "the user settles a conflict");
+        assert_eq!(decide(Some(Arch::X86_64), &[ev(None, "riscv64 root")]).unwrap_err().code, "unsupported-arch");
+    }
 
     fn ev(arch: Option<Arch>, what: &str) -> Evidence {
         Evidence { arch, what: what.into() }
@@ -172,6 +293,62 @@ mod tests {
         assert!(
             matches!(judge(&[ev(None, "riscv"), ev(Some(Arch::X86_64), "b")]), Verdict::Unsupported(w) if w == "riscv")
         );
+    }
+
+    /// A Raspberry Pi-style MBR image (boot partition, then root) and a GPT
+    /// disk whose root is typed: the root partition is found either way.
+    #[test]
+    fn finds_the_root_partition() {
+        use std::process::{Command, Stdio};
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path().join("root");
+        std::fs::create_dir_all(root.join("usr/sbin")).unwrap();
+        std::fs::copy("/bin/sh", root.join("usr/sbin/dockerd")).unwrap();
+        let arch = Arch::host().unwrap();
+        for (label, script, expect) in [
+            (
+                "mbr",
+                "label: dos\nstart=2048, size=16384, type=c\nstart=18432, size=40960, type=83\n",
+                "an ext4 root filesystem",
+            ),
+            (
+                "gpt",
+                &*format!(
+                    "label: gpt\nstart=2048, size=16384, type=C12A7328-F81F-11D2-BA4B-00A0C93EC93B\nstart=18432, size=40960, type={}\n",
+                    match arch {
+                        Arch::X86_64 => part::GPT_ROOT_X86_64,
+                        Arch::Aarch64 => part::GPT_ROOT_AARCH64,
+                    }
+                ),
+                "GPT type of a Linux root",
+            ),
+        ] {
+            let img = d.path().join(format!("{label}.img"));
+            std::fs::File::create(&img).unwrap().set_len(32 << 20).unwrap();
+            let mut c = Command::new("sfdisk")
+                .args(["-q", "--no-reread", "--no-tell-kernel"])
+                .arg(&img)
+                .stdin(Stdio::piped())
+                .spawn()
+                .unwrap();
+            use std::io::Write;
+            c.stdin.take().unwrap().write_all(script.as_bytes()).unwrap();
+            assert!(c.wait().unwrap().success());
+            let ok = Command::new("mkfs.ext4")
+                .args(["-q", "-F", "-b", "4096", "-E", &format!("offset={}", 18432 * 512), "-d"])
+                .arg(&root)
+                .arg(&img)
+                .arg((40960 * 512 / 4096).to_string())
+                .status()
+                .unwrap();
+            assert!(ok.success());
+            let f = std::fs::File::open(&img).unwrap();
+            let r = root_partition(&f, arch).unwrap_or_else(|| panic!("{label}: no root found"));
+            assert_eq!(r.number, 2, "{label}: {r:?}");
+            assert!(r.why.contains(expect), "{label}: {}", r.why);
+            assert_eq!(judge(&disk_evidence(&f)), Verdict::Known(arch), "{label}");
+        }
+        assert_eq!(root_partition(&vec![0u8; 1 << 20], arch), None);
     }
 
     /// A whole ext4 disk whose /usr/bin/dockerd is this host's own shell:
