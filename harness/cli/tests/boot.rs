@@ -5,7 +5,7 @@
 //! covers what no scenario file shows: forced transports, the full report
 //! of a run, Ctrl-C and SIGKILL of the harness, bad input.
 //!
-//! These need the fixtures (`airboot images build --all`, done by
+//! These need the fixtures (`airboot images build --for scenarios/ --suite ci`, done by
 //! scripts/test.sh) and QEMU. VM tests run one at a time: this machine
 //! has two cores and a TCG guest wants one of them.
 

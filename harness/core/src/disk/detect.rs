@@ -351,6 +351,28 @@ mod tests {
         assert_eq!(root_partition(&vec![0u8; 1 << 20], arch), None);
     }
 
+    /// A Raspberry Pi-style boot partition (a FAT filesystem with
+    /// kernel8.img / kernel_2712.img) says arm64; kernel7l.img says 32-bit.
+    #[test]
+    fn raspberry_pi_boot_files() {
+        use std::process::Command;
+        let d = tempfile::tempdir().unwrap();
+        for (name, want) in [("kernel_2712.img", Some(Arch::Aarch64)), ("kernel7l.img", None)] {
+            let img = d.path().join(format!("{name}.fat"));
+            let _ = std::fs::remove_file(&img);
+            assert!(Command::new("mkfs.vfat").args(["-C"]).arg(&img).arg("8192").output().unwrap().status.success());
+            let src = d.path().join(name);
+            std::fs::write(&src, b"not a real kernel").unwrap();
+            let ok = Command::new("mcopy").arg("-i").arg(&img).arg(&src).arg(format!("::/{name}")).status().unwrap();
+            assert!(ok.success());
+            let f = std::fs::File::open(&img).unwrap();
+            let ev = disk_evidence(&f);
+            assert_eq!(ev.len(), 1, "{ev:?}");
+            assert_eq!(ev[0].arch, want, "{ev:?}");
+            assert!(ev[0].what.contains("Raspberry Pi boot partition") && ev[0].what.contains(name), "{ev:?}");
+        }
+    }
+
     /// A whole ext4 disk whose /usr/bin/dockerd is this host's own shell:
     /// the detector must call it this host's architecture.
     #[test]
