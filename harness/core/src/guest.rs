@@ -126,32 +126,9 @@ pub fn to_block(s: &ProbeStatus, t: f64, guest_machine: Option<&str>) -> StatusB
         uptime_s: Some(s.clocks.boottime_s),
         is_final: s.settled,
         engine: Some(s.engine.clone()),
-        images: s
-            .images
-            .iter()
-            .map(|i| ImageRecord { repository: i.repository.clone(), tag: i.tag.clone(), id: i.id.clone() })
-            .collect(),
-        containers: s
-            .containers
-            .iter()
-            .map(|c| ContainerRecord {
-                name: c.name.clone(),
-                image: c.image.clone(),
-                image_id: c.image_id.clone(),
-                state: c.state.clone(),
-                health: c.health.clone(),
-                started_at: c.started_at.clone(),
-                exit_code: c.exit_code,
-            })
-            .collect(),
-        units: s
-            .units
-            .iter()
-            .map(|u| UnitRecord {
-                name: u.name.clone(),
-                state: if u.skipped { "skipped".into() } else { u.active.clone() },
-            })
-            .collect(),
+        images: s.images.iter().map(ImageRecord::from).collect(),
+        containers: s.containers.iter().map(ContainerRecord::from).collect(),
+        units: s.units.iter().map(UnitRecord::from).collect(),
         platforms: s
             .images
             .iter()

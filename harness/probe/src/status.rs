@@ -109,25 +109,14 @@ pub fn block(seq: u64, s: &ProbeStatus) -> String {
     let mut records = line("engine", &s.engine);
     if s.engine.state == EngineState::Up {
         for i in &s.images {
-            records +=
-                &line("image", &ImageRecord { repository: i.repository.clone(), tag: i.tag.clone(), id: i.id.clone() });
+            records += &line("image", &ImageRecord::from(i));
         }
         for c in &s.containers {
-            let r = ContainerRecord {
-                name: c.name.clone(),
-                image: c.image.clone(),
-                image_id: c.image_id.clone(),
-                state: c.state.clone(),
-                health: c.health.clone(),
-                started_at: c.started_at.clone(),
-                exit_code: c.exit_code,
-            };
-            records += &line("container", &r);
+            records += &line("container", &ContainerRecord::from(c));
         }
     }
     for u in &s.units {
-        let state = if u.skipped { "skipped".to_string() } else { u.active.clone() };
-        records += &line("unit", &UnitRecord { name: u.name.clone(), state });
+        records += &line("unit", &UnitRecord::from(u));
     }
     let n = records.lines().count();
     let mut out = line("begin", &Begin { seq, uptime_s: Some(s.clocks.boottime_s), is_final: s.settled });

@@ -117,6 +117,36 @@ pub struct ContainerInfo {
     pub healthy_at: Vec<String>,
 }
 
+// The console status protocol carries the part of each record both sides
+// need; the probe writes it and the harness reads the same view of a
+// probe status, so one conversion serves both.
+impl From<&ImageInfo> for crate::ImageRecord {
+    fn from(i: &ImageInfo) -> Self {
+        crate::ImageRecord { repository: i.repository.clone(), tag: i.tag.clone(), id: i.id.clone() }
+    }
+}
+
+impl From<&ContainerInfo> for crate::ContainerRecord {
+    fn from(c: &ContainerInfo) -> Self {
+        crate::ContainerRecord {
+            name: c.name.clone(),
+            image: c.image.clone(),
+            image_id: c.image_id.clone(),
+            state: c.state.clone(),
+            health: c.health.clone(),
+            started_at: c.started_at.clone(),
+            exit_code: c.exit_code,
+        }
+    }
+}
+
+impl From<&UnitInfo> for crate::UnitRecord {
+    /// A unit the probe skipped (not installed) reads as `skipped`.
+    fn from(u: &UnitInfo) -> Self {
+        crate::UnitRecord { name: u.name.clone(), state: if u.skipped { "skipped".into() } else { u.active.clone() } }
+    }
+}
+
 /// A Docker event (`/events`), times in guest realtime.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 pub struct EngineEvent {
