@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Instant, SystemTime};
 
+use airboot_core::disk::{ReadAt, detect, open_image};
 use airboot_core::history::{self, HistoryEntry};
 use airboot_core::outcome;
 use airboot_core::report::{self, Failure, Report, RunEntry, RunIndex, Verdict};
@@ -308,15 +309,16 @@ fn resolve(s: &Scenario, opts: &Options, report: &mut Report) -> Result<Resolved
                 });
             }
             let boot = s.image.boot.unwrap_or(fixture_boot);
-            let uefi = boot != BootMode::Direct;
+            // UEFI boots the disk's loader, board mode brings its own kernel.
+            let direct = boot == BootMode::Direct;
             Ok(Resolved {
                 fixture_arch: Some(fixture.arch().unwrap_or(def.arch)),
                 boot,
                 disk: fixture.disk(),
                 format: airboot_core::scenario::DiskFormat::Qcow2,
-                kernel: (!uefi).then(|| fixture.kernel()),
-                initrd: (!uefi).then(|| fixture.initrd()),
-                append: (!uefi).then(|| with_extra(fixture.manifest.append.clone())),
+                kernel: direct.then(|| fixture.kernel()),
+                initrd: direct.then(|| fixture.initrd()),
+                append: direct.then(|| with_extra(fixture.manifest.append.clone())),
                 probe_kernel: Some(fixture.kernel()),
                 fixture: Some(name.clone()),
                 known_ids: fixture.manifest.images.iter().map(|i| (i.reference.clone(), i.id.clone())).collect(),
@@ -352,10 +354,16 @@ fn resolve(s: &Scenario, opts: &Options, report: &mut Report) -> Result<Resolved
 /// Board mode: find the image's root partition, take the generic kernel
 /// and the board initramfs for `arch`, and say in the report that the
 /// board's own kernel is not what booted.
-fn board_boot(s: &Scenario, arch: Arch, r: &mut Resolved, report: &mut Report) -> Result<(), Failure> {
-    use airboot_core::disk::{detect, open_image};
+fn board_boot(
+    s: &Scenario,
+    arch: Arch,
+    image: &std::io::Result<Box<dyn ReadAt>>,
+    r: &mut Resolved,
+    report: &mut Report,
+) -> Result<(), Failure> {
     let fail = |code: &str, message: String| Failure { code: code.into(), message, evidence: None };
-    let view = open_image(&r.disk)
+    let view = image
+        .as_ref()
         .map_err(|e| fail("bad-input", format!("cannot read {} to find its root partition: {e}", r.disk.display())))?;
     let rootp = detect::root_partition(view.as_ref(), arch).ok_or_else(|| {
         fail(
@@ -391,10 +399,14 @@ fn board_boot(s: &Scenario, arch: Arch, r: &mut Resolved, report: &mut Report) -
 
 /// Tell the image's architecture from the image itself and check it
 /// against what the scenario asks, before QEMU starts.
-fn detect_arch(s: &Scenario, r: &Resolved, report: &mut Report) -> Result<Arch, Failure> {
-    use airboot_core::disk::{detect, open_image};
+fn detect_arch(
+    s: &Scenario,
+    r: &Resolved,
+    image: &std::io::Result<Box<dyn ReadAt>>,
+    report: &mut Report,
+) -> Result<Arch, Failure> {
     let mut evidence = Vec::new();
-    match open_image(&r.disk) {
+    match image {
         Ok(view) => evidence.extend(detect::disk_evidence(view.as_ref())),
         Err(e) => {
             report.notes.push(format!("could not look inside {} to tell its architecture: {e}", r.disk.display()))
@@ -438,21 +450,17 @@ fn short(s: &str, n: usize) -> String {
 fn boot(s: &Scenario, dir: &Path, opts: &Options, report: &mut Report) {
     let r = match resolve(s, opts, report) {
         Ok(r) => r,
-        Err(f) => {
-            report.verdict = Verdict::Error;
-            report.failures.push(f);
-            return;
-        }
+        Err(f) => return report.error(&f.code, f.message, f.evidence),
     };
     report.image.path = Some(r.disk.display().to_string());
     report.image.format = Some(r.format.as_str().into());
-    let arch = match detect_arch(s, &r, report) {
+    // Read once: the architecture check and board mode both look inside.
+    let image = open_image(&r.disk);
+    let arch = match detect_arch(s, &r, &image, report) {
         Ok(a) => a,
         Err(f) => {
             eprintln!("  {}: {}", f.code, f.message);
-            report.verdict = Verdict::Error;
-            report.failures.push(f);
-            return;
+            return report.error(&f.code, f.message, f.evidence);
         }
     };
     let mut r = r;
@@ -462,13 +470,12 @@ fn boot(s: &Scenario, dir: &Path, opts: &Options, report: &mut Report) {
     report.arch = Some(arch.to_string());
     report.boot.mode = Some(r.boot.as_str().into());
     if r.boot == BootMode::Board
-        && let Err(f) = board_boot(s, arch, &mut r, report)
+        && let Err(f) = board_boot(s, arch, &image, &mut r, report)
     {
         eprintln!("  {}: {}", f.code, f.message);
-        report.verdict = Verdict::Error;
-        report.failures.push(f);
-        return;
+        return report.error(&f.code, f.message, f.evidence);
     }
+    drop(image);
     report.boot.kernel = r.kernel.as_ref().map(|k| k.display().to_string());
     report.boot.initrd = r.initrd.as_ref().map(|k| k.display().to_string());
     report.boot.append = r.append.clone();
@@ -531,7 +538,7 @@ fn boot(s: &Scenario, dir: &Path, opts: &Options, report: &mut Report) {
         transport::pick_cid(seed),
         caps.vhost_device_vsock.as_deref(),
     );
-    let firmware = if r.boot == BootMode::Uefi && r.kernel.is_none() {
+    let firmware = if r.boot == BootMode::Uefi {
         let fw = match firmware::find(arch, s.machine.firmware.as_deref(), s.machine.firmware_vars.as_deref()) {
             Ok(f) => f,
             Err(e) => return report.error("firmware-missing", e, None),
