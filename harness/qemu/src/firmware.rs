@@ -40,15 +40,16 @@ pub fn choose(arch: Arch, descriptors: &[(String, String)]) -> Option<Firmware> 
         let for_arch = v["targets"]
             .as_array()
             .is_some_and(|t| t.iter().any(|x| x["architecture"].as_str() == Some(arch.as_str())));
-        let features: Vec<&str> =
-            v["features"].as_array().map(|f| f.iter().filter_map(Value::as_str).collect()).unwrap_or_default();
-        let secure = features.iter().any(|f| matches!(*f, "secure-boot" | "enrolled-keys" | "requires-smm"));
+        let secure = v["features"].as_array().is_some_and(|f| {
+            f.iter().any(|x| matches!(x.as_str(), Some("secure-boot" | "enrolled-keys" | "requires-smm")))
+        });
+        let raw = v["mapping"]["executable"]["format"].as_str().is_none_or(|f| f == "raw");
+        if !(uefi && flash && for_arch && raw) || secure {
+            continue;
+        }
         let code = v["mapping"]["executable"]["filename"].as_str();
         let vars = v["mapping"]["nvram-template"]["filename"].as_str();
-        let raw = v["mapping"]["executable"]["format"].as_str().is_none_or(|f| f == "raw");
-        if let (true, true, true, false, true, Some(code), Some(vars)) =
-            (uefi, flash, for_arch, secure, raw, code, vars)
-        {
+        if let (Some(code), Some(vars)) = (code, vars) {
             return Some(Firmware {
                 code: code.into(),
                 vars_template: vars.into(),
