@@ -379,8 +379,7 @@ fn board_boot(
     let bk = airboot_images::board::board_kernel(&airboot_images::cache_root(), arch, &mut progress)
         .map_err(|e| fail("board-kernel", format!("board mode: {e}")))?;
     let dev = if rootp.number == 0 { "/dev/vda".to_string() } else { format!("/dev/vda{}", rootp.number) };
-    let mut append =
-        format!("console={},115200 root={dev} rw rootfstype=ext4 net.ifnames=0 audit=0", arch.console_tty());
+    let mut append = airboot_images::kernel_append(arch, &dev);
     if let Some(x) = &s.image.append_extra {
         append = format!("{append} {x}");
     }

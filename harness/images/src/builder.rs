@@ -21,8 +21,8 @@ use crate::util::{
     BuildError, Ctx, Progress, TmpDir, check_foreign, io_err, is_root, lock, read_json, stage_dir, tail, write,
 };
 use crate::{
-    Fixture, FixtureBoot, FixtureImage, FixtureManifest, containers_key, fixture_dir, fixture_key, kernel_key,
-    recipe_tree, rootfs_key,
+    Fixture, FixtureBoot, FixtureImage, FixtureManifest, containers_key, fixture_dir, fixture_key, kernel_append,
+    kernel_key, recipe_tree, rootfs_key,
 };
 
 /// Build a fixture (and whatever stages it needs) unless it is cached.
@@ -133,14 +133,11 @@ pub fn build(root: &Path, name: &str, force: bool, progress: Progress) -> Result
             ctx.say("writing the ext4 disk (mkfs.ext4 -d) and converting it to qcow2");
             File::create(&raw).and_then(|f| f.set_len(root_size)).map_err(io_err("creating disk.raw"))?;
             mkfs_root(&ctx, &staging, &raw, None)?;
-            format!("console={},115200 root=/dev/vda rw rootfstype=ext4 net.ifnames=0 audit=0", def.arch.console_tty())
+            kernel_append(def.arch, "/dev/vda")
         }
         FixtureBoot::Uefi => {
             ctx.say("writing the GPT disk: EFI system partition (systemd-boot) and ext4 root, then qcow2");
-            let append = format!(
-                "console={},115200 root=/dev/vda2 rw rootfstype=ext4 net.ifnames=0 audit=0",
-                def.arch.console_tty()
-            );
+            let append = kernel_append(def.arch, "/dev/vda2");
             write_uefi_disk(&ctx, def.arch, &staging, &kernel_dir, &raw, root_size, &append)?;
             append
         }

@@ -178,6 +178,13 @@ pub fn find(name: &str) -> Option<FixtureDef> {
     catalog().into_iter().find(|f| f.name == name)
 }
 
+/// The kernel command line airboot boots its Debian root filesystems with
+/// (fixtures and board mode): serial console, root device, no
+/// interface renaming, no audit noise on the console.
+pub fn kernel_append(arch: Arch, root: &str) -> String {
+    format!("console={},115200 root={root} rw rootfstype=ext4 net.ifnames=0 audit=0", arch.console_tty())
+}
+
 /// Where built things are kept: `$AIRBOOT_CACHE`, else
 /// `$XDG_CACHE_HOME/airboot`, else `~/.cache/airboot`.
 pub fn cache_root() -> PathBuf {
