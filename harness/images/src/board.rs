@@ -127,24 +127,8 @@ pub fn board_kernel(root: &Path, arch: Arch, progress: Progress) -> Result<Board
     }
     let mut extra = crate::cpio::Cpio::new(Vec::new());
     (|| -> io::Result<()> {
-        let mut dirs = std::collections::BTreeSet::new();
         for m in &order {
-            let rel = format!("lib/modules/{}/{m}", info.version);
-            let mut chain = Vec::new();
-            let mut p = Path::new(&rel).parent();
-            while let Some(d) = p {
-                if d.as_os_str().is_empty() {
-                    break;
-                }
-                chain.push(d.to_string_lossy().into_owned());
-                p = d.parent();
-            }
-            for d in chain.into_iter().rev() {
-                if dirs.insert(d.clone()) {
-                    extra.dir(&d, 0o755)?;
-                }
-            }
-            extra.file(&rel, 0o644, &fs::read(mod_root.join(m))?)?;
+            extra.file_in(&format!("lib/modules/{}/{m}", info.version), 0o644, &fs::read(mod_root.join(m))?)?;
         }
         extra.file("etc/modules.order", 0o644, format!("{}\n", list.join("\n")).as_bytes())?;
         Ok(())

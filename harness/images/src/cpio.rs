@@ -2,17 +2,20 @@
 //! Entries carry fixed owners and mtimes, and device nodes can be written
 //! without root (the kernel creates them while unpacking).
 
+use std::collections::BTreeSet;
 use std::io::{self, Write};
 
 pub struct Cpio<W: Write> {
     w: W,
     ino: u32,
     written: u64,
+    /// Folders written so far, so `file_in` adds each only once.
+    dirs: BTreeSet<String>,
 }
 
 impl<W: Write> Cpio<W> {
     pub fn new(w: W) -> Self {
-        Cpio { w, ino: 1, written: 0 }
+        Cpio { w, ino: 1, written: 0, dirs: BTreeSet::new() }
     }
 
     fn pad(&mut self) -> io::Result<()> {
@@ -50,7 +53,23 @@ impl<W: Write> Cpio<W> {
     }
 
     pub fn dir(&mut self, name: &str, perm: u32) -> io::Result<()> {
+        self.dirs.insert(name.to_string());
         self.entry(name, 0o040000 | perm, 2, &[], 0, 0)
+    }
+
+    /// A file, preceded by whichever of its folders (0755) this archive
+    /// does not hold yet, outermost first.
+    pub fn file_in(&mut self, name: &str, perm: u32, data: &[u8]) -> io::Result<()> {
+        let mut end = 0;
+        while let Some(i) = name[end..].find('/') {
+            end += i;
+            let d = &name[..end];
+            if !self.dirs.contains(d) {
+                self.dir(d, 0o755)?;
+            }
+            end += 1;
+        }
+        self.file(name, perm, data)
     }
 
     pub fn file(&mut self, name: &str, perm: u32, data: &[u8]) -> io::Result<()> {
@@ -100,5 +119,47 @@ mod tests {
         // The device entry carries major 5, minor 1 in rdevmajor/rdevminor.
         let dev = text.find("dev/console").unwrap() - 110;
         assert_eq!(&out[dev + 78..dev + 94], b"0000000500000001");
+    }
+
+    /// Names of the entries in an archive, in order.
+    fn names(out: &[u8]) -> Vec<String> {
+        let mut v = Vec::new();
+        let mut at = 0;
+        while at + 110 <= out.len() && &out[at..at + 6] == b"070701" {
+            let hex =
+                |o: usize| usize::from_str_radix(std::str::from_utf8(&out[at + o..at + o + 8]).unwrap(), 16).unwrap();
+            let (size, namesize) = (hex(54), hex(94));
+            let name = String::from_utf8_lossy(&out[at + 110..at + 110 + namesize - 1]).into_owned();
+            let data = (at + 110 + namesize).div_ceil(4) * 4;
+            at = (data + size).div_ceil(4) * 4;
+            if name == "TRAILER!!!" {
+                break;
+            }
+            v.push(name);
+        }
+        v
+    }
+
+    #[test]
+    fn file_in_writes_each_missing_folder_once_outermost_first() {
+        let mut c = Cpio::new(Vec::new());
+        c.dir("lib", 0o755).unwrap();
+        c.file_in("lib/modules/6.1/kernel/fs/ext4.ko", 0o644, b"x").unwrap();
+        c.file_in("lib/modules/6.1/kernel/fs/jbd2.ko", 0o644, b"y").unwrap();
+        c.file_in("top", 0o644, b"z").unwrap();
+        let out = c.finish().unwrap();
+        assert_eq!(
+            names(&out),
+            [
+                "lib",
+                "lib/modules",
+                "lib/modules/6.1",
+                "lib/modules/6.1/kernel",
+                "lib/modules/6.1/kernel/fs",
+                "lib/modules/6.1/kernel/fs/ext4.ko",
+                "lib/modules/6.1/kernel/fs/jbd2.ko",
+                "top",
+            ]
+        );
     }
 }

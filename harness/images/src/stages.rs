@@ -166,25 +166,9 @@ pub(crate) fn build_kernel(ctx: &mut Ctx, arch: Arch, dir: &Path, force: bool) -
         c.file("init", 0o755, init)?;
         c.file("bin/busybox", 0o755, &fs::read(&busybox)?)?;
         c.symlink("bin/sh", "busybox")?;
-        let mut dirs = std::collections::BTreeSet::new();
         let mut list = String::new();
         for m in &order {
-            let rel = format!("lib/modules/{version}/{m}");
-            let mut p = Path::new(&rel).parent();
-            let mut chain = Vec::new();
-            while let Some(d) = p {
-                if d.as_os_str().is_empty() || d == Path::new("lib/modules") || d == Path::new("lib") {
-                    break;
-                }
-                chain.push(d.to_string_lossy().into_owned());
-                p = d.parent();
-            }
-            for d in chain.into_iter().rev() {
-                if dirs.insert(d.clone()) {
-                    c.dir(&d, 0o755)?;
-                }
-            }
-            c.file(&rel, 0o644, &fs::read(src_mod.join(m))?)?;
+            c.file_in(&format!("lib/modules/{version}/{m}"), 0o644, &fs::read(src_mod.join(m))?)?;
             list.push_str(&format!("{version}/{m}\n"));
         }
         c.file("etc/modules.order", 0o644, list.as_bytes())?;
