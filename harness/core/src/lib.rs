@@ -4,6 +4,7 @@
 
 pub mod airgap;
 pub mod console;
+pub mod cut;
 pub mod disk;
 pub mod guest;
 pub mod history;

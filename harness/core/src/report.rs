@@ -203,6 +203,9 @@ pub struct Report {
     pub failures: Vec<Failure>,
     /// Things worth knowing that are not failures.
     pub notes: Vec<String>,
+    /// `airboot cut`: every cut and its verdict.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub power_cuts: Vec<crate::cut::PowerCut>,
     pub status: StatusInfo,
     pub console: ConsoleInfo,
     pub qemu: QemuInfo,
@@ -242,6 +245,7 @@ impl Report {
             engine: None,
             failures: Vec::new(),
             notes: Vec::new(),
+            power_cuts: Vec::new(),
             status: StatusInfo::default(),
             console: ConsoleInfo { file: "console.log".into(), ..Default::default() },
             qemu: QemuInfo::default(),

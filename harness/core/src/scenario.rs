@@ -29,6 +29,36 @@ pub struct Scenario {
     pub milestones: Vec<MilestoneSpec>,
     pub outcome: Outcome,
     pub suite: Suite,
+    /// `airboot cut`: where and how to cut the power.
+    pub power_cut: Option<PowerCutSpec>,
+}
+
+/// Where a power cut falls, in the write stream of one recorded boot.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PowerCutSpec {
+    /// `kill`, `lose-unflushed`, `torn`, `flush-ignored` (each cut point
+    /// is judged under every mode listed).
+    pub modes: Vec<crate::cut::writelog::CutMode>,
+    /// Seed of every random choice (torn, flush-ignored); chosen and
+    /// recorded when absent.
+    pub seed: Option<u64>,
+    /// Console regex the cut is placed by, and which match counts.
+    pub at: String,
+    pub matching: usize,
+    /// Where after that match: a delay, or a count of requests.
+    pub after: CutAfter,
+    /// A sweep: `points` cut points over the flushes between `at` and
+    /// the first line matching `until`.
+    pub until: Option<String>,
+    pub points: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum CutAfter {
+    Time(Duration),
+    Flushes(u64),
+    Writes(u64),
+    Bytes(u64),
 }
 
 /// Which test suite a scenario belongs to. `airboot run DIR` runs every
@@ -405,6 +435,24 @@ struct RawScenario {
     milestone: Vec<toml::Spanned<RawMilestone>>,
     #[serde(default)]
     outcome: RawOutcome,
+    power_cut: Option<toml::Spanned<RawPowerCut>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPowerCut {
+    #[serde(default)]
+    modes: Vec<String>,
+    seed: Option<u64>,
+    at: Pattern,
+    #[serde(rename = "match")]
+    matching: Option<usize>,
+    after: Option<Dur>,
+    flushes: Option<u64>,
+    writes: Option<u64>,
+    bytes: Option<String>,
+    until: Option<Pattern>,
+    points: Option<usize>,
 }
 
 #[derive(Deserialize, Default)]
@@ -824,6 +872,66 @@ pub fn parse(src: &str, file: &Path, check_paths: bool) -> Result<Scenario, Scen
         });
     }
 
+    let power_cut = match raw.power_cut {
+        None => None,
+        Some(pc) => {
+            let span = pc.span();
+            let pc = pc.into_inner();
+            let bad =
+                |key: &str, message: String| err_at(Some(span.clone()), Some(format!("power_cut.{key}")), message);
+            let mut modes = Vec::new();
+            for m in &pc.modes {
+                modes.push(crate::cut::writelog::CutMode::parse(m).ok_or_else(|| {
+                    bad("modes", format!("unknown mode {m:?}: use kill, lose-unflushed, torn or flush-ignored"))
+                })?);
+            }
+            if modes.is_empty() {
+                modes.push(crate::cut::writelog::CutMode::LoseUnflushed);
+            }
+            let afters: Vec<CutAfter> = [
+                pc.after.map(|d| CutAfter::Time(d.0)),
+                pc.flushes.map(CutAfter::Flushes),
+                pc.writes.map(CutAfter::Writes),
+                match &pc.bytes {
+                    Some(b) => Some(CutAfter::Bytes(crate::units::parse_bytes(b).map_err(|e| bad("bytes", e))?)),
+                    None => None,
+                },
+            ]
+            .into_iter()
+            .flatten()
+            .collect();
+            if afters.len() > 1 {
+                return Err(bad("after", "give at most one of after, flushes, writes, bytes".into()));
+            }
+            let matching = pc.matching.unwrap_or(1);
+            if matching == 0 {
+                return Err(bad("match", "match counts from 1 (the first line matching `at`)".into()));
+            }
+            let points = pc.points.unwrap_or(1);
+            if points == 0 || points > 64 {
+                return Err(bad("points", format!("points = {points}: give 1 to 64 cut points")));
+            }
+            if points > 1 && pc.until.is_none() {
+                return Err(bad(
+                    "until",
+                    "a sweep (points > 1) needs `until`, the console line that ends its window".into(),
+                ));
+            }
+            if points > 1 && !afters.is_empty() {
+                return Err(bad("points", "a sweep places its own cut points: drop after/flushes/writes/bytes".into()));
+            }
+            Some(PowerCutSpec {
+                modes,
+                seed: pc.seed,
+                at: pc.at.0,
+                matching,
+                after: afters.first().copied().unwrap_or(CutAfter::Time(Duration::ZERO)),
+                until: pc.until.map(|u| u.0),
+                points,
+            })
+        }
+    };
+
     Ok(Scenario {
         name,
         file: file.to_path_buf(),
@@ -851,6 +959,7 @@ pub fn parse(src: &str, file: &Path, check_paths: bool) -> Result<Scenario, Scen
             contains: raw.outcome.contains,
         },
         suite: raw.suite.unwrap_or_default(),
+        power_cut,
     })
 }
 
@@ -1060,6 +1169,31 @@ within = "15s"
 
     fn p(src: &str) -> Result<Scenario, ScenarioError> {
         parse(src, Path::new("scenarios/t.toml"), false)
+    }
+
+    #[test]
+    fn power_cut_sections() {
+        use crate::cut::writelog::CutMode;
+        let base = "[image]\nfixture = \"debian-load-at-boot-x86_64\"\n";
+        assert_eq!(p(base).unwrap().power_cut, None);
+        let s = p(&format!(
+            "{base}[power_cut]\nat = \"airboot-load: start\"\nuntil = \"airboot-load: done\"\npoints = 8\nmodes = [\"lose-unflushed\", \"kill\"]\nseed = 7\n"
+        ))
+        .unwrap();
+        let pc = s.power_cut.unwrap();
+        assert_eq!(pc.modes, vec![CutMode::LoseUnflushed, CutMode::Kill]);
+        assert_eq!((pc.points, pc.seed, pc.matching), (8, Some(7), 1));
+        assert_eq!(pc.until.as_deref(), Some("airboot-load: done"));
+        let one =
+            p(&format!("{base}[power_cut]\nat = \"loading\"\nmatch = 2\nbytes = \"4M\"\n")).unwrap().power_cut.unwrap();
+        assert_eq!((one.after, one.modes), (CutAfter::Bytes(4 << 20), vec![CutMode::LoseUnflushed]));
+        let err = |body: &str| p(&format!("{base}[power_cut]\n{body}")).unwrap_err().to_string();
+        assert!(err("at = \"x\"\nmodes = [\"zap\"]").contains("unknown mode \"zap\""));
+        assert!(err("at = \"x\"\nafter = \"2s\"\nflushes = 3").contains("at most one"));
+        assert!(err("at = \"x\"\npoints = 4").contains("needs `until`"));
+        assert!(err("at = \"x\"\nmatch = 0").contains("counts from 1"));
+        assert!(err("at = \"(\"").contains("power_cut") || err("at = \"(\"").contains("regex"));
+        assert!(err("until = \"x\"").contains("at"));
     }
 
     #[test]

@@ -60,6 +60,26 @@ pub fn parse_mib(text: &str) -> Result<u64, String> {
     Ok(mib)
 }
 
+/// Parse a byte count: `4096`, `512K`, `4M`, `1G` (binary units, `KiB`
+/// etc. also accepted).
+pub fn parse_bytes(text: &str) -> Result<u64, String> {
+    let bad = || format!("invalid byte count {text:?}: write e.g. \"65536\", \"512K\" or \"4M\"");
+    let s = text.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    if split == 0 {
+        return Err(bad());
+    }
+    let n: u64 = s[..split].parse().map_err(|_| bad())?;
+    let mult: u64 = match &s[split..] {
+        "" | "B" => 1,
+        "K" | "KiB" | "KB" => 1 << 10,
+        "M" | "MiB" | "MB" => 1 << 20,
+        "G" | "GiB" | "GB" => 1 << 30,
+        _ => return Err(bad()),
+    };
+    n.checked_mul(mult).filter(|b| *b > 0).ok_or_else(bad)
+}
+
 /// Seconds with one decimal, the way reports and summaries print times.
 pub fn secs(d: f64) -> String {
     format!("{d:.1}s")
@@ -93,6 +113,16 @@ mod tests {
         assert_eq!(parse_mib("2048").unwrap(), 2048);
         for bad in ["", "G", "1T", "1.5G", "10M", "-1G", "99999999999999999999G"] {
             assert!(parse_mib(bad).is_err(), "{bad:?} should be rejected");
+        }
+    }
+
+    #[test]
+    fn byte_counts() {
+        assert_eq!(parse_bytes("4096").unwrap(), 4096);
+        assert_eq!(parse_bytes("512K").unwrap(), 512 << 10);
+        assert_eq!(parse_bytes("4MiB").unwrap(), 4 << 20);
+        for bad in ["", "K", "0", "1.5M", "1T", "99999999999G"] {
+            assert!(parse_bytes(bad).is_err(), "{bad:?} should be rejected");
         }
     }
 }

@@ -128,6 +128,9 @@ pub struct RootPartition {
     /// 1-based, as Linux numbers it (`/dev/vda<number>`); 0 for a disk that
     /// is a filesystem with no partition table.
     pub number: u32,
+    /// Where it is on the disk, in bytes.
+    pub start: u64,
+    pub len: u64,
     pub why: String,
 }
 
@@ -137,7 +140,7 @@ pub struct RootPartition {
 pub fn root_partition(disk: &dyn ReadAt, arch: Arch) -> Option<RootPartition> {
     let parts: Vec<Partition> = part::partitions(disk).unwrap_or_default();
     if parts.is_empty() {
-        return in_ext4(disk, "the disk").map(|e| RootPartition { number: 0, why: e.what });
+        return in_ext4(disk, "the disk").map(|e| RootPartition { number: 0, start: 0, len: disk.size(), why: e.what });
     }
     let wanted = match arch {
         Arch::X86_64 => part::GPT_ROOT_X86_64,
@@ -146,6 +149,8 @@ pub fn root_partition(disk: &dyn ReadAt, arch: Arch) -> Option<RootPartition> {
     if let Some(p) = parts.iter().find(|p| matches!(&p.kind, PartType::Gpt(g) if g.as_str() == wanted)) {
         return Some(RootPartition {
             number: p.number,
+            start: p.start,
+            len: p.len,
             why: format!("partition {} has the GPT type of a Linux root for {arch}", p.number),
         });
     }
@@ -155,8 +160,15 @@ pub fn root_partition(disk: &dyn ReadAt, arch: Arch) -> Option<RootPartition> {
         if let Some(e) = in_ext4(&view, &format!("partition {}", p.number))
             && best.as_ref().is_none_or(|(len, _)| p.len > *len)
         {
-            best =
-                Some((p.len, RootPartition { number: p.number, why: format!("{} (an ext4 root filesystem)", e.what) }));
+            best = Some((
+                p.len,
+                RootPartition {
+                    number: p.number,
+                    start: p.start,
+                    len: p.len,
+                    why: format!("{} (an ext4 root filesystem)", e.what),
+                },
+            ));
         }
     }
     best.map(|b| b.1)
