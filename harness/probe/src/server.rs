@@ -82,6 +82,14 @@ pub fn answer(shared: &Shared, req: Request, transport: &str) -> Response {
             let up = d.version().is_ok();
             Body::Airgap(crate::airgap::collect(up.then_some(&d), &containers, &events))
         }
+        Op::Sync => {
+            let t = std::time::Instant::now();
+            match std::process::Command::new("sync").status() {
+                Ok(st) if st.success() => Body::Synced { seconds: t.elapsed().as_secs_f64() },
+                Ok(st) => Body::Error { message: format!("sync exited {st}") },
+                Err(e) => Body::Error { message: format!("cannot run sync: {e}") },
+            }
+        }
     };
     Response { id: req.id, body }
 }

@@ -37,6 +37,9 @@ pub enum Op {
     },
     /// Interfaces, routes, egress evidence.
     Airgap,
+    /// Write the guest's dirty pages to its disk (`sync`), so that what
+    /// the harness reads from the disk afterwards is what the guest sees.
+    Sync,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -53,6 +56,7 @@ pub enum Body {
     Status(Box<ProbeStatus>),
     RunImage(RunImageResult),
     Airgap(AirgapReport),
+    Synced { seconds: f64 },
     Error { message: String },
 }
 

@@ -43,6 +43,10 @@ pub struct VmSpec {
     pub append: Option<String>,
     /// The overlay (qcow2) the guest writes to.
     pub disk: PathBuf,
+    /// Record every request the guest's disk completes (writes, flushes)
+    /// in this file, through QEMU's `blklogwrites` driver: the write
+    /// stream power cuts are cut from.
+    pub write_log: Option<PathBuf>,
     pub qmp_socket: PathBuf,
     /// UEFI: the firmware code (read-only) and this run's own copy of the
     /// variables store, as pflash units 0 and 1.
@@ -82,8 +86,24 @@ pub fn qemu_args(s: &VmSpec) -> Vec<String> {
     push(&["-chardev", "stdio,id=con,signal=off", "-serial", "chardev:con"]);
     let qmp = format!("unix:{},server=on,wait=off", s.qmp_socket.display());
     push(&["-qmp", &qmp]);
-    let drive = format!("file={},format=qcow2,if=none,id=disk0,cache=writeback,discard=unmap", s.disk.display());
-    push(&["-drive", &drive, "-device", "virtio-blk-pci,drive=disk0"]);
+    match &s.write_log {
+        None => {
+            let drive =
+                format!("file={},format=qcow2,if=none,id=disk0,cache=writeback,discard=unmap", s.disk.display());
+            push(&["-drive", &drive, "-device", "virtio-blk-pci,drive=disk0"]);
+        }
+        Some(log) => {
+            // The same disk under a write logger: the device keeps its
+            // volatile write cache (the guest flushes), and sends neither
+            // write-zeroes nor discards, so every request is a plain
+            // write or a flush in the log.
+            let ovl = format!("driver=qcow2,node-name=ovl,file.driver=file,file.filename={}", s.disk.display());
+            let wlog = format!("driver=file,node-name=wlog,filename={}", log.display());
+            let w = "driver=blklogwrites,node-name=disk0,file=ovl,log=wlog,log-sector-size=512,log-append=off";
+            push(&["-blockdev", &ovl, "-blockdev", &wlog, "-blockdev", w]);
+            push(&["-device", "virtio-blk-pci,drive=disk0,write-cache=on,write-zeroes=off,discard=off"]);
+        }
+    }
     // Entropy for early boot (dockerd and friends block on getrandom).
     push(&["-object", "rng-random,id=rng0,filename=/dev/urandom", "-device", "virtio-rng-pci,rng=rng0"]);
     if let Some((code, vars)) = &s.firmware {
@@ -175,6 +195,7 @@ mod tests {
             initrd: Some("/k/initrd.img".into()),
             append: Some("console=ttyS0 root=/dev/vda rw".into()),
             disk: "/tmp/run/overlay.qcow2".into(),
+            write_log: None,
             qmp_socket: "/tmp/run/qmp.sock".into(),
             firmware: None,
         }
@@ -198,6 +219,23 @@ mod tests {
         assert!(has_pair(&a, "-qmp", "unix:/tmp/run/qmp.sock,server=on,wait=off"));
         assert!(a.iter().any(|x| x.starts_with("file=/tmp/run/overlay.qcow2,format=qcow2")));
         assert!(network_args(&a).is_empty(), "{:?}", network_args(&a));
+        assert!(!a.iter().any(|x| x.contains("blklogwrites")));
+    }
+
+    #[test]
+    fn a_recorded_boot_logs_the_disk_s_writes() {
+        let mut sp = spec(Arch::X86_64, Accel::Tcg);
+        sp.write_log = Some("/tmp/run/writes.log".into());
+        let a = qemu_args(&sp);
+        assert!(has_pair(
+            &a,
+            "-blockdev",
+            "driver=qcow2,node-name=ovl,file.driver=file,file.filename=/tmp/run/overlay.qcow2"
+        ));
+        assert!(has_pair(&a, "-blockdev", "driver=file,node-name=wlog,filename=/tmp/run/writes.log"));
+        assert!(a.iter().any(|x| x.starts_with("driver=blklogwrites,node-name=disk0,file=ovl,log=wlog")));
+        assert!(has_pair(&a, "-device", "virtio-blk-pci,drive=disk0,write-cache=on,write-zeroes=off,discard=off"));
+        assert!(!a.iter().any(|x| x == "-drive"));
     }
 
     #[test]

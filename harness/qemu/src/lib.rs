@@ -3,6 +3,7 @@
 
 pub mod accel;
 pub mod argv;
+pub mod crash;
 pub mod disk;
 pub mod firmware;
 pub mod probe_client;

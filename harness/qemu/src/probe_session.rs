@@ -119,6 +119,13 @@ fn run(
                 Ok(Body::Airgap(a)) => Some(a),
                 _ => None,
             };
+            // The run ends after this: leave the guest's writes on its
+            // disk, so the disk read afterwards is what the guest saw.
+            match c.request(Op::Sync, Duration::from_secs(120)) {
+                Ok(Body::Synced { .. }) => {}
+                Ok(other) => trouble(&tx, "sync", format!("the probe could not sync the guest's disk: {other:?}")),
+                Err(e) => trouble(&tx, "sync", format!("the probe could not sync the guest's disk: {e}")),
+            }
             let _ = tx.send(ProbeEvent::Verified { t: t0.elapsed().as_secs_f64(), runs, airgap });
             continue;
         }

@@ -17,6 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use airboot_core::console::{LineSplitter, Tail, TimedLine, clean_line, format_log_line};
+use airboot_core::cut::{MarkSeen, Recorder, StopRule};
 use airboot_core::report::Milestone;
 use airboot_core::run::{Decision, Run, RunResult};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
@@ -84,6 +85,7 @@ pub struct VmOutcome {
     pub probe_transport: Option<String>,
     pub probe_version: Option<String>,
     pub helper_log_tail: Vec<String>,
+    pub recorded: Option<Recorded>,
 }
 
 pub struct VmRunner {
@@ -93,6 +95,25 @@ pub struct VmRunner {
     pub console_log: PathBuf,
     /// Images the probe runs once the stack is ready.
     pub verify_images: Vec<String>,
+    /// A recorded boot (the spec's `write_log`): the console marks to
+    /// note positions at, and when to stop.
+    pub record: Option<RecordSpec>,
+}
+
+#[derive(Debug, Clone)]
+pub struct RecordSpec {
+    pub marks: Vec<(String, regex::Regex)>,
+    /// `None`: the boot runs to its own end.
+    pub stop: Option<StopRule>,
+}
+
+/// What a recorded boot saw.
+#[derive(Debug, Clone, Default)]
+pub struct Recorded {
+    pub seen: Vec<MarkSeen>,
+    /// When the VM was stopped for the cut (seconds after t0), and how
+    /// long the write log was then; `None` when the boot ended otherwise.
+    pub stopped: Option<(f64, u64)>,
 }
 
 /// The last `n` lines a process wrote to stderr.
@@ -213,6 +234,10 @@ impl VmRunner {
         qmp.execute_within(qapi::qmp::cont {}, Duration::from_secs(10)).await?;
         let t0 = Instant::now();
         on_event(VmEvent::Started { qemu_version: qemu_version.clone() });
+        let write_log = self.spec.write_log.clone();
+        let log_len = move || write_log.as_ref().and_then(|p| std::fs::metadata(p).ok()).map_or(0, |m| m.len());
+        let mut recorder = self.record.as_ref().map(|r| Recorder::new(r.marks.clone(), r.stop));
+        let mut cut_now = false;
 
         let (ptx, mut prx) = tokio::sync::mpsc::unbounded_channel::<ProbeEvent>();
         let session = match &self.plan.endpoint {
@@ -278,9 +303,12 @@ impl VmRunner {
                             }
                         }
                         let decision = run.on_line(&line);
+                        if let Some(r) = recorder.as_mut() {
+                            cut_now |= r.on_line(line.t, &line.text, &mut || log_len());
+                        }
                         tail.push(line);
                         report_milestones!();
-                        if decision == Decision::Stop {
+                        if decision == Decision::Stop || cut_now {
                             break 'run;
                         }
                     }
@@ -353,6 +381,10 @@ impl VmRunner {
                             break 'run;
                         }
                     }
+                    if recorder.as_mut().is_some_and(|r| r.on_tick(t)) {
+                        cut_now = true;
+                        break 'run;
+                    }
                     if run.on_tick(t) == Decision::Stop {
                         for m in run.milestones().into_iter().skip(seen) {
                             on_event(VmEvent::Milestone(m));
@@ -364,6 +396,17 @@ impl VmRunner {
         }
         let _ = log.flush();
         drop(session);
+        // A cut: freeze the guest at once (QEMU drains the requests in
+        // flight), then note how far the write log got.
+        let mut stopped = None;
+        if cut_now {
+            let t = t0.elapsed().as_secs_f64();
+            if let Err(e) = qmp.execute_within(qapi::qmp::stop {}, Duration::from_secs(10)).await {
+                on_event(VmEvent::Note(format!("could not pause the guest for the cut: {e}")));
+            }
+            stopped = Some((t, log_len()));
+        }
+        let recorded = recorder.map(|r| Recorded { seen: r.seen, stopped });
 
         // Stop the VM: politely, then for sure; then the helper.
         if exit.is_none() {
@@ -404,6 +447,7 @@ impl VmRunner {
             leftover,
             probe_transport,
             probe_version,
+            recorded,
             helper_log_tail: if self.plan.helper.is_some() { file_tail(&helper_log, 10) } else { Vec::new() },
         })
     }
