@@ -2,6 +2,7 @@
 //! checks that their containers start, how fast, and (later) that their
 //! container store survives power cuts.
 
+mod cut;
 mod images_cmd;
 mod report_cmd;
 mod run;
@@ -82,6 +83,91 @@ With --gate the exit status is 1 when a figure regressed or the newest run
 never reached a running stack, else 0. Nightly builds change the image
 digest: use --ignore-image to compare successive builds.")]
     Report(ReportArgs),
+    /// Cut the power while the device loads its images; judge the store.
+    #[command(long_about = "\
+Boot the scenario's image once with every disk request recorded (QEMU's
+blklogwrites), then cut that write stream at the scenario's [power_cut]
+points and judge each crash state: the root filesystem after journal replay
+(e2fsck on a copy), the container store offline (every tag, config hash and
+layer content against its diff_id), then the device powered on again with
+the scenario's expectations, and the store once more after that boot.
+
+Modes: lose-unflushed (default: exactly the writes up to the last completed
+flush survive), torn (a seeded subset of the unflushed writes survives,
+some torn at a sector), flush-ignored (the device ignored flushes: a seeded
+subset of its last 8 MiB of writes survives), kill (QEMU killed: every
+completed write survives; a crash, reported apart from power cuts).
+
+Outcomes: INTACT-NEW, INTACT-OLD, SELF-HEALED, CORRUPT-DETECTED,
+CORRUPT-SILENT, BRICKED. Each cut leaves a bundle (crash.qcow2 over the
+input image, cut.json, logs) that `airboot repro` boots again.
+
+Exit status: 0 every cut survived (INTACT-* or SELF-HEALED), 1 some did not,
+2 airboot could not judge.")]
+    Cut(CutArgs),
+    /// Boot a cut's bundle again and judge it the same way.
+    #[command(long_about = "\
+Judge the crash state in a bundle that `airboot cut` wrote (a cut-NN-<mode>
+folder) again: offline checks, power-on with the scenario's expectations,
+the store after that boot. Says whether the verdict is the recorded one.
+The bundle's crash.qcow2 is a delta over the exact input image it was cut
+from (checked by sha256); it is not modified.
+
+Exit status: 0 same verdict and the device survived, 1 a different verdict
+or a verdict that is not a survival, 2 airboot could not judge.")]
+    Repro(ReproArgs),
+}
+
+#[derive(clap::Args)]
+struct CutArgs {
+    /// A scenario file with a [power_cut] section.
+    scenario: PathBuf,
+    /// Seed for every random choice (default: the scenario's, else chosen and reported).
+    #[arg(long, value_name = "N")]
+    seed: Option<u64>,
+    /// Cut mode(s), overriding power_cut.modes (repeat for several).
+    #[arg(long, value_name = "MODE", value_parser = ["kill", "lose-unflushed", "torn", "flush-ignored"])]
+    mode: Vec<String>,
+    /// Where to write the report and bundles (default: reports/<date>-<time>-cut-<name>).
+    #[arg(long, value_name = "DIR")]
+    report_dir: Option<PathBuf>,
+    /// Accelerator, overriding machine.accel.
+    #[arg(long, value_enum)]
+    accel: Option<AccelArg>,
+}
+
+#[derive(clap::Args)]
+struct ReproArgs {
+    /// A bundle folder (cut-NN-<mode>) written by `airboot cut`.
+    bundle: PathBuf,
+    /// Where to write the report (default: BUNDLE/repro-<date>-<time>).
+    #[arg(long, value_name = "DIR")]
+    report_dir: Option<PathBuf>,
+    /// Accelerator, overriding machine.accel.
+    #[arg(long, value_enum)]
+    accel: Option<AccelArg>,
+}
+
+fn accel_choice(a: Option<AccelArg>) -> Option<airboot_core::scenario::AccelChoice> {
+    a.map(|a| match a {
+        AccelArg::Auto => airboot_core::scenario::AccelChoice::Auto,
+        AccelArg::Kvm => airboot_core::scenario::AccelChoice::Kvm,
+        AccelArg::Tcg => airboot_core::scenario::AccelChoice::Tcg,
+    })
+}
+
+fn boot_options(accel: Option<AccelArg>) -> run::Options {
+    run::Options {
+        paths: Vec::new(),
+        report_dir: None,
+        accel: accel_choice(accel),
+        transport: None,
+        filter: None,
+        build: true,
+        repeat: 1,
+        history: None,
+        check_outcomes: false,
+    }
 }
 
 #[derive(clap::Args)]
@@ -205,11 +291,7 @@ fn main() -> ExitCode {
         Cmd::Run(a) => run::run(run::Options {
             paths: a.paths,
             report_dir: a.report_dir,
-            accel: a.accel.map(|a| match a {
-                AccelArg::Auto => airboot_core::scenario::AccelChoice::Auto,
-                AccelArg::Kvm => airboot_core::scenario::AccelChoice::Kvm,
-                AccelArg::Tcg => airboot_core::scenario::AccelChoice::Tcg,
-            }),
+            accel: accel_choice(a.accel),
             transport: a.transport.map(|t| airboot_core::scenario::TransportKind::parse(&t).expect("clap checked it")),
             filter: a.filter,
             build: !a.no_build,
@@ -230,6 +312,14 @@ fn main() -> ExitCode {
             json: r.json,
         }),
         Cmd::Check { paths } => scenarios::check(&paths),
+        Cmd::Cut(c) => cut::cut(cut::CutOptions {
+            scenario: c.scenario,
+            seed: c.seed,
+            modes: c.mode.iter().filter_map(|m| airboot_core::cut::writelog::CutMode::parse(m)).collect(),
+            report_dir: c.report_dir,
+            run: boot_options(c.accel),
+        }),
+        Cmd::Repro(r) => cut::repro(&r.bundle, r.report_dir, boot_options(r.accel)),
         Cmd::Images(ImagesCmd::List) => images_cmd::list(),
         Cmd::Images(ImagesCmd::Build { names, all, force, scenarios, suite }) => {
             let names = if scenarios.is_empty() {

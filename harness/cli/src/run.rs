@@ -16,7 +16,7 @@ use airboot_qemu::accel::{self, AccelDecision};
 use airboot_qemu::argv::{Accel, VmSpec, default_append, machine, network_args};
 use airboot_qemu::process::{interrupt_reason, interrupted};
 use airboot_qemu::transport;
-use airboot_qemu::vm::{VmEvent, VmRunner};
+use airboot_qemu::vm::{RecordSpec, Recorded, VmEvent, VmRunner};
 use airboot_qemu::{disk, firmware};
 use airboot_report::views::{RepeatStats, RunView, ScenarioView};
 
@@ -427,7 +427,30 @@ fn detect_arch(
     })
 }
 
+/// What a boot does beyond a plain run (`airboot cut` and `repro`), and
+/// what it hands back.
+#[derive(Default)]
+pub struct Extra {
+    /// Boot this disk (a qcow2 over the input image: a crash state)
+    /// instead of the input image itself.
+    pub disk: Option<PathBuf>,
+    /// Record the guest's disk requests into this (existing, empty) file.
+    pub write_log: Option<PathBuf>,
+    pub record: Option<RecordSpec>,
+    /// Keep the run's overlay here afterwards, with what the guest wrote.
+    pub keep_overlay: Option<PathBuf>,
+    /// Out: what the recorder saw.
+    pub recorded: Option<Recorded>,
+    /// Out: the input image, its format, and the guest's architecture.
+    pub input: Option<(PathBuf, airboot_core::scenario::DiskFormat)>,
+    pub arch: Option<Arch>,
+}
+
 fn run_one(s: &Scenario, dir: &Path, opts: &Options) -> Report {
+    run_one_with(s, dir, opts, &mut Extra::default())
+}
+
+pub fn run_one_with(s: &Scenario, dir: &Path, opts: &Options, extra: &mut Extra) -> Report {
     let wall = Instant::now();
     let mut report = Report::new(&s.name, &s.file.display().to_string(), now_rfc3339());
     report.description = s.description.clone();
@@ -437,7 +460,7 @@ fn run_one(s: &Scenario, dir: &Path, opts: &Options) -> Report {
         report.error("report-dir", format!("cannot create {}: {e}", dir.display()), None);
         return report;
     }
-    boot(s, dir, opts, &mut report);
+    boot(s, dir, opts, &mut report, extra);
     report.wall_s = wall.elapsed().as_secs_f64();
     report
 }
@@ -446,7 +469,7 @@ fn short(s: &str, n: usize) -> String {
     if s.chars().count() > n { s.chars().take(n - 3).collect::<String>() + "..." } else { s.to_string() }
 }
 
-fn boot(s: &Scenario, dir: &Path, opts: &Options, report: &mut Report) {
+fn boot(s: &Scenario, dir: &Path, opts: &Options, report: &mut Report, extra: &mut Extra) {
     let r = match resolve(s, opts, report) {
         Ok(r) => r,
         Err(f) => return report.error(&f.code, f.message, f.evidence),
@@ -463,6 +486,8 @@ fn boot(s: &Scenario, dir: &Path, opts: &Options, report: &mut Report) {
         }
     };
     let mut r = r;
+    extra.input = Some((r.disk.clone(), r.format));
+    extra.arch = Some(arch);
     if r.boot == BootMode::Direct && r.append.is_none() {
         r.append = Some(default_append(arch));
     }
@@ -525,7 +550,11 @@ fn boot(s: &Scenario, dir: &Path, opts: &Options, report: &mut Report) {
         Err(e) => return report.error("workdir", format!("cannot create a temporary folder: {e}"), None),
     };
     let overlay = work.path().join("overlay.qcow2");
-    if let Err(e) = disk::create_overlay(&r.disk, r.format, &overlay) {
+    let (base, base_format) = match &extra.disk {
+        Some(d) => (d.clone(), airboot_core::scenario::DiskFormat::Qcow2),
+        None => (r.disk.clone(), r.format),
+    };
+    if let Err(e) = disk::create_overlay(&base, base_format, &overlay) {
         return report.error("overlay", e.to_string(), None);
     }
     let seed = u64::from(std::process::id())
@@ -571,7 +600,8 @@ fn boot(s: &Scenario, dir: &Path, opts: &Options, report: &mut Report) {
         kernel: r.kernel.clone(),
         initrd: r.initrd.clone(),
         append: r.append.clone(),
-        disk: overlay,
+        disk: overlay.clone(),
+        write_log: extra.write_log.clone(),
         qmp_socket: work.path().join("qmp.sock"),
     };
     report.machine.cpu =
@@ -600,6 +630,7 @@ fn boot(s: &Scenario, dir: &Path, opts: &Options, report: &mut Report) {
         plan,
         console_log: dir.join("console.log"),
         verify_images: s.expect.images.iter().map(|i| i.reference.clone()).collect(),
+        record: extra.record.clone(),
     };
     let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
@@ -621,7 +652,15 @@ fn boot(s: &Scenario, dir: &Path, opts: &Options, report: &mut Report) {
             report.network.qemu_network_args = network_args(&report.qemu.argv);
             report.error(code, e.to_string(), None);
         }
-        Ok(o) => fill(report, o),
+        Ok(mut o) => {
+            extra.recorded = o.recorded.take();
+            fill(report, o)
+        }
+    }
+    if let Some(keep) = &extra.keep_overlay
+        && let Err(e) = std::fs::rename(&overlay, keep).or_else(|_| std::fs::copy(&overlay, keep).map(|_| ()))
+    {
+        report.notes.push(format!("could not keep the run's disk as {}: {e}", keep.display()));
     }
     drop(work);
     match disk::sha256_file(&r.disk) {

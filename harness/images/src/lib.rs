@@ -47,6 +47,10 @@ pub enum Variant {
     Preseeded,
     /// `docker save` archives plus a first-boot unit that loads and tags them.
     LoadAtBoot,
+    /// The same archives, loaded by a crash-safe first-boot unit: each
+    /// image verified (`docker save` checks every layer against its
+    /// diff_id) before it is tagged, the set reloaded when one fails.
+    LoadAtBootSafe,
     /// Preseeded, plus a first-boot unit that pulls from a registry: an
     /// air-gap violation airboot must catch and name.
     Egress,
@@ -57,6 +61,7 @@ impl Variant {
         match self {
             Variant::Preseeded => "preseeded",
             Variant::LoadAtBoot => "load-at-boot",
+            Variant::LoadAtBootSafe => "load-at-boot-safe",
             Variant::Egress => "egress",
         }
     }
@@ -104,7 +109,7 @@ pub struct FixtureDef {
 /// Every fixture that can be built.
 pub fn catalog() -> Vec<FixtureDef> {
     use FixtureBoot::{Direct, Uefi};
-    use Variant::{Egress, LoadAtBoot, Preseeded};
+    use Variant::{Egress, LoadAtBoot, LoadAtBootSafe, Preseeded};
     let def = |name, arch, containers, variant, boot, description| FixtureDef {
         name,
         arch,
@@ -130,6 +135,14 @@ pub fn catalog() -> Vec<FixtureDef> {
             LoadAtBoot,
             Direct,
             "Debian bookworm + docker.io, images shipped as `docker save` archives and loaded by a first-boot unit",
+        ),
+        def(
+            "debian-load-at-boot-safe-x86_64",
+            x86,
+            x86,
+            LoadAtBootSafe,
+            Direct,
+            "the load-at-boot fixture with a crash-safe loader: verify each image (docker save) before tagging, reload the set when one fails",
         ),
         def(
             "debian-egress-x86_64",

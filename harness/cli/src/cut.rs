@@ -1,0 +1,581 @@
+//! `airboot cut` and `airboot repro`: record the guest's write stream in
+//! one boot, cut it at the scenario's cut points, and judge each crash
+//! state offline (filesystem, container store) and by powering it on again.
+//!
+//! Record once, cut many: one boot with QEMU's `blklogwrites` between the
+//! guest and its disk yields every crash state of that boot. A crash state
+//! is the input image plus the writes a cut kept, written into a qcow2
+//! over the input (the reproduction bundle's `crash.qcow2`).
+
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use airboot_core::cut::store::{StoreCheck, check_docker};
+use airboot_core::cut::writelog::{Count, CutMode, WriteLog, crash_state, sweep_points};
+use airboot_core::cut::{CutPosition, FsFindings, PowerCut, RebootFindings, StopRule, judge};
+use airboot_core::disk::ext4::Ext4;
+use airboot_core::disk::{ReadAt, detect, open_image};
+use airboot_core::report::{Report, Verdict};
+use airboot_core::scenario::{Arch, CutAfter, DiskFormat, PowerCutSpec, Scenario};
+use airboot_qemu::crash;
+use airboot_qemu::disk::sha256_file;
+use airboot_qemu::process::interrupted;
+use airboot_qemu::vm::RecordSpec;
+use serde::{Deserialize, Serialize};
+
+use crate::run::{Extra, Options as RunOptions, run_one_with};
+use crate::scenarios;
+
+pub struct CutOptions {
+    pub scenario: PathBuf,
+    pub seed: Option<u64>,
+    pub modes: Vec<CutMode>,
+    pub report_dir: Option<PathBuf>,
+    pub run: RunOptions,
+}
+
+/// What a bundle's `cut.json` holds: enough to boot and judge the same
+/// state again.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BundleInfo {
+    pub scenario_file: String,
+    pub input: String,
+    pub input_sha256: Option<String>,
+    pub arch: String,
+    pub mode: String,
+    pub trigger: String,
+    pub position: CutPosition,
+    pub seed: u64,
+    pub record_argv: Vec<String>,
+    pub outcome: Option<String>,
+}
+
+fn stamp() -> String {
+    humantime::format_rfc3339_seconds(SystemTime::now())
+        .to_string()
+        .replace(['-', ':'], "")
+        .replace('T', "-")
+        .trim_end_matches('Z')
+        .to_string()
+}
+
+fn load_one(path: &Path) -> Result<Scenario, i32> {
+    match scenarios::load_all(&[path.to_path_buf()]) {
+        Ok(mut l) if l.len() == 1 => Ok(l.remove(0)),
+        Ok(l) => {
+            eprintln!("error: {} holds {} scenarios: give one scenario file", path.display(), l.len());
+            Err(2)
+        }
+        Err(errors) => {
+            for e in errors {
+                eprintln!("error: {e}");
+            }
+            Err(2)
+        }
+    }
+}
+
+fn pos(log: &WriteLog, entry: usize) -> CutPosition {
+    let (writes, flushes, bytes) = log.counts(entry);
+    CutPosition { entry, writes, flushes, bytes_written: bytes }
+}
+
+/// Where to cut, from the recording: (entry index, what placed it).
+fn cut_points(
+    pc: &PowerCutSpec,
+    log: &WriteLog,
+    recorded: &airboot_qemu::vm::Recorded,
+) -> Result<Vec<(usize, String)>, String> {
+    let at = recorded.seen.iter().find(|m| m.mark == "at" && m.nth == pc.matching).ok_or_else(|| {
+        format!(
+            "the console never showed match {} of power_cut.at = {:?} during the recorded boot: nothing to cut",
+            pc.matching, pc.at
+        )
+    })?;
+    let from = log.entries_within(at.log_len);
+    if pc.points > 1 {
+        let until = recorded.seen.iter().find(|m| m.mark == "until" && m.t_s >= at.t_s).ok_or_else(|| {
+            format!("the console never showed power_cut.until = {:?} after `at`: the sweep has no end", pc.until)
+        })?;
+        let to = log.entries_within(until.log_len);
+        let points = sweep_points(log, from, to, pc.points);
+        if points.is_empty() {
+            return Err(format!(
+                "no flush between `at` ({:.1}s) and `until` ({:.1}s): nothing a power cut could lose there",
+                at.t_s, until.t_s
+            ));
+        }
+        let n = points.len();
+        return Ok(points
+            .into_iter()
+            .enumerate()
+            .map(|(k, e)| {
+                (
+                    e,
+                    format!(
+                        "sweep point {} of {n}: just before flush #{} (between {:?} at {:.1}s and {:?} at {:.1}s)",
+                        k + 1,
+                        log.counts(e).1 + 1,
+                        at.line,
+                        at.t_s,
+                        until.line,
+                        until.t_s
+                    ),
+                )
+            })
+            .collect());
+    }
+    let counted = |what: Count, n: u64, unit: &str| -> Result<(usize, String), String> {
+        let base = log.counts(from);
+        let target = match what {
+            Count::Flushes => base.1 + n,
+            Count::Writes => base.0 + n,
+            Count::Bytes => base.2 + n,
+        };
+        let e = log.position_after(what, target).ok_or_else(|| {
+            format!("the recorded boot ended before {n} {unit} after {:?}: cut earlier or record longer", at.line)
+        })?;
+        Ok((e, format!("{n} {unit} after match {} of {:?} ({:.1}s)", pc.matching, pc.at, at.t_s)))
+    };
+    let one = match pc.after {
+        CutAfter::Flushes(n) => counted(Count::Flushes, n, "flush(es)")?,
+        CutAfter::Writes(n) => counted(Count::Writes, n, "write(s)")?,
+        CutAfter::Bytes(n) => counted(Count::Bytes, n, "byte(s) written")?,
+        CutAfter::Time(d) => {
+            let (t, len) = recorded.stopped.ok_or("the recorded boot ended before the cut's time came")?;
+            (
+                log.entries_within(len),
+                format!(
+                    "{:.1}s after match {} of {:?} (line at {:.1}s, cut at {t:.1}s)",
+                    d.as_secs_f64(),
+                    pc.matching,
+                    pc.at,
+                    at.t_s
+                ),
+            )
+        }
+    };
+    Ok(vec![one])
+}
+
+fn default_seed() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(1) % 1_000_000
+}
+
+pub fn cut(opts: CutOptions) -> i32 {
+    let s = match load_one(&opts.scenario) {
+        Ok(s) => s,
+        Err(c) => return c,
+    };
+    let Some(mut pc) = s.power_cut.clone() else {
+        eprintln!(
+            "error: {} has no [power_cut] section: add one saying where to cut (`at = \"<console regex>\"`; see scenarios/README.md)",
+            s.file.display()
+        );
+        return 2;
+    };
+    if !opts.modes.is_empty() {
+        pc.modes = opts.modes.clone();
+    }
+    let seed = opts.seed.or(pc.seed).unwrap_or_else(default_seed);
+    let base =
+        opts.report_dir.clone().unwrap_or_else(|| PathBuf::from("reports").join(format!("{}-cut-{}", stamp(), s.name)));
+    if let Err(e) = std::fs::create_dir_all(&base) {
+        eprintln!("error: cannot create the report folder {}: {e}", base.display());
+        return 2;
+    }
+    let work = match tempfile::Builder::new().prefix("airboot-cut-").tempdir() {
+        Ok(w) => w,
+        Err(e) => {
+            eprintln!("error: cannot create a temporary folder: {e}");
+            return 2;
+        }
+    };
+    let write_log = work.path().join("writes.log");
+    if let Err(e) = std::fs::File::create(&write_log) {
+        eprintln!("error: cannot create {}: {e}", write_log.display());
+        return 2;
+    }
+    let re = |p: &str| regex::Regex::new(p).expect("checked when the scenario was read");
+    let mut marks = vec![("at".to_string(), re(&pc.at))];
+    if let Some(u) = &pc.until {
+        marks.push(("until".to_string(), re(u)));
+    }
+    // The recording ends at the sweep's end, at the timed cut, or (for
+    // counted cuts) when the run ends by itself.
+    let stop = if pc.points > 1 {
+        Some(StopRule { mark: 1, nth: 1, delay_s: 0.5 })
+    } else if let CutAfter::Time(d) = pc.after {
+        Some(StopRule { mark: 0, nth: pc.matching, delay_s: d.as_secs_f64() })
+    } else {
+        None
+    };
+    eprintln!("== {}: recording the write stream of one boot", s.name);
+    let mut rec =
+        Extra { write_log: Some(write_log.clone()), record: Some(RecordSpec { marks, stop }), ..Default::default() };
+    let rec_dir = base.join("record");
+    let mut report = run_one_with(&s, &rec_dir, &opts.run, &mut rec);
+    if let Err(e) = airboot_report::write_report(&rec_dir, &report) {
+        eprintln!("error: cannot write {}/report.json: {e}", rec_dir.display());
+    }
+    report.notes.push(format!("the recorded boot's own report: {}/report.json", rec_dir.display()));
+    if rec.recorded.as_ref().is_some_and(|r| r.stopped.is_some()) {
+        // Stopped on purpose for the cut: what the run had not seen yet is no failure.
+        for f in std::mem::take(&mut report.failures) {
+            report.notes.push(format!("recorded boot (stopped for the cut): {}: {}", f.code, f.message));
+        }
+        report.verdict = Verdict::Pass;
+    }
+    let result = cut_all(&s, &pc, seed, &base, work.path(), &write_log, &rec, &report, &opts.run);
+    match result {
+        Ok(cuts) => report.power_cuts = cuts,
+        Err(e) => {
+            eprintln!("error: {e}");
+            report.error("power-cut", e, None);
+        }
+    }
+    finish(&base, &mut report, &rec)
+}
+
+/// Write the cut report, print the summary, and say how it went.
+fn finish(base: &Path, report: &mut Report, rec: &Extra) -> i32 {
+    if let Some((input, _)) = &rec.input
+        && let Some(before) = report.image.sha256_before.clone()
+    {
+        match sha256_file(input) {
+            Ok(h) if h == before => report.image.unchanged = Some(true),
+            Ok(_) => {
+                report.image.unchanged = Some(false);
+                report.error("input-modified", "the input image changed during the cuts".into(), None);
+            }
+            Err(e) => report.notes.push(format!("could not hash the input again: {e}")),
+        }
+    }
+    if let Err(e) = airboot_report::write_report(base, report) {
+        eprintln!("error: cannot write {}/report.json: {e}", base.display());
+    }
+    print_cuts(report);
+    println!("   report    {}", base.join("report.json").display());
+    let errors = report.verdict == Verdict::Error || report.power_cuts.iter().any(|c| c.outcome.is_none());
+    if errors {
+        2
+    } else if report.power_cuts.iter().all(|c| c.outcome.is_some_and(|o| o.survived())) {
+        0
+    } else {
+        1
+    }
+}
+
+fn print_cuts(report: &Report) {
+    for (title, power) in [("power cuts", true), ("crashes (QEMU killed: every completed write kept)", false)] {
+        let cuts: Vec<&PowerCut> = report.power_cuts.iter().filter(|c| c.power_cut == power).collect();
+        if cuts.is_empty() {
+            continue;
+        }
+        println!("== {title}");
+        for c in cuts {
+            let outcome = c.outcome.map(|o| o.as_str()).unwrap_or("NOT JUDGED");
+            println!(
+                "   {outcome:<17} {:<15} write {} flush {} ({} lost, {} torn)  {}",
+                c.mode, c.position.writes, c.position.flushes, c.lost_writes, c.torn_writes, c.trigger
+            );
+            if let Some(e) = &c.error {
+                println!("      error: {e}");
+            }
+            for e in c.evidence.iter().filter(|e| !e.contains("stack up as expected")).take(4) {
+                println!("      {e}");
+            }
+            println!("      bundle {}", c.bundle);
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn cut_all(
+    s: &Scenario,
+    pc: &PowerCutSpec,
+    seed: u64,
+    base: &Path,
+    work: &Path,
+    write_log: &Path,
+    rec: &Extra,
+    report: &Report,
+    run: &RunOptions,
+) -> Result<Vec<PowerCut>, String> {
+    let (input, format) = rec.input.clone().ok_or("the recorded boot did not get as far as the image")?;
+    let arch = rec.arch.ok_or("the recorded boot did not get as far as the architecture")?;
+    let recorded = rec.recorded.clone().ok_or("the recorded boot ended before QEMU ran")?;
+    let view = open_image(&input).map_err(|e| format!("cannot read {}: {e}", input.display()))?;
+    let disk_size = view.size();
+    let root = detect::root_partition(view.as_ref(), arch)
+        .ok_or_else(|| format!("no root filesystem found in {}: cannot check its store", input.display()))?;
+    drop(view);
+    let log_file = std::fs::File::open(write_log).map_err(|e| format!("cannot open the write log: {e}"))?;
+    let log_len = log_file.size();
+    let log = WriteLog::parse(&log_file, log_len, disk_size).map_err(|e| format!("the write log: {e}"))?;
+    let total = log.counts(log.entries.len());
+    eprintln!(
+        "   recorded {} requests: {} writes ({} MiB), {} flushes",
+        log.entries.len(),
+        total.0,
+        total.2 >> 20,
+        total.1
+    );
+    let points = cut_points(pc, &log, &recorded)?;
+    let expected: Vec<String> = s.expect.images.iter().map(|i| i.reference.clone()).collect();
+    let mut cuts = Vec::new();
+    let n = points.len() * pc.modes.len();
+    let mut k = 0;
+    for (entry, trigger) in &points {
+        for mode in &pc.modes {
+            k += 1;
+            if interrupted() {
+                return Ok(cuts);
+            }
+            let cut_seed = seed.wrapping_add(k as u64 - 1);
+            let state = crash_state(&log, *entry, *mode, cut_seed);
+            let bundle = base.join(format!("cut-{k:02}-{}", mode.as_str()));
+            eprintln!("== cut {k} of {n}: {} at write {} ({trigger})", mode.as_str(), log.counts(*entry).0);
+            let mut c = PowerCut {
+                mode: mode.as_str().into(),
+                power_cut: mode.is_power_cut(),
+                trigger: trigger.clone(),
+                position: pos(&log, *entry),
+                seed: cut_seed,
+                lost_writes: state.lost_writes,
+                lost_bytes: state.lost_bytes,
+                torn_writes: state.torn_writes,
+                outcome: None,
+                evidence: Vec::new(),
+                bundle: bundle.display().to_string(),
+                filesystem: None,
+                crash_store: None,
+                after_store: None,
+                error: None,
+            };
+            let info = BundleInfo {
+                scenario_file: std::path::absolute(&s.file).unwrap_or(s.file.clone()).display().to_string(),
+                input: std::path::absolute(&input).unwrap_or(input.clone()).display().to_string(),
+                input_sha256: report.image.sha256_before.clone(),
+                arch: arch.to_string(),
+                mode: mode.as_str().into(),
+                trigger: trigger.clone(),
+                position: c.position.clone(),
+                seed: cut_seed,
+                record_argv: report.qemu.argv.clone(),
+                outcome: None,
+            };
+            let made = std::fs::create_dir_all(&bundle)
+                .map_err(|e| format!("cannot create {}: {e}", bundle.display()))
+                .and_then(|_| {
+                    crash::materialize(&input, format, write_log, &state, &bundle.join("crash.qcow2"))
+                        .map_err(|e| format!("building the crash state: {e}"))
+                });
+            if let Err(e) = made {
+                c.error = Some(e);
+                cuts.push(c);
+                continue;
+            }
+            let _ = std::fs::copy(rec_console(base), bundle.join("record-console.log"));
+            judge_bundle(s, &bundle, (root.start, root.len), &expected, work, run, &mut c);
+            let mut info = info;
+            info.outcome = c.outcome.map(|o| o.as_str().to_string());
+            let _ = std::fs::write(bundle.join("cut.json"), serde_json::to_string_pretty(&info).unwrap_or_default());
+            cuts.push(c);
+        }
+    }
+    Ok(cuts)
+}
+
+fn rec_console(base: &Path) -> PathBuf {
+    base.join("record/console.log")
+}
+
+/// Check a root filesystem image offline: fsck a copy, then the store.
+fn offline(
+    disk: &Path,
+    root: (u64, u64),
+    expected: &[String],
+    work: &Path,
+    name: &str,
+) -> Result<(FsFindings, StoreCheck), String> {
+    let copy = crash::root_copy(work, name);
+    crash::extract(disk, root.0, root.1, &copy).map_err(|e| e.to_string())?;
+    let result = (|| {
+        let fs = crash::fsck(&copy).map_err(|e| e.to_string())?;
+        let f = std::fs::File::open(&copy).map_err(|e| format!("{}: {e}", copy.display()))?;
+        let ext4 = Ext4::open(&f).map_err(|e| format!("the root filesystem does not open: {e}"))?;
+        let store = check_docker(&ext4, expected).map_err(|e| format!("reading the store: {e}"))?;
+        Ok((fs, store))
+    })();
+    let _ = std::fs::remove_file(&copy);
+    result
+}
+
+/// Judge the crash state in `bundle` (its `crash.qcow2`): offline, then
+/// by booting it, then offline again on what that boot left.
+fn judge_bundle(
+    s: &Scenario,
+    bundle: &Path,
+    root: (u64, u64),
+    expected: &[String],
+    work: &Path,
+    run: &RunOptions,
+    c: &mut PowerCut,
+) {
+    let crash_disk = bundle.join("crash.qcow2");
+    let (fs, crash_store) = match offline(&crash_disk, root, expected, work, "crash") {
+        Ok((fs, st)) => (fs, Some(st)),
+        Err(e) => (FsFindings { clean: false, summary: e }, None),
+    };
+    eprintln!(
+        "   crash state: filesystem {}, store {}",
+        if fs.clean { "clean" } else { "DAMAGED" },
+        crash_store.as_ref().map(|x| x.verdict.as_str()).unwrap_or("unreadable")
+    );
+    eprintln!("   powering the crash state on again");
+    let after_disk = work.join("after.qcow2");
+    let _ = std::fs::remove_file(&after_disk);
+    let mut extra = Extra { disk: Some(crash_disk), keep_overlay: Some(after_disk.clone()), ..Default::default() };
+    let reboot = run_one_with(s, &bundle.join("reboot"), run, &mut extra);
+    if let Err(e) = airboot_report::write_report(&bundle.join("reboot"), &reboot) {
+        eprintln!("error: cannot write the reboot report: {e}");
+    }
+    let engine_up = reboot.milestones.iter().any(|m| m.name == "engine") || reboot.engine.is_some();
+    let findings = RebootFindings {
+        passed: reboot.verdict == Verdict::Pass,
+        engine_up,
+        failures: reboot.failures.iter().map(|f| format!("{}: {}", f.code, f.message)).collect(),
+    };
+    if reboot.verdict == Verdict::Error && findings.failures.iter().any(|f| f.starts_with("interrupted")) {
+        c.error = Some("interrupted while powering the crash state on".into());
+        return;
+    }
+    let after = if after_disk.exists() {
+        match offline(&after_disk, root, expected, work, "after") {
+            Ok((_, st)) => Some(st),
+            Err(e) => {
+                c.evidence.push(format!("after the next boot: could not check the store: {e}"));
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let _ = std::fs::remove_file(&after_disk);
+    let j = judge(&fs, crash_store.as_ref(), &findings, after.as_ref());
+    eprintln!("   => {}", j.outcome.as_str());
+    c.outcome = Some(j.outcome);
+    c.evidence.splice(0..0, j.evidence);
+    c.filesystem = Some(fs);
+    c.crash_store = crash_store;
+    c.after_store = after;
+}
+
+pub fn repro(bundle: &Path, report_dir: Option<PathBuf>, run: RunOptions) -> i32 {
+    let info: BundleInfo = match std::fs::read_to_string(bundle.join("cut.json"))
+        .map_err(|e| e.to_string())
+        .and_then(|t| serde_json::from_str(&t).map_err(|e| e.to_string()))
+    {
+        Ok(i) => i,
+        Err(e) => {
+            eprintln!(
+                "error: {}/cut.json: {e} (a bundle is a cut-NN-<mode> folder that `airboot cut` wrote)",
+                bundle.display()
+            );
+            return 2;
+        }
+    };
+    if !bundle.join("crash.qcow2").is_file() {
+        eprintln!("error: {}/crash.qcow2 is missing: the bundle is incomplete", bundle.display());
+        return 2;
+    }
+    let s = match load_one(Path::new(&info.scenario_file)) {
+        Ok(s) => s,
+        Err(c) => return c,
+    };
+    let Some(arch) = Arch::parse(&info.arch) else {
+        eprintln!("error: {}/cut.json: unknown arch {:?}", bundle.display(), info.arch);
+        return 2;
+    };
+    let input = PathBuf::from(&info.input);
+    if let Some(want) = &info.input_sha256 {
+        match sha256_file(&input) {
+            Ok(h) if &h == want => {}
+            Ok(_) => {
+                eprintln!(
+                    "error: {} is not the image this bundle was cut from (sha256 differs): its crash.qcow2 is a delta over that exact image",
+                    input.display()
+                );
+                return 2;
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                return 2;
+            }
+        }
+    }
+    let root = match open_image(&input).ok().and_then(|v| detect::root_partition(v.as_ref(), arch)) {
+        Some(r) => (r.start, r.len),
+        None => {
+            eprintln!("error: no root filesystem found in {}", input.display());
+            return 2;
+        }
+    };
+    let base = report_dir.unwrap_or_else(|| bundle.join(format!("repro-{}", stamp())));
+    let work = match tempfile::Builder::new().prefix("airboot-repro-").tempdir() {
+        Ok(w) => w,
+        Err(e) => {
+            eprintln!("error: cannot create a temporary folder: {e}");
+            return 2;
+        }
+    };
+    // Judge a copy of the bundle's disk state, so the bundle stays as cut.
+    let _ = std::fs::create_dir_all(&base);
+    let expected: Vec<String> = s.expect.images.iter().map(|i| i.reference.clone()).collect();
+    let mut c = PowerCut {
+        mode: info.mode.clone(),
+        power_cut: info.mode != "kill",
+        trigger: info.trigger.clone(),
+        position: info.position.clone(),
+        seed: info.seed,
+        lost_writes: 0,
+        lost_bytes: 0,
+        torn_writes: 0,
+        outcome: None,
+        evidence: Vec::new(),
+        bundle: bundle.display().to_string(),
+        filesystem: None,
+        crash_store: None,
+        after_store: None,
+        error: None,
+    };
+    let judged = base.join("state");
+    let _ = std::fs::create_dir_all(&judged);
+    if let Err(e) = std::fs::copy(bundle.join("crash.qcow2"), judged.join("crash.qcow2")) {
+        eprintln!("error: cannot copy the crash state: {e}");
+        return 2;
+    }
+    eprintln!("== repro {}: {} cut, {}", bundle.display(), info.mode, info.trigger);
+    judge_bundle(&s, &judged, root, &expected, work.path(), &run, &mut c);
+    let _ = std::fs::remove_file(judged.join("crash.qcow2"));
+    let mut report = Report::new(
+        &s.name,
+        &s.file.display().to_string(),
+        humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
+    );
+    report.verdict = Verdict::Pass;
+    let same = c.outcome.map(|o| o.as_str().to_string()) == info.outcome;
+    report.notes.push(format!(
+        "reproduction of {}: recorded outcome {}, now {} ({})",
+        bundle.display(),
+        info.outcome.as_deref().unwrap_or("none"),
+        c.outcome.map(|o| o.as_str()).unwrap_or("not judged"),
+        if same { "same verdict" } else { "DIFFERENT verdict" }
+    ));
+    report.power_cuts.push(c);
+    let rec = Extra { input: Some((input, DiskFormat::Qcow2)), ..Default::default() };
+    let code = finish(&base, &mut report, &rec);
+    println!("   {}", report.notes.last().cloned().unwrap_or_default());
+    if !same && code != 2 { 1 } else { code }
+}
