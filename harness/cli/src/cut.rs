@@ -93,7 +93,7 @@ fn cut_points(
         )
     })?;
     let from = log.entries_within(at.log_len);
-    if pc.points > 1 {
+    if pc.until.is_some() {
         let until = recorded.seen.iter().find(|m| m.mark == "until" && m.t_s >= at.t_s).ok_or_else(|| {
             format!("the console never showed power_cut.until = {:?} after `at`: the sweep has no end", pc.until)
         })?;
@@ -101,7 +101,7 @@ fn cut_points(
         let points = sweep_points(log, from, to, pc.points);
         if points.is_empty() {
             return Err(format!(
-                "no flush between `at` ({:.1}s) and `until` ({:.1}s): nothing a power cut could lose there",
+                "no flush with unflushed writes before it between `at` ({:.1}s) and `until` ({:.1}s): nothing a power cut could lose there",
                 at.t_s, until.t_s
             ));
         }
@@ -203,7 +203,7 @@ pub fn cut(opts: CutOptions) -> i32 {
     }
     // The recording ends at the sweep's end, at the timed cut, or (for
     // counted cuts) when the run ends by itself.
-    let stop = if pc.points > 1 {
+    let stop = if pc.until.is_some() {
         Some(StopRule { mark: 1, nth: 1, delay_s: 0.5 })
     } else if let CutAfter::Time(d) = pc.after {
         Some(StopRule { mark: 0, nth: pc.matching, delay_s: d.as_secs_f64() })
@@ -226,13 +226,9 @@ pub fn cut(opts: CutOptions) -> i32 {
         }
         report.verdict = Verdict::Pass;
     }
-    let result = cut_all(&s, &pc, seed, &base, work.path(), &write_log, &rec, &report, &opts.run);
-    match result {
-        Ok(cuts) => report.power_cuts = cuts,
-        Err(e) => {
-            eprintln!("error: {e}");
-            report.error("power-cut", e, None);
-        }
+    if let Err(e) = cut_all(&s, &pc, seed, &base, work.path(), &write_log, &rec, &mut report, &opts.run) {
+        eprintln!("error: {e}");
+        report.error("power-cut", e, None);
     }
     finish(&base, &mut report, &rec)
 }
@@ -299,9 +295,9 @@ fn cut_all(
     work: &Path,
     write_log: &Path,
     rec: &Extra,
-    report: &Report,
+    report: &mut Report,
     run: &RunOptions,
-) -> Result<Vec<PowerCut>, String> {
+) -> Result<(), String> {
     let (input, format) = rec.input.clone().ok_or("the recorded boot did not get as far as the image")?;
     let arch = rec.arch.ok_or("the recorded boot did not get as far as the architecture")?;
     let recorded = rec.recorded.clone().ok_or("the recorded boot ended before QEMU ran")?;
@@ -323,14 +319,13 @@ fn cut_all(
     );
     let points = cut_points(pc, &log, &recorded)?;
     let expected: Vec<String> = s.expect.images.iter().map(|i| i.reference.clone()).collect();
-    let mut cuts = Vec::new();
     let n = points.len() * pc.modes.len();
     let mut k = 0;
     for (entry, trigger) in &points {
         for mode in &pc.modes {
             k += 1;
             if interrupted() {
-                return Ok(cuts);
+                return Ok(());
             }
             let cut_seed = seed.wrapping_add(k as u64 - 1);
             let state = crash_state(&log, *entry, *mode, cut_seed);
@@ -373,7 +368,7 @@ fn cut_all(
                 });
             if let Err(e) = made {
                 c.error = Some(e);
-                cuts.push(c);
+                report.power_cuts.push(c);
                 continue;
             }
             let _ = std::fs::copy(rec_console(base), bundle.join("record-console.log"));
@@ -381,10 +376,14 @@ fn cut_all(
             let mut info = info;
             info.outcome = c.outcome.map(|o| o.as_str().to_string());
             let _ = std::fs::write(bundle.join("cut.json"), serde_json::to_string_pretty(&info).unwrap_or_default());
-            cuts.push(c);
+            report.power_cuts.push(c);
+            // Keep the report current: a long sweep can be read (or stopped) part way.
+            if let Err(e) = airboot_report::write_report(base, report) {
+                eprintln!("error: cannot write {}/report.json: {e}", base.display());
+            }
         }
     }
-    Ok(cuts)
+    Ok(())
 }
 
 fn rec_console(base: &Path) -> PathBuf {

@@ -1,6 +1,7 @@
 //! `airboot cut` end to end on the real load-at-boot fixture: one recorded
-//! boot (blklogwrites), a cut eight seconds after the first-boot loader
-//! starts loading, judged as a power cut (lose-unflushed) and as a crash (kill):
+//! boot (blklogwrites) up to the end of the first image's load, one cut
+//! in the middle of that load (just before a flush with unflushed writes
+//! before it), judged as a power cut (lose-unflushed) and as a crash (kill):
 //! crash states built over the input image, checked offline (e2fsck, the
 //! Docker store), powered on again. The full sweeps (8 cut points, plain
 //! and crash-safe loader) run with `airboot cut scenarios/cut-*.toml`.
@@ -32,7 +33,8 @@ time_to_stack = "35s"
 timeout = "55s"
 [power_cut]
 at = "airboot-load: loading"
-after = "8s"
+until = "airboot-load: tagged"
+points = 1
 modes = ["lose-unflushed", "kill"]
 seed = 3
 "#;
@@ -65,14 +67,16 @@ fn a_cut_during_the_first_boot_load_is_recorded_cut_and_judged() {
     let (lose, kill) = (&cuts[0], &cuts[1]);
     assert_eq!((lose["mode"].as_str(), lose["power_cut"].as_bool()), (Some("lose-unflushed"), Some(true)));
     assert_eq!((kill["mode"].as_str(), kill["power_cut"].as_bool()), (Some("kill"), Some(false)));
-    // Both at the same place in the write stream, eight seconds into the load.
+    // Both at the same place in the write stream, in the middle of the load.
     assert_eq!(lose["position"], kill["position"]);
     assert!(lose["position"]["writes"].as_u64().unwrap() > 0);
-    assert!(lose["trigger"].as_str().unwrap().contains("airboot-load: loading"));
+    assert!(lose["trigger"].as_str().unwrap().contains("sweep point 1 of 1"), "{lose}");
+    assert!(lose["trigger"].as_str().unwrap().contains("airboot-load: loading"), "{lose}");
     assert_eq!(lose["seed"].as_u64(), Some(3));
     // A kill keeps every completed write; a power cut here loses some.
     assert_eq!(kill["lost_writes"].as_u64(), Some(0));
-    assert!(lose["lost_writes"].as_u64().unwrap() > 0, "nothing unflushed eight seconds into a docker load? {lose}");
+    assert!(lose["lost_writes"].as_u64().unwrap() > 0, "a sweep point with nothing to lose: {lose}");
+    assert!(lose["lost_bytes"].as_u64().unwrap() >= 512);
     for c in cuts {
         let outcome = c["outcome"].as_str().unwrap_or_else(|| panic!("not judged: {c}"));
         assert!(

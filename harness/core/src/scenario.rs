@@ -48,7 +48,8 @@ pub struct PowerCutSpec {
     /// Where after that match: a delay, or a count of requests.
     pub after: CutAfter,
     /// A sweep: `points` cut points over the flushes between `at` and
-    /// the first line matching `until`.
+    /// the first line matching `until` (with `until`, even one point is a
+    /// sweep: the middle flush that has something to lose).
     pub until: Option<String>,
     pub points: usize,
 }
@@ -917,8 +918,11 @@ pub fn parse(src: &str, file: &Path, check_paths: bool) -> Result<Scenario, Scen
                     "a sweep (points > 1) needs `until`, the console line that ends its window".into(),
                 ));
             }
-            if points > 1 && !afters.is_empty() {
-                return Err(bad("points", "a sweep places its own cut points: drop after/flushes/writes/bytes".into()));
+            if pc.until.is_some() && !afters.is_empty() {
+                return Err(bad(
+                    "until",
+                    "a sweep (`until`) places its own cut points: drop after/flushes/writes/bytes".into(),
+                ));
             }
             Some(PowerCutSpec {
                 modes,

@@ -226,7 +226,7 @@ pub fn fsck(fs: &Path) -> Result<FsFindings, CrashError> {
     let (replay, _) = e2fsck(&["-E", "journal_only", "-y"], fs)?;
     let (code, text) = e2fsck(&["-f", "-n"], fs)?;
     if code == 0 {
-        let summary = format!("clean after journal replay (e2fsck -E journal_only exit {replay}, -fn exit 0)");
+        let summary = format!("e2fsck -E journal_only exit {replay}, then -fn exit 0");
         return Ok(FsFindings { clean: true, summary });
     }
     let problems: Vec<&str> = text

@@ -323,11 +323,24 @@ enum Keep {
 }
 
 /// `n` cut points spread evenly over the flushes in `from..to` (entry
-/// indices): each is the position just before a flush completes, so the
-/// writes it was about to make durable are the ones a cut loses. Fewer
-/// when there are fewer flushes.
+/// indices) that have something to lose: each is the position just before
+/// such a flush completes, so the plain writes since the previous flush
+/// (there is at least one) are what a power cut there loses. Fewer when
+/// there are fewer such flushes.
 pub fn sweep_points(log: &WriteLog, from: usize, to: usize, n: usize) -> Vec<usize> {
-    let flushes: Vec<usize> = log.flushes().filter(|&f| f >= from && f < to).collect();
+    let mut flushes = Vec::new();
+    let mut unflushed = false;
+    for (i, e) in log.entries.iter().enumerate().take(to) {
+        match e.kind {
+            EntryKind::Flush => {
+                if unflushed && i >= from {
+                    flushes.push(i);
+                }
+                unflushed = false;
+            }
+            EntryKind::Write | EntryKind::Discard => unflushed |= !e.fua,
+        }
+    }
     if n == 0 || flushes.is_empty() {
         return Vec::new();
     }
@@ -494,6 +507,16 @@ mod tests {
         assert_eq!(sweep_points(&l, 0, 9, 8), vec![2, 6]);
         assert_eq!(sweep_points(&l, 3, 9, 8), vec![6]);
         assert!(sweep_points(&l, 7, 9, 8).is_empty());
+        // A flush with only a FUA write (or nothing) before it has nothing to lose.
+        let raw = make_log(
+            &[(W, false, 0, 1, 1), (F, false, 0, 0, 0), (W, true, 8, 1, 2), (F, false, 0, 0, 0), (F, false, 0, 0, 0)],
+            0,
+        );
+        let l2 = WriteLog::parse(&raw, raw.len() as u64, 1 << 20).unwrap();
+        assert_eq!(sweep_points(&l2, 0, 5, 8), vec![1]);
+        for p in sweep_points(&l, 0, 9, 8) {
+            assert!(crash_state(&l, p, CutMode::LoseUnflushed, 0).lost_writes > 0);
+        }
         let many: Vec<_> = (0..100).flat_map(|i| [(W, false, i, 1, 1u8), (F, false, 0, 0, 0)]).collect();
         let raw = make_log(&many, 0);
         let l = WriteLog::parse(&raw, raw.len() as u64, 1 << 20).unwrap();
