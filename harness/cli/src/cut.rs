@@ -23,7 +23,7 @@ use airboot_qemu::process::interrupted;
 use airboot_qemu::vm::RecordSpec;
 use serde::{Deserialize, Serialize};
 
-use crate::run::{Extra, Options as RunOptions, run_one_with};
+use crate::run::{Extra, Options as RunOptions, now_rfc3339, run_one_with, stamp};
 use crate::scenarios;
 
 pub struct CutOptions {
@@ -48,15 +48,6 @@ pub struct BundleInfo {
     pub seed: u64,
     pub record_argv: Vec<String>,
     pub outcome: Option<String>,
-}
-
-fn stamp() -> String {
-    humantime::format_rfc3339_seconds(SystemTime::now())
-        .to_string()
-        .replace(['-', ':'], "")
-        .replace('T', "-")
-        .trim_end_matches('Z')
-        .to_string()
 }
 
 fn load_one(path: &Path) -> Result<Scenario, i32> {
@@ -331,23 +322,9 @@ fn cut_all(
             let state = crash_state(&log, *entry, *mode, cut_seed);
             let bundle = base.join(format!("cut-{k:02}-{}", mode.as_str()));
             eprintln!("== cut {k} of {n}: {} at write {} ({trigger})", mode.as_str(), log.counts(*entry).0);
-            let mut c = PowerCut {
-                mode: mode.as_str().into(),
-                power_cut: mode.is_power_cut(),
-                trigger: trigger.clone(),
-                position: pos(&log, *entry),
-                seed: cut_seed,
-                lost_writes: state.lost_writes,
-                lost_bytes: state.lost_bytes,
-                torn_writes: state.torn_writes,
-                outcome: None,
-                evidence: Vec::new(),
-                bundle: bundle.display().to_string(),
-                filesystem: None,
-                crash_store: None,
-                after_store: None,
-                error: None,
-            };
+            let mut c =
+                PowerCut::new(*mode, trigger.clone(), pos(&log, *entry), cut_seed, bundle.display().to_string());
+            (c.lost_writes, c.lost_bytes, c.torn_writes) = (state.lost_writes, state.lost_bytes, state.torn_writes);
             let info = BundleInfo {
                 scenario_file: std::path::absolute(&s.file).unwrap_or(s.file.clone()).display().to_string(),
                 input: std::path::absolute(&input).unwrap_or(input.clone()).display().to_string(),
@@ -532,23 +509,12 @@ pub fn repro(bundle: &Path, report_dir: Option<PathBuf>, run: RunOptions) -> i32
     // Judge a copy of the bundle's disk state, so the bundle stays as cut.
     let _ = std::fs::create_dir_all(&base);
     let expected: Vec<String> = s.expect.images.iter().map(|i| i.reference.clone()).collect();
-    let mut c = PowerCut {
-        mode: info.mode.clone(),
-        power_cut: info.mode != "kill",
-        trigger: info.trigger.clone(),
-        position: info.position.clone(),
-        seed: info.seed,
-        lost_writes: 0,
-        lost_bytes: 0,
-        torn_writes: 0,
-        outcome: None,
-        evidence: Vec::new(),
-        bundle: bundle.display().to_string(),
-        filesystem: None,
-        crash_store: None,
-        after_store: None,
-        error: None,
+    let Some(mode) = CutMode::parse(&info.mode) else {
+        eprintln!("error: {}/cut.json: unknown mode {:?}", bundle.display(), info.mode);
+        return 2;
     };
+    let mut c =
+        PowerCut::new(mode, info.trigger.clone(), info.position.clone(), info.seed, bundle.display().to_string());
     let judged = base.join("state");
     let _ = std::fs::create_dir_all(&judged);
     if let Err(e) = std::fs::copy(bundle.join("crash.qcow2"), judged.join("crash.qcow2")) {
@@ -558,11 +524,7 @@ pub fn repro(bundle: &Path, report_dir: Option<PathBuf>, run: RunOptions) -> i32
     eprintln!("== repro {}: {} cut, {}", bundle.display(), info.mode, info.trigger);
     judge_bundle(&s, &judged, root, &expected, work.path(), &run, &mut c);
     let _ = std::fs::remove_file(judged.join("crash.qcow2"));
-    let mut report = Report::new(
-        &s.name,
-        &s.file.display().to_string(),
-        humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
-    );
+    let mut report = Report::new(&s.name, &s.file.display().to_string(), now_rfc3339());
     report.verdict = Verdict::Pass;
     let same = c.outcome.map(|o| o.as_str().to_string()) == info.outcome;
     report.notes.push(format!(

@@ -36,17 +36,22 @@ pub struct Options {
     pub build: bool,
 }
 
-fn now_rfc3339() -> String {
+pub fn now_rfc3339() -> String {
     humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
 }
 
-fn run_id(names: &[String]) -> String {
-    let stamp = humantime::format_rfc3339_seconds(SystemTime::now())
+/// The current time for folder names: `20261123-031316`.
+pub fn stamp() -> String {
+    humantime::format_rfc3339_seconds(SystemTime::now())
         .to_string()
         .replace(['-', ':'], "")
         .replace('T', "-")
         .trim_end_matches('Z')
-        .to_string();
+        .to_string()
+}
+
+fn run_id(names: &[String]) -> String {
+    let stamp = stamp();
     let what = match names {
         [one] => one.clone(),
         many => format!("{}-scenarios", many.len()),

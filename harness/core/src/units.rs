@@ -39,17 +39,23 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(total))
 }
 
+/// `"512M"` → `(512, "M")`: leading digits (at least one, fitting a u64)
+/// and the rest, trimmed of surrounding whitespace.
+fn number_and_unit(text: &str) -> Option<(u64, &str)> {
+    let s = text.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    if split == 0 {
+        return None;
+    }
+    Some((s[..split].parse().ok()?, &s[split..]))
+}
+
 /// Parse a memory size into MiB: `1G`, `1GiB`, `512M`, `512MiB`, `2048`
 /// (a bare number means MiB, as for QEMU's `-m`).
 pub fn parse_mib(text: &str) -> Result<u64, String> {
     let bad = || format!("invalid memory size {text:?}: write e.g. \"1G\", \"1536M\" or \"512MiB\"");
-    let s = text.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    if split == 0 {
-        return Err(bad());
-    }
-    let n: u64 = s[..split].parse().map_err(|_| bad())?;
-    let mib = match &s[split..] {
+    let (n, unit) = number_and_unit(text).ok_or_else(bad)?;
+    let mib = match unit {
         "" | "M" | "MB" | "MiB" => n,
         "G" | "GB" | "GiB" => n.checked_mul(1024).ok_or_else(bad)?,
         _ => return Err(bad()),
@@ -64,13 +70,8 @@ pub fn parse_mib(text: &str) -> Result<u64, String> {
 /// etc. also accepted).
 pub fn parse_bytes(text: &str) -> Result<u64, String> {
     let bad = || format!("invalid byte count {text:?}: write e.g. \"65536\", \"512K\" or \"4M\"");
-    let s = text.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    if split == 0 {
-        return Err(bad());
-    }
-    let n: u64 = s[..split].parse().map_err(|_| bad())?;
-    let mult: u64 = match &s[split..] {
+    let (n, unit) = number_and_unit(text).ok_or_else(bad)?;
+    let mult: u64 = match unit {
         "" | "B" => 1,
         "K" | "KiB" | "KB" => 1 << 10,
         "M" | "MiB" | "MB" => 1 << 20,

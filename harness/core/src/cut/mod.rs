@@ -171,6 +171,29 @@ pub struct PowerCut {
     pub error: Option<String>,
 }
 
+impl PowerCut {
+    /// A cut not judged yet, losing nothing until told otherwise.
+    pub fn new(mode: writelog::CutMode, trigger: String, position: CutPosition, seed: u64, bundle: String) -> PowerCut {
+        PowerCut {
+            mode: mode.as_str().into(),
+            power_cut: mode.is_power_cut(),
+            trigger,
+            position,
+            seed,
+            lost_writes: 0,
+            lost_bytes: 0,
+            torn_writes: 0,
+            outcome: None,
+            evidence: Vec::new(),
+            bundle,
+            filesystem: None,
+            crash_store: None,
+            after_store: None,
+            error: None,
+        }
+    }
+}
+
 /// A console line a recorded boot watches for: when it was seen, and how
 /// long the write log was then (its position in the write stream).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -233,9 +233,12 @@ struct RootFs {
     diff_ids: Vec<String>,
 }
 
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 fn sha256_hex(data: &[u8]) -> String {
-    let d = Sha256::digest(data);
-    d.iter().map(|b| format!("{b:02x}")).collect()
+    hex(&Sha256::digest(data))
 }
 
 /// Docker's chain IDs: the first layer's is its diff_id, each next one
@@ -420,8 +423,7 @@ fn reassemble(fs: &Ext4, files: &Inode, json: &[u8]) -> io::Result<Result<(Strin
             _ => {}
         }
     }
-    let d = h.finalize();
-    Ok(Ok((d.iter().map(|b| format!("{b:02x}")).collect(), short_files)))
+    Ok(Ok((hex(&h.finalize()), short_files)))
 }
 
 #[cfg(test)]
