@@ -10,6 +10,8 @@ echo
 echo "== building airboot and the fixtures"
 cargo build -q --locked -p airboot
 ./target/debug/airboot images build --for scenarios/ --suite "${AIRBOOT_SUITE:-ci}"
+# harness/cli/tests/cut.rs also cuts the crash-safe fixture (its write-without-flush control).
+./target/debug/airboot images build debian-load-at-boot-safe-x86_64
 echo
 echo "== cargo test"
 exec cargo test --locked --workspace "$@"

@@ -12,7 +12,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use airboot_core::cut::store::{StoreCheck, check_docker};
 use airboot_core::cut::writelog::{Count, CutMode, WriteLog, crash_state, sweep_points};
-use airboot_core::cut::{CutPosition, FsFindings, PowerCut, RebootFindings, StopRule, judge};
+use airboot_core::cut::{
+    CutPosition, FsFindings, PowerCut, RebootFindings, StopRule, crash_evidence, judge, offline_intact,
+};
 use airboot_core::disk::ext4::Ext4;
 use airboot_core::disk::{ReadAt, detect, open_image};
 use airboot_core::report::{Report, Verdict};
@@ -31,6 +33,8 @@ pub struct CutOptions {
     pub seed: Option<u64>,
     pub modes: Vec<CutMode>,
     pub report_dir: Option<PathBuf>,
+    /// Judge each crash state offline only (filesystem, store): no power-on.
+    pub offline: bool,
     pub run: RunOptions,
 }
 
@@ -46,6 +50,13 @@ pub struct BundleInfo {
     pub trigger: String,
     pub position: CutPosition,
     pub seed: u64,
+    /// What the cut lost (absent in bundles written before these were kept).
+    #[serde(default)]
+    pub lost_writes: u64,
+    #[serde(default)]
+    pub lost_bytes: u64,
+    #[serde(default)]
+    pub torn_writes: u64,
     pub record_argv: Vec<String>,
     pub outcome: Option<String>,
 }
@@ -217,15 +228,24 @@ pub fn cut(opts: CutOptions) -> i32 {
         }
         report.verdict = Verdict::Pass;
     }
-    if let Err(e) = cut_all(&s, &pc, seed, &base, work.path(), &write_log, &rec, &mut report, &opts.run) {
+    if opts.offline {
+        report.notes.push(
+            "--offline: each crash state judged offline only (filesystem after journal replay, container store); \
+             not powered on, so no outcome"
+                .into(),
+        );
+    }
+    if let Err(e) = cut_all(&s, &pc, seed, &base, work.path(), &write_log, &rec, &mut report, &opts) {
         eprintln!("error: {e}");
         report.error("power-cut", e, None);
     }
-    finish(&base, &mut report, &rec)
+    finish(&base, &mut report, &rec, opts.offline)
 }
 
-/// Write the cut report, print the summary, and say how it went.
-fn finish(base: &Path, report: &mut Report, rec: &Extra) -> i32 {
+/// Write the cut report, print the summary, and say how it went. With
+/// `offline`, a cut "survived" when its crash state holds a clean
+/// filesystem and a whole (old or new) store.
+fn finish(base: &Path, report: &mut Report, rec: &Extra, offline: bool) -> i32 {
     if let Some((input, _)) = &rec.input
         && let Some(before) = report.image.sha256_before.clone()
     {
@@ -243,10 +263,15 @@ fn finish(base: &Path, report: &mut Report, rec: &Extra) -> i32 {
     }
     print_cuts(report);
     println!("   report    {}", base.join("report.json").display());
-    let errors = report.verdict == Verdict::Error || report.power_cuts.iter().any(|c| c.outcome.is_none());
+    let errors = report.verdict == Verdict::Error
+        || report.power_cuts.iter().any(|c| c.error.is_some() || (!offline && c.outcome.is_none()));
+    let survived = |c: &PowerCut| match c.outcome {
+        Some(o) => o.survived(),
+        None => offline && c.filesystem.as_ref().is_some_and(|fs| offline_intact(fs, c.crash_store.as_ref())),
+    };
     if errors {
         2
-    } else if report.power_cuts.iter().all(|c| c.outcome.is_some_and(|o| o.survived())) {
+    } else if report.power_cuts.iter().all(survived) {
         0
     } else {
         1
@@ -261,7 +286,12 @@ fn print_cuts(report: &Report) {
         }
         println!("== {title}");
         for c in cuts {
-            let outcome = c.outcome.map(|o| o.as_str()).unwrap_or("NOT JUDGED");
+            let outcome = match (c.outcome, &c.filesystem, &c.crash_store) {
+                (Some(o), _, _) => o.as_str().to_string(),
+                (None, Some(fs), _) if !fs.clean => "FS-DAMAGED".into(),
+                (None, Some(_), Some(st)) => format!("STORE-{}", st.verdict.as_str().to_uppercase()),
+                _ => "NOT JUDGED".into(),
+            };
             println!(
                 "   {outcome:<17} {:<15} write {} flush {} ({} lost, {} torn)  {}",
                 c.mode, c.position.writes, c.position.flushes, c.lost_writes, c.torn_writes, c.trigger
@@ -287,7 +317,7 @@ fn cut_all(
     write_log: &Path,
     rec: &Extra,
     report: &mut Report,
-    run: &RunOptions,
+    opts: &CutOptions,
 ) -> Result<(), String> {
     let (input, format) = rec.input.clone().ok_or("the recorded boot did not get as far as the image")?;
     let arch = rec.arch.ok_or("the recorded boot did not get as far as the architecture")?;
@@ -334,6 +364,9 @@ fn cut_all(
                 trigger: trigger.clone(),
                 position: c.position.clone(),
                 seed: cut_seed,
+                lost_writes: c.lost_writes,
+                lost_bytes: c.lost_bytes,
+                torn_writes: c.torn_writes,
                 record_argv: report.qemu.argv.clone(),
                 outcome: None,
             };
@@ -349,6 +382,7 @@ fn cut_all(
                 continue;
             }
             let _ = std::fs::copy(rec_console(base), bundle.join("record-console.log"));
+            let run = if opts.offline { None } else { Some(&opts.run) };
             judge_bundle(s, &bundle, (root.start, root.len), &expected, work, run, &mut c);
             let mut info = info;
             info.outcome = c.outcome.map(|o| o.as_str().to_string());
@@ -389,14 +423,15 @@ fn offline(
 }
 
 /// Judge the crash state in `bundle` (its `crash.qcow2`): offline, then
-/// by booting it, then offline again on what that boot left.
+/// (unless `run` is `None`: offline only) by booting it, then offline
+/// again on what that boot left.
 fn judge_bundle(
     s: &Scenario,
     bundle: &Path,
     root: (u64, u64),
     expected: &[String],
     work: &Path,
-    run: &RunOptions,
+    run: Option<&RunOptions>,
     c: &mut PowerCut,
 ) {
     let crash_disk = bundle.join("crash.qcow2");
@@ -409,6 +444,13 @@ fn judge_bundle(
         if fs.clean { "clean" } else { "DAMAGED" },
         crash_store.as_ref().map(|x| x.verdict.as_str()).unwrap_or("unreadable")
     );
+    let Some(run) = run else {
+        c.evidence = crash_evidence(&fs, crash_store.as_ref());
+        c.evidence.push("not powered on (--offline)".into());
+        c.filesystem = Some(fs);
+        c.crash_store = crash_store;
+        return;
+    };
     eprintln!("   powering the crash state on again");
     let after_disk = work.join("after.qcow2");
     let _ = std::fs::remove_file(&after_disk);
@@ -515,6 +557,7 @@ pub fn repro(bundle: &Path, report_dir: Option<PathBuf>, run: RunOptions) -> i32
     };
     let mut c =
         PowerCut::new(mode, info.trigger.clone(), info.position.clone(), info.seed, bundle.display().to_string());
+    (c.lost_writes, c.lost_bytes, c.torn_writes) = (info.lost_writes, info.lost_bytes, info.torn_writes);
     let judged = base.join("state");
     let _ = std::fs::create_dir_all(&judged);
     if let Err(e) = std::fs::copy(bundle.join("crash.qcow2"), judged.join("crash.qcow2")) {
@@ -522,21 +565,24 @@ pub fn repro(bundle: &Path, report_dir: Option<PathBuf>, run: RunOptions) -> i32
         return 2;
     }
     eprintln!("== repro {}: {} cut, {}", bundle.display(), info.mode, info.trigger);
-    judge_bundle(&s, &judged, root, &expected, work.path(), &run, &mut c);
+    judge_bundle(&s, &judged, root, &expected, work.path(), Some(&run), &mut c);
     let _ = std::fs::remove_file(judged.join("crash.qcow2"));
     let mut report = Report::new(&s.name, &s.file.display().to_string(), now_rfc3339());
     report.verdict = Verdict::Pass;
-    let same = c.outcome.map(|o| o.as_str().to_string()) == info.outcome;
-    report.notes.push(format!(
-        "reproduction of {}: recorded outcome {}, now {} ({})",
-        bundle.display(),
-        info.outcome.as_deref().unwrap_or("none"),
-        c.outcome.map(|o| o.as_str()).unwrap_or("not judged"),
-        if same { "same verdict" } else { "DIFFERENT verdict" }
-    ));
+    let now = c.outcome.map(|o| o.as_str()).unwrap_or("not judged");
+    // A bundle cut with --offline has no outcome to compare with.
+    let same = info.outcome.as_deref().is_none_or(|o| o == now);
+    report.notes.push(match &info.outcome {
+        Some(o) => format!(
+            "reproduction of {}: recorded outcome {o}, now {now} ({})",
+            bundle.display(),
+            if same { "same verdict" } else { "DIFFERENT verdict" }
+        ),
+        None => format!("reproduction of {}: cut with --offline (no recorded outcome), now {now}", bundle.display()),
+    });
     report.power_cuts.push(c);
     let rec = Extra { input: Some((input, DiskFormat::Qcow2)), ..Default::default() };
-    let code = finish(&base, &mut report, &rec);
+    let code = finish(&base, &mut report, &rec, false);
     println!("   {}", report.notes.last().cloned().unwrap_or_default());
     if !same && code != 2 { 1 } else { code }
 }

@@ -102,8 +102,12 @@ Outcomes: INTACT-NEW, INTACT-OLD, SELF-HEALED, CORRUPT-DETECTED,
 CORRUPT-SILENT, BRICKED. Each cut leaves a bundle (crash.qcow2 over the
 input image, cut.json, logs) that `airboot repro` boots again.
 
-Exit status: 0 every cut survived (INTACT-* or SELF-HEALED), 1 some did not,
-2 airboot could not judge.")]
+With --offline each crash state is only checked offline (no power-on, no
+outcome): the summary shows FS-DAMAGED or STORE-NEW/OLD/BETWEEN/CORRUPT.
+
+Exit status: 0 every cut survived (INTACT-* or SELF-HEALED; with --offline:
+a clean filesystem and a whole old or new store), 1 some did not, 2 airboot
+could not judge.")]
     Cut(CutArgs),
     /// Boot a cut's bundle again and judge it the same way.
     #[command(long_about = "\
@@ -131,6 +135,10 @@ struct CutArgs {
     /// Where to write the report and bundles (default: reports/<date>-<time>-cut-<name>).
     #[arg(long, value_name = "DIR")]
     report_dir: Option<PathBuf>,
+    /// Judge each crash state offline only (filesystem, container store):
+    /// no power-on, so minutes faster per cut but no outcome.
+    #[arg(long)]
+    offline: bool,
     /// Accelerator, overriding machine.accel.
     #[arg(long, value_enum)]
     accel: Option<AccelArg>,
@@ -317,6 +325,7 @@ fn main() -> ExitCode {
             seed: c.seed,
             modes: c.mode.iter().filter_map(|m| airboot_core::cut::writelog::CutMode::parse(m)).collect(),
             report_dir: c.report_dir,
+            offline: c.offline,
             run: boot_options(c.accel),
         }),
         Cmd::Repro(r) => cut::repro(&r.bundle, r.report_dir, boot_options(r.accel)),

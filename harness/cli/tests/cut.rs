@@ -3,16 +3,28 @@
 //! in the middle of that load (just before a flush with unflushed writes
 //! before it), judged as a power cut (lose-unflushed) and as a crash (kill):
 //! crash states built over the input image, checked offline (e2fsck, the
-//! Docker store), powered on again. The full sweeps (8 cut points, plain
+//! Docker store), powered on again. A second test is the loss model's
+//! positive control: a guest workload that writes without a flush and
+//! then says so must lose that data in a power cut and keep it in a
+//! crash. The full sweeps (8 cut points, plain
 //! and crash-safe loader) run with `airboot cut scenarios/cut-*.toml`.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::{Mutex, MutexGuard};
 
+use airboot_core::disk::ext4::Ext4;
 use serde_json::Value;
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
+}
+
+/// One VM at a time (the tests of a file run in parallel threads).
+static VM: Mutex<()> = Mutex::new(());
+
+fn vm_lock() -> MutexGuard<'static, ()> {
+    VM.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 const SCENARIO: &str = r#"
@@ -43,6 +55,7 @@ seed = 3
 
 #[test]
 fn a_cut_during_the_first_boot_load_is_recorded_cut_and_judged() {
+    let _g = vm_lock();
     let dir = tempfile::tempdir().unwrap();
     let scenario = dir.path().join("cut-ci.toml");
     std::fs::write(&scenario, SCENARIO).unwrap();
@@ -92,11 +105,103 @@ fn a_cut_during_the_first_boot_load_is_recorded_cut_and_judged() {
         assert!(bundle.join("crash.qcow2").is_file());
         let info: Value = serde_json::from_str(&std::fs::read_to_string(bundle.join("cut.json")).unwrap()).unwrap();
         assert_eq!(info["outcome"].as_str(), Some(outcome));
+        assert_eq!((&info["lost_writes"], &info["position"]), (&c["lost_writes"], &c["position"]));
         assert!(bundle.join("reboot/report.json").is_file());
     }
     // Kill results are printed apart from power cuts.
     let pc = stdout.find("== power cuts").expect("a power-cut section");
     let crash = stdout.find("== crashes").expect("a crash section");
     assert!(pc < crash);
+    assert_eq!(r["image"]["unchanged"].as_bool(), Some(true), "the input image changed");
+}
+
+const WITNESS: &str = r#"
+name = "cut-witness"
+[image]
+fixture = "debian-load-at-boot-safe-x86_64"
+[machine]
+arch = "x86_64"
+memory = "1G"
+[expect]
+engine = "docker"
+images = ["fixture/busybox:1", "fixture/redis:1"]
+timeout = "60s"
+[power_cut]
+at = "airboot-witness: written without a flush"
+modes = ["lose-unflushed", "kill"]
+seed = 5
+"#;
+
+/// `/var/lib/airboot/witness` in a bundle's crash state (the fixture disk
+/// is a bare ext4: the root filesystem is the whole disk).
+fn witness(bundle: &Path, input: &Path, scratch: &Path) -> Vec<u8> {
+    let size = airboot_core::disk::open_image(input).unwrap().size();
+    let raw = scratch.join("root.raw");
+    airboot_qemu::crash::extract(&bundle.join("crash.qcow2"), 0, size, &raw).unwrap();
+    let f = std::fs::File::open(&raw).unwrap();
+    let e = Ext4::open(&f).unwrap();
+    let ino = e.lookup("/var/lib/airboot/witness", true).unwrap().expect("the witness file is in the crash state");
+    let data = e.read(&ino, 1 << 20).unwrap();
+    let _ = std::fs::remove_file(&raw);
+    data
+}
+
+#[test]
+fn a_write_without_a_flush_is_lost_in_a_power_cut_and_kept_in_a_crash() {
+    let _g = vm_lock();
+    let dir = tempfile::tempdir().unwrap();
+    let scenario = dir.path().join("cut-witness.toml");
+    std::fs::write(&scenario, WITNESS).unwrap();
+    let reports = dir.path().join("reports");
+    let out = Command::new(env!("CARGO_BIN_EXE_airboot"))
+        .current_dir(repo())
+        .arg("cut")
+        .arg(&scenario)
+        .arg("--offline")
+        .arg("--report-dir")
+        .arg(&reports)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    // Cut before any image was loaded: both crash states hold a clean
+    // filesystem and the old (empty) store.
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    let r: Value = serde_json::from_str(&std::fs::read_to_string(reports.join("report.json")).unwrap()).unwrap();
+    let cuts = r["power_cuts"].as_array().unwrap_or_else(|| panic!("no power_cuts\n{stdout}\n{stderr}"));
+    assert_eq!(cuts.len(), 2, "{stdout}");
+    let (lose, kill) = (&cuts[0], &cuts[1]);
+    assert_eq!((lose["mode"].as_str(), kill["mode"].as_str()), (Some("lose-unflushed"), Some("kill")));
+    assert_eq!(lose["position"], kill["position"]);
+    // The workload's 256 KiB were written after the last flush.
+    assert!(
+        lose["lost_bytes"].as_u64().unwrap() >= 256 << 10,
+        "a flush came between the witness's write and its console line: {lose}"
+    );
+    assert_eq!(kill["lost_bytes"].as_u64(), Some(0));
+    for c in cuts {
+        // Offline only: findings, no outcome, no power-on.
+        assert!(c["outcome"].is_null(), "{c}");
+        assert_eq!(c["filesystem"]["clean"].as_bool(), Some(true), "{c}");
+        assert_eq!(c["crash_store"]["verdict"].as_str(), Some("old"), "{c}");
+        assert!(c["evidence"].as_array().unwrap().iter().any(|e| e.as_str() == Some("not powered on (--offline)")));
+        assert!(!PathBuf::from(c["bundle"].as_str().unwrap()).join("reboot").exists(), "{c}");
+    }
+    assert!(stdout.contains("STORE-OLD"), "{stdout}");
+
+    let bundle = |c: &Value| PathBuf::from(c["bundle"].as_str().unwrap());
+    let info: Value = serde_json::from_str(&std::fs::read_to_string(bundle(lose).join("cut.json")).unwrap()).unwrap();
+    let input = PathBuf::from(info["input"].as_str().unwrap());
+    let pattern: Vec<u8> = b"airboot-witness\n".iter().copied().cycle().take(256 << 10).collect();
+    let lost = witness(&bundle(lose), &input, dir.path());
+    let kept = witness(&bundle(kill), &input, dir.path());
+    assert_eq!(kept.len(), 256 << 10);
+    assert!(kept == pattern, "the crash (kill) lost the completed write: {:?}", String::from_utf8_lossy(&kept[..64]));
+    assert_eq!(lost.len(), 256 << 10);
+    assert!(
+        lost.iter().all(|&b| b == 0),
+        "the power cut kept data that was never flushed: {:?}",
+        String::from_utf8_lossy(&lost[..64])
+    );
     assert_eq!(r["image"]["unchanged"].as_bool(), Some(true), "the input image changed");
 }

@@ -112,7 +112,8 @@ pub struct RecordSpec {
 pub struct Recorded {
     pub seen: Vec<MarkSeen>,
     /// When the VM was stopped for the cut (seconds after t0), and how
-    /// long the write log was then; `None` when the boot ended otherwise.
+    /// long the write log was just before the pause (whose own flush is
+    /// not the guest's); `None` when the boot ended otherwise.
     pub stopped: Option<(f64, u64)>,
 }
 
@@ -396,15 +397,19 @@ impl VmRunner {
         }
         let _ = log.flush();
         drop(session);
-        // A cut: freeze the guest at once (QEMU drains the requests in
-        // flight), then note how far the write log got.
+        // A cut: note how far the write log got, then freeze the guest.
+        // The length is taken first because pausing makes QEMU flush every
+        // disk (`bdrv_flush_all`), and blklogwrites logs that flush like
+        // the guest's own: counted in, it would make every write before it
+        // durable and a power cut here would lose nothing. Requests still
+        // in flight at this instant had not completed: they are lost too.
         let mut stopped = None;
         if cut_now {
             let t = t0.elapsed().as_secs_f64();
+            stopped = Some((t, log_len()));
             if let Err(e) = qmp.execute_within(qapi::qmp::stop {}, Duration::from_secs(10)).await {
                 on_event(VmEvent::Note(format!("could not pause the guest for the cut: {e}")));
             }
-            stopped = Some((t, log_len()));
         }
         let recorded = recorder.map(|r| Recorded { seen: r.seen, stopped });
 

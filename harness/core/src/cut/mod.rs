@@ -85,6 +85,31 @@ fn describe_store(s: &StoreCheck) -> String {
     )
 }
 
+/// What the offline checks found in a crash state (`crash`: `None` when
+/// the store could not be read at all), as evidence lines.
+pub fn crash_evidence(fs: &FsFindings, crash: Option<&StoreCheck>) -> Vec<String> {
+    let mut evidence = vec![format!(
+        "crash state: filesystem {} ({})",
+        if fs.clean { "clean after journal replay" } else { "damaged" },
+        fs.summary
+    )];
+    match crash {
+        Some(s) => {
+            evidence.push(format!("crash state: {}", describe_store(s)));
+            evidence.extend(s.problems.iter().take(5).map(|p| format!("crash state: {p}")));
+        }
+        None => evidence.push("crash state: the store could not be read".into()),
+    }
+    evidence
+}
+
+/// Whether a crash state, judged offline only, holds a clean filesystem
+/// and a complete store (old or new): what `airboot cut --offline` can say
+/// without powering it on.
+pub fn offline_intact(fs: &FsFindings, crash: Option<&StoreCheck>) -> bool {
+    fs.clean && crash.is_some_and(|s| matches!(s.verdict, StoreVerdict::New | StoreVerdict::Old))
+}
+
 /// Judge a cut from the crash state (`fs`, `crash`: `None` when the
 /// store could not be read at all), the next boot, and the store as that
 /// boot left it (`after`).
@@ -94,19 +119,7 @@ pub fn judge(
     reboot: &RebootFindings,
     after: Option<&StoreCheck>,
 ) -> Judgement {
-    let mut evidence = Vec::new();
-    evidence.push(format!(
-        "crash state: filesystem {} ({})",
-        if fs.clean { "clean after journal replay" } else { "damaged" },
-        fs.summary
-    ));
-    match crash {
-        Some(s) => {
-            evidence.push(format!("crash state: {}", describe_store(s)));
-            evidence.extend(s.problems.iter().take(5).map(|p| format!("crash state: {p}")));
-        }
-        None => evidence.push("crash state: the store could not be read".into()),
-    }
+    let mut evidence = crash_evidence(fs, crash);
     evidence.push(format!(
         "next boot: {}{}",
         if reboot.passed { "stack up as expected" } else { "FAILED" },
@@ -317,6 +330,20 @@ mod tests {
         assert!(e.contains("emptied") && e.contains("after the next boot"), "{e}");
         assert!(SelfHealed.survived() && !CorruptSilent.survived());
         assert_eq!(serde_json::to_string(&CorruptSilent).unwrap(), "\"CORRUPT-SILENT\"");
+    }
+
+    #[test]
+    fn offline_only_a_clean_filesystem_with_a_whole_store_is_intact() {
+        use StoreVerdict::*;
+        let dirty = FsFindings { clean: false, summary: "fixed errors".into() };
+        assert!(offline_intact(&clean(), Some(&st(New))));
+        assert!(offline_intact(&clean(), Some(&st(Old))));
+        assert!(!offline_intact(&clean(), Some(&st(Between))));
+        assert!(!offline_intact(&clean(), Some(&st(Corrupt))));
+        assert!(!offline_intact(&clean(), None));
+        assert!(!offline_intact(&dirty, Some(&st(New))));
+        let e = crash_evidence(&dirty, None).join("\n");
+        assert!(e.contains("damaged (fixed errors)") && e.contains("could not be read"), "{e}");
     }
 
     #[test]
