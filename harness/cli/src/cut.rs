@@ -569,6 +569,9 @@ pub fn repro(bundle: &Path, report_dir: Option<PathBuf>, run: RunOptions) -> i32
     let _ = std::fs::remove_file(judged.join("crash.qcow2"));
     let mut report = Report::new(&s.name, &s.file.display().to_string(), now_rfc3339());
     report.verdict = Verdict::Pass;
+    // Checked against the bundle above; `finish` checks it again at the end.
+    report.image.path = Some(input.display().to_string());
+    report.image.sha256_before = info.input_sha256.clone();
     let now = c.outcome.map(|o| o.as_str()).unwrap_or("not judged");
     // A bundle cut with --offline has no outcome to compare with.
     let same = info.outcome.as_deref().is_none_or(|o| o == now);
