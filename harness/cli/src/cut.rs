@@ -18,11 +18,11 @@ use airboot_core::cut::{
 use airboot_core::disk::ext4::Ext4;
 use airboot_core::disk::{ReadAt, detect, open_image};
 use airboot_core::report::{Report, Verdict};
-use airboot_core::scenario::{Arch, CutAfter, DiskFormat, PowerCutSpec, Scenario};
+use airboot_core::scenario::{Arch, CutAfter, CutTrigger, DiskFormat, ImageSource, PowerCutSpec, Scenario};
 use airboot_qemu::crash;
 use airboot_qemu::disk::sha256_file;
 use airboot_qemu::process::interrupted;
-use airboot_qemu::vm::RecordSpec;
+use airboot_qemu::vm::{RecordSpec, Recorded};
 use serde::{Deserialize, Serialize};
 
 use crate::run::{Extra, Options as RunOptions, now_rfc3339, run_one_with, stamp};
@@ -59,6 +59,10 @@ pub struct BundleInfo {
     pub torn_writes: u64,
     pub record_argv: Vec<String>,
     pub outcome: Option<String>,
+    /// A second cut: the first cut's bundle, whose `crash.qcow2` this
+    /// bundle's `crash.qcow2` lies over.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub during_recovery_of: Option<String>,
 }
 
 fn load_one(path: &Path) -> Result<Scenario, i32> {
@@ -84,23 +88,29 @@ fn pos(log: &WriteLog, entry: usize) -> CutPosition {
 
 /// Where to cut, from the recording: (entry index, what placed it).
 fn cut_points(
-    pc: &PowerCutSpec,
+    t: &CutTrigger,
+    until: Option<&str>,
+    points: usize,
     log: &WriteLog,
-    recorded: &airboot_qemu::vm::Recorded,
+    recorded: &Recorded,
 ) -> Result<Vec<(usize, String)>, String> {
-    let at = recorded.seen.iter().find(|m| m.mark == "at" && m.nth == pc.matching).ok_or_else(|| {
-        format!(
-            "the console never showed match {} of power_cut.at = {:?} during the recorded boot: nothing to cut",
-            pc.matching, pc.at
-        )
+    let at = recorded.seen.iter().find(|m| m.mark == "at" && m.nth == t.matching).ok_or_else(|| {
+        let hint = if t.probe_event {
+            " (the probe prints an `AIRBOOT-EVENT v1 layer-load` line for each layer of a Docker load it sees; a layer \
+             registered between two of its looks, 50 ms apart, shows as state=present and does not fire: see that \
+             boot's console.log for the lines it printed)"
+        } else {
+            ""
+        };
+        format!("the console never showed match {} of the {}: nothing to cut{hint}", t.matching, t.what)
     })?;
     let from = log.entries_within(at.log_len);
-    if pc.until.is_some() {
+    if let Some(until_re) = until {
         let until = recorded.seen.iter().find(|m| m.mark == "until" && m.t_s >= at.t_s).ok_or_else(|| {
-            format!("the console never showed power_cut.until = {:?} after `at`: the sweep has no end", pc.until)
+            format!("the console never showed power_cut.until = {until_re:?} after `at`: the sweep has no end")
         })?;
         let to = log.entries_within(until.log_len);
-        let points = sweep_points(log, from, to, pc.points);
+        let points = sweep_points(log, from, to, points);
         if points.is_empty() {
             return Err(format!(
                 "no flush with unflushed writes before it between `at` ({:.1}s) and `until` ({:.1}s): nothing a power cut could lose there",
@@ -137,27 +147,48 @@ fn cut_points(
         let e = log.position_after(what, target).ok_or_else(|| {
             format!("the recorded boot ended before {n} {unit} after {:?}: cut earlier or record longer", at.line)
         })?;
-        Ok((e, format!("{n} {unit} after match {} of {:?} ({:.1}s)", pc.matching, pc.at, at.t_s)))
+        Ok((e, format!("{n} {unit} after match {} of the {} ({:.1}s)", t.matching, t.what, at.t_s)))
     };
-    let one = match pc.after {
+    let one = match t.after {
         CutAfter::Flushes(n) => counted(Count::Flushes, n, "flush(es)")?,
         CutAfter::Writes(n) => counted(Count::Writes, n, "write(s)")?,
         CutAfter::Bytes(n) => counted(Count::Bytes, n, "byte(s) written")?,
         CutAfter::Time(d) => {
-            let (t, len) = recorded.stopped.ok_or("the recorded boot ended before the cut's time came")?;
+            let (at_t, len) = recorded.stopped.ok_or("the recorded boot ended before the cut's time came")?;
             (
                 log.entries_within(len),
                 format!(
-                    "{:.1}s after match {} of {:?} (line at {:.1}s, cut at {t:.1}s)",
+                    "{:.1}s after match {} of the {} (line at {:.1}s, cut at {at_t:.1}s)",
                     d.as_secs_f64(),
-                    pc.matching,
-                    pc.at,
+                    t.matching,
+                    t.what,
                     at.t_s
                 ),
             )
         }
     };
     Ok(vec![one])
+}
+
+/// What a recorded boot watches for: the trigger (and a sweep's end),
+/// and when the cut's moment comes. `pause`: freeze the guest then (the
+/// recorded boot ends at the cut) rather than note the position and go on.
+fn record_spec(t: &CutTrigger, until: Option<&str>, pause: bool) -> RecordSpec {
+    let re = |p: &str| regex::Regex::new(p).expect("checked when the scenario was read");
+    let mut marks = vec![("at".to_string(), re(&t.at))];
+    if let Some(u) = until {
+        marks.push(("until".to_string(), re(u)));
+    }
+    // The recording ends at the sweep's end, at the timed cut, or (for
+    // counted cuts) when the run ends by itself.
+    let stop = if until.is_some() {
+        Some(StopRule { mark: 1, nth: 1, delay_s: 0.5 })
+    } else if let CutAfter::Time(d) = t.after {
+        Some(StopRule { mark: 0, nth: t.matching, delay_s: d.as_secs_f64() })
+    } else {
+        None
+    };
+    RecordSpec { marks, stop, pause }
 }
 
 fn default_seed() -> u64 {
@@ -179,6 +210,19 @@ pub fn cut(opts: CutOptions) -> i32 {
     if !opts.modes.is_empty() {
         pc.modes = opts.modes.clone();
     }
+    let has_probe = match s.image.source {
+        ImageSource::Fixture(_) => s.image.probe != Some(false),
+        _ => s.image.probe == Some(true),
+    };
+    let by_event = [Some(&pc.trigger), pc.recovery.as_ref()].into_iter().flatten().any(|t| t.probe_event);
+    if by_event && !has_probe {
+        eprintln!(
+            "error: {}: power_cut `load` is the guest probe's event, and this image does not carry the probe: \
+             set `probe = true` under [image] if it runs `airboot-probe serve`, or place the cut with `at = \"<console regex>\"`",
+            s.file.display()
+        );
+        return 2;
+    }
     let seed = opts.seed.or(pc.seed).unwrap_or_else(default_seed);
     let base =
         opts.report_dir.clone().unwrap_or_else(|| PathBuf::from("reports").join(format!("{}-cut-{}", stamp(), s.name)));
@@ -198,23 +242,12 @@ pub fn cut(opts: CutOptions) -> i32 {
         eprintln!("error: cannot create {}: {e}", write_log.display());
         return 2;
     }
-    let re = |p: &str| regex::Regex::new(p).expect("checked when the scenario was read");
-    let mut marks = vec![("at".to_string(), re(&pc.at))];
-    if let Some(u) = &pc.until {
-        marks.push(("until".to_string(), re(u)));
-    }
-    // The recording ends at the sweep's end, at the timed cut, or (for
-    // counted cuts) when the run ends by itself.
-    let stop = if pc.until.is_some() {
-        Some(StopRule { mark: 1, nth: 1, delay_s: 0.5 })
-    } else if let CutAfter::Time(d) = pc.after {
-        Some(StopRule { mark: 0, nth: pc.matching, delay_s: d.as_secs_f64() })
-    } else {
-        None
-    };
     eprintln!("== {}: recording the write stream of one boot", s.name);
-    let mut rec =
-        Extra { write_log: Some(write_log.clone()), record: Some(RecordSpec { marks, stop }), ..Default::default() };
+    let mut rec = Extra {
+        write_log: Some(write_log.clone()),
+        record: Some(record_spec(&pc.trigger, pc.until.as_deref(), true)),
+        ..Default::default()
+    };
     let rec_dir = base.join("record");
     let mut report = run_one_with(&s, &rec_dir, &opts.run, &mut rec);
     if let Err(e) = airboot_report::write_report(&rec_dir, &report) {
@@ -338,7 +371,7 @@ fn cut_all(
         total.2 >> 20,
         total.1
     );
-    let points = cut_points(pc, &log, &recorded)?;
+    let points = cut_points(&pc.trigger, pc.until.as_deref(), pc.points, &log, &recorded)?;
     let expected: Vec<String> = s.expect.images.iter().map(|i| i.reference.clone()).collect();
     let n = points.len() * pc.modes.len();
     let mut k = 0;
@@ -369,6 +402,7 @@ fn cut_all(
                 torn_writes: c.torn_writes,
                 record_argv: report.qemu.argv.clone(),
                 outcome: None,
+                during_recovery_of: None,
             };
             let made = std::fs::create_dir_all(&bundle)
                 .map_err(|e| format!("cannot create {}: {e}", bundle.display()))
@@ -382,12 +416,51 @@ fn cut_all(
                 continue;
             }
             let _ = std::fs::copy(rec_console(base), bundle.join("record-console.log"));
-            let run = if opts.offline { None } else { Some(&opts.run) };
-            judge_bundle(s, &bundle, (root.start, root.len), &expected, work, run, &mut c);
+            // With a second cut, this crash state is powered on even with
+            // --offline: that boot is where the second cut falls.
+            let run = if opts.offline && pc.recovery.is_none() { None } else { Some(&opts.run) };
+            let recovery = pc.recovery.as_ref().map(|t| (t, work.join("recovery.log")));
+            let rboot =
+                judge_bundle(s, &bundle, (root.start, root.len), &expected, work, run, &mut c, recovery.as_ref());
             let mut info = info;
             info.outcome = c.outcome.map(|o| o.as_str().to_string());
             let _ = std::fs::write(bundle.join("cut.json"), serde_json::to_string_pretty(&info).unwrap_or_default());
+            let second = match (&recovery, rboot) {
+                (Some((t, rlog)), Some(rboot)) => {
+                    let second =
+                        SecondCut { first: &info, first_k: k, mode: *mode, seed: cut_seed.wrapping_add(1 << 32) };
+                    let made = second_cut(
+                        s,
+                        t,
+                        rlog,
+                        &rboot,
+                        &second,
+                        &bundle,
+                        disk_size,
+                        (root.start, root.len),
+                        &expected,
+                        work,
+                        opts,
+                    );
+                    let _ = std::fs::remove_file(rlog);
+                    match made {
+                        Ok(c2) => Some(c2),
+                        Err(e) => {
+                            eprintln!("   no second cut: {e}");
+                            c.evidence.push(format!("no second cut in the recovery boot: {e}"));
+                            None
+                        }
+                    }
+                }
+                (Some((_, rlog)), None) => {
+                    let _ = std::fs::remove_file(rlog);
+                    c.evidence.push("no second cut: the crash state's recovery boot did not run".into());
+                    None
+                }
+                _ => None,
+            };
             report.power_cuts.push(c);
+            report.power_cuts.extend(second);
             // Keep the report current: a long sweep can be read (or stopped) part way.
             if let Err(e) = airboot_report::write_report(base, report) {
                 eprintln!("error: cannot write {}/report.json: {e}", base.display());
@@ -395,6 +468,80 @@ fn cut_all(
         }
     }
     Ok(())
+}
+
+/// The first cut a second cut follows.
+struct SecondCut<'a> {
+    first: &'a BundleInfo,
+    first_k: usize,
+    mode: CutMode,
+    seed: u64,
+}
+
+/// The second cut: in the boot that powered the first cut's crash state
+/// on (recorded into `rlog`), at the recovery trigger, with the same
+/// mode; its crash state is a qcow2 over the first one, judged like any.
+#[allow(clippy::too_many_arguments)]
+fn second_cut(
+    s: &Scenario,
+    t: &CutTrigger,
+    rlog: &Path,
+    rboot: &RecoveryBoot,
+    second: &SecondCut,
+    first_bundle: &Path,
+    disk_size: u64,
+    root: (u64, u64),
+    expected: &[String],
+    work: &Path,
+    opts: &CutOptions,
+) -> Result<PowerCut, String> {
+    let f = std::fs::File::open(rlog).map_err(|e| format!("cannot open the recovery boot's write log: {e}"))?;
+    let len = f.size();
+    let log = WriteLog::parse(&f, len, disk_size).map_err(|e| format!("the recovery boot's write log: {e}"))?;
+    let (entry, placed) = cut_points(t, None, 1, &log, &rboot.recorded)?.remove(0);
+    let state = crash_state(&log, entry, second.mode, second.seed);
+    let bundle = first_bundle.join("recovery-cut");
+    let trigger = format!(
+        "second cut, in the boot powering cut {}'s crash state on: {placed} (power_cut.recovery)",
+        second.first_k
+    );
+    eprintln!(
+        "== second cut (recovery of cut {}): {} at write {} ({placed})",
+        second.first_k,
+        second.mode.as_str(),
+        log.counts(entry).0
+    );
+    let mut c =
+        PowerCut::new(second.mode, trigger.clone(), pos(&log, entry), second.seed, bundle.display().to_string());
+    (c.lost_writes, c.lost_bytes, c.torn_writes) = (state.lost_writes, state.lost_bytes, state.torn_writes);
+    c.during_recovery_of = Some(first_bundle.display().to_string());
+    std::fs::create_dir_all(&bundle).map_err(|e| format!("cannot create {}: {e}", bundle.display()))?;
+    crash::materialize(&first_bundle.join("crash.qcow2"), DiskFormat::Qcow2, rlog, &state, &bundle.join("crash.qcow2"))
+        .map_err(|e| format!("building the second crash state: {e}"))?;
+    let _ = std::fs::copy(first_bundle.join("reboot/console.log"), bundle.join("record-console.log"));
+    let run = if opts.offline { None } else { Some(&opts.run) };
+    judge_bundle(s, &bundle, root, expected, work, run, &mut c, None);
+    let info = BundleInfo {
+        mode: second.mode.as_str().into(),
+        trigger,
+        position: c.position.clone(),
+        seed: second.seed,
+        lost_writes: c.lost_writes,
+        lost_bytes: c.lost_bytes,
+        torn_writes: c.torn_writes,
+        record_argv: rboot.argv.clone(),
+        outcome: c.outcome.map(|o| o.as_str().to_string()),
+        during_recovery_of: Some(first_bundle.display().to_string()),
+        ..second.first.clone()
+    };
+    let _ = std::fs::write(bundle.join("cut.json"), serde_json::to_string_pretty(&info).unwrap_or_default());
+    Ok(c)
+}
+
+/// The boot that powered a crash state on, recorded for a second cut.
+struct RecoveryBoot {
+    recorded: Recorded,
+    argv: Vec<String>,
 }
 
 fn rec_console(base: &Path) -> PathBuf {
@@ -424,7 +571,9 @@ fn offline(
 
 /// Judge the crash state in `bundle` (its `crash.qcow2`): offline, then
 /// (unless `run` is `None`: offline only) by booting it, then offline
-/// again on what that boot left.
+/// again on what that boot left. With `recovery` (a trigger and a write
+/// log path), that boot's write stream is recorded for a second cut.
+#[allow(clippy::too_many_arguments)]
 fn judge_bundle(
     s: &Scenario,
     bundle: &Path,
@@ -433,7 +582,8 @@ fn judge_bundle(
     work: &Path,
     run: Option<&RunOptions>,
     c: &mut PowerCut,
-) {
+    recovery: Option<&(&CutTrigger, PathBuf)>,
+) -> Option<RecoveryBoot> {
     let crash_disk = bundle.join("crash.qcow2");
     let (fs, crash_store) = match offline(&crash_disk, root, expected, work, "crash") {
         Ok((fs, st)) => (fs, Some(st)),
@@ -449,12 +599,21 @@ fn judge_bundle(
         c.evidence.push("not powered on (--offline)".into());
         c.filesystem = Some(fs);
         c.crash_store = crash_store;
-        return;
+        return None;
     };
     eprintln!("   powering the crash state on again");
     let after_disk = work.join("after.qcow2");
     let _ = std::fs::remove_file(&after_disk);
     let mut extra = Extra { disk: Some(crash_disk), keep_overlay: Some(after_disk.clone()), ..Default::default() };
+    if let Some((t, rlog)) = recovery {
+        match std::fs::File::create(rlog) {
+            Ok(_) => {
+                extra.write_log = Some(rlog.clone());
+                extra.record = Some(record_spec(t, None, false));
+            }
+            Err(e) => c.evidence.push(format!("no second cut: cannot create {}: {e}", rlog.display())),
+        }
+    }
     let reboot = run_one_with(s, &bundle.join("reboot"), run, &mut extra);
     if let Err(e) = airboot_report::write_report(&bundle.join("reboot"), &reboot) {
         eprintln!("error: cannot write the reboot report: {e}");
@@ -467,7 +626,7 @@ fn judge_bundle(
     };
     if reboot.verdict == Verdict::Error && findings.failures.iter().any(|f| f.starts_with("interrupted")) {
         c.error = Some("interrupted while powering the crash state on".into());
-        return;
+        return None;
     }
     let after = if after_disk.exists() {
         match offline(&after_disk, root, expected, work, "after") {
@@ -488,6 +647,7 @@ fn judge_bundle(
     c.filesystem = Some(fs);
     c.crash_store = crash_store;
     c.after_store = after;
+    extra.recorded.map(|recorded| RecoveryBoot { recorded, argv: reboot.qemu.argv.clone() })
 }
 
 pub fn repro(bundle: &Path, report_dir: Option<PathBuf>, run: RunOptions) -> i32 {
@@ -565,7 +725,8 @@ pub fn repro(bundle: &Path, report_dir: Option<PathBuf>, run: RunOptions) -> i32
         return 2;
     }
     eprintln!("== repro {}: {} cut, {}", bundle.display(), info.mode, info.trigger);
-    judge_bundle(&s, &judged, root, &expected, work.path(), Some(&run), &mut c);
+    judge_bundle(&s, &judged, root, &expected, work.path(), Some(&run), &mut c, None);
+    c.during_recovery_of = info.during_recovery_of.clone();
     let _ = std::fs::remove_file(judged.join("crash.qcow2"));
     let mut report = Report::new(&s.name, &s.file.display().to_string(), now_rfc3339());
     report.verdict = Verdict::Pass;

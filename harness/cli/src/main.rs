@@ -98,12 +98,22 @@ some torn at a sector), flush-ignored (the device ignored flushes: a seeded
 subset of its last 8 MiB of writes survives), kill (QEMU killed: every
 completed write survives; a crash, reported apart from power cuts).
 
+Triggers: `at` (a console regex) or `load` + `layer` (the guest probe's
+event: that layer of that image is being loaded into Docker's store), then
+a delay, a count of flushes/writes/bytes, or a sweep to `until`. With
+[power_cut.recovery] the boot powering each crash state on is recorded too
+and cut again at its own trigger (a second cut during recovery: fsck,
+engine restore, re-load), judged like any cut.
+
 Outcomes: INTACT-NEW, INTACT-OLD, SELF-HEALED, CORRUPT-DETECTED,
 CORRUPT-SILENT, BRICKED. Each cut leaves a bundle (crash.qcow2 over the
-input image, cut.json, logs) that `airboot repro` boots again.
+input image, cut.json, logs) that `airboot repro` boots again; a second
+cut's bundle is the first's recovery-cut/ folder.
 
 With --offline each crash state is only checked offline (no power-on, no
 outcome): the summary shows FS-DAMAGED or STORE-NEW/OLD/BETWEEN/CORRUPT.
+First cuts with a [power_cut.recovery] are still powered on (the second
+cut falls in that boot).
 
 Exit status: 0 every cut survived (INTACT-* or SELF-HEALED; with --offline:
 a clean filesystem and a whole old or new store), 1 some did not, 2 airboot

@@ -103,3 +103,24 @@ fn help_explains_the_commands() {
         assert!(text.contains(flag), "{flag} missing from run --help");
     }
 }
+
+#[test]
+fn a_cut_by_probe_event_needs_the_probe_in_the_image() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("disk.raw"), vec![0u8; 4096]).unwrap();
+    let scenario = dir.path().join("s.toml");
+    let body = "name = \"s\"\n[image]\npath = \"disk.raw\"\nboot = \"uefi\"\n[machine]\narch = \"x86_64\"\n[expect]\nimages = [\"a:1\"]\n[power_cut]\nload = \"a:1\"\n";
+    std::fs::write(&scenario, body).unwrap();
+    let out = airboot().arg("cut").arg(&scenario).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("does not carry the probe") && err.contains("probe = true"), "{err}");
+    // Said before anything boots: no report folder was made for it.
+    assert!(!err.contains("booting"), "{err}");
+    // A trigger key in the wrong place is named.
+    std::fs::write(&scenario, format!("{body}points = 2\n")).unwrap();
+    let out = airboot().arg("cut").arg(&scenario).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("power_cut.until"), "{err}");
+}

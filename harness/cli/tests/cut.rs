@@ -6,7 +6,8 @@
 //! Docker store), powered on again. A second test is the loss model's
 //! positive control: a guest workload that writes without a flush and
 //! then says so must lose that data in a power cut and keep it in a
-//! crash. The full sweeps (8 cut points, plain
+//! crash. A third cuts by the probe's load event and cuts again in the
+//! boot that powers that crash state on. The full sweeps (8 cut points, plain
 //! and crash-safe loader) run with `airboot cut scenarios/cut-*.toml`.
 
 use std::path::{Path, PathBuf};
@@ -203,5 +204,108 @@ fn a_write_without_a_flush_is_lost_in_a_power_cut_and_kept_in_a_crash() {
         "the power cut kept data that was never flushed: {:?}",
         String::from_utf8_lossy(&lost[..64])
     );
+    assert_eq!(r["image"]["unchanged"].as_bool(), Some(true), "the input image changed");
+}
+
+const RECOVERY: &str = r#"
+name = "cut-recovery"
+[image]
+fixture = "debian-load-at-boot-x86_64"
+[machine]
+arch = "x86_64"
+memory = "1G"
+[expect]
+engine = "docker"
+images = ["fixture/busybox:1", "fixture/redis:1"]
+timeout = "60s"
+[power_cut]
+load = "fixture-redis-1.tar"
+layer = 2
+modes = ["kill"]
+seed = 9
+[power_cut.recovery]
+load = "fixture-redis-1.tar"
+layer = 3
+"#;
+
+fn image_state<'a>(store: &'a Value, reference: &str) -> &'a str {
+    store["images"]
+        .as_array()
+        .and_then(|a| a.iter().find(|i| i["reference"].as_str() == Some(reference)))
+        .and_then(|i| i["state"].as_str())
+        .unwrap_or_else(|| panic!("{reference} not in {store}"))
+}
+
+/// A cut placed by the probe's load event (layer 2 of the redis archive
+/// being registered), and a second cut in the boot that powers that crash
+/// state on again, placed by the same event for layer 3 while the loader
+/// re-loads: the second crash state lies over the first.
+#[test]
+fn a_cut_by_probe_event_and_a_second_cut_during_recovery() {
+    let _g = vm_lock();
+    let dir = tempfile::tempdir().unwrap();
+    let scenario = dir.path().join("cut-recovery.toml");
+    std::fs::write(&scenario, RECOVERY).unwrap();
+    let reports = dir.path().join("reports");
+    let out = Command::new(env!("CARGO_BIN_EXE_airboot"))
+        .current_dir(repo())
+        .arg("cut")
+        .arg(&scenario)
+        .arg("--offline")
+        .arg("--report-dir")
+        .arg(&reports)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let code = out.status.code();
+    assert!(matches!(code, Some(0) | Some(1)), "exit {code:?}\n{stdout}\n{stderr}");
+    let r: Value = serde_json::from_str(&std::fs::read_to_string(reports.join("report.json")).unwrap()).unwrap();
+    let cuts = r["power_cuts"].as_array().unwrap_or_else(|| panic!("no power_cuts\n{stdout}\n{stderr}"));
+    assert_eq!(cuts.len(), 2, "{stdout}\n{stderr}");
+    let (first, second) = (&cuts[0], &cuts[1]);
+
+    // The first cut fell on the probe's event, before redis was tagged.
+    assert!(
+        first["trigger"].as_str().unwrap().contains("probe event: layer 2 of fixture-redis-1.tar being loaded"),
+        "{first}"
+    );
+    let record = std::fs::read_to_string(reports.join("record/console.log")).unwrap();
+    let event = record
+        .lines()
+        .find(|l| {
+            l.contains("AIRBOOT-EVENT v1 layer-load layer=2/3 state=loading")
+                && l.contains("archive=fixture-redis-1.tar")
+        })
+        .unwrap_or_else(|| panic!("no loading event for layer 2 of the redis archive:\n{record}"));
+    assert!(event.contains("diff_id=sha256:"), "{event}");
+    assert!(record.contains("airboot-load: tagged fixture/busybox:1"), "the cut came before busybox was loaded");
+    assert!(!record.contains("airboot-load: tagged fixture/redis:1"), "the recording went past the event");
+    assert_ne!(image_state(&first["crash_store"], "fixture/redis:1"), "complete", "{first}");
+    // With a second cut the first crash state is powered on even with --offline.
+    assert!(first["outcome"].as_str().is_some(), "the first crash state was not powered on: {first}");
+    assert!(PathBuf::from(first["bundle"].as_str().unwrap()).join("reboot/report.json").is_file());
+
+    // The second cut: in that boot, during its re-load of redis.
+    assert_eq!(second["during_recovery_of"], first["bundle"], "{second}");
+    let t = second["trigger"].as_str().unwrap();
+    assert!(t.starts_with("second cut") && t.contains("layer 3 of fixture-redis-1.tar"), "{t}");
+    assert_eq!(second["mode"].as_str(), Some("kill"));
+    assert!(second["position"]["writes"].as_u64().unwrap() > 0, "{second}");
+    assert!(second["outcome"].is_null(), "the second state is judged offline only: {second}");
+    // A kill keeps every completed write: the journal replays clean.
+    assert_eq!(second["filesystem"]["clean"].as_bool(), Some(true), "{second}");
+    assert_ne!(image_state(&second["crash_store"], "fixture/redis:1"), "complete", "{second}");
+    let reboot_console = PathBuf::from(first["bundle"].as_str().unwrap()).join("reboot/console.log");
+    let reboot_console = std::fs::read_to_string(reboot_console).unwrap();
+    assert!(reboot_console.contains("layer=3/3 state=loading"), "the recovery boot re-loaded no layer 3");
+    // Its crash state lies over the first one, which lies over the input.
+    let b2 = PathBuf::from(second["bundle"].as_str().unwrap());
+    let info = Command::new("qemu-img").args(["info", "--output=json"]).arg(b2.join("crash.qcow2")).output().unwrap();
+    let info: Value = serde_json::from_slice(&info.stdout).unwrap();
+    let first_state = PathBuf::from(first["bundle"].as_str().unwrap()).join("crash.qcow2");
+    assert_eq!(info["backing-filename"].as_str(), Some(first_state.to_str().unwrap()));
+    let cut_json: Value = serde_json::from_str(&std::fs::read_to_string(b2.join("cut.json")).unwrap()).unwrap();
+    assert_eq!(cut_json["during_recovery_of"], first["bundle"]);
     assert_eq!(r["image"]["unchanged"].as_bool(), Some(true), "the input image changed");
 }

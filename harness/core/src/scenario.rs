@@ -42,16 +42,33 @@ pub struct PowerCutSpec {
     /// Seed of every random choice (torn, flush-ignored); chosen and
     /// recorded when absent.
     pub seed: Option<u64>,
-    /// Console regex the cut is placed by, and which match counts.
+    /// The console line (or probe event) the cut is placed by.
+    pub trigger: CutTrigger,
+    /// A sweep: `points` cut points over the flushes between the trigger
+    /// and the first line matching `until` (with `until`, even one point
+    /// is a sweep: the middle flush that has something to lose).
+    pub until: Option<String>,
+    pub points: usize,
+    /// A second cut, in the boot that powers each crash state on again
+    /// (its fsck, engine restore, re-load), placed by this trigger in
+    /// that boot's own write stream and cut with the same mode.
+    pub recovery: Option<CutTrigger>,
+}
+
+/// A console line, and where after it to cut.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CutTrigger {
+    /// The regex over console lines (for `load`: the probe's event line).
     pub at: String,
+    /// What `at` stands for, in messages: `console line "…"` or `probe
+    /// event: layer 2 of fixture/redis:1 being loaded`.
+    pub what: String,
+    /// Which match counts (from 1).
     pub matching: usize,
     /// Where after that match: a delay, or a count of requests.
     pub after: CutAfter,
-    /// A sweep: `points` cut points over the flushes between `at` and
-    /// the first line matching `until` (with `until`, even one point is a
-    /// sweep: the middle flush that has something to lose).
-    pub until: Option<String>,
-    pub points: usize,
+    /// Placed by the guest probe's load event (`load`), not a console regex.
+    pub probe_event: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -445,7 +462,9 @@ struct RawPowerCut {
     #[serde(default)]
     modes: Vec<String>,
     seed: Option<u64>,
-    at: Pattern,
+    at: Option<Pattern>,
+    load: Option<String>,
+    layer: Option<usize>,
     #[serde(rename = "match")]
     matching: Option<usize>,
     after: Option<Dur>,
@@ -454,6 +473,97 @@ struct RawPowerCut {
     bytes: Option<String>,
     until: Option<Pattern>,
     points: Option<usize>,
+    recovery: Option<RawTrigger>,
+}
+
+/// `[power_cut.recovery]`: the trigger keys of `[power_cut]`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTrigger {
+    at: Option<Pattern>,
+    load: Option<String>,
+    layer: Option<usize>,
+    #[serde(rename = "match")]
+    matching: Option<usize>,
+    after: Option<Dur>,
+    flushes: Option<u64>,
+    writes: Option<u64>,
+    bytes: Option<String>,
+}
+
+/// The regex over the probe's event line "layer `layer` of `image` is
+/// being loaded" (`airboot_proto::load`; `state=loading` only). `image`
+/// is matched against the event's tag (`image=`), its image ID (`id=`,
+/// a `sha256:` prefix will do) and the archive file (`archive=`, by its
+/// name without folders).
+pub fn layer_loading_regex(image: &str, layer: usize) -> String {
+    let file = image.rsplit('/').next().unwrap_or(image);
+    let mut who = vec![format!("image={}", regex::escape(image)), format!("archive={}", regex::escape(file))];
+    if image.starts_with("sha256:") {
+        who.push(format!("id={}[0-9a-f]*", regex::escape(image)));
+    }
+    format!(
+        r"{} v1 layer-load layer={layer}/\d+ state=loading .*\b(?:{})(?:\s|$)",
+        airboot_proto::load::EVENT_MARKER,
+        who.join("|")
+    )
+}
+
+/// A trigger from its keys; `bad(key, message)` makes the error.
+fn parse_trigger(t: RawTrigger, bad: &dyn Fn(&str, String) -> ScenarioError) -> Result<CutTrigger, ScenarioError> {
+    let probe_event = t.load.is_some();
+    let (at, what) = match (t.at, t.load) {
+        (Some(_), Some(_)) => {
+            return Err(bad("load", "give `at` (a console regex) or `load` (a probe event), not both".into()));
+        }
+        (None, None) => {
+            return Err(bad(
+                "at",
+                "say where to cut: `at = \"<console regex>\"`, or `load = \"<image>\"` with `layer = N` (the probe's event: that layer of that image is being loaded)".into(),
+            ));
+        }
+        (Some(at), None) => {
+            if t.layer.is_some() {
+                return Err(bad("layer", "`layer` goes with `load = \"<image>\"`, not with `at`".into()));
+            }
+            let what = format!("console line {:?}", at.0);
+            (at.0, what)
+        }
+        (None, Some(image)) => {
+            if image.trim().is_empty() || image.contains(char::is_whitespace) {
+                return Err(bad(
+                    "load",
+                    format!("load = {image:?}: give an image reference such as \"fixture/redis:1\""),
+                ));
+            }
+            let layer = t.layer.unwrap_or(1);
+            if layer == 0 {
+                return Err(bad("layer", "layers count from 1 (the image's first layer)".into()));
+            }
+            (layer_loading_regex(&image, layer), format!("probe event: layer {layer} of {image} being loaded"))
+        }
+    };
+    let afters: Vec<CutAfter> = [
+        t.after.map(|d| CutAfter::Time(d.0)),
+        t.flushes.map(CutAfter::Flushes),
+        t.writes.map(CutAfter::Writes),
+        match &t.bytes {
+            Some(b) => Some(CutAfter::Bytes(crate::units::parse_bytes(b).map_err(|e| bad("bytes", e))?)),
+            None => None,
+        },
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    if afters.len() > 1 {
+        return Err(bad("after", "give at most one of after, flushes, writes, bytes".into()));
+    }
+    let matching = t.matching.unwrap_or(1);
+    if matching == 0 {
+        return Err(bad("match", "match counts from 1 (the first line matching the trigger)".into()));
+    }
+    let after = afters.first().copied().unwrap_or(CutAfter::Time(Duration::ZERO));
+    Ok(CutTrigger { at, what, matching, after, probe_event })
 }
 
 #[derive(Deserialize, Default)]
@@ -889,25 +999,26 @@ pub fn parse(src: &str, file: &Path, check_paths: bool) -> Result<Scenario, Scen
             if modes.is_empty() {
                 modes.push(crate::cut::writelog::CutMode::LoseUnflushed);
             }
-            let afters: Vec<CutAfter> = [
-                pc.after.map(|d| CutAfter::Time(d.0)),
-                pc.flushes.map(CutAfter::Flushes),
-                pc.writes.map(CutAfter::Writes),
-                match &pc.bytes {
-                    Some(b) => Some(CutAfter::Bytes(crate::units::parse_bytes(b).map_err(|e| bad("bytes", e))?)),
-                    None => None,
+            let has_after = pc.after.is_some() || pc.flushes.is_some() || pc.writes.is_some() || pc.bytes.is_some();
+            let trigger = parse_trigger(
+                RawTrigger {
+                    at: pc.at,
+                    load: pc.load,
+                    layer: pc.layer,
+                    matching: pc.matching,
+                    after: pc.after,
+                    flushes: pc.flushes,
+                    writes: pc.writes,
+                    bytes: pc.bytes,
                 },
-            ]
-            .into_iter()
-            .flatten()
-            .collect();
-            if afters.len() > 1 {
-                return Err(bad("after", "give at most one of after, flushes, writes, bytes".into()));
-            }
-            let matching = pc.matching.unwrap_or(1);
-            if matching == 0 {
-                return Err(bad("match", "match counts from 1 (the first line matching `at`)".into()));
-            }
+                &bad,
+            )?;
+            let recovery = match pc.recovery {
+                None => None,
+                Some(r) => Some(parse_trigger(r, &|key: &str, message: String| {
+                    err_at(Some(span.clone()), Some(format!("power_cut.recovery.{key}")), message)
+                })?),
+            };
             let points = pc.points.unwrap_or(1);
             if points == 0 || points > 64 {
                 return Err(bad("points", format!("points = {points}: give 1 to 64 cut points")));
@@ -918,21 +1029,13 @@ pub fn parse(src: &str, file: &Path, check_paths: bool) -> Result<Scenario, Scen
                     "a sweep (points > 1) needs `until`, the console line that ends its window".into(),
                 ));
             }
-            if pc.until.is_some() && !afters.is_empty() {
+            if pc.until.is_some() && has_after {
                 return Err(bad(
                     "until",
                     "a sweep (`until`) places its own cut points: drop after/flushes/writes/bytes".into(),
                 ));
             }
-            Some(PowerCutSpec {
-                modes,
-                seed: pc.seed,
-                at: pc.at.0,
-                matching,
-                after: afters.first().copied().unwrap_or(CutAfter::Time(Duration::ZERO)),
-                until: pc.until.map(|u| u.0),
-                points,
-            })
+            Some(PowerCutSpec { modes, seed: pc.seed, trigger, until: pc.until.map(|u| u.0), points, recovery })
         }
     };
 
@@ -1186,11 +1289,14 @@ within = "15s"
         .unwrap();
         let pc = s.power_cut.unwrap();
         assert_eq!(pc.modes, vec![CutMode::LoseUnflushed, CutMode::Kill]);
-        assert_eq!((pc.points, pc.seed, pc.matching), (8, Some(7), 1));
+        assert_eq!((pc.points, pc.seed, pc.trigger.matching), (8, Some(7), 1));
+        assert_eq!(pc.trigger.at, "airboot-load: start");
+        assert_eq!(pc.recovery, None);
         assert_eq!(pc.until.as_deref(), Some("airboot-load: done"));
         let one =
             p(&format!("{base}[power_cut]\nat = \"loading\"\nmatch = 2\nbytes = \"4M\"\n")).unwrap().power_cut.unwrap();
-        assert_eq!((one.after, one.modes), (CutAfter::Bytes(4 << 20), vec![CutMode::LoseUnflushed]));
+        assert_eq!((one.trigger.after, one.modes), (CutAfter::Bytes(4 << 20), vec![CutMode::LoseUnflushed]));
+        assert_eq!(one.trigger.matching, 2);
         let err = |body: &str| p(&format!("{base}[power_cut]\n{body}")).unwrap_err().to_string();
         assert!(err("at = \"x\"\nmodes = [\"zap\"]").contains("unknown mode \"zap\""));
         assert!(err("at = \"x\"\nafter = \"2s\"\nflushes = 3").contains("at most one"));
@@ -1198,6 +1304,73 @@ within = "15s"
         assert!(err("at = \"x\"\nmatch = 0").contains("counts from 1"));
         assert!(err("at = \"(\"").contains("power_cut") || err("at = \"(\"").contains("regex"));
         assert!(err("until = \"x\"").contains("at"));
+        assert!(err("at = \"x\"\nload = \"a:1\"").contains("not both"));
+        assert!(err("at = \"x\"\nlayer = 2").contains("goes with `load"));
+        assert!(err("load = \"a:1\"\nlayer = 0").contains("count from 1"));
+        assert!(err("load = \"\"").contains("image reference"));
+        assert!(err("at = \"x\"\n[power_cut.recovery]\nflushes = 2").contains("power_cut.recovery.at"));
+        assert!(err("at = \"x\"\n[power_cut.recovery]\nat = \"y\"\npoints = 2").contains("points"));
+    }
+
+    #[test]
+    fn power_cuts_by_probe_event_and_in_recovery() {
+        let base = "[image]\nfixture = \"debian-load-at-boot-x86_64\"\n";
+        let pc = p(&format!(
+            "{base}[power_cut]\nload = \"fixture/redis:1\"\nlayer = 2\nflushes = 1\n[power_cut.recovery]\nat = \"Started docker\"\nmatch = 2\nafter = \"3s\"\n"
+        ))
+        .unwrap()
+        .power_cut
+        .unwrap();
+        assert_eq!(pc.trigger.what, "probe event: layer 2 of fixture/redis:1 being loaded");
+        assert_eq!(pc.trigger.after, CutAfter::Flushes(1));
+        assert!(pc.trigger.probe_event && !pc.recovery.as_ref().unwrap().probe_event);
+        let re = regex::Regex::new(&pc.trigger.at).unwrap();
+        let line = |image: &str, layer: usize, loading: bool| {
+            airboot_proto::load::LoadEvent::Layer {
+                who: airboot_proto::load::Who { image: image.into(), ..Default::default() },
+                layer,
+                layers: 4,
+                loading,
+                diff_id: "sha256:ab".into(),
+            }
+            .line()
+        };
+        assert!(re.is_match(&format!("[ 80.1] {}", line("fixture/redis:1", 2, true))));
+        assert!(!re.is_match(&line("fixture/redis:1", 2, false)), "a layer seen only once loaded does not fire");
+        assert!(!re.is_match(&line("fixture/redis:1", 1, true)));
+        assert!(!re.is_match(&line("fixture/redis:1", 12, true)));
+        assert!(!re.is_match(&line("fixture/redisX1", 2, true)), "the dot is literal");
+        assert!(!re.is_match(&line("fixture/redis:10", 2, true)));
+        // By the archive's file name (a path is reduced to it), or by image ID (a prefix will do).
+        let by = |load: &str, who: airboot_proto::load::Who| {
+            let spec = p(&format!("{base}[power_cut]\nload = \"{load}\"\nlayer = 2\n")).unwrap().power_cut.unwrap();
+            let ev = airboot_proto::load::LoadEvent::Layer {
+                who,
+                layer: 2,
+                layers: 3,
+                loading: true,
+                diff_id: "sha256:ab".into(),
+            };
+            regex::Regex::new(&spec.trigger.at).unwrap().is_match(&ev.line())
+        };
+        let id = format!("sha256:{}", "e9".repeat(32));
+        let who = airboot_proto::load::Who {
+            image: id.clone(),
+            id: Some(id.clone()),
+            archive: Some("fixture-redis-1.tar".into()),
+        };
+        assert!(by("fixture-redis-1.tar", who.clone()));
+        assert!(by("/usr/share/airboot/images/fixture-redis-1.tar", who.clone()));
+        assert!(by("sha256:e9e9e9e9e9e9", who.clone()));
+        assert!(by(&id, who.clone()));
+        assert!(!by("sha256:e9e9e9e9e9e8", who.clone()));
+        assert!(!by("fixture-redis-1.ta", who.clone()));
+        assert!(!by("redis-1.tar", who));
+        let r = pc.recovery.unwrap();
+        assert_eq!((r.at.as_str(), r.matching, r.after), ("Started docker", 2, CutAfter::Time(Duration::from_secs(3))));
+        // `layer` defaults to the first.
+        let first = p(&format!("{base}[power_cut]\nload = \"a:1\"\n")).unwrap().power_cut.unwrap();
+        assert!(first.trigger.what.contains("layer 1 of a:1"));
     }
 
     #[test]

@@ -10,6 +10,7 @@
 mod airgap;
 mod collect;
 mod engine;
+mod loadwatch;
 mod server;
 mod status;
 mod systemd;
@@ -32,8 +33,9 @@ usage: airboot-probe serve   [--device PATH] [--config PATH]
 
 serve    answer the host over vsock (port 5253) and the virtio-serial port
          org.airboot.probe; print console status blocks on PATH (default
-         /dev/console) until a host has connected
-console  only print console status blocks
+         /dev/console) until a host has connected, and Docker load
+         progress lines (AIRBOOT-EVENT v1 layer-load ...) on PATH always
+console  only print console status blocks and load progress lines
 status   print one status (JSON) on stdout
 airgap   print the network evidence (JSON) on stdout
 --config the stack description (default /etc/airboot/status.conf)";
@@ -114,8 +116,14 @@ fn main() {
             );
             println!("{}", serde_json::to_string_pretty(&resp).expect("json"));
         }
-        Some("console") => console_loop(&shared, &device, false),
+        Some("console") => {
+            let d = device.clone();
+            std::thread::spawn(move || loadwatch::watch(&d));
+            console_loop(&shared, &device, false)
+        }
         Some("serve") => {
+            let d = device.clone();
+            std::thread::spawn(move || loadwatch::watch(&d));
             let s = shared.clone();
             std::thread::spawn(move || server::vsock_loop(s));
             let s = shared.clone();

@@ -23,6 +23,7 @@
 //! number of records received in between.
 
 pub mod http;
+pub mod load;
 pub mod probe;
 
 use serde::{Deserialize, Serialize};

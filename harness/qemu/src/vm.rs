@@ -105,15 +105,21 @@ pub struct RecordSpec {
     pub marks: Vec<(String, regex::Regex)>,
     /// `None`: the boot runs to its own end.
     pub stop: Option<StopRule>,
+    /// Pause the guest when the stop rule fires (a cut ends the recorded
+    /// boot). False: only note the write log's length then and let the
+    /// boot go on (a boot that is judged and also cut in, for a second
+    /// cut during recovery).
+    pub pause: bool,
 }
 
 /// What a recorded boot saw.
 #[derive(Debug, Clone, Default)]
 pub struct Recorded {
     pub seen: Vec<MarkSeen>,
-    /// When the VM was stopped for the cut (seconds after t0), and how
-    /// long the write log was just before the pause (whose own flush is
-    /// not the guest's); `None` when the boot ended otherwise.
+    /// When the stop rule fired (seconds after t0), and how long the
+    /// write log was then: just before the pause (whose own flush is not
+    /// the guest's), or, without `pause`, while the boot went on; `None`
+    /// when it never fired.
     pub stopped: Option<(f64, u64)>,
 }
 
@@ -239,6 +245,8 @@ impl VmRunner {
         let log_len = move || write_log.as_ref().and_then(|p| std::fs::metadata(p).ok()).map_or(0, |m| m.len());
         let mut recorder = self.record.as_ref().map(|r| Recorder::new(r.marks.clone(), r.stop));
         let mut cut_now = false;
+        let pause = self.record.as_ref().is_some_and(|r| r.pause);
+        let mut noted: Option<(f64, u64)> = None;
 
         let (ptx, mut prx) = tokio::sync::mpsc::unbounded_channel::<ProbeEvent>();
         let session = match &self.plan.endpoint {
@@ -304,8 +312,14 @@ impl VmRunner {
                             }
                         }
                         let decision = run.on_line(&line);
-                        if let Some(r) = recorder.as_mut() {
-                            cut_now |= r.on_line(line.t, &line.text, &mut || log_len());
+                        if let Some(r) = recorder.as_mut()
+                            && r.on_line(line.t, &line.text, &mut || log_len())
+                        {
+                            if pause {
+                                cut_now = true;
+                            } else if noted.is_none() {
+                                noted = Some((line.t, log_len()));
+                            }
                         }
                         tail.push(line);
                         report_milestones!();
@@ -383,8 +397,12 @@ impl VmRunner {
                         }
                     }
                     if recorder.as_mut().is_some_and(|r| r.on_tick(t)) {
-                        cut_now = true;
-                        break 'run;
+                        if pause {
+                            cut_now = true;
+                            break 'run;
+                        } else if noted.is_none() {
+                            noted = Some((t, log_len()));
+                        }
                     }
                     if run.on_tick(t) == Decision::Stop {
                         for m in run.milestones().into_iter().skip(seen) {
@@ -411,7 +429,7 @@ impl VmRunner {
                 on_event(VmEvent::Note(format!("could not pause the guest for the cut: {e}")));
             }
         }
-        let recorded = recorder.map(|r| Recorded { seen: r.seen, stopped });
+        let recorded = recorder.map(|r| Recorded { seen: r.seen, stopped: stopped.or(noted) });
 
         // Stop the VM: politely, then for sure; then the helper.
         if exit.is_none() {

@@ -182,6 +182,10 @@ pub struct PowerCut {
     pub after_store: Option<StoreCheck>,
     /// Set when the cut could not be judged (the outcome is then absent).
     pub error: Option<String>,
+    /// A second cut: the bundle of the first cut whose recovery boot
+    /// (powering that crash state on again) this one cut into.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub during_recovery_of: Option<String>,
 }
 
 impl PowerCut {
@@ -203,6 +207,7 @@ impl PowerCut {
             crash_store: None,
             after_store: None,
             error: None,
+            during_recovery_of: None,
         }
     }
 }

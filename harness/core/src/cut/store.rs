@@ -241,19 +241,7 @@ fn sha256_hex(data: &[u8]) -> String {
     hex(&Sha256::digest(data))
 }
 
-/// Docker's chain IDs: the first layer's is its diff_id, each next one
-/// is sha256("<parent chain id> <diff_id>").
-pub fn chain_ids(diff_ids: &[String]) -> Vec<String> {
-    let mut out: Vec<String> = Vec::new();
-    for d in diff_ids {
-        let next = match out.last() {
-            None => d.clone(),
-            Some(p) => format!("sha256:{}", sha256_hex(format!("{p} {d}").as_bytes())),
-        };
-        out.push(next);
-    }
-    out
-}
+pub use airboot_proto::load::chain_ids;
 
 fn check_image(
     fs: &Ext4,

@@ -1,0 +1,133 @@
+//! Watches Docker load archives into its store and prints a console line
+//! per step (`airboot_proto::load`): which layer of which image is being
+//! registered, which image is whole. The harness places power cuts by
+//! these lines. Only reads: `<data-root>/tmp/docker-import-*/` (the
+//! unpacked archive) and `<data-root>/image/overlay2/layerdb/`.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use airboot_proto::load::{LoadImage, LoadTracker, archive_images};
+
+/// How often to look while an archive is being loaded, and otherwise.
+const BUSY: Duration = Duration::from_millis(50);
+const IDLE: Duration = Duration::from_millis(250);
+
+/// Docker's data root: `data-root` in /etc/docker/daemon.json, else /var/lib/docker.
+fn data_root() -> PathBuf {
+    std::fs::read_to_string("/etc/docker/daemon.json")
+        .ok()
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+        .and_then(|v| v.get("data-root").and_then(|r| r.as_str()).map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from("/var/lib/docker"))
+}
+
+/// The archives being loaded now, each with its images.
+fn archives(root: &Path) -> Vec<(PathBuf, Option<Vec<LoadImage>>)> {
+    let Ok(dir) = std::fs::read_dir(root.join("tmp")) else { return Vec::new() };
+    let mut out: Vec<(PathBuf, Option<Vec<LoadImage>>)> = dir
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("docker-import-"))
+        .map(|e| {
+            let d = e.path();
+            let images = std::fs::read_to_string(d.join("manifest.json")).ok().and_then(|m| {
+                archive_images(&m, &|name: &str| {
+                    // Only files inside the archive's folder.
+                    if name.contains("..") || name.starts_with('/') {
+                        return None;
+                    }
+                    std::fs::read_to_string(d.join(name)).ok()
+                })
+            });
+            (d, images)
+        })
+        .collect();
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
+/// The file a running `docker load` reads (`-i FILE`, `--input FILE`, or
+/// a file on its standard input), by its name; `None` when there is no
+/// such process, or more than one.
+fn archive_name() -> Option<String> {
+    let mut found = Vec::new();
+    for e in std::fs::read_dir("/proc").ok()?.flatten() {
+        let pid = e.file_name();
+        if !pid.to_string_lossy().bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        let Ok(cmd) = std::fs::read(e.path().join("cmdline")) else { continue };
+        let args: Vec<String> =
+            cmd.split(|b| *b == 0).filter(|a| !a.is_empty()).map(|a| String::from_utf8_lossy(a).into_owned()).collect();
+        let is_docker = args.first().is_some_and(|a| a.rsplit('/').next() == Some("docker"));
+        let load = args.iter().position(|a| a == "load");
+        let (true, Some(load)) = (is_docker, load) else { continue };
+        let rest = &args[load + 1..];
+        let mut file = None;
+        for (i, a) in rest.iter().enumerate() {
+            if a == "-i" || a == "--input" {
+                file = rest.get(i + 1).cloned();
+            } else if let Some(f) = a.strip_prefix("--input=").or_else(|| a.strip_prefix("-i")) {
+                file = Some(f.to_string());
+            }
+        }
+        let file = file.or_else(|| {
+            std::fs::read_link(e.path().join("fd/0"))
+                .ok()
+                .map(|p| p.display().to_string())
+                .filter(|p| p.starts_with('/') && !p.starts_with("/dev/"))
+        });
+        if let Some(f) = file {
+            found.push(f.rsplit('/').next().unwrap_or(&f).to_string());
+        }
+    }
+    if found.len() == 1 { found.pop() } else { None }
+}
+
+fn registering(layerdb: &Path) -> bool {
+    std::fs::read_dir(layerdb.join("tmp"))
+        .map(|d| d.flatten().any(|e| e.file_name().to_string_lossy().starts_with("write-set-")))
+        .unwrap_or(false)
+}
+
+fn present(layerdb: &Path, chain: &str) -> bool {
+    match chain.split_once(':') {
+        Some((algo, hex)) if !hex.contains('/') && !algo.contains('/') => layerdb.join(algo).join(hex).is_dir(),
+        _ => false,
+    }
+}
+
+/// Runs for ever, printing events to `device`.
+pub fn watch(device: &Path) {
+    let root = data_root();
+    let layerdb = root.join("image/overlay2/layerdb");
+    // One tracker per archive folder (with the archive's file name, asked
+    // once), dropped when the folder goes.
+    let mut trackers: Vec<(PathBuf, LoadTracker, Option<String>)> = Vec::new();
+    loop {
+        let now = archives(&root);
+        trackers.retain(|(d, _, _)| now.iter().any(|(n, _)| n == d));
+        for (dir, images) in &now {
+            if !trackers.iter().any(|(d, _, _)| d == dir) {
+                trackers.push((dir.clone(), LoadTracker::new(), archive_name()));
+            }
+            let Some(images) = images else { continue };
+            let Some((_, t, archive)) = trackers.iter_mut().find(|(d, _, _)| d == dir) else { continue };
+            let images: Vec<LoadImage> =
+                images.iter().map(|i| LoadImage { archive: archive.clone(), ..i.clone() }).collect();
+            let events = t.observe(&images, registering(&layerdb), &|c: &str| present(&layerdb, c));
+            if events.is_empty() {
+                continue;
+            }
+            let text: String = events.iter().map(|e| format!("{}\n", e.line())).collect();
+            match std::fs::OpenOptions::new().write(true).open(device) {
+                Ok(mut f) => {
+                    let _ = f.write_all(text.as_bytes());
+                }
+                Err(e) => eprintln!("airboot-probe: {}: {e}", device.display()),
+            }
+        }
+        std::thread::sleep(if now.is_empty() { IDLE } else { BUSY });
+    }
+}
