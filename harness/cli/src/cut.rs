@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use airboot_core::cut::store::{StoreCheck, check_docker};
-use airboot_core::cut::writelog::{Count, CutMode, WriteLog, crash_state, sweep_points};
+use airboot_core::cut::writelog::{Count, CrashState, CutMode, WriteLog, crash_state, sweep_points};
 use airboot_core::cut::{
     CutPosition, FsFindings, PowerCut, RebootFindings, StopRule, crash_evidence, judge, offline_intact,
 };
@@ -360,9 +360,7 @@ fn cut_all(
     let root = detect::root_partition(view.as_ref(), arch)
         .ok_or_else(|| format!("no root filesystem found in {}: cannot check its store", input.display()))?;
     drop(view);
-    let log_file = std::fs::File::open(write_log).map_err(|e| format!("cannot open the write log: {e}"))?;
-    let log_len = log_file.size();
-    let log = WriteLog::parse(&log_file, log_len, disk_size).map_err(|e| format!("the write log: {e}"))?;
+    let log = read_write_log(write_log, disk_size, "the write log")?;
     let total = log.counts(log.entries.len());
     eprintln!(
         "   recorded {} requests: {} writes ({} MiB), {} flushes",
@@ -404,27 +402,33 @@ fn cut_all(
                 outcome: None,
                 during_recovery_of: None,
             };
-            let made = std::fs::create_dir_all(&bundle)
-                .map_err(|e| format!("cannot create {}: {e}", bundle.display()))
-                .and_then(|_| {
-                    crash::materialize(&input, format, write_log, &state, &bundle.join("crash.qcow2"))
-                        .map_err(|e| format!("building the crash state: {e}"))
-                });
-            if let Err(e) = made {
-                c.error = Some(e);
-                report.power_cuts.push(c);
-                continue;
-            }
-            let _ = std::fs::copy(rec_console(base), bundle.join("record-console.log"));
             // With a second cut, this crash state is powered on even with
             // --offline: that boot is where the second cut falls.
             let run = if opts.offline && pc.recovery.is_none() { None } else { Some(&opts.run) };
             let recovery = pc.recovery.as_ref().map(|t| (t, work.join("recovery.log")));
-            let rboot =
-                judge_bundle(s, &bundle, (root.start, root.len), &expected, work, run, &mut c, recovery.as_ref());
-            let mut info = info;
-            info.outcome = c.outcome.map(|o| o.as_str().to_string());
-            let _ = std::fs::write(bundle.join("cut.json"), serde_json::to_string_pretty(&info).unwrap_or_default());
+            let made = make_and_judge(
+                s,
+                &bundle,
+                (&input, format),
+                write_log,
+                &state,
+                &rec_console(base),
+                (root.start, root.len),
+                &expected,
+                work,
+                run,
+                &mut c,
+                &info,
+                recovery.as_ref(),
+            );
+            let rboot = match made {
+                Ok(r) => r,
+                Err(e) => {
+                    c.error = Some(e);
+                    report.power_cuts.push(c);
+                    continue;
+                }
+            };
             let second = match (&recovery, rboot) {
                 (Some((t, rlog)), Some(rboot)) => {
                     let second =
@@ -495,9 +499,7 @@ fn second_cut(
     work: &Path,
     opts: &CutOptions,
 ) -> Result<PowerCut, String> {
-    let f = std::fs::File::open(rlog).map_err(|e| format!("cannot open the recovery boot's write log: {e}"))?;
-    let len = f.size();
-    let log = WriteLog::parse(&f, len, disk_size).map_err(|e| format!("the recovery boot's write log: {e}"))?;
+    let log = read_write_log(rlog, disk_size, "the recovery boot's write log")?;
     let (entry, placed) = cut_points(t, None, 1, &log, &rboot.recorded)?.remove(0);
     let state = crash_state(&log, entry, second.mode, second.seed);
     let bundle = first_bundle.join("recovery-cut");
@@ -515,12 +517,6 @@ fn second_cut(
         PowerCut::new(second.mode, trigger.clone(), pos(&log, entry), second.seed, bundle.display().to_string());
     (c.lost_writes, c.lost_bytes, c.torn_writes) = (state.lost_writes, state.lost_bytes, state.torn_writes);
     c.during_recovery_of = Some(first_bundle.display().to_string());
-    std::fs::create_dir_all(&bundle).map_err(|e| format!("cannot create {}: {e}", bundle.display()))?;
-    crash::materialize(&first_bundle.join("crash.qcow2"), DiskFormat::Qcow2, rlog, &state, &bundle.join("crash.qcow2"))
-        .map_err(|e| format!("building the second crash state: {e}"))?;
-    let _ = std::fs::copy(first_bundle.join("reboot/console.log"), bundle.join("record-console.log"));
-    let run = if opts.offline { None } else { Some(&opts.run) };
-    judge_bundle(s, &bundle, root, expected, work, run, &mut c, None);
     let info = BundleInfo {
         mode: second.mode.as_str().into(),
         trigger,
@@ -530,12 +526,64 @@ fn second_cut(
         lost_bytes: c.lost_bytes,
         torn_writes: c.torn_writes,
         record_argv: rboot.argv.clone(),
-        outcome: c.outcome.map(|o| o.as_str().to_string()),
+        outcome: None,
         during_recovery_of: Some(first_bundle.display().to_string()),
         ..second.first.clone()
     };
-    let _ = std::fs::write(bundle.join("cut.json"), serde_json::to_string_pretty(&info).unwrap_or_default());
+    let run = if opts.offline { None } else { Some(&opts.run) };
+    make_and_judge(
+        s,
+        &bundle,
+        (&first_bundle.join("crash.qcow2"), DiskFormat::Qcow2),
+        rlog,
+        &state,
+        &first_bundle.join("reboot/console.log"),
+        root,
+        expected,
+        work,
+        run,
+        &mut c,
+        &info,
+        None,
+    )?;
     Ok(c)
+}
+
+fn read_write_log(path: &Path, disk_size: u64, what: &str) -> Result<WriteLog, String> {
+    let f = std::fs::File::open(path).map_err(|e| format!("cannot open {what}: {e}"))?;
+    let len = f.size();
+    WriteLog::parse(&f, len, disk_size).map_err(|e| format!("{what}: {e}"))
+}
+
+/// One cut's bundle: the crash state (`from`, the disk the recorded boot
+/// ran on, plus what `state` keeps of the writes in `log`) written into
+/// `bundle/crash.qcow2`, the recorded boot's `console`, the judgement
+/// (`judge_bundle`), and `cut.json` (`info` with the outcome). An error
+/// when the crash state could not be built (nothing judged then).
+#[allow(clippy::too_many_arguments)]
+fn make_and_judge(
+    s: &Scenario,
+    bundle: &Path,
+    from: (&Path, DiskFormat),
+    log: &Path,
+    state: &CrashState,
+    console: &Path,
+    root: (u64, u64),
+    expected: &[String],
+    work: &Path,
+    run: Option<&RunOptions>,
+    c: &mut PowerCut,
+    info: &BundleInfo,
+    recovery: Option<&(&CutTrigger, PathBuf)>,
+) -> Result<Option<RecoveryBoot>, String> {
+    std::fs::create_dir_all(bundle).map_err(|e| format!("cannot create {}: {e}", bundle.display()))?;
+    crash::materialize(from.0, from.1, log, state, &bundle.join("crash.qcow2"))
+        .map_err(|e| format!("building the crash state: {e}"))?;
+    let _ = std::fs::copy(console, bundle.join("record-console.log"));
+    let rboot = judge_bundle(s, bundle, root, expected, work, run, c, recovery);
+    let info = BundleInfo { outcome: c.outcome.map(|o| o.as_str().to_string()), ..info.clone() };
+    let _ = std::fs::write(bundle.join("cut.json"), serde_json::to_string_pretty(&info).unwrap_or_default());
+    Ok(rboot)
 }
 
 /// The boot that powered a crash state on, recorded for a second cut.

@@ -28,6 +28,39 @@ fn vm_lock() -> MutexGuard<'static, ()> {
     VM.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// What `airboot cut` left: its exit status, its output, its report.
+struct CutRun {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+    report: Value,
+}
+
+/// `airboot cut` on a scenario text written into `dir`, with `args`, its
+/// report in `dir/reports`.
+fn run_cut(dir: &Path, scenario_text: &str, args: &[&str]) -> CutRun {
+    let scenario = dir.join("scenario.toml");
+    std::fs::write(&scenario, scenario_text).unwrap();
+    let reports = dir.join("reports");
+    let out = Command::new(env!("CARGO_BIN_EXE_airboot"))
+        .current_dir(repo())
+        .arg("cut")
+        .arg(&scenario)
+        .args(args)
+        .arg("--report-dir")
+        .arg(&reports)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let code = out.status.code();
+    let report = std::fs::read_to_string(reports.join("report.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or_else(|| panic!("no readable report.json (exit {code:?})\n{stdout}\n{stderr}"));
+    CutRun { code, stdout, stderr, report }
+}
+
 const SCENARIO: &str = r#"
 name = "cut-ci"
 [image]
@@ -58,26 +91,12 @@ seed = 3
 fn a_cut_during_the_first_boot_load_is_recorded_cut_and_judged() {
     let _g = vm_lock();
     let dir = tempfile::tempdir().unwrap();
-    let scenario = dir.path().join("cut-ci.toml");
-    std::fs::write(&scenario, SCENARIO).unwrap();
-    let reports = dir.path().join("reports");
     let out = Command::new(env!("CARGO_BIN_EXE_airboot")).current_dir(repo()).args(["cut", "--no-such-flag"]).output();
     // Unknown flags are refused with a usage error, not a panic.
     assert_eq!(out.unwrap().status.code(), Some(2));
 
-    let out = Command::new(env!("CARGO_BIN_EXE_airboot"))
-        .current_dir(repo())
-        .arg("cut")
-        .arg(&scenario)
-        .arg("--report-dir")
-        .arg(&reports)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    let code = out.status.code();
+    let CutRun { code, stdout, stderr, report: r } = run_cut(dir.path(), SCENARIO, &[]);
     assert!(matches!(code, Some(0) | Some(1)), "exit {code:?}\n{stdout}\n{stderr}");
-    let r: Value = serde_json::from_str(&std::fs::read_to_string(reports.join("report.json")).unwrap()).unwrap();
     let cuts = r["power_cuts"].as_array().unwrap_or_else(|| panic!("no power_cuts\n{stdout}\n{stderr}"));
     assert_eq!(cuts.len(), 2, "{stdout}");
     let (lose, kill) = (&cuts[0], &cuts[1]);
@@ -151,24 +170,10 @@ fn witness(bundle: &Path, input: &Path, scratch: &Path) -> Vec<u8> {
 fn a_write_without_a_flush_is_lost_in_a_power_cut_and_kept_in_a_crash() {
     let _g = vm_lock();
     let dir = tempfile::tempdir().unwrap();
-    let scenario = dir.path().join("cut-witness.toml");
-    std::fs::write(&scenario, WITNESS).unwrap();
-    let reports = dir.path().join("reports");
-    let out = Command::new(env!("CARGO_BIN_EXE_airboot"))
-        .current_dir(repo())
-        .arg("cut")
-        .arg(&scenario)
-        .arg("--offline")
-        .arg("--report-dir")
-        .arg(&reports)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let CutRun { code, stdout, stderr, report: r } = run_cut(dir.path(), WITNESS, &["--offline"]);
     // Cut before any image was loaded: both crash states hold a clean
     // filesystem and the old (empty) store.
-    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
-    let r: Value = serde_json::from_str(&std::fs::read_to_string(reports.join("report.json")).unwrap()).unwrap();
+    assert_eq!(code, Some(0), "{stdout}\n{stderr}");
     let cuts = r["power_cuts"].as_array().unwrap_or_else(|| panic!("no power_cuts\n{stdout}\n{stderr}"));
     assert_eq!(cuts.len(), 2, "{stdout}");
     let (lose, kill) = (&cuts[0], &cuts[1]);
@@ -244,23 +249,9 @@ fn image_state<'a>(store: &'a Value, reference: &str) -> &'a str {
 fn a_cut_by_probe_event_and_a_second_cut_during_recovery() {
     let _g = vm_lock();
     let dir = tempfile::tempdir().unwrap();
-    let scenario = dir.path().join("cut-recovery.toml");
-    std::fs::write(&scenario, RECOVERY).unwrap();
     let reports = dir.path().join("reports");
-    let out = Command::new(env!("CARGO_BIN_EXE_airboot"))
-        .current_dir(repo())
-        .arg("cut")
-        .arg(&scenario)
-        .arg("--offline")
-        .arg("--report-dir")
-        .arg(&reports)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    let code = out.status.code();
+    let CutRun { code, stdout, stderr, report: r } = run_cut(dir.path(), RECOVERY, &["--offline"]);
     assert!(matches!(code, Some(0) | Some(1)), "exit {code:?}\n{stdout}\n{stderr}");
-    let r: Value = serde_json::from_str(&std::fs::read_to_string(reports.join("report.json")).unwrap()).unwrap();
     let cuts = r["power_cuts"].as_array().unwrap_or_else(|| panic!("no power_cuts\n{stdout}\n{stderr}"));
     assert_eq!(cuts.len(), 2, "{stdout}\n{stderr}");
     let (first, second) = (&cuts[0], &cuts[1]);
