@@ -117,9 +117,9 @@ pub struct RecordSpec {
 pub struct Recorded {
     pub seen: Vec<MarkSeen>,
     /// When the stop rule fired (seconds after t0), and how long the
-    /// write log was then: just before the pause (whose own flush is not
-    /// the guest's), or, without `pause`, while the boot went on; `None`
-    /// when it never fired.
+    /// write log was then (before the pause, whose own flush is not the
+    /// guest's; without `pause`, while the boot went on); `None` when it
+    /// never fired.
     pub stopped: Option<(f64, u64)>,
 }
 
@@ -246,7 +246,6 @@ impl VmRunner {
         let mut recorder = self.record.as_ref().map(|r| Recorder::new(r.marks.clone(), r.stop));
         let mut cut_now = false;
         let pause = self.record.as_ref().is_some_and(|r| r.pause);
-        let mut noted: Option<(f64, u64)> = None;
 
         let (ptx, mut prx) = tokio::sync::mpsc::unbounded_channel::<ProbeEvent>();
         let session = match &self.plan.endpoint {
@@ -312,14 +311,8 @@ impl VmRunner {
                             }
                         }
                         let decision = run.on_line(&line);
-                        if let Some(r) = recorder.as_mut()
-                            && r.on_line(line.t, &line.text, &mut || log_len())
-                        {
-                            if pause {
-                                cut_now = true;
-                            } else if noted.is_none() {
-                                noted = Some((line.t, log_len()));
-                            }
+                        if let Some(r) = recorder.as_mut() {
+                            cut_now |= r.on_line(line.t, &line.text, &mut || log_len()) && pause;
                         }
                         tail.push(line);
                         report_milestones!();
@@ -396,13 +389,9 @@ impl VmRunner {
                             break 'run;
                         }
                     }
-                    if recorder.as_mut().is_some_and(|r| r.on_tick(t)) {
-                        if pause {
-                            cut_now = true;
-                            break 'run;
-                        } else if noted.is_none() {
-                            noted = Some((t, log_len()));
-                        }
+                    if recorder.as_mut().is_some_and(|r| r.on_tick(t, &mut || log_len())) && pause {
+                        cut_now = true;
+                        break 'run;
                     }
                     if run.on_tick(t) == Decision::Stop {
                         for m in run.milestones().into_iter().skip(seen) {
@@ -415,21 +404,17 @@ impl VmRunner {
         }
         let _ = log.flush();
         drop(session);
-        // A cut: note how far the write log got, then freeze the guest.
-        // The length is taken first because pausing makes QEMU flush every
-        // disk (`bdrv_flush_all`), and blklogwrites logs that flush like
-        // the guest's own: counted in, it would make every write before it
-        // durable and a power cut here would lose nothing. Requests still
-        // in flight at this instant had not completed: they are lost too.
-        let mut stopped = None;
-        if cut_now {
-            let t = t0.elapsed().as_secs_f64();
-            stopped = Some((t, log_len()));
-            if let Err(e) = qmp.execute_within(qapi::qmp::stop {}, Duration::from_secs(10)).await {
-                on_event(VmEvent::Note(format!("could not pause the guest for the cut: {e}")));
-            }
+        // A cut: freeze the guest. The recorder noted how far the write
+        // log got when the cut's moment came, before this pause, because
+        // pausing makes QEMU flush every disk (`bdrv_flush_all`), and
+        // blklogwrites logs that flush like the guest's own: counted in, it
+        // would make every write before it durable and a power cut here
+        // would lose nothing. Requests still in flight at that instant had
+        // not completed: they are lost too.
+        if cut_now && let Err(e) = qmp.execute_within(qapi::qmp::stop {}, Duration::from_secs(10)).await {
+            on_event(VmEvent::Note(format!("could not pause the guest for the cut: {e}")));
         }
-        let recorded = recorder.map(|r| Recorded { seen: r.seen, stopped: stopped.or(noted) });
+        let recorded = recorder.map(|r| Recorded { seen: r.seen, stopped: r.fired });
 
         // Stop the VM: politely, then for sure; then the helper.
         if exit.is_none() {

@@ -242,12 +242,16 @@ pub struct Recorder {
     counts: Vec<usize>,
     pub seen: Vec<MarkSeen>,
     stop_at: Option<f64>,
+    /// When the stop time came, and the write log's length then (noted
+    /// once, before the caller pauses the guest, if it does: pausing
+    /// makes QEMU flush, and that flush is not the guest's).
+    pub fired: Option<(f64, u64)>,
 }
 
 impl Recorder {
     pub fn new(marks: Vec<(String, regex::Regex)>, stop: Option<StopRule>) -> Recorder {
         let counts = vec![0; marks.len()];
-        Recorder { marks, stop, counts, seen: Vec::new(), stop_at: None }
+        Recorder { marks, stop, counts, seen: Vec::new(), stop_at: None, fired: None }
     }
 
     /// A console line. True when the boot should stop now.
@@ -272,12 +276,17 @@ impl Recorder {
                 }
             }
         }
-        self.on_tick(t)
+        self.on_tick(t, log_len)
     }
 
-    /// Time passes. True when the boot should stop now.
-    pub fn on_tick(&mut self, t: f64) -> bool {
-        self.stop_at.is_some_and(|s| t >= s)
+    /// Time passes. True when the boot should stop now (the first time,
+    /// the position is noted in `fired`).
+    pub fn on_tick(&mut self, t: f64, log_len: &mut dyn FnMut() -> u64) -> bool {
+        let due = self.stop_at.is_some_and(|s| t >= s);
+        if due && self.fired.is_none() {
+            self.fired = Some((t, log_len()));
+        }
+        due
     }
 
     /// The stop mark has matched (the boot reached what it was recording).
@@ -366,11 +375,14 @@ mod tests {
         assert!(!r.on_line(3.0, "unrelated", &mut at));
         assert!(!r.on_line(4.0, "loading b.tar", &mut at));
         assert!(r.reached());
-        assert!(!r.on_tick(5.0));
-        assert!(r.on_tick(5.5));
+        assert!(!r.on_tick(5.0, &mut || 9999));
+        assert_eq!(r.fired, None);
+        assert!(r.on_tick(5.5, &mut || 4096));
+        assert_eq!(r.fired, Some((5.5, 4096)), "the position when the stop came");
         assert_eq!(r.seen.len(), 3);
         assert_eq!((r.seen[2].mark.as_str(), r.seen[2].nth, r.seen[2].log_len), ("layer", 2, 2536));
-        // A later match does not move the stop.
+        // A later match does not move the stop, nor the noted position.
         assert!(r.on_line(6.0, "loading c.tar", &mut || 0));
+        assert_eq!(r.fired, Some((5.5, 4096)));
     }
 }
