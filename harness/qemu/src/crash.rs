@@ -131,8 +131,14 @@ pub fn materialize(
 ) -> Result<(), CrashError> {
     create_overlay(base, format, out)?;
     let qemu_nbd = require("qemu-nbd").map_err(|e| CrashError::Tool(e.to_string()))?;
-    let sock = out.with_extension("nbd.sock");
-    let _ = std::fs::remove_file(&sock);
+    // qemu-nbd wants an absolute socket path, and a unix socket's path
+    // must fit in 108 bytes: a bundle under a relative or deep report
+    // directory gives neither, so the socket lives in a private temp dir.
+    let sock_dir = tempfile::Builder::new()
+        .prefix("airboot-nbd-")
+        .tempdir()
+        .map_err(io_err("cannot create a directory for qemu-nbd's socket"))?;
+    let sock = sock_dir.path().join("nbd.sock");
     let mut child = Command::new(qemu_nbd)
         .args(["-f", "qcow2", "--cache=writeback", "-k"])
         .arg(&sock)
@@ -150,7 +156,15 @@ pub fn materialize(
                 Err(e) if Instant::now() > until => return Err(io_err("qemu-nbd did not come up")(e)),
                 Err(_) => {
                     if let Ok(Some(st)) = child.try_wait() {
-                        return Err(CrashError::Tool(format!("qemu-nbd exited ({st}) serving {}", out.display())));
+                        let mut said = String::new();
+                        if let Some(mut e) = child.stderr.take() {
+                            let _ = e.read_to_string(&mut said);
+                        }
+                        return Err(CrashError::Tool(format!(
+                            "qemu-nbd exited ({st}) serving {}: {}",
+                            out.display(),
+                            said.trim()
+                        )));
                     }
                     std::thread::sleep(Duration::from_millis(20));
                 }
@@ -190,7 +204,7 @@ pub fn materialize(
             _ => std::thread::sleep(Duration::from_millis(20)),
         }
     }
-    let _ = std::fs::remove_file(&sock);
+    drop(sock_dir);
     result
 }
 
@@ -247,4 +261,47 @@ pub fn fsck(fs: &Path) -> Result<FsFindings, CrashError> {
 /// A temporary raw copy of a crash state's root filesystem.
 pub fn root_copy(dir: &Path, name: &str) -> PathBuf {
     dir.join(format!("{name}-root.raw"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use airboot_core::cut::writelog::Piece;
+
+    /// A bundle under a relative report directory (`reports/…`, the
+    /// default) must work: qemu-nbd refuses a relative socket path.
+    #[test]
+    fn materializes_a_crash_state_under_a_relative_path() {
+        // Relative to the test's working directory (the crate's folder).
+        let d = tempfile::Builder::new().prefix("crash-rel-").tempdir_in(".").unwrap();
+        let rel = PathBuf::from(d.path().file_name().unwrap());
+        assert!(rel.is_relative());
+        let base = rel.join("base.raw");
+        std::fs::write(&base, vec![0xAAu8; 1 << 20]).unwrap();
+        let log = rel.join("log");
+        std::fs::write(&log, [b"0123456789".as_slice(), &[0x55u8; 512]].concat()).unwrap();
+        let state = CrashState {
+            pieces: vec![
+                Piece { offset: 4096, len: 512, data_at: Some(10) },
+                Piece { offset: 8192, len: 512, data_at: None },
+            ],
+            lost_writes: 0,
+            lost_bytes: 0,
+            torn_writes: 0,
+            last_flush: None,
+        };
+        let out = rel.join("deep").join("crash.qcow2");
+        std::fs::create_dir_all(out.parent().unwrap()).unwrap();
+        materialize(&base, DiskFormat::Raw, &log, &state, &out).unwrap();
+        let raw = rel.join("out.raw");
+        let st = Command::new("qemu-img").args(["convert", "-O", "raw"]).arg(&out).arg(&raw).status().unwrap();
+        assert!(st.success());
+        let got = std::fs::read(&raw).unwrap();
+        assert_eq!(got.len(), 1 << 20);
+        assert!(got[..4096].iter().all(|&b| b == 0xAA), "untouched bytes come from the base");
+        assert!(got[4096..4608].iter().all(|&b| b == 0x55), "a kept write's data comes from the log");
+        assert!(got[8192..8704].iter().all(|&b| b == 0), "a zeroed piece is zero");
+        assert!(got[8704..].iter().all(|&b| b == 0xAA));
+        assert_eq!(std::fs::read(&base).unwrap(), vec![0xAAu8; 1 << 20], "the base is never written");
+    }
 }
