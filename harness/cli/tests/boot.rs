@@ -3,7 +3,8 @@
 //! dockerd, containerd and runc, the probe. tests/scenarios.rs runs every
 //! scenario file once (automatic transport, declared outcomes); this file
 //! covers what no scenario file shows: forced transports, the full report
-//! of a run, Ctrl-C and SIGKILL of the harness, bad input.
+//! of a run, an engine failing on a damaged store, Ctrl-C and SIGKILL of
+//! the harness, bad input.
 //!
 //! These need the fixtures (`airboot images build --for scenarios/ --suite ci`, done by
 //! scripts/test.sh) and QEMU. VM tests run one at a time: this machine
@@ -226,6 +227,77 @@ fn a_disk_without_an_efi_loader_ends_at_the_uefi_shell() {
     assert!(took < timeout / 2.0, "decided after {took:.0}s, not at the prompt (timeout {timeout:.0}s)");
     assert_eq!(r["image"]["unchanged"], true);
     assert_no_qemu_left("no-loader");
+}
+
+/// A store whose metadata lost its data in a power cut, as `airboot cut`
+/// finds them: a layer's overlay2 `lower` file emptied. dockerd starts,
+/// answers /version, and fails every inspect of that image with HTTP 500
+/// ("readlink /var/lib/docker/overlay2: invalid argument"). The run must
+/// say the engine runs and its API fails, once the boot is over, not wait
+/// for the timeout calling it "still starting".
+#[test]
+fn an_engine_failing_on_a_damaged_store_is_an_engine_error_before_the_timeout() {
+    let _g = vm_lock();
+    let path = airboot().args(["images", "path", "debian-preseeded-x86_64"]).output().unwrap();
+    assert!(path.status.success(), "{}", explain(&path));
+    let fixture = PathBuf::from(String::from_utf8_lossy(&path.stdout).trim());
+    let dir = tempfile::tempdir().unwrap();
+    let disk = dir.path().join("root.raw");
+    let st = Command::new("qemu-img")
+        .args(["convert", "-O", "raw"])
+        .arg(fixture.join("disk.qcow2"))
+        .arg(&disk)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let debugfs = |cmd: &str, write: bool| {
+        let mut c = Command::new("debugfs");
+        if write {
+            c.arg("-w");
+        }
+        let o = c.arg("-R").arg(cmd).arg(&disk).output().unwrap();
+        assert!(o.status.success(), "debugfs {cmd}: {}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8_lossy(&o.stdout).to_string()
+    };
+    // A layer with parents (its `lower` names them), emptied as a cut leaves it.
+    let layer = debugfs("ls /var/lib/docker/overlay2", false)
+        .split_whitespace()
+        .filter(|w| w.len() == 64 && w.bytes().all(|b| b.is_ascii_hexdigit()))
+        .map(|w| format!("/var/lib/docker/overlay2/{w}"))
+        .find(|d| debugfs(&format!("cat {d}/lower"), false).contains("l/"))
+        .expect("the preseeded store has a layer with parents");
+    let empty = dir.path().join("empty");
+    std::fs::write(&empty, b"").unwrap();
+    debugfs(&format!("rm {layer}/lower"), true);
+    debugfs(&format!("write {} {layer}/lower", empty.display()), true);
+    let scenario = dir.path().join("damaged.toml");
+    let fx: Value = serde_json::from_str(&std::fs::read_to_string(fixture.join("fixture.json")).unwrap()).unwrap();
+    std::fs::write(
+        &scenario,
+        format!(
+            "name = \"damaged-store\"\n[image]\npath = {:?}\nkernel = {:?}\ninitrd = {:?}\nappend = {}\nprobe = true\n\
+             [expect]\nimages = [\"fixture/busybox:1\", \"fixture/redis:1\"]\ntimeout = \"45s\"\n",
+            disk.display().to_string(),
+            fixture.join("vmlinuz").display().to_string(),
+            fixture.join("initrd.img").display().to_string(),
+            fx["append"],
+        ),
+    )
+    .unwrap();
+    let started = Instant::now();
+    let (out, rdir) = run(&[scenario.to_str().unwrap()]);
+    let took = started.elapsed().as_secs_f64();
+    assert_eq!(out.status.code(), Some(1), "{}", explain(&out));
+    let r = report(rdir.path());
+    check_common(&r, rdir.path());
+    let f = &r["failures"][0];
+    assert_eq!(f["code"], "engine-error", "{}", r["failures"]);
+    let m = f["message"].as_str().unwrap();
+    assert!(m.contains("running but its API fails") && m.contains("HTTP 500") && m.contains("readlink"), "{m}");
+    assert_eq!(r["engine"]["state"], "failing", "{}", r["engine"]);
+    let timeout = r["timeouts"]["timeout_s"].as_f64().unwrap();
+    assert!(took < timeout, "decided after {took:.0}s, not before the {timeout:.0}s timeout");
+    assert_no_qemu_left("damaged-store");
 }
 
 #[test]

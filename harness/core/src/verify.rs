@@ -97,12 +97,14 @@ pub fn evaluate(expect: &Expect, known_ids: &BTreeMap<String, String>, block: &S
                 match e.state {
                     EngineState::Up => "up",
                     EngineState::Starting => "still starting",
+                    EngineState::Failing => "running but its API fails",
                     EngineState::Down => "not running",
                 },
                 e.detail.as_ref().map(|d| format!(" ({d})")).unwrap_or_default()
             ),
         };
-        problems.push(Problem { code: "engine-down", message: msg });
+        let failing = matches!(block.engine.as_ref().map(|e| e.state), Some(EngineState::Failing));
+        problems.push(Problem { code: if failing { "engine-error" } else { "engine-down" }, message: msg });
     }
 
     // Images: what the engine lists, keyed by normalised reference.
@@ -443,5 +445,24 @@ mod tests {
         assert_eq!(codes(&e), ["engine-down"]);
         assert!(e.problems[0].message.contains("docker.service failed"));
         assert!(!e.satisfied());
+    }
+
+    #[test]
+    fn an_engine_whose_api_fails_is_an_engine_error() {
+        let detail = "GET /images/sha256:e9/json: HTTP 500 readlink /var/lib/docker/overlay2: invalid argument";
+        let b = StatusBlock {
+            engine: Some(EngineRecord {
+                name: "docker".into(),
+                state: EngineState::Failing,
+                version: Some("20.10.24".into()),
+                detail: Some(detail.into()),
+            }),
+            ..Default::default()
+        };
+        let e = evaluate(&expect(), &BTreeMap::new(), &b);
+        assert_eq!(codes(&e), ["engine-error"]);
+        assert!(e.problems[0].message.starts_with("docker is running but its API fails"), "{}", e.problems[0].message);
+        assert!(e.problems[0].message.contains("HTTP 500 readlink"));
+        assert!(!e.engine_up && !e.satisfied());
     }
 }

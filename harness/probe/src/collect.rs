@@ -8,7 +8,7 @@ use airboot_proto::probe::{Clocks, ProbeStatus};
 use airboot_proto::{EngineRecord, EngineState};
 use serde_json::Value;
 
-use crate::engine::Docker;
+use crate::engine::{Docker, is_server_error};
 use crate::status::{Config, judge};
 use crate::systemd;
 
@@ -36,11 +36,13 @@ pub struct Collector {
     image_cache: HashMap<String, Value>,
     version: Option<String>,
     system_after_boot: Option<String>,
+    /// Collections in a row in which the engine answered with a server error.
+    failing_streak: u32,
 }
 
 impl Collector {
     pub fn new(cfg: Config) -> Self {
-        Collector { cfg, image_cache: HashMap::new(), version: None, system_after_boot: None }
+        Collector { cfg, image_cache: HashMap::new(), version: None, system_after_boot: None, failing_streak: 0 }
     }
 
     pub fn docker(&self) -> Docker {
@@ -79,6 +81,7 @@ impl Collector {
             ..Default::default()
         };
         let mut error = None;
+        let mut failing = false;
         // Ask the engine only once its unit is active: connecting to a
         // socket-activated engine earlier would start it out of order.
         if engine_unit.active == "active" {
@@ -99,9 +102,17 @@ impl Collector {
                         s.events = d.events(now).unwrap_or_default();
                     }
                 }
-                (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => error = Some(e),
+                (Err(e), _, _) => error = Some(e),
+                (Ok(v), Err(e), _) | (Ok(v), _, Err(e)) => {
+                    // It answered /version, then failed: a server error
+                    // means it runs and its API does not.
+                    failing = is_server_error(&e);
+                    s.engine.version = Some(v);
+                    error = Some(e);
+                }
             }
         }
+        self.failing_streak = if failing { self.failing_streak + 1 } else { 0 };
         // The engine unit is reported too, but settledness is about the stack's units.
         let stack_units: Vec<_> = s.units.iter().filter(|u| u.name != self.cfg.engine_unit).cloned().collect();
         let all_units = std::mem::replace(&mut s.units, stack_units);
@@ -110,6 +121,7 @@ impl Collector {
             &mut s,
             if engine_unit.active.is_empty() { "unknown" } else { &engine_unit.active },
             error.as_deref(),
+            self.failing_streak,
             &self.cfg,
         );
         s.units = all_units;

@@ -48,7 +48,7 @@ impl Docker {
     pub fn get(&self, path: &str) -> Result<Value, String> {
         let r = self.call("GET", path, None)?;
         if r.status != 200 {
-            return Err(format!("GET {path}: HTTP {} {}", r.status, r.text().trim()));
+            return Err(http_error("GET", path, r.status, &r.text()));
         }
         serde_json::from_slice(&r.body).map_err(|e| format!("GET {path}: not JSON: {e}"))
     }
@@ -184,6 +184,20 @@ impl Docker {
         let r = self.call("GET", &format!("/containers/{id}/logs?stdout=1&stderr=1&tail=200"), None)?;
         Ok(demux_logs(&r.body))
     }
+}
+
+/// The error for an answer other than 200: `GET /path: HTTP 500 {body}`.
+fn http_error(method: &str, path: &str, status: u16, body: &str) -> String {
+    format!("{method} {path}: HTTP {status} {}", body.trim())
+}
+
+/// Whether an error from [`Docker::get`] is the engine answering with a
+/// server error (HTTP 5xx): it runs, and its API fails. A timeout, an
+/// absent socket or a 4xx is not.
+pub fn is_server_error(e: &str) -> bool {
+    let Some((_, rest)) = e.split_once(": HTTP ") else { return false };
+    rest.get(..3).and_then(|c| c.parse::<u16>().ok()).is_some_and(|c| (500..600).contains(&c))
+        && rest.as_bytes().get(3).is_none_or(|b| *b == b' ')
 }
 
 fn message_of(body: &[u8]) -> String {
@@ -387,6 +401,40 @@ mod tests {
         assert!(started.elapsed() < Duration::from_secs(3));
         t.join().unwrap();
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn an_engine_answering_with_a_server_error_is_told_apart() {
+        let dir = std::env::temp_dir().join(format!("airboot-probe-500-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let sock = dir.join("docker.sock");
+        let _ = std::fs::remove_file(&sock);
+        let listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+        let t = std::thread::spawn(move || {
+            for answer in [
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 22\r\n\r\n{\"Version\":\"20.10.24\"}",
+                "HTTP/1.1 500 Internal Server Error\r\nContent-Length: 65\r\n\r\n{\"message\":\"readlink /var/lib/docker/overlay2: invalid argument\"}",
+                "HTTP/1.1 404 Not Found\r\nContent-Length: 27\r\n\r\n{\"message\":\"No such image\"}",
+            ] {
+                let (mut s, _) = listener.accept().unwrap();
+                let mut buf = [0u8; 4096];
+                let _ = std::io::Read::read(&mut s, &mut buf).unwrap();
+                std::io::Write::write_all(&mut s, answer.as_bytes()).unwrap();
+            }
+        });
+        let d = Docker { socket: sock, timeout: Duration::from_secs(5) };
+        assert_eq!(d.version().unwrap(), "20.10.24");
+        let e = d.get("/images/json").unwrap_err();
+        assert!(e.contains("HTTP 500") && e.contains("readlink"), "{e}");
+        assert!(is_server_error(&e), "{e}");
+        let e = d.get("/images/sha256:aa/json").unwrap_err();
+        assert!(!is_server_error(&e), "a 404 is an answer about the request: {e}");
+        t.join().unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(!is_server_error("engine not responding after 10s"));
+        assert!(!is_server_error("/var/run/docker.sock absent"));
+        assert!(!is_server_error("GET /x: HTTP 5000 odd"));
+        assert!(is_server_error(&http_error("GET", "/images/json", 503, "")));
     }
 
     #[test]

@@ -58,9 +58,10 @@ pub fn parse_config(text: &str) -> Config {
 }
 
 /// Fill in the engine's state when it did not answer (`engine_unit` is the
-/// unit's ActiveState, `error` why the API did not answer) and decide
-/// whether the stack has settled.
-pub fn judge(s: &mut ProbeStatus, engine_unit: &str, error: Option<&str>, cfg: &Config) {
+/// unit's ActiveState, `error` why the API did not answer, `failing_streak`
+/// how many collections in a row, this one included, the engine answered
+/// with a server error) and decide whether the stack has settled.
+pub fn judge(s: &mut ProbeStatus, engine_unit: &str, error: Option<&str>, failing_streak: u32, cfg: &Config) {
     let booting = matches!(s.system.as_str(), "initializing" | "starting");
     let mut settled = true;
     if s.engine.state == EngineState::Up {
@@ -78,6 +79,12 @@ pub fn judge(s: &mut ProbeStatus, engine_unit: &str, error: Option<&str>, cfg: &
     } else {
         s.engine.state = if engine_unit == "failed" {
             EngineState::Down
+        } else if failing_streak > 0 {
+            // It runs and answers, so it is not starting, and waiting will
+            // not mend it; but one server error may be a passing one:
+            // final only on the second in a row, once the boot is over.
+            settled &= !booting && failing_streak >= 2;
+            EngineState::Failing
         } else if booting || matches!(engine_unit, "active" | "activating" | "reloading" | "deactivating") {
             settled = false;
             EngineState::Starting
@@ -178,7 +185,7 @@ mod tests {
     fn settled_only_when_units_and_containers_are() {
         let done = || vec![unit("a.service", "active"), unit("b.service", "active")];
         let judged = |mut s: ProbeStatus| {
-            judge(&mut s, "active", None, &cfg());
+            judge(&mut s, "active", None, 0, &cfg());
             s.settled
         };
         assert!(judged(status(Some("healthy"), done())));
@@ -193,20 +200,46 @@ mod tests {
     #[test]
     fn engine_states_while_booting_and_after() {
         let mut s = ProbeStatus { system: "starting".into(), ..Default::default() };
-        judge(&mut s, "inactive", None, &cfg());
+        judge(&mut s, "inactive", None, 0, &cfg());
         assert_eq!(s.engine.state, EngineState::Starting);
         assert!(!s.settled);
         let mut s = ProbeStatus { system: "degraded".into(), ..Default::default() };
-        judge(&mut s, "failed", Some("/var/run/docker.sock absent"), &cfg());
+        judge(&mut s, "failed", Some("/var/run/docker.sock absent"), 0, &cfg());
         assert_eq!(s.engine.state, EngineState::Down);
         assert!(s.engine.detail.as_deref().unwrap().contains("docker.sock absent"));
         assert!(s.settled);
     }
 
     #[test]
+    fn an_engine_answering_with_server_errors_is_failing_and_final_on_the_second() {
+        let e = "GET /images/sha256:e9/json: HTTP 500 {\"message\":\"readlink /var/lib/docker/overlay2: invalid argument\"}";
+        let judged = |system: &str, engine: &str, streak: u32| {
+            let mut s =
+                ProbeStatus { system: system.into(), units: vec![unit("a.service", "active")], ..Default::default() };
+            judge(&mut s, engine, Some(e), streak, &cfg());
+            s
+        };
+        let s = judged("running", "active", 2);
+        assert_eq!(s.engine.state, EngineState::Failing);
+        assert!(s.engine.detail.as_deref().unwrap().contains("readlink"), "{:?}", s.engine.detail);
+        assert!(s.settled, "a second server error in a row, boot over: nothing to wait for");
+        assert!(!judged("running", "active", 1).settled, "one may be a passing error");
+        assert!(!judged("starting", "active", 5).settled, "the boot is not over");
+        assert_eq!(judged("starting", "active", 5).engine.state, EngineState::Failing);
+        let s = judged("running", "active", 0);
+        assert_eq!(s.engine.state, EngineState::Starting, "no server error: a slow answer is still starting");
+        assert!(!s.settled);
+        assert_eq!(judged("degraded", "failed", 3).engine.state, EngineState::Down, "a failed unit is down");
+        let mut s = judged("running", "active", 2);
+        s.units = vec![unit("a.service", "activating")];
+        judge(&mut s, "active", Some(e), 2, &cfg());
+        assert!(!s.settled, "the stack's own units still decide");
+    }
+
+    #[test]
     fn blocks_are_read_back_by_the_protocol_parser() {
         let mut s = status(Some("healthy"), vec![unit("a.service", "active")]);
-        judge(&mut s, "active", None, &cfg());
+        judge(&mut s, "active", None, 0, &cfg());
         let text = block(7, &s);
         let lines: Vec<_> = text.lines().map(|l| airboot_proto::parse_status_line(l).unwrap().unwrap()).collect();
         assert_eq!(lines.len(), 6);

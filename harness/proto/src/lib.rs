@@ -97,6 +97,10 @@ pub enum EngineState {
     Up,
     /// The engine's unit is still starting.
     Starting,
+    /// The engine runs and answers, but its API fails (HTTP 5xx), e.g.
+    /// `readlink /var/lib/docker/overlay2: invalid argument` from a
+    /// damaged store. Waiting longer does not help.
+    Failing,
     /// The engine is not running and is not about to.
     #[default]
     Down,
