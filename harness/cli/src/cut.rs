@@ -666,12 +666,7 @@ fn judge_bundle(
     if let Err(e) = airboot_report::write_report(&bundle.join("reboot"), &reboot) {
         eprintln!("error: cannot write the reboot report: {e}");
     }
-    let engine_up = reboot.milestones.iter().any(|m| m.name == "engine") || reboot.engine.is_some();
-    let findings = RebootFindings {
-        passed: reboot.verdict == Verdict::Pass,
-        engine_up,
-        failures: reboot.failures.iter().map(|f| format!("{}: {}", f.code, f.message)).collect(),
-    };
+    let findings = RebootFindings::of(&reboot);
     if reboot.verdict == Verdict::Error && findings.failures.iter().any(|f| f.starts_with("interrupted")) {
         c.error = Some("interrupted while powering the crash state on".into());
         return None;
