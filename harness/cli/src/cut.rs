@@ -720,6 +720,13 @@ pub fn repro(bundle: &Path, report_dir: Option<PathBuf>, run: RunOptions) -> i32
         return 2;
     };
     let input = PathBuf::from(&info.input);
+    if !input.exists() {
+        eprintln!(
+            "error: {} (the image this bundle was cut from) no longer exists: its crash.qcow2 is a delta over that exact image, so the bundle cannot be reproduced without it (an older fixture build is deleted by `airboot images clean`)",
+            input.display()
+        );
+        return 2;
+    }
     if let Some(want) = &info.input_sha256 {
         match sha256_file(&input) {
             Ok(h) if &h == want => {}

@@ -1,4 +1,4 @@
-//! `airboot images list|build|path`.
+//! `airboot images list|build|path|clean`.
 
 use airboot_images::{cache_root, catalog, find, lookup, stale_builds};
 
@@ -22,8 +22,18 @@ pub fn list() -> i32 {
             ),
             None => println!("  {:<30} not built: `airboot images build {}`", "", def.name),
         }
-        for s in stale_builds(&root, &def) {
-            println!("  {:<30} older build with other inputs: {} (safe to delete)", "", s.display());
+        match stale_builds(&root, &def) {
+            Ok(old) => {
+                for s in old {
+                    println!(
+                        "  {:<30} older build with other inputs ({} MiB): {} (`airboot images clean` deletes it)",
+                        "",
+                        disk_usage(&s) >> 20,
+                        s.display()
+                    );
+                }
+            }
+            Err(e) => println!("  {:<30} cannot tell older builds from the current one: {e}", ""),
         }
     }
     0
@@ -87,4 +97,49 @@ pub fn path(name: &str) -> i32 {
             1
         }
     }
+}
+
+/// Bytes a folder takes on disk (allocated blocks: the qcow2 disks are sparse).
+fn disk_usage(path: &std::path::Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(m) = std::fs::symlink_metadata(path) else { return 0 };
+    let mut n = m.blocks() * 512;
+    if m.is_dir() {
+        for e in std::fs::read_dir(path).into_iter().flatten().flatten() {
+            n += disk_usage(&e.path());
+        }
+    }
+    n
+}
+
+pub fn clean(dry_run: bool) -> i32 {
+    let root = cache_root();
+    let (mut freed, mut count, mut failed) = (0u64, 0, 0);
+    for def in catalog() {
+        let old = match stale_builds(&root, &def) {
+            Ok(old) => old,
+            Err(e) => {
+                eprintln!("error: {}: cannot tell older builds from the current one, nothing deleted: {e}", def.name);
+                failed += 1;
+                continue;
+            }
+        };
+        for dir in old {
+            let size = disk_usage(&dir);
+            if dry_run {
+                println!("would delete {} ({} MiB)", dir.display(), size >> 20);
+            } else if let Err(e) = std::fs::remove_dir_all(&dir) {
+                eprintln!("error: cannot delete {}: {e}", dir.display());
+                failed += 1;
+                continue;
+            } else {
+                println!("deleted {} ({} MiB)", dir.display(), size >> 20);
+            }
+            freed += size;
+            count += 1;
+        }
+    }
+    let verb = if dry_run { "would free" } else { "freed" };
+    println!("{count} older fixture build(s), {verb} {} MiB (cache: {})", freed >> 20, root.display());
+    if failed > 0 { 1 } else { 0 }
 }

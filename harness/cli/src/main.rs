@@ -297,6 +297,16 @@ enum ImagesCmd {
     },
     /// Print the folder of a built fixture (exit 1 if not built).
     Path { name: String },
+    /// Delete fixture builds whose inputs have changed since (a new probe,
+    /// recipe or package mirror leaves the old build behind; each is
+    /// 0.5-2 GiB). The current build of every fixture is kept. Bundles cut
+    /// from a deleted build can no longer be reproduced (`airboot repro`
+    /// says the input image is missing).
+    Clean {
+        /// Only list what would be deleted, and its size.
+        #[arg(long)]
+        dry_run: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -373,6 +383,7 @@ fn main() -> ExitCode {
             images_cmd::build(&names, all, force)
         }
         Cmd::Images(ImagesCmd::Path { name }) => images_cmd::path(&name),
+        Cmd::Images(ImagesCmd::Clean { dry_run }) => images_cmd::clean(dry_run),
     };
     ExitCode::from(code.clamp(0, 255) as u8)
 }

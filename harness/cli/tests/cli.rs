@@ -97,6 +97,11 @@ fn help_explains_the_commands() {
     for cmd in ["run", "check", "images", "report"] {
         assert!(text.contains(cmd), "{cmd} missing from --help:\n{text}");
     }
+    let out = airboot().args(["images", "--help"]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    for cmd in ["list", "build", "path", "clean"] {
+        assert!(text.contains(cmd), "{cmd} missing from images --help:\n{text}");
+    }
     let out = airboot().args(["run", "--help"]).output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     for flag in ["--report-dir", "--accel", "--transport", "--repeat", "--history", "--check-outcomes", "--filter"] {
@@ -123,4 +128,36 @@ fn a_cut_by_probe_event_needs_the_probe_in_the_image() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("power_cut.until"), "{err}");
+}
+
+#[test]
+fn repro_of_a_bundle_whose_input_image_is_gone_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let bundle = dir.path().join("cut-01-lose-unflushed");
+    std::fs::create_dir(&bundle).unwrap();
+    std::fs::write(bundle.join("crash.qcow2"), b"").unwrap();
+    let gone = dir.path().join("fixtures/debian-load-at-boot-x86_64-0123456789abcdef/disk.qcow2");
+    std::fs::write(
+        dir.path().join("s.toml"),
+        "name = \"s\"\n[image]\nfixture = \"debian-load-at-boot-x86_64\"\n[expect]\nimages = [\"a:1\"]\n",
+    )
+    .unwrap();
+    let info = serde_json::json!({
+        "scenario_file": dir.path().join("s.toml"),
+        "input": gone,
+        "input_sha256": "00".repeat(32),
+        "arch": "x86_64",
+        "mode": "lose-unflushed",
+        "trigger": "sweep point 1 of 8",
+        "position": {"entry": 10, "writes": 8, "flushes": 2, "bytes_written": 4096},
+        "seed": 1,
+        "record_argv": [],
+        "outcome": "CORRUPT-DETECTED",
+    });
+    std::fs::write(bundle.join("cut.json"), info.to_string()).unwrap();
+    let out = airboot().arg("repro").arg(&bundle).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains(&gone.display().to_string()) && err.contains("no longer exists"), "{err}");
+    assert!(err.contains("airboot images clean"), "{err}");
 }

@@ -402,10 +402,19 @@ pub fn lookup(root: &Path, def: &FixtureDef) -> Option<Fixture> {
 }
 
 /// Builds of a fixture whose inputs have changed since (kept until
-/// removed by hand or `airboot images clean`).
-pub fn stale_builds(root: &Path, def: &FixtureDef) -> Vec<PathBuf> {
-    let current = lookup(root, def).map(|f| f.dir).unwrap_or_default();
-    let prefix = format!("{}-", def.name);
+/// removed by hand or `airboot images clean`). An error when the current
+/// build's key cannot be computed (the guest probe is not built): then no
+/// build can be told old.
+pub fn stale_builds(root: &Path, def: &FixtureDef) -> Result<Vec<PathBuf>, String> {
+    let probe = probe_binary(def.arch)?;
+    let current = fixture_dir(root, def, &file_hash(&probe)?);
+    Ok(older_builds(root, def.name, &current))
+}
+
+/// Folders `<name>-<16 hex key>` under `root/fixtures` other than `current`
+/// (unfinished `.tmp` builds are not included).
+fn older_builds(root: &Path, name: &str, current: &Path) -> Vec<PathBuf> {
+    let prefix = format!("{name}-");
     let Ok(rd) = std::fs::read_dir(root.join("fixtures")) else {
         return Vec::new();
     };
@@ -413,7 +422,8 @@ pub fn stale_builds(root: &Path, def: &FixtureDef) -> Vec<PathBuf> {
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| {
             let n = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-            n.starts_with(&prefix) && !n.contains(".tmp") && n.len() == prefix.len() + 16 && *p != current
+            n.strip_prefix(&prefix).is_some_and(|k| k.len() == 16 && k.bytes().all(|b| b.is_ascii_hexdigit()))
+                && p != current
         })
         .collect();
     v.sort();
@@ -433,6 +443,26 @@ mod tests {
         }
         assert!(find("debian-preseeded-x86_64").is_some());
         assert!(find("nope").is_none());
+    }
+
+    #[test]
+    fn older_builds_are_the_other_keys_of_that_fixture_only() {
+        let root = tempfile::tempdir().unwrap();
+        let f = root.path().join("fixtures");
+        for d in [
+            "debian-load-at-boot-x86_64-0123456789abcdef",
+            "debian-load-at-boot-x86_64-fedcba9876543210",
+            "debian-load-at-boot-x86_64-fedcba9876543210.tmp1234",
+            "debian-load-at-boot-safe-x86_64-0123456789abcdef",
+            "debian-load-at-boot-x86_64-notakey-notakey!",
+        ] {
+            std::fs::create_dir_all(f.join(d)).unwrap();
+        }
+        let current = f.join("debian-load-at-boot-x86_64-0123456789abcdef");
+        let old = older_builds(root.path(), "debian-load-at-boot-x86_64", &current);
+        assert_eq!(old, [f.join("debian-load-at-boot-x86_64-fedcba9876543210")]);
+        assert!(older_builds(root.path(), "debian-preseeded-x86_64", &current).is_empty());
+        assert!(older_builds(&root.path().join("none"), "x", &current).is_empty());
     }
 
     #[test]
