@@ -108,6 +108,23 @@ fn explain(out: &Output) -> String {
     )
 }
 
+/// The folder of the built preseeded fixture (disk, kernel, initrd, fixture.json).
+fn preseeded_fixture() -> PathBuf {
+    let out = airboot().args(["images", "path", "debian-preseeded-x86_64"]).output().unwrap();
+    assert!(out.status.success(), "the preseeded fixture must be built: {}", explain(&out));
+    PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+}
+
+/// Run a scenario file that must fail (exit 1): its report, how long the
+/// run took in seconds, and the report folder.
+fn run_failing(scenario: &Path) -> (Value, f64, tempfile::TempDir) {
+    let started = Instant::now();
+    let (out, rdir) = run(&[scenario.to_str().unwrap()]);
+    let took = started.elapsed().as_secs_f64();
+    assert_eq!(out.status.code(), Some(1), "{}", explain(&out));
+    (report(rdir.path()), took, rdir)
+}
+
 /// What every booted run must show, whatever its verdict.
 fn check_common(r: &Value, dir: &Path) {
     assert_eq!(r["schema"], "airboot.report/v1");
@@ -198,9 +215,7 @@ fn missing_image_fails_at_once_naming_the_image() {
 #[test]
 fn a_disk_without_an_efi_loader_ends_at_the_uefi_shell() {
     let _g = vm_lock();
-    let path = airboot().args(["images", "path", "debian-preseeded-x86_64"]).output().unwrap();
-    assert!(path.status.success(), "{}", explain(&path));
-    let disk = PathBuf::from(String::from_utf8_lossy(&path.stdout).trim()).join("disk.qcow2");
+    let disk = preseeded_fixture().join("disk.qcow2");
     let dir = tempfile::tempdir().unwrap();
     let scenario = dir.path().join("no-loader.toml");
     std::fs::write(
@@ -211,11 +226,7 @@ fn a_disk_without_an_efi_loader_ends_at_the_uefi_shell() {
         ),
     )
     .unwrap();
-    let started = Instant::now();
-    let (out, rdir) = run(&[scenario.to_str().unwrap()]);
-    let took = started.elapsed().as_secs_f64();
-    assert_eq!(out.status.code(), Some(1), "{}", explain(&out));
-    let r = report(rdir.path());
+    let (r, took, _rdir) = run_failing(&scenario);
     assert_eq!(r["boot"]["mode"], "uefi");
     assert!(r["boot"]["firmware"].as_str().is_some_and(|f| f.contains("OVMF")), "{}", r["boot"]);
     assert_eq!(r["arch"], "x86_64", "detected from the disk: {}", r["arch_detection"]);
@@ -238,9 +249,7 @@ fn a_disk_without_an_efi_loader_ends_at_the_uefi_shell() {
 #[test]
 fn an_engine_failing_on_a_damaged_store_is_an_engine_error_before_the_timeout() {
     let _g = vm_lock();
-    let path = airboot().args(["images", "path", "debian-preseeded-x86_64"]).output().unwrap();
-    assert!(path.status.success(), "{}", explain(&path));
-    let fixture = PathBuf::from(String::from_utf8_lossy(&path.stdout).trim());
+    let fixture = preseeded_fixture();
     let dir = tempfile::tempdir().unwrap();
     let disk = dir.path().join("root.raw");
     let st = Command::new("qemu-img")
@@ -284,11 +293,7 @@ fn an_engine_failing_on_a_damaged_store_is_an_engine_error_before_the_timeout() 
         ),
     )
     .unwrap();
-    let started = Instant::now();
-    let (out, rdir) = run(&[scenario.to_str().unwrap()]);
-    let took = started.elapsed().as_secs_f64();
-    assert_eq!(out.status.code(), Some(1), "{}", explain(&out));
-    let r = report(rdir.path());
+    let (r, took, rdir) = run_failing(&scenario);
     check_common(&r, rdir.path());
     let f = &r["failures"][0];
     assert_eq!(f["code"], "engine-error", "{}", r["failures"]);
@@ -381,9 +386,7 @@ fn killing_the_harness_outright_takes_qemu_with_it() {
 #[test]
 fn repeat_reports_the_failure_rate_with_a_confidence_interval() {
     let _g = vm_lock();
-    let fixture = airboot().args(["images", "path", "debian-preseeded-x86_64"]).output().unwrap();
-    assert!(fixture.status.success(), "the preseeded fixture must be built");
-    let f = PathBuf::from(String::from_utf8_lossy(&fixture.stdout).trim());
+    let f = preseeded_fixture();
     let dir = tempfile::tempdir().unwrap();
     let scenario = dir.path().join("bad-root.toml");
     std::fs::write(
