@@ -315,6 +315,12 @@ fn main() -> ExitCode {
         eprintln!("airboot: cannot install signal handlers: {e}");
         return ExitCode::from(2);
     }
+    if matches!(
+        cli.cmd,
+        Cmd::Check { .. } | Cmd::Images(ImagesCmd::List | ImagesCmd::Path { .. } | ImagesCmd::Clean { dry_run: true })
+    ) {
+        airboot_qemu::process::default_broken_pipe();
+    }
     let code = match cli.cmd {
         Cmd::Run(a) => run::run(run::Options {
             paths: a.paths,

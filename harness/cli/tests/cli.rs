@@ -161,3 +161,15 @@ fn repro_of_a_bundle_whose_input_image_is_gone_says_so() {
     assert!(err.contains(&gone.display().to_string()) && err.contains("no longer exists"), "{err}");
     assert!(err.contains("airboot images clean"), "{err}");
 }
+
+#[test]
+fn a_listing_into_a_closed_pipe_ends_quietly() {
+    use std::os::unix::process::ExitStatusExt;
+    // The reading end is closed before airboot writes a byte.
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let out = airboot().args(["images", "list"]).stdout(writer).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(out.status.signal(), Some(13), "ended by SIGPIPE like any Unix tool: {:?} {err}", out.status);
+}

@@ -141,6 +141,17 @@ pub fn install_interrupt_handler() -> io::Result<()> {
     Ok(())
 }
 
+/// For commands that only print (list, check, path): a closed pipe on
+/// stdout (`airboot images list | head`) ends the process quietly, as for
+/// any Unix tool, instead of a panic with a backtrace. Not for commands
+/// that boot or write: they must stop their helpers and write their report.
+pub fn default_broken_pipe() {
+    // SAFETY: restoring the default disposition of one signal, before any
+    // thread that could be writing has started.
+    #[allow(unsafe_code)]
+    let _previous = unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+}
+
 /// Why a supervised command did not succeed.
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
