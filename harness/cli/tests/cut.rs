@@ -152,12 +152,17 @@ modes = ["lose-unflushed", "kill"]
 seed = 5
 "#;
 
-/// `/var/lib/airboot/witness` in a bundle's crash state (the fixture disk
-/// is a bare ext4: the root filesystem is the whole disk).
+/// `/var/lib/airboot/witness` in a bundle's crash state as the next mount
+/// sees it: after journal replay (the fixture disk is a bare ext4: the root
+/// filesystem is the whole disk). Without the replay the file's creation,
+/// fsynced into the journal but not yet written to its home blocks, is
+/// absent or present depending on when ext4 checkpointed it.
 fn witness(bundle: &Path, input: &Path, scratch: &Path) -> Vec<u8> {
     let size = airboot_core::disk::open_image(input).unwrap().size();
     let raw = scratch.join("root.raw");
     airboot_qemu::crash::extract(&bundle.join("crash.qcow2"), 0, size, &raw).unwrap();
+    let fs = airboot_qemu::crash::fsck(&raw).unwrap();
+    assert!(fs.clean, "{}: {}", bundle.display(), fs.summary);
     let f = std::fs::File::open(&raw).unwrap();
     let e = Ext4::open(&f).unwrap();
     let ino = e.lookup("/var/lib/airboot/witness", true).unwrap().expect("the witness file is in the crash state");
