@@ -99,17 +99,9 @@ pub fn path(name: &str) -> i32 {
     }
 }
 
-/// Bytes a folder takes on disk (allocated blocks: the qcow2 disks are sparse).
+/// Bytes a folder takes on disk (0 when it cannot be read: only shown).
 fn disk_usage(path: &std::path::Path) -> u64 {
-    use std::os::unix::fs::MetadataExt;
-    let Ok(m) = std::fs::symlink_metadata(path) else { return 0 };
-    let mut n = m.blocks() * 512;
-    if m.is_dir() {
-        for e in std::fs::read_dir(path).into_iter().flatten().flatten() {
-            n += disk_usage(&e.path());
-        }
-    }
-    n
+    airboot_images::builder::du(path).unwrap_or(0)
 }
 
 pub fn clean(dry_run: bool) -> i32 {

@@ -87,7 +87,8 @@ fn short(id: &str) -> &str {
 /// images whose scenario entry gives no `id`.
 pub fn evaluate(expect: &Expect, known_ids: &BTreeMap<String, String>, block: &StatusBlock) -> Evaluation {
     let mut problems = Vec::new();
-    let engine_up = matches!(block.engine.as_ref().map(|e| e.state), Some(EngineState::Up));
+    let engine_state = block.engine.as_ref().map(|e| e.state);
+    let engine_up = engine_state == Some(EngineState::Up);
     if !engine_up {
         let msg = match &block.engine {
             None => format!("the guest reported no {} engine state", expect.engine.as_str()),
@@ -103,8 +104,8 @@ pub fn evaluate(expect: &Expect, known_ids: &BTreeMap<String, String>, block: &S
                 e.detail.as_ref().map(|d| format!(" ({d})")).unwrap_or_default()
             ),
         };
-        let failing = matches!(block.engine.as_ref().map(|e| e.state), Some(EngineState::Failing));
-        problems.push(Problem { code: if failing { "engine-error" } else { "engine-down" }, message: msg });
+        let code = if engine_state == Some(EngineState::Failing) { "engine-error" } else { "engine-down" };
+        problems.push(Problem { code, message: msg });
     }
 
     // Images: what the engine lists, keyed by normalised reference.

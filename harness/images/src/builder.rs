@@ -259,7 +259,7 @@ fn package_versions(root: &Path) -> BTreeMap<String, String> {
 }
 
 /// Disk usage in bytes (allocated blocks, symlinks not followed).
-fn du(p: &Path) -> io::Result<u64> {
+pub fn du(p: &Path) -> io::Result<u64> {
     use std::os::unix::fs::MetadataExt;
     let meta = fs::symlink_metadata(p)?;
     let mut total = meta.blocks() * 512;

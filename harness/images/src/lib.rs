@@ -391,8 +391,7 @@ impl Fixture {
 /// The fixture as currently built, if its inputs (the probe binary
 /// included) have not changed since.
 pub fn lookup(root: &Path, def: &FixtureDef) -> Option<Fixture> {
-    let probe = probe_binary(def.arch).ok()?;
-    let dir = fixture_dir(root, def, &file_hash(&probe).ok()?);
+    let dir = current_dir(root, def).ok()?;
     let text = std::fs::read_to_string(dir.join("fixture.json")).ok()?;
     let manifest: FixtureManifest = serde_json::from_str(&text).ok()?;
     let complete = dir.join(&manifest.disk).is_file()
@@ -406,9 +405,13 @@ pub fn lookup(root: &Path, def: &FixtureDef) -> Option<Fixture> {
 /// build's key cannot be computed (the guest probe is not built): then no
 /// build can be told old.
 pub fn stale_builds(root: &Path, def: &FixtureDef) -> Result<Vec<PathBuf>, String> {
-    let probe = probe_binary(def.arch)?;
-    let current = fixture_dir(root, def, &file_hash(&probe)?);
-    Ok(older_builds(root, def.name, &current))
+    Ok(older_builds(root, def.name, &current_dir(root, def)?))
+}
+
+/// Where the fixture built from today's inputs lives (built or not); an
+/// error when the probe it would carry is not built.
+fn current_dir(root: &Path, def: &FixtureDef) -> Result<PathBuf, String> {
+    Ok(fixture_dir(root, def, &file_hash(&probe_binary(def.arch)?)?))
 }
 
 /// Folders `<name>-<16 hex key>` under `root/fixtures` other than `current`
