@@ -268,17 +268,24 @@ fn an_engine_failing_on_a_damaged_store_is_an_engine_error_before_the_timeout() 
         assert!(o.status.success(), "debugfs {cmd}: {}", String::from_utf8_lossy(&o.stderr));
         String::from_utf8_lossy(&o.stdout).to_string()
     };
-    // A layer with parents (its `lower` names them), emptied as a cut leaves it.
-    let layer = debugfs("ls /var/lib/docker/overlay2", false)
+    // Every layer with parents (its `lower` names them) emptied, as a cut
+    // leaves them. Only an image's top layer's `lower` is read (on inspect
+    // and on mount each layer lists all its ancestors), so emptying just one
+    // layer would break the store or not depending on which random cache-id
+    // the listing gives first: a middle layer of redis is harmless.
+    let layers: Vec<String> = debugfs("ls /var/lib/docker/overlay2", false)
         .split_whitespace()
         .filter(|w| w.len() == 64 && w.bytes().all(|b| b.is_ascii_hexdigit()))
         .map(|w| format!("/var/lib/docker/overlay2/{w}"))
-        .find(|d| debugfs(&format!("cat {d}/lower"), false).contains("l/"))
-        .expect("the preseeded store has a layer with parents");
+        .filter(|d| debugfs(&format!("cat {d}/lower"), false).contains("l/"))
+        .collect();
+    assert!(layers.len() >= 2, "the preseeded store has layers with parents (busybox's and redis's top): {layers:?}");
     let empty = dir.path().join("empty");
     std::fs::write(&empty, b"").unwrap();
-    debugfs(&format!("rm {layer}/lower"), true);
-    debugfs(&format!("write {} {layer}/lower", empty.display()), true);
+    for layer in &layers {
+        debugfs(&format!("rm {layer}/lower"), true);
+        debugfs(&format!("write {} {layer}/lower", empty.display()), true);
+    }
     let scenario = dir.path().join("damaged.toml");
     let fx: Value = serde_json::from_str(&std::fs::read_to_string(fixture.join("fixture.json")).unwrap()).unwrap();
     std::fs::write(
