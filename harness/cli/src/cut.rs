@@ -295,7 +295,7 @@ fn finish(base: &Path, report: &mut Report, rec: &Extra, offline: bool) -> i32 {
         eprintln!("error: cannot write {}/report.json: {e}", base.display());
     }
     print_cuts(report);
-    println!("   report    {}", base.join("report.json").display());
+    outln!("   report    {}", base.join("report.json").display());
     let errors = report.verdict == Verdict::Error
         || report.power_cuts.iter().any(|c| c.error.is_some() || (!offline && c.outcome.is_none()));
     let survived = |c: &PowerCut| match c.outcome {
@@ -317,7 +317,7 @@ fn print_cuts(report: &Report) {
         if cuts.is_empty() {
             continue;
         }
-        println!("== {title}");
+        outln!("== {title}");
         for c in cuts {
             let outcome = match (c.outcome, &c.filesystem, &c.crash_store) {
                 (Some(o), _, _) => o.as_str().to_string(),
@@ -325,17 +325,17 @@ fn print_cuts(report: &Report) {
                 (None, Some(_), Some(st)) => format!("STORE-{}", st.verdict.as_str().to_uppercase()),
                 _ => "NOT JUDGED".into(),
             };
-            println!(
+            outln!(
                 "   {outcome:<17} {:<15} write {} flush {} ({} lost, {} torn)  {}",
                 c.mode, c.position.writes, c.position.flushes, c.lost_writes, c.torn_writes, c.trigger
             );
             if let Some(e) = &c.error {
-                println!("      error: {e}");
+                outln!("      error: {e}");
             }
             for e in c.evidence.iter().filter(|e| !e.contains("stack up as expected")).take(4) {
-                println!("      {e}");
+                outln!("      {e}");
             }
-            println!("      bundle {}", c.bundle);
+            outln!("      bundle {}", c.bundle);
         }
     }
 }
@@ -797,6 +797,6 @@ pub fn repro(bundle: &Path, report_dir: Option<PathBuf>, run: RunOptions) -> i32
     report.power_cuts.push(c);
     let rec = Extra { input: Some((input, DiskFormat::Qcow2)), ..Default::default() };
     let code = finish(&base, &mut report, &rec, false);
-    println!("   {}", report.notes.last().cloned().unwrap_or_default());
+    outln!("   {}", report.notes.last().cloned().unwrap_or_default());
     if !same && code != 2 { 1 } else { code }
 }

@@ -1,6 +1,26 @@
 //! `airboot`: boots device images under QEMU with no network device and
-//! checks that their containers start, how fast, and (later) that their
+//! checks that their containers start, how fast, and whether their
 //! container store survives power cuts.
+
+/// `println!` for the commands that boot, cut or judge: a closed stdout
+/// (`airboot run | head -3`) must not end the run with a panic before QEMU
+/// is stopped and the report written, so a failed write to stdout is
+/// ignored and the work goes on. (Listing commands end on SIGPIPE instead:
+/// `process::default_broken_pipe`.)
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
+/// `print!` with [`outln!`]'s rule.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = write!(std::io::stdout(), $($arg)*);
+    }};
+}
 
 mod cut;
 mod images_cmd;

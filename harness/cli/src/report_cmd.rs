@@ -63,9 +63,9 @@ pub fn report(o: Options) -> i32 {
     };
     let g = history::gate(&entries, &cfg);
     if o.json {
-        println!("{}", serde_json::to_string_pretty(&g).unwrap_or_default());
+        outln!("{}", serde_json::to_string_pretty(&g).unwrap_or_default());
     } else {
-        println!(
+        outln!(
             "{} run(s) in {}; baseline: median of the last {} passing run(s), at least {} needed; a regression is slower by > max({:.0}%, {:.1}s, {} × spread)",
             entries.len(),
             o.history.display(),
@@ -78,8 +78,8 @@ pub fn report(o: Options) -> i32 {
         let mut last_key = String::new();
         for r in &g.rows {
             if r.key != last_key {
-                println!("\n{}", r.key);
-                println!("  {:<22} {:>18} {:>9} {:>16}  verdict", "figure", "before (n, ±spread)", "after", "change");
+                outln!("\n{}", r.key);
+                outln!("  {:<22} {:>18} {:>9} {:>16}  verdict", "figure", "before (n, ±spread)", "after", "change");
                 last_key = r.key.clone();
             }
             let before = match (r.before_median, r.before_mad) {
@@ -98,9 +98,9 @@ pub fn report(o: Options) -> i32 {
                 FigureVerdict::Missing => "MISSING",
                 FigureVerdict::CannotJudge => "cannot judge",
             };
-            println!("  {:<22} {:>18} {:>9} {:>16}  {verdict}: {}", r.figure, before, fmt(r.after), change, r.why);
+            outln!("  {:<22} {:>18} {:>9} {:>16}  {verdict}: {}", r.figure, before, fmt(r.after), change, r.why);
         }
-        println!("\n{} regression(s), {} missing, {} cannot judge", g.regressions, g.missing, g.cannot_judge);
+        outln!("\n{} regression(s), {} missing, {} cannot judge", g.regressions, g.missing, g.cannot_judge);
     }
     if let Some(p) = &o.html {
         let page = format!(

@@ -139,12 +139,12 @@ pub fn run(opts: Options) -> i32 {
             if let Err(e) = airboot_report::write_report(&dir, &report) {
                 eprintln!("error: cannot write {}/report.json: {e}", dir.display());
             }
-            print!("{}", airboot_report::summary(&report, &dir));
+            out!("{}", airboot_report::summary(&report, &dir));
             let as_declared = outcome::check(&s.outcome, &report);
             if s.outcome != Default::default() {
                 match &as_declared {
-                    Ok(()) => println!("   declared  {}: as declared", s.outcome.describe()),
-                    Err(why) => println!("   declared  {}: NOT as declared: {why}", s.outcome.describe()),
+                    Ok(()) => outln!("   declared  {}: as declared", s.outcome.describe()),
+                    Err(why) => outln!("   declared  {}: NOT as declared: {why}", s.outcome.describe()),
                 }
             }
             if let Some(h) = &history
@@ -182,7 +182,7 @@ pub fn run(opts: Options) -> i32 {
                 ci_low: lo,
                 ci_high: hi,
             };
-            println!("== {}", r.sentence());
+            outln!("== {}", r.sentence());
             repeats.push(r);
         }
     }
@@ -216,7 +216,7 @@ pub fn run(opts: Options) -> i32 {
         return 2;
     }
     if !single {
-        println!(
+        outln!(
             "== {} scenario run(s): {} passed, {} failed, {} errors",
             verdicts.len(),
             verdicts.iter().filter(|v| **v == Verdict::Pass).count(),
@@ -224,7 +224,7 @@ pub fn run(opts: Options) -> i32 {
             verdicts.iter().filter(|v| **v == Verdict::Error).count()
         );
     }
-    println!("   reports in {} (run.json, junit.xml, index.html, summary.md)", base.display());
+    outln!("   reports in {} (run.json, junit.xml, index.html, summary.md)", base.display());
     if interrupted() {
         eprintln!("airboot: {}; reports written to {}", interrupt_reason(), base.display());
     }

@@ -173,3 +173,28 @@ fn a_listing_into_a_closed_pipe_ends_quietly() {
     assert!(!err.contains("panicked"), "{err}");
     assert_eq!(out.status.signal(), Some(13), "ended by SIGPIPE like any Unix tool: {:?} {err}", out.status);
 }
+
+/// The commands that boot, cut or judge go on when stdout closes: the
+/// gate still exits with its verdict and still writes its files.
+#[test]
+fn a_gate_into_a_closed_pipe_still_decides_and_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut lines: Vec<String> = (0..11).map(|i| entry(i, Some(130.0 + (i % 3) as f64), "pass")).collect();
+    lines.push(entry(99, Some(190.0), "pass"));
+    let h = history(dir.path(), "slow.jsonl", &lines);
+    let html = dir.path().join("history.html");
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let out = airboot()
+        .args(["report", "--gate", "--history"])
+        .arg(&h)
+        .arg("--html")
+        .arg(&html)
+        .stdout(writer)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(out.status.code(), Some(1), "the gate's verdict (a regression), not a crash: {err}");
+    assert!(html.is_file(), "the HTML history was not written after stdout closed");
+}
