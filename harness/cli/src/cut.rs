@@ -327,7 +327,12 @@ fn print_cuts(report: &Report) {
             };
             outln!(
                 "   {outcome:<17} {:<15} write {} flush {} ({} lost, {} torn)  {}",
-                c.mode, c.position.writes, c.position.flushes, c.lost_writes, c.torn_writes, c.trigger
+                c.mode,
+                c.position.writes,
+                c.position.flushes,
+                c.lost_writes,
+                c.torn_writes,
+                c.trigger
             );
             if let Some(e) = &c.error {
                 outln!("      error: {e}");
@@ -750,6 +755,12 @@ pub fn repro(bundle: &Path, report_dir: Option<PathBuf>, run: RunOptions) -> i32
             return 2;
         }
     };
+    // A fixture is booted from the build the bundle was cut from (its
+    // kernel and initramfs), not from today's build of that fixture.
+    let mut run = run;
+    if matches!(s.image.source, ImageSource::Fixture(_)) {
+        run.fixture_build = input.parent().filter(|d| d.join("fixture.json").is_file()).map(Path::to_path_buf);
+    }
     let base = report_dir.unwrap_or_else(|| bundle.join(format!("repro-{}", stamp())));
     let work = match tempfile::Builder::new().prefix("airboot-repro-").tempdir() {
         Ok(w) => w,

@@ -145,7 +145,8 @@ Judge the crash state in a bundle that `airboot cut` wrote (a cut-NN-<mode>
 folder) again: offline checks, power-on with the scenario's expectations,
 the store after that boot. Says whether the verdict is the recorded one.
 The bundle's crash.qcow2 is a delta over the exact input image it was cut
-from (checked by sha256); it is not modified.
+from (checked by sha256); it is not modified. A fixture boots with the
+kernel and initramfs of the build the bundle was cut from, not today's.
 
 Exit status: 0 same verdict and the device survived, 1 a different verdict
 or a verdict that is not a survival, 2 airboot could not judge.")]
@@ -205,6 +206,7 @@ fn boot_options(accel: Option<AccelArg>) -> run::Options {
         repeat: 1,
         history: None,
         check_outcomes: false,
+        fixture_build: None,
     }
 }
 
@@ -352,6 +354,7 @@ fn main() -> ExitCode {
             repeat: a.repeat,
             history: a.history,
             check_outcomes: a.check_outcomes,
+            fixture_build: None,
         }),
         Cmd::Report(r) => report_cmd::report(report_cmd::Options {
             history: r.history,

@@ -34,6 +34,10 @@ pub struct Options {
     pub check_outcomes: bool,
     pub filter: Option<String>,
     pub build: bool,
+    /// Boot this build folder of the scenario's fixture instead of the
+    /// current one (`airboot repro`: the build the bundle was cut from, so
+    /// its kernel and initramfs match the disk under the crash state).
+    pub fixture_build: Option<PathBuf>,
 }
 
 pub fn now_rfc3339() -> String {
@@ -275,7 +279,17 @@ fn resolve(s: &Scenario, opts: &Options, report: &mut Report) -> Result<Resolved
                 evidence: None,
             })?;
             let root = airboot_images::cache_root();
-            let fixture = match airboot_images::lookup(&root, &def) {
+            let pinned = opts.fixture_build.as_deref().map(|dir| {
+                airboot_images::open_build(dir).filter(|f| f.manifest.name == *name).ok_or_else(|| Failure {
+                    code: "bad-input".into(),
+                    message: format!(
+                        "{} is not a complete build of fixture {name} (fixture.json, disk, kernel, initramfs)",
+                        dir.display()
+                    ),
+                    evidence: None,
+                })
+            });
+            let fixture = match pinned.transpose()?.or_else(|| airboot_images::lookup(&root, &def)) {
                 Some(f) => f,
                 None if !opts.build => {
                     return Err(Failure {
@@ -748,5 +762,81 @@ fn fill(report: &mut Report, o: airboot_qemu::vm::VmOutcome) {
 fn res_note(notes: &mut Vec<String>, n: String) {
     if !notes.contains(&n) {
         notes.push(n);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn options(fixture_build: Option<PathBuf>) -> Options {
+        Options {
+            paths: Vec::new(),
+            report_dir: None,
+            accel: None,
+            transport: None,
+            repeat: 1,
+            history: None,
+            check_outcomes: false,
+            filter: None,
+            build: false,
+            fixture_build,
+        }
+    }
+
+    /// A build folder as the builder leaves it, with one file missing if asked.
+    fn fake_build(root: &Path, name: &str, key: &str, without: Option<&str>) -> PathBuf {
+        let dir = root.join(format!("{name}-{key}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        for f in ["disk.qcow2", "vmlinuz", "initrd.img"] {
+            if without != Some(f) {
+                std::fs::write(dir.join(f), b"x").unwrap();
+            }
+        }
+        let manifest = serde_json::json!({
+            "schema": "airboot.fixture/v1", "name": name, "arch": "x86_64", "variant": "preseeded",
+            "description": "d", "key": key, "boot": "direct", "disk": "disk.qcow2", "disk_format": "qcow2",
+            "kernel": "vmlinuz", "initrd": "initrd.img", "append": "console=ttyS0 root=/dev/vda",
+            "kernel_version": "6.1.0", "engine": "docker", "images": [], "packages": {},
+            "built_at": "2026-11-23T00:00:00Z", "build_seconds": 1.0
+        });
+        std::fs::write(dir.join("fixture.json"), manifest.to_string()).unwrap();
+        dir
+    }
+
+    /// `airboot repro` boots the build a bundle was cut from: its disk,
+    /// kernel and initramfs, not those of today's build of the fixture.
+    #[test]
+    fn a_pinned_fixture_build_is_booted_and_a_wrong_one_is_named() {
+        let tmp = tempfile::tempdir().unwrap();
+        let s = airboot_core::scenario::parse(
+            "name = \"s\"\n[image]\nfixture = \"debian-preseeded-x86_64\"\n",
+            &tmp.path().join("s.toml"),
+            false,
+        )
+        .unwrap();
+        let mut report = Report::new("s", "s.toml", now_rfc3339());
+        let old = fake_build(tmp.path(), "debian-preseeded-x86_64", "00000000000000aa", None);
+        let r = resolve(&s, &options(Some(old.clone())), &mut report).unwrap_or_else(|f| panic!("{}", f.message));
+        assert_eq!(r.disk, old.join("disk.qcow2"));
+        assert_eq!(r.kernel.as_deref(), Some(old.join("vmlinuz").as_path()));
+        assert_eq!(r.initrd.as_deref(), Some(old.join("initrd.img").as_path()));
+        assert_eq!(r.probe_kernel.as_deref(), Some(old.join("vmlinuz").as_path()));
+        assert!(r.append.unwrap().starts_with("console=ttyS0 root=/dev/vda"));
+
+        // Another fixture's build, or one that lost its kernel, is refused
+        // with the folder named: never silently today's build instead.
+        for bad in [
+            fake_build(tmp.path(), "debian-egress-x86_64", "00000000000000bb", None),
+            fake_build(tmp.path(), "debian-preseeded-x86_64", "00000000000000cc", Some("vmlinuz")),
+        ] {
+            let f = match resolve(&s, &options(Some(bad.clone())), &mut report) {
+                Ok(r) => panic!("{} was accepted: {:?}", bad.display(), r.disk),
+                Err(f) => f,
+            };
+            assert_eq!(f.code, "bad-input");
+            assert!(f.message.contains(&bad.display().to_string()), "{}", f.message);
+            assert!(f.message.contains("debian-preseeded-x86_64"), "{}", f.message);
+        }
     }
 }

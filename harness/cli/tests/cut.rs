@@ -133,6 +133,33 @@ fn a_cut_during_the_first_boot_load_is_recorded_cut_and_judged() {
     let crash = stdout.find("== crashes").expect("a crash section");
     assert!(pc < crash);
     assert_eq!(r["image"]["unchanged"].as_bool(), Some(true), "the input image changed");
+
+    // The power cut's bundle boots again to the same verdict, from the
+    // fixture build it was cut from, and is left as it was.
+    let bundle = PathBuf::from(lose["bundle"].as_str().unwrap());
+    let state = std::fs::read(bundle.join("crash.qcow2")).unwrap();
+    let rdir = dir.path().join("repro");
+    let out = Command::new(env!("CARGO_BIN_EXE_airboot"))
+        .current_dir(repo())
+        .arg("repro")
+        .arg(&bundle)
+        .arg("--report-dir")
+        .arg(&rdir)
+        .output()
+        .unwrap();
+    let said = format!("{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let outcome = lose["outcome"].as_str().unwrap();
+    let survived = ["INTACT-NEW", "INTACT-OLD", "SELF-HEALED"].contains(&outcome);
+    assert_eq!(out.status.code(), Some(if survived { 0 } else { 1 }), "{said}");
+    let rr: Value = serde_json::from_str(&std::fs::read_to_string(rdir.join("report.json")).unwrap()).unwrap();
+    assert_eq!(rr["power_cuts"][0]["outcome"].as_str(), Some(outcome), "{said}");
+    assert!(rr["notes"].as_array().unwrap().iter().any(|n| n.as_str().unwrap().contains("same verdict")), "{said}");
+    let info: Value = serde_json::from_str(&std::fs::read_to_string(bundle.join("cut.json")).unwrap()).unwrap();
+    let build = Path::new(info["input"].as_str().unwrap()).parent().unwrap();
+    let reboot: Value =
+        serde_json::from_str(&std::fs::read_to_string(rdir.join("state/reboot/report.json")).unwrap()).unwrap();
+    assert_eq!(reboot["boot"]["kernel"].as_str(), Some(build.join("vmlinuz").to_str().unwrap()), "{}", reboot["boot"]);
+    assert!(std::fs::read(bundle.join("crash.qcow2")).unwrap() == state, "repro changed the bundle's crash state");
 }
 
 const WITNESS: &str = r#"

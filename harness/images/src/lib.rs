@@ -391,13 +391,20 @@ impl Fixture {
 /// The fixture as currently built, if its inputs (the probe binary
 /// included) have not changed since.
 pub fn lookup(root: &Path, def: &FixtureDef) -> Option<Fixture> {
-    let dir = current_dir(root, def).ok()?;
+    open_build(&current_dir(root, def).ok()?)
+}
+
+/// The build in `dir` (a `<name>-<key>` folder) whatever its key, if it is
+/// complete (fixture.json, disk, kernel, initrd): the build a power-cut
+/// bundle was cut from, which `airboot repro` must boot again even after
+/// the fixture's inputs have changed.
+pub fn open_build(dir: &Path) -> Option<Fixture> {
     let text = std::fs::read_to_string(dir.join("fixture.json")).ok()?;
     let manifest: FixtureManifest = serde_json::from_str(&text).ok()?;
     let complete = dir.join(&manifest.disk).is_file()
         && dir.join(&manifest.kernel).is_file()
         && dir.join(&manifest.initrd).is_file();
-    complete.then_some(Fixture { dir, manifest })
+    complete.then(|| Fixture { dir: dir.to_path_buf(), manifest })
 }
 
 /// Builds of a fixture whose inputs have changed since (kept until
