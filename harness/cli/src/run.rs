@@ -770,18 +770,7 @@ mod tests {
     use super::*;
 
     fn options(fixture_build: Option<PathBuf>) -> Options {
-        Options {
-            paths: Vec::new(),
-            report_dir: None,
-            accel: None,
-            transport: None,
-            repeat: 1,
-            history: None,
-            check_outcomes: false,
-            filter: None,
-            build: false,
-            fixture_build,
-        }
+        Options { build: false, fixture_build, ..crate::boot_options(None) }
     }
 
     /// A build folder as the builder leaves it, with one file missing if asked.

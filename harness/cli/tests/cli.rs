@@ -162,13 +162,17 @@ fn repro_of_a_bundle_whose_input_image_is_gone_says_so() {
     assert!(err.contains("airboot images clean"), "{err}");
 }
 
+/// A pipe whose reading end is closed before airboot writes a byte.
+fn closed_pipe() -> std::io::PipeWriter {
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    writer
+}
+
 #[test]
 fn a_listing_into_a_closed_pipe_ends_quietly() {
     use std::os::unix::process::ExitStatusExt;
-    // The reading end is closed before airboot writes a byte.
-    let (reader, writer) = std::io::pipe().unwrap();
-    drop(reader);
-    let out = airboot().args(["images", "list"]).stdout(writer).output().unwrap();
+    let out = airboot().args(["images", "list"]).stdout(closed_pipe()).output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!err.contains("panicked"), "{err}");
     assert_eq!(out.status.signal(), Some(13), "ended by SIGPIPE like any Unix tool: {:?} {err}", out.status);
@@ -183,14 +187,12 @@ fn a_gate_into_a_closed_pipe_still_decides_and_writes() {
     lines.push(entry(99, Some(190.0), "pass"));
     let h = history(dir.path(), "slow.jsonl", &lines);
     let html = dir.path().join("history.html");
-    let (reader, writer) = std::io::pipe().unwrap();
-    drop(reader);
     let out = airboot()
         .args(["report", "--gate", "--history"])
         .arg(&h)
         .arg("--html")
         .arg(&html)
-        .stdout(writer)
+        .stdout(closed_pipe())
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
