@@ -11,14 +11,15 @@ use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use airboot_core::cut::store::{StoreCheck, check_docker};
-use airboot_core::cut::writelog::{Count, CrashState, CutMode, WriteLog, crash_state, sweep_points};
+use airboot_core::cut::writelog::{Count, CrashState, WriteLog, crash_state, sweep_points};
 use airboot_core::cut::{
     CutPosition, FsFindings, PowerCut, RebootFindings, StopRule, crash_evidence, judge, offline_intact,
 };
 use airboot_core::disk::ext4::Ext4;
 use airboot_core::disk::{ReadAt, detect, open_image};
-use airboot_core::report::{Report, Verdict};
-use airboot_core::scenario::{Arch, CutAfter, CutTrigger, DiskFormat, ImageSource, PowerCutSpec, Scenario};
+use airboot_core::report::Report;
+use airboot_core::scenario::{CutAfter, CutTrigger, ImageSource, PowerCutSpec, Scenario};
+use airboot_model::{Arch, CutMode, DiskFormat, FailureCode, Verdict};
 use airboot_qemu::crash;
 use airboot_qemu::disk::sha256_file;
 use airboot_qemu::process::interrupted;
@@ -270,7 +271,7 @@ pub fn cut(opts: CutOptions) -> i32 {
     }
     if let Err(e) = cut_all(&s, &pc, seed, &base, work.path(), &write_log, &rec, &mut report, &opts) {
         eprintln!("error: {e}");
-        report.error("power-cut", e, None);
+        report.error(FailureCode::PowerCut, e, None);
     }
     finish(&base, &mut report, &rec, opts.offline)
 }
@@ -286,7 +287,7 @@ fn finish(base: &Path, report: &mut Report, rec: &Extra, offline: bool) -> i32 {
             Ok(h) if h == before => report.image.unchanged = Some(true),
             Ok(_) => {
                 report.image.unchanged = Some(false);
-                report.error("input-modified", "the input image changed during the cuts".into(), None);
+                report.error(FailureCode::InputModified, "the input image changed during the cuts".into(), None);
             }
             Err(e) => report.notes.push(format!("could not hash the input again: {e}")),
         }

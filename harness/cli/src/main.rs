@@ -348,7 +348,7 @@ fn main() -> ExitCode {
             paths: a.paths,
             report_dir: a.report_dir,
             accel: accel_choice(a.accel),
-            transport: a.transport.map(|t| airboot_core::scenario::TransportKind::parse(&t).expect("clap checked it")),
+            transport: a.transport.map(|t| airboot_core::scenario::parse_transport(&t).expect("clap checked it")),
             filter: a.filter,
             build: !a.no_build,
             repeat: a.repeat,
@@ -372,7 +372,7 @@ fn main() -> ExitCode {
         Cmd::Cut(c) => cut::cut(cut::CutOptions {
             scenario: c.scenario,
             seed: c.seed,
-            modes: c.mode.iter().filter_map(|m| airboot_core::cut::writelog::CutMode::parse(m)).collect(),
+            modes: c.mode.iter().filter_map(|m| airboot_model::CutMode::parse(m)).collect(),
             report_dir: c.report_dir,
             offline: c.offline,
             run: boot_options(c.accel),

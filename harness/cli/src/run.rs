@@ -9,11 +9,13 @@ use std::time::{Instant, SystemTime};
 use airboot_core::disk::{ReadAt, detect, open_image};
 use airboot_core::history::{self, HistoryEntry};
 use airboot_core::outcome;
-use airboot_core::report::{self, Failure, Report, RunEntry, RunIndex, Verdict};
+use airboot_core::report::{self, Report, RunEntry, RunIndex};
 use airboot_core::run::{Run, RunConfig};
-use airboot_core::scenario::{AccelChoice, Arch, BootMode, ImageSource, Scenario, TransportKind};
+use airboot_core::scenario::{AccelChoice, ImageSource, Scenario};
+use airboot_model::Accel;
+use airboot_model::{Arch, BootMode, DiskFormat, Failure, FailureCode, TransportKind, Verdict};
 use airboot_qemu::accel::{self, AccelDecision};
-use airboot_qemu::argv::{Accel, VmSpec, default_append, machine, network_args};
+use airboot_qemu::argv::{VmSpec, default_append, machine, network_args};
 use airboot_qemu::process::{interrupt_reason, interrupted};
 use airboot_qemu::transport;
 use airboot_qemu::vm::{RecordSpec, Recorded, VmEvent, VmRunner};
@@ -254,7 +256,7 @@ struct Resolved {
     fixture_arch: Option<Arch>,
     boot: BootMode,
     disk: PathBuf,
-    format: airboot_core::scenario::DiskFormat,
+    format: DiskFormat,
     kernel: Option<PathBuf>,
     initrd: Option<PathBuf>,
     append: Option<String>,
@@ -274,14 +276,14 @@ fn resolve(s: &Scenario, opts: &Options, report: &mut Report) -> Result<Resolved
     match &s.image.source {
         ImageSource::Fixture(name) => {
             let def = airboot_images::find(name).ok_or_else(|| Failure {
-                code: "bad-input".into(),
+                code: FailureCode::BadInput,
                 message: format!("unknown fixture {name:?}"),
                 evidence: None,
             })?;
             let root = airboot_images::cache_root();
             let pinned = opts.fixture_build.as_deref().map(|dir| {
                 airboot_images::open_build(dir).filter(|f| f.manifest.name == *name).ok_or_else(|| Failure {
-                    code: "bad-input".into(),
+                    code: FailureCode::BadInput,
                     message: format!(
                         "{} is not a complete build of fixture {name} (fixture.json, disk, kernel, initramfs)",
                         dir.display()
@@ -293,7 +295,7 @@ fn resolve(s: &Scenario, opts: &Options, report: &mut Report) -> Result<Resolved
                 Some(f) => f,
                 None if !opts.build => {
                     return Err(Failure {
-                        code: "fixture-not-built".into(),
+                        code: FailureCode::FixtureNotBuilt,
                         message: format!(
                             "fixture {name} is not built: run `airboot images build {name}` (or drop --no-build)"
                         ),
@@ -304,7 +306,7 @@ fn resolve(s: &Scenario, opts: &Options, report: &mut Report) -> Result<Resolved
                     eprintln!("  fixture {name} is not built yet: building it now (first time: a few minutes)");
                     let mut progress = |m: &str| eprintln!("    {m}");
                     airboot_images::build(&root, name, false, &mut progress).map_err(|e| Failure {
-                        code: "fixture-build".into(),
+                        code: FailureCode::FixtureBuild,
                         message: format!("building fixture {name}: {e}"),
                         evidence: None,
                     })?
@@ -317,7 +319,7 @@ fn resolve(s: &Scenario, opts: &Options, report: &mut Report) -> Result<Resolved
                 && b != BootMode::Board
             {
                 return Err(Failure {
-                    code: "bad-input".into(),
+                    code: FailureCode::BadInput,
                     message: format!(
                         "{}: image.boot = {:?}, but fixture {name} boots with {:?}: remove image.boot",
                         s.file.display(),
@@ -334,7 +336,7 @@ fn resolve(s: &Scenario, opts: &Options, report: &mut Report) -> Result<Resolved
                 fixture_arch: Some(fixture.arch().unwrap_or(def.arch)),
                 boot,
                 disk: fixture.disk(),
-                format: airboot_core::scenario::DiskFormat::Qcow2,
+                format: DiskFormat::Qcow2,
                 kernel: direct.then(|| fixture.kernel()),
                 initrd: direct.then(|| fixture.initrd()),
                 append: direct.then(|| with_extra(fixture.manifest.append.clone())),
@@ -346,7 +348,7 @@ fn resolve(s: &Scenario, opts: &Options, report: &mut Report) -> Result<Resolved
         }
         ImageSource::Path(p) => {
             let format = disk::resolve_format(p, s.image.format).map_err(|e| Failure {
-                code: "bad-input".into(),
+                code: FailureCode::BadInput,
                 message: e.to_string(),
                 evidence: None,
             })?;
@@ -380,13 +382,13 @@ fn board_boot(
     r: &mut Resolved,
     report: &mut Report,
 ) -> Result<(), Failure> {
-    let fail = |code: &str, message: String| Failure { code: code.into(), message, evidence: None };
-    let view = image
-        .as_ref()
-        .map_err(|e| fail("bad-input", format!("cannot read {} to find its root partition: {e}", r.disk.display())))?;
+    let fail = |code: FailureCode, message: String| Failure { code, message, evidence: None };
+    let view = image.as_ref().map_err(|e| {
+        fail(FailureCode::BadInput, format!("cannot read {} to find its root partition: {e}", r.disk.display()))
+    })?;
     let rootp = detect::root_partition(view.as_ref(), arch).ok_or_else(|| {
         fail(
-            "no-root-partition",
+            FailureCode::NoRootPartition,
             format!(
                 "board mode: no root filesystem found in {} (no GPT partition typed Linux root for {arch}, no ext4 partition with an init or a container engine)",
                 r.disk.display()
@@ -396,7 +398,7 @@ fn board_boot(
     eprintln!("  board mode: the generic {arch} kernel and airboot's board initramfs");
     let mut progress = |m: &str| eprintln!("    {m}");
     let bk = airboot_images::board::board_kernel(&airboot_images::cache_root(), arch, &mut progress)
-        .map_err(|e| fail("board-kernel", format!("board mode: {e}")))?;
+        .map_err(|e| fail(FailureCode::BoardKernel, format!("board mode: {e}")))?;
     let dev = if rootp.number == 0 { "/dev/vda".to_string() } else { format!("/dev/vda{}", rootp.number) };
     let mut append = airboot_images::kernel_append(arch, &dev);
     if let Some(x) = &s.image.append_extra {
@@ -440,7 +442,7 @@ fn detect_arch(
         report.arch_detection.detected = Some(a.to_string());
     }
     detect::decide(s.machine.arch.or(r.fixture_arch), &evidence).map_err(|e| Failure {
-        code: e.code.into(),
+        code: e.code,
         message: format!("{}: {}", r.disk.display(), e.message),
         evidence: Some(e.evidence),
     })
@@ -461,7 +463,7 @@ pub struct Extra {
     /// Out: what the recorder saw.
     pub recorded: Option<Recorded>,
     /// Out: the input image, its format, and the guest's architecture.
-    pub input: Option<(PathBuf, airboot_core::scenario::DiskFormat)>,
+    pub input: Option<(PathBuf, DiskFormat)>,
     pub arch: Option<Arch>,
 }
 
@@ -476,7 +478,7 @@ pub fn run_one_with(s: &Scenario, dir: &Path, opts: &Options, extra: &mut Extra)
     report.machine.memory_mib = s.machine.memory_mib;
     report.machine.cpus = s.machine.cpus;
     if let Err(e) = std::fs::create_dir_all(dir) {
-        report.error("report-dir", format!("cannot create {}: {e}", dir.display()), None);
+        report.error(FailureCode::ReportDir, format!("cannot create {}: {e}", dir.display()), None);
         return report;
     }
     boot(s, dir, opts, &mut report, extra);
@@ -491,17 +493,17 @@ fn short(s: &str, n: usize) -> String {
 fn boot(s: &Scenario, dir: &Path, opts: &Options, report: &mut Report, extra: &mut Extra) {
     let r = match resolve(s, opts, report) {
         Ok(r) => r,
-        Err(f) => return report.error(&f.code, f.message, f.evidence),
+        Err(f) => return report.error(f.code, f.message, f.evidence),
     };
     report.image.path = Some(r.disk.display().to_string());
-    report.image.format = Some(r.format.as_str().into());
+    report.image.format = Some(r.format);
     // Read once: the architecture check and board mode both look inside.
     let image = open_image(&r.disk);
     let arch = match detect_arch(s, &r, &image, report) {
         Ok(a) => a,
         Err(f) => {
             eprintln!("  {}: {}", f.code, f.message);
-            return report.error(&f.code, f.message, f.evidence);
+            return report.error(f.code, f.message, f.evidence);
         }
     };
     let mut r = r;
@@ -510,13 +512,13 @@ fn boot(s: &Scenario, dir: &Path, opts: &Options, report: &mut Report, extra: &m
     if r.boot == BootMode::Direct && r.append.is_none() {
         r.append = Some(default_append(arch));
     }
-    report.arch = Some(arch.to_string());
-    report.boot.mode = Some(r.boot.as_str().into());
+    report.arch = Some(arch);
+    report.boot.mode = Some(r.boot);
     if r.boot == BootMode::Board
         && let Err(f) = board_boot(s, arch, &image, &mut r, report)
     {
         eprintln!("  {}: {}", f.code, f.message);
-        return report.error(&f.code, f.message, f.evidence);
+        return report.error(f.code, f.message, f.evidence);
     }
     drop(image);
     report.boot.kernel = r.kernel.as_ref().map(|k| k.display().to_string());
@@ -526,7 +528,7 @@ fn boot(s: &Scenario, dir: &Path, opts: &Options, report: &mut Report, extra: &m
 
     let qemu = match accel::qemu_binary(arch) {
         Ok(q) => q,
-        Err(e) => return report.error("qemu-missing", e.to_string(), None),
+        Err(e) => return report.error(FailureCode::QemuMissing, e.to_string(), None),
     };
     report.machine.qemu = Some(qemu.display().to_string());
 
@@ -539,10 +541,10 @@ fn boot(s: &Scenario, dir: &Path, opts: &Options, report: &mut Report, extra: &m
     };
     let choice = match transport::choose(requested, by, r.probe, &caps) {
         Ok(c) => c,
-        Err(e) => return report.error("transport", e, None),
+        Err(e) => return report.error(FailureCode::Transport, e, None),
     };
     eprintln!("  transport {}: {}", choice.kind.as_str(), choice.reason);
-    report.probe.transport = Some(choice.kind.as_str().into());
+    report.probe.transport = Some(choice.kind);
     report.probe.transport_reason = Some(choice.reason.clone());
 
     let (accel_choice, accel_by) = match opts.accel {
@@ -552,9 +554,9 @@ fn boot(s: &Scenario, dir: &Path, opts: &Options, report: &mut Report, extra: &m
     let decision: AccelDecision =
         accel::choose(accel_choice, accel_by, arch, &qemu, r.probe_kernel.as_deref(), Some(&cache));
     eprintln!("  accel {}: {}", decision.accel, decision.reason);
-    report.accel = Some(decision.accel.clone());
+    report.accel = Some(decision.accel);
     report.accel_reason = Some(decision.reason.clone());
-    let scale = if decision.accel() == Accel::Tcg { s.machine.tcg_slowdown } else { 1.0 };
+    let scale = if decision.accel == Accel::Tcg { s.machine.tcg_slowdown } else { 1.0 };
     report.timeouts.scale = scale;
     report.timeouts.timeout_s = s.expect.timeout.as_secs_f64() * scale;
     report.timeouts.time_to_stack_budget_s = s.expect.time_to_stack.map(|t| t.as_secs_f64() * scale);
@@ -562,19 +564,19 @@ fn boot(s: &Scenario, dir: &Path, opts: &Options, report: &mut Report, extra: &m
     eprintln!("  hashing {}", r.disk.display());
     match disk::sha256_file(&r.disk) {
         Ok(h) => report.image.sha256_before = Some(h),
-        Err(e) => return report.error("image-unreadable", e.to_string(), None),
+        Err(e) => return report.error(FailureCode::ImageUnreadable, e.to_string(), None),
     }
     let work = match tempfile::Builder::new().prefix("airboot-").tempdir() {
         Ok(w) => w,
-        Err(e) => return report.error("workdir", format!("cannot create a temporary folder: {e}"), None),
+        Err(e) => return report.error(FailureCode::Workdir, format!("cannot create a temporary folder: {e}"), None),
     };
     let overlay = work.path().join("overlay.qcow2");
     let (base, base_format) = match &extra.disk {
-        Some(d) => (d.clone(), airboot_core::scenario::DiskFormat::Qcow2),
+        Some(d) => (d.clone(), DiskFormat::Qcow2),
         None => (r.disk.clone(), r.format),
     };
     if let Err(e) = disk::create_overlay(&base, base_format, &overlay) {
-        return report.error("overlay", e.to_string(), None);
+        return report.error(FailureCode::Overlay, e.to_string(), None);
     }
     let seed = u64::from(std::process::id())
         ^ SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
@@ -588,12 +590,12 @@ fn boot(s: &Scenario, dir: &Path, opts: &Options, report: &mut Report, extra: &m
     let firmware = if r.boot == BootMode::Uefi {
         let fw = match firmware::find(arch, s.machine.firmware.as_deref(), s.machine.firmware_vars.as_deref()) {
             Ok(f) => f,
-            Err(e) => return report.error("firmware-missing", e, None),
+            Err(e) => return report.error(FailureCode::FirmwareMissing, e, None),
         };
         let vars = work.path().join("efivars.fd");
         if let Err(e) = std::fs::copy(&fw.vars_template, &vars) {
             return report.error(
-                "workdir",
+                FailureCode::Workdir,
                 format!("cannot copy the UEFI variables template {}: {e}", fw.vars_template.display()),
                 None,
             );
@@ -604,14 +606,14 @@ fn boot(s: &Scenario, dir: &Path, opts: &Options, report: &mut Report, extra: &m
     } else {
         None
     };
-    if arch == Arch::Aarch64 && decision.accel() == Accel::Tcg && s.machine.cpu.as_deref() == Some("max") {
+    if arch == Arch::Aarch64 && decision.accel == Accel::Tcg && s.machine.cpu.as_deref() == Some("max") {
         report.notes.push(
             "machine.cpu = \"max\" under TCG emulates pointer authentication the slow way (2-3.5x slower boots); \"max,pauth-impdef=on\" or \"cortex-a72\" are the fast choices".into(),
         );
     }
     let spec = VmSpec {
         arch,
-        accel: decision.accel(),
+        accel: decision.accel,
         cpu: s.machine.cpu.clone(),
         firmware,
         memory_mib: s.machine.memory_mib,
@@ -635,7 +637,7 @@ fn boot(s: &Scenario, dir: &Path, opts: &Options, report: &mut Report, extra: &m
     };
     let run = match Run::new(config) {
         Ok(run) => run,
-        Err(e) => return report.error("bad-input", format!("a console pattern does not compile: {e}"), None),
+        Err(e) => return report.error(FailureCode::BadInput, format!("a console pattern does not compile: {e}"), None),
     };
     eprintln!(
         "  booting {} ({}, timeout {:.0}s)",
@@ -653,7 +655,7 @@ fn boot(s: &Scenario, dir: &Path, opts: &Options, report: &mut Report, extra: &m
     };
     let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
-        Err(e) => return report.error("runtime", e.to_string(), None),
+        Err(e) => return report.error(FailureCode::Runtime, e.to_string(), None),
     };
     let mut on_event = |e: VmEvent| match e {
         VmEvent::Started { qemu_version } => {
@@ -666,7 +668,11 @@ fn boot(s: &Scenario, dir: &Path, opts: &Options, report: &mut Report, extra: &m
     drop(rt);
     match outcome {
         Err(e) => {
-            let code = if matches!(e, airboot_qemu::vm::VmError::Interrupted(_)) { "interrupted" } else { "qemu" };
+            let code = if matches!(e, airboot_qemu::vm::VmError::Interrupted(_)) {
+                FailureCode::Interrupted
+            } else {
+                FailureCode::Qemu
+            };
             report.qemu.argv = runner.argv();
             report.network.qemu_network_args = network_args(&report.qemu.argv);
             report.error(code, e.to_string(), None);
@@ -689,13 +695,13 @@ fn boot(s: &Scenario, dir: &Path, opts: &Options, report: &mut Report, extra: &m
             report.image.sha256_after = Some(h);
             if !same {
                 report.error(
-                    "input-modified",
+                    FailureCode::InputModified,
                     "the input image changed during the run: something other than airboot wrote to it".into(),
                     None,
                 );
             }
         }
-        Err(e) => report.error("image-unreadable", format!("after the run: {e}"), None),
+        Err(e) => report.error(FailureCode::ImageUnreadable, format!("after the run: {e}"), None),
     }
 }
 
@@ -719,8 +725,8 @@ fn fill(report: &mut Report, o: airboot_qemu::vm::VmOutcome) {
     report.probe.version = o.probe_version;
     // The guest cannot tell kernel vsock from vhost-user vsock: compare families.
     let family = |t: &str| if t.contains("vsock") { "vsock" } else { "virtio-serial" };
-    if let (Some(t), Some(chosen)) = (&o.probe_transport, &report.probe.transport)
-        && family(t) != family(chosen)
+    if let (Some(t), Some(chosen)) = (&o.probe_transport, report.probe.transport)
+        && family(t) != family(chosen.as_str())
     {
         res_note(&mut report.notes, format!("the probe says it answered over {t}"));
     }
@@ -748,14 +754,14 @@ fn fill(report: &mut Report, o: airboot_qemu::vm::VmOutcome) {
     if report.network.nics > 0 {
         report.verdict = Verdict::Fail;
         report.failures.push(Failure {
-            code: "network-present".into(),
+            code: FailureCode::NetworkPresent,
             message: "the VM had a network device: the run does not prove offline start".into(),
             evidence: Some(format!("{:?} {:?}", report.network.qemu_network_args, report.network.pci_network_devices)),
         });
     }
     if !report.qemu.leftover_processes.is_empty() {
         let msg = format!("processes survived the run: {:?}", report.qemu.leftover_processes);
-        report.error("leftover-process", msg, None);
+        report.error(FailureCode::LeftoverProcess, msg, None);
     }
 }
 
@@ -823,7 +829,7 @@ mod tests {
                 Ok(r) => panic!("{} was accepted: {:?}", bad.display(), r.disk),
                 Err(f) => f,
             };
-            assert_eq!(f.code, "bad-input");
+            assert_eq!(f.code, FailureCode::BadInput);
             assert!(f.message.contains(&bad.display().to_string()), "{}", f.message);
             assert!(f.message.contains("debian-preseeded-x86_64"), "{}", f.message);
         }

@@ -151,7 +151,7 @@ mod tests {
             Path::new("s.toml"),
         )
         .unwrap();
-        assert_eq!(s.machine.arch, Some(airboot_core::scenario::Arch::Aarch64));
+        assert_eq!(s.machine.arch, Some(airboot_model::Arch::Aarch64));
     }
 
     #[test]

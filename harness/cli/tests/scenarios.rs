@@ -22,7 +22,9 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use airboot_core::scenario::{self, ImageSource, Scenario, Suite, TransportKind};
+use airboot_core::platform::qemu_system;
+use airboot_core::scenario::{self, ImageSource, Scenario, Suite};
+use airboot_model::TransportKind;
 use libtest_mimic::{Arguments, Failed, Trial};
 use serde_json::Value;
 
@@ -46,11 +48,11 @@ fn skip_reason(s: &Scenario) -> Option<String> {
         ImageSource::Fixture(f) => airboot_images::find(f).map(|d| d.arch),
         ImageSource::Path(_) => s.machine.arch,
     }?;
-    if airboot_qemu::process::which(arch.qemu_binary()).is_none() {
+    if airboot_qemu::process::which(qemu_system(arch)).is_none() {
         return Some(format!(
             "{} is not installed (Debian package {})",
-            arch.qemu_binary(),
-            airboot_qemu::process::package_for(arch.qemu_binary())
+            qemu_system(arch),
+            airboot_qemu::process::package_for(qemu_system(arch))
         ));
     }
     if let ImageSource::Fixture(f) = &s.image.source

@@ -10,7 +10,7 @@
 use airboot_proto::probe::{AirgapReport, Interface, Route};
 use serde::{Deserialize, Serialize};
 
-use crate::verify::Problem;
+use airboot_model::{FailureCode, Problem};
 
 /// Something that tried to reach a network.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -47,7 +47,7 @@ pub fn judge(report: &AirgapReport) -> (Airgap, Vec<Problem>) {
     let physical: Vec<&Interface> = report.interfaces.iter().filter(|i| i.kind == "physical").collect();
     for i in &physical {
         problems.push(Problem {
-            code: "airgap-nic",
+            code: FailureCode::AirgapNic,
             message: format!("the guest has a network interface {} backed by a device", i.name),
         });
     }
@@ -56,7 +56,7 @@ pub fn judge(report: &AirgapReport) -> (Airgap, Vec<Problem>) {
         let via_physical = physical.iter().any(|i| i.name == r.interface);
         if is_default(r) || r.gateway.is_some() || via_physical {
             problems.push(Problem {
-                code: "airgap-route",
+                code: FailureCode::AirgapRoute,
                 message: format!(
                     "the guest has a route out: {} via {}{}",
                     r.destination,
@@ -110,7 +110,7 @@ pub fn judge(report: &AirgapReport) -> (Airgap, Vec<Problem>) {
         } else {
             format!("egress attempted: {}", whos.join("; "))
         };
-        problems.push(Problem { code: "egress-attempt", message });
+        problems.push(Problem { code: FailureCode::EgressAttempt, message });
     }
     let airgap = Airgap {
         checked: true,
@@ -159,7 +159,7 @@ mod tests {
         };
         let (a, p) = judge(&r);
         let codes: Vec<_> = p.iter().map(|p| p.code).collect();
-        assert_eq!(codes, ["airgap-nic", "airgap-route", "airgap-route"]);
+        assert_eq!(codes, [FailureCode::AirgapNic, FailureCode::AirgapRoute, FailureCode::AirgapRoute]);
         assert!(a.default_route);
         assert_eq!(a.nics, 1);
     }
@@ -189,7 +189,7 @@ mod tests {
         };
         let (a, p) = judge(&r);
         assert_eq!(p.len(), 1);
-        assert_eq!(p[0].code, "egress-attempt");
+        assert_eq!(p[0].code, FailureCode::EgressAttempt);
         assert!(
             p[0].message.contains("unit egress-pull.service (docker) tried to reach registry.example.com"),
             "{}",

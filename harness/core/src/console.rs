@@ -8,6 +8,7 @@
 
 use std::collections::VecDeque;
 
+use airboot_model::FailureCode;
 use regex::{Regex, RegexSet};
 
 /// One console line, stamped with host time since t0 (the QMP `cont`).
@@ -144,7 +145,7 @@ pub fn clean_line(bytes: &[u8]) -> String {
 #[derive(Debug, Clone)]
 pub struct FailPattern {
     /// Failure code in the report.
-    pub code: String,
+    pub code: FailureCode,
     pub regex: String,
     /// What the match means, for the report.
     pub meaning: String,
@@ -152,29 +153,29 @@ pub struct FailPattern {
 
 /// Fail-fast patterns every run checks unless the scenario turns them off.
 pub fn default_fail_patterns() -> Vec<FailPattern> {
-    let p = |code: &str, regex: &str, meaning: &str| FailPattern {
-        code: code.into(),
+    let p = |code: FailureCode, regex: &str, meaning: &str| FailPattern {
+        code,
         regex: regex.into(),
         meaning: meaning.into(),
     };
     vec![
-        p("kernel-panic", r"Kernel panic - not syncing", "the guest kernel panicked"),
+        p(FailureCode::KernelPanic, r"Kernel panic - not syncing", "the guest kernel panicked"),
         p(
-            "emergency-mode",
+            FailureCode::EmergencyMode,
             r"You are in emergency mode|Entering emergency mode|Give root password for maintenance",
             "systemd dropped to emergency mode (often: a filesystem in fstab failed to mount)",
         ),
         p(
-            "uefi-shell",
+            FailureCode::UefiShell,
             r"^\s*Shell> ?$",
             "no bootable loader found: the firmware dropped to the UEFI shell (no EFI/BOOT/BOOT<ARCH>.EFI for this architecture on an EFI system partition, or the loader failed)",
         ),
         p(
-            "initramfs-shell",
+            FailureCode::InitramfsShell,
             r"Dropping to a shell|airboot-initramfs: FATAL|Unable to mount root fs",
             "the initramfs could not mount the root filesystem",
         ),
-        p("oom", r"Out of memory: Killed process", "the guest ran out of memory"),
+        p(FailureCode::Oom, r"Out of memory: Killed process", "the guest ran out of memory"),
     ]
 }
 
@@ -335,8 +336,8 @@ mod tests {
         assert_eq!(m.milestones, vec![0, 1]);
         assert_eq!(m.fail, None);
         let m = rules.scan("[    2.8] Kernel panic - not syncing: VFS: Unable to mount root fs");
-        assert_eq!(rules.fail_pattern(m.fail.unwrap()).code, "kernel-panic");
-        assert_eq!(rules.fail_pattern(rules.scan("Shell> ").fail.unwrap()).code, "uefi-shell");
+        assert_eq!(rules.fail_pattern(m.fail.unwrap()).code, FailureCode::KernelPanic);
+        assert_eq!(rules.fail_pattern(rules.scan("Shell> ").fail.unwrap()).code, FailureCode::UefiShell);
         assert_eq!(rules.scan("echo Shell> foo").fail, None);
         assert!(rules.scan("You are in emergency mode. After logging in").fail.is_some());
     }

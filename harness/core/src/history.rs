@@ -25,8 +25,8 @@ pub struct HistoryEntry {
     pub started_at: String,
     pub scenario: String,
     pub image_sha256: Option<String>,
-    pub arch: Option<String>,
-    pub accel: Option<String>,
+    pub arch: Option<airboot_model::Arch>,
+    pub accel: Option<airboot_model::Accel>,
     pub verdict: Verdict,
     pub time_to_stack_s: Option<f64>,
     /// Milestone name → seconds since t0.
@@ -42,8 +42,8 @@ impl HistoryEntry {
             started_at: r.started_at.clone(),
             scenario: r.scenario.clone(),
             image_sha256: r.image.sha256_before.clone(),
-            arch: r.arch.clone(),
-            accel: r.accel.clone(),
+            arch: r.arch,
+            accel: r.accel,
             verdict: r.verdict,
             time_to_stack_s: r.time_to_stack_s,
             milestones: r.milestones.iter().map(|m| (m.name.clone(), m.t_s)).collect(),
@@ -62,8 +62,8 @@ impl HistoryEntry {
         format!(
             "{} · image {digest} · {} · {}",
             self.scenario,
-            self.arch.as_deref().unwrap_or("?"),
-            self.accel.as_deref().unwrap_or("?")
+            self.arch.map_or("?", |a| a.as_str()),
+            self.accel.map_or("?", |a| a.as_str())
         )
     }
 }
@@ -301,8 +301,8 @@ mod tests {
             started_at: format!("2026-11-{:02}T03:00:00Z", i % 28 + 1),
             scenario: "preseeded-x86_64".into(),
             image_sha256: Some("ab".repeat(32)),
-            arch: Some("x86_64".into()),
-            accel: Some("tcg".into()),
+            arch: Some(airboot_model::Arch::X86_64),
+            accel: Some(airboot_model::Accel::Tcg),
             verdict,
             time_to_stack_s: tts,
             milestones: m,

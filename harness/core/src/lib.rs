@@ -9,6 +9,7 @@ pub mod disk;
 pub mod guest;
 pub mod history;
 pub mod outcome;
+pub mod platform;
 pub mod report;
 pub mod run;
 pub mod scenario;

@@ -44,7 +44,11 @@ impl Outcome {
         if self.failures.is_empty() {
             self.verdict.as_str().to_string()
         } else {
-            format!("{} ({})", self.verdict.as_str(), self.failures.join(", "))
+            format!(
+                "{} ({})",
+                self.verdict.as_str(),
+                self.failures.iter().map(|c| c.as_str()).collect::<Vec<_>>().join(", ")
+            )
         }
     }
 }
@@ -52,13 +56,12 @@ impl Outcome {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::report::Failure;
+    use airboot_model::{Failure, FailureCode};
 
-    fn report(verdict: Verdict, failures: &[(&str, &str)]) -> Report {
+    fn report(verdict: Verdict, failures: &[(FailureCode, &str)]) -> Report {
         let mut r = Report::new("s", "s.toml", "now".into());
         r.verdict = verdict;
-        r.failures =
-            failures.iter().map(|(c, m)| Failure { code: (*c).into(), message: (*m).into(), evidence: None }).collect();
+        r.failures = failures.iter().map(|(c, m)| Failure { code: *c, message: (*m).into(), evidence: None }).collect();
         r
     }
 
@@ -66,19 +69,25 @@ mod tests {
     fn declared_failures_match_or_say_what_differs() {
         let o = Outcome {
             verdict: Verdict::Fail,
-            failures: vec!["image-missing".into()],
+            failures: vec![FailureCode::ImageMissing],
             contains: vec!["fixture/nginx:1".into()],
         };
         assert!(
-            check(&o, &report(Verdict::Fail, &[("image-missing", "image fixture/nginx:1 is not in `docker images`")]))
-                .is_ok()
+            check(
+                &o,
+                &report(
+                    Verdict::Fail,
+                    &[(FailureCode::ImageMissing, "image fixture/nginx:1 is not in `docker images`")]
+                )
+            )
+            .is_ok()
         );
         let e = check(&o, &report(Verdict::Pass, &[])).unwrap_err();
         assert!(e.contains("verdict pass (declared fail)") && e.contains("no image-missing failure"), "{e}");
-        let e = check(&o, &report(Verdict::Fail, &[("timeout", "timed out")])).unwrap_err();
+        let e = check(&o, &report(Verdict::Fail, &[(FailureCode::Timeout, "timed out")])).unwrap_err();
         assert!(e.contains("timeout: timed out"), "the actual failures are shown: {e}");
         assert!(check(&Outcome::default(), &report(Verdict::Pass, &[])).is_ok());
-        assert!(check(&Outcome::default(), &report(Verdict::Fail, &[("x", "y")])).is_err());
+        assert!(check(&Outcome::default(), &report(Verdict::Fail, &[(FailureCode::Oom, "y")])).is_err());
         assert_eq!(o.describe(), "fail (image-missing)");
         assert_eq!(Outcome::default().describe(), "pass");
     }

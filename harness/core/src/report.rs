@@ -4,41 +4,13 @@
 
 use serde::{Deserialize, Serialize};
 
+use airboot_model::{Accel, Arch, BootMode, DiskFormat, TransportKind};
+pub use airboot_model::{Failure, FailureCode, Verdict};
+
 use crate::verify::{ContainerRow, ImageRow};
 
 pub const SCHEMA: &str = "airboot.report/v1";
 pub const RUN_SCHEMA: &str = "airboot.run/v1";
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum Verdict {
-    /// Every expectation held.
-    #[default]
-    Pass,
-    /// The image is wrong: an expectation did not hold.
-    Fail,
-    /// The harness could not judge: bad input, missing tool, interrupted.
-    Error,
-}
-
-impl Verdict {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Verdict::Pass => "pass",
-            Verdict::Fail => "fail",
-            Verdict::Error => "error",
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Failure {
-    /// Stable code, e.g. `image-missing`, `timeout`, `kernel-panic`.
-    pub code: String,
-    pub message: String,
-    /// The console line, status block or process output that shows it.
-    pub evidence: Option<String>,
-}
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Milestone {
@@ -71,7 +43,7 @@ pub struct Timeouts {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 pub struct ImageInfo {
     pub path: Option<String>,
-    pub format: Option<String>,
+    pub format: Option<DiskFormat>,
     pub fixture: Option<String>,
     pub sha256_before: Option<String>,
     pub sha256_after: Option<String>,
@@ -81,7 +53,7 @@ pub struct ImageInfo {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 pub struct BootInfo {
-    pub mode: Option<String>,
+    pub mode: Option<BootMode>,
     pub kernel: Option<String>,
     pub initrd: Option<String>,
     pub append: Option<String>,
@@ -141,7 +113,7 @@ pub struct ConsoleInfo {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 pub struct ProbeInfo {
     /// `vsock`, `vhost-user-vsock`, `virtio-serial` or `console`.
-    pub transport: Option<String>,
+    pub transport: Option<TransportKind>,
     pub transport_reason: Option<String>,
     /// When the probe first answered (seconds since t0).
     pub connected_s: Option<f64>,
@@ -173,9 +145,9 @@ pub struct Report {
     /// RFC 3339, UTC.
     pub started_at: String,
     pub wall_s: f64,
-    pub accel: Option<String>,
+    pub accel: Option<Accel>,
     pub accel_reason: Option<String>,
-    pub arch: Option<String>,
+    pub arch: Option<Arch>,
     #[serde(default)]
     pub arch_detection: ArchDetection,
     pub machine: MachineInfo,
@@ -252,10 +224,36 @@ impl Report {
         }
     }
 
-    /// Record a harness error (verdict `error`).
-    pub fn error(&mut self, code: &str, message: String, evidence: Option<String>) {
+    /// Record a failure; the verdict becomes the worse of what it was
+    /// and the failure's class (`fail` or `error`).
+    pub fn fail(&mut self, f: Failure) {
+        self.verdict = self.verdict.worst(f.code.verdict());
+        self.failures.push(f);
+    }
+
+    /// Record a failure that settles the verdict as `error` whatever came
+    /// before (a run that could not be judged): a harness error.
+    pub fn error(&mut self, code: FailureCode, message: String, evidence: Option<String>) {
         self.verdict = Verdict::Error;
-        self.failures.push(Failure { code: code.into(), message, evidence });
+        self.failures.push(Failure { code, message, evidence });
+    }
+}
+
+impl crate::cut::RebootFindings {
+    /// From the report of the boot that powered a crash state on. The
+    /// engine came up when it reached the `engine` milestone, or when its
+    /// last state was `up` or `failing` (running and answering, its API
+    /// failing: a damaged store, not a dead device). An engine the probe
+    /// last saw down or still starting never came up: BRICKED.
+    pub fn of(r: &Report) -> crate::cut::RebootFindings {
+        use airboot_proto::EngineState;
+        let last = r.engine.as_ref().map(|e| e.state);
+        crate::cut::RebootFindings {
+            passed: r.verdict == Verdict::Pass,
+            engine_up: r.milestones.iter().any(|m| m.name == "engine")
+                || matches!(last, Some(EngineState::Up | EngineState::Failing)),
+            failures: r.failures.iter().map(Failure::to_string).collect(),
+        }
     }
 }
 
@@ -288,20 +286,39 @@ pub struct RunIndex {
 /// Exit code for a set of verdicts: 2 if any error, else 1 if any failure,
 /// else 0.
 pub fn exit_code<'a>(verdicts: impl IntoIterator<Item = &'a Verdict>) -> i32 {
-    let mut code = 0;
-    for v in verdicts {
-        code = code.max(match v {
-            Verdict::Pass => 0,
-            Verdict::Fail => 1,
-            Verdict::Error => 2,
-        });
-    }
-    code
+    verdicts.into_iter().fold(Verdict::Pass, |a, b| a.worst(*b)).exit_code()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_engine_came_up_only_if_it_ran() {
+        use airboot_proto::{EngineRecord, EngineState};
+        let boot = |state: Option<EngineState>, milestone: bool| {
+            let mut r = Report::new("cut-01-reboot", "s.toml", "now".into());
+            r.verdict = Verdict::Fail;
+            r.engine = state.map(|state| EngineRecord { name: "docker".into(), state, ..Default::default() });
+            if milestone {
+                let (source, evidence) = ("status".into(), "probe status at 9.0s".into());
+                r.milestones.push(Milestone { name: "engine".into(), t_s: 9.0, source, evidence });
+            }
+            let (code, message) = (FailureCode::Timeout, "the stack never became ready".into());
+            r.failures.push(Failure { code, message, evidence: None });
+            r
+        };
+        let up = |state, milestone| crate::cut::RebootFindings::of(&boot(state, milestone)).engine_up;
+        assert!(!up(None, false), "no word from the engine");
+        assert!(!up(Some(EngineState::Down), false), "a record saying it is down is not an engine that came up");
+        assert!(!up(Some(EngineState::Starting), false));
+        assert!(up(Some(EngineState::Failing), false), "it runs and answers");
+        assert!(up(Some(EngineState::Up), false));
+        assert!(up(Some(EngineState::Down), true), "it came up, then went down");
+        let f = crate::cut::RebootFindings::of(&boot(Some(EngineState::Down), false));
+        assert!(!f.passed);
+        assert_eq!(f.failures, ["timeout: the stack never became ready"]);
+    }
 
     #[test]
     fn exit_codes() {
@@ -314,7 +331,7 @@ mod tests {
     #[test]
     fn report_round_trips_with_the_documented_names() {
         let mut r = Report::new("s", "s.toml", "2026-01-01T00:00:00Z".into());
-        r.error("bad", "why".into(), None);
+        r.error(FailureCode::BadInput, "why".into(), None);
         let v = serde_json::to_value(&r).unwrap();
         assert_eq!(v["schema"], "airboot.report/v1");
         assert_eq!(v["verdict"], "error");
@@ -323,7 +340,7 @@ mod tests {
         assert!(v["probe"]["transport"].is_null());
         assert_eq!(v["airgap"]["checked"], false);
         assert!(v["airgap"]["egress_attempts"].as_array().unwrap().is_empty());
-        assert_eq!(v["failures"][0]["code"], "bad");
+        assert_eq!(v["failures"][0]["code"], "bad-input");
         for key in ["image", "milestones", "images", "containers", "accel", "accel_reason", "arch"] {
             assert!(v.get(key).is_some(), "missing {key}");
         }

@@ -16,7 +16,9 @@ use airboot_proto::probe::{AirgapReport, ProbeStatus, RunImageResult};
 use crate::airgap::{self, Airgap};
 use crate::console::{ConsoleRules, FailPattern, TimedLine, default_fail_patterns};
 use crate::guest::{ClockMap, ClockSample, GuestTimes, clock_map, guest_times, to_block};
-use crate::report::{Failure, Milestone, Verdict};
+use airboot_model::{Failure, FailureCode, Verdict};
+
+use crate::report::Milestone;
 use crate::scenario::{Expect, MilestoneSpec};
 use crate::status::{Assembled, Assembler, StatusBlock};
 use crate::verify::{ContainerRow, Evaluation, ImageRow, evaluate};
@@ -138,7 +140,7 @@ impl Run {
         }
         let mut fails: Vec<FailPattern> = if cfg.expect.default_fail_on { default_fail_patterns() } else { Vec::new() };
         fails.extend(cfg.expect.fail_on.iter().map(|r| FailPattern {
-            code: "fail-pattern".into(),
+            code: FailureCode::FailPattern,
             regex: r.clone(),
             meaning: format!("the console matched the scenario's fail_on pattern {r:?}"),
         }));
@@ -272,7 +274,7 @@ impl Run {
                 Assembled::Unsupported(why) => {
                     self.error = true;
                     return self.stop_fail(Failure {
-                        code: "status-protocol".into(),
+                        code: FailureCode::StatusProtocol,
                         message: format!("{why}: upgrade airboot or the image's status reporter"),
                         evidence: Some(line.text.clone()),
                     });
@@ -396,7 +398,7 @@ impl Run {
                 && ts > budget
             {
                 return self.stop_fail(Failure {
-                    code: "over-budget".into(),
+                    code: FailureCode::OverBudget,
                     message: format!(
                         "time to running stack {ts:.1}s is over the budget of {budget:.1}s ({}s × {} for this accelerator)",
                         self.cfg.expect.time_to_stack.unwrap_or_default().as_secs_f64(),
@@ -413,26 +415,28 @@ impl Run {
         // An image built for another platform can never run here: waiting
         // for the stack to settle would only wait for the timeout (its
         // containers fail and restart for ever).
-        if !satisfied && self.wants_stack() && problems.iter().any(|p| p.code == "image-arch-mismatch") {
-            self.failures.extend(problems.into_iter().filter(|p| p.code == "image-arch-mismatch").map(|p| Failure {
-                code: p.code.into(),
-                message: p.message,
-                evidence: Some(format!(
-                    "{evidence} (decided at once: the engine lists the image, and no retry can run it)"
-                )),
+        if !satisfied && self.wants_stack() && problems.iter().any(|p| p.code == FailureCode::ImageArchMismatch) {
+            self.failures.extend(problems.into_iter().filter(|p| p.code == FailureCode::ImageArchMismatch).map(|p| {
+                Failure {
+                    code: p.code,
+                    message: p.message,
+                    evidence: Some(format!(
+                        "{evidence} (decided at once: the engine lists the image, and no retry can run it)"
+                    )),
+                }
             }));
             self.done = true;
             return Decision::Stop;
         }
         if !satisfied && is_final && self.wants_stack() {
             self.failures.extend(problems.into_iter().map(|p| Failure {
-                code: p.code.into(),
+                code: p.code,
                 message: p.message,
                 evidence: Some(format!("{evidence} (the guest says its stack has settled)")),
             }));
             if self.failures.is_empty() {
                 self.failures.push(Failure {
-                    code: "stack-not-ready".into(),
+                    code: FailureCode::StackNotReady,
                     message: "the guest's stack settled without meeting the expectations".into(),
                     evidence: Some(evidence),
                 });
@@ -454,7 +458,7 @@ impl Run {
         for r in &runs {
             if !r.ran {
                 self.failures.push(Failure {
-                    code: "image-run-failed".into(),
+                    code: FailureCode::ImageRunFailed,
                     message: format!(
                         "image {} is listed but does not run (with --network none): {}",
                         r.reference, r.detail
@@ -471,7 +475,7 @@ impl Run {
                     let evidence =
                         a.egress_attempts.iter().map(|e| e.evidence.clone()).take(3).collect::<Vec<_>>().join(" | ");
                     self.failures.push(Failure {
-                        code: p.code.into(),
+                        code: p.code,
                         message: p.message,
                         evidence: (!evidence.is_empty()).then_some(evidence),
                     });
@@ -497,7 +501,7 @@ impl Run {
             match &self.hits[i] {
                 Some(h) if h.t_s > limit => {
                     let f = Failure {
-                        code: "milestone-late".into(),
+                        code: FailureCode::MilestoneLate,
                         message: format!("milestone {} came at {:.1}s, after its budget of {limit:.1}s", s.name, h.t_s),
                         evidence: Some(h.evidence.clone()),
                     };
@@ -505,7 +509,7 @@ impl Run {
                 }
                 None if t > limit => {
                     let f = Failure {
-                        code: "milestone-late".into(),
+                        code: FailureCode::MilestoneLate,
                         message: format!("milestone {} not seen within its budget of {limit:.1}s", s.name),
                         evidence: self.last_line.as_ref().map(|l| l.text.clone()),
                     };
@@ -571,7 +575,7 @@ impl Run {
                 message.push_str(&format!("; required milestones never seen: {}", missing.join(", ")));
             }
             let f = Failure {
-                code: "timeout".into(),
+                code: FailureCode::Timeout,
                 message,
                 evidence: self.last_line.as_ref().map(|l| format!("last console line at {:.1}s: {}", l.t, l.text)),
             };
@@ -586,7 +590,7 @@ impl Run {
             return Decision::Stop;
         }
         self.stop_fail(Failure {
-            code: "vm-exited".into(),
+            code: FailureCode::VmExited,
             message: format!(
                 "QEMU exited ({status}) at {t:.1}s before the run was decided: the guest powered off or rebooted (airboot runs QEMU with -no-reboot), or QEMU failed"
             ),
@@ -595,12 +599,12 @@ impl Run {
     }
 
     /// The harness was told to stop (Ctrl-C, SIGTERM) or failed itself.
-    pub fn on_abort(&mut self, t: f64, code: &str, why: &str) -> Decision {
+    pub fn on_abort(&mut self, t: f64, code: FailureCode, why: &str) -> Decision {
         if self.done {
             return Decision::Stop;
         }
         self.error = true;
-        self.stop_fail(Failure { code: code.into(), message: format!("{why} at {t:.1}s"), evidence: None })
+        self.stop_fail(Failure { code, message: format!("{why} at {t:.1}s"), evidence: None })
     }
 
     pub fn finish(mut self) -> RunResult {
@@ -614,7 +618,7 @@ impl Run {
         };
         if !self.done {
             self.failures.push(Failure {
-                code: "undecided".into(),
+                code: FailureCode::Undecided,
                 message: "the run ended before it was decided".into(),
                 evidence: None,
             });
@@ -687,7 +691,8 @@ impl Run {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::scenario::{ContainerExpect, Engine, ExtraImages, ImageExpect};
+    use crate::scenario::{ContainerExpect, ExtraImages, ImageExpect};
+    use airboot_model::Engine;
     use std::time::Duration;
 
     const RID: &str = "sha256:1111111111111111111111111111111111111111111111111111111111111111";
@@ -773,7 +778,7 @@ mod tests {
         assert_eq!(feed(&mut run, 6.0, &block(2, true, "healthy")), Decision::Stop);
         let r = run.finish();
         assert_eq!(r.verdict, Verdict::Fail);
-        assert_eq!(r.failures[0].code, "image-missing");
+        assert_eq!(r.failures[0].code, FailureCode::ImageMissing);
         assert!(r.failures[0].message.contains("fixture/nginx:1"));
         assert_eq!(r.time_to_stack_s, None);
     }
@@ -784,12 +789,12 @@ mod tests {
         assert_eq!(run.on_line(&line(1.0, "[ 1.0] Kernel panic - not syncing: VFS")), Decision::Stop);
         let r = run.finish();
         assert_eq!(r.verdict, Verdict::Fail);
-        assert_eq!(r.failures[0].code, "kernel-panic");
+        assert_eq!(r.failures[0].code, FailureCode::KernelPanic);
         assert_eq!(r.failures[0].evidence.as_deref(), Some("[ 1.0] Kernel panic - not syncing: VFS"));
 
         let mut run = Run::new(cfg()).unwrap();
         assert_eq!(run.on_line(&line(1.0, "app says BOOM")), Decision::Stop);
-        assert_eq!(run.finish().failures[0].code, "fail-pattern");
+        assert_eq!(run.finish().failures[0].code, FailureCode::FailPattern);
     }
 
     #[test]
@@ -799,7 +804,7 @@ mod tests {
         assert_eq!(feed(&mut run, 25.0, &block(1, false, "healthy")), Decision::Stop);
         let r = run.finish();
         assert_eq!(r.verdict, Verdict::Fail);
-        assert_eq!(r.failures[0].code, "over-budget");
+        assert_eq!(r.failures[0].code, FailureCode::OverBudget);
         assert_eq!(r.time_to_stack_s, Some(25.0));
     }
 
@@ -809,7 +814,7 @@ mod tests {
         assert_eq!(run.on_tick(39.9), Decision::Continue);
         assert_eq!(run.on_tick(40.0), Decision::Stop);
         let r = run.finish();
-        assert_eq!(r.failures[0].code, "timeout");
+        assert_eq!(r.failures[0].code, FailureCode::Timeout);
         assert!(r.failures[0].message.contains("no AIRBOOT-STATUS block"), "{}", r.failures[0].message);
 
         let mut run = Run::new(cfg()).unwrap();
@@ -838,7 +843,7 @@ mod tests {
         let mut run = Run::new(c.clone()).unwrap();
         assert_eq!(run.on_tick(9.0), Decision::Continue);
         assert_eq!(run.on_tick(10.5), Decision::Stop);
-        assert_eq!(run.finish().failures[0].code, "milestone-late");
+        assert_eq!(run.finish().failures[0].code, FailureCode::MilestoneLate);
 
         // Stack ready but required milestone missing: keep waiting.
         c.milestones[0].within = None;
@@ -872,11 +877,11 @@ mod tests {
         assert_eq!(run.on_exit(1.2, "exit status 0"), Decision::Stop);
         let r = run.finish();
         assert_eq!(r.verdict, Verdict::Fail);
-        assert_eq!(r.failures[0].code, "vm-exited");
+        assert_eq!(r.failures[0].code, FailureCode::VmExited);
         assert!(r.failures[0].evidence.as_deref().unwrap().contains("Power down"));
 
         let mut run = Run::new(cfg()).unwrap();
-        assert_eq!(run.on_abort(3.0, "interrupted", "interrupted by SIGINT"), Decision::Stop);
+        assert_eq!(run.on_abort(3.0, FailureCode::Interrupted, "interrupted by SIGINT"), Decision::Stop);
         let r = run.finish();
         assert_eq!(r.verdict, Verdict::Error);
     }
@@ -1031,7 +1036,7 @@ mod tests {
         assert_eq!(run.on_verification(25.0, vec![bad], Some(&clean_airgap())), Decision::Stop);
         let r = run.finish();
         assert_eq!(r.verdict, Verdict::Fail);
-        assert_eq!(r.failures[0].code, "image-run-failed");
+        assert_eq!(r.failures[0].code, FailureCode::ImageRunFailed);
         assert!(r.failures[0].message.contains("no such file"));
     }
 
@@ -1051,7 +1056,7 @@ mod tests {
         assert_eq!(run.on_verification(25.0, vec![ran("fixture/redis:1")], Some(&a)), Decision::Stop);
         let r = run.finish();
         assert_eq!(r.verdict, Verdict::Fail);
-        assert_eq!(r.failures[0].code, "egress-attempt");
+        assert_eq!(r.failures[0].code, FailureCode::EgressAttempt);
         assert!(
             r.failures[0].message.contains("egress-pull.service")
                 && r.failures[0].message.contains("registry.example.com")
@@ -1075,7 +1080,7 @@ mod tests {
         s.settled = true;
         assert_eq!(run.on_probe_status(&s, smp), Decision::Stop);
         let r = run.finish();
-        assert_eq!(r.failures[0].code, "engine-down");
+        assert_eq!(r.failures[0].code, FailureCode::EngineDown);
         assert!(r.failures[0].message.contains("docker.service is inactive"));
     }
 
@@ -1087,7 +1092,7 @@ mod tests {
         s.settled = false; // its containers restart for ever: never settles
         assert_eq!(run.on_probe_status(&s, smp), Decision::Stop, "wrong platform: decided at once");
         let r = run.finish();
-        assert_eq!(r.failures[0].code, "image-arch-mismatch");
+        assert_eq!(r.failures[0].code, FailureCode::ImageArchMismatch);
         assert!(r.failures[0].message.contains("arm64"), "{}", r.failures[0].message);
     }
 
@@ -1102,7 +1107,7 @@ mod tests {
         assert_eq!(run.on_probe_status(&s, smp), Decision::Verify);
         assert_eq!(run.on_tick(41.0), Decision::Stop);
         let r = run.finish();
-        assert_eq!(r.failures[0].code, "timeout");
+        assert_eq!(r.failures[0].code, FailureCode::Timeout);
         assert!(r.failures[0].message.contains("did not finish"), "{}", r.failures[0].message);
     }
 

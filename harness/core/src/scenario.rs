@@ -14,6 +14,8 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 
+use airboot_model::{Arch, BootMode, DiskFormat, Engine, TransportKind};
+
 use crate::units::{parse_duration, parse_mib};
 
 /// A scenario as validated from its file.
@@ -38,7 +40,7 @@ pub struct Scenario {
 pub struct PowerCutSpec {
     /// `kill`, `lose-unflushed`, `torn`, `flush-ignored` (each cut point
     /// is judged under every mode listed).
-    pub modes: Vec<crate::cut::writelog::CutMode>,
+    pub modes: Vec<airboot_model::CutMode>,
     /// Seed of every random choice (torn, flush-ignored); chosen and
     /// recorded when absent.
     pub seed: Option<u64>,
@@ -119,113 +121,6 @@ pub enum ImageSource {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum BootMode {
-    /// QEMU loads a kernel (and initrd) itself: `-kernel`/`-initrd`/`-append`.
-    Direct,
-    /// Firmware boots the disk (whole-disk images with an EFI partition).
-    Uefi,
-    /// Board mode: the image's root partition booted with airboot's generic
-    /// kernel and an initramfs that loads what the engine needs, for boards
-    /// QEMU has no machine for. The board's own kernel is not used.
-    Board,
-}
-
-impl BootMode {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            BootMode::Direct => "direct",
-            BootMode::Uefi => "uefi",
-            BootMode::Board => "board",
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum DiskFormat {
-    Raw,
-    Qcow2,
-}
-
-impl DiskFormat {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            DiskFormat::Raw => "raw",
-            DiskFormat::Qcow2 => "qcow2",
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Arch {
-    X86_64,
-    Aarch64,
-}
-
-impl Arch {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Arch::X86_64 => "x86_64",
-            Arch::Aarch64 => "aarch64",
-        }
-    }
-    /// Debian's name for the architecture.
-    pub fn debian(self) -> &'static str {
-        match self {
-            Arch::X86_64 => "amd64",
-            Arch::Aarch64 => "arm64",
-        }
-    }
-    /// The OCI/Docker `architecture` value.
-    pub fn oci(self) -> &'static str {
-        self.debian()
-    }
-    /// The QEMU system emulator for this architecture.
-    pub fn qemu_binary(self) -> &'static str {
-        match self {
-            Arch::X86_64 => "qemu-system-x86_64",
-            Arch::Aarch64 => "qemu-system-aarch64",
-        }
-    }
-    /// The serial console device name the guest kernel uses.
-    pub fn console_tty(self) -> &'static str {
-        match self {
-            Arch::X86_64 => "ttyS0",
-            Arch::Aarch64 => "ttyAMA0",
-        }
-    }
-    pub fn parse(s: &str) -> Option<Arch> {
-        match s {
-            "x86_64" | "amd64" => Some(Arch::X86_64),
-            "aarch64" | "arm64" => Some(Arch::Aarch64),
-            _ => None,
-        }
-    }
-    /// The architecture this program was built for.
-    pub fn host() -> Option<Arch> {
-        Arch::parse(std::env::consts::ARCH)
-    }
-}
-
-impl std::fmt::Display for Arch {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl<'de> Deserialize<'de> for Arch {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        Arch::parse(&s).ok_or_else(|| {
-            de::Error::custom(format!(
-                "unknown architecture {s:?}: use \"x86_64\" (alias \"amd64\") or \"aarch64\" (alias \"arm64\")"
-            ))
-        })
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
 pub enum AccelChoice {
     /// KVM when a probe boot shows it works, TCG otherwise.
     Auto,
@@ -244,40 +139,15 @@ impl AccelChoice {
     }
 }
 
-/// How the host talks to the probe in the guest (see airboot-qemu's
-/// `transport` module); `None` in a scenario means auto.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TransportKind {
-    Vsock,
-    VhostUserVsock,
-    VirtioSerial,
-    Console,
-}
-
-impl TransportKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            TransportKind::Vsock => "vsock",
-            TransportKind::VhostUserVsock => "vhost-user-vsock",
-            TransportKind::VirtioSerial => "virtio-serial",
-            TransportKind::Console => "console",
-        }
+/// A transport as a scenario or `--transport` gives it: `Ok(None)` for
+/// `auto`.
+pub fn parse_transport(s: &str) -> Result<Option<TransportKind>, String> {
+    if s == "auto" {
+        return Ok(None);
     }
-    /// `Ok(None)` for `auto`.
-    pub fn parse(s: &str) -> Result<Option<TransportKind>, String> {
-        Ok(Some(match s {
-            "auto" => return Ok(None),
-            "vsock" => TransportKind::Vsock,
-            "vhost-user-vsock" => TransportKind::VhostUserVsock,
-            "virtio-serial" => TransportKind::VirtioSerial,
-            "console" => TransportKind::Console,
-            other => {
-                return Err(format!(
-                    "unknown transport {other:?}: use \"auto\", \"vsock\", \"vhost-user-vsock\", \"virtio-serial\" or \"console\""
-                ));
-            }
-        }))
-    }
+    TransportKind::parse(s)
+        .map(Some)
+        .ok_or_else(|| format!("unknown transport {s:?}: use \"auto\", {}", TransportKind::choices()))
 }
 
 /// A transport as written in a scenario (`auto` → `None`).
@@ -285,25 +155,7 @@ struct TransportField(Option<TransportKind>);
 impl<'de> Deserialize<'de> for TransportField {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
-        TransportKind::parse(&s).map(TransportField).map_err(de::Error::custom)
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Engine {
-    Docker,
-    Podman,
-    Containerd,
-}
-
-impl Engine {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Engine::Docker => "docker",
-            Engine::Podman => "podman",
-            Engine::Containerd => "containerd",
-        }
+        parse_transport(&s).map(TransportField).map_err(de::Error::custom)
     }
 }
 
@@ -394,9 +246,9 @@ pub struct Expect {
 /// negative controls declare how they must fail.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Outcome {
-    pub verdict: crate::report::Verdict,
+    pub verdict: airboot_model::Verdict,
     /// Failure codes that must be among the run's failures.
-    pub failures: Vec<String>,
+    pub failures: Vec<airboot_model::FailureCode>,
     /// Text that must appear in some failure's message or evidence.
     pub contains: Vec<String>,
 }
@@ -569,9 +421,9 @@ fn parse_trigger(t: RawTrigger, bad: &dyn Fn(&str, String) -> ScenarioError) -> 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct RawOutcome {
-    verdict: Option<crate::report::Verdict>,
+    verdict: Option<airboot_model::Verdict>,
     #[serde(default)]
-    failures: Vec<String>,
+    failures: Vec<airboot_model::FailureCode>,
     #[serde(default)]
     contains: Vec<String>,
 }
@@ -992,12 +844,12 @@ pub fn parse(src: &str, file: &Path, check_paths: bool) -> Result<Scenario, Scen
                 |key: &str, message: String| err_at(Some(span.clone()), Some(format!("power_cut.{key}")), message);
             let mut modes = Vec::new();
             for m in &pc.modes {
-                modes.push(crate::cut::writelog::CutMode::parse(m).ok_or_else(|| {
+                modes.push(airboot_model::CutMode::parse(m).ok_or_else(|| {
                     bad("modes", format!("unknown mode {m:?}: use kill, lose-unflushed, torn or flush-ignored"))
                 })?);
             }
             if modes.is_empty() {
-                modes.push(crate::cut::writelog::CutMode::LoseUnflushed);
+                modes.push(airboot_model::CutMode::LoseUnflushed);
             }
             let has_after = pc.after.is_some() || pc.flushes.is_some() || pc.writes.is_some() || pc.bytes.is_some();
             let trigger = parse_trigger(
@@ -1058,9 +910,9 @@ pub fn parse(src: &str, file: &Path, check_paths: bool) -> Result<Scenario, Scen
         milestones,
         outcome: Outcome {
             verdict: raw.outcome.verdict.unwrap_or(if raw.outcome.failures.is_empty() {
-                crate::report::Verdict::Pass
+                airboot_model::Verdict::Pass
             } else {
-                crate::report::Verdict::Fail
+                airboot_model::Verdict::Fail
             }),
             failures: raw.outcome.failures,
             contains: raw.outcome.contains,
@@ -1280,7 +1132,7 @@ within = "15s"
 
     #[test]
     fn power_cut_sections() {
-        use crate::cut::writelog::CutMode;
+        use airboot_model::CutMode;
         let base = "[image]\nfixture = \"debian-load-at-boot-x86_64\"\n";
         assert_eq!(p(base).unwrap().power_cut, None);
         let s = p(&format!(
@@ -1412,11 +1264,15 @@ within = "15s"
     fn declared_outcomes() {
         let s =
             p("[image]\nfixture = \"f\"\n[outcome]\nfailures = [\"image-missing\"]\ncontains = [\"nginx\"]\n").unwrap();
-        assert_eq!(s.outcome.verdict, crate::report::Verdict::Fail, "failures imply a failing verdict");
-        assert_eq!(s.outcome.failures, ["image-missing"]);
+        assert_eq!(s.outcome.verdict, airboot_model::Verdict::Fail, "failures imply a failing verdict");
+        assert_eq!(s.outcome.failures, [airboot_model::FailureCode::ImageMissing]);
         assert_eq!(p("[image]\nfixture = \"f\"\n").unwrap().outcome, Outcome::default());
         let e = p("[image]\nfixture = \"f\"\n[outcome]\nverdict = \"flaky\"\n").unwrap_err();
         assert_eq!(e.key.as_deref(), Some("outcome.verdict"));
+        // A misspelt code could never match: it is refused, with the nearest.
+        let e = p("[image]\nfixture = \"f\"\n[outcome]\nfailures = [\"image-mising\"]\n").unwrap_err();
+        assert_eq!((e.line, e.key.as_deref()), (Some(4), Some("outcome.failures")));
+        assert!(e.message.contains("did you mean \"image-missing\"?"), "{e}");
         assert_eq!(s.test_name(Some(Arch::Aarch64)), "aarch64::t");
     }
 

@@ -2,19 +2,12 @@
 
 use std::collections::BTreeMap;
 
+use airboot_model::{FailureCode, Problem};
 use airboot_proto::EngineState;
 use serde::{Deserialize, Serialize};
 
 use crate::scenario::{Expect, ExtraImages, normalize_ref};
 use crate::status::StatusBlock;
-
-/// One reason the stack is not (yet) what the scenario expects.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Problem {
-    /// Stable code for scripts: image-missing, image-id-mismatch, …
-    pub code: &'static str,
-    pub message: String,
-}
 
 /// One image as the report lists it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -104,7 +97,8 @@ pub fn evaluate(expect: &Expect, known_ids: &BTreeMap<String, String>, block: &S
                 e.detail.as_ref().map(|d| format!(" ({d})")).unwrap_or_default()
             ),
         };
-        let code = if engine_state == Some(EngineState::Failing) { "engine-error" } else { "engine-down" };
+        let code =
+            if engine_state == Some(EngineState::Failing) { FailureCode::EngineError } else { FailureCode::EngineDown };
         problems.push(Problem { code, message: msg });
     }
 
@@ -128,7 +122,7 @@ pub fn evaluate(expect: &Expect, known_ids: &BTreeMap<String, String>, block: &S
             (None, _) if engine_up => {
                 let present: Vec<&str> = listed.keys().map(String::as_str).collect();
                 problems.push(Problem {
-                    code: "image-missing",
+                    code: FailureCode::ImageMissing,
                     message: format!(
                         "image {} is not in `{} images` (it lists: {})",
                         e.reference,
@@ -138,7 +132,7 @@ pub fn evaluate(expect: &Expect, known_ids: &BTreeMap<String, String>, block: &S
                 });
             }
             (Some(a), _) if wrong_platform(block, a).is_some() => problems.push(Problem {
-                code: "image-arch-mismatch",
+                code: FailureCode::ImageArchMismatch,
                 message: format!(
                     "image {} is {} but the device is {}: it would fail with \"exec format error\"",
                     e.reference,
@@ -147,7 +141,7 @@ pub fn evaluate(expect: &Expect, known_ids: &BTreeMap<String, String>, block: &S
                 ),
             }),
             (Some(a), Some(x)) if !id_matches(x, a) => problems.push(Problem {
-                code: "image-id-mismatch",
+                code: FailureCode::ImageIdMismatch,
                 message: format!(
                     "image {} has ID {} but {} was expected (a different build of it is on the device)",
                     e.reference,
@@ -171,7 +165,7 @@ pub fn evaluate(expect: &Expect, known_ids: &BTreeMap<String, String>, block: &S
         }
         if expect.extra_images == ExtraImages::Fail {
             problems.push(Problem {
-                code: "unexpected-image",
+                code: FailureCode::UnexpectedImage,
                 message: format!(
                     "image {r} ({}) is on the device but the scenario does not expect it (set expect.extra_images = \"allow\" to permit extras)",
                     short(id)
@@ -189,7 +183,7 @@ pub fn evaluate(expect: &Expect, known_ids: &BTreeMap<String, String>, block: &S
     for id in &dangling {
         if expect.extra_images == ExtraImages::Fail {
             problems.push(Problem {
-                code: "untagged-image",
+                code: FailureCode::UntaggedImage,
                 message: format!(
                     "an untagged image <none>:<none> ({}) is on the device: often a load that was cut short or a tag that was lost",
                     short(id)
@@ -205,9 +199,15 @@ pub fn evaluate(expect: &Expect, known_ids: &BTreeMap<String, String>, block: &S
         });
     }
     let images_ok = engine_up
-        && !problems
-            .iter()
-            .any(|p| matches!(p.code, "image-missing" | "image-id-mismatch" | "unexpected-image" | "untagged-image"));
+        && !problems.iter().any(|p| {
+            matches!(
+                p.code,
+                FailureCode::ImageMissing
+                    | FailureCode::ImageIdMismatch
+                    | FailureCode::UnexpectedImage
+                    | FailureCode::UntaggedImage
+            )
+        });
 
     // Containers.
     let mut running = Vec::new();
@@ -218,7 +218,7 @@ pub fn evaluate(expect: &Expect, known_ids: &BTreeMap<String, String>, block: &S
         let Some(found) = found else {
             if engine_up {
                 problems.push(Problem {
-                    code: "container-missing",
+                    code: FailureCode::ContainerMissing,
                     message: format!("container {} does not exist", c.name),
                 });
             }
@@ -243,13 +243,13 @@ pub fn evaluate(expect: &Expect, known_ids: &BTreeMap<String, String>, block: &S
             && want != &image
         {
             problems.push(Problem {
-                code: "container-wrong-image",
+                code: FailureCode::ContainerWrongImage,
                 message: format!("container {} runs {} but {} was expected", c.name, image, want),
             });
         }
         if found.state != "running" {
             problems.push(Problem {
-                code: "container-not-running",
+                code: FailureCode::ContainerNotRunning,
                 message: format!(
                     "container {} is {}{}",
                     c.name,
@@ -264,12 +264,13 @@ pub fn evaluate(expect: &Expect, known_ids: &BTreeMap<String, String>, block: &S
         match (needs_health, found.health.as_deref()) {
             (false, _) | (true, Some("healthy")) => ready.push(c.name.clone()),
             (true, None) => problems.push(Problem {
-                code: "container-no-healthcheck",
+                code: FailureCode::ContainerNoHealthcheck,
                 message: format!("container {} must be healthy but its image has no healthcheck", c.name),
             }),
-            (true, Some(h)) => {
-                problems.push(Problem { code: "container-unhealthy", message: format!("container {} is {h}", c.name) })
-            }
+            (true, Some(h)) => problems.push(Problem {
+                code: FailureCode::ContainerUnhealthy,
+                message: format!("container {} is {h}", c.name),
+            }),
         }
     }
     for x in &block.containers {
@@ -291,7 +292,8 @@ pub fn evaluate(expect: &Expect, known_ids: &BTreeMap<String, String>, block: &S
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::scenario::{ContainerExpect, Engine, ImageExpect};
+    use crate::scenario::{ContainerExpect, ImageExpect};
+    use airboot_model::Engine;
     use airboot_proto::{ContainerRecord, EngineRecord, ImageRecord};
     use std::time::Duration;
 
@@ -345,7 +347,7 @@ mod tests {
         }
     }
 
-    fn codes(e: &Evaluation) -> Vec<&'static str> {
+    fn codes(e: &Evaluation) -> Vec<FailureCode> {
         e.problems.iter().map(|p| p.code).collect()
     }
 
@@ -363,7 +365,7 @@ mod tests {
         let mut b = good();
         b.images.remove(0);
         let e = evaluate(&expect(), &BTreeMap::new(), &b);
-        assert_eq!(codes(&e), ["image-missing"]);
+        assert_eq!(codes(&e), [FailureCode::ImageMissing]);
         assert!(e.problems[0].message.contains("fixture/redis:1"));
         assert!(e.problems[0].message.contains("fixture/busybox:1"), "lists what is there");
         assert!(!e.images[0].present);
@@ -373,10 +375,10 @@ mod tests {
     fn wrong_id_from_scenario_or_build_record() {
         let mut b = good();
         b.images[1].id = RID.into();
-        assert_eq!(codes(&evaluate(&expect(), &BTreeMap::new(), &b)), ["image-id-mismatch"]);
+        assert_eq!(codes(&evaluate(&expect(), &BTreeMap::new(), &b)), [FailureCode::ImageIdMismatch]);
         let known = BTreeMap::from([("fixture/redis:1".to_string(), BID.to_string())]);
         let e = evaluate(&expect(), &known, &good());
-        assert_eq!(codes(&e), ["image-id-mismatch"]);
+        assert_eq!(codes(&e), [FailureCode::ImageIdMismatch]);
         assert!(e.problems[0].message.contains("222222222222"));
     }
 
@@ -387,7 +389,7 @@ mod tests {
         b.platforms.insert(RID.into(), "linux/amd64".into());
         b.platforms.insert(BID.into(), "linux/arm64/v8".into());
         let e = evaluate(&expect(), &BTreeMap::new(), &b);
-        assert_eq!(codes(&e), ["image-arch-mismatch"]);
+        assert_eq!(codes(&e), [FailureCode::ImageArchMismatch]);
         let m = &e.problems[0].message;
         assert!(m.contains("fixture/redis:1") && m.contains("linux/amd64") && m.contains("arm64"), "{m}");
         b.guest_arch = None; // console transport: no platform information
@@ -400,7 +402,7 @@ mod tests {
         b.images.push(img("leaked", "latest", RID));
         b.images.push(img("<none>", "<none>", BID));
         let e = evaluate(&expect(), &BTreeMap::new(), &b);
-        assert_eq!(codes(&e), ["unexpected-image", "untagged-image"]);
+        assert_eq!(codes(&e), [FailureCode::UnexpectedImage, FailureCode::UntaggedImage]);
         let mut allow = expect();
         allow.extra_images = ExtraImages::Allow;
         assert!(evaluate(&allow, &BTreeMap::new(), &b).satisfied());
@@ -410,20 +412,20 @@ mod tests {
     fn containers_must_run_and_be_healthy_when_they_can() {
         let mut b = good();
         b.containers[0].health = Some("starting".into());
-        assert_eq!(codes(&evaluate(&expect(), &BTreeMap::new(), &b)), ["container-unhealthy"]);
+        assert_eq!(codes(&evaluate(&expect(), &BTreeMap::new(), &b)), [FailureCode::ContainerUnhealthy]);
         b.containers[0].state = "exited".into();
         b.containers[0].exit_code = Some(139);
         let e = evaluate(&expect(), &BTreeMap::new(), &b);
-        assert_eq!(codes(&e), ["container-not-running"]);
+        assert_eq!(codes(&e), [FailureCode::ContainerNotRunning]);
         assert!(e.problems[0].message.contains("139"));
         b.containers.remove(0);
-        assert_eq!(codes(&evaluate(&expect(), &BTreeMap::new(), &b)), ["container-missing"]);
+        assert_eq!(codes(&evaluate(&expect(), &BTreeMap::new(), &b)), [FailureCode::ContainerMissing]);
 
         let mut must = expect();
         must.containers[1].healthy = Some(true);
-        assert_eq!(codes(&evaluate(&must, &BTreeMap::new(), &good())), ["container-no-healthcheck"]);
+        assert_eq!(codes(&evaluate(&must, &BTreeMap::new(), &good())), [FailureCode::ContainerNoHealthcheck]);
         must.containers[1].image = Some("fixture/redis:1".into());
-        assert!(codes(&evaluate(&must, &BTreeMap::new(), &good())).contains(&"container-wrong-image"));
+        assert!(codes(&evaluate(&must, &BTreeMap::new(), &good())).contains(&FailureCode::ContainerWrongImage));
         let mut ignore = expect();
         ignore.containers[0].healthy = Some(false);
         let mut b = good();
@@ -443,7 +445,7 @@ mod tests {
             ..Default::default()
         };
         let e = evaluate(&expect(), &BTreeMap::new(), &b);
-        assert_eq!(codes(&e), ["engine-down"]);
+        assert_eq!(codes(&e), [FailureCode::EngineDown]);
         assert!(e.problems[0].message.contains("docker.service failed"));
         assert!(!e.satisfied());
     }
@@ -461,7 +463,7 @@ mod tests {
             ..Default::default()
         };
         let e = evaluate(&expect(), &BTreeMap::new(), &b);
-        assert_eq!(codes(&e), ["engine-error"]);
+        assert_eq!(codes(&e), [FailureCode::EngineError]);
         assert!(e.problems[0].message.starts_with("docker is running but its API fails"), "{}", e.problems[0].message);
         assert!(e.problems[0].message.contains("HTTP 500 readlink"));
         assert!(!e.engine_up && !e.satisfied());

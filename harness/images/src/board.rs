@@ -14,7 +14,7 @@ use std::fs;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
-use airboot_core::scenario::Arch;
+use airboot_model::Arch;
 
 use crate::stages::{KernelInfo, build_kernel};
 use crate::util::{BuildError, Ctx, Progress, io_err, is_root, lock, read_json, stage_dir, write};

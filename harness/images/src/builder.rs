@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use airboot_core::scenario::Arch;
+use airboot_model::Arch;
 use airboot_proto::http;
 use airboot_qemu::process::{self, GroupGuard, RunError, harden, interrupted, require};
 

@@ -25,7 +25,7 @@ mod util;
 
 use std::path::{Path, PathBuf};
 
-use airboot_core::scenario::Arch;
+use airboot_model::Arch;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -195,7 +195,18 @@ pub fn find(name: &str) -> Option<FixtureDef> {
 /// (fixtures and board mode): serial console, root device, no
 /// interface renaming, no audit noise on the console.
 pub fn kernel_append(arch: Arch, root: &str) -> String {
-    format!("console={},115200 root={root} rw rootfstype=ext4 net.ifnames=0 audit=0", arch.console_tty())
+    format!(
+        "console={},115200 root={root} rw rootfstype=ext4 net.ifnames=0 audit=0",
+        airboot_core::platform::console_tty(arch)
+    )
+}
+
+/// Debian's name for an architecture (`dpkg --print-architecture`).
+pub fn debian_arch(arch: Arch) -> &'static str {
+    match arch {
+        Arch::X86_64 => "amd64",
+        Arch::Aarch64 => "arm64",
+    }
 }
 
 /// Where built things are kept: `$AIRBOOT_CACHE`, else

@@ -10,7 +10,9 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use airboot_core::scenario::Arch;
+use airboot_model::Arch;
+
+use crate::debian_arch;
 
 use crate::archive::{self, Entry, EntryKind, ImageConfig, Layer};
 use crate::modules;
@@ -27,7 +29,7 @@ pub(crate) fn build_rootfs(ctx: &mut Ctx, arch: Arch, dir: &Path, force: bool) -
     }
     let eta =
         if Arch::host() == Some(arch) { "1–3 min" } else { "5–10 min: its maintainer scripts run under qemu-user" };
-    ctx.say(&format!("mmdebstrap: Debian {SUITE} {} rootfs with systemd and docker.io ({eta})", arch.debian()));
+    ctx.say(&format!("mmdebstrap: Debian {SUITE} {} rootfs with systemd and docker.io ({eta})", debian_arch(arch)));
     let tmp = TmpDir::new(dir)?;
     let packages: Vec<String> =
         String::from_utf8_lossy(recipe_file("rootfs-packages.txt").map(|f| f.0).unwrap_or_default())
@@ -37,7 +39,7 @@ pub(crate) fn build_rootfs(ctx: &mut Ctx, arch: Arch, dir: &Path, force: bool) -
             .collect();
     let mut cmd = Command::new("mmdebstrap");
     cmd.args(["--mode=root", "--variant=minbase", "--format=directory"])
-        .arg(format!("--architectures={}", arch.debian()))
+        .arg(format!("--architectures={}", debian_arch(arch)))
         .arg(format!("--include={}", packages.join(",")))
         .arg("--aptopt=APT::Install-Recommends \"false\"");
     for opt in [
@@ -75,14 +77,14 @@ pub(crate) fn build_kernel(ctx: &mut Ctx, arch: Arch, dir: &Path, force: bool) -
     }
     ctx.say(&format!(
         "kernel: extracting linux-image-{} and busybox-static, pruning modules, building the initramfs",
-        arch.debian()
+        debian_arch(arch)
     ));
     let tmp = TmpDir::new(dir)?;
     let extract = tmp.path.join("extract");
     let mut cmd = Command::new("mmdebstrap");
     cmd.args(["--mode=root", "--variant=extract", "--format=directory"])
-        .arg(format!("--architectures={}", arch.debian()))
-        .arg(format!("--include=linux-image-{},busybox-static,systemd-boot-efi", arch.debian()))
+        .arg(format!("--architectures={}", debian_arch(arch)))
+        .arg(format!("--include=linux-image-{},busybox-static,systemd-boot-efi", debian_arch(arch)))
         .arg(SUITE)
         .arg(&extract)
         .args(mmdebstrap_sources());
@@ -237,7 +239,7 @@ pub(crate) fn make_containers(ctx: &mut Ctx, arch: Arch, dir: &Path) -> Result<(
     let tree = tmp.path.join("tree");
     let mut cmd = Command::new("mmdebstrap");
     cmd.args(["--mode=root", "--variant=extract", "--format=directory"])
-        .arg(format!("--architectures={}", arch.debian()))
+        .arg(format!("--architectures={}", debian_arch(arch)))
         .arg("--include=redis-tools,busybox-static")
         .arg(SUITE)
         .arg(&tree)

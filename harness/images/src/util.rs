@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use airboot_core::scenario::Arch;
+use airboot_model::Arch;
 use airboot_qemu::process::{RunError, run_supervised};
 
 use crate::{SUITE, mirrors};

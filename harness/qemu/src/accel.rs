@@ -12,28 +12,26 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use airboot_core::scenario::{AccelChoice, Arch};
+use airboot_core::scenario::AccelChoice;
+use airboot_model::{Accel, Arch};
 use serde::{Deserialize, Serialize};
 
-use crate::argv::{Accel, default_cpu, machine};
+use crate::argv::{default_cpu, machine};
 use crate::process::{GroupGuard, harden};
 
 /// The chosen accelerator and why.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AccelDecision {
-    pub accel: String,
+    pub accel: Accel,
     pub reason: String,
 }
 
 impl AccelDecision {
-    pub fn accel(&self) -> Accel {
-        if self.accel == "kvm" { Accel::Kvm } else { Accel::Tcg }
+    pub fn tcg(reason: impl Into<String>) -> Self {
+        AccelDecision { accel: Accel::Tcg, reason: reason.into() }
     }
-    fn tcg(reason: impl Into<String>) -> Self {
-        AccelDecision { accel: "tcg".into(), reason: reason.into() }
-    }
-    fn kvm(reason: impl Into<String>) -> Self {
-        AccelDecision { accel: "kvm".into(), reason: reason.into() }
+    pub fn kvm(reason: impl Into<String>) -> Self {
+        AccelDecision { accel: Accel::Kvm, reason: reason.into() }
     }
 }
 
@@ -182,5 +180,5 @@ pub fn probe(arch: Arch, qemu: &Path, kernel: &Path, timeout: Duration) -> Accel
 /// Path of the QEMU system emulator for an architecture, or an error that
 /// names the package.
 pub fn qemu_binary(arch: Arch) -> Result<PathBuf, crate::process::RunError> {
-    crate::process::require(arch.qemu_binary())
+    crate::process::require(airboot_core::platform::qemu_system(arch))
 }

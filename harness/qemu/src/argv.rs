@@ -12,22 +12,7 @@
 
 use std::path::PathBuf;
 
-use airboot_core::scenario::Arch;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Accel {
-    Kvm,
-    Tcg,
-}
-
-impl Accel {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Accel::Kvm => "kvm",
-            Accel::Tcg => "tcg",
-        }
-    }
-}
+use airboot_model::{Accel, Arch};
 
 /// What to boot and how.
 #[derive(Debug, Clone)]
@@ -177,7 +162,7 @@ pub fn network_args(args: &[String]) -> Vec<String> {
 
 /// Kernel command line default for a `path` image with direct boot.
 pub fn default_append(arch: Arch) -> String {
-    format!("console={} root=/dev/vda rw", arch.console_tty())
+    format!("console={} root=/dev/vda rw", airboot_core::platform::console_tty(arch))
 }
 
 #[cfg(test)]

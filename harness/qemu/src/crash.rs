@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use airboot_core::cut::FsFindings;
 use airboot_core::cut::writelog::CrashState;
-use airboot_core::scenario::DiskFormat;
+use airboot_model::DiskFormat;
 
 use crate::disk::{DiskError, create_overlay};
 use crate::process::{require, run_supervised};

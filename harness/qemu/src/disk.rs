@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use airboot_core::scenario::DiskFormat;
+use airboot_model::DiskFormat;
 use sha2::{Digest, Sha256};
 
 use crate::process::{RunError, require, run_supervised};

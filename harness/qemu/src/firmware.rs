@@ -10,7 +10,7 @@
 
 use std::path::{Path, PathBuf};
 
-use airboot_core::scenario::Arch;
+use airboot_model::Arch;
 use serde_json::Value;
 
 /// Firmware code and the variables template to copy.

@@ -374,7 +374,7 @@ impl VmRunner {
                 _ = ticker.tick() => {
                     let t = t0.elapsed().as_secs_f64();
                     if interrupted() {
-                        run.on_abort(t, "interrupted", interrupt_reason());
+                        run.on_abort(t, airboot_model::FailureCode::Interrupted, interrupt_reason());
                         break 'run;
                     }
                     if !stall_scanned && splitter.pending() > 0 && last_read.elapsed() > Duration::from_millis(1500) {

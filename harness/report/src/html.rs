@@ -6,7 +6,8 @@
 use std::fmt::Write as _;
 
 use airboot_core::history::HistoryEntry;
-use airboot_core::report::{Report, Verdict};
+use airboot_core::report::Report;
+use airboot_model::Verdict;
 
 use crate::views::{RunView, esc};
 
@@ -217,8 +218,8 @@ pub fn index_html(run: &RunView, history: Option<(&[HistoryEntry], bool)>) -> St
             esc(&x.declared),
             if x.as_declared.is_ok() { " ✓" } else { " ✗" },
             r.time_to_stack_s.map(|t| format!("{t:.1} s")).unwrap_or_else(|| "—".into()),
-            esc(r.accel.as_deref().unwrap_or("—")),
-            esc(r.probe.transport.as_deref().unwrap_or("—")),
+            esc(r.accel.map_or("—", |a| a.as_str())),
+            esc(r.probe.transport.map_or("—", |t| t.as_str())),
             dir = esc(&x.dir),
         );
     }

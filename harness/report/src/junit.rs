@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use airboot_core::report::Verdict;
+use airboot_model::Verdict;
 use quick_junit::{NonSuccessKind, Property, Report, TestCase, TestCaseStatus, TestSuite};
 
 use crate::views::RunView;
@@ -22,7 +22,7 @@ pub fn junit(run: &RunView) -> String {
                 let mut st = TestCaseStatus::non_success(kind);
                 let first = r.failures.first();
                 st.set_message(first.map(|f| format!("{}: {}", f.code, f.message)).unwrap_or_else(|| why.clone()));
-                st.set_type(first.map(|f| f.code.clone()).unwrap_or_else(|| "outcome".into()));
+                st.set_type(first.map_or("outcome", |f| f.code.as_str()));
                 let mut desc = format!("declared outcome: {}\n{why}\n", s.declared);
                 for f in &r.failures {
                     desc.push_str(&format!("\n{}: {}", f.code, f.message));
@@ -35,7 +35,7 @@ pub fn junit(run: &RunView) -> String {
             }
         };
         let mut tc = TestCase::new(s.test_name.as_str(), status);
-        tc.set_classname(format!("airboot.{}", r.arch.as_deref().unwrap_or("any")));
+        tc.set_classname(format!("airboot.{}", r.arch.map_or("any", |a| a.as_str())));
         tc.set_time(Duration::from_secs_f64(r.wall_s.max(0.0)));
         tc.add_property(Property::new("verdict", r.verdict.as_str()));
         tc.add_property(Property::new("declared", s.declared.as_str()));

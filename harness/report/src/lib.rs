@@ -13,7 +13,8 @@ use std::fmt::Write as _;
 use std::io;
 use std::path::Path;
 
-use airboot_core::report::{Report, RunIndex, Verdict};
+use airboot_core::report::{Report, RunIndex};
+use airboot_model::{BootMode, Verdict};
 
 /// Write `report.json` into `dir` (atomically: a reader never sees half).
 pub fn write_report(dir: &Path, report: &Report) -> io::Result<()> {
@@ -88,11 +89,11 @@ pub fn summary(r: &Report, report_dir: &Path) -> String {
             if more > 0 { format!(" (+{more} more in report.json)") } else { String::new() }
         );
     }
-    if let Some(m) = &r.boot.mode
-        && m != "direct"
+    if let Some(m) = r.boot.mode
+        && m != BootMode::Direct
     {
-        let detail = match m.as_str() {
-            "uefi" => format!("firmware {}", r.boot.firmware.as_deref().unwrap_or("?")),
+        let detail = match m {
+            BootMode::Uefi => format!("firmware {}", r.boot.firmware.as_deref().unwrap_or("?")),
             _ => format!("generic kernel {}", r.boot.kernel.as_deref().unwrap_or("?")),
         };
         let _ = writeln!(s, "   boot      {m}: {detail}");
@@ -101,7 +102,7 @@ pub fn summary(r: &Report, report_dir: &Path) -> String {
         let _ = writeln!(
             s,
             "   machine   {} {}, {} MiB, {} vCPU{}, accel {}",
-            r.arch.as_deref().unwrap_or("?"),
+            r.arch.map_or("?", |a| a.as_str()),
             r.machine.machine.as_deref().unwrap_or("?"),
             r.machine.memory_mib,
             r.machine.cpus,
@@ -211,13 +212,14 @@ pub fn summary(r: &Report, report_dir: &Path) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use airboot_core::report::{Failure, Milestone};
+    use airboot_core::report::Milestone;
+    use airboot_model::{Accel, Failure, FailureCode};
 
     #[test]
     fn summary_shows_verdict_timeline_and_failures() {
         let mut r = Report::new("demo", "demo.toml", "2026-01-01T00:00:00Z".into());
         r.verdict = Verdict::Fail;
-        r.accel = Some("tcg".into());
+        r.accel = Some(Accel::Tcg);
         r.accel_reason = Some("no /dev/kvm".into());
         r.qemu.argv = vec!["-S".into()];
         r.milestones.push(Milestone {
@@ -227,7 +229,7 @@ mod tests {
             evidence: "Linux version 6.1".into(),
         });
         r.failures.push(Failure {
-            code: "image-missing".into(),
+            code: FailureCode::ImageMissing,
             message: "image x:1 is not in `docker images`".into(),
             evidence: Some("status block 3".into()),
         });

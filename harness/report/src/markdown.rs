@@ -2,7 +2,7 @@
 
 use std::fmt::Write as _;
 
-use airboot_core::report::Verdict;
+use airboot_model::Verdict;
 
 use crate::views::RunView;
 
@@ -42,8 +42,8 @@ pub fn summary_md(run: &RunView) -> String {
             x.test_name,
             x.declared,
             r.time_to_stack_s.map(|t| format!("{t:.1} s")).unwrap_or_else(|| "—".into()),
-            r.accel.as_deref().unwrap_or("—"),
-            r.probe.transport.as_deref().unwrap_or("—"),
+            r.accel.map_or("—", |a| a.as_str()),
+            r.probe.transport.map_or("—", |t| t.as_str()),
         );
     }
     if !run.repeats.is_empty() {

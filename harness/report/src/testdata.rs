@@ -1,6 +1,7 @@
 //! Synthetic runs for the renderers' tests.
 
-use airboot_core::report::{Failure, Milestone, Report, Verdict};
+use airboot_core::report::{Milestone, Report};
+use airboot_model::{Accel, Arch, Failure, FailureCode, TransportKind, Verdict};
 
 use crate::views::{RepeatStats, RunView, ScenarioView};
 
@@ -11,9 +12,9 @@ fn m(name: &str, t: f64, source: &str) -> Milestone {
 pub fn run() -> RunView {
     let mut pass = Report::new("preseeded-x86_64", "scenarios/preseeded-x86_64.toml", "2026-11-22T20:00:00Z".into());
     pass.verdict = Verdict::Pass;
-    pass.arch = Some("x86_64".into());
-    pass.accel = Some("tcg".into());
-    pass.probe.transport = Some("vhost-user-vsock".into());
+    pass.arch = Some(Arch::X86_64);
+    pass.accel = Some(Accel::Tcg);
+    pass.probe.transport = Some(TransportKind::VhostUserVsock);
     pass.time_to_stack_s = Some(132.4);
     pass.wall_s = 180.0;
     pass.milestones = vec![
@@ -30,16 +31,16 @@ pub fn run() -> RunView {
     let mut fail =
         Report::new("missing-image-x86_64", "scenarios/missing-image-x86_64.toml", "2026-11-22T20:03:00Z".into());
     fail.verdict = Verdict::Fail;
-    fail.arch = Some("x86_64".into());
+    fail.arch = Some(Arch::X86_64);
     fail.milestones = vec![m("kernel", 7.0, "console"), m("engine", 90.0, "status")];
     fail.failures = vec![Failure {
-        code: "image-missing".into(),
+        code: FailureCode::ImageMissing,
         message: "image fixture/nginx:1 is not in `docker images`".into(),
         evidence: Some("status block 9 at 140.0s".into()),
     }];
     let mut broken = fail.clone();
     broken.scenario = "egress-x86_64".into();
-    broken.failures[0].code = "timeout".into();
+    broken.failures[0].code = FailureCode::Timeout;
     RunView {
         run_id: "20261122-200000-3-scenarios".into(),
         started_at: "2026-11-22T20:00:00Z".into(),

@@ -1,6 +1,7 @@
 //! What the run-level renderers (JUnit, HTML, Markdown) are given.
 
-use airboot_core::report::{Report, Verdict};
+use airboot_core::report::Report;
+use airboot_model::Verdict;
 
 /// One scenario run in a run folder.
 #[derive(Debug, Clone)]
@@ -58,7 +59,8 @@ impl RunView {
 }
 
 /// Escape text for XML/HTML.
-pub fn esc(s: &str) -> String {
+pub fn esc(s: &(impl AsRef<str> + ?Sized)) -> String {
+    let s = s.as_ref();
     let mut o = String::with_capacity(s.len());
     for c in s.chars() {
         match c {

@@ -68,24 +68,6 @@ pub struct RebootFindings {
     pub failures: Vec<String>,
 }
 
-impl RebootFindings {
-    /// From the report of the boot that powered a crash state on. The
-    /// engine came up when it reached the `engine` milestone, or when its
-    /// last state was `up` or `failing` (running and answering, its API
-    /// failing: a damaged store, not a dead device). An engine the probe
-    /// last saw down or still starting never came up: BRICKED.
-    pub fn of(r: &crate::report::Report) -> RebootFindings {
-        use airboot_proto::EngineState;
-        let last = r.engine.as_ref().map(|e| e.state);
-        RebootFindings {
-            passed: r.verdict == crate::report::Verdict::Pass,
-            engine_up: r.milestones.iter().any(|m| m.name == "engine")
-                || matches!(last, Some(EngineState::Up | EngineState::Failing)),
-            failures: r.failures.iter().map(|f| format!("{}: {}", f.code, f.message)).collect(),
-        }
-    }
-}
-
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Judgement {
     pub outcome: CutOutcome,
@@ -180,7 +162,7 @@ pub struct CutPosition {
 /// One cut, as the report keeps it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PowerCut {
-    pub mode: String,
+    pub mode: airboot_model::CutMode,
     /// False for `kill` (a crash or watchdog reset, not a power cut).
     pub power_cut: bool,
     /// What placed the cut.
@@ -208,9 +190,15 @@ pub struct PowerCut {
 
 impl PowerCut {
     /// A cut not judged yet, losing nothing until told otherwise.
-    pub fn new(mode: writelog::CutMode, trigger: String, position: CutPosition, seed: u64, bundle: String) -> PowerCut {
+    pub fn new(
+        mode: airboot_model::CutMode,
+        trigger: String,
+        position: CutPosition,
+        seed: u64,
+        bundle: String,
+    ) -> PowerCut {
         PowerCut {
-            mode: mode.as_str().into(),
+            mode,
             power_cut: mode.is_power_cut(),
             trigger,
             position,
@@ -362,34 +350,6 @@ mod tests {
         assert!(e.contains("emptied") && e.contains("after the next boot"), "{e}");
         assert!(SelfHealed.survived() && !CorruptSilent.survived());
         assert_eq!(serde_json::to_string(&CorruptSilent).unwrap(), "\"CORRUPT-SILENT\"");
-    }
-
-    #[test]
-    fn the_engine_came_up_only_if_it_ran() {
-        use crate::report::{Failure, Milestone, Report, Verdict};
-        use airboot_proto::{EngineRecord, EngineState};
-        let boot = |state: Option<EngineState>, milestone: bool| {
-            let mut r = Report::new("cut-01-reboot", "s.toml", "now".into());
-            r.verdict = Verdict::Fail;
-            r.engine = state.map(|state| EngineRecord { name: "docker".into(), state, ..Default::default() });
-            if milestone {
-                let (source, evidence) = ("status".into(), "probe status at 9.0s".into());
-                r.milestones.push(Milestone { name: "engine".into(), t_s: 9.0, source, evidence });
-            }
-            let (code, message) = ("timeout".into(), "the stack never became ready".into());
-            r.failures.push(Failure { code, message, evidence: None });
-            r
-        };
-        let up = |state, milestone| RebootFindings::of(&boot(state, milestone)).engine_up;
-        assert!(!up(None, false), "no word from the engine");
-        assert!(!up(Some(EngineState::Down), false), "a record saying it is down is not an engine that came up");
-        assert!(!up(Some(EngineState::Starting), false));
-        assert!(up(Some(EngineState::Failing), false), "it runs and answers");
-        assert!(up(Some(EngineState::Up), false));
-        assert!(up(Some(EngineState::Down), true), "it came up, then went down");
-        let f = RebootFindings::of(&boot(Some(EngineState::Down), false));
-        assert!(!f.passed);
-        assert_eq!(f.failures, ["timeout: the stack never became ready"]);
     }
 
     #[test]

@@ -10,6 +10,8 @@
 //! the parser walks past it and stops at the first header that is not a
 //! plausible entry (a never-written, all-zero sector ends the log).
 
+use airboot_model::CutMode;
+
 use crate::disk::{ReadAt, bad};
 use std::io;
 
@@ -162,46 +164,8 @@ pub enum Count {
     Bytes,
 }
 
-/// How the power went.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CutMode {
-    /// QEMU killed: every completed write survives (a crash or watchdog
-    /// reset, not a power cut).
-    Kill,
-    /// Exactly the writes up to the last completed flush (and FUA writes) survive.
-    LoseUnflushed,
-    /// The flushed writes, plus a seeded subset of the later ones, each
-    /// kept whole, dropped, or torn at a sector boundary.
-    Torn,
-    /// The device ignored flushes: of the writes still in its cache (the
-    /// last [`FLUSH_IGNORED_CACHE`] bytes written), a seeded subset survives.
-    FlushIgnored,
-}
-
 /// The volatile cache a flush-ignoring device (cheap SD/eMMC) loses from.
 pub const FLUSH_IGNORED_CACHE: u64 = 8 << 20;
-
-impl CutMode {
-    pub const ALL: [CutMode; 4] = [CutMode::Kill, CutMode::LoseUnflushed, CutMode::Torn, CutMode::FlushIgnored];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            CutMode::Kill => "kill",
-            CutMode::LoseUnflushed => "lose-unflushed",
-            CutMode::Torn => "torn",
-            CutMode::FlushIgnored => "flush-ignored",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<CutMode> {
-        CutMode::ALL.into_iter().find(|m| m.as_str() == s)
-    }
-
-    /// A power cut, as opposed to a crash of the machine.
-    pub fn is_power_cut(self) -> bool {
-        self != CutMode::Kill
-    }
-}
 
 /// A piece of a logged write that survives: `len` bytes of log data at
 /// `data_at` go to disk offset `offset`. Discards survive as zeroes

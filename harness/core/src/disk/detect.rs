@@ -13,7 +13,9 @@ use super::ext4::{Ext4, Kind};
 use super::fat::Fat;
 use super::part::{self, PartType, Partition};
 use super::{ReadAt, Slice, exe};
-use crate::scenario::Arch;
+use airboot_model::{Arch, FailureCode};
+
+use crate::platform::qemu_system;
 
 /// One thing that says what architecture the image is for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -213,7 +215,7 @@ pub struct ArchError {
     /// `wrong-arch` (the image is for another architecture than asked),
     /// `unknown-arch` (nothing tells, and the scenario does not say),
     /// `conflicting-arch` or `unsupported-arch`.
-    pub code: &'static str,
+    pub code: FailureCode,
     pub message: String,
     /// The evidence, one item per line.
     pub evidence: String,
@@ -235,23 +237,23 @@ pub fn decide(requested: Option<Arch>, evidence: &[Evidence]) -> Result<Arch, Ar
     let text = evidence_text(evidence);
     match (judge(evidence), requested) {
         (Verdict::Known(found), Some(asked)) if found != asked => Err(ArchError {
-            code: "wrong-arch",
+            code: FailureCode::WrongArch,
             message: format!(
                 "the image is for {found}, but the scenario asks for {asked} ({}): booting it would hang silently or fail misleadingly. Use {} (set `arch = \"{found}\"` under [machine], or remove `arch` to use the detected one)",
-                asked.qemu_binary(),
-                found.qemu_binary()
+                qemu_system(asked),
+                qemu_system(found)
             ),
             evidence: text,
         }),
         (Verdict::Known(found), _) => Ok(found),
         (Verdict::Unknown, Some(asked)) => Ok(asked),
         (Verdict::Unknown, None) => Err(ArchError {
-            code: "unknown-arch",
+            code: FailureCode::UnknownArch,
             message: "cannot tell the image's architecture (no GPT root partition type, no EFI loader at EFI/BOOT/, no ELF engine or init in an ext4 root filesystem, no kernel that says): set `arch = \"x86_64\"` or `arch = \"aarch64\"` under [machine]".into(),
             evidence: text,
         }),
         (Verdict::Unsupported(what), _) => Err(ArchError {
-            code: "unsupported-arch",
+            code: FailureCode::UnsupportedArch,
             message: format!(
                 "the image is for an architecture airboot cannot emulate ({what}): airboot runs x86_64 (qemu-system-x86_64) and aarch64 (qemu-system-aarch64) images"
             ),
@@ -259,7 +261,7 @@ pub fn decide(requested: Option<Arch>, evidence: &[Evidence]) -> Result<Arch, Ar
         }),
         (Verdict::Conflict(_), Some(asked)) if evidence.iter().any(|e| e.arch == Some(asked)) => Ok(asked),
         (Verdict::Conflict(_), _) => Err(ArchError {
-            code: "conflicting-arch",
+            code: FailureCode::ConflictingArch,
             message: "the image's parts name different architectures (see the evidence): set `arch` under [machine] to the one the device boots".into(),
             evidence: text,
         }),
@@ -276,19 +278,22 @@ mod tests {
         assert_eq!(decide(None, &arm), Ok(Arch::Aarch64));
         assert_eq!(decide(Some(Arch::Aarch64), &arm), Ok(Arch::Aarch64));
         let e = decide(Some(Arch::X86_64), &arm).unwrap_err();
-        assert_eq!(e.code, "wrong-arch");
+        assert_eq!(e.code, FailureCode::WrongArch);
         assert!(e.message.contains("the image is for aarch64"), "{}", e.message);
         assert!(e.message.contains("Use qemu-system-aarch64"), "{}", e.message);
         assert!(e.message.contains("asks for x86_64 (qemu-system-x86_64)"), "{}", e.message);
         assert_eq!(e.evidence, "/usr/bin/dockerd in partition 2 is ELF aarch64");
         assert_eq!(decide(Some(Arch::X86_64), &[]), Ok(Arch::X86_64), "nothing says otherwise");
         let e = decide(None, &[]).unwrap_err();
-        assert_eq!(e.code, "unknown-arch");
+        assert_eq!(e.code, FailureCode::UnknownArch);
         assert!(e.message.contains("[machine]"));
         let mixed = [ev(Some(Arch::Aarch64), "a"), ev(Some(Arch::X86_64), "b")];
-        assert_eq!(decide(None, &mixed).unwrap_err().code, "conflicting-arch");
+        assert_eq!(decide(None, &mixed).unwrap_err().code, FailureCode::ConflictingArch);
         assert_eq!(decide(Some(Arch::X86_64), &mixed), Ok(Arch::X86_64), "the user settles a conflict");
-        assert_eq!(decide(Some(Arch::X86_64), &[ev(None, "riscv64 root")]).unwrap_err().code, "unsupported-arch");
+        assert_eq!(
+            decide(Some(Arch::X86_64), &[ev(None, "riscv64 root")]).unwrap_err().code,
+            FailureCode::UnsupportedArch
+        );
     }
 
     fn ev(arch: Option<Arch>, what: &str) -> Evidence {

@@ -4,7 +4,7 @@
 
 use std::io::Read;
 
-use crate::scenario::Arch;
+use airboot_model::Arch;
 
 /// What a header says, in words for evidence.
 #[derive(Debug, Clone, PartialEq, Eq)]
