@@ -16,11 +16,12 @@ use airboot_core::cut::{
     CutPosition, FsFindings, PowerCut, RebootFindings, StopRule, crash_evidence, judge, offline_intact,
 };
 use airboot_core::disk::ext4::Ext4;
-use airboot_core::disk::{ReadAt, detect, open_image};
+use airboot_core::disk::{ReadAt, detect};
 use airboot_core::report::Report;
 use airboot_core::scenario::{CutAfter, CutTrigger, ImageSource, PowerCutSpec, Scenario};
 use airboot_model::{Arch, CutMode, DiskFormat, FailureCode, Verdict};
 use airboot_qemu::crash;
+use airboot_qemu::disk::open_image;
 use airboot_qemu::disk::sha256_file;
 use airboot_qemu::process::interrupted;
 use airboot_qemu::vm::{RecordSpec, Recorded};

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Instant, SystemTime};
 
-use airboot_core::disk::{ReadAt, detect, open_image};
+use airboot_core::disk::{ReadAt, detect};
 use airboot_core::history::{self, HistoryEntry};
 use airboot_core::outcome;
 use airboot_core::report::{self, Report, RunEntry, RunIndex};
@@ -16,6 +16,7 @@ use airboot_model::Accel;
 use airboot_model::{Arch, BootMode, DiskFormat, Failure, FailureCode, TransportKind, Verdict};
 use airboot_qemu::accel::{self, AccelDecision};
 use airboot_qemu::argv::{VmSpec, default_append, machine, network_args};
+use airboot_qemu::disk::open_image;
 use airboot_qemu::process::{interrupt_reason, interrupted};
 use airboot_qemu::transport;
 use airboot_qemu::vm::{RecordSpec, Recorded, VmEvent, VmRunner};
@@ -435,7 +436,7 @@ fn detect_arch(
     if r.boot == BootMode::Direct
         && let Some(k) = &r.kernel
     {
-        evidence.extend(detect::kernel_evidence(k));
+        evidence.extend(disk::kernel_evidence(k));
     }
     report.arch_detection.evidence = evidence.iter().map(|e| e.what.clone()).collect();
     if let detect::Verdict::Known(a) = detect::judge(&evidence) {
@@ -807,7 +808,7 @@ mod tests {
         let s = airboot_core::scenario::parse(
             "name = \"s\"\n[image]\nfixture = \"debian-preseeded-x86_64\"\n",
             &tmp.path().join("s.toml"),
-            false,
+            &airboot_core::scenario::any_file,
         )
         .unwrap();
         let mut report = Report::new("s", "s.toml", now_rfc3339());

@@ -35,7 +35,7 @@ pub fn expand(paths: &[PathBuf]) -> Result<Vec<PathBuf>, String> {
 /// Parse one scenario and check what the core parser cannot know: that a
 /// fixture exists and matches the machine's architecture.
 pub fn load(src: &str, file: &Path) -> Result<Scenario, ScenarioError> {
-    let s = scenario::parse(src, file, true)?;
+    let s = scenario::parse(src, file, &|p| p.is_file())?;
     if let ImageSource::Fixture(name) = &s.image.source {
         let at = |key: &str| {
             let re = regex_lite_find(src, key);

@@ -186,7 +186,7 @@ seed = 5
 /// fsynced into the journal but not yet written to its home blocks, is
 /// absent or present depending on when ext4 checkpointed it.
 fn witness(bundle: &Path, input: &Path, scratch: &Path) -> Vec<u8> {
-    let size = airboot_core::disk::open_image(input).unwrap().size();
+    let size = airboot_qemu::disk::open_image(input).unwrap().size();
     let raw = scratch.join("root.raw");
     airboot_qemu::crash::extract(&bundle.join("crash.qcow2"), 0, size, &raw).unwrap();
     let fs = airboot_qemu::crash::fsck(&raw).unwrap();

@@ -163,7 +163,7 @@ fn main() {
     let mut trials = Vec::new();
     for f in files {
         let src = std::fs::read_to_string(&f).expect("readable scenario");
-        let s = match scenario::parse(&src, &f, true) {
+        let s = match scenario::parse(&src, &f, &|p| p.is_file()) {
             Ok(s) => s,
             Err(e) => {
                 let name = format!("invalid::{}", f.file_stem().unwrap().to_string_lossy());

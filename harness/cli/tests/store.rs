@@ -24,7 +24,7 @@ fn root_fs(dir: &Path) -> PathBuf {
     let f = lookup(&cache_root(), &def)
         .unwrap_or_else(|| panic!("fixture {FIXTURE} is not built: run `airboot images build {FIXTURE}`"));
     let out = dir.join("root.raw");
-    let size = airboot_core::disk::open_image(&f.disk()).unwrap().size();
+    let size = airboot_qemu::disk::open_image(&f.disk()).unwrap().size();
     airboot_qemu::crash::extract(&f.disk(), 0, size, &out).unwrap();
     out
 }

@@ -5,8 +5,8 @@
 //! kernel file). Fixtures not built here are listed and skipped.
 
 use airboot_core::disk::detect::{self, Verdict};
-use airboot_core::disk::open_image;
 use airboot_images::{FixtureBoot, cache_root, catalog, lookup};
+use airboot_qemu::disk::open_image;
 
 #[test]
 fn every_built_fixture_reads_back_as_its_architecture() {
@@ -28,7 +28,7 @@ fn every_built_fixture_reads_back_as_its_architecture() {
                 assert!(text.iter().any(|t| t.contains("EFI/BOOT/BOOT") && t.contains("PE")), "{}: {text:?}", def.name);
             }
             FixtureBoot::Direct => {
-                let k = detect::kernel_evidence(&f.kernel()).expect("the kernel says its architecture");
+                let k = airboot_qemu::disk::kernel_evidence(&f.kernel()).expect("the kernel says its architecture");
                 assert_eq!(k.arch, Some(def.arch), "{}: {}", def.name, k.what);
             }
         }

@@ -52,6 +52,18 @@ pub fn resolve_format(path: &Path, said: Option<DiskFormat>) -> Result<DiskForma
 }
 
 /// sha256 of a whole file, hex.
+/// Open an image file as a view of its virtual disk (qcow2 or raw).
+pub fn open_image(path: &Path) -> std::io::Result<Box<dyn airboot_core::disk::ReadAt>> {
+    airboot_core::disk::disk_view(std::fs::File::open(path)?)
+}
+
+/// What a direct-boot kernel file says about its architecture (`None`
+/// when it cannot be read or says nothing).
+pub fn kernel_evidence(path: &Path) -> Option<airboot_core::disk::detect::Evidence> {
+    let f = std::fs::File::open(path).ok()?;
+    airboot_core::disk::detect::kernel_evidence(path, &f)
+}
+
 pub fn sha256_file(path: &Path) -> Result<String, DiskError> {
     let mut f = File::open(path).map_err(|source| DiskError::Read { path: path.into(), source })?;
     let mut h = Sha256::new();

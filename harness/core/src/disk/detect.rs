@@ -176,9 +176,8 @@ pub fn root_partition(disk: &dyn ReadAt, arch: Arch) -> Option<RootPartition> {
     best.map(|b| b.1)
 }
 
-/// What a direct-boot kernel file says.
-pub fn kernel_evidence(path: &Path) -> Option<Evidence> {
-    let f = std::fs::File::open(path).ok()?;
+/// What a direct-boot kernel (`path`, read through `f`) says.
+pub fn kernel_evidence(path: &Path, f: &dyn ReadAt) -> Option<Evidence> {
     let head = f.read_vec(0, 4096.min(f.size() as usize)).ok()?;
     // A gzip-compressed Image needs more than its first 4 KiB to inflate the header.
     let head = if head.first() == Some(&0x1f) { f.read_vec(0, (1 << 16).min(f.size() as usize)).ok()? } else { head };

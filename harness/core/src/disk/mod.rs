@@ -111,14 +111,14 @@ pub(crate) fn be64(b: &[u8], o: usize) -> u64 {
     u64::from_be_bytes(a)
 }
 
-/// Open an image file as a view of its virtual disk (qcow2 or raw).
-pub fn open_image(path: &std::path::Path) -> io::Result<Box<dyn ReadAt>> {
-    let f = std::fs::File::open(path)?;
+/// A view of the virtual disk in an image: through qcow2 when it is one,
+/// else the bytes as they are (raw).
+pub fn disk_view<R: ReadAt + 'static>(image: R) -> io::Result<Box<dyn ReadAt>> {
     let mut magic = [0u8; 4];
-    if f.size() >= 4 {
-        f.read_at(0, &mut magic)?;
+    if image.size() >= 4 {
+        image.read_at(0, &mut magic)?;
     }
-    if &magic == b"QFI\xfb" { Ok(Box::new(qcow2::Qcow2::open(f)?)) } else { Ok(Box::new(f)) }
+    if &magic == b"QFI\xfb" { Ok(Box::new(qcow2::Qcow2::open(image)?)) } else { Ok(Box::new(image)) }
 }
 
 #[cfg(test)]

@@ -1,0 +1,142 @@
+//! `[image]`: what to boot (a fixture, or the user's own disk image) and how.
+
+use std::ops::Range;
+use std::path::PathBuf;
+
+use airboot_model::{BootMode, DiskFormat};
+use serde::Deserialize;
+
+use super::ScenarioError;
+use super::error::Ctx;
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum ImageSource {
+    /// A fixture airboot builds itself (`airboot images list`).
+    Fixture(String),
+    /// A disk image the user's build produced; absolute after validation.
+    Path(PathBuf),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ImageSpec {
+    pub source: ImageSource,
+    /// Disk format; detected from the file when absent.
+    pub format: Option<DiskFormat>,
+    /// `None`: the fixture's own mode, `direct` for a `path` image.
+    pub boot: Option<BootMode>,
+    pub kernel: Option<PathBuf>,
+    pub initrd: Option<PathBuf>,
+    pub append: Option<String>,
+    /// Kernel arguments added to the fixture's or `append`'s command line.
+    pub append_extra: Option<String>,
+    /// Whether the image carries airboot-probe (`None`: fixtures do, a
+    /// `path` image is assumed not to).
+    pub probe: Option<bool>,
+}
+
+impl ImageSpec {
+    /// Whether the image carries airboot-probe: what the scenario says,
+    /// else what the fixture's build record says (`fixture_probe`, for a
+    /// fixture), else no (a user's image).
+    pub fn has_probe(&self, fixture_probe: Option<bool>) -> bool {
+        match (&self.source, self.probe) {
+            (_, Some(said)) => said,
+            (ImageSource::Fixture(_), None) => fixture_probe.unwrap_or(true),
+            (ImageSource::Path(_), None) => false,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawImage {
+    fixture: Option<String>,
+    path: Option<String>,
+    format: Option<DiskFormat>,
+    boot: Option<BootMode>,
+    kernel: Option<String>,
+    initrd: Option<String>,
+    append: Option<String>,
+    append_extra: Option<String>,
+    probe: Option<bool>,
+}
+
+pub(super) fn validate(ri: RawImage, span: Range<usize>, cx: &Ctx) -> Result<ImageSpec, ScenarioError> {
+    let err = |key: &str, message: String| cx.err(Some(span.clone()), Some(key.into()), message);
+    let source = match (&ri.fixture, &ri.path) {
+        (Some(f), None) => {
+            for (k, v) in [("kernel", &ri.kernel), ("initrd", &ri.initrd), ("append", &ri.append)] {
+                if v.is_some() {
+                    return Err(err(
+                        &format!("image.{k}"),
+                        format!(
+                            "a fixture brings its own kernel, initrd and command line: remove `{k}` or use `path` for your own image"
+                        ),
+                    ));
+                }
+            }
+            ImageSource::Fixture(f.clone())
+        }
+        (None, Some(p)) => ImageSource::Path(cx.resolve(p)),
+        (Some(_), Some(_)) => return Err(err("image", "give either `fixture` or `path`, not both".into())),
+        (None, None) => {
+            return Err(err(
+                "image",
+                "say what to boot: `fixture = \"debian-preseeded-x86_64\"` or `path = \"out/device.qcow2\"`".into(),
+            ));
+        }
+    };
+    let boot = ri.boot;
+    let kernel = ri.kernel.as_deref().map(|p| cx.resolve(p));
+    let initrd = ri.initrd.as_deref().map(|p| cx.resolve(p));
+    if let Some(b @ (BootMode::Uefi | BootMode::Board)) = boot {
+        let why = if b == BootMode::Uefi {
+            "with boot = \"uefi\" the firmware boots the disk's own loader (the kernel command line is the loader entry's)"
+        } else {
+            "with boot = \"board\" airboot supplies the generic kernel, its initramfs and the command line (add arguments with `append_extra`)"
+        };
+        for (key, given) in
+            [("kernel", kernel.is_some()), ("initrd", initrd.is_some()), ("append", ri.append.is_some())]
+        {
+            if given {
+                return Err(err(&format!("image.{key}"), format!("{why}: remove `{key}`")));
+            }
+        }
+    }
+    if let ImageSource::Path(_) = source
+        && matches!(boot, None | Some(BootMode::Direct))
+        && kernel.is_none()
+    {
+        return Err(err(
+            "image.kernel",
+            "boot = \"direct\" (the default) needs `kernel` (and usually `initrd` and `append`) for a `path` image; a whole disk with an EFI system partition takes boot = \"uefi\"".into(),
+        ));
+    }
+    let image_path = match &source {
+        ImageSource::Path(p) => Some(p),
+        ImageSource::Fixture(_) => None,
+    };
+    for (key, p) in [("image.path", image_path), ("image.kernel", kernel.as_ref()), ("image.initrd", initrd.as_ref())] {
+        if let Some(p) = p
+            && !(cx.files)(p)
+        {
+            return Err(err(
+                key,
+                format!(
+                    "{} does not exist or is not a file (relative paths are taken from the scenario's folder)",
+                    p.display()
+                ),
+            ));
+        }
+    }
+    Ok(ImageSpec {
+        source,
+        format: ri.format,
+        boot,
+        kernel,
+        initrd,
+        append: ri.append,
+        append_extra: ri.append_extra,
+        probe: ri.probe,
+    })
+}
