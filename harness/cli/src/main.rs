@@ -2,31 +2,19 @@
 //! checks that their containers start, how fast, and whether their
 //! container store survives power cuts.
 
-/// `println!` for the commands that boot, cut or judge: a closed stdout
-/// (`airboot run | head -3`) must not end the run with a panic before QEMU
-/// is stopped and the report written, so a failed write to stdout is
-/// ignored and the work goes on. (Listing commands end on SIGPIPE instead:
-/// `process::default_broken_pipe`.)
+/// `println!` for the listing and report commands: a closed stdout is
+/// ignored (the work goes on; see airboot_report::terminal).
 macro_rules! outln {
     ($($arg:tt)*) => {{
-        use std::io::Write as _;
-        let _ = writeln!(std::io::stdout(), $($arg)*);
-    }};
-}
-
-/// `print!` with [`outln!`]'s rule.
-macro_rules! out {
-    ($($arg:tt)*) => {{
-        use std::io::Write as _;
-        let _ = write!(std::io::stdout(), $($arg)*);
+        airboot_report::terminal::out(&format!("{}\n", format_args!($($arg)*)));
     }};
 }
 
 mod cut;
+mod exit;
 mod images_cmd;
 mod report_cmd;
 mod run;
-mod scenarios;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -182,6 +170,11 @@ struct ReproArgs {
     /// Where to write the report (default: BUNDLE/repro-<date>-<time>).
     #[arg(long, value_name = "DIR")]
     report_dir: Option<PathBuf>,
+    /// The image the bundle was cut from, when it is no longer where
+    /// cut.json says (a bundle moved to another machine); it must have the
+    /// sha256 cut.json recorded.
+    #[arg(long, value_name = "IMAGE")]
+    input: Option<PathBuf>,
     /// Accelerator, overriding machine.accel.
     #[arg(long, value_enum)]
     accel: Option<AccelArg>,
@@ -195,19 +188,8 @@ fn accel_choice(a: Option<AccelArg>) -> Option<airboot_core::scenario::AccelChoi
     })
 }
 
-fn boot_options(accel: Option<AccelArg>) -> run::Options {
-    run::Options {
-        paths: Vec::new(),
-        report_dir: None,
-        accel: accel_choice(accel),
-        transport: None,
-        filter: None,
-        build: true,
-        repeat: 1,
-        history: None,
-        check_outcomes: false,
-        fixture_build: None,
-    }
+fn boot_options(accel: Option<AccelArg>) -> airboot_session::BootOptions {
+    airboot_session::BootOptions { accel: accel_choice(accel), build: true, ..Default::default() }
 }
 
 #[derive(clap::Args)]
@@ -354,7 +336,6 @@ fn main() -> ExitCode {
             repeat: a.repeat,
             history: a.history,
             check_outcomes: a.check_outcomes,
-            fixture_build: None,
         }),
         Cmd::Report(r) => report_cmd::report(report_cmd::Options {
             history: r.history,
@@ -368,22 +349,24 @@ fn main() -> ExitCode {
             html: r.html,
             json: r.json,
         }),
-        Cmd::Check { paths } => scenarios::check(&paths),
-        Cmd::Cut(c) => cut::cut(cut::CutOptions {
-            scenario: c.scenario,
-            seed: c.seed,
-            modes: c.mode.iter().filter_map(|m| airboot_model::CutMode::parse(m)).collect(),
-            report_dir: c.report_dir,
-            offline: c.offline,
-            run: boot_options(c.accel),
-        }),
-        Cmd::Repro(r) => cut::repro(&r.bundle, r.report_dir, boot_options(r.accel)),
+        Cmd::Check { paths } => run::check(&paths),
+        Cmd::Cut(c) => cut::cut(
+            &c.scenario,
+            airboot_campaign::CutOptions {
+                seed: c.seed,
+                modes: c.mode.iter().filter_map(|m| airboot_model::CutMode::parse(m)).collect(),
+                report_dir: c.report_dir,
+                offline: c.offline,
+                boot: boot_options(c.accel),
+            },
+        ),
+        Cmd::Repro(r) => cut::repro(&r.bundle, r.report_dir, r.input, boot_options(r.accel)),
         Cmd::Images(ImagesCmd::List) => images_cmd::list(),
         Cmd::Images(ImagesCmd::Build { names, all, force, scenarios, suite }) => {
             let names = if scenarios.is_empty() {
                 names
             } else {
-                match scenarios::load_all(&scenarios) {
+                match airboot_session::load::load_all(&scenarios) {
                     Ok(list) => {
                         let mut n: Vec<String> = list
                             .iter()
@@ -401,12 +384,7 @@ fn main() -> ExitCode {
                         }
                         n
                     }
-                    Err(errors) => {
-                        for e in errors {
-                            eprintln!("error: {e}");
-                        }
-                        return ExitCode::from(2);
-                    }
+                    Err(e) => return ExitCode::from(exit::refused(&e, airboot_model::FailureCode::BadInput) as u8),
                 }
             };
             images_cmd::build(&names, all, force)

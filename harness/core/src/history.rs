@@ -269,6 +269,38 @@ fn judge_figure(
     row
 }
 
+/// Flake statistics of a scenario run `--repeat N` times.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RepeatStats {
+    pub scenario: String,
+    pub runs: u64,
+    /// Runs that did not end as declared.
+    pub failures: u64,
+    /// 95% Wilson interval of the failure rate.
+    pub ci_low: f64,
+    pub ci_high: f64,
+}
+
+impl RepeatStats {
+    /// The statistics of `failures` bad runs out of `runs`.
+    pub fn of(scenario: String, failures: u64, runs: u64) -> RepeatStats {
+        let (ci_low, ci_high) = wilson95(failures, runs);
+        RepeatStats { scenario, runs, failures, ci_low, ci_high }
+    }
+
+    pub fn sentence(&self) -> String {
+        format!(
+            "{}: {} of {} runs failed ({:.1}%, 95% CI {:.1}–{:.1}%)",
+            self.scenario,
+            self.failures,
+            self.runs,
+            100.0 * self.failures as f64 / self.runs.max(1) as f64,
+            100.0 * self.ci_low,
+            100.0 * self.ci_high
+        )
+    }
+}
+
 /// Wilson score interval (95%) for `failures` out of `runs`: the flake
 /// rate's plausible range, also meaningful at 0 of N.
 pub fn wilson95(failures: u64, runs: u64) -> (f64, f64) {

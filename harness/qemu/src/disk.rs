@@ -97,6 +97,22 @@ pub fn create_overlay(base: &Path, format: DiskFormat, overlay: &Path) -> Result
     Ok(())
 }
 
+/// Point the qcow2 `overlay` at `base` (absolute path) without touching
+/// its data (`qemu-img rebase -u`): for a copy of a crash state whose
+/// backing image now lives elsewhere.
+pub fn rebase(overlay: &Path, base: &Path, format: DiskFormat) -> Result<(), DiskError> {
+    let base_abs = std::path::absolute(base).map_err(|source| DiskError::Read { path: base.into(), source })?;
+    let err = |source| DiskError::Overlay { path: base.into(), source };
+    let qemu_img = require("qemu-img").map_err(err)?;
+    let mut cmd = Command::new(qemu_img);
+    cmd.args(["rebase", "-q", "-u", "-f", "qcow2", "-F", format.as_str(), "-b"])
+        .arg(&base_abs)
+        .arg(overlay)
+        .stdout(std::process::Stdio::null());
+    run_supervised(&mut cmd, Some(Duration::from_secs(60))).map_err(err)?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

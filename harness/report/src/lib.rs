@@ -2,12 +2,17 @@
 //! summary printed at the end of a run, and the run-level `junit.xml`,
 //! `index.html` and `summary.md`.
 
+pub mod files;
 pub mod html;
 pub mod junit;
 pub mod markdown;
+pub mod terminal;
 #[doc(hidden)]
 pub mod testdata;
 pub mod views;
+
+pub use files::ReportFiles;
+pub use terminal::Terminal;
 
 use std::fmt::Write as _;
 use std::io;

@@ -1,5 +1,6 @@
 //! What the run-level renderers (JUnit, HTML, Markdown) are given.
 
+pub use airboot_core::history::RepeatStats;
 use airboot_core::report::Report;
 use airboot_model::Verdict;
 
@@ -15,32 +16,6 @@ pub struct ScenarioView {
     /// whether the run matched it.
     pub declared: String,
     pub as_declared: Result<(), String>,
-}
-
-/// Flake statistics of a scenario run `--repeat N` times.
-#[derive(Debug, Clone, PartialEq)]
-pub struct RepeatStats {
-    pub scenario: String,
-    pub runs: u64,
-    /// Runs that did not end as declared.
-    pub failures: u64,
-    /// 95% Wilson interval of the failure rate.
-    pub ci_low: f64,
-    pub ci_high: f64,
-}
-
-impl RepeatStats {
-    pub fn sentence(&self) -> String {
-        format!(
-            "{}: {} of {} runs failed ({:.1}%, 95% CI {:.1}–{:.1}%)",
-            self.scenario,
-            self.failures,
-            self.runs,
-            100.0 * self.failures as f64 / self.runs.max(1) as f64,
-            100.0 * self.ci_low,
-            100.0 * self.ci_high
-        )
-    }
 }
 
 /// A whole `airboot run`.

@@ -218,6 +218,28 @@ impl PowerCut {
     }
 }
 
+impl PowerCut {
+    /// What the cut came to, in one word: its outcome, or (judged
+    /// offline) `FS-DAMAGED` or `STORE-<NEW|OLD|BETWEEN|CORRUPT>`.
+    pub fn finding(&self) -> String {
+        match (self.outcome, &self.filesystem, &self.crash_store) {
+            (Some(o), _, _) => o.as_str().to_string(),
+            (None, Some(fs), _) if !fs.clean => "FS-DAMAGED".into(),
+            (None, Some(_), Some(st)) => format!("STORE-{}", st.verdict.as_str().to_uppercase()),
+            _ => "NOT JUDGED".into(),
+        }
+    }
+
+    /// Whether the device survived the cut: INTACT-* or SELF-HEALED; with
+    /// no outcome and `offline`, a clean filesystem and a whole store.
+    pub fn survived(&self, offline: bool) -> bool {
+        match self.outcome {
+            Some(o) => o.survived(),
+            None => offline && self.filesystem.as_ref().is_some_and(|fs| offline_intact(fs, self.crash_store.as_ref())),
+        }
+    }
+}
+
 /// A console line a recorded boot watches for: when it was seen, and how
 /// long the write log was then (its position in the write stream).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

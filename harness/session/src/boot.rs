@@ -1,0 +1,257 @@
+//! One boot of one scenario: resolve, plan, boot on a machine, judge.
+//! Whatever happens, the result is a report (an aborted or refused boot
+//! says why in it), announced with [`RunEvent::BootFinished`].
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use airboot_core::disk::{ReadAt, detect};
+use airboot_core::event::{EventSink, RunEvent};
+use airboot_core::report::Report;
+use airboot_core::run::Run;
+use airboot_core::scenario::{AccelChoice, Scenario};
+use airboot_model::{Arch, BootMode, DiskFormat, Failure, FailureCode, TransportKind};
+use airboot_qemu::argv::{default_append, default_cpu, machine};
+use airboot_qemu::disk;
+use airboot_qemu::vm::{RecordSpec, Recorded, VmEvent};
+
+use crate::fixtures::{Fixtures, ResolvedImage, resolve};
+use crate::machine::{HostCaps, Machine};
+use crate::plan::{self, Decided};
+use crate::{clock, policy};
+
+/// How to boot a scenario beyond what its file says.
+#[derive(Debug, Clone, Default)]
+pub struct BootOptions {
+    /// `--accel`, over `machine.accel`.
+    pub accel: Option<AccelChoice>,
+    /// `--transport`, over `machine.transport` (`Some(None)`: auto).
+    pub transport: Option<Option<TransportKind>>,
+    /// Build a fixture that is not built yet.
+    pub build: bool,
+    /// Boot this build folder of the scenario's fixture instead of the
+    /// current one (`airboot repro`: the build a bundle was cut from, so
+    /// its kernel and initramfs match the disk under the crash state).
+    pub fixture_build: Option<PathBuf>,
+    /// Boot this disk (a qcow2 over the input image: a crash state)
+    /// instead of the input image itself.
+    pub disk: Option<PathBuf>,
+    /// Record the guest's disk requests into this (existing, empty) file,
+    /// noting where `record`'s console lines fall in the stream.
+    pub write_log: Option<PathBuf>,
+    pub record: Option<RecordSpec>,
+    /// Keep the run's overlay here afterwards, with what the guest wrote.
+    pub keep_overlay: Option<PathBuf>,
+}
+
+/// Where boots run, and where fixtures come from.
+pub struct Env<'a> {
+    pub machine: &'a dyn Machine,
+    pub fixtures: &'a dyn Fixtures,
+}
+
+/// What a boot hands back besides its report.
+#[derive(Debug, Clone)]
+pub struct Boot {
+    pub report: Report,
+    /// What the recorder saw (a recorded boot).
+    pub recorded: Option<Recorded>,
+    /// The input image and its format, once resolved.
+    pub input: Option<(PathBuf, DiskFormat)>,
+    /// The guest's architecture, once decided.
+    pub arch: Option<Arch>,
+}
+
+/// Boot `s` once, its console log and helper logs in `dir`.
+pub fn run_boot(s: &Scenario, dir: &Path, opts: &BootOptions, env: &Env, sink: &mut dyn EventSink) -> Boot {
+    let wall = Instant::now();
+    let mut report = Report::new(&s.name, &s.file.display().to_string(), clock::now_rfc3339());
+    report.description = s.description.clone();
+    report.machine.memory_mib = s.machine.memory_mib;
+    report.machine.cpus = s.machine.cpus;
+    let mut boot = Boot { report, recorded: None, input: None, arch: None };
+    match std::fs::create_dir_all(dir) {
+        Ok(()) => {
+            if let Err(f) = session(s, dir, opts, env, sink, &mut boot) {
+                sink.event(RunEvent::Refused(f.clone()));
+                boot.report.error(f.code, f.message, f.evidence);
+            }
+        }
+        Err(e) => boot.report.error(FailureCode::ReportDir, format!("cannot create {}: {e}", dir.display()), None),
+    }
+    boot.report.wall_s = wall.elapsed().as_secs_f64();
+    sink.event(RunEvent::BootFinished { report: Box::new(boot.report.clone()), dir: dir.to_path_buf() });
+    boot
+}
+
+/// The boot proper. An `Err` is a harness error before QEMU ran; failures
+/// after that are in the report.
+fn session(
+    s: &Scenario,
+    dir: &Path,
+    opts: &BootOptions,
+    env: &Env,
+    sink: &mut dyn EventSink,
+    out: &mut Boot,
+) -> Result<(), Failure> {
+    let report = &mut out.report;
+    let format = |p: &Path, said| disk::resolve_format(p, said).map_err(|e| e.to_string());
+    let mut r = resolve(s, opts.fixture_build.as_deref(), opts.build, env.fixtures, &format, sink)?;
+    report.image.fixture = r.fixture.clone();
+    report.image.path = Some(r.disk.display().to_string());
+    report.image.format = Some(r.format);
+    // Read once: the architecture check and board mode both look inside.
+    let image = disk::open_image(&r.disk);
+    let arch = detect_arch(s, &r, &image, report)?;
+    out.input = Some((r.disk.clone(), r.format));
+    out.arch = Some(arch);
+    if r.boot == BootMode::Direct && r.append.is_none() {
+        r.append = Some(default_append(arch));
+    }
+    report.arch = Some(arch);
+    report.boot.mode = Some(r.boot);
+    if r.boot == BootMode::Board {
+        board_boot(s, arch, &image, &mut r, env.fixtures, report, sink)?;
+    }
+    drop(image);
+    report.boot.kernel = r.kernel.as_ref().map(|k| k.display().to_string());
+    report.boot.initrd = r.initrd.as_ref().map(|k| k.display().to_string());
+    report.boot.append = r.append.clone();
+    report.machine.machine = Some(machine(arch).into());
+
+    let qemu = env.machine.emulator(arch).map_err(|e| Failure::new(FailureCode::QemuMissing, e))?;
+    report.machine.qemu = Some(qemu.display().to_string());
+    let caps = HostCaps { qemu, transports: env.machine.transports() };
+    let transport = plan::choose_transport(s, opts, r.probe, &caps.transports)?;
+    sink.event(RunEvent::Transport { kind: transport.kind, reason: transport.reason.clone() });
+    report.probe.transport = Some(transport.kind);
+    report.probe.transport_reason = Some(transport.reason.clone());
+    let (choice, by) = plan::accel_choice(s, opts);
+    let accel = env.machine.accel(choice, by, arch, &caps.qemu, r.probe_kernel.as_deref());
+    sink.event(RunEvent::Accel { accel: accel.accel, reason: accel.reason.clone() });
+    report.accel = Some(accel.accel);
+    report.accel_reason = Some(accel.reason.clone());
+    let scale = plan::scale(s, accel.accel);
+    report.timeouts.scale = scale;
+    report.timeouts.timeout_s = s.expect.timeout.as_secs_f64() * scale;
+    report.timeouts.time_to_stack_budget_s = s.expect.time_to_stack.map(|t| t.as_secs_f64() * scale);
+
+    sink.event(RunEvent::Step(format!("hashing {}", r.disk.display())));
+    let before = disk::sha256_file(&r.disk).map_err(|e| Failure::new(FailureCode::ImageUnreadable, e.to_string()))?;
+    report.image.sha256_before = Some(before);
+    let firmware = match r.boot {
+        BootMode::Uefi => Some(
+            env.machine
+                .firmware(arch, s.machine.firmware.as_deref(), s.machine.firmware_vars.as_deref())
+                .map_err(|e| Failure::new(FailureCode::FirmwareMissing, e))?,
+        ),
+        _ => None,
+    };
+    if let Some(fw) = &firmware {
+        report.boot.firmware = Some(fw.code.display().to_string());
+        report.boot.firmware_source = Some(fw.source.clone());
+    }
+    report.notes.extend(plan::notes(s, arch, accel.accel));
+    report.machine.cpu = Some(s.machine.cpu.clone().unwrap_or_else(|| default_cpu(arch, accel.accel).into()));
+    let decided = Decided { arch, caps, accel, transport, firmware };
+    let plan = plan::boot_plan(s, &r, decided, opts, dir.join("console.log"));
+    let run = Run::new(plan.run.clone())
+        .map_err(|e| Failure::new(FailureCode::BadInput, format!("a console pattern does not compile: {e}")))?;
+    sink.event(RunEvent::Booting {
+        what: r.fixture.clone().unwrap_or_else(|| "image".into()),
+        accel: plan.accel.accel,
+        timeout_s: report.timeouts.timeout_s,
+    });
+    let mut on_vm = |e: VmEvent| match e {
+        VmEvent::Started { qemu_version } => sink.event(RunEvent::GuestStarted { qemu_version }),
+        VmEvent::Milestone(m) => sink.event(RunEvent::Milestone(m)),
+        VmEvent::Note(n) => sink.event(RunEvent::Note(n)),
+    };
+    match env.machine.boot(&plan, run, &mut on_vm) {
+        Err(e) => policy::machine_failed(report, &e),
+        Ok(mut o) => {
+            out.recorded = o.recorded.take();
+            policy::fill(report, o);
+        }
+    }
+    policy::input_check(report, disk::sha256_file(&r.disk).map_err(|e| e.to_string()));
+    Ok(())
+}
+
+/// Board mode: find the image's root partition, take the generic kernel
+/// and the board initramfs for `arch`, and say in the report that the
+/// board's own kernel is not what booted.
+fn board_boot(
+    s: &Scenario,
+    arch: Arch,
+    image: &std::io::Result<Box<dyn ReadAt>>,
+    r: &mut ResolvedImage,
+    fixtures: &dyn Fixtures,
+    report: &mut Report,
+    sink: &mut dyn EventSink,
+) -> Result<(), Failure> {
+    let view = image.as_ref().map_err(|e| {
+        Failure::new(FailureCode::BadInput, format!("cannot read {} to find its root partition: {e}", r.disk.display()))
+    })?;
+    let rootp = detect::root_partition(view.as_ref(), arch).ok_or_else(|| {
+        Failure::new(
+            FailureCode::NoRootPartition,
+            format!(
+                "board mode: no root filesystem found in {} (no GPT partition typed Linux root for {arch}, no ext4 partition with an init or a container engine)",
+                r.disk.display()
+            ),
+        )
+    })?;
+    sink.event(RunEvent::Step(format!("board mode: the generic {arch} kernel and airboot's board initramfs")));
+    let mut progress = |m: &str| sink.event(RunEvent::Detail(m.to_string()));
+    let bk = fixtures
+        .board_kernel(arch, &mut progress)
+        .map_err(|e| Failure::new(FailureCode::BoardKernel, format!("board mode: {e}")))?;
+    let dev = if rootp.number == 0 { "/dev/vda".to_string() } else { format!("/dev/vda{}", rootp.number) };
+    let mut append = airboot_images::kernel_append(arch, &dev);
+    if let Some(x) = &s.image.append_extra {
+        append = format!("{append} {x}");
+    }
+    report.notes.push(format!(
+        "board mode: the board's own kernel was NOT used. Its root filesystem ({}, booted as {dev}) ran under Debian's generic {arch} kernel {} with an airboot initramfs that loaded {} first; results say nothing about the board kernel's configuration or drivers",
+        rootp.why,
+        bk.version,
+        if bk.engine_modules.is_empty() { "nothing (all built in)".to_string() } else { bk.engine_modules.join(", ") }
+    ));
+    r.kernel = Some(bk.kernel.clone());
+    r.initrd = Some(bk.initrd);
+    r.probe_kernel = Some(bk.kernel);
+    r.append = Some(append);
+    Ok(())
+}
+
+/// Tell the image's architecture from the image itself and check it
+/// against what the scenario asks, before QEMU starts.
+fn detect_arch(
+    s: &Scenario,
+    r: &ResolvedImage,
+    image: &std::io::Result<Box<dyn ReadAt>>,
+    report: &mut Report,
+) -> Result<Arch, Failure> {
+    let mut evidence = Vec::new();
+    match image {
+        Ok(view) => evidence.extend(detect::disk_evidence(view.as_ref())),
+        Err(e) => {
+            report.notes.push(format!("could not look inside {} to tell its architecture: {e}", r.disk.display()))
+        }
+    }
+    if r.boot == BootMode::Direct
+        && let Some(k) = &r.kernel
+    {
+        evidence.extend(disk::kernel_evidence(k));
+    }
+    report.arch_detection.evidence = evidence.iter().map(|e| e.what.clone()).collect();
+    if let detect::Verdict::Known(a) = detect::judge(&evidence) {
+        report.arch_detection.detected = Some(a.to_string());
+    }
+    detect::decide(s.machine.arch.or(r.fixture_arch), &evidence).map_err(|e| Failure {
+        code: e.code,
+        message: format!("{}: {}", r.disk.display(), e.message),
+        evidence: Some(e.evidence),
+    })
+}

@@ -1,0 +1,385 @@
+//! The session driven through a fake machine and a fake fixture store: no
+//! QEMU, no fixture cache. What is checked is the session's own logic:
+//! which image it boots, which transport and accelerator it chooses (and
+//! who asked), what it tells the machine, how it fills the report, and the
+//! harness's verdict policy on top of the guest's (a network device, a
+//! leftover process, an input image that changed).
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use airboot_core::console::TimedLine;
+use airboot_core::event::RunEvent;
+use airboot_core::run::{Decision, Run};
+use airboot_core::scenario::{AccelChoice, Scenario};
+use airboot_model::{Accel, Arch, BootMode, FailureCode, TransportKind, Verdict};
+use airboot_qemu::accel::AccelDecision;
+use airboot_qemu::firmware::Firmware;
+use airboot_qemu::transport;
+use airboot_qemu::vm::{VmError, VmEvent, VmOutcome};
+use airboot_session::fixtures::BoardKernel;
+use airboot_session::machine::BootPlan;
+use airboot_session::suite::{SuiteOptions, run_suite};
+use airboot_session::{BootOptions, Env, FixtureBuild, Fixtures, Machine, MachineError, run_boot};
+
+const RID: &str = "sha256:1111111111111111111111111111111111111111111111111111111111111111";
+
+/// The console lines of a guest whose stack comes up healthy (a status
+/// block, as the reference reporter prints it).
+fn healthy_console() -> Vec<String> {
+    vec![
+        "[    0.000000] Linux version 6.1.0-28-amd64".into(),
+        r#"AIRBOOT-STATUS v1 begin {"seq":1,"uptime_s":20.0,"final":true}"#.into(),
+        r#"AIRBOOT-STATUS v1 engine {"name":"docker","state":"up"}"#.into(),
+        format!(r#"AIRBOOT-STATUS v1 image {{"repository":"fixture/redis","tag":"1","id":"{RID}"}}"#),
+        r#"AIRBOOT-STATUS v1 container {"name":"/redis","image":"fixture/redis:1","state":"running","health":"healthy"}"#
+            .into(),
+        r#"AIRBOOT-STATUS v1 end {"seq":1,"records":3}"#.into(),
+    ]
+}
+
+/// A machine that boots nothing: it plays a console script into the run
+/// and returns what it is told to.
+struct FakeMachine {
+    qemu: Result<PathBuf, String>,
+    caps: transport::HostCaps,
+    accel: Accel,
+    console: Vec<String>,
+    nics: Vec<String>,
+    leftover: Vec<String>,
+    /// Append to this file during the boot (the input image, to be caught).
+    scribble: Option<PathBuf>,
+    /// Fail to start, having built this command line.
+    fail: Option<Vec<String>>,
+    asked_accel: RefCell<Option<(AccelChoice, String)>>,
+    plan: RefCell<Option<BootPlan>>,
+}
+
+impl FakeMachine {
+    fn new() -> FakeMachine {
+        FakeMachine {
+            qemu: Ok("/usr/bin/qemu-system-x86_64".into()),
+            caps: transport::HostCaps {
+                kernel_vsock: Err("/dev/vhost-vsock does not exist".into()),
+                vhost_device_vsock: Some("/opt/vhost-device-vsock".into()),
+            },
+            accel: Accel::Tcg,
+            console: healthy_console(),
+            nics: Vec::new(),
+            leftover: Vec::new(),
+            scribble: None,
+            fail: None,
+            asked_accel: RefCell::new(None),
+            plan: RefCell::new(None),
+        }
+    }
+}
+
+impl Machine for FakeMachine {
+    fn emulator(&self, _: Arch) -> Result<PathBuf, String> {
+        self.qemu.clone()
+    }
+    fn transports(&self) -> transport::HostCaps {
+        self.caps.clone()
+    }
+    fn accel(&self, choice: AccelChoice, by: &str, _: Arch, _: &Path, _: Option<&Path>) -> AccelDecision {
+        *self.asked_accel.borrow_mut() = Some((choice, by.to_string()));
+        match self.accel {
+            Accel::Kvm => AccelDecision::kvm("the fake has KVM"),
+            Accel::Tcg => AccelDecision::tcg("the fake has no KVM"),
+        }
+    }
+    fn firmware(&self, _: Arch, _: Option<&Path>, _: Option<&Path>) -> Result<Firmware, String> {
+        Err("no firmware in the fake".into())
+    }
+    fn boot(&self, plan: &BootPlan, mut run: Run, events: &mut dyn FnMut(VmEvent)) -> Result<VmOutcome, MachineError> {
+        *self.plan.borrow_mut() = Some(plan.clone());
+        if let Some(argv) = &self.fail {
+            return Err(MachineError::Vm {
+                error: VmError::EarlyExit { status: "exit status: 1".into(), stderr: "no such device".into() },
+                argv: argv.clone(),
+            });
+        }
+        events(VmEvent::Started { qemu_version: Some("9.9.9".into()) });
+        if let Some(f) = &self.scribble {
+            std::fs::write(f, b"written by something else").unwrap();
+        }
+        for (i, text) in self.console.iter().enumerate() {
+            let line = TimedLine { t: 1.0 + i as f64, text: text.clone(), truncated: false };
+            if run.on_line(&line) == Decision::Stop {
+                break;
+            }
+        }
+        if !run.is_done() {
+            run.on_tick(run.deadline_s());
+        }
+        let argv = vec!["-nodefaults".to_string(), "-S".to_string()];
+        Ok(VmOutcome {
+            result: run.finish(),
+            network_args: Vec::new(),
+            argv,
+            qemu_version: Some("9.9.9".into()),
+            exit: Some("killed".into()),
+            stderr_tail: Vec::new(),
+            pci_network_devices: self.nics.clone(),
+            pci_checked: true,
+            console_lines: self.console.len() as u64,
+            console_bytes: 100,
+            truncated_lines: 0,
+            log_capped: false,
+            tail: Vec::new(),
+            leftover: self.leftover.clone(),
+            probe_transport: None,
+            probe_version: None,
+            helper_log_tail: Vec::new(),
+            recorded: None,
+        })
+    }
+}
+
+/// One fixture, `fake-x86_64`, built (or not) in a temporary folder.
+struct FakeFixtures {
+    build: FixtureBuild,
+    built: RefCell<bool>,
+    builds: RefCell<u32>,
+}
+
+impl FakeFixtures {
+    fn new(dir: &Path, probe: bool, built: bool) -> FakeFixtures {
+        let disk = dir.join("disk.qcow2");
+        std::fs::write(&disk, b"not really a disk").unwrap();
+        FakeFixtures {
+            build: FixtureBuild {
+                name: "fake-x86_64".into(),
+                dir: dir.to_path_buf(),
+                arch: Arch::X86_64,
+                boot: BootMode::Direct,
+                disk,
+                kernel: dir.join("vmlinuz"),
+                initrd: dir.join("initrd.img"),
+                append: "console=ttyS0 root=/dev/vda".into(),
+                images: BTreeMap::from([("fixture/redis:1".to_string(), RID.to_string())]),
+                probe,
+            },
+            built: RefCell::new(built),
+            builds: RefCell::new(0),
+        }
+    }
+}
+
+impl Fixtures for FakeFixtures {
+    fn known(&self, name: &str) -> bool {
+        name == "fake-x86_64"
+    }
+    fn current(&self, _: &str) -> Option<FixtureBuild> {
+        self.built.borrow().then(|| self.build.clone())
+    }
+    fn open(&self, _: &Path, _: &str) -> Option<FixtureBuild> {
+        None
+    }
+    fn build(&self, _: &str, progress: &mut dyn FnMut(&str)) -> Result<FixtureBuild, String> {
+        progress("[1/1] pretending");
+        *self.builds.borrow_mut() += 1;
+        *self.built.borrow_mut() = true;
+        Ok(self.build.clone())
+    }
+    fn board_kernel(&self, _: Arch, _: &mut dyn FnMut(&str)) -> Result<BoardKernel, String> {
+        Err("no board kernel in the fake".into())
+    }
+}
+
+fn scenario(extra: &str) -> Scenario {
+    let src = format!(
+        "name = \"fake\"\n[image]\nfixture = \"fake-x86_64\"\n[expect]\nimages = [\"fixture/redis:1\"]\n\
+         containers = [{{ name = \"redis\", healthy = true }}]\ntime_to_stack = \"30s\"\ntimeout = \"60s\"\n{extra}"
+    );
+    airboot_core::scenario::parse(&src, Path::new("fake.toml"), &airboot_core::scenario::any_file).unwrap()
+}
+
+/// Boot `s` on `m` with `f`; the report and every event.
+fn boot(
+    s: &Scenario,
+    m: &FakeMachine,
+    f: &FakeFixtures,
+    o: &BootOptions,
+) -> (airboot_core::report::Report, Vec<RunEvent>) {
+    let dir = tempfile::tempdir().unwrap();
+    let env = Env { machine: m, fixtures: f };
+    let mut events = Vec::new();
+    let b = run_boot(s, dir.path(), o, &env, &mut |e| events.push(e));
+    (b.report, events)
+}
+
+fn codes(r: &airboot_core::report::Report) -> Vec<FailureCode> {
+    r.failures.iter().map(|f| f.code).collect()
+}
+
+#[test]
+fn a_healthy_stack_passes_with_the_machines_choices_in_the_report() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (m, f) = (FakeMachine::new(), FakeFixtures::new(tmp.path(), false, true));
+    let (r, events) = boot(&scenario(""), &m, &f, &BootOptions::default());
+    assert_eq!(r.verdict, Verdict::Pass, "{:?}", r.failures);
+    // No probe in the image: the console transport, whatever the host has.
+    assert_eq!(r.probe.transport, Some(TransportKind::Console));
+    assert_eq!((r.accel, r.arch), (Some(Accel::Tcg), Some(Arch::X86_64)));
+    assert_eq!(*m.asked_accel.borrow(), Some((AccelChoice::Auto, "machine.accel".to_string())));
+    // TCG: the budgets are scaled by the default slowdown.
+    assert_eq!((r.timeouts.scale, r.timeouts.timeout_s, r.timeouts.time_to_stack_budget_s), (10.0, 600.0, Some(300.0)));
+    assert_eq!(r.image.fixture.as_deref(), Some("fake-x86_64"));
+    assert_eq!(r.image.unchanged, Some(true));
+    assert!(r.time_to_stack_s.is_some());
+    assert!(r.notes.iter().any(|n| n.contains("console transport")), "{:?}", r.notes);
+    // The machine was told to boot the fixture's disk, its kernel, and
+    // to judge with the fixture's image IDs.
+    let plan = m.plan.borrow().clone().unwrap();
+    assert_eq!(plan.disk.0, f.build.disk);
+    assert_eq!(plan.kernel.as_deref(), Some(f.build.kernel.as_path()));
+    assert_eq!(plan.run.known_ids.get("fixture/redis:1").map(String::as_str), Some(RID));
+    assert!(!plan.run.probe);
+    assert_eq!(plan.run.engine_unit, "docker.service");
+    // What was decided went out as events, and the boot ended with its report.
+    assert!(events.iter().any(|e| matches!(e, RunEvent::Transport { kind: TransportKind::Console, .. })));
+    assert!(events.iter().any(|e| matches!(e, RunEvent::Accel { accel: Accel::Tcg, .. })));
+    assert!(events.iter().any(|e| matches!(e, RunEvent::GuestStarted { .. })));
+    match events.last() {
+        Some(RunEvent::BootFinished { report, .. }) => assert_eq!(report.verdict, Verdict::Pass),
+        other => panic!("the last event is {other:?}"),
+    }
+}
+
+#[test]
+fn the_command_line_is_asked_for_over_the_scenario() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut m = FakeMachine::new();
+    m.accel = Accel::Kvm;
+    let f = FakeFixtures::new(tmp.path(), true, true);
+    let s = scenario("[machine]\naccel = \"tcg\"\n");
+    let (r, _) = boot(&s, &m, &f, &BootOptions { accel: Some(AccelChoice::Kvm), ..Default::default() });
+    assert_eq!(*m.asked_accel.borrow(), Some((AccelChoice::Kvm, "--accel".to_string())));
+    assert_eq!((r.accel, r.timeouts.scale), (Some(Accel::Kvm), 1.0), "KVM: budgets as written");
+    // The image carries the probe: the best transport this host serves.
+    assert_eq!(r.probe.transport, Some(TransportKind::VhostUserVsock));
+    assert!(m.plan.borrow().as_ref().unwrap().run.probe);
+    // A forced transport the host lacks stops the boot before the machine.
+    let m = FakeMachine::new();
+    let forced = BootOptions { transport: Some(Some(TransportKind::Vsock)), ..Default::default() };
+    let (r, events) = boot(&s, &m, &f, &forced);
+    assert_eq!((r.verdict, codes(&r)), (Verdict::Error, vec![FailureCode::Transport]));
+    assert!(m.plan.borrow().is_none(), "nothing booted");
+    assert!(events.iter().any(|e| matches!(e, RunEvent::Refused(f) if f.code == FailureCode::Transport)));
+}
+
+#[test]
+fn a_network_device_fails_the_run_whatever_the_guest_says() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut m = FakeMachine::new();
+    m.nics = vec!["Ethernet controller e1000 at 00:02.0".into()];
+    let (r, _) = boot(&scenario(""), &m, &FakeFixtures::new(tmp.path(), false, true), &BootOptions::default());
+    assert_eq!(r.verdict, Verdict::Fail);
+    assert_eq!(codes(&r), [FailureCode::NetworkPresent]);
+    assert_eq!(r.network.nics, 1);
+    assert!(r.failures[0].evidence.as_deref().unwrap().contains("e1000"));
+}
+
+#[test]
+fn a_process_outliving_the_run_is_the_harness_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut m = FakeMachine::new();
+    m.leftover = vec!["qemu group 4242".into()];
+    let (r, _) = boot(&scenario(""), &m, &FakeFixtures::new(tmp.path(), false, true), &BootOptions::default());
+    assert_eq!(r.verdict, Verdict::Error, "the guest passed; the harness did not clean up");
+    assert_eq!(codes(&r), [FailureCode::LeftoverProcess]);
+    assert!(r.failures[0].message.contains("qemu group 4242"));
+}
+
+#[test]
+fn an_input_image_that_changes_during_the_run_is_caught() {
+    let tmp = tempfile::tempdir().unwrap();
+    let f = FakeFixtures::new(tmp.path(), false, true);
+    let mut m = FakeMachine::new();
+    m.scribble = Some(f.build.disk.clone());
+    let (r, _) = boot(&scenario(""), &m, &f, &BootOptions::default());
+    assert_eq!(r.verdict, Verdict::Error);
+    assert_eq!(codes(&r), [FailureCode::InputModified]);
+    assert_eq!(r.image.unchanged, Some(false));
+    assert_ne!(r.image.sha256_before, r.image.sha256_after);
+}
+
+#[test]
+fn a_machine_without_the_emulator_boots_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut m = FakeMachine::new();
+    m.qemu = Err("qemu-system-x86_64 is not installed (Debian package qemu-system-x86)".into());
+    let (r, _) = boot(&scenario(""), &m, &FakeFixtures::new(tmp.path(), false, true), &BootOptions::default());
+    assert_eq!((r.verdict, codes(&r)), (Verdict::Error, vec![FailureCode::QemuMissing]));
+    assert!(r.failures[0].message.contains("qemu-system-x86"));
+    assert!(m.plan.borrow().is_none() && r.image.sha256_before.is_none(), "stopped before hashing and booting");
+}
+
+#[test]
+fn qemu_that_fails_to_start_leaves_its_command_line_as_evidence() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut m = FakeMachine::new();
+    m.fail = Some(vec!["-nodefaults".into(), "-netdev".into(), "user,id=n0".into()]);
+    let (r, _) = boot(&scenario(""), &m, &FakeFixtures::new(tmp.path(), false, true), &BootOptions::default());
+    assert_eq!((r.verdict, codes(&r)), (Verdict::Error, vec![FailureCode::Qemu]));
+    assert!(r.failures[0].message.contains("QEMU exited before the guest started"), "{}", r.failures[0].message);
+    assert_eq!(r.network.qemu_network_args, ["-netdev user,id=n0"]);
+    assert_eq!(r.image.unchanged, Some(true), "the input is checked whatever happened");
+}
+
+#[test]
+fn a_missing_fixture_is_built_only_when_allowed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (m, f) = (FakeMachine::new(), FakeFixtures::new(tmp.path(), false, false));
+    let (r, _) = boot(&scenario(""), &m, &f, &BootOptions::default());
+    assert_eq!(codes(&r), [FailureCode::FixtureNotBuilt]);
+    assert_eq!(*f.builds.borrow(), 0);
+    let (r, events) = boot(&scenario(""), &m, &f, &BootOptions { build: true, ..Default::default() });
+    assert_eq!(r.verdict, Verdict::Pass, "{:?}", r.failures);
+    assert_eq!(*f.builds.borrow(), 1);
+    assert!(
+        events.iter().any(|e| matches!(e, RunEvent::Detail(d) if d == "[1/1] pretending")),
+        "build progress is shown"
+    );
+}
+
+#[test]
+fn a_suite_judges_each_scenario_by_its_declared_outcome() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (m, f) = (FakeMachine::new(), FakeFixtures::new(tmp.path(), false, true));
+    let pass = scenario("[machine]\narch = \"x86_64\"\n");
+    // A negative control: expects an image the device does not have.
+    let mut missing = scenario("[machine]\narch = \"x86_64\"\n[outcome]\nfailures = [\"image-missing\"]\n");
+    missing.name = "missing".into();
+    missing.expect.images.push(airboot_core::scenario::ImageExpect { reference: "fixture/nginx:1".into(), id: None });
+    let env = Env { machine: &m, fixtures: &f };
+    let opts = |check| SuiteOptions {
+        report_dir: Some(tmp.path().join("reports")),
+        repeat: 1,
+        check_outcomes: check,
+        boot: BootOptions::default(),
+    };
+    let mut events = Vec::new();
+    let index = run_suite(&[pass.clone(), missing.clone()], &opts(false), &env, &mut |e| events.push(e)).unwrap();
+    assert_eq!(index.exit_code, 1, "raw verdicts: one failed");
+    assert_eq!(index.scenarios.iter().map(|e| e.as_declared).collect::<Vec<_>>(), [true, true]);
+    assert_eq!(index.scenarios[1].dir, "missing");
+    let index = run_suite(&[pass, missing], &opts(true), &env, &mut |_| {}).unwrap();
+    assert_eq!(index.exit_code, 0, "by declared outcomes: both as declared");
+    // The events of a suite, in order.
+    let kinds: Vec<&str> = events
+        .iter()
+        .filter_map(|e| match e {
+            RunEvent::RunStarted { .. } => Some("run"),
+            RunEvent::ScenarioStarted { .. } => Some("start"),
+            RunEvent::BootFinished { .. } => Some("boot"),
+            RunEvent::ScenarioFinished(_) => Some("judged"),
+            RunEvent::RunFinished { .. } => Some("end"),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(kinds, ["run", "start", "boot", "judged", "start", "boot", "judged", "end"]);
+}
