@@ -136,6 +136,133 @@ fn file_tail(p: &std::path::Path, n: usize) -> Vec<String> {
     lines[lines.len().saturating_sub(n)..].to_vec()
 }
 
+/// A started QEMU (and its helper), paused at t0-to-be, with QMP attached.
+struct Launched {
+    child: tokio::process::Child,
+    guard: GroupGuard,
+    helper: Option<(GroupGuard, tokio::process::Child)>,
+    qmp: Qmp,
+    stdout: tokio::process::ChildStdout,
+    /// Kept open (never written): an EOF on the console input is not
+    /// something the guest should ever see.
+    _stdin: Option<tokio::process::ChildStdin>,
+    stderr_tail: StderrTail,
+    qemu_version: Option<String>,
+    pci_network_devices: Vec<String>,
+    pci_checked: bool,
+}
+
+/// The serial console as it arrives: split into lines (cut at
+/// [`MAX_LINE`]), logged with host time (capped at [`CONSOLE_LOG_CAP`]),
+/// the last lines kept, everything counted.
+struct Console {
+    splitter: LineSplitter,
+    raw: Vec<airboot_core::console::RawLine>,
+    tail: Tail,
+    log: BufWriter<File>,
+    path: PathBuf,
+    logged: u64,
+    log_capped: bool,
+    lines: u64,
+    bytes: u64,
+    truncated: u64,
+}
+
+impl Console {
+    fn new(path: &std::path::Path) -> Result<Console, VmError> {
+        let log = File::create(path).map_err(|source| VmError::Log { path: path.display().to_string(), source })?;
+        Ok(Console {
+            splitter: LineSplitter::new(MAX_LINE),
+            raw: Vec::new(),
+            tail: Tail::new(200),
+            log: BufWriter::new(log),
+            path: path.to_path_buf(),
+            logged: 0,
+            log_capped: false,
+            lines: 0,
+            bytes: 0,
+            truncated: 0,
+        })
+    }
+
+    /// Bytes from the guest; the complete lines they end, stamped `t`.
+    fn push(&mut self, bytes: &[u8], t: f64) -> Vec<TimedLine> {
+        self.bytes += bytes.len() as u64;
+        self.splitter.push(bytes, &mut self.raw);
+        self.take(t)
+    }
+
+    /// The console closed: whatever is left is a line.
+    fn finish(&mut self, t: f64) -> Vec<TimedLine> {
+        self.raw.extend(self.splitter.finish());
+        self.take(t)
+    }
+
+    fn take(&mut self, t: f64) -> Vec<TimedLine> {
+        self.raw.drain(..).map(|r| TimedLine { t, text: clean_line(&r.bytes), truncated: r.truncated }).collect()
+    }
+
+    /// The unfinished line so far (a prompt ends no line), stamped `t`.
+    fn pending(&self, t: f64) -> Option<TimedLine> {
+        (self.splitter.pending() > 0).then(|| TimedLine { t, text: clean_line(self.splitter.peek()), truncated: false })
+    }
+
+    /// Count a line, log it (until the cap), keep it in the tail.
+    fn record(&mut self, line: TimedLine) -> Result<(), VmError> {
+        self.lines += 1;
+        self.truncated += u64::from(line.truncated);
+        if !self.log_capped {
+            let s = format_log_line(&line);
+            if self.logged + s.len() as u64 > CONSOLE_LOG_CAP {
+                self.log_capped = true;
+                let _ = self.log.write_all(b"[airboot: console.log capped here; the guest printed more]\n");
+            } else {
+                self.logged += s.len() as u64;
+                self.log
+                    .write_all(s.as_bytes())
+                    .map_err(|source| VmError::Log { path: self.path.display().to_string(), source })?;
+            }
+        }
+        self.tail.push(line);
+        Ok(())
+    }
+
+    /// A line at the very end (evidence of why the run stopped): counted,
+    /// logged past the cap and any error, kept in the tail.
+    fn last_words(&mut self, line: TimedLine) {
+        self.lines += 1;
+        let _ = self.log.write_all(format_log_line(&line).as_bytes());
+        self.tail.push(line);
+    }
+}
+
+/// Hands new milestones of the run to the caller, each once.
+struct Milestones {
+    seen: usize,
+}
+
+impl Milestones {
+    fn report(&mut self, run: &Run, on_event: &mut dyn FnMut(VmEvent)) {
+        if run.seen() > self.seen {
+            for m in run.milestones().into_iter().skip(self.seen) {
+                on_event(VmEvent::Milestone(m));
+            }
+            self.seen = run.seen();
+        }
+    }
+}
+
+/// How the pumping of a running guest ended.
+struct Pumped {
+    /// QEMU's own exit, when it exited by itself.
+    exit: Option<String>,
+    /// The recorded boot reached its cut: freeze the guest.
+    cut_now: bool,
+    recorded: Option<Recorded>,
+    probe_transport: Option<String>,
+    probe_version: Option<String>,
+}
+
 impl VmRunner {
     /// The full QEMU argument list (machine + transport).
     pub fn argv(&self) -> Vec<String> {
@@ -145,14 +272,59 @@ impl VmRunner {
     }
 
     pub async fn run(&self, mut run: Run, on_event: &mut dyn FnMut(VmEvent)) -> Result<VmOutcome, VmError> {
-        // The transport's helper first: QEMU connects to its socket.
-        let mut helper_guard = None;
         let helper_log = self.console_log.with_file_name("vhost-device-vsock.log");
+        let argv = self.argv();
+        let mut vm = self.launch(&argv, &helper_log).await?;
+        let mut console = Console::new(&self.console_log)?;
+        vm.qmp.execute_within(qapi::qmp::cont {}, Duration::from_secs(10)).await?;
+        let t0 = Instant::now();
+        on_event(VmEvent::Started { qemu_version: vm.qemu_version.clone() });
+        let pumped = self.pump(&mut vm, &mut console, &mut run, t0, on_event).await?;
+        let _ = console.log.flush();
+        // A cut: freeze the guest. The recorder noted how far the write
+        // log got when the cut's moment came, before this pause, because
+        // pausing makes QEMU flush every disk (`bdrv_flush_all`), and
+        // blklogwrites logs that flush like the guest's own: counted in, it
+        // would make every write before it durable and a power cut here
+        // would lose nothing. Requests still in flight at that instant had
+        // not completed: they are lost too.
+        if pumped.cut_now
+            && let Err(e) = vm.qmp.execute_within(qapi::qmp::stop {}, Duration::from_secs(10)).await
+        {
+            on_event(VmEvent::Note(format!("could not pause the guest for the cut: {e}")));
+        }
+        let (exit, leftover) = Self::teardown(&mut vm, pumped.exit).await;
+        Ok(VmOutcome {
+            result: run.finish(),
+            network_args: network_args(&argv),
+            argv,
+            qemu_version: vm.qemu_version,
+            exit: Some(exit),
+            stderr_tail: tail_of(&vm.stderr_tail),
+            pci_network_devices: vm.pci_network_devices,
+            pci_checked: vm.pci_checked,
+            console_lines: console.lines,
+            console_bytes: console.bytes,
+            truncated_lines: console.truncated,
+            log_capped: console.log_capped,
+            tail: console.tail.last(40).into_iter().map(|l| format!("[+{:.3}s] {}", l.t, l.text)).collect(),
+            leftover,
+            probe_transport: pumped.probe_transport,
+            probe_version: pumped.probe_version,
+            recorded: pumped.recorded,
+            helper_log_tail: if self.plan.helper.is_some() { file_tail(&helper_log, 10) } else { Vec::new() },
+        })
+    }
+
+    /// Start the transport's helper (QEMU connects to its socket), then
+    /// QEMU paused, attach QMP (racing QEMU's own failure to start), and
+    /// list its PCI network devices.
+    async fn launch(&self, argv: &[String], helper_log: &std::path::Path) -> Result<Launched, VmError> {
+        let mut helper = None;
         if let Some(h) = &self.plan.helper {
-            let log = File::create(&helper_log)
-                .map_err(|source| VmError::Log { path: helper_log.display().to_string(), source })?;
-            let log2 =
-                log.try_clone().map_err(|source| VmError::Log { path: helper_log.display().to_string(), source })?;
+            let log_err = |source| VmError::Log { path: helper_log.display().to_string(), source };
+            let log = File::create(helper_log).map_err(log_err)?;
+            let log2 = log.try_clone().map_err(log_err)?;
             let mut cmd = tokio::process::Command::new(&h.program);
             cmd.args(&h.args).stdin(Stdio::null()).stdout(log).stderr(log2);
             harden_tokio(&mut cmd);
@@ -164,7 +336,7 @@ impl VmRunner {
                 if let Ok(Some(st)) = child.try_wait() {
                     return Err(VmError::Helper {
                         helper: h.program.display().to_string(),
-                        why: format!("exited ({st}): {}", file_tail(&helper_log, 5).join(" | ")),
+                        why: format!("exited ({st}): {}", file_tail(helper_log, 5).join(" | ")),
                     });
                 }
                 if Instant::now() > until {
@@ -175,20 +347,17 @@ impl VmRunner {
                 }
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
-            helper_guard = Some((guard, child));
+            helper = Some((guard, child));
         }
 
-        let argv = self.argv();
         let mut cmd = tokio::process::Command::new(&self.qemu);
-        cmd.args(&argv).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        cmd.args(argv).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
         harden_tokio(&mut cmd);
         let mut child =
             cmd.spawn().map_err(|source| VmError::Spawn { program: self.qemu.display().to_string(), source })?;
-        let mut guard = GroupGuard::new(child.id().unwrap_or(0), "qemu");
-        // Keep stdin open (never written): an EOF on the console input is
-        // not something the guest should ever see.
-        let _stdin = child.stdin.take();
-        let mut stdout = child.stdout.take().expect("piped stdout");
+        let guard = GroupGuard::new(child.id().unwrap_or(0), "qemu");
+        let stdin = child.stdin.take();
+        let stdout = child.stdout.take().expect("piped stdout");
         let stderr_tail: StderrTail = Arc::new(Mutex::new(VecDeque::new()));
         if let Some(err) = child.stderr.take() {
             let tail = stderr_tail.clone();
@@ -203,8 +372,6 @@ impl VmRunner {
                 }
             });
         }
-
-        // QMP, racing QEMU's own failure to start.
         let connect = Qmp::connect(&self.spec.qmp_socket, Duration::from_secs(20));
         let mut qmp = tokio::select! {
             q = connect => match q {
@@ -231,92 +398,72 @@ impl VmRunner {
         if interrupted() {
             return Err(VmError::Interrupted(interrupt_reason().into()));
         }
+        Ok(Launched {
+            child,
+            guard,
+            helper,
+            qmp,
+            stdout,
+            _stdin: stdin,
+            stderr_tail,
+            qemu_version,
+            pci_network_devices,
+            pci_checked,
+        })
+    }
 
-        let log = File::create(&self.console_log)
-            .map_err(|source| VmError::Log { path: self.console_log.display().to_string(), source })?;
-        let mut log = BufWriter::new(log);
-        let mut logged: u64 = 0;
-        let mut log_capped = false;
-
-        qmp.execute_within(qapi::qmp::cont {}, Duration::from_secs(10)).await?;
-        let t0 = Instant::now();
-        on_event(VmEvent::Started { qemu_version: qemu_version.clone() });
+    /// From t0: feed the console and the probe to the run state machine
+    /// (and the recorder, for a recorded boot) until the run decides, the
+    /// cut's moment comes, QEMU exits, or airboot is interrupted.
+    async fn pump(
+        &self,
+        vm: &mut Launched,
+        console: &mut Console,
+        run: &mut Run,
+        t0: Instant,
+        on_event: &mut dyn FnMut(VmEvent),
+    ) -> Result<Pumped, VmError> {
         let write_log = self.spec.write_log.clone();
         let log_len = move || write_log.as_ref().and_then(|p| std::fs::metadata(p).ok()).map_or(0, |m| m.len());
         let mut recorder = self.record.as_ref().map(|r| Recorder::new(r.marks.clone(), r.stop));
-        let mut cut_now = false;
         let pause = self.record.as_ref().is_some_and(|r| r.pause);
+        let mut out = Pumped { exit: None, cut_now: false, recorded: None, probe_transport: None, probe_version: None };
 
         let (ptx, mut prx) = tokio::sync::mpsc::unbounded_channel::<ProbeEvent>();
         let session = match &self.plan.endpoint {
             Endpoint::None => None,
             e => Some(probe_session::start(e.clone(), t0, ptx)),
         };
-        let mut probe_transport = None;
-        let mut probe_version = None;
-
-        let mut splitter = LineSplitter::new(MAX_LINE);
-        let mut tail = Tail::new(200);
-        let mut raw = Vec::new();
+        let mut milestones = Milestones { seen: 0 };
         let mut buf = vec![0u8; 64 * 1024];
-        let mut console_lines = 0u64;
-        let mut console_bytes = 0u64;
-        let mut truncated_lines = 0u64;
-        let mut seen = 0usize;
-        let mut exit: Option<String> = None;
         let mut ticker = tokio::time::interval(Duration::from_millis(100));
         let mut stdout_open = true;
         // When the console last delivered bytes, and whether the unfinished
         // line since then has been scanned (prompts end no line).
-        let mut last_read = std::time::Instant::now();
+        let mut last_read = Instant::now();
         let mut stall_scanned = false;
-
-        macro_rules! report_milestones {
-            () => {
-                if run.seen() > seen {
-                    for m in run.milestones().into_iter().skip(seen) {
-                        on_event(VmEvent::Milestone(m));
-                    }
-                    seen = run.seen();
-                }
-            };
-        }
 
         'run: loop {
             tokio::select! {
-                n = stdout.read(&mut buf), if stdout_open => {
+                n = vm.stdout.read(&mut buf), if stdout_open => {
                     let n = n.unwrap_or(0);
                     let t = t0.elapsed().as_secs_f64();
-                    if n == 0 {
+                    let lines = if n == 0 {
                         stdout_open = false;
-                        raw.extend(splitter.finish());
+                        console.finish(t)
                     } else {
-                        console_bytes += n as u64;
-                        splitter.push(&buf[..n], &mut raw);
-                        last_read = std::time::Instant::now();
+                        last_read = Instant::now();
                         stall_scanned = false;
-                    }
-                    for r in raw.drain(..) {
-                        let line = TimedLine { t, text: clean_line(&r.bytes), truncated: r.truncated };
-                        console_lines += 1;
-                        truncated_lines += u64::from(line.truncated);
-                        if !log_capped {
-                            let s = format_log_line(&line);
-                            if logged + s.len() as u64 > CONSOLE_LOG_CAP {
-                                log_capped = true;
-                                let _ = log.write_all(b"[airboot: console.log capped here; the guest printed more]\n");
-                            } else {
-                                logged += s.len() as u64;
-                                log.write_all(s.as_bytes()).map_err(|source| VmError::Log { path: self.console_log.display().to_string(), source })?;
-                            }
-                        }
+                        console.push(&buf[..n], t)
+                    };
+                    for line in lines {
                         let decision = run.on_line(&line);
                         if let Some(r) = recorder.as_mut() {
-                            cut_now |= r.on_line(line.t, &line.text, &mut || log_len()) && pause;
+                            out.cut_now |= r.on_line(line.t, &line.text, &mut || log_len()) && pause;
                         }
-                        tail.push(line);
-                        report_milestones!();
-                        if decision == Decision::Stop || cut_now {
+                        console.record(line)?;
+                        milestones.report(run, on_event);
+                        if decision == Decision::Stop || out.cut_now {
                             break 'run;
                         }
                     }
@@ -324,8 +471,8 @@ impl VmRunner {
                 Some(ev) = prx.recv() => {
                     let decision = match ev {
                         ProbeEvent::Hello { t, hello } => {
-                            probe_transport = Some(hello.transport.clone());
-                            probe_version = Some(hello.probe_version.clone());
+                            out.probe_transport = Some(hello.transport.clone());
+                            out.probe_version = Some(hello.probe_version.clone());
                             run.on_probe_hello(t, &hello.machine);
                             Decision::Continue
                         }
@@ -337,7 +484,7 @@ impl VmRunner {
                             Decision::Continue
                         }
                     };
-                    report_milestones!();
+                    milestones.report(run, on_event);
                     match decision {
                         Decision::Stop => break 'run,
                         Decision::Verify => {
@@ -349,21 +496,18 @@ impl VmRunner {
                         Decision::Continue => {}
                     }
                 }
-                status = child.wait() => {
+                status = vm.child.wait() => {
                     // Let the console drain: the last lines often say why.
                     let t = t0.elapsed().as_secs_f64();
                     let status = status.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string());
                     let mut rest = Vec::new();
-                    let _ = tokio::time::timeout(Duration::from_millis(500), stdout.read_to_end(&mut rest)).await;
-                    splitter.push(&rest, &mut raw);
-                    raw.extend(splitter.finish());
-                    exit = Some(status.clone());
-                    for r in raw.drain(..) {
-                        let line = TimedLine { t, text: clean_line(&r.bytes), truncated: r.truncated };
-                        let _ = log.write_all(format_log_line(&line).as_bytes());
-                        console_lines += 1;
+                    let _ = tokio::time::timeout(Duration::from_millis(500), vm.stdout.read_to_end(&mut rest)).await;
+                    let mut lines = console.push(&rest, t);
+                    lines.extend(console.finish(t));
+                    out.exit = Some(status.clone());
+                    for line in lines {
                         let d = run.on_line(&line);
-                        tail.push(line);
+                        console.last_words(line);
                         if d == Decision::Stop {
                             break 'run;
                         }
@@ -377,86 +521,60 @@ impl VmRunner {
                         run.on_abort(t, airboot_model::FailureCode::Interrupted, interrupt_reason());
                         break 'run;
                     }
-                    if !stall_scanned && splitter.pending() > 0 && last_read.elapsed() > Duration::from_millis(1500) {
+                    if !stall_scanned && last_read.elapsed() > Duration::from_millis(1500)
+                        && let Some(line) = console.pending(t)
+                    {
                         stall_scanned = true;
-                        let line = TimedLine { t, text: clean_line(splitter.peek()), truncated: false };
                         let decision = run.on_line(&line);
-                        report_milestones!();
+                        milestones.report(run, on_event);
                         if decision == Decision::Stop {
                             // The prompt is the evidence: keep it in the log.
-                            let _ = log.write_all(format_log_line(&line).as_bytes());
-                            tail.push(line);
+                            console.last_words(line);
                             break 'run;
                         }
                     }
                     if recorder.as_mut().is_some_and(|r| r.on_tick(t, &mut || log_len())) && pause {
-                        cut_now = true;
+                        out.cut_now = true;
                         break 'run;
                     }
                     if run.on_tick(t) == Decision::Stop {
-                        for m in run.milestones().into_iter().skip(seen) {
-                            on_event(VmEvent::Milestone(m));
-                        }
+                        milestones.report(run, on_event);
                         break 'run;
                     }
                 }
             }
         }
-        let _ = log.flush();
         drop(session);
-        // A cut: freeze the guest. The recorder noted how far the write
-        // log got when the cut's moment came, before this pause, because
-        // pausing makes QEMU flush every disk (`bdrv_flush_all`), and
-        // blklogwrites logs that flush like the guest's own: counted in, it
-        // would make every write before it durable and a power cut here
-        // would lose nothing. Requests still in flight at that instant had
-        // not completed: they are lost too.
-        if cut_now && let Err(e) = qmp.execute_within(qapi::qmp::stop {}, Duration::from_secs(10)).await {
-            on_event(VmEvent::Note(format!("could not pause the guest for the cut: {e}")));
-        }
-        let recorded = recorder.map(|r| Recorded { seen: r.seen, stopped: r.fired });
+        out.recorded = recorder.map(|r| Recorded { seen: r.seen, stopped: r.fired });
+        Ok(out)
+    }
 
-        // Stop the VM: politely, then for sure; then the helper.
-        if exit.is_none() {
-            let _ = qmp.quit(Duration::from_secs(3)).await;
-            match tokio::time::timeout(Duration::from_secs(5), child.wait()).await {
-                Ok(Ok(s)) => exit = Some(format!("{s} (after quit)")),
-                _ => exit = Some("killed".into()),
+    /// Stop the VM, politely then for sure, then the helper; say how QEMU
+    /// ended and which process groups outlived it (none, or a bug).
+    async fn teardown(vm: &mut Launched, exit: Option<String>) -> (String, Vec<String>) {
+        let exit = match exit {
+            Some(e) => e,
+            None => {
+                let _ = vm.qmp.quit(Duration::from_secs(3)).await;
+                match tokio::time::timeout(Duration::from_secs(5), vm.child.wait()).await {
+                    Ok(Ok(s)) => format!("{s} (after quit)"),
+                    _ => "killed".into(),
+                }
             }
-        }
-        guard.kill();
-        let _ = child.wait().await;
+        };
+        vm.guard.kill();
+        let _ = vm.child.wait().await;
         let mut leftover = Vec::new();
-        if crate::process::group_alive(guard.pgid()) {
-            leftover.push(format!("qemu group {}", guard.pgid()));
+        if crate::process::group_alive(vm.guard.pgid()) {
+            leftover.push(format!("qemu group {}", vm.guard.pgid()));
         }
-        if let Some((mut g, mut c)) = helper_guard {
+        if let Some((g, c)) = vm.helper.as_mut() {
             g.kill();
             let _ = c.wait().await;
             if crate::process::group_alive(g.pgid()) {
                 leftover.push(format!("vhost-device-vsock group {}", g.pgid()));
             }
         }
-
-        Ok(VmOutcome {
-            result: run.finish(),
-            network_args: network_args(&argv),
-            argv,
-            qemu_version,
-            exit,
-            stderr_tail: tail_of(&stderr_tail),
-            pci_network_devices,
-            pci_checked,
-            console_lines,
-            console_bytes,
-            truncated_lines,
-            log_capped,
-            tail: tail.last(40).into_iter().map(|l| format!("[+{:.3}s] {}", l.t, l.text)).collect(),
-            leftover,
-            probe_transport,
-            probe_version,
-            recorded,
-            helper_log_tail: if self.plan.helper.is_some() { file_tail(&helper_log, 10) } else { Vec::new() },
-        })
+        (exit, leftover)
     }
 }

@@ -270,6 +270,25 @@ pub fn index_html(run: &RunView, history: Option<(&[HistoryEntry], bool)>) -> St
             }
             s.push_str("</ul>");
         }
+        if !r.power_cuts.is_empty() {
+            s.push_str("<table><tr><th>cut</th><th>mode</th><th>write / flush</th><th>lost</th><th>finding</th><th>evidence</th></tr>");
+            for c in &r.power_cuts {
+                let class = if c.survived(c.outcome.is_none()) { "pass" } else { "fail" };
+                let _ = write!(
+                    s,
+                    "<tr><td>{}</td><td>{}</td><td>{} / {}</td><td>{} write(s), {} torn</td><td class=\"{class}\">{}</td><td>{}</td></tr>",
+                    esc(&crate::views::cut_name(c)),
+                    esc(&c.mode),
+                    c.position.writes,
+                    c.position.flushes,
+                    c.lost_writes,
+                    c.torn_writes,
+                    esc(&c.finding()),
+                    esc(&c.evidence.first().cloned().or_else(|| c.error.clone()).unwrap_or_default()),
+                );
+            }
+            s.push_str("</table>");
+        }
         if !r.image_runs.is_empty() || r.airgap.checked {
             s.push_str("<table><tr><th>check</th><th>result</th></tr>");
             for run in &r.image_runs {

@@ -56,6 +56,28 @@ pub fn junit(run: &RunView) -> String {
             tc.set_system_out_lossy(r.console.tail.join("\n"));
         }
         suite.add_test_case(tc);
+        // A campaign's cuts, each a test case: survived, or why not.
+        for c in &r.power_cuts {
+            let offline = c.outcome.is_none();
+            let status = if c.survived(offline) && c.error.is_none() {
+                TestCaseStatus::success()
+            } else {
+                let kind = if c.error.is_some() { NonSuccessKind::Error } else { NonSuccessKind::Failure };
+                let mut st = TestCaseStatus::non_success(kind);
+                st.set_message(format!("{}: {}", c.finding(), c.error.as_deref().unwrap_or(&c.trigger)));
+                st.set_type(c.finding());
+                st.set_description(c.evidence.join("\n"));
+                st
+            };
+            let mut tc = TestCase::new(format!("{}/{}", s.test_name, crate::views::cut_name(c)), status);
+            tc.set_classname(format!("airboot.{}.cuts", r.arch.map_or("any", |a| a.as_str())));
+            tc.add_property(Property::new("mode", c.mode.as_str()));
+            tc.add_property(Property::new("finding", c.finding()));
+            tc.add_property(Property::new("write", c.position.writes.to_string()));
+            tc.add_property(Property::new("flush", c.position.flushes.to_string()));
+            tc.add_property(Property::new("bundle", c.bundle.as_str()));
+            suite.add_test_case(tc);
+        }
     }
     report.add_test_suite(suite);
     report.to_string().unwrap_or_else(|e| format!("<!-- junit serialisation failed: {e} -->"))

@@ -291,6 +291,70 @@ mod tests {
         assert!(page.contains("href=\"preseeded-x86_64/console.log\""));
     }
 
+    /// A cut campaign's report: each cut is a test case, a row, a line.
+    #[test]
+    fn a_campaigns_cuts_are_test_cases_table_rows_and_summary_lines() {
+        use airboot_core::cut::{CutOutcome, CutPosition, PowerCut};
+        let pos = CutPosition { entry: 400, writes: 363, flushes: 92, bytes_written: 1 << 20 };
+        let mut ok = PowerCut::new(
+            airboot_model::CutMode::LoseUnflushed,
+            "sweep point 1 of 2".into(),
+            pos.clone(),
+            7,
+            "r/cut-01-lose-unflushed".into(),
+        );
+        ok.outcome = Some(CutOutcome::IntactOld);
+        let mut bad =
+            PowerCut::new(airboot_model::CutMode::Torn, "sweep point 2 of 2".into(), pos, 8, "r/cut-02-torn".into());
+        bad.outcome = Some(CutOutcome::CorruptDetected);
+        bad.evidence = vec!["crash state: store corrupt <layer 7e3f>".into()];
+        let mut second = bad.clone();
+        second.bundle = "r/cut-02-torn/recovery-cut".into();
+        second.during_recovery_of = Some("r/cut-02-torn".into());
+        let mut r = Report::new("cut-x", "cut-x.toml", "2026-01-01T00:00:00Z".into());
+        r.verdict = Verdict::Pass;
+        r.power_cuts = vec![ok, bad, second];
+        let run = views::RunView {
+            run_id: "cut".into(),
+            started_at: "now".into(),
+            scenarios: vec![views::ScenarioView {
+                report: r,
+                test_name: "x86_64::cut-x".into(),
+                dir: ".".into(),
+                declared: "every cut survives".into(),
+                as_declared: Err("1 of 3 cut(s) survived".into()),
+            }],
+            repeats: vec![],
+        };
+        let parsed = quick_junit::Report::deserialize_from_str(&junit::junit(&run)).unwrap();
+        let cases = &parsed.test_suites[0].test_cases;
+        let names: Vec<&str> = cases.iter().map(|t| t.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "x86_64::cut-x",
+                "x86_64::cut-x/cut-01-lose-unflushed",
+                "x86_64::cut-x/cut-02-torn",
+                "x86_64::cut-x/cut-02-torn/recovery-cut"
+            ]
+        );
+        assert!(matches!(cases[1].status, quick_junit::TestCaseStatus::Success { .. }));
+        match &cases[2].status {
+            quick_junit::TestCaseStatus::NonSuccess { message, .. } => {
+                assert!(message.as_ref().unwrap().as_str().starts_with("CORRUPT-DETECTED"), "{message:?}")
+            }
+            other => panic!("a corrupt cut passed: {other:?}"),
+        }
+        let page = html::index_html(&run, None);
+        assert!(
+            page.contains("<td class=\"fail\">CORRUPT-DETECTED</td>")
+                && page.contains("<td class=\"pass\">INTACT-OLD</td>")
+        );
+        assert!(page.contains("store corrupt &lt;layer 7e3f&gt;"), "evidence is escaped");
+        let md = markdown::summary_md(&run);
+        assert!(md.contains("- `cut-02-torn/recovery-cut` torn at write 363: **CORRUPT-DETECTED**"), "{md}");
+    }
+
     #[test]
     fn writes_json_atomically() {
         let d = tempfile_dir();

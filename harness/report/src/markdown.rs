@@ -46,6 +46,19 @@ pub fn summary_md(run: &RunView) -> String {
             r.probe.transport.map_or("—", |t| t.as_str()),
         );
     }
+    for x in run.scenarios.iter().filter(|x| !x.report.power_cuts.is_empty()) {
+        let _ = writeln!(s, "\n**Cuts of `{}`**\n", x.test_name);
+        for c in &x.report.power_cuts {
+            let _ = writeln!(
+                s,
+                "- `{}` {} at write {}: **{}**",
+                crate::views::cut_name(c),
+                c.mode,
+                c.position.writes,
+                c.finding()
+            );
+        }
+    }
     if !run.repeats.is_empty() {
         let _ = writeln!(s, "\n**Repeats**\n");
         for r in &run.repeats {

@@ -33,6 +33,17 @@ impl RunView {
     }
 }
 
+/// A cut's short name: its bundle's folder (`cut-03-lose-unflushed`, or
+/// `cut-03-lose-unflushed/recovery-cut` for a second cut).
+pub fn cut_name(c: &airboot_core::cut::PowerCut) -> String {
+    let p = std::path::Path::new(&c.bundle);
+    let last = |p: &std::path::Path| p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    match &c.during_recovery_of {
+        Some(first) => format!("{}/{}", last(std::path::Path::new(first)), last(p)),
+        None => last(p),
+    }
+}
+
 /// Escape text for XML/HTML.
 pub fn esc(s: &(impl AsRef<str> + ?Sized)) -> String {
     let s = s.as_ref();

@@ -1,0 +1,205 @@
+//! When a run is over (every expectation held, a budget or the deadline
+//! passed, QEMU exited, airboot was told to stop), and what it came to.
+
+use airboot_model::{Failure, FailureCode, Verdict};
+
+use super::{Decision, Run, RunResult};
+use crate::report::Milestone;
+use crate::verify::{ContainerRow, ImageRow};
+
+impl Run {
+    /// Decide whether everything has been seen; also enforce per-milestone
+    /// budgets.
+    pub(super) fn check_progress(&mut self, t: f64) -> Decision {
+        for (i, s) in self.specs.iter().enumerate() {
+            let Some(within) = s.within else { continue };
+            let limit = within.as_secs_f64() * self.cfg.scale;
+            match &self.hits[i] {
+                Some(h) if h.t_s > limit => {
+                    let f = Failure {
+                        code: FailureCode::MilestoneLate,
+                        message: format!("milestone {} came at {:.1}s, after its budget of {limit:.1}s", s.name, h.t_s),
+                        evidence: Some(h.evidence.clone()),
+                    };
+                    return self.stop_fail(f);
+                }
+                None if t > limit => {
+                    let f = Failure {
+                        code: FailureCode::MilestoneLate,
+                        message: format!("milestone {} not seen within its budget of {limit:.1}s", s.name),
+                        evidence: self.last_line.as_ref().map(|l| l.text.clone()),
+                    };
+                    return self.stop_fail(f);
+                }
+                _ => {}
+            }
+        }
+        if self.verifying {
+            return Decision::Continue;
+        }
+        let required_done = self.specs.iter().zip(&self.hits).all(|(s, h)| !s.required || h.is_some());
+        let stack_done = !self.wants_stack() || (self.stack_t.is_some() && (!self.cfg.probe || self.verified));
+        let any_required = self.specs.iter().any(|s| s.required);
+        if required_done && stack_done && (self.wants_stack() || any_required) {
+            self.done = true;
+            return Decision::Stop;
+        }
+        Decision::Continue
+    }
+
+    /// Time passes; enforces the deadline and milestone budgets.
+    pub fn on_tick(&mut self, t: f64) -> Decision {
+        if self.done {
+            return Decision::Stop;
+        }
+        if let Decision::Stop = self.check_progress(t) {
+            return Decision::Stop;
+        }
+        if t >= self.deadline_s() {
+            let mut message = format!(
+                "timed out after {:.1}s ({}s × {} for this accelerator)",
+                self.deadline_s(),
+                self.cfg.expect.timeout.as_secs_f64(),
+                self.cfg.scale
+            );
+            if self.wants_stack() {
+                match (&self.last_eval, self.stack_t) {
+                    (None, _) if self.cfg.probe && self.probe_connected_t.is_none() => message.push_str(
+                        ": the probe never answered (is airboot-probe in the image and its unit enabled? see README: adding the probe)",
+                    ),
+                    (None, _) => message.push_str(
+                        ": the guest printed no AIRBOOT-STATUS block (does the image run the status reporter? see scenarios/README.md)",
+                    ),
+                    (Some(ev), None) => {
+                        let still: Vec<String> = ev.problems.iter().map(|p| p.message.clone()).collect();
+                        message.push_str(&format!(": the stack never became ready; last status: {}", still.join("; ")));
+                    }
+                    (Some(_), Some(_)) if self.verifying => {
+                        message.push_str(": the stack was ready but the probe's image runs / air-gap check did not finish")
+                    }
+                    (Some(_), Some(_)) => {}
+                }
+            }
+            let missing: Vec<&str> = self
+                .specs
+                .iter()
+                .zip(&self.hits)
+                .filter(|(s, h)| s.required && h.is_none())
+                .map(|(s, _)| s.name.as_str())
+                .collect();
+            if !missing.is_empty() {
+                message.push_str(&format!("; required milestones never seen: {}", missing.join(", ")));
+            }
+            let f = Failure {
+                code: FailureCode::Timeout,
+                message,
+                evidence: self.last_line.as_ref().map(|l| format!("last console line at {:.1}s: {}", l.t, l.text)),
+            };
+            return self.stop_fail(f);
+        }
+        Decision::Continue
+    }
+
+    /// QEMU exited on its own.
+    pub fn on_exit(&mut self, t: f64, status: &str) -> Decision {
+        if self.done {
+            return Decision::Stop;
+        }
+        self.stop_fail(Failure {
+            code: FailureCode::VmExited,
+            message: format!(
+                "QEMU exited ({status}) at {t:.1}s before the run was decided: the guest powered off or rebooted (airboot runs QEMU with -no-reboot), or QEMU failed"
+            ),
+            evidence: self.last_line.as_ref().map(|l| format!("last console line at {:.1}s: {}", l.t, l.text)),
+        })
+    }
+
+    /// The harness was told to stop (Ctrl-C, SIGTERM) or failed itself.
+    pub fn on_abort(&mut self, t: f64, code: FailureCode, why: &str) -> Decision {
+        if self.done {
+            return Decision::Stop;
+        }
+        self.error = true;
+        self.stop_fail(Failure { code, message: format!("{why} at {t:.1}s"), evidence: None })
+    }
+
+    pub fn finish(mut self) -> RunResult {
+        let passed = self.done && self.failures.is_empty() && !self.error;
+        let verdict = if self.error {
+            Verdict::Error
+        } else if passed {
+            Verdict::Pass
+        } else {
+            Verdict::Fail
+        };
+        if !self.done {
+            self.failures.push(Failure {
+                code: FailureCode::Undecided,
+                message: "the run ended before it was decided".into(),
+                evidence: None,
+            });
+        }
+        if !self.cfg.probe && self.wants_stack() {
+            self.note("console transport: the images were not test-run and the guest's air gap was not checked (both need the probe)");
+        }
+        let mut milestones: Vec<Milestone> = self.hits.into_iter().flatten().chain(self.status_hits).collect();
+        milestones.sort_by(|a, b| a.t_s.total_cmp(&b.t_s));
+        let (images, containers) = match self.last_eval {
+            Some(ev) => (ev.images, ev.containers),
+            None => (
+                self.cfg
+                    .expect
+                    .images
+                    .iter()
+                    .map(|e| ImageRow {
+                        reference: e.reference.clone(),
+                        id: None,
+                        present: false,
+                        expected: true,
+                        expected_id: e.id.clone().or_else(|| self.cfg.known_ids.get(&e.reference).cloned()),
+                    })
+                    .collect(),
+                self.cfg
+                    .expect
+                    .containers
+                    .iter()
+                    .map(|c| ContainerRow {
+                        name: c.name.clone(),
+                        image: c.image.clone(),
+                        state: "unknown".into(),
+                        health: None,
+                        expected: true,
+                    })
+                    .collect(),
+            ),
+        };
+        let engine = self.last_block.as_ref().and_then(|b| b.engine.clone());
+        let clock_skew_ms = if self.skews.is_empty() {
+            None
+        } else {
+            let mut s = self.skews.clone();
+            s.sort_by(f64::total_cmp);
+            Some(s[s.len() / 2])
+        };
+        RunResult {
+            verdict,
+            failures: self.failures,
+            milestones,
+            time_to_stack_s: self.stack_t,
+            stack_seen_s: self.stack_seen_t,
+            images,
+            containers,
+            engine,
+            status_blocks: self.assembler.complete + self.statuses,
+            damaged_status_blocks: self.assembler.damaged,
+            last_status_t: self.last_block.as_ref().map(|b| b.t),
+            guest_uptime_s: self.last_block.as_ref().and_then(|b| b.uptime_s),
+            guest_machine: self.guest_machine,
+            probe_connected_s: self.probe_connected_t,
+            clock_skew_ms,
+            image_runs: self.image_runs,
+            airgap: self.airgap,
+            notes: self.notes,
+        }
+    }
+}

@@ -1,0 +1,329 @@
+//! The run state machine: fed console lines, probe answers, ticks and
+//! process events with host timestamps (seconds since t0 = the QMP
+//! `cont`), it decides when a run has passed, failed, or must go on. It
+//! never waits or reads a clock itself, so every path is testable without
+//! a VM.
+//!
+//! With a probe, a run goes booting → stack ready → verified: once every
+//! expectation holds, the caller is asked (`Decision::Verify`) to have the
+//! probe run each expected image with no network and collect the air-gap
+//! evidence, and to feed the results back with [`Run::on_verification`].
+//!
+//! `mod.rs` holds the state and what the console and the probe feed it;
+//! `stack.rs` judges what the guest reports against the expectations;
+//! `end.rs` decides when the run is over and what it came to.
+
+mod end;
+mod stack;
+#[cfg(test)]
+mod tests;
+
+use std::collections::BTreeMap;
+
+use airboot_proto::probe::{ProbeStatus, RunImageResult};
+
+use crate::airgap::Airgap;
+use crate::console::{ConsoleRules, FailPattern, TimedLine, default_fail_patterns};
+use crate::guest::{ClockMap, ClockSample, clock_map, guest_times, to_block};
+use airboot_model::{Failure, FailureCode, Verdict};
+
+use crate::report::Milestone;
+use crate::scenario::{Expect, MilestoneSpec};
+use crate::status::{Assembled, Assembler, StatusBlock};
+use crate::verify::{ContainerRow, Evaluation, ImageRow};
+
+/// Everything a run needs to judge the guest.
+#[derive(Debug, Clone)]
+pub struct RunConfig {
+    pub expect: Expect,
+    /// Image IDs from the image's build record (fixture manifest).
+    pub known_ids: BTreeMap<String, String>,
+    /// The scenario's own milestones.
+    pub milestones: Vec<MilestoneSpec>,
+    /// 1.0 under KVM; the scenario's TCG slowdown under TCG.
+    pub scale: f64,
+    /// A probe answers over a transport: verify images and the air gap
+    /// before passing.
+    pub probe: bool,
+    /// The engine's systemd unit (for its activation time).
+    pub engine_unit: String,
+}
+
+/// Milestones every run watches for on the console. None is required: a
+/// quiet kernel or another init prints different lines.
+pub fn builtin_milestones() -> Vec<MilestoneSpec> {
+    let m = |name: &str, console: &str| MilestoneSpec {
+        name: name.into(),
+        console: console.into(),
+        required: false,
+        within: None,
+    };
+    vec![
+        // UEFI boots: the firmware's boot manager starting the loader, then
+        // the kernel's EFI stub (never seen on direct boots).
+        m("firmware", r"BdsDxe: (loading|starting) Boot"),
+        m("loader", r"EFI stub: "),
+        m("kernel", r"Linux version \d"),
+        m("init", r"Welcome to .*!|systemd\[1\]: systemd \d+ running|Run /s?bin/init as init process"),
+        m(
+            "engine",
+            r"Started (docker|containerd|podman)\.service|Started .*(Docker Application Container Engine|containerd container runtime)",
+        ),
+    ]
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    Continue,
+    /// Have the probe run the images and collect the air-gap evidence,
+    /// then call [`Run::on_verification`].
+    Verify,
+    /// The run is decided: stop the VM and call [`Run::finish`].
+    Stop,
+}
+
+/// The result of a run.
+#[derive(Debug, Clone)]
+pub struct RunResult {
+    pub verdict: Verdict,
+    pub failures: Vec<Failure>,
+    pub milestones: Vec<Milestone>,
+    pub time_to_stack_s: Option<f64>,
+    /// When the host first saw the stack ready (≥ time_to_stack_s, which
+    /// comes from the guest's own timestamps when a probe is used).
+    pub stack_seen_s: Option<f64>,
+    pub images: Vec<ImageRow>,
+    pub containers: Vec<ContainerRow>,
+    pub engine: Option<airboot_proto::EngineRecord>,
+    pub status_blocks: u64,
+    pub damaged_status_blocks: u64,
+    pub last_status_t: Option<f64>,
+    pub guest_uptime_s: Option<f64>,
+    pub guest_machine: Option<String>,
+    pub probe_connected_s: Option<f64>,
+    pub clock_skew_ms: Option<f64>,
+    pub image_runs: Vec<RunImageResult>,
+    pub airgap: Option<Airgap>,
+    /// Things worth knowing that are not failures.
+    pub notes: Vec<String>,
+}
+
+#[derive(Debug)]
+pub struct Run {
+    cfg: RunConfig,
+    rules: ConsoleRules,
+    specs: Vec<MilestoneSpec>,
+    hits: Vec<Option<Milestone>>,
+    status_hits: Vec<Milestone>,
+    assembler: Assembler,
+    last_block: Option<StatusBlock>,
+    last_eval: Option<Evaluation>,
+    stack_t: Option<f64>,
+    stack_seen_t: Option<f64>,
+    failures: Vec<Failure>,
+    error: bool,
+    done: bool,
+    last_line: Option<TimedLine>,
+    guest_machine: Option<String>,
+    probe_connected_t: Option<f64>,
+    statuses: u64,
+    skews: Vec<f64>,
+    /// The clock mapping with the smallest round trip so far: all guest
+    /// timestamps are converted with it, so they stay consistent.
+    best_map: Option<ClockMap>,
+    verifying: bool,
+    verified: bool,
+    image_runs: Vec<RunImageResult>,
+    airgap: Option<Airgap>,
+    notes: Vec<String>,
+}
+
+impl Run {
+    pub fn new(cfg: RunConfig) -> Result<Run, regex::Error> {
+        let mut specs = builtin_milestones();
+        for m in &cfg.milestones {
+            match specs.iter_mut().find(|s| s.name == m.name) {
+                Some(s) => *s = m.clone(),
+                None => specs.push(m.clone()),
+            }
+        }
+        let mut fails: Vec<FailPattern> = if cfg.expect.default_fail_on { default_fail_patterns() } else { Vec::new() };
+        fails.extend(cfg.expect.fail_on.iter().map(|r| FailPattern {
+            code: FailureCode::FailPattern,
+            regex: r.clone(),
+            meaning: format!("the console matched the scenario's fail_on pattern {r:?}"),
+        }));
+        let pairs: Vec<(String, String)> = specs.iter().map(|s| (s.name.clone(), s.console.clone())).collect();
+        let rules = ConsoleRules::new(&pairs, fails)?;
+        Ok(Run {
+            hits: vec![None; specs.len()],
+            specs,
+            rules,
+            cfg,
+            status_hits: Vec::new(),
+            assembler: Assembler::new(),
+            last_block: None,
+            last_eval: None,
+            stack_t: None,
+            stack_seen_t: None,
+            failures: Vec::new(),
+            error: false,
+            done: false,
+            last_line: None,
+            guest_machine: None,
+            probe_connected_t: None,
+            statuses: 0,
+            skews: Vec::new(),
+            best_map: None,
+            verifying: false,
+            verified: false,
+            image_runs: Vec::new(),
+            airgap: None,
+            notes: Vec::new(),
+        })
+    }
+
+    /// The overall deadline in seconds since t0 (the scaled timeout).
+    pub fn deadline_s(&self) -> f64 {
+        self.cfg.expect.timeout.as_secs_f64() * self.cfg.scale
+    }
+
+    /// The scaled time-to-stack budget, if any.
+    pub fn budget_s(&self) -> Option<f64> {
+        self.cfg.expect.time_to_stack.map(|d| d.as_secs_f64() * self.cfg.scale)
+    }
+
+    /// Whether the scenario expects a container stack (else it is judged on
+    /// milestones alone).
+    fn wants_stack(&self) -> bool {
+        !self.cfg.expect.images.is_empty() || !self.cfg.expect.containers.is_empty()
+    }
+
+    pub fn is_done(&self) -> bool {
+        self.done
+    }
+
+    /// How many milestones have been seen so far.
+    pub fn seen(&self) -> usize {
+        self.hits.iter().flatten().count() + self.status_hits.len()
+    }
+
+    /// Milestones seen so far, by time.
+    pub fn milestones(&self) -> Vec<Milestone> {
+        let mut m: Vec<Milestone> =
+            self.hits.iter().flatten().cloned().chain(self.status_hits.iter().cloned()).collect();
+        m.sort_by(|a, b| a.t_s.total_cmp(&b.t_s));
+        m
+    }
+
+    /// Add a note for the report (not a failure).
+    pub fn note(&mut self, n: impl Into<String>) {
+        let n = n.into();
+        if !self.notes.contains(&n) {
+            self.notes.push(n);
+        }
+    }
+
+    fn stop_fail(&mut self, f: Failure) -> Decision {
+        self.failures.push(f);
+        self.done = true;
+        Decision::Stop
+    }
+
+    /// Record a milestone the first time it is seen.
+    fn hit(&mut self, name: &str, t: f64, source: &str, evidence: String) {
+        if let Some(i) = self.specs.iter().position(|s| s.name == name) {
+            if self.hits[i].is_none() {
+                self.hits[i] = Some(Milestone { name: name.into(), t_s: t, source: source.into(), evidence });
+            }
+        } else if !self.status_hits.iter().any(|m| m.name == name) {
+            self.status_hits.push(Milestone { name: name.into(), t_s: t, source: source.into(), evidence });
+        }
+    }
+
+    /// Record a milestone from the guest's own timestamps: more exact than
+    /// when the host happened to notice, so it replaces an earlier entry.
+    fn hit_guest(&mut self, name: &str, t: f64, evidence: String) {
+        let m = Milestone { name: name.into(), t_s: t, source: "guest".into(), evidence };
+        if let Some(i) = self.specs.iter().position(|s| s.name == name) {
+            self.hits[i] = Some(m);
+        } else if let Some(e) = self.status_hits.iter_mut().find(|x| x.name == name) {
+            *e = m;
+        } else {
+            self.status_hits.push(m);
+        }
+    }
+
+    /// A console line. Lines must arrive in time order.
+    pub fn on_line(&mut self, line: &TimedLine) -> Decision {
+        if self.done {
+            return Decision::Stop;
+        }
+        self.last_line = Some(line.clone());
+        let m = self.rules.scan(&line.text);
+        for i in m.milestones {
+            if self.hits[i].is_none() {
+                let name = self.rules.milestone_name(i).to_string();
+                self.hit(&name, line.t, "console", line.text.clone());
+            }
+        }
+        if let Some(f) = m.fail {
+            let p = self.rules.fail_pattern(f).clone();
+            return self.stop_fail(Failure {
+                code: p.code,
+                message: format!("{} (at {:.1}s)", p.meaning, line.t),
+                evidence: Some(line.text.clone()),
+            });
+        }
+        // With a probe, console status blocks (printed until the host says
+        // hello) are not needed; without one they are the only source.
+        if self.probe_connected_t.is_none() {
+            match self.assembler.push(line.t, &line.text) {
+                Assembled::Nothing | Assembled::Damaged(_) => {}
+                Assembled::Unsupported(why) => {
+                    self.error = true;
+                    return self.stop_fail(Failure {
+                        code: FailureCode::StatusProtocol,
+                        message: format!("{why}: upgrade airboot or the image's status reporter"),
+                        evidence: Some(line.text.clone()),
+                    });
+                }
+                Assembled::Block(b) if !self.cfg.probe => return self.on_block(*b, None),
+                Assembled::Block(_) => {}
+            }
+        }
+        self.check_progress(line.t)
+    }
+
+    /// The probe answered the handshake.
+    pub fn on_probe_hello(&mut self, t: f64, machine: &str) {
+        if self.probe_connected_t.is_none() {
+            self.probe_connected_t = Some(t);
+            self.guest_machine = Some(machine.to_string());
+            self.hit("probe", t, "probe", format!("probe answered (guest {machine})"));
+        }
+    }
+
+    /// A status from the probe, with when it was asked for and received.
+    pub fn on_probe_status(&mut self, s: &ProbeStatus, sample: ClockSample) -> Decision {
+        if self.done {
+            return Decision::Stop;
+        }
+        self.statuses += 1;
+        let sample_map = clock_map(&sample, &s.clocks);
+        self.skews.push(sample_map.skew_ms);
+        if self.best_map.is_none_or(|b| sample_map.error_s < b.error_s) {
+            self.best_map = Some(sample_map);
+        }
+        let map = self.best_map.unwrap_or(sample_map);
+        if self.verifying || self.verified {
+            return self.check_progress(sample.received_s);
+        }
+        let times = guest_times(s, &map, &self.cfg.engine_unit);
+        if let Some(t) = times.init {
+            self.hit_guest("init", t, format!("systemd UserspaceTimestampMonotonic {}µs", s.userspace_us));
+        }
+        let block = to_block(s, sample.received_s, self.guest_machine.as_deref());
+        self.on_block(block, Some(times))
+    }
+}

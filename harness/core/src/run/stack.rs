@@ -1,0 +1,187 @@
+//! Judging a status (from the probe or a console status block) against
+//! the expectations, and the probe's verification (image runs, air gap).
+
+use airboot_model::{Failure, FailureCode};
+use airboot_proto::probe::{AirgapReport, RunImageResult};
+
+use super::{Decision, Run};
+use crate::airgap;
+use crate::guest::GuestTimes;
+use crate::status::StatusBlock;
+use crate::verify::evaluate;
+
+impl Run {
+    pub(super) fn on_block(&mut self, b: StatusBlock, times: Option<GuestTimes>) -> Decision {
+        let t = b.t;
+        let ev = evaluate(&self.cfg.expect, &self.cfg.known_ids, &b);
+        let evidence = if times.is_some() {
+            format!("probe status at {t:.1}s")
+        } else {
+            format!("status block {} at {:.1}s", b.seq, t)
+        };
+        let g = times.unwrap_or_default();
+        if ev.engine_up {
+            match g.engine {
+                Some(te) => {
+                    self.hit_guest("engine", te.min(t), format!("{} ActiveEnterTimestamp", self.cfg.engine_unit))
+                }
+                None => self.hit("engine", t, "status", evidence.clone()),
+            }
+        }
+        // When each expectation came true, from the guest's records where
+        // it has them (else: when the host saw it).
+        let engine_t = g.engine.unwrap_or(t).min(t);
+        let image_t = |r: &str| g.images.get(r).copied().unwrap_or(engine_t).min(t);
+        let mut ready_times = vec![engine_t];
+        if ev.images_ok && !self.cfg.expect.images.is_empty() {
+            let ti = self.cfg.expect.images.iter().map(|e| image_t(&e.reference)).fold(engine_t, f64::max);
+            ready_times.push(ti);
+            if g.engine.is_some() {
+                self.hit_guest("images", ti, "image tag/load events (or present when the engine started)".into());
+            } else {
+                self.hit("images", t, "status", evidence.clone());
+            }
+        }
+        for n in &ev.running {
+            match g.running.get(n) {
+                Some(tr) => {
+                    ready_times.push(tr.min(t));
+                    self.hit_guest(&format!("container:{n}"), tr.min(t), format!("{n} StartedAt / start event"));
+                }
+                None => {
+                    ready_times.push(t);
+                    self.hit(&format!("container:{n}"), t, "status", evidence.clone());
+                }
+            }
+        }
+        let healthy: Vec<String> = ev
+            .ready
+            .iter()
+            .filter(|n| b.containers.iter().any(|x| x.name.trim_start_matches('/') == n.as_str() && x.health.is_some()))
+            .cloned()
+            .collect();
+        for n in healthy {
+            match g.healthy.get(&n) {
+                Some(th) => {
+                    ready_times.push(th.min(t));
+                    self.hit_guest(&format!("healthy:{n}"), th.min(t), format!("{n}: first passing health check"));
+                }
+                None => {
+                    ready_times.push(t);
+                    self.hit(&format!("healthy:{n}"), t, "status", evidence.clone());
+                }
+            }
+        }
+        let satisfied = ev.satisfied() && self.wants_stack();
+        let is_final = b.is_final;
+        let problems = ev.problems.clone();
+        self.last_eval = Some(ev);
+        self.last_block = Some(b);
+        if satisfied && self.stack_t.is_none() {
+            let ts = ready_times.into_iter().fold(0.0, f64::max).min(t);
+            self.stack_t = Some(ts);
+            self.stack_seen_t = Some(t);
+            let how = if g.engine.is_some() { "guest" } else { "status" };
+            if how == "guest" {
+                self.hit_guest("stack", ts, format!("every expectation held (seen by the host at {t:.1}s)"));
+            } else {
+                self.hit("stack", ts, "status", evidence.clone());
+            }
+            if let Some(budget) = self.budget_s()
+                && ts > budget
+            {
+                return self.stop_fail(Failure {
+                    code: FailureCode::OverBudget,
+                    message: format!(
+                        "time to running stack {ts:.1}s is over the budget of {budget:.1}s ({}s × {} for this accelerator)",
+                        self.cfg.expect.time_to_stack.unwrap_or_default().as_secs_f64(),
+                        self.cfg.scale
+                    ),
+                    evidence: Some(evidence),
+                });
+            }
+            if self.cfg.probe {
+                self.verifying = true;
+                return Decision::Verify;
+            }
+        }
+        // An image built for another platform can never run here: waiting
+        // for the stack to settle would only wait for the timeout (its
+        // containers fail and restart for ever).
+        if !satisfied && self.wants_stack() && problems.iter().any(|p| p.code == FailureCode::ImageArchMismatch) {
+            self.failures.extend(problems.into_iter().filter(|p| p.code == FailureCode::ImageArchMismatch).map(|p| {
+                Failure {
+                    code: p.code,
+                    message: p.message,
+                    evidence: Some(format!(
+                        "{evidence} (decided at once: the engine lists the image, and no retry can run it)"
+                    )),
+                }
+            }));
+            self.done = true;
+            return Decision::Stop;
+        }
+        if !satisfied && is_final && self.wants_stack() {
+            self.failures.extend(problems.into_iter().map(|p| Failure {
+                code: p.code,
+                message: p.message,
+                evidence: Some(format!("{evidence} (the guest says its stack has settled)")),
+            }));
+            if self.failures.is_empty() {
+                self.failures.push(Failure {
+                    code: FailureCode::StackNotReady,
+                    message: "the guest's stack settled without meeting the expectations".into(),
+                    evidence: Some(evidence),
+                });
+            }
+            self.done = true;
+            return Decision::Stop;
+        }
+        self.check_progress(t)
+    }
+
+    /// What the probe found when asked to verify: each image run with no
+    /// network, and the air-gap evidence.
+    pub fn on_verification(&mut self, t: f64, runs: Vec<RunImageResult>, report: Option<&AirgapReport>) -> Decision {
+        if self.done {
+            return Decision::Stop;
+        }
+        self.verifying = false;
+        self.verified = true;
+        for r in &runs {
+            if !r.ran {
+                self.failures.push(Failure {
+                    code: FailureCode::ImageRunFailed,
+                    message: format!(
+                        "image {} is listed but does not run (with --network none): {}",
+                        r.reference, r.detail
+                    ),
+                    evidence: Some(format!("probe run_image after {:.1}s", r.duration_s)),
+                });
+            }
+        }
+        self.image_runs = runs;
+        match report {
+            Some(rep) => {
+                let (a, problems) = airgap::judge(rep);
+                for p in problems {
+                    let evidence =
+                        a.egress_attempts.iter().map(|e| e.evidence.clone()).take(3).collect::<Vec<_>>().join(" | ");
+                    self.failures.push(Failure {
+                        code: p.code,
+                        message: p.message,
+                        evidence: (!evidence.is_empty()).then_some(evidence),
+                    });
+                }
+                self.airgap = Some(a);
+            }
+            None => self.note("the guest's air-gap evidence could not be collected"),
+        }
+        self.hit("images-verified", t, "probe", "each expected image ran with no network; air gap checked".into());
+        if !self.failures.is_empty() {
+            self.done = true;
+            return Decision::Stop;
+        }
+        self.check_progress(t)
+    }
+}

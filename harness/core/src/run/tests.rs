@@ -1,0 +1,436 @@
+//! The run state machine, fed by hand: no VM.
+
+use super::*;
+use crate::scenario::{ContainerExpect, ExtraImages, ImageExpect};
+use airboot_model::Engine;
+use std::time::Duration;
+
+const RID: &str = "sha256:1111111111111111111111111111111111111111111111111111111111111111";
+
+fn cfg() -> RunConfig {
+    RunConfig {
+        expect: Expect {
+            engine: Engine::Docker,
+            images: vec![ImageExpect { reference: "fixture/redis:1".into(), id: None }],
+            extra_images: ExtraImages::Fail,
+            containers: vec![ContainerExpect { name: "redis".into(), image: None, healthy: None }],
+            time_to_stack: Some(Duration::from_secs(10)),
+            timeout: Duration::from_secs(20),
+            fail_on: vec!["BOOM".into()],
+            default_fail_on: true,
+        },
+        known_ids: BTreeMap::new(),
+        milestones: vec![],
+        scale: 2.0,
+        probe: false,
+        engine_unit: "docker.service".into(),
+    }
+}
+
+fn line(t: f64, s: &str) -> TimedLine {
+    TimedLine { t, text: s.into(), truncated: false }
+}
+
+fn block(seq: u64, is_final: bool, health: &str) -> Vec<String> {
+    vec![
+        format!(r#"AIRBOOT-STATUS v1 begin {{"seq":{seq},"uptime_s":{seq}.0,"final":{is_final}}}"#),
+        r#"AIRBOOT-STATUS v1 engine {"name":"docker","state":"up"}"#.into(),
+        format!(r#"AIRBOOT-STATUS v1 image {{"repository":"fixture/redis","tag":"1","id":"{RID}"}}"#),
+        format!(
+            r#"AIRBOOT-STATUS v1 container {{"name":"/redis","image":"fixture/redis:1","state":"running","health":"{health}"}}"#
+        ),
+        format!(r#"AIRBOOT-STATUS v1 end {{"seq":{seq},"records":3}}"#),
+    ]
+}
+
+fn feed(run: &mut Run, t: f64, lines: &[String]) -> Decision {
+    let mut d = Decision::Continue;
+    for l in lines {
+        d = run.on_line(&line(t, l));
+        if d == Decision::Stop {
+            break;
+        }
+    }
+    d
+}
+
+#[test]
+fn passes_when_the_stack_is_healthy_and_records_milestones() {
+    let mut run = Run::new(cfg()).unwrap();
+    assert_eq!(run.on_line(&line(0.5, "[    0.0] Linux version 6.1.0")), Decision::Continue);
+    assert_eq!(run.on_line(&line(3.0, "[  OK  ] Started docker.service - Docker")), Decision::Continue);
+    assert_eq!(feed(&mut run, 5.0, &block(1, false, "starting")), Decision::Continue);
+    assert_eq!(feed(&mut run, 7.0, &block(2, false, "healthy")), Decision::Stop);
+    let r = run.finish();
+    assert_eq!(r.verdict, Verdict::Pass, "{:?}", r.failures);
+    assert_eq!(r.time_to_stack_s, Some(7.0));
+    let names: Vec<_> = r.milestones.iter().map(|m| (m.name.as_str(), m.t_s)).collect();
+    assert_eq!(
+        names,
+        [
+            ("kernel", 0.5),
+            ("engine", 3.0),
+            ("images", 5.0),
+            ("container:redis", 5.0),
+            ("healthy:redis", 7.0),
+            ("stack", 7.0)
+        ]
+    );
+    assert_eq!(r.status_blocks, 2);
+}
+
+#[test]
+fn final_unsatisfied_block_fails_at_once_naming_the_problem() {
+    let mut c = cfg();
+    c.expect.images.push(ImageExpect { reference: "fixture/nginx:1".into(), id: None });
+    let mut run = Run::new(c).unwrap();
+    assert_eq!(feed(&mut run, 5.0, &block(1, false, "healthy")), Decision::Continue);
+    assert_eq!(feed(&mut run, 6.0, &block(2, true, "healthy")), Decision::Stop);
+    let r = run.finish();
+    assert_eq!(r.verdict, Verdict::Fail);
+    assert_eq!(r.failures[0].code, FailureCode::ImageMissing);
+    assert!(r.failures[0].message.contains("fixture/nginx:1"));
+    assert_eq!(r.time_to_stack_s, None);
+}
+
+#[test]
+fn fail_patterns_stop_at_once_with_the_line() {
+    let mut run = Run::new(cfg()).unwrap();
+    assert_eq!(run.on_line(&line(1.0, "[ 1.0] Kernel panic - not syncing: VFS")), Decision::Stop);
+    let r = run.finish();
+    assert_eq!(r.verdict, Verdict::Fail);
+    assert_eq!(r.failures[0].code, FailureCode::KernelPanic);
+    assert_eq!(r.failures[0].evidence.as_deref(), Some("[ 1.0] Kernel panic - not syncing: VFS"));
+
+    let mut run = Run::new(cfg()).unwrap();
+    assert_eq!(run.on_line(&line(1.0, "app says BOOM")), Decision::Stop);
+    assert_eq!(run.finish().failures[0].code, FailureCode::FailPattern);
+}
+
+#[test]
+fn over_budget_fails_with_the_measured_time() {
+    let mut run = Run::new(cfg()).unwrap();
+    // budget 10s × 2 = 20s; deadline 20s × 2 = 40s
+    assert_eq!(feed(&mut run, 25.0, &block(1, false, "healthy")), Decision::Stop);
+    let r = run.finish();
+    assert_eq!(r.verdict, Verdict::Fail);
+    assert_eq!(r.failures[0].code, FailureCode::OverBudget);
+    assert_eq!(r.time_to_stack_s, Some(25.0));
+}
+
+#[test]
+fn timeout_says_what_was_still_missing() {
+    let mut run = Run::new(cfg()).unwrap();
+    assert_eq!(run.on_tick(39.9), Decision::Continue);
+    assert_eq!(run.on_tick(40.0), Decision::Stop);
+    let r = run.finish();
+    assert_eq!(r.failures[0].code, FailureCode::Timeout);
+    assert!(r.failures[0].message.contains("no AIRBOOT-STATUS block"), "{}", r.failures[0].message);
+
+    let mut run = Run::new(cfg()).unwrap();
+    feed(&mut run, 5.0, &block(1, false, "starting"));
+    assert_eq!(run.on_tick(41.0), Decision::Stop);
+    let r = run.finish();
+    assert!(r.failures[0].message.contains("redis is starting"), "{}", r.failures[0].message);
+    assert!(r.failures[0].evidence.is_some());
+}
+
+#[test]
+fn required_milestones_gate_the_pass_and_budgets_fail_fast() {
+    let mut c = cfg();
+    c.milestones = vec![MilestoneSpec {
+        name: "loaded".into(),
+        console: "load: done".into(),
+        required: true,
+        within: Some(Duration::from_secs(5)),
+    }];
+    let mut run = Run::new(c.clone()).unwrap();
+    assert_eq!(run.on_line(&line(2.0, "load: done")), Decision::Continue);
+    assert_eq!(feed(&mut run, 8.0, &block(1, false, "healthy")), Decision::Stop);
+    assert_eq!(run.finish().verdict, Verdict::Pass);
+
+    // Never seen: the budget (5s × 2) ends the run at 10s, not at 40s.
+    let mut run = Run::new(c.clone()).unwrap();
+    assert_eq!(run.on_tick(9.0), Decision::Continue);
+    assert_eq!(run.on_tick(10.5), Decision::Stop);
+    assert_eq!(run.finish().failures[0].code, FailureCode::MilestoneLate);
+
+    // Stack ready but required milestone missing: keep waiting.
+    c.milestones[0].within = None;
+    let mut run = Run::new(c).unwrap();
+    assert_eq!(feed(&mut run, 8.0, &block(1, false, "healthy")), Decision::Continue);
+    assert_eq!(run.on_line(&line(9.0, "load: done")), Decision::Stop);
+    let r = run.finish();
+    assert_eq!(r.verdict, Verdict::Pass);
+    assert_eq!(r.time_to_stack_s, Some(8.0));
+}
+
+#[test]
+fn milestone_only_scenarios() {
+    let mut c = cfg();
+    c.expect.images.clear();
+    c.expect.containers.clear();
+    c.milestones = vec![MilestoneSpec { name: "up".into(), console: "login:".into(), required: true, within: None }];
+    let mut run = Run::new(c).unwrap();
+    assert_eq!(run.on_line(&line(1.0, "Linux version 6")), Decision::Continue);
+    assert_eq!(run.on_line(&line(4.0, "debian login:")), Decision::Stop);
+    let r = run.finish();
+    assert_eq!(r.verdict, Verdict::Pass);
+    assert_eq!(r.time_to_stack_s, None);
+}
+
+#[test]
+fn exit_and_abort() {
+    let mut run = Run::new(cfg()).unwrap();
+    run.on_line(&line(1.0, "reboot: Power down"));
+    assert_eq!(run.on_exit(1.2, "exit status 0"), Decision::Stop);
+    let r = run.finish();
+    assert_eq!(r.verdict, Verdict::Fail);
+    assert_eq!(r.failures[0].code, FailureCode::VmExited);
+    assert!(r.failures[0].evidence.as_deref().unwrap().contains("Power down"));
+
+    let mut run = Run::new(cfg()).unwrap();
+    assert_eq!(run.on_abort(3.0, FailureCode::Interrupted, "interrupted by SIGINT"), Decision::Stop);
+    let r = run.finish();
+    assert_eq!(r.verdict, Verdict::Error);
+}
+
+#[test]
+fn damaged_blocks_are_counted_and_skipped() {
+    let mut run = Run::new(cfg()).unwrap();
+    let mut b = block(1, true, "healthy");
+    b[2] = b[2].replace("fixture/redis", "fixture/re[ 9.9] veth: up\"dis");
+    assert_eq!(feed(&mut run, 5.0, &b), Decision::Continue);
+    assert_eq!(feed(&mut run, 6.0, &block(2, true, "healthy")), Decision::Stop);
+    let r = run.finish();
+    assert_eq!(r.verdict, Verdict::Pass);
+    assert_eq!(r.damaged_status_blocks, 2);
+}
+
+// ------------------------------------------------------------ probe path
+
+use crate::guest::ClockSample;
+use airboot_proto::probe::{
+    AirgapReport, ContainerInfo, EgressEvidence, EngineEvent, ImageInfo, ProbeStatus, RunImageResult, UnitInfo,
+};
+use airboot_proto::{EngineRecord, EngineState};
+
+fn probe_cfg() -> RunConfig {
+    let mut c = cfg();
+    c.probe = true;
+    c
+}
+
+/// A status as the probe would send it; guest clocks equal host time
+/// since t0 (mono) and 1000 + that (realtime).
+fn pstatus(health: &str, guest_now: f64) -> (ProbeStatus, ClockSample) {
+    let s = ProbeStatus {
+        clocks: airboot_proto::probe::Clocks {
+            boottime_s: guest_now,
+            monotonic_s: guest_now,
+            realtime_s: 1000.0 + guest_now,
+        },
+        system: "running".into(),
+        userspace_us: 2_000_000,
+        engine: EngineRecord {
+            name: "docker".into(),
+            state: EngineState::Up,
+            version: Some("20.10".into()),
+            detail: None,
+        },
+        images: vec![ImageInfo {
+            repository: "fixture/redis".into(),
+            tag: "1".into(),
+            id: RID.into(),
+            architecture: "amd64".into(),
+            os: "linux".into(),
+            ..Default::default()
+        }],
+        containers: vec![ContainerInfo {
+            name: "/redis".into(),
+            image: "fixture/redis:1".into(),
+            state: "running".into(),
+            health: Some(health.into()),
+            started_at: Some("1970-01-01T00:16:50Z".into()), // realtime 1010 → host 10
+            healthy_at: if health == "healthy" { vec!["1970-01-01T00:16:55Z".into()] } else { vec![] }, // → 15
+            pid: Some(7),
+            ..Default::default()
+        }],
+        units: vec![UnitInfo {
+            name: "docker.service".into(),
+            active: "active".into(),
+            active_enter_us: 6_000_000,
+            ..Default::default()
+        }],
+        events: vec![EngineEvent {
+            time_nano: 1_009_000_000_000,
+            kind: "container".into(),
+            action: "start".into(),
+            actor: "redis".into(),
+        }],
+        settled: health == "healthy",
+        ..Default::default()
+    };
+    let sample =
+        ClockSample { sent_s: guest_now - 0.1, received_s: guest_now + 0.1, host_realtime_s: 1000.0 + guest_now };
+    (s, sample)
+}
+
+fn clean_airgap() -> AirgapReport {
+    AirgapReport {
+        interfaces: vec![airboot_proto::probe::Interface {
+            name: "lo".into(),
+            kind: "loopback".into(),
+            up: true,
+            carrier: true,
+        }],
+        ..Default::default()
+    }
+}
+
+fn ran(r: &str) -> RunImageResult {
+    RunImageResult {
+        reference: r.into(),
+        ran: true,
+        detail: "running after 3.0s".into(),
+        exit_code: None,
+        duration_s: 4.0,
+    }
+}
+
+#[test]
+fn probe_path_times_the_stack_from_guest_evidence_then_verifies() {
+    let mut run = Run::new(probe_cfg()).unwrap();
+    run.on_probe_hello(8.0, "x86_64");
+    let (s, smp) = pstatus("starting", 12.0);
+    assert_eq!(run.on_probe_status(&s, smp), Decision::Continue);
+    let (s, smp) = pstatus("healthy", 18.0);
+    assert_eq!(run.on_probe_status(&s, smp), Decision::Verify);
+    // While verifying, statuses and ticks do not decide.
+    let (s, smp) = pstatus("healthy", 20.0);
+    assert_eq!(run.on_probe_status(&s, smp), Decision::Continue);
+    assert_eq!(run.on_tick(21.0), Decision::Continue);
+    assert_eq!(run.on_verification(25.0, vec![ran("fixture/redis:1")], Some(&clean_airgap())), Decision::Stop);
+    let r = run.finish();
+    assert_eq!(r.verdict, Verdict::Pass, "{:?}", r.failures);
+    // Stack = the latest of engine (6), container start event (9), first passing check (15).
+    assert_eq!(r.time_to_stack_s, Some(15.0));
+    assert_eq!(r.stack_seen_s, Some(18.1));
+    let m: BTreeMap<&str, (f64, &str)> =
+        r.milestones.iter().map(|m| (m.name.as_str(), (m.t_s, m.source.as_str()))).collect();
+    assert_eq!(m["init"], (2.0, "guest"));
+    assert_eq!(m["engine"], (6.0, "guest"));
+    assert_eq!(m["container:redis"], (9.0, "guest"));
+    assert_eq!(m["healthy:redis"], (15.0, "guest"));
+    assert_eq!(m["images-verified"], (25.0, "probe"));
+    assert_eq!(r.clock_skew_ms, Some(0.0));
+    assert_eq!(r.image_runs.len(), 1);
+    assert!(r.airgap.unwrap().checked);
+    assert!(r.notes.is_empty(), "{:?}", r.notes);
+}
+
+#[test]
+fn an_image_that_does_not_run_fails_the_run() {
+    let mut run = Run::new(probe_cfg()).unwrap();
+    run.on_probe_hello(8.0, "x86_64");
+    let (s, smp) = pstatus("healthy", 18.0);
+    assert_eq!(run.on_probe_status(&s, smp), Decision::Verify);
+    let bad = RunImageResult {
+        reference: "fixture/redis:1".into(),
+        ran: false,
+        detail: "exited 127 (last output: exec /usr/bin/redis-server: no such file or directory)".into(),
+        exit_code: Some(127),
+        duration_s: 2.0,
+    };
+    assert_eq!(run.on_verification(25.0, vec![bad], Some(&clean_airgap())), Decision::Stop);
+    let r = run.finish();
+    assert_eq!(r.verdict, Verdict::Fail);
+    assert_eq!(r.failures[0].code, FailureCode::ImageRunFailed);
+    assert!(r.failures[0].message.contains("no such file"));
+}
+
+#[test]
+fn an_egress_attempt_fails_naming_who_and_where() {
+    let mut run = Run::new(probe_cfg()).unwrap();
+    run.on_probe_hello(8.0, "x86_64");
+    let (s, smp) = pstatus("healthy", 18.0);
+    assert_eq!(run.on_probe_status(&s, smp), Decision::Verify);
+    let mut a = clean_airgap();
+    a.evidence.push(EgressEvidence {
+        who: "unit egress-pull.service (docker)".into(),
+        destination: Some("registry.example.com".into()),
+        source: "journal".into(),
+        line: "Error response from daemon: Get \"https://registry.example.com/v2/\": dial tcp: lookup registry.example.com".into(),
+    });
+    assert_eq!(run.on_verification(25.0, vec![ran("fixture/redis:1")], Some(&a)), Decision::Stop);
+    let r = run.finish();
+    assert_eq!(r.verdict, Verdict::Fail);
+    assert_eq!(r.failures[0].code, FailureCode::EgressAttempt);
+    assert!(
+        r.failures[0].message.contains("egress-pull.service") && r.failures[0].message.contains("registry.example.com")
+    );
+    assert_eq!(r.airgap.unwrap().egress_attempts.len(), 1);
+}
+
+#[test]
+fn an_engine_that_never_comes_up_fails_when_the_guest_settles() {
+    let mut run = Run::new(probe_cfg()).unwrap();
+    run.on_probe_hello(8.0, "x86_64");
+    let (mut s, smp) = pstatus("healthy", 30.0);
+    s.engine = EngineRecord {
+        name: "docker".into(),
+        state: EngineState::Down,
+        version: None,
+        detail: Some("docker.service is inactive, system is degraded".into()),
+    };
+    s.images.clear();
+    s.containers.clear();
+    s.settled = true;
+    assert_eq!(run.on_probe_status(&s, smp), Decision::Stop);
+    let r = run.finish();
+    assert_eq!(r.failures[0].code, FailureCode::EngineDown);
+    assert!(r.failures[0].message.contains("docker.service is inactive"));
+}
+
+#[test]
+fn wrong_architecture_is_a_failure_not_a_wait() {
+    let mut run = Run::new(probe_cfg()).unwrap();
+    run.on_probe_hello(8.0, "aarch64");
+    let (mut s, smp) = pstatus("healthy", 18.0);
+    s.settled = false; // its containers restart for ever: never settles
+    assert_eq!(run.on_probe_status(&s, smp), Decision::Stop, "wrong platform: decided at once");
+    let r = run.finish();
+    assert_eq!(r.failures[0].code, FailureCode::ImageArchMismatch);
+    assert!(r.failures[0].message.contains("arm64"), "{}", r.failures[0].message);
+}
+
+#[test]
+fn console_blocks_are_ignored_once_the_probe_answers_and_verification_can_time_out() {
+    let mut run = Run::new(probe_cfg()).unwrap();
+    // Before the probe: a console block with a satisfied stack is not
+    // enough in probe mode (no verification possible from it).
+    assert_eq!(feed(&mut run, 5.0, &block(1, true, "healthy")), Decision::Continue);
+    run.on_probe_hello(8.0, "x86_64");
+    let (s, smp) = pstatus("healthy", 18.0);
+    assert_eq!(run.on_probe_status(&s, smp), Decision::Verify);
+    assert_eq!(run.on_tick(41.0), Decision::Stop);
+    let r = run.finish();
+    assert_eq!(r.failures[0].code, FailureCode::Timeout);
+    assert!(r.failures[0].message.contains("did not finish"), "{}", r.failures[0].message);
+}
+
+#[test]
+fn a_probe_that_never_answers_is_named_at_the_timeout() {
+    let mut run = Run::new(probe_cfg()).unwrap();
+    assert_eq!(run.on_tick(41.0), Decision::Stop);
+    assert!(run.finish().failures[0].message.contains("the probe never answered"));
+}
+
+#[test]
+fn console_mode_notes_what_it_cannot_check() {
+    let mut run = Run::new(cfg()).unwrap();
+    feed(&mut run, 7.0, &block(2, false, "healthy"));
+    let r = run.finish();
+    assert_eq!(r.verdict, Verdict::Pass);
+    assert!(r.notes[0].contains("console transport"));
+}
