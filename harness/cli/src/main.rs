@@ -149,7 +149,7 @@ struct CutArgs {
     #[arg(long, value_name = "N")]
     seed: Option<u64>,
     /// Cut mode(s), overriding power_cut.modes (repeat for several).
-    #[arg(long, value_name = "MODE", value_parser = ["kill", "lose-unflushed", "torn", "flush-ignored"])]
+    #[arg(long, value_name = "MODE", value_parser = cut_modes())]
     mode: Vec<String>,
     /// Where to write the report and bundles (default: reports/<date>-<time>-cut-<name>).
     #[arg(long, value_name = "DIR")]
@@ -178,6 +178,16 @@ struct ReproArgs {
     /// Accelerator, overriding machine.accel.
     #[arg(long, value_enum)]
     accel: Option<AccelArg>,
+}
+
+/// `--mode` takes every cut mode airboot knows.
+fn cut_modes() -> clap::builder::PossibleValuesParser {
+    airboot_model::CutMode::ALL.iter().map(|m| m.as_str()).collect::<Vec<_>>().into()
+}
+
+/// `--transport` takes `auto` and every transport airboot knows.
+fn transports() -> clap::builder::PossibleValuesParser {
+    std::iter::once("auto").chain(airboot_model::TransportKind::ALL.iter().map(|t| t.as_str())).collect::<Vec<_>>().into()
 }
 
 fn accel_choice(a: Option<AccelArg>) -> Option<airboot_core::scenario::AccelChoice> {
@@ -239,7 +249,7 @@ struct RunArgs {
     /// How to talk to the probe in the guest, overriding machine.transport:
     /// auto picks vsock (kernel), else vhost-user-vsock (vhost-device-vsock),
     /// else virtio-serial; console reads status blocks from the serial console.
-    #[arg(long, value_name = "KIND", value_parser = ["auto", "vsock", "vhost-user-vsock", "virtio-serial", "console"])]
+    #[arg(long, value_name = "KIND", value_parser = transports())]
     transport: Option<String>,
     /// Run only scenarios whose name contains this text.
     #[arg(long, value_name = "TEXT")]

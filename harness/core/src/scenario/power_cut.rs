@@ -178,7 +178,7 @@ pub(super) fn validate(
             let mut modes = Vec::new();
             for m in &pc.modes {
                 modes.push(CutMode::parse(m).ok_or_else(|| {
-                    bad("modes", format!("unknown mode {m:?}: use kill, lose-unflushed, torn or flush-ignored"))
+                    bad("modes", format!("unknown mode {m:?}: use {}", CutMode::choices()))
                 })?);
             }
             if modes.is_empty() {
