@@ -133,8 +133,11 @@ Judge the crash state in a bundle that `airboot cut` wrote (a cut-NN-<mode>
 folder) again: offline checks, power-on with the scenario's expectations,
 the store after that boot. Says whether the verdict is the recorded one.
 The bundle's crash.qcow2 is a delta over the exact input image it was cut
-from (checked by sha256); it is not modified. A fixture boots with the
-kernel and initramfs of the build the bundle was cut from, not today's.
+from (checked by sha256); it is not modified: repro judges copies in its
+own folder, pointed at the input image wherever it now is, so a bundle
+can move (give the image with --input when cut.json's path no longer
+holds it). A fixture boots with the kernel and initramfs of the build the
+bundle was cut from, not today's.
 
 Exit status: 0 same verdict and the device survived, 1 a different verdict
 or a verdict that is not a survival, 2 airboot could not judge.")]
@@ -187,7 +190,10 @@ fn cut_modes() -> clap::builder::PossibleValuesParser {
 
 /// `--transport` takes `auto` and every transport airboot knows.
 fn transports() -> clap::builder::PossibleValuesParser {
-    std::iter::once("auto").chain(airboot_model::TransportKind::ALL.iter().map(|t| t.as_str())).collect::<Vec<_>>().into()
+    std::iter::once("auto")
+        .chain(airboot_model::TransportKind::ALL.iter().map(|t| t.as_str()))
+        .collect::<Vec<_>>()
+        .into()
 }
 
 fn accel_choice(a: Option<AccelArg>) -> Option<airboot_core::scenario::AccelChoice> {

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use airboot_core::history::{self, FigureVerdict, GateConfig};
+use airboot_core::history::{self, GateConfig};
 use airboot_core::units::parse_duration;
 
 pub struct Options {
@@ -16,10 +16,6 @@ pub struct Options {
     pub ignore_image: bool,
     pub html: Option<PathBuf>,
     pub json: bool,
-}
-
-fn fmt(v: Option<f64>) -> String {
-    v.map(|x| format!("{x:.1}s")).unwrap_or_else(|| "—".into())
 }
 
 pub fn report(o: Options) -> i32 {
@@ -65,53 +61,18 @@ pub fn report(o: Options) -> i32 {
     if o.json {
         outln!("{}", serde_json::to_string_pretty(&g).unwrap_or_default());
     } else {
-        outln!(
-            "{} run(s) in {}; baseline: median of the last {} passing run(s), at least {} needed; a regression is slower by > max({:.0}%, {:.1}s, {} × spread)",
+        airboot_report::terminal::out(&airboot_report::gate::table(
+            &g,
+            &cfg,
             entries.len(),
-            o.history.display(),
-            cfg.baseline_runs,
-            cfg.min_samples,
-            cfg.max_rel * 100.0,
-            cfg.max_abs_s,
-            cfg.noise_mads
-        );
-        let mut last_key = String::new();
-        for r in &g.rows {
-            if r.key != last_key {
-                outln!("\n{}", r.key);
-                outln!("  {:<22} {:>18} {:>9} {:>16}  verdict", "figure", "before (n, ±spread)", "after", "change");
-                last_key = r.key.clone();
-            }
-            let before = match (r.before_median, r.before_mad) {
-                (Some(m), Some(d)) => format!("{m:.1}s ±{d:.1} (n={})", r.samples),
-                _ => format!("— (n={})", r.samples),
-            };
-            let change = match (r.change_s, r.change_rel) {
-                (Some(c), Some(p)) => format!("{c:+.1}s {:+.0}%", p * 100.0),
-                (Some(c), None) => format!("{c:+.1}s"),
-                _ => "—".into(),
-            };
-            let verdict = match r.verdict {
-                FigureVerdict::Ok => "ok",
-                FigureVerdict::Regressed => "REGRESSED",
-                FigureVerdict::Improved => "improved",
-                FigureVerdict::Missing => "MISSING",
-                FigureVerdict::CannotJudge => "cannot judge",
-            };
-            outln!("  {:<22} {:>18} {:>9} {:>16}  {verdict}: {}", r.figure, before, fmt(r.after), change, r.why);
-        }
-        outln!("\n{} regression(s), {} missing, {} cannot judge", g.regressions, g.missing, g.cannot_judge);
+            &o.history.display().to_string(),
+        ));
     }
-    if let Some(p) = &o.html {
-        let page = format!(
-            "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>airboot history</title></head><body style=\"font:14px system-ui,sans-serif;margin:24px\"><h1 style=\"font-size:20px\">Time to running stack</h1>{}<pre>{}</pre></body></html>\n",
-            airboot_report::html::history_svg(&entries, o.ignore_image),
-            airboot_report::views::esc(&serde_json::to_string_pretty(&g).unwrap_or_default())
-        );
-        if let Err(e) = std::fs::write(p, page) {
-            eprintln!("error: cannot write {}: {e}", p.display());
-            return 2;
-        }
+    if let Some(p) = &o.html
+        && let Err(e) = std::fs::write(p, airboot_report::gate::page(&g, &entries, o.ignore_image))
+    {
+        eprintln!("error: cannot write {}: {e}", p.display());
+        return 2;
     }
     if o.gate { g.exit_code() } else { 0 }
 }

@@ -15,6 +15,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use airboot_model::FailureCode;
 use serde_json::Value;
 
 static VM: Mutex<()> = Mutex::new(());
@@ -197,7 +198,7 @@ fn missing_image_fails_at_once_naming_the_image() {
     let r = report(dir.path());
     check_common(&r, dir.path());
     assert_eq!(r["verdict"], "fail");
-    assert_eq!(r["failures"][0]["code"], "image-missing", "{}", r["failures"]);
+    assert_eq!(r["failures"][0]["code"], FailureCode::ImageMissing.as_str(), "{}", r["failures"]);
     assert!(r["failures"][0]["message"].as_str().unwrap().contains("fixture/nginx:1"));
     assert!(r["time_to_stack_s"].is_null());
     let timeout = r["timeouts"]["timeout_s"].as_f64().unwrap();
@@ -231,7 +232,7 @@ fn a_disk_without_an_efi_loader_ends_at_the_uefi_shell() {
     assert!(r["boot"]["firmware"].as_str().is_some_and(|f| f.contains("OVMF")), "{}", r["boot"]);
     assert_eq!(r["arch"], "x86_64", "detected from the disk: {}", r["arch_detection"]);
     let f = &r["failures"][0];
-    assert_eq!(f["code"], "uefi-shell", "{}", r["failures"]);
+    assert_eq!(f["code"], FailureCode::UefiShell.as_str(), "{}", r["failures"]);
     assert!(f["message"].as_str().unwrap().contains("no bootable loader found"), "{f}");
     assert!(f["evidence"].as_str().unwrap().contains("Shell>"), "{f}");
     let timeout = r["timeouts"]["timeout_s"].as_f64().unwrap();
@@ -303,7 +304,7 @@ fn an_engine_failing_on_a_damaged_store_is_an_engine_error_before_the_timeout() 
     let (r, took, rdir) = run_failing(&scenario);
     check_common(&r, rdir.path());
     let f = &r["failures"][0];
-    assert_eq!(f["code"], "engine-error", "{}", r["failures"]);
+    assert_eq!(f["code"], FailureCode::EngineError.as_str(), "{}", r["failures"]);
     let m = f["message"].as_str().unwrap();
     assert!(m.contains("running but its API fails") && m.contains("HTTP 500") && m.contains("readlink"), "{m}");
     assert_eq!(r["engine"]["state"], "failing", "{}", r["engine"]);
@@ -372,7 +373,7 @@ fn ctrl_c_stops_qemu_and_still_writes_the_report() {
     assert_eq!(out.status.code(), Some(2), "{}", explain(&out));
     let r = report(dir.path());
     assert_eq!(r["verdict"], "error");
-    assert_eq!(r["failures"][0]["code"], "interrupted", "{}", r["failures"]);
+    assert_eq!(r["failures"][0]["code"], FailureCode::Interrupted.as_str(), "{}", r["failures"]);
     assert_eq!(r["image"]["unchanged"], true);
     assert_no_qemu_left("after Ctrl-C");
 }
@@ -416,7 +417,7 @@ fn repeat_reports_the_failure_rate_with_a_confidence_interval() {
     assert!(stdout.contains("0 of 3 runs failed (0.0%, 95% CI 0.0–56.1%)"), "{stdout}");
     for rep in 1..=3 {
         let r = report(&reports.join(format!("bad-root/run-{rep:03}")));
-        assert_eq!(r["failures"][0]["code"], "initramfs-shell", "{}", r["failures"]);
+        assert_eq!(r["failures"][0]["code"], FailureCode::InitramfsShell.as_str(), "{}", r["failures"]);
     }
     let run: Value = serde_json::from_str(&std::fs::read_to_string(reports.join("run.json")).unwrap()).unwrap();
     assert_eq!(run["scenarios"].as_array().unwrap().len(), 3);

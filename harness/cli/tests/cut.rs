@@ -135,8 +135,14 @@ fn a_cut_during_the_first_boot_load_is_recorded_cut_and_judged() {
     assert_eq!(r["image"]["unchanged"].as_bool(), Some(true), "the input image changed");
 
     // The power cut's bundle boots again to the same verdict, from the
-    // fixture build it was cut from, and is left as it was.
-    let bundle = PathBuf::from(lose["bundle"].as_str().unwrap());
+    // fixture build it was cut from, and is left as it was, after it
+    // moved to another folder and its scenario file went away (the
+    // bundle's copy of the scenario stands in).
+    let cut_there = PathBuf::from(lose["bundle"].as_str().unwrap());
+    let bundle = dir.path().join("moved").join(cut_there.file_name().unwrap());
+    std::fs::create_dir_all(bundle.parent().unwrap()).unwrap();
+    std::fs::rename(&cut_there, &bundle).unwrap();
+    std::fs::remove_file(dir.path().join("scenario.toml")).unwrap();
     let state_sha = || airboot_qemu::disk::sha256_file(&bundle.join("crash.qcow2")).unwrap();
     let state = state_sha();
     let rdir = dir.path().join("repro");
@@ -330,6 +336,13 @@ fn a_cut_by_probe_event_and_a_second_cut_during_recovery() {
     let first_state = PathBuf::from(first["bundle"].as_str().unwrap()).join("crash.qcow2");
     assert_eq!(info["backing-filename"].as_str(), Some(first_state.to_str().unwrap()));
     let cut_json: Value = serde_json::from_str(&std::fs::read_to_string(b2.join("cut.json")).unwrap()).unwrap();
-    assert_eq!(cut_json["during_recovery_of"], first["bundle"]);
+    // Within the bundle, the first cut is named relative to the second, so the folder can move.
+    assert_eq!(cut_json["during_recovery_of"], "..");
+    assert_eq!(cut_json["schema"], "airboot.bundle/v1");
+    assert_eq!(
+        b2.join("..").canonicalize().unwrap(),
+        PathBuf::from(first["bundle"].as_str().unwrap()).canonicalize().unwrap()
+    );
+    assert_eq!(second["during_recovery_of"], first["bundle"], "the report names the first cut's bundle");
     assert_eq!(r["image"]["unchanged"].as_bool(), Some(true), "the input image changed");
 }

@@ -340,7 +340,7 @@ mod tests {
         assert!(v["probe"]["transport"].is_null());
         assert_eq!(v["airgap"]["checked"], false);
         assert!(v["airgap"]["egress_attempts"].as_array().unwrap().is_empty());
-        assert_eq!(v["failures"][0]["code"], "bad-input");
+        assert_eq!(v["failures"][0]["code"], FailureCode::BadInput.as_str());
         for key in ["image", "milestones", "images", "containers", "accel", "accel_reason", "arch"] {
             assert!(v.get(key).is_some(), "missing {key}");
         }

@@ -3,6 +3,7 @@
 //! `index.html` and `summary.md`.
 
 pub mod files;
+pub mod gate;
 pub mod html;
 pub mod junit;
 pub mod markdown;

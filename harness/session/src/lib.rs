@@ -22,6 +22,7 @@
 
 pub mod boot;
 pub mod clock;
+pub mod fake;
 pub mod fixtures;
 pub mod load;
 pub mod local;

@@ -5,23 +5,14 @@
 //! harness's verdict policy on top of the guest's (a network device, a
 //! leftover process, an input image that changed).
 
-use std::cell::RefCell;
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use airboot_core::console::TimedLine;
 use airboot_core::event::RunEvent;
-use airboot_core::run::{Decision, Run};
 use airboot_core::scenario::{AccelChoice, Scenario};
-use airboot_model::{Accel, Arch, BootMode, FailureCode, TransportKind, Verdict};
-use airboot_qemu::accel::AccelDecision;
-use airboot_qemu::firmware::Firmware;
-use airboot_qemu::transport;
-use airboot_qemu::vm::{VmError, VmEvent, VmOutcome};
-use airboot_session::fixtures::BoardKernel;
-use airboot_session::machine::BootPlan;
+use airboot_model::{Accel, Arch, FailureCode, TransportKind, Verdict};
+use airboot_session::fake::{FakeFixtures, FakeMachine, Script};
 use airboot_session::suite::{SuiteOptions, run_suite};
-use airboot_session::{BootOptions, Env, FixtureBuild, Fixtures, Machine, MachineError, run_boot};
+use airboot_session::{BootOptions, Env, run_boot};
 
 const RID: &str = "sha256:1111111111111111111111111111111111111111111111111111111111111111";
 
@@ -39,154 +30,15 @@ fn healthy_console() -> Vec<String> {
     ]
 }
 
-/// A machine that boots nothing: it plays a console script into the run
-/// and returns what it is told to.
-struct FakeMachine {
-    qemu: Result<PathBuf, String>,
-    caps: transport::HostCaps,
-    accel: Accel,
-    console: Vec<String>,
-    nics: Vec<String>,
-    leftover: Vec<String>,
-    /// Append to this file during the boot (the input image, to be caught).
-    scribble: Option<PathBuf>,
-    /// Fail to start, having built this command line.
-    fail: Option<Vec<String>>,
-    asked_accel: RefCell<Option<(AccelChoice, String)>>,
-    plan: RefCell<Option<BootPlan>>,
+fn machine() -> FakeMachine {
+    FakeMachine::new(Script { lines: healthy_console(), log: Vec::new() })
 }
 
-impl FakeMachine {
-    fn new() -> FakeMachine {
-        FakeMachine {
-            qemu: Ok("/usr/bin/qemu-system-x86_64".into()),
-            caps: transport::HostCaps {
-                kernel_vsock: Err("/dev/vhost-vsock does not exist".into()),
-                vhost_device_vsock: Some("/opt/vhost-device-vsock".into()),
-            },
-            accel: Accel::Tcg,
-            console: healthy_console(),
-            nics: Vec::new(),
-            leftover: Vec::new(),
-            scribble: None,
-            fail: None,
-            asked_accel: RefCell::new(None),
-            plan: RefCell::new(None),
-        }
-    }
-}
-
-impl Machine for FakeMachine {
-    fn emulator(&self, _: Arch) -> Result<PathBuf, String> {
-        self.qemu.clone()
-    }
-    fn transports(&self) -> transport::HostCaps {
-        self.caps.clone()
-    }
-    fn accel(&self, choice: AccelChoice, by: &str, _: Arch, _: &Path, _: Option<&Path>) -> AccelDecision {
-        *self.asked_accel.borrow_mut() = Some((choice, by.to_string()));
-        match self.accel {
-            Accel::Kvm => AccelDecision::kvm("the fake has KVM"),
-            Accel::Tcg => AccelDecision::tcg("the fake has no KVM"),
-        }
-    }
-    fn firmware(&self, _: Arch, _: Option<&Path>, _: Option<&Path>) -> Result<Firmware, String> {
-        Err("no firmware in the fake".into())
-    }
-    fn boot(&self, plan: &BootPlan, mut run: Run, events: &mut dyn FnMut(VmEvent)) -> Result<VmOutcome, MachineError> {
-        *self.plan.borrow_mut() = Some(plan.clone());
-        if let Some(argv) = &self.fail {
-            return Err(MachineError::Vm {
-                error: VmError::EarlyExit { status: "exit status: 1".into(), stderr: "no such device".into() },
-                argv: argv.clone(),
-            });
-        }
-        events(VmEvent::Started { qemu_version: Some("9.9.9".into()) });
-        if let Some(f) = &self.scribble {
-            std::fs::write(f, b"written by something else").unwrap();
-        }
-        for (i, text) in self.console.iter().enumerate() {
-            let line = TimedLine { t: 1.0 + i as f64, text: text.clone(), truncated: false };
-            if run.on_line(&line) == Decision::Stop {
-                break;
-            }
-        }
-        if !run.is_done() {
-            run.on_tick(run.deadline_s());
-        }
-        let argv = vec!["-nodefaults".to_string(), "-S".to_string()];
-        Ok(VmOutcome {
-            result: run.finish(),
-            network_args: Vec::new(),
-            argv,
-            qemu_version: Some("9.9.9".into()),
-            exit: Some("killed".into()),
-            stderr_tail: Vec::new(),
-            pci_network_devices: self.nics.clone(),
-            pci_checked: true,
-            console_lines: self.console.len() as u64,
-            console_bytes: 100,
-            truncated_lines: 0,
-            log_capped: false,
-            tail: Vec::new(),
-            leftover: self.leftover.clone(),
-            probe_transport: None,
-            probe_version: None,
-            helper_log_tail: Vec::new(),
-            recorded: None,
-        })
-    }
-}
-
-/// One fixture, `fake-x86_64`, built (or not) in a temporary folder.
-struct FakeFixtures {
-    build: FixtureBuild,
-    built: RefCell<bool>,
-    builds: RefCell<u32>,
-}
-
-impl FakeFixtures {
-    fn new(dir: &Path, probe: bool, built: bool) -> FakeFixtures {
-        let disk = dir.join("disk.qcow2");
-        std::fs::write(&disk, b"not really a disk").unwrap();
-        FakeFixtures {
-            build: FixtureBuild {
-                name: "fake-x86_64".into(),
-                dir: dir.to_path_buf(),
-                arch: Arch::X86_64,
-                boot: BootMode::Direct,
-                disk,
-                kernel: dir.join("vmlinuz"),
-                initrd: dir.join("initrd.img"),
-                append: "console=ttyS0 root=/dev/vda".into(),
-                images: BTreeMap::from([("fixture/redis:1".to_string(), RID.to_string())]),
-                probe,
-            },
-            built: RefCell::new(built),
-            builds: RefCell::new(0),
-        }
-    }
-}
-
-impl Fixtures for FakeFixtures {
-    fn known(&self, name: &str) -> bool {
-        name == "fake-x86_64"
-    }
-    fn current(&self, _: &str) -> Option<FixtureBuild> {
-        self.built.borrow().then(|| self.build.clone())
-    }
-    fn open(&self, _: &Path, _: &str) -> Option<FixtureBuild> {
-        None
-    }
-    fn build(&self, _: &str, progress: &mut dyn FnMut(&str)) -> Result<FixtureBuild, String> {
-        progress("[1/1] pretending");
-        *self.builds.borrow_mut() += 1;
-        *self.built.borrow_mut() = true;
-        Ok(self.build.clone())
-    }
-    fn board_kernel(&self, _: Arch, _: &mut dyn FnMut(&str)) -> Result<BoardKernel, String> {
-        Err("no board kernel in the fake".into())
-    }
+/// The fixture `fake-x86_64` in `dir`, its disk a small file.
+fn fixtures(dir: &Path, probe: bool, built: bool) -> FakeFixtures {
+    let disk = dir.join("disk.qcow2");
+    std::fs::write(&disk, b"not really a disk").unwrap();
+    FakeFixtures::new(dir, disk, &[("fixture/redis:1", RID)], probe, built)
 }
 
 fn scenario(extra: &str) -> Scenario {
@@ -218,7 +70,7 @@ fn codes(r: &airboot_core::report::Report) -> Vec<FailureCode> {
 #[test]
 fn a_healthy_stack_passes_with_the_machines_choices_in_the_report() {
     let tmp = tempfile::tempdir().unwrap();
-    let (m, f) = (FakeMachine::new(), FakeFixtures::new(tmp.path(), false, true));
+    let (m, f) = (machine(), fixtures(tmp.path(), false, true));
     let (r, events) = boot(&scenario(""), &m, &f, &BootOptions::default());
     assert_eq!(r.verdict, Verdict::Pass, "{:?}", r.failures);
     // No probe in the image: the console transport, whatever the host has.
@@ -233,7 +85,7 @@ fn a_healthy_stack_passes_with_the_machines_choices_in_the_report() {
     assert!(r.notes.iter().any(|n| n.contains("console transport")), "{:?}", r.notes);
     // The machine was told to boot the fixture's disk, its kernel, and
     // to judge with the fixture's image IDs.
-    let plan = m.plan.borrow().clone().unwrap();
+    let plan = m.last_plan().unwrap();
     assert_eq!(plan.disk.0, f.build.disk);
     assert_eq!(plan.kernel.as_deref(), Some(f.build.kernel.as_path()));
     assert_eq!(plan.run.known_ids.get("fixture/redis:1").map(String::as_str), Some(RID));
@@ -252,31 +104,31 @@ fn a_healthy_stack_passes_with_the_machines_choices_in_the_report() {
 #[test]
 fn the_command_line_is_asked_for_over_the_scenario() {
     let tmp = tempfile::tempdir().unwrap();
-    let mut m = FakeMachine::new();
+    let mut m = machine();
     m.accel = Accel::Kvm;
-    let f = FakeFixtures::new(tmp.path(), true, true);
+    let f = fixtures(tmp.path(), true, true);
     let s = scenario("[machine]\naccel = \"tcg\"\n");
     let (r, _) = boot(&s, &m, &f, &BootOptions { accel: Some(AccelChoice::Kvm), ..Default::default() });
     assert_eq!(*m.asked_accel.borrow(), Some((AccelChoice::Kvm, "--accel".to_string())));
     assert_eq!((r.accel, r.timeouts.scale), (Some(Accel::Kvm), 1.0), "KVM: budgets as written");
     // The image carries the probe: the best transport this host serves.
     assert_eq!(r.probe.transport, Some(TransportKind::VhostUserVsock));
-    assert!(m.plan.borrow().as_ref().unwrap().run.probe);
+    assert!(m.last_plan().unwrap().run.probe);
     // A forced transport the host lacks stops the boot before the machine.
-    let m = FakeMachine::new();
+    let m = machine();
     let forced = BootOptions { transport: Some(Some(TransportKind::Vsock)), ..Default::default() };
     let (r, events) = boot(&s, &m, &f, &forced);
     assert_eq!((r.verdict, codes(&r)), (Verdict::Error, vec![FailureCode::Transport]));
-    assert!(m.plan.borrow().is_none(), "nothing booted");
+    assert!(m.last_plan().is_none(), "nothing booted");
     assert!(events.iter().any(|e| matches!(e, RunEvent::Refused(f) if f.code == FailureCode::Transport)));
 }
 
 #[test]
 fn a_network_device_fails_the_run_whatever_the_guest_says() {
     let tmp = tempfile::tempdir().unwrap();
-    let mut m = FakeMachine::new();
+    let mut m = machine();
     m.nics = vec!["Ethernet controller e1000 at 00:02.0".into()];
-    let (r, _) = boot(&scenario(""), &m, &FakeFixtures::new(tmp.path(), false, true), &BootOptions::default());
+    let (r, _) = boot(&scenario(""), &m, &fixtures(tmp.path(), false, true), &BootOptions::default());
     assert_eq!(r.verdict, Verdict::Fail);
     assert_eq!(codes(&r), [FailureCode::NetworkPresent]);
     assert_eq!(r.network.nics, 1);
@@ -286,9 +138,9 @@ fn a_network_device_fails_the_run_whatever_the_guest_says() {
 #[test]
 fn a_process_outliving_the_run_is_the_harness_error() {
     let tmp = tempfile::tempdir().unwrap();
-    let mut m = FakeMachine::new();
+    let mut m = machine();
     m.leftover = vec!["qemu group 4242".into()];
-    let (r, _) = boot(&scenario(""), &m, &FakeFixtures::new(tmp.path(), false, true), &BootOptions::default());
+    let (r, _) = boot(&scenario(""), &m, &fixtures(tmp.path(), false, true), &BootOptions::default());
     assert_eq!(r.verdict, Verdict::Error, "the guest passed; the harness did not clean up");
     assert_eq!(codes(&r), [FailureCode::LeftoverProcess]);
     assert!(r.failures[0].message.contains("qemu group 4242"));
@@ -297,8 +149,8 @@ fn a_process_outliving_the_run_is_the_harness_error() {
 #[test]
 fn an_input_image_that_changes_during_the_run_is_caught() {
     let tmp = tempfile::tempdir().unwrap();
-    let f = FakeFixtures::new(tmp.path(), false, true);
-    let mut m = FakeMachine::new();
+    let f = fixtures(tmp.path(), false, true);
+    let mut m = machine();
     m.scribble = Some(f.build.disk.clone());
     let (r, _) = boot(&scenario(""), &m, &f, &BootOptions::default());
     assert_eq!(r.verdict, Verdict::Error);
@@ -310,20 +162,20 @@ fn an_input_image_that_changes_during_the_run_is_caught() {
 #[test]
 fn a_machine_without_the_emulator_boots_nothing() {
     let tmp = tempfile::tempdir().unwrap();
-    let mut m = FakeMachine::new();
+    let mut m = machine();
     m.qemu = Err("qemu-system-x86_64 is not installed (Debian package qemu-system-x86)".into());
-    let (r, _) = boot(&scenario(""), &m, &FakeFixtures::new(tmp.path(), false, true), &BootOptions::default());
+    let (r, _) = boot(&scenario(""), &m, &fixtures(tmp.path(), false, true), &BootOptions::default());
     assert_eq!((r.verdict, codes(&r)), (Verdict::Error, vec![FailureCode::QemuMissing]));
     assert!(r.failures[0].message.contains("qemu-system-x86"));
-    assert!(m.plan.borrow().is_none() && r.image.sha256_before.is_none(), "stopped before hashing and booting");
+    assert!(m.last_plan().is_none() && r.image.sha256_before.is_none(), "stopped before hashing and booting");
 }
 
 #[test]
 fn qemu_that_fails_to_start_leaves_its_command_line_as_evidence() {
     let tmp = tempfile::tempdir().unwrap();
-    let mut m = FakeMachine::new();
+    let mut m = machine();
     m.fail = Some(vec!["-nodefaults".into(), "-netdev".into(), "user,id=n0".into()]);
-    let (r, _) = boot(&scenario(""), &m, &FakeFixtures::new(tmp.path(), false, true), &BootOptions::default());
+    let (r, _) = boot(&scenario(""), &m, &fixtures(tmp.path(), false, true), &BootOptions::default());
     assert_eq!((r.verdict, codes(&r)), (Verdict::Error, vec![FailureCode::Qemu]));
     assert!(r.failures[0].message.contains("QEMU exited before the guest started"), "{}", r.failures[0].message);
     assert_eq!(r.network.qemu_network_args, ["-netdev user,id=n0"]);
@@ -333,7 +185,7 @@ fn qemu_that_fails_to_start_leaves_its_command_line_as_evidence() {
 #[test]
 fn a_missing_fixture_is_built_only_when_allowed() {
     let tmp = tempfile::tempdir().unwrap();
-    let (m, f) = (FakeMachine::new(), FakeFixtures::new(tmp.path(), false, false));
+    let (m, f) = (machine(), fixtures(tmp.path(), false, false));
     let (r, _) = boot(&scenario(""), &m, &f, &BootOptions::default());
     assert_eq!(codes(&r), [FailureCode::FixtureNotBuilt]);
     assert_eq!(*f.builds.borrow(), 0);
@@ -349,7 +201,7 @@ fn a_missing_fixture_is_built_only_when_allowed() {
 #[test]
 fn a_suite_judges_each_scenario_by_its_declared_outcome() {
     let tmp = tempfile::tempdir().unwrap();
-    let (m, f) = (FakeMachine::new(), FakeFixtures::new(tmp.path(), false, true));
+    let (m, f) = (machine(), fixtures(tmp.path(), false, true));
     let pass = scenario("[machine]\narch = \"x86_64\"\n");
     // A negative control: expects an image the device does not have.
     let mut missing = scenario("[machine]\narch = \"x86_64\"\n[outcome]\nfailures = [\"image-missing\"]\n");

@@ -320,40 +320,44 @@ pub fn sweep_points(log: &WriteLog, from: usize, to: usize, n: usize) -> Vec<usi
     out
 }
 
+/// A log in the format QEMU's blklogwrites writes (512-byte sectors):
+/// one request per `(kind, fua, sector, sectors, fill byte)`, writes
+/// carrying `sectors` × 512 bytes of `fill`; the superblock says
+/// `stale_count` entries (QEMU updates it lazily). For tests and fake
+/// machines: what a recorded boot would have left.
+pub fn encode_log(reqs: &[(EntryKind, bool, u64, u64, u8)], stale_count: u64) -> Vec<u8> {
+    let ss = 512usize;
+    let mut v = vec![0u8; ss];
+    v[..8].copy_from_slice(&MAGIC.to_le_bytes());
+    v[8..16].copy_from_slice(&1u64.to_le_bytes());
+    v[16..24].copy_from_slice(&stale_count.to_le_bytes());
+    v[24..28].copy_from_slice(&512u32.to_le_bytes());
+    for &(kind, fua, sector, n, fill) in reqs {
+        let mut h = vec![0u8; ss];
+        let flags = match kind {
+            EntryKind::Write => 0,
+            EntryKind::Flush => FLAG_FLUSH,
+            EntryKind::Discard => FLAG_DISCARD,
+        } | if fua { FLAG_FUA } else { 0 };
+        h[..8].copy_from_slice(&sector.to_le_bytes());
+        h[8..16].copy_from_slice(&n.to_le_bytes());
+        h[16..24].copy_from_slice(&flags.to_le_bytes());
+        v.extend(h);
+        if kind == EntryKind::Write {
+            v.extend(std::iter::repeat_n(fill, n as usize * ss));
+        }
+    }
+    v
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// A log as QEMU writes it: (kind, fua, sector, sectors, fill byte).
-    pub(crate) fn make_log(reqs: &[(EntryKind, bool, u64, u64, u8)], stale_count: u64) -> Vec<u8> {
-        let ss = 512usize;
-        let mut v = vec![0u8; ss];
-        v[..8].copy_from_slice(&MAGIC.to_le_bytes());
-        v[8..16].copy_from_slice(&1u64.to_le_bytes());
-        v[16..24].copy_from_slice(&stale_count.to_le_bytes());
-        v[24..28].copy_from_slice(&512u32.to_le_bytes());
-        for &(kind, fua, sector, n, fill) in reqs {
-            let mut h = vec![0u8; ss];
-            let flags = match kind {
-                EntryKind::Write => 0,
-                EntryKind::Flush => FLAG_FLUSH,
-                EntryKind::Discard => FLAG_DISCARD,
-            } | if fua { FLAG_FUA } else { 0 };
-            h[..8].copy_from_slice(&sector.to_le_bytes());
-            h[8..16].copy_from_slice(&n.to_le_bytes());
-            h[16..24].copy_from_slice(&flags.to_le_bytes());
-            v.extend(h);
-            if kind == EntryKind::Write {
-                v.extend(std::iter::repeat_n(fill, n as usize * ss));
-            }
-        }
-        v
-    }
-
     use EntryKind::{Flush as F, Write as W};
 
     fn sample() -> WriteLog {
-        let raw = make_log(
+        let raw = encode_log(
             &[
                 (W, false, 0, 2, 1),
                 (W, false, 8, 1, 2),
@@ -381,14 +385,14 @@ mod tests {
         assert_eq!(l.flushes().collect::<Vec<_>>(), vec![2, 6]);
         assert_eq!(l.counts(9), (7, 2, 14 * 512));
         // Data lands right after each header.
-        let raw = make_log(&[(W, false, 5, 1, 9)], 0);
+        let raw = encode_log(&[(W, false, 5, 1, 9)], 0);
         let l1 = WriteLog::parse(&raw, raw.len() as u64, 1 << 20).unwrap();
         assert_eq!(raw[l1.entries[0].data_at as usize], 9);
     }
 
     #[test]
     fn stops_at_zeroes_garbage_short_data_and_out_of_disk_writes() {
-        let mut raw = make_log(&[(W, false, 0, 1, 1), (F, false, 0, 0, 0)], 0);
+        let mut raw = encode_log(&[(W, false, 0, 1, 1), (F, false, 0, 0, 0)], 0);
         let good = raw.len();
         raw.extend(vec![0u8; 4096]);
         assert_eq!(WriteLog::parse(&raw, raw.len() as u64, 1 << 20).unwrap().entries.len(), 2);
@@ -396,11 +400,11 @@ mod tests {
         raw.extend(vec![0xffu8; 512]);
         assert_eq!(WriteLog::parse(&raw, raw.len() as u64, 1 << 20).unwrap().entries.len(), 2);
         // A header whose data never made it.
-        let mut cut = make_log(&[(W, false, 0, 1, 1), (W, false, 8, 4, 2)], 0);
+        let mut cut = encode_log(&[(W, false, 0, 1, 1), (W, false, 8, 4, 2)], 0);
         cut.truncate(cut.len() - 512);
         assert_eq!(WriteLog::parse(&cut, cut.len() as u64, 1 << 20).unwrap().entries.len(), 1);
         // A write beyond the disk.
-        let far = make_log(&[(W, false, 4096, 1, 1)], 0);
+        let far = encode_log(&[(W, false, 4096, 1, 1)], 0);
         assert_eq!(WriteLog::parse(&far, far.len() as u64, 4096 * 512).unwrap().entries.len(), 0);
         // Not a log at all.
         assert!(WriteLog::parse(&vec![0u8; 1024], 1024, 1 << 20).is_err());
@@ -438,7 +442,7 @@ mod tests {
         }
         // Over many seeds torn keeps, drops and tears.
         let big: Vec<_> = (0..40).map(|i| (W, false, i * 8, 4, 1u8)).collect();
-        let raw = make_log(&big, 0);
+        let raw = encode_log(&big, 0);
         let l = WriteLog::parse(&raw, raw.len() as u64, 1 << 20).unwrap();
         let (mut kept, mut torn, mut lost) = (0, 0, 0);
         for seed in 0..10 {
@@ -452,7 +456,7 @@ mod tests {
         // flush-ignored may lose writes that a flush had covered.
         let mut reqs: Vec<_> = (0..10).map(|i| (W, false, i * 8, 1, 1u8)).collect();
         reqs.push((F, false, 0, 0, 0));
-        let raw = make_log(&reqs, 0);
+        let raw = encode_log(&reqs, 0);
         let l = WriteLog::parse(&raw, raw.len() as u64, 1 << 20).unwrap();
         assert!((0..20).any(|s| crash_state(&l, 11, CutMode::FlushIgnored, s).lost_writes > 0));
         assert_eq!(crash_state(&l, 11, CutMode::LoseUnflushed, 0).lost_writes, 0);
@@ -472,7 +476,7 @@ mod tests {
         assert_eq!(sweep_points(&l, 3, 9, 8), vec![6]);
         assert!(sweep_points(&l, 7, 9, 8).is_empty());
         // A flush with only a FUA write (or nothing) before it has nothing to lose.
-        let raw = make_log(
+        let raw = encode_log(
             &[(W, false, 0, 1, 1), (F, false, 0, 0, 0), (W, true, 8, 1, 2), (F, false, 0, 0, 0), (F, false, 0, 0, 0)],
             0,
         );
@@ -482,7 +486,7 @@ mod tests {
             assert!(crash_state(&l, p, CutMode::LoseUnflushed, 0).lost_writes > 0);
         }
         let many: Vec<_> = (0..100).flat_map(|i| [(W, false, i, 1, 1u8), (F, false, 0, 0, 0)]).collect();
-        let raw = make_log(&many, 0);
+        let raw = encode_log(&many, 0);
         let l = WriteLog::parse(&raw, raw.len() as u64, 1 << 20).unwrap();
         let p = sweep_points(&l, 0, 200, 8);
         assert_eq!(p.len(), 8);

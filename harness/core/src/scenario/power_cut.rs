@@ -177,9 +177,10 @@ pub(super) fn validate(
                 |key: &str, message: String| cx.err(Some(span.clone()), Some(format!("power_cut.{key}")), message);
             let mut modes = Vec::new();
             for m in &pc.modes {
-                modes.push(CutMode::parse(m).ok_or_else(|| {
-                    bad("modes", format!("unknown mode {m:?}: use {}", CutMode::choices()))
-                })?);
+                modes.push(
+                    CutMode::parse(m)
+                        .ok_or_else(|| bad("modes", format!("unknown mode {m:?}: use {}", CutMode::choices())))?,
+                );
             }
             if modes.is_empty() {
                 modes.push(CutMode::LoseUnflushed);

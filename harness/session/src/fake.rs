@@ -1,0 +1,225 @@
+//! A machine and a fixture store for tests: nothing boots.
+//!
+//! [`FakeMachine`] plays console lines into the run state machine (one
+//! script per boot, in order), appends the matching pieces of a write log
+//! when the plan records one (so the recorder places console lines in the
+//! stream as it would in a real recorded boot), keeps the overlay a plan
+//! asks to keep (a real qcow2 over the plan's disk), and returns the
+//! outcome it is told to: network devices, leftover processes, a failure
+//! to start. [`FakeFixtures`] is one fixture, `fake-x86_64`, in a folder.
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, VecDeque};
+use std::path::{Path, PathBuf};
+
+use airboot_core::console::TimedLine;
+use airboot_core::cut::Recorder;
+use airboot_core::run::{Decision, Run};
+use airboot_core::scenario::AccelChoice;
+use airboot_model::{Accel, Arch, BootMode};
+use airboot_qemu::accel::AccelDecision;
+use airboot_qemu::firmware::Firmware;
+use airboot_qemu::transport;
+use airboot_qemu::vm::{Recorded, VmError, VmEvent, VmOutcome};
+
+use crate::fixtures::{BoardKernel, FixtureBuild, Fixtures};
+use crate::machine::{BootPlan, Machine, MachineError};
+
+/// One boot's console, and what each line's moment adds to the write log
+/// (when the boot is recorded).
+#[derive(Debug, Clone, Default)]
+pub struct Script {
+    pub lines: Vec<String>,
+    /// `log[i]` is appended to the write log just before line `i`.
+    pub log: Vec<Vec<u8>>,
+}
+
+impl Script {
+    pub fn lines(lines: &[&str]) -> Script {
+        Script { lines: lines.iter().map(|l| l.to_string()).collect(), log: Vec::new() }
+    }
+}
+
+/// A machine that boots nothing.
+pub struct FakeMachine {
+    pub qemu: Result<PathBuf, String>,
+    pub caps: transport::HostCaps,
+    pub accel: Accel,
+    /// The console of each boot, in order; the last one repeats.
+    pub scripts: RefCell<VecDeque<Script>>,
+    pub nics: Vec<String>,
+    pub leftover: Vec<String>,
+    /// Written over during the boot (an input image, to be caught).
+    pub scribble: Option<PathBuf>,
+    /// Fail to start, having built this command line.
+    pub fail: Option<Vec<String>>,
+    /// What was asked: the accelerator (choice, by whom), each plan.
+    pub asked_accel: RefCell<Option<(AccelChoice, String)>>,
+    pub plans: RefCell<Vec<BootPlan>>,
+}
+
+impl FakeMachine {
+    /// A host with QEMU, vhost-device-vsock but no kernel vsock, no KVM,
+    /// whose guests print `console`.
+    pub fn new(console: Script) -> FakeMachine {
+        FakeMachine {
+            qemu: Ok("/usr/bin/qemu-system-x86_64".into()),
+            caps: transport::HostCaps {
+                kernel_vsock: Err("/dev/vhost-vsock does not exist".into()),
+                vhost_device_vsock: Some("/opt/vhost-device-vsock".into()),
+            },
+            accel: Accel::Tcg,
+            scripts: RefCell::new(VecDeque::from([console])),
+            nics: Vec::new(),
+            leftover: Vec::new(),
+            scribble: None,
+            fail: None,
+            asked_accel: RefCell::new(None),
+            plans: RefCell::new(Vec::new()),
+        }
+    }
+
+    /// The plan of the last boot.
+    pub fn last_plan(&self) -> Option<BootPlan> {
+        self.plans.borrow().last().cloned()
+    }
+
+    fn next_script(&self) -> Script {
+        let mut s = self.scripts.borrow_mut();
+        if s.len() > 1 { s.pop_front().unwrap_or_default() } else { s.front().cloned().unwrap_or_default() }
+    }
+}
+
+impl Machine for FakeMachine {
+    fn emulator(&self, _: Arch) -> Result<PathBuf, String> {
+        self.qemu.clone()
+    }
+
+    fn transports(&self) -> transport::HostCaps {
+        self.caps.clone()
+    }
+
+    fn accel(&self, choice: AccelChoice, by: &str, _: Arch, _: &Path, _: Option<&Path>) -> AccelDecision {
+        *self.asked_accel.borrow_mut() = Some((choice, by.to_string()));
+        match self.accel {
+            Accel::Kvm => AccelDecision::kvm("the fake has KVM"),
+            Accel::Tcg => AccelDecision::tcg("the fake has no KVM"),
+        }
+    }
+
+    fn firmware(&self, _: Arch, _: Option<&Path>, _: Option<&Path>) -> Result<Firmware, String> {
+        Err("no firmware in the fake".into())
+    }
+
+    fn boot(&self, plan: &BootPlan, mut run: Run, events: &mut dyn FnMut(VmEvent)) -> Result<VmOutcome, MachineError> {
+        self.plans.borrow_mut().push(plan.clone());
+        let script = self.next_script();
+        if let Some(argv) = &self.fail {
+            return Err(MachineError::Vm {
+                error: VmError::EarlyExit { status: "exit status: 1".into(), stderr: "no such device".into() },
+                argv: argv.clone(),
+            });
+        }
+        events(VmEvent::Started { qemu_version: Some("9.9.9".into()) });
+        if let Some(f) = &self.scribble {
+            let _ = std::fs::write(f, b"written by something else");
+        }
+        let mut recorder = plan.record.as_ref().map(|r| Recorder::new(r.marks.clone(), r.stop));
+        let log_len = |p: &Option<PathBuf>| p.as_ref().and_then(|p| std::fs::metadata(p).ok()).map_or(0, |m| m.len());
+        for (i, text) in script.lines.iter().enumerate() {
+            if let (Some(log), Some(piece)) = (&plan.write_log, script.log.get(i)) {
+                use std::io::Write;
+                let mut f = std::fs::OpenOptions::new()
+                    .append(true)
+                    .open(log)
+                    .map_err(|e| MachineError::Workdir(format!("the fake cannot append to {}: {e}", log.display())))?;
+                f.write_all(piece).map_err(|e| MachineError::Workdir(e.to_string()))?;
+            }
+            let t = 1.0 + i as f64;
+            let line = TimedLine { t, text: text.clone(), truncated: false };
+            let decision = run.on_line(&line);
+            let cut = recorder.as_mut().is_some_and(|r| r.on_line(t, text, &mut || log_len(&plan.write_log)))
+                && plan.record.as_ref().is_some_and(|r| r.pause);
+            if decision == Decision::Stop || cut {
+                break;
+            }
+        }
+        if !run.is_done() {
+            run.on_tick(run.deadline_s());
+        }
+        if let Some(keep) = &plan.keep_overlay {
+            airboot_qemu::disk::create_overlay(&plan.disk.0, plan.disk.1, keep)
+                .map_err(|e| MachineError::Overlay(e.to_string()))?;
+        }
+        Ok(VmOutcome {
+            result: run.finish(),
+            network_args: Vec::new(),
+            argv: vec!["-nodefaults".into(), "-S".into()],
+            qemu_version: Some("9.9.9".into()),
+            exit: Some("killed".into()),
+            stderr_tail: Vec::new(),
+            pci_network_devices: self.nics.clone(),
+            pci_checked: true,
+            console_lines: script.lines.len() as u64,
+            console_bytes: script.lines.iter().map(|l| l.len() as u64 + 1).sum(),
+            truncated_lines: 0,
+            log_capped: false,
+            tail: Vec::new(),
+            leftover: self.leftover.clone(),
+            probe_transport: None,
+            probe_version: None,
+            helper_log_tail: Vec::new(),
+            recorded: recorder.map(|r| Recorded { seen: r.seen, stopped: r.fired }),
+        })
+    }
+}
+
+/// One fixture, `fake-x86_64`, whose disk is `disk` (built, or not yet).
+pub struct FakeFixtures {
+    pub build: FixtureBuild,
+    pub built: RefCell<bool>,
+    pub builds: RefCell<u32>,
+}
+
+impl FakeFixtures {
+    /// `disk` is used as it is; `images` are the IDs the "build" recorded.
+    pub fn new(dir: &Path, disk: PathBuf, images: &[(&str, &str)], probe: bool, built: bool) -> FakeFixtures {
+        FakeFixtures {
+            build: FixtureBuild {
+                name: "fake-x86_64".into(),
+                dir: dir.to_path_buf(),
+                arch: Arch::X86_64,
+                boot: BootMode::Direct,
+                disk,
+                kernel: dir.join("vmlinuz"),
+                initrd: dir.join("initrd.img"),
+                append: "console=ttyS0 root=/dev/vda".into(),
+                images: images.iter().map(|(r, i)| (r.to_string(), i.to_string())).collect::<BTreeMap<_, _>>(),
+                probe,
+            },
+            built: RefCell::new(built),
+            builds: RefCell::new(0),
+        }
+    }
+}
+
+impl Fixtures for FakeFixtures {
+    fn known(&self, name: &str) -> bool {
+        name == self.build.name
+    }
+    fn current(&self, _: &str) -> Option<FixtureBuild> {
+        self.built.borrow().then(|| self.build.clone())
+    }
+    fn open(&self, dir: &Path, _: &str) -> Option<FixtureBuild> {
+        (dir == self.build.dir).then(|| self.build.clone())
+    }
+    fn build(&self, _: &str, progress: &mut dyn FnMut(&str)) -> Result<FixtureBuild, String> {
+        progress("[1/1] pretending");
+        *self.builds.borrow_mut() += 1;
+        *self.built.borrow_mut() = true;
+        Ok(self.build.clone())
+    }
+    fn board_kernel(&self, _: Arch, _: &mut dyn FnMut(&str)) -> Result<BoardKernel, String> {
+        Err("no board kernel in the fake".into())
+    }
+}
