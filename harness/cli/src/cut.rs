@@ -15,7 +15,7 @@ use crate::exit;
 fn with_env(f: impl FnOnce(&Env, &mut Fanout) -> Result<i32, airboot_campaign::CampaignError>) -> i32 {
     let (machine, fixtures) = (LocalQemu::new(), CachedFixtures::new());
     let env = Env { machine: &machine, fixtures: &fixtures };
-    let (mut files, mut terminal) = (ReportFiles::new(None), Terminal);
+    let (mut files, mut terminal) = (ReportFiles::new(None), Terminal::default());
     let result = f(&env, &mut Fanout(vec![&mut files, &mut terminal]));
     match result {
         Err(e) => exit::refused(&e, e.code()),

@@ -59,7 +59,7 @@ pub fn run(o: Options) -> i32 {
         check_outcomes: o.check_outcomes,
         boot: BootOptions { accel: o.accel, transport: o.transport, build: o.build, ..Default::default() },
     };
-    let (mut files, mut terminal) = (ReportFiles::new(o.history), Terminal);
+    let (mut files, mut terminal) = (ReportFiles::new(o.history), Terminal::default());
     let result = run_suite(&list, &opts, &env, &mut Fanout(vec![&mut files, &mut terminal]));
     match result {
         Err(e) => exit::refused(&e, FailureCode::ReportDir),

@@ -34,6 +34,11 @@ pub enum RunEvent {
     Step(String),
     /// A line of a long job's own progress (a fixture build's stages).
     Detail(String),
+    /// The guest's architecture, as the image itself told it.
+    Arch {
+        arch: airboot_model::Arch,
+        evidence: Vec<String>,
+    },
     /// The transport to the probe, and why.
     Transport {
         kind: TransportKind,
@@ -55,6 +60,14 @@ pub enum RunEvent {
         qemu_version: Option<String>,
     },
     Milestone(Milestone),
+    /// What the probe last reported: the engine's state and counts.
+    GuestStatus {
+        engine: airboot_proto::EngineState,
+        images: usize,
+        containers: usize,
+        running: usize,
+        settled: bool,
+    },
     /// Worth knowing while it runs (also kept in the report where it matters).
     Note(String),
     /// The boot stopped before QEMU started, for this reason.

@@ -60,9 +60,23 @@ pub enum VmError {
 /// Live progress, for the terminal.
 #[derive(Debug, Clone)]
 pub enum VmEvent {
-    Started { qemu_version: Option<String> },
+    Started {
+        qemu_version: Option<String>,
+    },
     Milestone(Milestone),
     Note(String),
+    /// What the probe reported, in short (every status it sends).
+    Status(GuestStatus),
+}
+
+/// A probe status in short, for progress while a guest boots.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GuestStatus {
+    pub engine: airboot_proto::EngineState,
+    pub images: usize,
+    pub containers: usize,
+    pub running: usize,
+    pub settled: bool,
 }
 
 /// Everything a run learnt, for the report.
@@ -476,7 +490,16 @@ impl VmRunner {
                             run.on_probe_hello(t, &hello.machine);
                             Decision::Continue
                         }
-                        ProbeEvent::Status { status, sample } => run.on_probe_status(&status, sample),
+                        ProbeEvent::Status { status, sample } => {
+                            on_event(VmEvent::Status(GuestStatus {
+                                engine: status.engine.state,
+                                images: status.images.len(),
+                                containers: status.containers.len(),
+                                running: status.containers.iter().filter(|c| c.state == "running").count(),
+                                settled: status.settled,
+                            }));
+                            run.on_probe_status(&status, sample)
+                        }
                         ProbeEvent::Verified { t, runs, airgap } => run.on_verification(t, runs, airgap.as_ref()),
                         ProbeEvent::Trouble(m) => {
                             on_event(VmEvent::Note(m.clone()));

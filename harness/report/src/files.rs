@@ -138,6 +138,8 @@ impl EventSink for ReportFiles {
                 self.run_files(&dir);
             }
             RunEvent::ScenarioStarted { .. }
+            | RunEvent::Arch { .. }
+            | RunEvent::GuestStatus { .. }
             | RunEvent::Step(_)
             | RunEvent::Detail(_)
             | RunEvent::Transport { .. }

@@ -24,15 +24,39 @@ fn short(s: &str, n: usize) -> String {
     if s.chars().count() > n { s.chars().take(n - 3).collect::<String>() + "..." } else { s.to_string() }
 }
 
-/// The terminal consumer of run events.
+/// The terminal consumer of run events. A probe status is shown when it
+/// says something new (not every two seconds).
 #[derive(Debug, Default)]
-pub struct Terminal;
+pub struct Terminal {
+    last_status: Option<String>,
+}
 
 impl EventSink for Terminal {
     fn event(&mut self, e: RunEvent) {
         match e {
+            RunEvent::Arch { arch, evidence } => match evidence.first() {
+                Some(first) => err(&format!("  arch {arch}: {}", short(first, 90))),
+                None => err(&format!("  arch {arch}: as the scenario says (nothing in the image tells)")),
+            },
+            RunEvent::GuestStatus { engine, images, containers, running, settled } => {
+                let s = format!(
+                    "engine {}, {images} image(s), {running} of {containers} container(s) running{}",
+                    match engine {
+                        airboot_proto::EngineState::Up => "up",
+                        airboot_proto::EngineState::Starting => "starting",
+                        airboot_proto::EngineState::Failing => "failing",
+                        airboot_proto::EngineState::Down => "down",
+                    },
+                    if settled { ", settled" } else { "" }
+                );
+                if self.last_status.as_ref() != Some(&s) {
+                    err(&format!("  status: {s}"));
+                    self.last_status = Some(s);
+                }
+            }
             RunEvent::RunStarted { .. } | RunEvent::BootFinished { .. } | RunEvent::CutJudged { .. } => {}
             RunEvent::ScenarioStarted { index, total, test_name, file, repeat } => {
+                self.last_status = None;
                 let what = repeat.map(|(r, n)| format!(" (run {r} of {n})")).unwrap_or_default();
                 err(&format!("[{index}/{total}] {test_name}{what} ({})", file.display()));
             }

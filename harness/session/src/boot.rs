@@ -105,6 +105,7 @@ fn session(
     let arch = detect_arch(s, &r, &image, report)?;
     out.input = Some((r.disk.clone(), r.format));
     out.arch = Some(arch);
+    sink.event(RunEvent::Arch { arch, evidence: report.arch_detection.evidence.clone() });
     if r.boot == BootMode::Direct && r.append.is_none() {
         r.append = Some(default_append(arch));
     }
@@ -166,6 +167,13 @@ fn session(
         VmEvent::Started { qemu_version } => sink.event(RunEvent::GuestStarted { qemu_version }),
         VmEvent::Milestone(m) => sink.event(RunEvent::Milestone(m)),
         VmEvent::Note(n) => sink.event(RunEvent::Note(n)),
+        VmEvent::Status(s) => sink.event(RunEvent::GuestStatus {
+            engine: s.engine,
+            images: s.images,
+            containers: s.containers,
+            running: s.running,
+            settled: s.settled,
+        }),
     };
     match env.machine.boot(&plan, run, &mut on_vm) {
         Err(e) => policy::machine_failed(report, &e),
