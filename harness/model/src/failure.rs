@@ -194,3 +194,29 @@ mod tests {
         assert!(!e.contains("did you mean"), "{e}");
     }
 }
+
+#[cfg(test)]
+mod readme {
+    use super::*;
+
+    /// README.md's table of failure codes is this enum: each code once,
+    /// with its class and meaning, and no code the enum does not have.
+    #[test]
+    fn the_readme_lists_every_code_as_the_model_has_it() {
+        let readme = include_str!("../../../README.md");
+        let rows: Vec<&str> = readme
+            .lines()
+            .skip_while(|l| *l != "### Failure codes")
+            .skip_while(|l| !l.starts_with("| `"))
+            .take_while(|l| l.starts_with("| `"))
+            .collect();
+        let want: Vec<String> = FailureCode::ALL
+            .iter()
+            .map(|c| {
+                let class = if c.verdict() == Verdict::Fail { "fail" } else { "error" };
+                format!("| `{}` | {class} | {} |", c.as_str(), c.meaning())
+            })
+            .collect();
+        assert_eq!(rows, want, "README.md's failure codes differ from the model's table");
+    }
+}
