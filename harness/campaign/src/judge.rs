@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use airboot_core::cut::store::{StoreCheck, check_docker};
+use airboot_core::cut::store::StoreCheck;
 use airboot_core::cut::{FsFindings, PowerCut, RebootFindings, crash_evidence, judge};
 use airboot_core::disk::ext4::Ext4;
 use airboot_core::event::{EventSink, RunEvent};
@@ -43,7 +43,9 @@ impl Judge<'_> {
             let fs = crash::fsck(&copy).map_err(|e| e.to_string())?;
             let f = std::fs::File::open(&copy).map_err(|e| format!("{}: {e}", copy.display()))?;
             let ext4 = Ext4::open(&f).map_err(|e| format!("the root filesystem does not open: {e}"))?;
-            let store = check_docker(&ext4, &self.expected).map_err(|e| format!("reading the store: {e}"))?;
+            let store = airboot_core::engine::model(self.s.expect.engine)
+                .check_store(&ext4, &self.expected)
+                .map_err(|e| format!("reading the store: {e}"))?;
             Ok((fs, store))
         })();
         let _ = std::fs::remove_file(&copy);

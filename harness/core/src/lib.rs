@@ -6,6 +6,7 @@ pub mod airgap;
 pub mod console;
 pub mod cut;
 pub mod disk;
+pub mod engine;
 pub mod event;
 pub mod guest;
 pub mod history;

@@ -81,8 +81,19 @@ fn short(id: &str) -> &str {
 pub fn evaluate(expect: &Expect, known_ids: &BTreeMap<String, String>, block: &StatusBlock) -> Evaluation {
     let mut problems = Vec::new();
     let engine_state = block.engine.as_ref().map(|e| e.state);
-    let engine_up = engine_state == Some(EngineState::Up);
-    if !engine_up {
+    // Another engine than the scenario's answering is not the expected one up.
+    let other = block.engine.as_ref().filter(|e| !e.name.is_empty() && e.name != expect.engine.as_str());
+    let engine_up = engine_state == Some(EngineState::Up) && other.is_none();
+    if let Some(e) = other {
+        problems.push(Problem {
+            code: FailureCode::EngineDown,
+            message: format!(
+                "the guest's engine is {}, the scenario expects {} (expect.engine)",
+                e.name,
+                expect.engine.as_str()
+            ),
+        });
+    } else if !engine_up {
         let msg = match &block.engine {
             None => format!("the guest reported no {} engine state", expect.engine.as_str()),
             Some(e) => format!(
@@ -448,6 +459,18 @@ mod tests {
         assert_eq!(codes(&e), [FailureCode::EngineDown]);
         assert!(e.problems[0].message.contains("docker.service failed"));
         assert!(!e.satisfied());
+    }
+
+    /// A Docker answering where the scenario expects Podman is not Podman up.
+    #[test]
+    fn another_engine_than_the_expected_one_is_not_up() {
+        let mut podman = expect();
+        podman.engine = Engine::Podman;
+        let e = evaluate(&podman, &BTreeMap::new(), &good());
+        assert_eq!(codes(&e), [FailureCode::EngineDown]);
+        assert!(e.problems[0].message.contains("the guest's engine is docker, the scenario expects podman"));
+        assert!(!e.engine_up && !e.satisfied());
+        assert!(evaluate(&expect(), &BTreeMap::new(), &good()).satisfied(), "docker expected, docker answers");
     }
 
     #[test]

@@ -14,7 +14,7 @@ use std::process::Command;
 use airboot_proto::probe::{AirgapReport, ContainerInfo, EgressEvidence, EngineEvent, Interface, NoRouteCount, Route};
 use serde_json::Value;
 
-use crate::engine::Docker;
+use crate::engine::Engine;
 
 pub fn interfaces(sys_class_net: &Path) -> Vec<Interface> {
     let Ok(rd) = std::fs::read_dir(sys_class_net) else { return Vec::new() };
@@ -220,7 +220,7 @@ pub fn event_evidence(events: &[EngineEvent]) -> Vec<EgressEvidence> {
 }
 
 /// Gather everything (inside the guest).
-pub fn collect(docker: Option<&Docker>, containers: &[ContainerInfo], events: &[EngineEvent]) -> AirgapReport {
+pub fn collect(docker: Option<&dyn Engine>, containers: &[ContainerInfo], events: &[EngineEvent]) -> AirgapReport {
     let mut no_route = Vec::new();
     let (v4, v6) = no_routes_of(Path::new("/proc/net"));
     no_route.push(NoRouteCount { netns: "host".into(), ipv4: v4, ipv6: v6 });

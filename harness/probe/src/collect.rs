@@ -1,14 +1,12 @@
 //! Gathers a [`ProbeStatus`] inside the guest: systemd, the engine, clocks.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use airboot_proto::probe::{Clocks, ProbeStatus};
 use airboot_proto::{EngineRecord, EngineState};
-use serde_json::Value;
 
-use crate::engine::{Docker, is_server_error};
+use crate::engine::{Engine, ImageCache, is_server_error};
 use crate::status::{Config, judge};
 use crate::systemd;
 
@@ -33,7 +31,7 @@ pub fn clocks() -> Clocks {
 
 pub struct Collector {
     pub cfg: Config,
-    image_cache: HashMap<String, Value>,
+    image_cache: ImageCache,
     version: Option<String>,
     system_after_boot: Option<String>,
     /// Collections in a row in which the engine answered with a server error.
@@ -45,8 +43,9 @@ impl Collector {
         Collector { cfg, image_cache: HashMap::new(), version: None, system_after_boot: None, failing_streak: 0 }
     }
 
-    pub fn docker(&self) -> Docker {
-        Docker { socket: PathBuf::from(&self.cfg.socket), timeout: Duration::from_secs(10) }
+    /// The engine, each call bounded by `timeout`.
+    pub fn engine(&self, timeout: Duration) -> Box<dyn Engine> {
+        crate::engine::open(self.cfg.engine, &self.cfg.socket, timeout)
     }
 
     /// `with_events`: also fetch the engine's event log (for the host's
@@ -72,7 +71,12 @@ impl Collector {
             system,
             userspace_us,
             finish_us,
-            engine: EngineRecord { name: "docker".into(), state: EngineState::Down, version: None, detail: None },
+            engine: EngineRecord {
+                name: self.engine(Duration::from_secs(10)).name().into(),
+                state: EngineState::Down,
+                version: None,
+                detail: None,
+            },
             units: std::iter::once(&engine_unit)
                 .chain(units.iter())
                 .filter(|u| !u.id.is_empty())
@@ -85,7 +89,7 @@ impl Collector {
         // Ask the engine only once its unit is active: connecting to a
         // socket-activated engine earlier would start it out of order.
         if engine_unit.active == "active" {
-            let d = self.docker();
+            let d = self.engine(Duration::from_secs(10));
             let version = match self.version.clone() {
                 Some(v) => Ok(v),
                 None => d.version(),

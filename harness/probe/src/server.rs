@@ -67,20 +67,19 @@ pub fn answer(shared: &Shared, req: Request, transport: &str) -> Response {
         }
         Op::RunImage { reference, timeout_s } => {
             let timeout = Duration::from_secs(timeout_s.clamp(1, 600));
-            let mut d = shared.collector.lock().unwrap_or_else(|e| e.into_inner()).docker();
             // Creating and starting a container can take tens of seconds
             // on a slow (emulated) device: each call gets the whole budget.
-            d.timeout = timeout;
+            let d = shared.collector.lock().unwrap_or_else(|e| e.into_inner()).engine(timeout);
             Body::RunImage(d.run_image(&reference, timeout))
         }
         Op::Airgap => {
             let (d, containers, events) = {
                 let mut c = shared.collector.lock().unwrap_or_else(|e| e.into_inner());
                 let s = c.status(true);
-                (c.docker(), s.containers, s.events)
+                (c.engine(Duration::from_secs(10)), s.containers, s.events)
             };
             let up = d.version().is_ok();
-            Body::Airgap(crate::airgap::collect(up.then_some(&d), &containers, &events))
+            Body::Airgap(crate::airgap::collect(up.then_some(d.as_ref()), &containers, &events))
         }
         Op::Sync => {
             let t = std::time::Instant::now();

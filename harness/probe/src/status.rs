@@ -15,6 +15,10 @@ pub struct Config {
     pub interval_s: f64,
     pub settled_interval_s: f64,
     pub deadline_s: f64,
+    /// The engine (`ENGINE`): docker (default) or podman.
+    pub engine: crate::engine::Kind,
+    /// Its unit and API socket (`ENGINE_UNIT`, `ENGINE_SOCKET`; the
+    /// engine's own by default).
     pub engine_unit: String,
     pub socket: String,
 }
@@ -27,14 +31,16 @@ impl Default for Config {
             interval_s: 2.0,
             settled_interval_s: 10.0,
             deadline_s: 900.0,
-            engine_unit: "docker.service".into(),
-            socket: "/var/run/docker.sock".into(),
+            engine: crate::engine::Kind::Docker,
+            engine_unit: crate::engine::Kind::Docker.default_unit().into(),
+            socket: crate::engine::Kind::Docker.default_socket().into(),
         }
     }
 }
 
 pub fn parse_config(text: &str) -> Config {
     let mut c = Config::default();
+    let (mut unit, mut socket) = (None, None);
     for line in text.lines() {
         let line = line.trim();
         if line.starts_with('#') {
@@ -49,11 +55,14 @@ pub fn parse_config(text: &str) -> Config {
             "INTERVAL" => c.interval_s = v.parse().unwrap_or(c.interval_s),
             "SETTLED_INTERVAL" => c.settled_interval_s = v.parse().unwrap_or(c.settled_interval_s),
             "DEADLINE" => c.deadline_s = v.parse().unwrap_or(c.deadline_s),
-            "ENGINE_UNIT" => c.engine_unit = v.to_string(),
-            "ENGINE_SOCKET" => c.socket = v.to_string(),
+            "ENGINE" => c.engine = crate::engine::Kind::parse(v).unwrap_or(c.engine),
+            "ENGINE_UNIT" => unit = Some(v.to_string()),
+            "ENGINE_SOCKET" => socket = Some(v.to_string()),
             _ => {}
         }
     }
+    c.engine_unit = unit.unwrap_or_else(|| c.engine.default_unit().into());
+    c.socket = socket.unwrap_or_else(|| c.engine.default_socket().into());
     c
 }
 
@@ -179,6 +188,14 @@ mod tests {
         assert_eq!(c.stack_units, ["a.service", "b.service"]);
         assert_eq!(c.interval_s, 1.0);
         assert_eq!(c.socket, "/var/run/docker.sock");
+        // Another engine brings its own socket and unit, unless told.
+        let p = parse_config("ENGINE=podman\n");
+        assert_eq!(
+            (p.engine, p.socket.as_str(), p.engine_unit.as_str()),
+            (crate::engine::Kind::Podman, "/run/podman/podman.sock", "podman.socket")
+        );
+        let p = parse_config("ENGINE_SOCKET=/s.sock\nENGINE=\"podman\"\n");
+        assert_eq!(p.socket, "/s.sock", "ENGINE_SOCKET wins, whatever the order");
     }
 
     #[test]

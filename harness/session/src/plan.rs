@@ -72,7 +72,6 @@ pub fn boot_plan(s: &Scenario, image: &ResolvedImage, d: Decided, o: &BootOption
         milestones: s.milestones.clone(),
         scale,
         probe: d.transport.kind != TransportKind::Console,
-        engine_unit: format!("{}.service", s.expect.engine.as_str()),
     };
     BootPlan {
         arch: d.arch,

@@ -90,7 +90,7 @@ fn a_healthy_stack_passes_with_the_machines_choices_in_the_report() {
     assert_eq!(plan.kernel.as_deref(), Some(f.build.kernel.as_path()));
     assert_eq!(plan.run.known_ids.get("fixture/redis:1").map(String::as_str), Some(RID));
     assert!(!plan.run.probe);
-    assert_eq!(plan.run.engine_unit, "docker.service");
+    assert_eq!(plan.run.expect.engine, airboot_model::Engine::Docker);
     // What was decided went out as events, and the boot ended with its report.
     assert!(events.iter().any(|e| matches!(e, RunEvent::Transport { kind: TransportKind::Console, .. })));
     assert!(events.iter().any(|e| matches!(e, RunEvent::Accel { accel: Accel::Tcg, .. })));

@@ -25,7 +25,7 @@ use airboot_proto::probe::{ProbeStatus, RunImageResult};
 use crate::airgap::Airgap;
 use crate::console::{ConsoleRules, FailPattern, TimedLine, default_fail_patterns};
 use crate::guest::{ClockMap, ClockSample, clock_map, guest_times, to_block};
-use airboot_model::{Failure, FailureCode, Verdict};
+use airboot_model::{Engine, Failure, FailureCode, Verdict};
 
 use crate::report::Milestone;
 use crate::scenario::{Expect, MilestoneSpec};
@@ -45,13 +45,12 @@ pub struct RunConfig {
     /// A probe answers over a transport: verify images and the air gap
     /// before passing.
     pub probe: bool,
-    /// The engine's systemd unit (for its activation time).
-    pub engine_unit: String,
 }
 
 /// Milestones every run watches for on the console. None is required: a
-/// quiet kernel or another init prints different lines.
-pub fn builtin_milestones() -> Vec<MilestoneSpec> {
+/// quiet kernel or another init prints different lines. The `engine`
+/// milestone is the expected engine's own start line.
+pub fn builtin_milestones(engine: Engine) -> Vec<MilestoneSpec> {
     let m = |name: &str, console: &str| MilestoneSpec {
         name: name.into(),
         console: console.into(),
@@ -65,10 +64,7 @@ pub fn builtin_milestones() -> Vec<MilestoneSpec> {
         m("loader", r"EFI stub: "),
         m("kernel", r"Linux version \d"),
         m("init", r"Welcome to .*!|systemd\[1\]: systemd \d+ running|Run /s?bin/init as init process"),
-        m(
-            "engine",
-            r"Started (docker|containerd|podman)\.service|Started .*(Docker Application Container Engine|containerd container runtime)",
-        ),
+        m("engine", crate::engine::model(engine).started()),
     ]
 }
 
@@ -140,7 +136,7 @@ pub struct Run {
 
 impl Run {
     pub fn new(cfg: RunConfig) -> Result<Run, regex::Error> {
-        let mut specs = builtin_milestones();
+        let mut specs = builtin_milestones(cfg.expect.engine);
         for m in &cfg.milestones {
             match specs.iter_mut().find(|s| s.name == m.name) {
                 Some(s) => *s = m.clone(),
@@ -319,7 +315,7 @@ impl Run {
         if self.verifying || self.verified {
             return self.check_progress(sample.received_s);
         }
-        let times = guest_times(s, &map, &self.cfg.engine_unit);
+        let times = guest_times(s, &map, crate::engine::model(self.cfg.expect.engine).unit());
         if let Some(t) = times.init {
             self.hit_guest("init", t, format!("systemd UserspaceTimestampMonotonic {}µs", s.userspace_us));
         }

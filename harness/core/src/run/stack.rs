@@ -22,9 +22,11 @@ impl Run {
         let g = times.unwrap_or_default();
         if ev.engine_up {
             match g.engine {
-                Some(te) => {
-                    self.hit_guest("engine", te.min(t), format!("{} ActiveEnterTimestamp", self.cfg.engine_unit))
-                }
+                Some(te) => self.hit_guest(
+                    "engine",
+                    te.min(t),
+                    format!("{} ActiveEnterTimestamp", crate::engine::model(self.cfg.expect.engine).unit()),
+                ),
                 None => self.hit("engine", t, "status", evidence.clone()),
             }
         }

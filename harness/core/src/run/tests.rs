@@ -23,7 +23,6 @@ fn cfg() -> RunConfig {
         milestones: vec![],
         scale: 2.0,
         probe: false,
-        engine_unit: "docker.service".into(),
     }
 }
 

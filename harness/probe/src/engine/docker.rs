@@ -1,7 +1,8 @@
-//! The container engine, asked through its API socket (never by scraping
-//! CLI output): Docker's Engine API, or Podman's Docker-compatible socket.
+//! Docker's Engine API over its unix socket, and Podman's
+//! Docker-compatible API (the same routes, unversioned, on
+//! /run/podman/podman.sock) with the few places it differs: an exited
+//! container can be `stopped`, and events are read with `stream=false`.
 
-use std::collections::HashMap;
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -11,9 +12,44 @@ use airboot_proto::http;
 use airboot_proto::probe::{ContainerInfo, EngineEvent, ImageInfo, RunImageResult};
 use serde_json::{Value, json};
 
+/// Which engine answers the Docker API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flavor {
+    Docker,
+    Podman,
+}
+
 pub struct Docker {
     pub socket: PathBuf,
     pub timeout: Duration,
+    pub flavor: Flavor,
+}
+
+impl super::Engine for Docker {
+    fn name(&self) -> &'static str {
+        match self.flavor {
+            Flavor::Docker => "docker",
+            Flavor::Podman => "podman",
+        }
+    }
+    fn version(&self) -> Result<String, String> {
+        Docker::version(self)
+    }
+    fn image_infos(&self, cache: &mut super::ImageCache) -> Result<Vec<ImageInfo>, String> {
+        Docker::image_infos(self, cache)
+    }
+    fn container_infos(&self) -> Result<Vec<ContainerInfo>, String> {
+        Docker::container_infos(self)
+    }
+    fn events(&self, until_unix: i64) -> Result<Vec<EngineEvent>, String> {
+        Docker::events(self, until_unix)
+    }
+    fn run_image(&self, reference: &str, timeout: Duration) -> RunImageResult {
+        Docker::run_image(self, reference, timeout)
+    }
+    fn container_logs(&self, name: &str) -> Result<String, String> {
+        Docker::container_logs(self, name)
+    }
 }
 
 impl Docker {
@@ -60,7 +96,7 @@ impl Docker {
 
     /// Every image with its platform and layer diff_ids (`inspect` results
     /// are cached by ID: an image ID names immutable content).
-    pub fn image_infos(&self, cache: &mut HashMap<String, Value>) -> Result<Vec<ImageInfo>, String> {
+    pub fn image_infos(&self, cache: &mut super::ImageCache) -> Result<Vec<ImageInfo>, String> {
         let list = self.get("/images/json")?;
         let mut out = Vec::new();
         for rec in image_records(&list) {
@@ -95,9 +131,15 @@ impl Docker {
         Ok(out)
     }
 
-    /// Events the engine still remembers (Docker keeps the last 256), up to now.
+    /// Events the engine still remembers (Docker keeps the last 256), up
+    /// to now. Podman streams unless told not to, and with its `file`
+    /// events backend `until` cuts the read short: `stream=false` instead.
     pub fn events(&self, until_unix: i64) -> Result<Vec<EngineEvent>, String> {
-        let r = self.call("GET", &format!("/events?since=0&until={until_unix}"), None)?;
+        let path = match self.flavor {
+            Flavor::Docker => format!("/events?since=0&until={until_unix}"),
+            Flavor::Podman => "/events?since=0&stream=false".to_string(),
+        };
+        let r = self.call("GET", &path, None)?;
         if r.status != 200 {
             return Err(format!("GET /events: HTTP {}", r.status));
         }
@@ -141,7 +183,8 @@ impl Docker {
                     let st = self.get(&format!("/containers/{id}/json")).unwrap_or(Value::Null);
                     let running = st["State"]["Running"].as_bool().unwrap_or(false);
                     let status = st["State"]["Status"].as_str().unwrap_or("");
-                    if !running && matches!(status, "exited" | "dead") {
+                    // Podman says `stopped` once conmon has cleaned up.
+                    if !running && matches!(status, "exited" | "dead" | "stopped") {
                         let code = st["State"]["ExitCode"].as_i64();
                         res.exit_code = code;
                         res.ran = code == Some(0);
@@ -395,7 +438,7 @@ mod tests {
             let (_s, _) = listener.accept().unwrap();
             std::thread::sleep(Duration::from_secs(3));
         });
-        let d = Docker { socket: sock, timeout: Duration::from_secs(1) };
+        let d = Docker { socket: sock, timeout: Duration::from_secs(1), flavor: Flavor::Docker };
         let started = Instant::now();
         assert_eq!(d.version().unwrap_err(), "engine not responding after 1s");
         assert!(started.elapsed() < Duration::from_secs(3));
@@ -422,7 +465,7 @@ mod tests {
                 std::io::Write::write_all(&mut s, answer.as_bytes()).unwrap();
             }
         });
-        let d = Docker { socket: sock, timeout: Duration::from_secs(5) };
+        let d = Docker { socket: sock, timeout: Duration::from_secs(5), flavor: Flavor::Docker };
         assert_eq!(d.version().unwrap(), "20.10.24");
         let e = d.get("/images/json").unwrap_err();
         assert!(e.contains("HTTP 500") && e.contains("readlink"), "{e}");
@@ -437,9 +480,68 @@ mod tests {
         assert!(is_server_error(&http_error("GET", "/images/json", 503, "")));
     }
 
+    /// A fake engine at a fresh socket answering `answers` in order (one
+    /// connection each); what it was asked, as request lines.
+    fn fake_engine(name: &str, answers: Vec<String>) -> (PathBuf, std::thread::JoinHandle<Vec<String>>) {
+        let dir = std::env::temp_dir().join(format!("airboot-probe-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let sock = dir.join("engine.sock");
+        let _ = std::fs::remove_file(&sock);
+        let listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+        let t = std::thread::spawn(move || {
+            let mut asked = Vec::new();
+            for answer in answers {
+                let (mut s, _) = listener.accept().unwrap();
+                let mut buf = [0u8; 8192];
+                let n = std::io::Read::read(&mut s, &mut buf).unwrap();
+                asked.push(String::from_utf8_lossy(&buf[..n]).lines().next().unwrap_or("").to_string());
+                std::io::Write::write_all(&mut s, answer.as_bytes()).unwrap();
+            }
+            asked
+        });
+        (sock, t)
+    }
+
+    fn http(status: &str, body: &str) -> String {
+        format!("HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}", body.len())
+    }
+
+    /// Podman reports a container that ran to its end as `stopped` once
+    /// conmon has cleaned up, and its events are read without streaming.
+    #[test]
+    fn podman_flavour_knows_stopped_and_reads_events_without_streaming() {
+        let answers = vec![
+            http("201 Created", r#"{"Id":"c1","Warnings":[]}"#),
+            http("204 No Content", ""),
+            http("200 OK", r#"{"State":{"Running":false,"Status":"stopped","ExitCode":0,"Error":""}}"#),
+            http("200 OK", r#"[{"Id":"c1"}]"#),
+            http(
+                "200 OK",
+                "{\"Type\":\"container\",\"Action\":\"start\",\"Actor\":{\"ID\":\"c1\",\"Attributes\":{\"name\":\"redis\"}},\"timeNano\":5}\n",
+            ),
+        ];
+        let (sock, t) = fake_engine("podman", answers);
+        let d = Docker { socket: sock.clone(), timeout: Duration::from_secs(5), flavor: Flavor::Podman };
+        let r = d.run_image("localhost/fixture/busybox:1", Duration::from_secs(5));
+        assert!(r.ran && r.exit_code == Some(0), "{r:?}");
+        assert_eq!(r.detail, "exited 0");
+        let e = d.events(123).unwrap();
+        assert_eq!((e[0].action.as_str(), e[0].actor.as_str()), ("start", "redis"));
+        let asked = t.join().unwrap();
+        assert!(asked[0].starts_with("POST /containers/create"), "{asked:?}");
+        assert!(asked[3].starts_with("DELETE /containers/c1"), "the test container is removed: {asked:?}");
+        assert!(asked[4].starts_with("GET /events?since=0&stream=false "), "{asked:?}");
+        assert_eq!(super::super::Engine::name(&d), "podman");
+        std::fs::remove_dir_all(sock.parent().unwrap()).unwrap();
+    }
+
     #[test]
     fn absent_socket_is_a_clear_answer() {
-        let d = Docker { socket: "/nonexistent/docker.sock".into(), timeout: Duration::from_secs(1) };
+        let d = Docker {
+            socket: "/nonexistent/docker.sock".into(),
+            timeout: Duration::from_secs(1),
+            flavor: Flavor::Docker,
+        };
         assert_eq!(d.version().unwrap_err(), "/nonexistent/docker.sock absent");
     }
 }
