@@ -20,6 +20,7 @@ packages=(
     qemu-system-x86 qemu-system-arm ovmf qemu-efi-aarch64   # VMs and firmware
     mmdebstrap debian-archive-keyring                       # fixture rootfs
     docker.io                                               # pre-seeding a fixture's /var/lib/docker
+    podman crun netavark                                    # pre-seeding a Podman fixture's store (podman --root)
     e2fsprogs kmod dpkg fdisk mtools dosfstools             # disks, modules
     qemu-user-static binfmt-support arch-test               # foreign-arch rootfs
     chromium                                                # the HTML report's render test

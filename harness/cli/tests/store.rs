@@ -1,15 +1,18 @@
-//! Positive controls for the offline store checker, on a real Docker store:
-//! the preseeded fixture's `/var/lib/docker` (written by a real dockerd at
-//! build time). The intact store must check complete; each state damaged
-//! on purpose (with debugfs, on a copy) must be classified as damaged,
-//! naming what is wrong. A checker that never finds anything fails here.
+//! Positive controls for the offline store checkers, on real stores: the
+//! preseeded fixture's `/var/lib/docker` (written by a real dockerd at
+//! build time) and the Podman fixture's `/var/lib/containers/storage`
+//! (written by a real podman). The intact store must check complete; each
+//! state damaged on purpose (with debugfs, on a copy) must be classified
+//! as damaged, naming what is wrong. A checker that never finds anything
+//! fails here.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use airboot_core::cut::store::{ImageState, StoreCheck, StoreVerdict, chain_ids, check_docker};
+use airboot_core::cut::store::{ImageState, StoreCheck, StoreVerdict, chain_ids, check_docker, check_podman};
 use airboot_core::disk::ext4::Ext4;
 use airboot_images::{cache_root, find, lookup};
+use base64::Engine as _;
 
 const FIXTURE: &str = "debian-preseeded-x86_64";
 const IMAGES: [&str; 2] = ["fixture/busybox:1", "fixture/redis:1"];
@@ -20,9 +23,13 @@ fn expected() -> Vec<String> {
 
 /// The fixture's root filesystem as a raw file (the fixture disk is a bare ext4).
 fn root_fs(dir: &Path) -> PathBuf {
-    let def = find(FIXTURE).unwrap();
+    root_fs_of(FIXTURE, dir)
+}
+
+fn root_fs_of(fixture: &str, dir: &Path) -> PathBuf {
+    let def = find(fixture).unwrap();
     let f = lookup(&cache_root(), &def)
-        .unwrap_or_else(|| panic!("fixture {FIXTURE} is not built: run `airboot images build {FIXTURE}`"));
+        .unwrap_or_else(|| panic!("fixture {fixture} is not built: run `airboot images build {fixture}`"));
     let out = dir.join("root.raw");
     let size = airboot_qemu::disk::open_image(&f.disk()).unwrap().size();
     airboot_qemu::crash::extract(&f.disk(), 0, size, &out).unwrap();
@@ -169,4 +176,98 @@ fn the_store_checker_finds_what_was_damaged_on_purpose() {
     // The intact copy is still clean for fsck, and unchanged by all this.
     assert!(airboot_qemu::crash::fsck(&fs).unwrap().clean);
     assert_eq!(check(&fs).verdict, StoreVerdict::New);
+}
+
+const PODMAN: &str = "debian-podman-x86_64";
+const PODMAN_IMAGES: [&str; 2] = ["localhost/fixture/busybox:1", "localhost/fixture/redis:1"];
+const STORE: &str = "/var/lib/containers/storage";
+
+fn check_pm(fs: &Path) -> StoreCheck {
+    let f = std::fs::File::open(fs).unwrap();
+    let e = Ext4::open(&f).unwrap();
+    check_podman(&e, &PODMAN_IMAGES.map(String::from)).unwrap()
+}
+
+/// A copy of `fs` whose store file `rel` holds `text` instead.
+fn replaced(fs: &Path, name: &str, rel: &str, text: &str) -> PathBuf {
+    let (dir, file) = rel.rsplit_once('/').unwrap();
+    let new = fs.with_file_name(format!("{name}.new"));
+    std::fs::write(&new, text).unwrap();
+    damaged(fs, name, &[format!("cd {STORE}/{dir}"), format!("rm {file}"), format!("write {} {file}", new.display())])
+}
+
+#[test]
+fn the_podman_store_checker_finds_what_was_damaged_on_purpose() {
+    let dir = tempfile::tempdir().unwrap();
+    let fs = root_fs_of(PODMAN, dir.path());
+    let ok = check_pm(&fs);
+    assert_eq!(ok.verdict, StoreVerdict::New, "{ok:#?}");
+    // busybox's two layers and redis's three share the base: four image layers.
+    assert_eq!((ok.layers_registered, ok.layers_verified), (4, 4), "{ok:#?}");
+    let images: serde_json::Value =
+        serde_json::from_str(&read(&fs, &format!("{STORE}/overlay-images/images.json"))).unwrap();
+    let redis = images.as_array().unwrap().iter().find(|i| i["names"][0] == PODMAN_IMAGES[1]).unwrap();
+    let (redis_id, top) = (redis["id"].as_str().unwrap().to_string(), redis["layer"].as_str().unwrap().to_string());
+    let layers_text = read(&fs, &format!("{STORE}/overlay-layers/layers.json"));
+
+    // 1. A file of redis's top layer emptied (the metadata says complete).
+    let empty = dir.path().join("empty");
+    std::fs::write(&empty, b"").unwrap();
+    let t = damaged(
+        &fs,
+        "pm-emptied",
+        &[
+            format!("cd {STORE}/overlay/{top}/diff/usr/bin"),
+            "rm redis-check-rdb".into(),
+            format!("write {} redis-check-rdb", empty.display()),
+        ],
+    );
+    let c = check_pm(&t);
+    assert!(
+        matches!(state_of(&c, PODMAN_IMAGES[1]), ImageState::Corrupt(w) if w.contains("redis-check-rdb")),
+        "{c:#?}"
+    );
+    assert_eq!(state_of(&c, PODMAN_IMAGES[0]), ImageState::Complete, "only the redis layer was touched");
+
+    // 2. A layer record still flagged incomplete (containers/storage#1136).
+    let mut layers: serde_json::Value = serde_json::from_str(&layers_text).unwrap();
+    let l = layers.as_array_mut().unwrap().iter_mut().find(|l| l["id"] == top.as_str()).unwrap();
+    l["flags"] = serde_json::json!({ "incomplete": true });
+    let c = check_pm(&replaced(&fs, "pm-incomplete", "overlay-layers/layers.json", &layers.to_string()));
+    assert!(
+        matches!(state_of(&c, PODMAN_IMAGES[1]), ImageState::Corrupt(w) if w.contains("marked incomplete")),
+        "{c:#?}"
+    );
+
+    // 3. The top layer's record lost: the image's chain is broken.
+    let mut layers: serde_json::Value = serde_json::from_str(&layers_text).unwrap();
+    layers.as_array_mut().unwrap().retain(|l| l["id"] != top.as_str());
+    let c = check_pm(&replaced(&fs, "pm-norecord", "overlay-layers/layers.json", &layers.to_string()));
+    assert!(
+        matches!(state_of(&c, PODMAN_IMAGES[1]), ImageState::Corrupt(w) if w.contains("is not registered")),
+        "{c:#?}"
+    );
+
+    // 4. images.json cut short.
+    let text = read(&fs, &format!("{STORE}/overlay-images/images.json"));
+    let c = check_pm(&replaced(&fs, "pm-short", "overlay-images/images.json", &text[..text.len() / 3]));
+    assert_eq!(c.verdict, StoreVerdict::Corrupt, "{c:#?}");
+    assert!(c.problems.iter().any(|p| p.contains("images.json is damaged")), "{c:#?}");
+
+    // 5. The config no longer matches the image's ID.
+    // containers-storage names a big-data file "=" + base64(key).
+    let key = format!("={}", base64::engine::general_purpose::STANDARD.encode(format!("sha256:{redis_id}")));
+    let cfg = read(&fs, &format!("{STORE}/overlay-images/{redis_id}/{key}"));
+    let c = check_pm(&replaced(
+        &fs,
+        "pm-cfg",
+        &format!("overlay-images/{redis_id}/{key}"),
+        &cfg.replace("\"architecture\"", "\"Architecture\""),
+    ));
+    assert!(
+        matches!(state_of(&c, PODMAN_IMAGES[1]), ImageState::Corrupt(w) if w.contains("does not match its name")),
+        "{c:#?}"
+    );
+
+    assert_eq!(check_pm(&fs).verdict, StoreVerdict::New, "the intact copy is unchanged");
 }

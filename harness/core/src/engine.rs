@@ -60,10 +60,10 @@ impl EngineModel for Podman {
         r"Listening on podman\.socket|Listening on .*Podman API Socket"
     }
     fn data_root(&self) -> &'static str {
-        "/var/lib/containers/storage"
+        crate::cut::store::PODMAN_ROOT
     }
-    fn check_store(&self, _fs: &Ext4, _expected: &[String]) -> io::Result<StoreCheck> {
-        Err(unsupported(Engine::Podman))
+    fn check_store(&self, fs: &Ext4, expected: &[String]) -> io::Result<StoreCheck> {
+        crate::cut::store::check_podman(fs, expected)
     }
 }
 

@@ -6,19 +6,17 @@
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::io;
-use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use airboot_model::Arch;
-use airboot_proto::http;
-use airboot_qemu::process::{self, GroupGuard, RunError, harden, interrupted, require};
+use airboot_model::{Arch, Engine};
+use airboot_qemu::process::require;
 
 use crate::stages::efi_suffix;
 use crate::stages::{KernelInfo, build_containers, build_kernel, build_rootfs};
 use crate::util::{
-    BuildError, Ctx, Progress, TmpDir, check_foreign, io_err, is_root, lock, read_json, stage_dir, tail, write,
+    BuildError, Ctx, Progress, TmpDir, check_foreign, io_err, is_root, lock, read_json, stage_dir, write,
 };
 use crate::{
     Fixture, FixtureBoot, FixtureImage, FixtureManifest, containers_key, fixture_dir, fixture_key, kernel_append,
@@ -38,7 +36,10 @@ pub fn build(root: &Path, name: &str, force: bool, progress: Progress) -> Result
         require(tool)?;
     }
     if def.variant.preseeds() {
-        require("dockerd")?;
+        match def.engine {
+            Engine::Docker => require("dockerd").map(|_| ())?,
+            _ => require("podman").and_then(|_| require("unshare")).map(|_| ())?,
+        }
     }
     check_foreign(def.arch)?;
     let probe = crate::probe_binary(def.arch).map_err(|message| BuildError::Step {
@@ -62,7 +63,7 @@ pub fn build(root: &Path, name: &str, force: bool, progress: Progress) -> Result
     let tmp = TmpDir::new(&final_dir)?;
     let mut ctx = Ctx { root: root.to_path_buf(), log: tmp.path.join("build.log"), progress, step: 0, steps: 0 };
 
-    let rootfs_dir = stage_dir(root, "rootfs", def.arch, &rootfs_key(def.arch));
+    let rootfs_dir = stage_dir(root, &format!("rootfs-{}", def.engine), def.arch, &rootfs_key(def.arch, def.engine));
     let kernel_dir = stage_dir(root, "kernel", def.arch, &kernel_key(def.arch));
     let containers_dir = stage_dir(root, "containers", def.containers, &containers_key(def.containers));
     ctx.steps = 3
@@ -70,7 +71,7 @@ pub fn build(root: &Path, name: &str, force: bool, progress: Progress) -> Result
         + usize::from(force || !kernel_dir.join("done").exists())
         + usize::from(force || !containers_dir.join("done").exists());
 
-    build_rootfs(&mut ctx, def.arch, &rootfs_dir, force)?;
+    build_rootfs(&mut ctx, def.arch, def.engine, &rootfs_dir, force)?;
     build_kernel(&mut ctx, def.arch, &kernel_dir, force)?;
     let images = build_containers(&mut ctx, def.containers, &containers_dir, force)?;
     let kernel: KernelInfo = read_json(&kernel_dir.join("kernel.json"))?;
@@ -84,9 +85,12 @@ pub fn build(root: &Path, name: &str, force: bool, progress: Progress) -> Result
     let mut cp = Command::new("cp");
     cp.arg("-a").arg(kernel_dir.join("modules/lib/modules")).arg(staging.join("usr/lib/"));
     ctx.run("installing kernel modules", &mut cp, Duration::from_secs(300))?;
-    // Common files, then the variant's (which may replace some of them).
-    let mut units = install_overlay(&staging, "overlay/common")?;
-    units.extend(install_overlay(&staging, &format!("overlay/{}", def.variant.as_str()))?);
+    // Files of every fixture, then the engine's, then the variant's (which
+    // may replace some of them).
+    let mut units = Vec::new();
+    for dir in overlays(def.engine, def.variant) {
+        units.extend(install_overlay(&staging, &dir)?);
+    }
     units.sort();
     units.dedup();
     let probe_data = fs::read(&probe).map_err(io_err(format!("reading {}", probe.display())))?;
@@ -103,10 +107,21 @@ pub fn build(root: &Path, name: &str, force: bool, progress: Progress) -> Result
     write(&staging.join("etc/machine-id"), b"", 0o444)?;
 
     let mut fixture_images = Vec::new();
+    let images = match def.engine {
+        // Podman names a local image localhost/<name>.
+        Engine::Podman => {
+            images.into_iter().map(|i| FixtureImage { reference: format!("localhost/{}", i.reference), ..i }).collect()
+        }
+        _ => images,
+    };
     match def.variant {
+        v if v.preseeds() && def.engine == Engine::Podman => {
+            ctx.say("pre-seeding /var/lib/containers/storage with podman --root on the build host");
+            crate::seed::podman(&ctx, &staging.join("var/lib/containers/storage"), &containers_dir, &images)?;
+        }
         v if v.preseeds() => {
             ctx.say("pre-seeding /var/lib/docker with a private dockerd on the build host");
-            preseed(&ctx, &staging.join("var/lib/docker"), &containers_dir, &images)?;
+            crate::seed::docker(&ctx, &staging.join("var/lib/docker"), &containers_dir, &images)?;
         }
         _ => {
             ctx.say("adding the image archives and the first-boot loader");
@@ -165,7 +180,7 @@ pub fn build(root: &Path, name: &str, force: bool, progress: Progress) -> Result
         initrd: "initrd.img".into(),
         append,
         kernel_version: kernel.version.clone(),
-        engine: "docker".into(),
+        engine: def.engine.as_str().into(),
         probe: true,
         images: fixture_images,
         packages,
@@ -182,6 +197,16 @@ pub fn build(root: &Path, name: &str, force: bool, progress: Progress) -> Result
 }
 
 // ------------------------------------------------------------- the rootfs
+
+/// The overlay folders of a fixture, in the order they are copied: every
+/// fixture's files (`base`), the engine's, then the variant's.
+fn overlays(engine: Engine, variant: crate::Variant) -> Vec<String> {
+    let variant = match engine {
+        Engine::Docker => variant.as_str().to_string(),
+        e => format!("{e}-{}", variant.as_str()),
+    };
+    vec!["overlay/base".into(), format!("overlay/{engine}"), format!("overlay/{variant}")]
+}
 
 /// Copy an embedded overlay into the rootfs; returns the unit files it
 /// holds that want to be enabled.
@@ -243,7 +268,8 @@ fn edit_root_password(root: &Path) -> Result<(), BuildError> {
 fn package_versions(root: &Path) -> BTreeMap<String, String> {
     let out = Command::new("dpkg-query")
         .arg(format!("--admindir={}", root.join("var/lib/dpkg").display()))
-        .args(["-W", "-f", "${Package} ${Version}\n", "docker.io", "containerd", "runc", "systemd", "linux-base"])
+        .args(["-W", "-f", "${Package} ${Version}\n", "docker.io", "containerd", "runc", "podman", "crun", "conmon"])
+        .args(["systemd", "linux-base"])
         .output();
     let mut m = BTreeMap::new();
     if let Ok(o) = out {
@@ -269,138 +295,6 @@ pub fn du(p: &Path) -> io::Result<u64> {
         }
     }
     Ok(total)
-}
-
-// ------------------------------------------------------------- preseeding
-
-/// Load the image archives into `data_root` with a private dockerd on the
-/// build host (the approach of seeding the writable partition at build
-/// time), tag them, and strip what the device's dockerd must create itself.
-fn preseed(ctx: &Ctx, data_root: &Path, containers_dir: &Path, images: &[FixtureImage]) -> Result<(), BuildError> {
-    let dockerd = require("dockerd")?;
-    // Unix socket paths are limited to 108 bytes: keep the runtime state short.
-    let run = tempfile::Builder::new()
-        .prefix("airboot-dk")
-        .tempdir_in("/tmp")
-        .map_err(io_err("creating a dockerd run folder"))?;
-    let sock = run.path().join("docker.sock");
-    fs::create_dir_all(data_root).map_err(io_err("creating var/lib/docker"))?;
-    let log = OpenOptions::new().create(true).append(true).open(&ctx.log).map_err(io_err("opening the build log"))?;
-    let log2 = log.try_clone().map_err(io_err("opening the build log"))?;
-    let mut cmd = Command::new(&dockerd);
-    cmd.arg("--data-root")
-        .arg(data_root)
-        .arg("--exec-root")
-        .arg(run.path().join("exec"))
-        .arg("--pidfile")
-        .arg(run.path().join("docker.pid"))
-        .arg("-H")
-        .arg(format!("unix://{}", sock.display()))
-        .args([
-            "--iptables=false",
-            "--ip6tables=false",
-            "--bridge=none",
-            "--storage-driver=overlay2",
-            "--log-level=warn",
-        ])
-        .stdin(Stdio::null())
-        .stdout(log)
-        .stderr(log2);
-    harden(&mut cmd);
-    let mut child = cmd.spawn().map_err(|e| BuildError::Step {
-        step: "starting dockerd".into(),
-        message: e.to_string(),
-        log: None,
-    })?;
-    let mut guard = GroupGuard::new(child.id(), "dockerd");
-    let fail = |message: String| BuildError::Step {
-        step: "pre-seeding /var/lib/docker".into(),
-        message,
-        log: Some(ctx.log.clone()),
-    };
-
-    // Wait for the API.
-    let start = Instant::now();
-    loop {
-        if let Ok(s) = UnixStream::connect(&sock)
-            && let Ok(r) = http::request(s, "GET", "/_ping", None, None, 1 << 10)
-            && r.status == 200
-        {
-            break;
-        }
-        if let Ok(Some(st)) = child.try_wait() {
-            return Err(fail(format!("dockerd exited ({st}) before answering:\n{}", tail(&ctx.log, 15))));
-        }
-        if interrupted() {
-            return Err(BuildError::Tool(RunError::Interrupted { program: "dockerd".into() }));
-        }
-        if start.elapsed() > Duration::from_secs(60) {
-            return Err(fail(format!(
-                "dockerd did not answer on {} within 60s:\n{}",
-                sock.display(),
-                tail(&ctx.log, 15)
-            )));
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let api = |method: &str, path: &str, body: Option<&Path>| -> Result<http::Response, BuildError> {
-        let s = UnixStream::connect(&sock).map_err(|e| fail(format!("connecting to dockerd: {e}")))?;
-        s.set_read_timeout(Some(Duration::from_secs(300))).ok();
-        let r = match body {
-            Some(p) => {
-                let mut f = File::open(p).map_err(io_err(format!("opening {}", p.display())))?;
-                let len = f.metadata().map_err(io_err("stat"))?.len();
-                http::request(s, method, path, Some("application/x-tar"), Some((&mut f, len)), 16 << 20)
-            }
-            None => http::request(s, method, path, None, None, 16 << 20),
-        };
-        r.map_err(|e| fail(format!("{method} {path}: {e}")))
-    };
-    for img in images {
-        let r = api("POST", "/images/load?quiet=1", Some(&containers_dir.join(&img.archive)))?;
-        let text = r.text();
-        if r.status != 200 || text.contains("errorDetail") {
-            return Err(fail(format!("loading {}: HTTP {} {}", img.archive, r.status, text.trim())));
-        }
-        let (repo, tag) = img.reference.rsplit_once(':').unwrap_or((&img.reference, "latest"));
-        let r = api("POST", &format!("/images/{}/tag?repo={repo}&tag={tag}", img.id), None)?;
-        if r.status != 201 {
-            return Err(fail(format!(
-                "tagging {} as {}: HTTP {} {}",
-                img.id,
-                img.reference,
-                r.status,
-                r.text().trim()
-            )));
-        }
-    }
-    let r = api("GET", "/images/json", None)?;
-    let listed: serde_json::Value =
-        serde_json::from_slice(&r.body).map_err(|e| fail(format!("reading the image list: {e}")))?;
-    for img in images {
-        let ok = listed.as_array().into_iter().flatten().any(|i| {
-            i["Id"] == img.id.as_str()
-                && i["RepoTags"].as_array().is_some_and(|t| t.iter().any(|t| t == img.reference.as_str()))
-        });
-        if !ok {
-            return Err(fail(format!("after loading, dockerd does not list {} as {}", img.reference, img.id)));
-        }
-    }
-    // Stop dockerd cleanly so its metadata is flushed.
-    process::signal_group(child.id(), libc::SIGTERM);
-    let stop = Instant::now();
-    while child.try_wait().ok().flatten().is_none() && stop.elapsed() < Duration::from_secs(30) {
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    guard.kill();
-    let _ = child.wait();
-    for d in ["network", "containerd", "tmp", "runtimes", "buildkit", "plugins", "swarm", "trust"] {
-        let p = data_root.join(d);
-        if p.exists() {
-            fs::remove_dir_all(&p).map_err(io_err(format!("removing {}", p.display())))?;
-        }
-    }
-    Ok(())
 }
 
 // ------------------------------------------------------------- the disks

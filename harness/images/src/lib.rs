@@ -20,12 +20,13 @@ pub mod board;
 pub mod builder;
 pub mod cpio;
 pub mod modules;
+mod seed;
 mod stages;
 mod util;
 
 use std::path::{Path, PathBuf};
 
-use airboot_model::Arch;
+use airboot_model::{Arch, Engine};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -96,6 +97,8 @@ impl FixtureBoot {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FixtureDef {
     pub name: &'static str,
+    /// The container engine the device runs.
+    pub engine: Engine,
     /// The device's architecture.
     pub arch: Arch,
     /// The architecture its container images are built for (the device's,
@@ -112,11 +115,16 @@ pub fn catalog() -> Vec<FixtureDef> {
     use Variant::{Egress, LoadAtBoot, LoadAtBootSafe, Preseeded};
     let def = |name, arch, containers, variant, boot, description| FixtureDef {
         name,
+        engine: Engine::Docker,
         arch,
         containers,
         variant,
         boot,
         description,
+    };
+    let podman = |name, variant, description| FixtureDef {
+        engine: Engine::Podman,
+        ..def(name, Arch::X86_64, Arch::X86_64, variant, Direct, description)
     };
     let (x86, arm) = (Arch::X86_64, Arch::Aarch64);
     vec![
@@ -175,6 +183,16 @@ pub fn catalog() -> Vec<FixtureDef> {
             Preseeded,
             Uefi,
             "the preseeded arm64 fixture as a GPT whole disk: EFI system partition with systemd-boot, ext4 root partition (AAVMF)",
+        ),
+        podman(
+            "debian-podman-x86_64",
+            Preseeded,
+            "Debian bookworm + podman 4.3, /var/lib/containers/storage seeded at build time with `podman --root`, the stack's containers created with --restart=always and started at boot by podman-restart.service",
+        ),
+        podman(
+            "debian-podman-load-at-boot-x86_64",
+            LoadAtBoot,
+            "Debian bookworm + podman 4.3, images shipped as archives that a first-boot unit loads (`podman load`) before running the stack with --restart=always",
         ),
         def(
             "debian-wrong-platform-aarch64",
@@ -256,10 +274,19 @@ fn recipe_text(rel: &str) -> String {
     recipe_file(rel).map(|(d, _)| String::from_utf8_lossy(d).into_owned()).unwrap_or_default()
 }
 
+/// The recipe listing the Debian packages of a root filesystem for `engine`.
+pub fn rootfs_packages(engine: Engine) -> &'static str {
+    match engine {
+        Engine::Docker => "rootfs-packages.txt",
+        Engine::Podman => "rootfs-packages-podman.txt",
+        Engine::Containerd => "rootfs-packages-containerd.txt",
+    }
+}
+
 /// Cache keys of each stage: pure functions of their inputs.
-pub fn rootfs_key(arch: Arch) -> String {
+pub fn rootfs_key(arch: Arch, engine: Engine) -> String {
     let (m, s) = mirrors();
-    key(&["rootfs", arch.as_str(), SUITE, &m, &s, &recipe_text("rootfs-packages.txt"), recipes::STAGES_HASH])
+    key(&["rootfs", arch.as_str(), SUITE, &m, &s, &recipe_text(rootfs_packages(engine)), recipes::STAGES_HASH])
 }
 
 pub fn kernel_key(arch: Arch) -> String {
@@ -278,7 +305,7 @@ pub fn fixture_key(def: &FixtureDef, probe_hash: &str) -> String {
         "fixture",
         def.name,
         def.variant.as_str(),
-        &rootfs_key(def.arch),
+        &rootfs_key(def.arch, def.engine),
         &kernel_key(def.arch),
         &containers_key(def.containers),
         def.boot.as_str(),
@@ -491,8 +518,13 @@ mod tests {
         assert!(recipe_file("initramfs/init").is_some());
         assert!(recipe_file("overlay/load-at-boot/usr/local/sbin/airboot-load-images").unwrap().1 & 0o111 != 0);
         assert!(recipe_file("reference/airboot-status").is_none(), "reference material is not part of a fixture");
-        let common = recipe_tree("overlay/common");
-        assert!(common.iter().any(|(p, _, _)| *p == "etc/systemd/system/container-redis.service"));
+        let docker = recipe_tree("overlay/docker");
+        assert!(docker.iter().any(|(p, _, _)| *p == "etc/systemd/system/container-redis.service"));
+        assert!(recipe_tree("overlay/base").iter().any(|(p, _, _)| *p == "etc/systemd/system/airboot-probe.service"));
+        assert!(recipe_file("overlay/podman-load-at-boot/usr/local/sbin/airboot-load-images").unwrap().1 & 0o111 != 0);
+        for e in [Engine::Docker, Engine::Podman] {
+            assert!(recipe_file(rootfs_packages(e)).is_some(), "{e}: no package list");
+        }
         assert!(recipe_tree("overlay/load-at-boot").iter().any(|(p, _, _)| p.ends_with("airboot-load-images")));
     }
 
@@ -504,6 +536,9 @@ mod tests {
         assert_eq!(fixture_key(&p, "x"), fixture_key(&p, "x"));
         assert_ne!(fixture_key(&p, "x"), fixture_key(&p, "y"), "a new probe rebuilds the fixture");
         assert_eq!(fixture_key(&p, "x").len(), 16);
-        assert_ne!(rootfs_key(Arch::X86_64), rootfs_key(Arch::Aarch64));
+        assert_ne!(rootfs_key(Arch::X86_64, Engine::Docker), rootfs_key(Arch::Aarch64, Engine::Docker));
+        assert_ne!(rootfs_key(Arch::X86_64, Engine::Docker), rootfs_key(Arch::X86_64, Engine::Podman));
+        let pm = find("debian-podman-x86_64").unwrap();
+        assert_eq!((pm.engine, pm.variant), (Engine::Podman, Variant::Preseeded));
     }
 }

@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use airboot_model::Arch;
+use airboot_model::{Arch, Engine};
 
 use crate::debian_arch;
 
@@ -19,20 +19,31 @@ use crate::modules;
 use crate::util::{BuildError, Ctx, TmpDir, io_err, lock, mmdebstrap_sources, read_json, write};
 use crate::{FixtureImage, SUITE, recipe_file};
 
-pub(crate) fn build_rootfs(ctx: &mut Ctx, arch: Arch, dir: &Path, force: bool) -> Result<(), BuildError> {
+pub(crate) fn build_rootfs(
+    ctx: &mut Ctx,
+    arch: Arch,
+    engine: Engine,
+    dir: &Path,
+    force: bool,
+) -> Result<(), BuildError> {
     if !force && dir.join("done").exists() {
         return Ok(());
     }
-    let _l = lock(&ctx.root, &format!("rootfs-{arch}"))?;
+    let _l = lock(&ctx.root, &format!("rootfs-{arch}-{engine}"))?;
     if !force && dir.join("done").exists() {
         return Ok(());
     }
     let eta =
         if Arch::host() == Some(arch) { "1–3 min" } else { "5–10 min: its maintainer scripts run under qemu-user" };
-    ctx.say(&format!("mmdebstrap: Debian {SUITE} {} rootfs with systemd and docker.io ({eta})", debian_arch(arch)));
+    let what = match engine {
+        Engine::Docker => "docker.io",
+        Engine::Podman => "podman",
+        Engine::Containerd => "containerd",
+    };
+    ctx.say(&format!("mmdebstrap: Debian {SUITE} {} rootfs with systemd and {what} ({eta})", debian_arch(arch)));
     let tmp = TmpDir::new(dir)?;
     let packages: Vec<String> =
-        String::from_utf8_lossy(recipe_file("rootfs-packages.txt").map(|f| f.0).unwrap_or_default())
+        String::from_utf8_lossy(recipe_file(crate::rootfs_packages(engine)).map(|f| f.0).unwrap_or_default())
             .lines()
             .map(|l| l.split('#').next().unwrap_or("").trim().to_string())
             .filter(|l| !l.is_empty())

@@ -205,13 +205,24 @@ pub fn registry_of(reference: &str) -> String {
     }
 }
 
-/// Pulls and pushes the engine reports are egress by definition.
-pub fn event_evidence(events: &[EngineEvent]) -> Vec<EgressEvidence> {
+/// Whether a registry is this device itself (loopback): no egress.
+fn is_loopback(registry: &str) -> bool {
+    let host =
+        registry.rsplit_once(':').filter(|(_, p)| p.bytes().all(|b| b.is_ascii_digit())).map_or(registry, |x| x.0);
+    host == "localhost" || host.starts_with("127.") || host == "[::1]"
+}
+
+/// Pulls and pushes the engine (`engine`: who, in the evidence) reports
+/// are egress by definition, but for references on the device itself:
+/// Podman names local images `localhost/...`, and reports a `pull` event
+/// when `podman run --pull never` finds one in its store.
+pub fn event_evidence(events: &[EngineEvent], engine: &str) -> Vec<EgressEvidence> {
     events
         .iter()
         .filter(|e| e.kind == "image" && matches!(e.action.as_str(), "pull" | "push"))
+        .filter(|e| !is_loopback(&registry_of(&e.actor)))
         .map(|e| EgressEvidence {
-            who: "dockerd".into(),
+            who: engine.to_string(),
             destination: Some(registry_of(&e.actor)),
             source: "engine-event".into(),
             line: format!("{} {}", e.action, e.actor),
@@ -220,7 +231,12 @@ pub fn event_evidence(events: &[EngineEvent]) -> Vec<EgressEvidence> {
 }
 
 /// Gather everything (inside the guest).
-pub fn collect(docker: Option<&dyn Engine>, containers: &[ContainerInfo], events: &[EngineEvent]) -> AirgapReport {
+pub fn collect(
+    engine: Option<&dyn Engine>,
+    name: &str,
+    containers: &[ContainerInfo],
+    events: &[EngineEvent],
+) -> AirgapReport {
     let mut no_route = Vec::new();
     let (v4, v6) = no_routes_of(Path::new("/proc/net"));
     no_route.push(NoRouteCount { netns: "host".into(), ipv4: v4, ipv6: v6 });
@@ -231,7 +247,7 @@ pub fn collect(docker: Option<&dyn Engine>, containers: &[ContainerInfo], events
             let (v4, v6) = no_routes_of(&Path::new("/proc").join(pid.to_string()).join("net"));
             no_route.push(NoRouteCount { netns: format!("container {name} ({})", c.image), ipv4: v4, ipv6: v6 });
         }
-        if let Some(d) = docker
+        if let Some(d) = engine
             && let Ok(logs) = d.container_logs(name)
         {
             for l in logs.lines() {
@@ -252,7 +268,7 @@ pub fn collect(docker: Option<&dyn Engine>, containers: &[ContainerInfo], events
         .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
         .unwrap_or_default();
     evidence.extend(journal_evidence(&journal));
-    evidence.extend(event_evidence(events));
+    evidence.extend(event_evidence(events, name));
     AirgapReport {
         interfaces: interfaces(Path::new("/sys/class/net")),
         routes: parse_routes(
@@ -344,9 +360,26 @@ mod tests {
             },
             EngineEvent { time_nano: 2, kind: "image".into(), action: "load".into(), actor: "fixture/redis:1".into() },
         ];
-        let e = event_evidence(&ev);
+        let e = event_evidence(&ev, "dockerd");
         assert_eq!(e.len(), 1);
         assert_eq!(e[0].destination.as_deref(), Some("registry.example.com"));
+        assert_eq!(e[0].who, "dockerd");
+        // Podman's local images, and anything on loopback, are no egress.
+        for local in ["localhost/fixture/redis:1", "localhost:5000/x:1", "127.0.0.1:5000/x:1"] {
+            let ev = [EngineEvent { time_nano: 3, kind: "image".into(), action: "pull".into(), actor: local.into() }];
+            assert!(event_evidence(&ev, "podman").is_empty(), "{local}");
+        }
+        let ev = [EngineEvent {
+            time_nano: 3,
+            kind: "image".into(),
+            action: "pull".into(),
+            actor: "localhost.example.com/x:1".into(),
+        }];
+        assert_eq!(
+            event_evidence(&ev, "podman")[0].who,
+            "podman",
+            "a registry named like localhost is still a registry"
+        );
         assert_eq!(registry_of("redis:7"), "registry-1.docker.io");
         assert_eq!(registry_of("library/redis:7"), "registry-1.docker.io");
         assert_eq!(registry_of("localhost:5000/x"), "localhost:5000");

@@ -79,7 +79,11 @@ pub fn answer(shared: &Shared, req: Request, transport: &str) -> Response {
                 (c.engine(Duration::from_secs(10)), s.containers, s.events)
             };
             let up = d.version().is_ok();
-            Body::Airgap(crate::airgap::collect(up.then_some(d.as_ref()), &containers, &events))
+            let who = match d.name() {
+                "docker" => "dockerd",
+                other => other,
+            };
+            Body::Airgap(crate::airgap::collect(up.then_some(d.as_ref()), who, &containers, &events))
         }
         Op::Sync => {
             let t = std::time::Instant::now();

@@ -250,18 +250,21 @@ impl Console {
     }
 }
 
-/// Hands new milestones of the run to the caller, each once.
+/// Hands new milestones of the run to the caller, each once (the run
+/// may later replace one with a more exact time from the guest's records;
+/// that is not a new milestone).
 struct Milestones {
-    seen: usize,
+    seen: std::collections::BTreeSet<String>,
 }
 
 impl Milestones {
     fn report(&mut self, run: &Run, on_event: &mut dyn FnMut(VmEvent)) {
-        if run.seen() > self.seen {
-            for m in run.milestones().into_iter().skip(self.seen) {
-                on_event(VmEvent::Milestone(m));
+        if run.seen() > self.seen.len() {
+            for m in run.milestones() {
+                if self.seen.insert(m.name.clone()) {
+                    on_event(VmEvent::Milestone(m));
+                }
             }
-            self.seen = run.seen();
         }
     }
 }
@@ -448,7 +451,7 @@ impl VmRunner {
             Endpoint::None => None,
             e => Some(probe_session::start(e.clone(), t0, ptx)),
         };
-        let mut milestones = Milestones { seen: 0 };
+        let mut milestones = Milestones { seen: Default::default() };
         let mut buf = vec![0u8; 64 * 1024];
         let mut ticker = tokio::time::interval(Duration::from_millis(100));
         let mut stdout_open = true;

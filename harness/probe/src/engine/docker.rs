@@ -303,7 +303,8 @@ pub fn container_info(i: &Value) -> ContainerInfo {
         image: s(&i["Config"]["Image"]).unwrap_or_default(),
         image_id: s(&i["Image"]),
         state: s(&i["State"]["Status"]).unwrap_or_else(|| "unknown".into()),
-        health: s(&i["State"]["Health"]["Status"]),
+        // Podman says "" where Docker leaves Health out: no healthcheck.
+        health: s(&i["State"]["Health"]["Status"]).filter(|h| !h.is_empty()),
         started_at: s(&i["State"]["StartedAt"]),
         exit_code: i["State"]["ExitCode"].as_i64(),
         pid: i["State"]["Pid"].as_u64().filter(|p| *p > 0),
@@ -385,6 +386,10 @@ mod tests {
             &json!({ "Name": "/web", "Config": { "Image": "b" }, "State": { "Status": "exited", "ExitCode": 127, "Pid": 0 } }),
         );
         assert_eq!((none.health, none.exit_code, none.pid), (None, Some(127), None));
+        // Podman's compatible API says Status "" for a container without a healthcheck.
+        let podman =
+            container_info(&json!({ "Name": "/web", "State": { "Status": "running", "Health": { "Status": "" } } }));
+        assert_eq!(podman.health, None);
     }
 
     #[test]

@@ -16,7 +16,7 @@
 //! emptied files (the classic power-cut failure: metadata durable, data
 //! not) fails that check even though the filesystem is clean.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::io::{self, Read};
 
 use base64::Engine as _;
@@ -26,6 +26,12 @@ use sha2::{Digest, Sha256};
 use crate::disk::ext4::{Ext4, Inode, Kind};
 
 pub const DOCKER_ROOT: &str = "/var/lib/docker";
+
+mod docker;
+mod podman;
+
+pub use docker::check_docker;
+pub use podman::{PODMAN_ROOT, check_podman};
 
 /// The state one expected image is in.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -86,59 +92,7 @@ pub struct StoreCheck {
 /// A layer's problem, keyed by chain id.
 type LayerProblems = BTreeMap<String, String>;
 
-const IMAGE_DIR: &str = "/var/lib/docker/image/overlay2";
-
-/// Check the store for `expected` references (e.g. `fixture/redis:1`).
-/// An unreadable filesystem is an `Err`; everything else is a finding.
-pub fn check_docker(fs: &Ext4, expected: &[String]) -> io::Result<StoreCheck> {
-    let mut problems = Vec::new();
-    let Some(image_dir) = fs.lookup(IMAGE_DIR, true)? else {
-        // No store at all: the old (empty) state.
-        let images =
-            expected.iter().map(|r| ImageCheck { reference: r.clone(), id: None, state: ImageState::Absent }).collect();
-        return Ok(StoreCheck {
-            verdict: verdict(&[], &problems),
-            images,
-            layers_registered: 0,
-            layers_verified: 0,
-            problems,
-        });
-    };
-    let tags = read_tags(fs, &image_dir, &mut problems)?;
-    let (layers, layer_problems, registered) = check_layers(fs, &image_dir)?;
-    for (chain, p) in &layer_problems {
-        problems.push(format!("layer {}: {p}", short(chain)));
-    }
-    let mut images = Vec::new();
-    for r in expected {
-        let id = tags.get(&normalise(r)).cloned();
-        let state = match &id {
-            None => ImageState::Absent,
-            Some(id) => match check_image(fs, &image_dir, id, &layers, &layer_problems)? {
-                Ok(()) => ImageState::Complete,
-                Err(why) => {
-                    problems.push(format!("{r}: {why}"));
-                    ImageState::Corrupt(why)
-                }
-            },
-        };
-        images.push(ImageCheck { reference: r.clone(), id, state });
-    }
-    // Other tags must resolve too (a dangling tag breaks `docker images`).
-    for (r, id) in &tags {
-        if !expected.iter().any(|e| normalise(e) == *r) && config_path(fs, &image_dir, id)?.is_none() {
-            problems.push(format!("tag {r} points at image {} whose config is missing", short(id)));
-        }
-    }
-    let verified = registered - layer_problems.len();
-    Ok(StoreCheck {
-        verdict: verdict(&images, &problems),
-        images,
-        layers_registered: registered,
-        layers_verified: verified,
-        problems,
-    })
-}
+pub(crate) const IMAGE_DIR: &str = "/var/lib/docker/image/overlay2";
 
 fn verdict(images: &[ImageCheck], problems: &[String]) -> StoreVerdict {
     let complete = images.iter().filter(|i| i.state == ImageState::Complete).count();
@@ -193,37 +147,6 @@ fn read_small(fs: &Ext4, ino: &Inode) -> io::Result<Vec<u8>> {
 }
 
 #[derive(Deserialize)]
-struct Repositories {
-    #[serde(rename = "Repositories", default)]
-    repositories: BTreeMap<String, BTreeMap<String, String>>,
-}
-
-fn read_tags(fs: &Ext4, image_dir: &Inode, problems: &mut Vec<String>) -> io::Result<BTreeMap<String, String>> {
-    let mut tags = BTreeMap::new();
-    let Some(f) = child(fs, image_dir, "repositories.json")? else {
-        return Ok(tags);
-    };
-    let data = read_small(fs, &f)?;
-    match serde_json::from_slice::<Repositories>(&data) {
-        Ok(r) => {
-            for (_, refs) in r.repositories {
-                tags.extend(refs);
-            }
-        }
-        Err(e) => problems.push(format!(
-            "{IMAGE_DIR}/repositories.json is damaged ({} bytes: {e}): the engine cannot read its tags",
-            data.len()
-        )),
-    }
-    Ok(tags)
-}
-
-fn config_path(fs: &Ext4, image_dir: &Inode, id: &str) -> io::Result<Option<Inode>> {
-    let hex = id.trim_start_matches("sha256:");
-    walk(fs, image_dir, &format!("imagedb/content/sha256/{hex}"))
-}
-
-#[derive(Deserialize)]
 struct Config {
     rootfs: RootFs,
 }
@@ -243,64 +166,6 @@ fn sha256_hex(data: &[u8]) -> String {
 
 pub use airboot_proto::load::chain_ids;
 
-fn check_image(
-    fs: &Ext4,
-    image_dir: &Inode,
-    id: &str,
-    layers: &BTreeSet<String>,
-    layer_problems: &LayerProblems,
-) -> io::Result<Result<(), String>> {
-    let Some(cfg) = config_path(fs, image_dir, id)? else {
-        return Ok(Err(format!("the tag points at image {} whose config is missing", short(id))));
-    };
-    let data = read_small(fs, &cfg)?;
-    let hash = sha256_hex(&data);
-    if hash != id.trim_start_matches("sha256:") {
-        return Ok(Err(format!(
-            "config {} does not match its name ({} bytes hash to {})",
-            short(id),
-            data.len(),
-            &hash[..12]
-        )));
-    }
-    let config: Config = match serde_json::from_slice(&data) {
-        Ok(c) => c,
-        Err(e) => return Ok(Err(format!("config {} is not an image config: {e}", short(id)))),
-    };
-    for (n, chain) in chain_ids(&config.rootfs.diff_ids).iter().enumerate() {
-        if !layers.contains(chain) {
-            return Ok(Err(format!("layer {} of {} (chain {}) is not registered", n + 1, short(id), short(chain))));
-        }
-        if let Some(p) = layer_problems.get(chain) {
-            return Ok(Err(format!("layer {} (chain {}) is damaged: {p}", n + 1, short(chain))));
-        }
-    }
-    Ok(Ok(()))
-}
-
-/// Every registered layer (chain ids), the damaged ones with why, and how many there are.
-fn check_layers(fs: &Ext4, image_dir: &Inode) -> io::Result<(BTreeSet<String>, LayerProblems, usize)> {
-    let mut all = BTreeSet::new();
-    let mut problems = LayerProblems::new();
-    let Some(db) = walk(fs, image_dir, "layerdb/sha256")? else {
-        return Ok((all, problems, 0));
-    };
-    let overlay = fs.lookup(&format!("{DOCKER_ROOT}/overlay2"), true)?;
-    for e in fs.list(&db)? {
-        if e.name.len() != 64 || !e.name.bytes().all(|b| b.is_ascii_hexdigit()) {
-            continue;
-        }
-        let chain = format!("sha256:{}", e.name);
-        all.insert(chain.clone());
-        let dir = fs.inode(e.inode)?;
-        if let Err(why) = check_layer(fs, &dir, &chain, overlay.as_ref())? {
-            problems.insert(chain, why);
-        }
-    }
-    let n = all.len();
-    Ok((all, problems, n))
-}
-
 fn text_file(fs: &Ext4, dir: &Inode, name: &str) -> io::Result<Option<String>> {
     match child(fs, dir, name)? {
         Some(i) if i.kind() == Kind::File => Ok(Some(String::from_utf8_lossy(&read_small(fs, &i)?).trim().to_string())),
@@ -308,37 +173,21 @@ fn text_file(fs: &Ext4, dir: &Inode, name: &str) -> io::Result<Option<String>> {
     }
 }
 
-fn check_layer(fs: &Ext4, dir: &Inode, chain: &str, overlay: Option<&Inode>) -> io::Result<Result<(), String>> {
-    let diff = match text_file(fs, dir, "diff")? {
-        Some(d) if d.starts_with("sha256:") && d.len() == 71 => d,
-        Some(d) if d.is_empty() => return Ok(Err("its diff file is empty".into())),
-        Some(d) => return Ok(Err(format!("its diff file holds {:?}", short(&d)))),
-        None => return Ok(Err("its diff file is missing".into())),
-    };
-    let expected_chain = match text_file(fs, dir, "parent")? {
-        Some(p) if !p.is_empty() => format!("sha256:{}", sha256_hex(format!("{p} {diff}").as_bytes())),
-        _ => diff.clone(),
-    };
-    if expected_chain != chain {
-        return Ok(Err(format!("its diff/parent files give chain {}, not its folder name", short(&expected_chain))));
-    }
-    let cache_id = match text_file(fs, dir, "cache-id")? {
-        Some(c) if !c.is_empty() => c,
-        Some(_) => return Ok(Err("its cache-id file is empty".into())),
-        None => return Ok(Err("its cache-id file is missing".into())),
-    };
-    let Some(files) = overlay.map(|o| walk(fs, o, &format!("{cache_id}/diff"))).transpose()?.flatten() else {
-        return Ok(Err(format!("its folder overlay2/{cache_id}/diff is missing")));
-    };
-    let Some(ts) = child(fs, dir, "tar-split.json.gz")? else {
-        return Ok(Err("its tar-split.json.gz is missing".into()));
-    };
-    let ts = read_small(fs, &ts)?;
+/// Whether the layer's files (`files`) rebuild, with its tar-split
+/// (`tar_split_gz`, named `what` in messages), into a tar whose sha256 is
+/// `diff` (`sha256:<hex>`): the content proof both Docker and Podman keep.
+fn files_match(
+    fs: &Ext4,
+    files: &Inode,
+    tar_split_gz: &[u8],
+    what: &str,
+    diff: &str,
+) -> io::Result<Result<(), String>> {
     let mut json = Vec::new();
-    if let Err(e) = flate2::read::GzDecoder::new(&ts[..]).read_to_end(&mut json) {
-        return Ok(Err(format!("its tar-split.json.gz is damaged ({} bytes: {e})", ts.len())));
+    if let Err(e) = flate2::read::GzDecoder::new(tar_split_gz).read_to_end(&mut json) {
+        return Ok(Err(format!("its {what} is damaged ({} bytes: {e})", tar_split_gz.len())));
     }
-    match reassemble(fs, &files, &json)? {
+    match reassemble(fs, files, &json)? {
         Ok((digest, _)) if format!("sha256:{digest}") == diff => Ok(Ok(())),
         Ok((digest, short_files)) => {
             let mut why = format!("its files do not hash to its diff_id (got {})", &digest[..12]);

@@ -1,0 +1,180 @@
+//! Docker's overlay2 store on the device's root filesystem: tags in
+//! repositories.json, configs in imagedb, layers in layerdb (chain ids,
+//! diff, parent, cache-id, tar-split) with their files in overlay2.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io;
+
+use serde::Deserialize;
+
+use super::*;
+use crate::disk::ext4::{Ext4, Inode};
+
+/// Check the store for `expected` references (e.g. `fixture/redis:1`).
+/// An unreadable filesystem is an `Err`; everything else is a finding.
+pub fn check_docker(fs: &Ext4, expected: &[String]) -> io::Result<StoreCheck> {
+    let mut problems = Vec::new();
+    let Some(image_dir) = fs.lookup(IMAGE_DIR, true)? else {
+        // No store at all: the old (empty) state.
+        let images =
+            expected.iter().map(|r| ImageCheck { reference: r.clone(), id: None, state: ImageState::Absent }).collect();
+        return Ok(StoreCheck {
+            verdict: verdict(&[], &problems),
+            images,
+            layers_registered: 0,
+            layers_verified: 0,
+            problems,
+        });
+    };
+    let tags = read_tags(fs, &image_dir, &mut problems)?;
+    let (layers, layer_problems, registered) = check_layers(fs, &image_dir)?;
+    for (chain, p) in &layer_problems {
+        problems.push(format!("layer {}: {p}", short(chain)));
+    }
+    let mut images = Vec::new();
+    for r in expected {
+        let id = tags.get(&normalise(r)).cloned();
+        let state = match &id {
+            None => ImageState::Absent,
+            Some(id) => match check_image(fs, &image_dir, id, &layers, &layer_problems)? {
+                Ok(()) => ImageState::Complete,
+                Err(why) => {
+                    problems.push(format!("{r}: {why}"));
+                    ImageState::Corrupt(why)
+                }
+            },
+        };
+        images.push(ImageCheck { reference: r.clone(), id, state });
+    }
+    // Other tags must resolve too (a dangling tag breaks `docker images`).
+    for (r, id) in &tags {
+        if !expected.iter().any(|e| normalise(e) == *r) && config_path(fs, &image_dir, id)?.is_none() {
+            problems.push(format!("tag {r} points at image {} whose config is missing", short(id)));
+        }
+    }
+    let verified = registered - layer_problems.len();
+    Ok(StoreCheck {
+        verdict: verdict(&images, &problems),
+        images,
+        layers_registered: registered,
+        layers_verified: verified,
+        problems,
+    })
+}
+
+#[derive(Deserialize)]
+struct Repositories {
+    #[serde(rename = "Repositories", default)]
+    repositories: BTreeMap<String, BTreeMap<String, String>>,
+}
+
+fn read_tags(fs: &Ext4, image_dir: &Inode, problems: &mut Vec<String>) -> io::Result<BTreeMap<String, String>> {
+    let mut tags = BTreeMap::new();
+    let Some(f) = child(fs, image_dir, "repositories.json")? else {
+        return Ok(tags);
+    };
+    let data = read_small(fs, &f)?;
+    match serde_json::from_slice::<Repositories>(&data) {
+        Ok(r) => {
+            for (_, refs) in r.repositories {
+                tags.extend(refs);
+            }
+        }
+        Err(e) => problems.push(format!(
+            "{IMAGE_DIR}/repositories.json is damaged ({} bytes: {e}): the engine cannot read its tags",
+            data.len()
+        )),
+    }
+    Ok(tags)
+}
+
+fn config_path(fs: &Ext4, image_dir: &Inode, id: &str) -> io::Result<Option<Inode>> {
+    let hex = id.trim_start_matches("sha256:");
+    walk(fs, image_dir, &format!("imagedb/content/sha256/{hex}"))
+}
+
+fn check_image(
+    fs: &Ext4,
+    image_dir: &Inode,
+    id: &str,
+    layers: &BTreeSet<String>,
+    layer_problems: &LayerProblems,
+) -> io::Result<Result<(), String>> {
+    let Some(cfg) = config_path(fs, image_dir, id)? else {
+        return Ok(Err(format!("the tag points at image {} whose config is missing", short(id))));
+    };
+    let data = read_small(fs, &cfg)?;
+    let hash = sha256_hex(&data);
+    if hash != id.trim_start_matches("sha256:") {
+        return Ok(Err(format!(
+            "config {} does not match its name ({} bytes hash to {})",
+            short(id),
+            data.len(),
+            &hash[..12]
+        )));
+    }
+    let config: Config = match serde_json::from_slice(&data) {
+        Ok(c) => c,
+        Err(e) => return Ok(Err(format!("config {} is not an image config: {e}", short(id)))),
+    };
+    for (n, chain) in chain_ids(&config.rootfs.diff_ids).iter().enumerate() {
+        if !layers.contains(chain) {
+            return Ok(Err(format!("layer {} of {} (chain {}) is not registered", n + 1, short(id), short(chain))));
+        }
+        if let Some(p) = layer_problems.get(chain) {
+            return Ok(Err(format!("layer {} (chain {}) is damaged: {p}", n + 1, short(chain))));
+        }
+    }
+    Ok(Ok(()))
+}
+
+/// Every registered layer (chain ids), the damaged ones with why, and how many there are.
+fn check_layers(fs: &Ext4, image_dir: &Inode) -> io::Result<(BTreeSet<String>, LayerProblems, usize)> {
+    let mut all = BTreeSet::new();
+    let mut problems = LayerProblems::new();
+    let Some(db) = walk(fs, image_dir, "layerdb/sha256")? else {
+        return Ok((all, problems, 0));
+    };
+    let overlay = fs.lookup(&format!("{DOCKER_ROOT}/overlay2"), true)?;
+    for e in fs.list(&db)? {
+        if e.name.len() != 64 || !e.name.bytes().all(|b| b.is_ascii_hexdigit()) {
+            continue;
+        }
+        let chain = format!("sha256:{}", e.name);
+        all.insert(chain.clone());
+        let dir = fs.inode(e.inode)?;
+        if let Err(why) = check_layer(fs, &dir, &chain, overlay.as_ref())? {
+            problems.insert(chain, why);
+        }
+    }
+    let n = all.len();
+    Ok((all, problems, n))
+}
+
+fn check_layer(fs: &Ext4, dir: &Inode, chain: &str, overlay: Option<&Inode>) -> io::Result<Result<(), String>> {
+    let diff = match text_file(fs, dir, "diff")? {
+        Some(d) if d.starts_with("sha256:") && d.len() == 71 => d,
+        Some(d) if d.is_empty() => return Ok(Err("its diff file is empty".into())),
+        Some(d) => return Ok(Err(format!("its diff file holds {:?}", short(&d)))),
+        None => return Ok(Err("its diff file is missing".into())),
+    };
+    let expected_chain = match text_file(fs, dir, "parent")? {
+        Some(p) if !p.is_empty() => format!("sha256:{}", sha256_hex(format!("{p} {diff}").as_bytes())),
+        _ => diff.clone(),
+    };
+    if expected_chain != chain {
+        return Ok(Err(format!("its diff/parent files give chain {}, not its folder name", short(&expected_chain))));
+    }
+    let cache_id = match text_file(fs, dir, "cache-id")? {
+        Some(c) if !c.is_empty() => c,
+        Some(_) => return Ok(Err("its cache-id file is empty".into())),
+        None => return Ok(Err("its cache-id file is missing".into())),
+    };
+    let Some(files) = overlay.map(|o| walk(fs, o, &format!("{cache_id}/diff"))).transpose()?.flatten() else {
+        return Ok(Err(format!("its folder overlay2/{cache_id}/diff is missing")));
+    };
+    let Some(ts) = child(fs, dir, "tar-split.json.gz")? else {
+        return Ok(Err("its tar-split.json.gz is missing".into()));
+    };
+    files_match(fs, &files, &read_small(fs, &ts)?, "tar-split.json.gz", &diff)
+}

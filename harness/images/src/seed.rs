@@ -1,0 +1,213 @@
+//! Pre-seeding a fixture's container store at build time, with the real
+//! engine on the build host: a private dockerd for Docker (the approach of
+//! seeding the writable partition at build time), `podman --root` for
+//! Podman.
+
+use std::fs::{self, File, OpenOptions};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use airboot_proto::http;
+use airboot_qemu::process::{self, GroupGuard, RunError, harden, interrupted, require};
+
+use crate::FixtureImage;
+use crate::util::{BuildError, Ctx, io_err, tail};
+
+/// Load the image archives into `data_root` with a private dockerd on the
+/// build host (the approach of seeding the writable partition at build
+/// time), tag them, and strip what the device's dockerd must create itself.
+pub(crate) fn docker(
+    ctx: &Ctx,
+    data_root: &Path,
+    containers_dir: &Path,
+    images: &[FixtureImage],
+) -> Result<(), BuildError> {
+    let dockerd = require("dockerd")?;
+    // Unix socket paths are limited to 108 bytes: keep the runtime state short.
+    let run = tempfile::Builder::new()
+        .prefix("airboot-dk")
+        .tempdir_in("/tmp")
+        .map_err(io_err("creating a dockerd run folder"))?;
+    let sock = run.path().join("docker.sock");
+    fs::create_dir_all(data_root).map_err(io_err("creating var/lib/docker"))?;
+    let log = OpenOptions::new().create(true).append(true).open(&ctx.log).map_err(io_err("opening the build log"))?;
+    let log2 = log.try_clone().map_err(io_err("opening the build log"))?;
+    let mut cmd = Command::new(&dockerd);
+    cmd.arg("--data-root")
+        .arg(data_root)
+        .arg("--exec-root")
+        .arg(run.path().join("exec"))
+        .arg("--pidfile")
+        .arg(run.path().join("docker.pid"))
+        .arg("-H")
+        .arg(format!("unix://{}", sock.display()))
+        .args([
+            "--iptables=false",
+            "--ip6tables=false",
+            "--bridge=none",
+            "--storage-driver=overlay2",
+            "--log-level=warn",
+        ])
+        .stdin(Stdio::null())
+        .stdout(log)
+        .stderr(log2);
+    harden(&mut cmd);
+    let mut child = cmd.spawn().map_err(|e| BuildError::Step {
+        step: "starting dockerd".into(),
+        message: e.to_string(),
+        log: None,
+    })?;
+    let mut guard = GroupGuard::new(child.id(), "dockerd");
+    let fail = |message: String| BuildError::Step {
+        step: "pre-seeding /var/lib/docker".into(),
+        message,
+        log: Some(ctx.log.clone()),
+    };
+
+    // Wait for the API.
+    let start = Instant::now();
+    loop {
+        if let Ok(s) = UnixStream::connect(&sock)
+            && let Ok(r) = http::request(s, "GET", "/_ping", None, None, 1 << 10)
+            && r.status == 200
+        {
+            break;
+        }
+        if let Ok(Some(st)) = child.try_wait() {
+            return Err(fail(format!("dockerd exited ({st}) before answering:\n{}", tail(&ctx.log, 15))));
+        }
+        if interrupted() {
+            return Err(BuildError::Tool(RunError::Interrupted { program: "dockerd".into() }));
+        }
+        if start.elapsed() > Duration::from_secs(60) {
+            return Err(fail(format!(
+                "dockerd did not answer on {} within 60s:\n{}",
+                sock.display(),
+                tail(&ctx.log, 15)
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let api = |method: &str, path: &str, body: Option<&Path>| -> Result<http::Response, BuildError> {
+        let s = UnixStream::connect(&sock).map_err(|e| fail(format!("connecting to dockerd: {e}")))?;
+        s.set_read_timeout(Some(Duration::from_secs(300))).ok();
+        let r = match body {
+            Some(p) => {
+                let mut f = File::open(p).map_err(io_err(format!("opening {}", p.display())))?;
+                let len = f.metadata().map_err(io_err("stat"))?.len();
+                http::request(s, method, path, Some("application/x-tar"), Some((&mut f, len)), 16 << 20)
+            }
+            None => http::request(s, method, path, None, None, 16 << 20),
+        };
+        r.map_err(|e| fail(format!("{method} {path}: {e}")))
+    };
+    for img in images {
+        let r = api("POST", "/images/load?quiet=1", Some(&containers_dir.join(&img.archive)))?;
+        let text = r.text();
+        if r.status != 200 || text.contains("errorDetail") {
+            return Err(fail(format!("loading {}: HTTP {} {}", img.archive, r.status, text.trim())));
+        }
+        let (repo, tag) = img.reference.rsplit_once(':').unwrap_or((&img.reference, "latest"));
+        let r = api("POST", &format!("/images/{}/tag?repo={repo}&tag={tag}", img.id), None)?;
+        if r.status != 201 {
+            return Err(fail(format!(
+                "tagging {} as {}: HTTP {} {}",
+                img.id,
+                img.reference,
+                r.status,
+                r.text().trim()
+            )));
+        }
+    }
+    let r = api("GET", "/images/json", None)?;
+    let listed: serde_json::Value =
+        serde_json::from_slice(&r.body).map_err(|e| fail(format!("reading the image list: {e}")))?;
+    for img in images {
+        let ok = listed.as_array().into_iter().flatten().any(|i| {
+            i["Id"] == img.id.as_str()
+                && i["RepoTags"].as_array().is_some_and(|t| t.iter().any(|t| t == img.reference.as_str()))
+        });
+        if !ok {
+            return Err(fail(format!("after loading, dockerd does not list {} as {}", img.reference, img.id)));
+        }
+    }
+    // Stop dockerd cleanly so its metadata is flushed.
+    process::signal_group(child.id(), libc::SIGTERM);
+    let stop = Instant::now();
+    while child.try_wait().ok().flatten().is_none() && stop.elapsed() < Duration::from_secs(30) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    guard.kill();
+    let _ = child.wait();
+    for d in ["network", "containerd", "tmp", "runtimes", "buildkit", "plugins", "swarm", "trust"] {
+        let p = data_root.join(d);
+        if p.exists() {
+            fs::remove_dir_all(&p).map_err(io_err(format!("removing {}", p.display())))?;
+        }
+    }
+    Ok(())
+}
+
+/// The stack a Podman fixture runs: container name and image.
+pub(crate) const PODMAN_STACK: &[(&str, &str)] =
+    &[("redis", "localhost/fixture/redis:1"), ("web", "localhost/fixture/busybox:1")];
+
+/// Load the archives into `store` with the build host's podman, tag them,
+/// and create the stack's containers with `--restart=always`
+/// (podman-restart.service starts them at boot).
+///
+/// Podman's own database records where the store and its runtime state
+/// live, and refuses a store whose paths differ from its own: so podman
+/// runs in a private mount namespace where `store` is bind-mounted at the
+/// device's path (/var/lib/containers/storage) and the runtime folders
+/// are fresh tmpfs mounts, exactly as on the device; nothing of it is seen
+/// outside.
+pub(crate) fn podman(
+    ctx: &Ctx,
+    store: &Path,
+    containers_dir: &Path,
+    images: &[FixtureImage],
+) -> Result<(), BuildError> {
+    let quote = |p: &Path| format!("'{}'", p.display().to_string().replace('\'', r"'\''"));
+    let p = "podman --root /var/lib/containers/storage --runroot /run/containers/storage --storage-driver overlay \
+             --cgroup-manager systemd --events-backend none --network-backend netavark";
+    let mut script = String::from(
+        "set -eu\nmount --make-rprivate /\nmkdir -p /var/lib/containers/storage /run/containers /run/libpod\n",
+    );
+    script.push_str(&format!("mount --bind {} /var/lib/containers/storage\n", quote(store)));
+    script.push_str("mount -t tmpfs tmpfs /run/containers\nmount -t tmpfs tmpfs /run/libpod\n");
+    for i in images {
+        let plain = i.reference.strip_prefix("localhost/").unwrap_or(&i.reference);
+        script.push_str(&format!("{p} load --quiet --input {}\n", quote(&containers_dir.join(&i.archive))));
+        script.push_str(&format!("{p} tag {} {plain}\n", i.id));
+    }
+    for (name, image) in PODMAN_STACK {
+        script.push_str(&format!("{p} create --name {name} --restart=always --network none --pull never {image}\n"));
+    }
+    script.push_str(&format!("{p} ps --all --format '{{{{.Names}}}} {{{{.State}}}} {{{{.Image}}}}'\n"));
+    fs::create_dir_all(store).map_err(io_err("creating var/lib/containers/storage"))?;
+    let mut cmd = Command::new(require("unshare")?);
+    cmd.args(["--mount", "sh", "-c", &script]);
+    ctx.run("podman --root (pre-seeding the store)", &mut cmd, Duration::from_secs(600))?;
+    // What the device's podman will read: every image under its name.
+    let fail = |message: String| BuildError::Step {
+        step: "pre-seeding /var/lib/containers/storage".into(),
+        message,
+        log: Some(ctx.log.clone()),
+    };
+    let listed = fs::read_to_string(store.join("overlay-images/images.json"))
+        .map_err(|e| fail(format!("no overlay-images/images.json after loading: {e}")))?;
+    let listed: serde_json::Value = serde_json::from_str(&listed).map_err(|e| fail(format!("images.json: {e}")))?;
+    for i in images {
+        let hex = i.id.trim_start_matches("sha256:");
+        let ok = listed.as_array().into_iter().flatten().any(|x| {
+            x["id"] == hex && x["names"].as_array().is_some_and(|n| n.iter().any(|n| n == i.reference.as_str()))
+        });
+        if !ok {
+            return Err(fail(format!("after loading, the store does not name {} as {}", i.id, i.reference)));
+        }
+    }
+    Ok(())
+}
