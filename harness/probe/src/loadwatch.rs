@@ -1,14 +1,20 @@
-//! Watches Docker load archives into its store and prints a console line
-//! per step (`airboot_proto::load`): which layer of which image is being
-//! registered, which image is whole. The harness places power cuts by
-//! these lines. Only reads: `<data-root>/tmp/docker-import-*/` (the
-//! unpacked archive) and `<data-root>/image/overlay2/layerdb/`.
+//! Watches the engine load archives into its store and prints a console
+//! line per step (`airboot_proto::load`): which layer of which image is
+//! being registered, which image is whole. The harness places power cuts
+//! by these lines. Only reads:
+//! - Docker: `<data-root>/tmp/docker-import-*/` (the unpacked archive)
+//!   and `<data-root>/image/overlay2/layerdb/`;
+//! - Podman: the archive a running `podman load` reads (its manifest and
+//!   configs, from the tar) and `overlay-layers/layers.json` (each layer,
+//!   flagged `incomplete` while it is written).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use airboot_proto::load::{LoadImage, LoadTracker, archive_images};
+use airboot_proto::load::{LoadImage, LoadTracker, archive_images, chain_ids, podman_layer_ids};
+
+use crate::engine::Kind;
 
 /// How often to look while an archive is being loaded, and otherwise.
 const BUSY: Duration = Duration::from_millis(50);
@@ -47,10 +53,10 @@ fn archives(root: &Path) -> Vec<(PathBuf, Option<Vec<LoadImage>>)> {
     out
 }
 
-/// The file a running `docker load` reads (`-i FILE`, `--input FILE`, or
-/// a file on its standard input), by its name; `None` when there is no
-/// such process, or more than one.
-fn archive_name() -> Option<String> {
+/// The file a running `<program> load` reads (`-i FILE`, `--input FILE`,
+/// or a file on its standard input); `None` when there is no such
+/// process, or more than one.
+fn loading_archive(program: &str) -> Option<PathBuf> {
     let mut found = Vec::new();
     for e in std::fs::read_dir("/proc").ok()?.flatten() {
         let pid = e.file_name();
@@ -60,9 +66,9 @@ fn archive_name() -> Option<String> {
         let Ok(cmd) = std::fs::read(e.path().join("cmdline")) else { continue };
         let args: Vec<String> =
             cmd.split(|b| *b == 0).filter(|a| !a.is_empty()).map(|a| String::from_utf8_lossy(a).into_owned()).collect();
-        let is_docker = args.first().is_some_and(|a| a.rsplit('/').next() == Some("docker"));
+        let is_it = args.first().is_some_and(|a| a.rsplit('/').next() == Some(program));
         let load = args.iter().position(|a| a == "load");
-        let (true, Some(load)) = (is_docker, load) else { continue };
+        let (true, Some(load)) = (is_it, load) else { continue };
         let rest = &args[load + 1..];
         let mut file = None;
         for (i, a) in rest.iter().enumerate() {
@@ -79,10 +85,16 @@ fn archive_name() -> Option<String> {
                 .filter(|p| p.starts_with('/') && !p.starts_with("/dev/"))
         });
         if let Some(f) = file {
-            found.push(f.rsplit('/').next().unwrap_or(&f).to_string());
+            // A relative path is the process's own working directory's.
+            let p = PathBuf::from(&f);
+            found.push(if p.is_absolute() { p } else { e.path().join("cwd").join(p) });
         }
     }
     if found.len() == 1 { found.pop() } else { None }
+}
+
+fn file_name(p: &Path) -> Option<String> {
+    p.file_name().map(|n| n.to_string_lossy().into_owned())
 }
 
 fn registering(layerdb: &Path) -> bool {
@@ -98,8 +110,28 @@ fn present(layerdb: &Path, chain: &str) -> bool {
     }
 }
 
-/// Runs for ever, printing events to `device`.
-pub fn watch(device: &Path) {
+fn say(device: &Path, events: &[airboot_proto::load::LoadEvent]) {
+    if events.is_empty() {
+        return;
+    }
+    let text: String = events.iter().map(|e| format!("{}\n", e.line())).collect();
+    match std::fs::OpenOptions::new().write(true).open(device) {
+        Ok(mut f) => {
+            let _ = f.write_all(text.as_bytes());
+        }
+        Err(e) => eprintln!("airboot-probe: {}: {e}", device.display()),
+    }
+}
+
+/// Runs for ever, printing the engine's load events to `device`.
+pub fn watch(device: &Path, engine: Kind) {
+    match engine {
+        Kind::Docker => watch_docker(device),
+        Kind::Podman => watch_podman(device, Path::new(PODMAN_ROOT)),
+    }
+}
+
+fn watch_docker(device: &Path) {
     let root = data_root();
     let layerdb = root.join("image/overlay2/layerdb");
     // One tracker per archive folder (with the archive's file name, asked
@@ -110,24 +142,66 @@ pub fn watch(device: &Path) {
         trackers.retain(|(d, _, _)| now.iter().any(|(n, _)| n == d));
         for (dir, images) in &now {
             if !trackers.iter().any(|(d, _, _)| d == dir) {
-                trackers.push((dir.clone(), LoadTracker::new(), archive_name()));
+                trackers.push((
+                    dir.clone(),
+                    LoadTracker::new(),
+                    loading_archive("docker").as_deref().and_then(file_name),
+                ));
             }
             let Some(images) = images else { continue };
             let Some((_, t, archive)) = trackers.iter_mut().find(|(d, _, _)| d == dir) else { continue };
             let images: Vec<LoadImage> =
                 images.iter().map(|i| LoadImage { archive: archive.clone(), ..i.clone() }).collect();
-            let events = t.observe(&images, registering(&layerdb), &|c: &str| present(&layerdb, c));
-            if events.is_empty() {
-                continue;
-            }
-            let text: String = events.iter().map(|e| format!("{}\n", e.line())).collect();
-            match std::fs::OpenOptions::new().write(true).open(device) {
-                Ok(mut f) => {
-                    let _ = f.write_all(text.as_bytes());
-                }
-                Err(e) => eprintln!("airboot-probe: {}: {e}", device.display()),
-            }
+            let events = t.observe(&images, registering(&layerdb), &chain_ids, &|c: &str| present(&layerdb, c));
+            say(device, &events);
         }
         std::thread::sleep(if now.is_empty() { IDLE } else { BUSY });
+    }
+}
+
+/// Podman's store, unless /etc/containers/storage.conf moves it.
+const PODMAN_ROOT: &str = "/var/lib/containers/storage";
+
+/// The images of a `docker save`/`podman save` archive, read from the tar.
+fn tar_images(archive: &Path) -> Option<Vec<LoadImage>> {
+    let mut f = std::fs::File::open(archive).ok()?;
+    let json = |n: &str| n.ends_with(".json") || n.ends_with("/json");
+    let files = airboot_proto::tar::small_members(&mut f, &json, 4 << 20, 100_000).ok()?;
+    let text = |n: &str| files.get(n).map(|d| String::from_utf8_lossy(d).into_owned());
+    let mut images = archive_images(&text("manifest.json")?, &text)?;
+    for i in &mut images {
+        i.archive = file_name(archive);
+    }
+    Some(images)
+}
+
+/// Each layer in layers.json: its ID, and whether it is still being written.
+fn podman_layers(root: &Path) -> Vec<(String, bool)> {
+    let Ok(text) = std::fs::read_to_string(root.join("overlay-layers/layers.json")) else { return Vec::new() };
+    let Ok(serde_json::Value::Array(layers)) = serde_json::from_str(&text) else { return Vec::new() };
+    layers
+        .iter()
+        .filter_map(|l| {
+            let id = l["id"].as_str()?.to_string();
+            Some((id, l["flags"]["incomplete"].as_bool() == Some(true)))
+        })
+        .collect()
+}
+
+fn watch_podman(device: &Path, root: &Path) {
+    // The archive being loaded, its images, and its tracker.
+    let mut current: Option<(PathBuf, Option<Vec<LoadImage>>, LoadTracker)> = None;
+    loop {
+        let archive = loading_archive("podman");
+        if current.as_ref().map(|c| &c.0) != archive.as_ref() {
+            current = archive.map(|a| (a.clone(), tar_images(&a), LoadTracker::new()));
+        }
+        if let Some((_, Some(images), t)) = current.as_mut() {
+            let layers = podman_layers(root);
+            let writing = layers.iter().any(|(_, incomplete)| *incomplete);
+            let present = |k: &str| layers.iter().any(|(id, incomplete)| id == k && !*incomplete);
+            say(device, &t.observe(images, writing, &podman_layer_ids, &present));
+        }
+        std::thread::sleep(if current.is_some() { BUSY } else { IDLE });
     }
 }

@@ -33,8 +33,9 @@ usage: airboot-probe serve   [--device PATH] [--config PATH]
 
 serve    answer the host over vsock (port 5253) and the virtio-serial port
          org.airboot.probe; print console status blocks on PATH (default
-         /dev/console) until a host has connected, and Docker load
-         progress lines (AIRBOOT-EVENT v1 layer-load ...) on PATH always
+         /dev/console) until a host has connected, and the engine's
+         load progress lines (AIRBOOT-EVENT v1 layer-load ...) on PATH
+         always (Docker and Podman)
 console  only print console status blocks and load progress lines
 status   print one status (JSON) on stdout
 airgap   print the network evidence (JSON) on stdout
@@ -117,13 +118,13 @@ fn main() {
             println!("{}", serde_json::to_string_pretty(&resp).expect("json"));
         }
         Some("console") => {
-            let d = device.clone();
-            std::thread::spawn(move || loadwatch::watch(&d));
+            let (d, engine) = (device.clone(), shared.collector.lock().unwrap_or_else(|e| e.into_inner()).cfg.engine);
+            std::thread::spawn(move || loadwatch::watch(&d, engine));
             console_loop(&shared, &device, false)
         }
         Some("serve") => {
-            let d = device.clone();
-            std::thread::spawn(move || loadwatch::watch(&d));
+            let (d, engine) = (device.clone(), shared.collector.lock().unwrap_or_else(|e| e.into_inner()).cfg.engine);
+            std::thread::spawn(move || loadwatch::watch(&d, engine));
             let s = shared.clone();
             std::thread::spawn(move || server::vsock_loop(s));
             let s = shared.clone();

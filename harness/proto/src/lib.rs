@@ -25,6 +25,7 @@
 pub mod http;
 pub mod load;
 pub mod probe;
+pub mod tar;
 
 use serde::{Deserialize, Serialize};
 

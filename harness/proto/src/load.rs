@@ -1,7 +1,15 @@
 //! Load progress events (console protocol, version 1): the probe watches
-//! Docker load archives into its store and prints one console line per
+//! an engine load archives into its store and prints one console line per
 //! step, so the harness can place a power cut at "layer N of image X is
 //! being loaded" (`[power_cut] load`/`layer`).
+//!
+//! On `podman load` (the same events, another store): podman reads the
+//! archive itself (the probe reads its `manifest.json` and configs from
+//! the tar), and writes each layer into containers-storage in turn: the
+//! layer is recorded in `overlay-layers/layers.json` flagged `incomplete`
+//! while its files are written, and the flag is dropped when it is done.
+//! A layer's ID there is its diff_id for the first layer, else
+//! sha256("<parent ID>+<diff_id hex>") ([`podman_layer_ids`]).
 //!
 //! What Docker does on `docker load` (the daemon side, whatever the
 //! client): it unpacks the archive into `<data-root>/tmp/docker-import-*/`,
@@ -45,6 +53,23 @@ pub fn chain_ids(diff_ids: &[String]) -> Vec<String> {
             Some(p) => {
                 let digest = Sha256::digest(format!("{p} {d}").as_bytes());
                 format!("sha256:{}", digest.iter().map(|b| format!("{b:02x}")).collect::<String>())
+            }
+        };
+        out.push(next);
+    }
+    out
+}
+
+/// Podman's (containers-storage's) layer IDs, hex: the first layer's is
+/// its diff_id's hex, each next one is sha256("<parent ID>+<diff_id hex>").
+pub fn podman_layer_ids(diff_ids: &[String]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for d in diff_ids {
+        let hex = d.trim_start_matches("sha256:");
+        let next = match out.last() {
+            None => hex.to_string(),
+            Some(parent) => {
+                Sha256::digest(format!("{parent}+{hex}").as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
             }
         };
         out.push(next);
@@ -205,17 +230,20 @@ impl LoadTracker {
     }
 
     /// One look: the images of an archive being loaded (in the order
-    /// Docker loads them), whether a layer registration is open, and
-    /// which chain ids the store holds. Returns the new events in order.
+    /// the engine loads them), whether a layer is being written, what the
+    /// store calls each layer of an image (`keys`: [`chain_ids`] for
+    /// Docker, [`podman_layer_ids`] for Podman), and which of those the
+    /// store holds. Returns the new events in order.
     pub fn observe(
         &mut self,
         images: &[LoadImage],
         registering: bool,
+        keys: &dyn Fn(&[String]) -> Vec<String>,
         present: &dyn Fn(&str) -> bool,
     ) -> Vec<LoadEvent> {
         let mut events = Vec::new();
         for img in images {
-            let chains = chain_ids(&img.diff_ids);
+            let chains = keys(&img.diff_ids);
             let n = chains.len();
             let done = chains.iter().take_while(|c| present(c)).count();
             let mut report = |layer: usize, loading: bool, events: &mut Vec<LoadEvent>| {
@@ -265,6 +293,39 @@ mod tests {
         let want = Sha256::digest(b"sha256:aa sha256:bb");
         assert_eq!(ids[1], format!("sha256:{}", want.iter().map(|b| format!("{b:02x}")).collect::<String>()));
         assert!(chain_ids(&[]).is_empty());
+    }
+
+    #[test]
+    fn podman_layer_ids_follow_containers_storage() {
+        // Measured on a store podman 4.3 wrote: busybox's two layers.
+        let ids = podman_layer_ids(&[
+            "sha256:cb3178004ce46b3738763e82ea7366b4f5f477f98d6d2bd4f2713f281241abe2".into(),
+            "sha256:4fd97db04753724de8f44cc04d75dd155788a4a640f20e6588cabe1abc51533e".into(),
+        ]);
+        assert_eq!(
+            ids,
+            [
+                "cb3178004ce46b3738763e82ea7366b4f5f477f98d6d2bd4f2713f281241abe2",
+                "afcb5e03157efba7099162c8c88c39eae6e78eea96d03fdb67a5b57bc668dfad"
+            ]
+        );
+        // The tracker reports podman's layers by these keys.
+        let images = [img(
+            "b:1",
+            &[
+                "sha256:cb3178004ce46b3738763e82ea7366b4f5f477f98d6d2bd4f2713f281241abe2",
+                "sha256:4fd97db04753724de8f44cc04d75dd155788a4a640f20e6588cabe1abc51533e",
+            ],
+        )];
+        let mut t = LoadTracker::new();
+        let e = t.observe(&images, true, &podman_layer_ids, &|k: &str| k == ids[0]);
+        assert!(
+            matches!(
+                &e[..],
+                [LoadEvent::Layer { layer: 1, loading: false, .. }, LoadEvent::Layer { layer: 2, loading: true, .. }]
+            ),
+            "{e:?}"
+        );
     }
 
     #[test]
@@ -330,7 +391,7 @@ mod tests {
         let mut t = LoadTracker::new();
         let mut present: Vec<String> = Vec::new();
         let look = |t: &mut LoadTracker, present: &[String], registering| {
-            t.observe(&images, registering, &|c: &str| present.iter().any(|p| p == c))
+            t.observe(&images, registering, &chain_ids, &|c: &str| present.iter().any(|p| p == c))
         };
         // Archive unpacked, nothing registering yet: nothing to say.
         assert!(look(&mut t, &present, false).is_empty());
@@ -362,10 +423,10 @@ mod tests {
         // While a:1 has a layer to go, an open registration is a's, not b's.
         let images = [img("a:1", &["sha256:1"]), img("b:1", &["sha256:9"])];
         let mut t = LoadTracker::new();
-        let e = t.observe(&images, true, &|_: &str| false);
+        let e = t.observe(&images, true, &chain_ids, &|_: &str| false);
         assert!(matches!(&e[..], [LoadEvent::Layer { who, .. }] if who.image == "a:1"), "{e:?}");
         // A layer already in the store (shared with an earlier image) is present, not loading.
-        let e = t.observe(&images, true, &|c: &str| c == "sha256:1" || c == "sha256:9");
+        let e = t.observe(&images, true, &chain_ids, &|c: &str| c == "sha256:1" || c == "sha256:9");
         assert!(e.iter().all(|e| !matches!(e, LoadEvent::Layer { loading: true, .. })), "{e:?}");
     }
 }
