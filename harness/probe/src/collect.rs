@@ -45,7 +45,7 @@ impl Collector {
 
     /// The engine, each call bounded by `timeout`.
     pub fn engine(&self, timeout: Duration) -> Box<dyn Engine> {
-        crate::engine::open(self.cfg.engine, &self.cfg.socket, timeout)
+        crate::engine::open(self.cfg.engine, &self.cfg.socket, self.cfg.namespace.as_deref(), timeout)
     }
 
     /// `with_events`: also fetch the engine's event log (for the host's

@@ -6,7 +6,9 @@
 //!   and `<data-root>/image/overlay2/layerdb/`;
 //! - Podman: the archive a running `podman load` reads (its manifest and
 //!   configs, from the tar) and `overlay-layers/layers.json` (each layer,
-//!   flagged `incomplete` while it is written).
+//!   flagged `incomplete` while it is written);
+//! - containerd: the archive a running `ctr images import` reads, and
+//!   containerd's snapshots (through its API: unpacking, and committed).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -15,6 +17,8 @@ use std::time::Duration;
 use airboot_proto::load::{LoadImage, LoadTracker, archive_images, chain_ids, podman_layer_ids};
 
 use crate::engine::Kind;
+use crate::engine::containerd::{self, Containerd};
+use crate::status::Config;
 
 /// How often to look while an archive is being loaded, and otherwise.
 const BUSY: Duration = Duration::from_millis(50);
@@ -53,19 +57,46 @@ fn archives(root: &Path) -> Vec<(PathBuf, Option<Vec<LoadImage>>)> {
     out
 }
 
+/// Every process: its /proc folder and its arguments.
+fn processes() -> Vec<(PathBuf, Vec<String>)> {
+    let Ok(dir) = std::fs::read_dir("/proc") else { return Vec::new() };
+    dir.flatten()
+        .filter(|e| e.file_name().to_string_lossy().bytes().all(|b| b.is_ascii_digit()))
+        .filter_map(|e| {
+            let cmd = std::fs::read(e.path().join("cmdline")).ok()?;
+            let args = cmd
+                .split(|b| *b == 0)
+                .filter(|a| !a.is_empty())
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect();
+            Some((e.path(), args))
+        })
+        .collect()
+}
+
+/// The file `FILE` names for process `proc` (`-`: its standard input);
+/// a relative path is the process's own working directory's.
+fn opened(proc: &Path, file: Option<String>) -> Option<PathBuf> {
+    let file = file.filter(|f| f != "-").or_else(|| {
+        std::fs::read_link(proc.join("fd/0"))
+            .ok()
+            .map(|p| p.display().to_string())
+            .filter(|p| p.starts_with('/') && !p.starts_with("/dev/"))
+    })?;
+    let p = PathBuf::from(&file);
+    Some(if p.is_absolute() { p } else { proc.join("cwd").join(p) })
+}
+
+/// The one file matching processes read (`None`: none, or more than one).
+fn only(found: Vec<PathBuf>) -> Option<PathBuf> {
+    if found.len() == 1 { found.into_iter().next() } else { None }
+}
+
 /// The file a running `<program> load` reads (`-i FILE`, `--input FILE`,
-/// or a file on its standard input); `None` when there is no such
-/// process, or more than one.
+/// or a file on its standard input).
 fn loading_archive(program: &str) -> Option<PathBuf> {
     let mut found = Vec::new();
-    for e in std::fs::read_dir("/proc").ok()?.flatten() {
-        let pid = e.file_name();
-        if !pid.to_string_lossy().bytes().all(|b| b.is_ascii_digit()) {
-            continue;
-        }
-        let Ok(cmd) = std::fs::read(e.path().join("cmdline")) else { continue };
-        let args: Vec<String> =
-            cmd.split(|b| *b == 0).filter(|a| !a.is_empty()).map(|a| String::from_utf8_lossy(a).into_owned()).collect();
+    for (proc, args) in processes() {
         let is_it = args.first().is_some_and(|a| a.rsplit('/').next() == Some(program));
         let load = args.iter().position(|a| a == "load");
         let (true, Some(load)) = (is_it, load) else { continue };
@@ -78,19 +109,23 @@ fn loading_archive(program: &str) -> Option<PathBuf> {
                 file = Some(f.to_string());
             }
         }
-        let file = file.or_else(|| {
-            std::fs::read_link(e.path().join("fd/0"))
-                .ok()
-                .map(|p| p.display().to_string())
-                .filter(|p| p.starts_with('/') && !p.starts_with("/dev/"))
-        });
-        if let Some(f) = file {
-            // A relative path is the process's own working directory's.
-            let p = PathBuf::from(&f);
-            found.push(if p.is_absolute() { p } else { e.path().join("cwd").join(p) });
-        }
+        found.extend(opened(&proc, file));
     }
-    if found.len() == 1 { found.pop() } else { None }
+    only(found)
+}
+
+/// The archive a running `ctr [images] import [flags] FILE` reads (its
+/// last argument; `-`: its standard input).
+fn importing_archive() -> Option<PathBuf> {
+    let mut found = Vec::new();
+    for (proc, args) in processes() {
+        let is_ctr = args.first().is_some_and(|a| a.rsplit('/').next() == Some("ctr"));
+        if !is_ctr || !args.iter().any(|a| a == "import") {
+            continue;
+        }
+        found.extend(opened(&proc, args.last().cloned()));
+    }
+    only(found)
 }
 
 fn file_name(p: &Path) -> Option<String> {
@@ -115,7 +150,7 @@ fn say(device: &Path, events: &[airboot_proto::load::LoadEvent]) {
         return;
     }
     let text: String = events.iter().map(|e| format!("{}\n", e.line())).collect();
-    match std::fs::OpenOptions::new().write(true).open(device) {
+    match std::fs::OpenOptions::new().append(true).open(device) {
         Ok(mut f) => {
             let _ = f.write_all(text.as_bytes());
         }
@@ -124,10 +159,18 @@ fn say(device: &Path, events: &[airboot_proto::load::LoadEvent]) {
 }
 
 /// Runs for ever, printing the engine's load events to `device`.
-pub fn watch(device: &Path, engine: Kind) {
-    match engine {
+pub fn watch(device: &Path, cfg: &Config) {
+    match cfg.engine {
         Kind::Docker => watch_docker(device),
         Kind::Podman => watch_podman(device, Path::new(PODMAN_ROOT)),
+        Kind::Containerd => watch_containerd(
+            device,
+            &Containerd {
+                socket: cfg.socket.clone().into(),
+                timeout: Duration::from_secs(5),
+                namespace: cfg.namespace.clone(),
+            },
+        ),
     }
 }
 
@@ -203,5 +246,27 @@ fn watch_podman(device: &Path, root: &Path) {
             say(device, &t.observe(images, writing, &podman_layer_ids, &present));
         }
         std::thread::sleep(if current.is_some() { BUSY } else { IDLE });
+    }
+}
+
+/// `ctr images import`: the archive's blobs go into the content store
+/// first, then each image is unpacked layer by layer: a layer is being
+/// written while an active `extract-…` snapshot exists, and it is in the
+/// store once a committed snapshot is named by its chain ID (asked
+/// through containerd's snapshots API).
+fn watch_containerd(device: &Path, c: &Containerd) {
+    let mut current: Option<(PathBuf, Option<Vec<LoadImage>>, LoadTracker)> = None;
+    loop {
+        let archive = importing_archive();
+        if current.as_ref().map(|c| &c.0) != archive.as_ref() {
+            current = archive.map(|a| (a.clone(), tar_images(&a), LoadTracker::new()));
+        }
+        if let Some((_, Some(images), t)) = current.as_mut() {
+            let namespaces = containerd::watch_namespaces(c);
+            let writing = namespaces.iter().any(|ns| containerd::extracting(c, ns));
+            let present = |k: &str| namespaces.iter().any(|ns| containerd::snapshot_committed(c, ns, k));
+            say(device, &t.observe(images, writing, &chain_ids, &present));
+        }
+        std::thread::sleep(if current.is_some() { BUSY * 2 } else { IDLE });
     }
 }

@@ -35,7 +35,7 @@ serve    answer the host over vsock (port 5253) and the virtio-serial port
          org.airboot.probe; print console status blocks on PATH (default
          /dev/console) until a host has connected, and the engine's
          load progress lines (AIRBOOT-EVENT v1 layer-load ...) on PATH
-         always (Docker and Podman)
+         always (docker load, podman load, ctr images import)
 console  only print console status blocks and load progress lines
 status   print one status (JSON) on stdout
 airgap   print the network evidence (JSON) on stdout
@@ -56,7 +56,7 @@ fn console_loop(shared: &server::Shared, device: &PathBuf, stop_when_host_seen: 
         };
         // One write for the whole block keeps other console output out of
         // it as far as the kernel allows; the checksum catches the rest.
-        match std::fs::OpenOptions::new().write(true).open(device) {
+        match std::fs::OpenOptions::new().append(true).open(device) {
             Ok(mut f) => {
                 let _ = f.write_all(text.as_bytes());
             }
@@ -64,6 +64,17 @@ fn console_loop(shared: &server::Shared, device: &PathBuf, stop_when_host_seen: 
         }
         std::thread::sleep(Duration::from_secs_f64(wait.max(0.1)));
     }
+}
+
+/// Start watching the engine: its load progress, and (containerd, which
+/// keeps no event history) its events from now on.
+fn watch_engine(shared: &server::Shared, device: &std::path::Path) {
+    let cfg = shared.collector.lock().unwrap_or_else(|e| e.into_inner()).cfg.clone();
+    if cfg.engine == engine::Kind::Containerd {
+        engine::containerd::start_events(std::path::Path::new(&cfg.socket));
+    }
+    let d = device.to_path_buf();
+    std::thread::spawn(move || loadwatch::watch(&d, &cfg));
 }
 
 fn main() {
@@ -118,13 +129,11 @@ fn main() {
             println!("{}", serde_json::to_string_pretty(&resp).expect("json"));
         }
         Some("console") => {
-            let (d, engine) = (device.clone(), shared.collector.lock().unwrap_or_else(|e| e.into_inner()).cfg.engine);
-            std::thread::spawn(move || loadwatch::watch(&d, engine));
+            watch_engine(&shared, &device);
             console_loop(&shared, &device, false)
         }
         Some("serve") => {
-            let (d, engine) = (device.clone(), shared.collector.lock().unwrap_or_else(|e| e.into_inner()).cfg.engine);
-            std::thread::spawn(move || loadwatch::watch(&d, engine));
+            watch_engine(&shared, &device);
             let s = shared.clone();
             std::thread::spawn(move || server::vsock_loop(s));
             let s = shared.clone();

@@ -15,12 +15,14 @@ pub struct Config {
     pub interval_s: f64,
     pub settled_interval_s: f64,
     pub deadline_s: f64,
-    /// The engine (`ENGINE`): docker (default) or podman.
+    /// The engine (`ENGINE`): docker (default), podman or containerd.
     pub engine: crate::engine::Kind,
     /// Its unit and API socket (`ENGINE_UNIT`, `ENGINE_SOCKET`; the
     /// engine's own by default).
     pub engine_unit: String,
     pub socket: String,
+    /// containerd's namespace (`ENGINE_NAMESPACE`); unset: every namespace.
+    pub namespace: Option<String>,
 }
 
 impl Default for Config {
@@ -34,6 +36,7 @@ impl Default for Config {
             engine: crate::engine::Kind::Docker,
             engine_unit: crate::engine::Kind::Docker.default_unit().into(),
             socket: crate::engine::Kind::Docker.default_socket().into(),
+            namespace: None,
         }
     }
 }
@@ -58,6 +61,7 @@ pub fn parse_config(text: &str) -> Config {
             "ENGINE" => c.engine = crate::engine::Kind::parse(v).unwrap_or(c.engine),
             "ENGINE_UNIT" => unit = Some(v.to_string()),
             "ENGINE_SOCKET" => socket = Some(v.to_string()),
+            "ENGINE_NAMESPACE" => c.namespace = Some(v.to_string()).filter(|n| !n.is_empty()),
             _ => {}
         }
     }
@@ -72,6 +76,12 @@ pub fn parse_config(text: &str) -> Config {
 /// with a server error) and decide whether the stack has settled.
 pub fn judge(s: &mut ProbeStatus, engine_unit: &str, error: Option<&str>, failing_streak: u32, cfg: &Config) {
     let booting = matches!(s.system.as_str(), "initializing" | "starting");
+    // The stack's units have all finished (none still starting).
+    let units_done = !booting
+        && s.units
+            .iter()
+            .filter(|u| u.name != cfg.engine_unit)
+            .all(|u| matches!(u.active.as_str(), "active" | "failed" | "inactive"));
     let mut settled = true;
     if s.engine.state == EngineState::Up {
         for want in &cfg.stack_containers {
@@ -80,7 +90,11 @@ pub fn judge(s: &mut ProbeStatus, engine_unit: &str, error: Option<&str>, failin
                 None => false,
                 Some(c) => match c.state.as_str() {
                     "running" => c.health.as_deref() != Some("starting"),
-                    "exited" | "dead" => true,
+                    // Podman says `stopped` once conmon has cleaned up.
+                    "exited" | "dead" | "stopped" => true,
+                    // Never started (a containerd container without a
+                    // task): final once nothing is left to start it.
+                    "created" => units_done,
                     _ => false,
                 },
             };
@@ -196,6 +210,12 @@ mod tests {
         );
         let p = parse_config("ENGINE_SOCKET=/s.sock\nENGINE=\"podman\"\n");
         assert_eq!(p.socket, "/s.sock", "ENGINE_SOCKET wins, whatever the order");
+        let c = parse_config("ENGINE=containerd\nENGINE_NAMESPACE=airboot\n");
+        assert_eq!(
+            (c.engine, c.socket.as_str(), c.engine_unit.as_str(), c.namespace.as_deref()),
+            (crate::engine::Kind::Containerd, "/run/containerd/containerd.sock", "containerd.service", Some("airboot"))
+        );
+        assert_eq!(parse_config("ENGINE=containerd\n").namespace, None, "every namespace");
     }
 
     #[test]
@@ -208,6 +228,18 @@ mod tests {
         assert!(judged(status(Some("healthy"), done())));
         assert!(!judged(status(Some("starting"), done())));
         assert!(judged(status(None, done())));
+        // A container that ran to its end is final, in Docker's words and Podman's.
+        for state in ["exited", "stopped"] {
+            let mut s = status(None, done());
+            s.containers[0].state = state.into();
+            assert!(judged(s), "{state}");
+        }
+        // One never started is final only once no unit is left to start it.
+        let mut s = status(None, done());
+        s.containers[0].state = "created".into();
+        assert!(judged(s.clone()));
+        s.units[0].active = "activating".into();
+        assert!(!judged(s));
         assert!(!judged(status(Some("healthy"), vec![unit("a.service", "activating"), unit("b.service", "active")])));
         let mut late = status(Some("starting"), done());
         late.clocks.boottime_s = 1000.0;

@@ -26,6 +26,7 @@ pub mod http;
 pub mod load;
 pub mod probe;
 pub mod tar;
+pub mod time;
 
 use serde::{Deserialize, Serialize};
 

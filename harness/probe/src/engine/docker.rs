@@ -260,14 +260,21 @@ pub fn image_records(v: &Value) -> Vec<ImageRecord> {
             out.push(ImageRecord { repository: "<none>".into(), tag: "<none>".into(), id: id.clone() });
         }
         for t in tags {
-            let (repo, tag) = match t.rfind(':') {
-                Some(p) if !t[p + 1..].contains('/') => (&t[..p], &t[p + 1..]),
-                _ => (t, "<none>"),
-            };
-            out.push(ImageRecord { repository: repo.into(), tag: tag.into(), id: id.clone() });
+            let (repository, tag) = split_reference(t);
+            out.push(ImageRecord { repository, tag, id: id.clone() });
         }
     }
     out
+}
+
+/// `registry:5000/app:2` → (`registry:5000/app`, `2`); no tag → `<none>`.
+pub fn split_reference(t: &str) -> (String, String) {
+    // A reference by digest (`name@sha256:…`) has no tag.
+    let t = t.split_once('@').map_or(t, |(name, _)| name);
+    match t.rfind(':') {
+        Some(p) if !t[p + 1..].contains('/') => (t[..p].to_string(), t[p + 1..].to_string()),
+        _ => (t.to_string(), "<none>".to_string()),
+    }
 }
 
 /// Platform and layers from `/images/{id}/json`.

@@ -1,8 +1,13 @@
 //! The container engine, asked through its API socket (never by scraping
 //! CLI output). One [`Engine`] per kind: Docker and Podman speak the
-//! Docker API ([`docker`]); the rest of the probe only sees the trait.
+//! Docker API ([`docker`]), containerd its gRPC API ([`containerd`]); the
+//! rest of the probe only sees the trait.
 
+pub mod containerd;
 pub mod docker;
+mod grpc;
+mod hpack;
+mod pb;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -40,6 +45,7 @@ pub trait Engine: Send {
 pub enum Kind {
     Docker,
     Podman,
+    Containerd,
 }
 
 impl Kind {
@@ -47,6 +53,7 @@ impl Kind {
         match s {
             "docker" => Some(Kind::Docker),
             "podman" => Some(Kind::Podman),
+            "containerd" => Some(Kind::Containerd),
             _ => None,
         }
     }
@@ -55,6 +62,7 @@ impl Kind {
         match self {
             Kind::Docker => "/var/run/docker.sock",
             Kind::Podman => "/run/podman/podman.sock",
+            Kind::Containerd => "/run/containerd/containerd.sock",
         }
     }
     /// The unit whose activation means its API is there, unless status.conf says.
@@ -62,15 +70,20 @@ impl Kind {
         match self {
             Kind::Docker => "docker.service",
             Kind::Podman => "podman.socket",
+            Kind::Containerd => "containerd.service",
         }
     }
 }
 
-/// The engine of `kind` at `socket`, each call bounded by `timeout`.
-pub fn open(kind: Kind, socket: &str, timeout: Duration) -> Box<dyn Engine> {
+/// The engine of `kind` at `socket` (containerd: in `namespace`, else in
+/// all), each call bounded by `timeout`.
+pub fn open(kind: Kind, socket: &str, namespace: Option<&str>, timeout: Duration) -> Box<dyn Engine> {
     let socket = PathBuf::from(socket);
     match kind {
         Kind::Docker => Box::new(Docker { socket, timeout, flavor: Flavor::Docker }),
         Kind::Podman => Box::new(Docker { socket, timeout, flavor: Flavor::Podman }),
+        Kind::Containerd => {
+            Box::new(containerd::Containerd { socket, timeout, namespace: namespace.map(str::to_string) })
+        }
     }
 }
