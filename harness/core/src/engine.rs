@@ -78,15 +78,11 @@ impl EngineModel for Containerd {
         r"Started containerd\.service|Started .*containerd container runtime"
     }
     fn data_root(&self) -> &'static str {
-        "/var/lib/containerd"
+        crate::cut::store::CONTAINERD_ROOT
     }
-    fn check_store(&self, _fs: &Ext4, _expected: &[String]) -> io::Result<StoreCheck> {
-        Err(unsupported(Engine::Containerd))
+    fn check_store(&self, fs: &Ext4, expected: &[String]) -> io::Result<StoreCheck> {
+        crate::cut::store::check_containerd(fs, expected)
     }
-}
-
-fn unsupported(e: Engine) -> io::Error {
-    io::Error::new(io::ErrorKind::Unsupported, format!("no offline store check for {e} yet"))
 }
 
 /// The model of `e`.

@@ -29,6 +29,7 @@ const PROBES: &[&str] = &[
     "/usr/bin/dockerd",
     "/usr/sbin/dockerd",
     "/usr/bin/containerd",
+    "/usr/bin/podman",
     "/usr/lib/systemd/systemd",
     "/sbin/init",
     "/bin/busybox",

@@ -257,6 +257,22 @@ impl<'a> Ext4<'a> {
         Ok(out)
     }
 
+    /// A file's content as a stream, one block at a time (for files too
+    /// large to hold in memory: layer blobs, image files).
+    pub fn reader<'f>(&'f self, ino: &Inode) -> io::Result<FileReader<'f, 'a>> {
+        let inline = ino.flags & INLINE_DATA_FL != 0
+            || (ino.kind() == Kind::Symlink && ino.size < 60 && ino.flags & EXTENTS_FL == 0);
+        if inline {
+            return Ok(FileReader { fs: self, blocks: Vec::new(), next: 0, left: 0, buf: self.read(ino, 60)?, pos: 0 });
+        }
+        let nblocks = ino.size.div_ceil(self.block_size);
+        if nblocks > 1 << 24 {
+            return Err(bad("file too large to read here"));
+        }
+        let blocks = self.block_list(ino, nblocks)?;
+        Ok(FileReader { fs: self, blocks, next: 0, left: ino.size, buf: Vec::new(), pos: 0 })
+    }
+
     pub fn list(&self, dir: &Inode) -> io::Result<Vec<DirEntry>> {
         if dir.kind() != Kind::Dir {
             return Err(bad(format!("inode {} is not a directory", dir.number)));
@@ -354,6 +370,38 @@ impl<'a> Ext4<'a> {
     }
 }
 
+/// A file being read block by block ([`Ext4::reader`]).
+pub struct FileReader<'f, 'a> {
+    fs: &'f Ext4<'a>,
+    blocks: Vec<u64>,
+    next: usize,
+    /// Bytes of the file not yet taken into `buf`.
+    left: u64,
+    buf: Vec<u8>,
+    pos: usize,
+}
+
+impl io::Read for FileReader<'_, '_> {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        if self.pos == self.buf.len() {
+            if self.left == 0 || self.next >= self.blocks.len() {
+                return Ok(0);
+            }
+            let b = self.blocks[self.next];
+            self.next += 1;
+            let take = self.left.min(self.fs.block_size) as usize;
+            self.buf = if b == 0 { vec![0; take] } else { self.fs.read_block(b)? };
+            self.buf.truncate(take);
+            self.left -= take as u64;
+            self.pos = 0;
+        }
+        let n = out.len().min(self.buf.len() - self.pos);
+        out[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -399,11 +447,26 @@ mod tests {
         assert_eq!(ino.size, 300_000);
         assert_eq!(fs.read(&ino, u64::MAX).unwrap(), exe);
         assert_eq!(fs.read(&ino, 10).unwrap(), exe[..10]);
+        // Streamed in odd-sized reads, the same bytes.
+        let mut streamed = Vec::new();
+        let mut r = fs.reader(&ino).unwrap();
+        let mut chunk = [0u8; 1000];
+        loop {
+            let n = std::io::Read::read(&mut r, &mut chunk).unwrap();
+            if n == 0 {
+                break;
+            }
+            streamed.extend_from_slice(&chunk[..n]);
+        }
+        assert_eq!(streamed, exe);
         // Through symlinks: relative, absolute, chained.
         assert_eq!(fs.lookup("/bin/dockerd", true).unwrap().unwrap().number, ino.number);
         assert_eq!(fs.lookup("/sbin/dockerd", true).unwrap().unwrap().number, ino.number);
         let init = fs.lookup("/sbin/init", true).unwrap().unwrap();
         assert_eq!(fs.read(&init, 100).unwrap(), b"\x7fELF-ish");
+        let mut small = Vec::new();
+        std::io::Read::read_to_end(&mut fs.reader(&init).unwrap(), &mut small).unwrap();
+        assert_eq!(small, b"\x7fELF-ish");
         assert_eq!(fs.lookup("/sbin/init", false).unwrap().unwrap().kind(), Kind::Symlink);
         assert_eq!(fs.lookup("/longlink", true).unwrap().unwrap().number, ino.number, "slow symlink in a data block");
         // A hashed directory lists every entry.

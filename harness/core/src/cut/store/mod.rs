@@ -27,9 +27,12 @@ use crate::disk::ext4::{Ext4, Inode, Kind};
 
 pub const DOCKER_ROOT: &str = "/var/lib/docker";
 
+pub mod bolt;
+mod containerd;
 mod docker;
 mod podman;
 
+pub use containerd::{CONTAINERD_ROOT, check_containerd};
 pub use docker::check_docker;
 pub use podman::{PODMAN_ROOT, check_podman};
 
