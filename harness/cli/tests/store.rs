@@ -1,15 +1,18 @@
 //! Positive controls for the offline store checkers, on real stores: the
 //! preseeded fixture's `/var/lib/docker` (written by a real dockerd at
-//! build time) and the Podman fixture's `/var/lib/containers/storage`
-//! (written by a real podman). The intact store must check complete; each
-//! state damaged on purpose (with debugfs, on a copy) must be classified
-//! as damaged, naming what is wrong. A checker that never finds anything
-//! fails here.
+//! build time), the Podman fixture's `/var/lib/containers/storage`
+//! (written by a real podman) and a `/var/lib/containerd` written by a
+//! real containerd importing the containerd fixture's archives. The
+//! intact store must check complete; each state damaged on purpose (with
+//! debugfs, on a copy) must be classified as damaged, naming what is
+//! wrong. A checker that never finds anything fails here.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use airboot_core::cut::store::{ImageState, StoreCheck, StoreVerdict, chain_ids, check_docker, check_podman};
+use airboot_core::cut::store::{
+    ImageState, StoreCheck, StoreVerdict, chain_ids, check_containerd, check_docker, check_podman,
+};
 use airboot_core::disk::ext4::Ext4;
 use airboot_images::{cache_root, find, lookup};
 use base64::Engine as _;
@@ -270,4 +273,169 @@ fn the_podman_store_checker_finds_what_was_damaged_on_purpose() {
     );
 
     assert_eq!(check_pm(&fs).verdict, StoreVerdict::New, "the intact copy is unchanged");
+}
+
+const CONTAINERD: &str = "debian-containerd-x86_64";
+const CTRD_IMAGES: [&str; 2] = ["fixture/busybox:1", "fixture/redis:1"];
+
+/// A private containerd (the build host's: Debian's containerd, the
+/// version the fixture runs) importing the containerd fixture's archives
+/// the way its first boot does: `root/var/lib/containerd` under `dir`.
+fn containerd_store(dir: &Path) -> PathBuf {
+    let fs = root_fs_of(CONTAINERD, dir);
+    let f = std::fs::File::open(&fs).unwrap();
+    let e = Ext4::open(&f).unwrap();
+    let list = read(&fs, "/usr/share/airboot/images/images.list");
+    let mut archives = Vec::new();
+    for line in list.lines().filter(|l| !l.starts_with('#') && !l.trim().is_empty()) {
+        let mut w = line.split_whitespace();
+        let (archive, _id, reference) = (w.next().unwrap(), w.next().unwrap(), w.next().unwrap());
+        let ino = e.lookup(&format!("/usr/share/airboot/images/{archive}"), true).unwrap().unwrap();
+        let out = dir.join(archive);
+        std::io::copy(&mut e.reader(&ino).unwrap(), &mut std::fs::File::create(&out).unwrap()).unwrap();
+        archives.push((out, reference.to_string()));
+    }
+    let root = dir.join("tree/var/lib/containerd");
+    std::fs::create_dir_all(&root).unwrap();
+    let sock = dir.join("c.sock");
+    let config = dir.join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "version = 2\nroot = {:?}\nstate = {:?}\ndisabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n[grpc]\n  address = {:?}\n[ttrpc]\n  address = {:?}\n",
+            root.display().to_string(),
+            dir.join("state").display().to_string(),
+            sock.display().to_string(),
+            dir.join("c.sock.ttrpc").display().to_string()
+        ),
+    )
+    .unwrap();
+    let log = std::fs::File::create(dir.join("containerd.log")).unwrap();
+    let mut daemon = Command::new("containerd")
+        .arg("--config")
+        .arg(&config)
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let t0 = std::time::Instant::now();
+    while !sock.exists() {
+        assert!(t0.elapsed().as_secs() < 30, "containerd did not start: see {}", dir.join("containerd.log").display());
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    for (archive, reference) in &archives {
+        let o = Command::new("ctr")
+            .arg("--address")
+            .arg(&sock)
+            .args(["--namespace", "airboot", "images", "import", "--index-name", reference])
+            .arg(archive)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "ctr images import: {}", String::from_utf8_lossy(&o.stderr));
+    }
+    // A clean stop: bbolt's last transaction is on disk.
+    let _ = Command::new("kill").arg("-TERM").arg(daemon.id().to_string()).status();
+    daemon.wait().unwrap();
+    dir.join("tree")
+}
+
+/// An ext4 image of `tree` (as the device's root filesystem would hold it).
+fn ext4_of(tree: &Path, name: &str) -> PathBuf {
+    let img = tree.with_file_name(format!("{name}.raw"));
+    std::fs::File::create(&img).unwrap().set_len(1 << 30).unwrap();
+    let o = Command::new("mkfs.ext4").args(["-q", "-F", "-d"]).arg(tree).arg(&img).output().unwrap();
+    assert!(o.status.success(), "mkfs.ext4: {}", String::from_utf8_lossy(&o.stderr));
+    img
+}
+
+fn check_ctrd(img: &Path) -> StoreCheck {
+    let f = std::fs::File::open(img).unwrap();
+    let e = Ext4::open(&f).unwrap();
+    check_containerd(&e, &CTRD_IMAGES.map(String::from)).unwrap()
+}
+
+/// A copy of the store tree, changed by `damage`, as an ext4 image.
+fn damaged_tree(tree: &Path, name: &str, damage: impl FnOnce(&Path)) -> PathBuf {
+    let copy = tree.with_file_name(format!("{name}-tree"));
+    let st = Command::new("cp").arg("-a").arg(tree).arg(&copy).status().unwrap();
+    assert!(st.success());
+    damage(&copy.join("var/lib/containerd"));
+    let img = ext4_of(&copy, name);
+    std::fs::remove_dir_all(&copy).unwrap();
+    img
+}
+
+#[test]
+fn the_containerd_store_checker_finds_what_was_damaged_on_purpose() {
+    let dir = tempfile::tempdir().unwrap();
+    let tree = containerd_store(dir.path());
+    let ok = check_ctrd(&ext4_of(&tree, "intact"));
+    assert_eq!(ok.verdict, StoreVerdict::New, "{ok:#?}");
+    // busybox's two layers and redis's three share the base: four layers.
+    assert_eq!((ok.layers_registered, ok.layers_verified), (4, 4), "{ok:#?}");
+    let redis_cfg = ok.images[1].id.clone().unwrap();
+    let root = tree.join("var/lib/containerd");
+    let blobs = root.join("io.containerd.content.v1.content/blobs/sha256");
+    let cfg: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(blobs.join(redis_cfg.trim_start_matches("sha256:"))).unwrap()).unwrap();
+    let diffs: Vec<String> =
+        cfg["rootfs"]["diff_ids"].as_array().unwrap().iter().map(|d| d.as_str().unwrap().to_string()).collect();
+    // Docker-save archives carry uncompressed layers: blob digest = diff_id.
+    let top = diffs.last().unwrap().trim_start_matches("sha256:").to_string();
+    // The snapshot holding redis's top layer: the one whose fs has redis-check-rdb.
+    let snaps = root.join("io.containerd.snapshotter.v1.overlayfs/snapshots");
+    let snap = std::fs::read_dir(&snaps)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.join("fs/usr/bin/redis-check-rdb").exists())
+        .expect("an unpacked redis layer");
+
+    // 1. A layer blob emptied in place (zero-length blob).
+    let c = check_ctrd(&damaged_tree(&tree, "zero-blob", |r| {
+        std::fs::write(r.join("io.containerd.content.v1.content/blobs/sha256").join(&top), b"").unwrap();
+    }));
+    assert!(matches!(state_of(&c, CTRD_IMAGES[1]), ImageState::Corrupt(w) if w.contains("meta.db says")), "{c:#?}");
+    assert_eq!(state_of(&c, CTRD_IMAGES[0]), ImageState::Complete, "only redis's layer was touched");
+
+    // 2. A recorded blob missing, its data still in ingest/ (containerd#10457).
+    let c = check_ctrd(&damaged_tree(&tree, "lost-rename", |r| {
+        let content = r.join("io.containerd.content.v1.content");
+        let ingest = content.join("ingest/0123abcd");
+        std::fs::create_dir_all(&ingest).unwrap();
+        std::fs::rename(content.join("blobs/sha256").join(&top), ingest.join("data")).unwrap();
+    }));
+    assert!(
+        matches!(state_of(&c, CTRD_IMAGES[1]), ImageState::Corrupt(w) if w.contains("missing") && w.contains("ingest")),
+        "{c:#?}"
+    );
+
+    // 3. An unpacked file emptied in a committed snapshot (containerd#5854).
+    let rel = snap.strip_prefix(&root).unwrap().to_path_buf();
+    let c = check_ctrd(&damaged_tree(&tree, "empty-file", |r| {
+        std::fs::write(r.join(&rel).join("fs/usr/bin/redis-check-rdb"), b"").unwrap();
+    }));
+    assert!(matches!(state_of(&c, CTRD_IMAGES[1]), ImageState::Corrupt(w) if w.contains("redis-check-rdb")), "{c:#?}");
+
+    // 4. The snapshotter's records lost (its metadata.db gone).
+    let c = check_ctrd(&damaged_tree(&tree, "no-snap-db", |r| {
+        std::fs::remove_file(r.join("io.containerd.snapshotter.v1.overlayfs/metadata.db")).unwrap();
+    }));
+    assert!(
+        matches!(state_of(&c, CTRD_IMAGES[0]), ImageState::Corrupt(w) if w.contains("metadata.db is missing")),
+        "{c:#?}"
+    );
+
+    // 5. meta.db's both meta pages torn.
+    let c = check_ctrd(&damaged_tree(&tree, "torn-meta", |r| {
+        let p = r.join("io.containerd.metadata.v1.bolt/meta.db");
+        let mut d = std::fs::read(&p).unwrap();
+        d[36] ^= 0xff;
+        d[4096 + 36] ^= 0xff;
+        std::fs::write(&p, d).unwrap();
+    }));
+    assert_eq!(c.verdict, StoreVerdict::Corrupt, "{c:#?}");
+    assert!(c.problems.iter().any(|p| p.contains("meta.db is damaged")), "{c:#?}");
+
+    assert_eq!(check_ctrd(&ext4_of(&tree, "again")).verdict, StoreVerdict::New, "the intact tree is unchanged");
 }

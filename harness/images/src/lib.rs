@@ -126,6 +126,10 @@ pub fn catalog() -> Vec<FixtureDef> {
         engine: Engine::Podman,
         ..def(name, Arch::X86_64, Arch::X86_64, variant, Direct, description)
     };
+    let containerd = |name, variant, description| FixtureDef {
+        engine: Engine::Containerd,
+        ..def(name, Arch::X86_64, Arch::X86_64, variant, Direct, description)
+    };
     let (x86, arm) = (Arch::X86_64, Arch::Aarch64);
     vec![
         def(
@@ -193,6 +197,11 @@ pub fn catalog() -> Vec<FixtureDef> {
             "debian-podman-load-at-boot-x86_64",
             LoadAtBoot,
             "Debian bookworm + podman 4.3, images shipped as archives that a first-boot unit loads (`podman load`) before running the stack with --restart=always",
+        ),
+        containerd(
+            "debian-containerd-x86_64",
+            LoadAtBoot,
+            "Debian bookworm + containerd 1.6 (no Docker, no CNI), archives imported at first boot with `ctr images import` (namespace airboot), the stack's containers started as tasks on every boot by a unit",
         ),
         def(
             "debian-wrong-platform-aarch64",
@@ -522,8 +531,23 @@ mod tests {
         assert!(docker.iter().any(|(p, _, _)| *p == "etc/systemd/system/container-redis.service"));
         assert!(recipe_tree("overlay/base").iter().any(|(p, _, _)| *p == "etc/systemd/system/airboot-probe.service"));
         assert!(recipe_file("overlay/podman-load-at-boot/usr/local/sbin/airboot-load-images").unwrap().1 & 0o111 != 0);
-        for e in [Engine::Docker, Engine::Podman] {
-            assert!(recipe_file(rootfs_packages(e)).is_some(), "{e}: no package list");
+        for e in Engine::ALL {
+            assert!(recipe_file(rootfs_packages(*e)).is_some(), "{e}: no package list");
+        }
+        assert!(recipe_file("overlay/containerd-load-at-boot/usr/local/sbin/airboot-stack").unwrap().1 & 0o111 != 0);
+        // Every fixture's engine overlay exists, and a loading variant's
+        // overlay brings the unit that loads.
+        for f in catalog() {
+            assert!(!recipe_tree(&format!("overlay/{}", f.engine)).is_empty(), "{}: no engine overlay", f.name);
+            let engine = if f.engine == Engine::Docker { String::new() } else { format!("{}-", f.engine) };
+            let variant = format!("overlay/{engine}{}", f.variant.as_str());
+            if !f.variant.preseeds() {
+                assert!(
+                    recipe_tree(&variant).iter().any(|(p, _, _)| p.starts_with("etc/systemd/system/")),
+                    "{}: no unit in {variant}",
+                    f.name
+                );
+            }
         }
         assert!(recipe_tree("overlay/load-at-boot").iter().any(|(p, _, _)| p.ends_with("airboot-load-images")));
     }

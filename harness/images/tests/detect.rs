@@ -21,7 +21,13 @@ fn every_built_fixture_reads_back_as_its_architecture() {
         let ev = detect::disk_evidence(disk.as_ref());
         let text: Vec<&str> = ev.iter().map(|e| e.what.as_str()).collect();
         assert_eq!(detect::judge(&ev), Verdict::Known(def.arch), "{}: {text:?}", def.name);
-        assert!(text.iter().any(|t| t.contains("dockerd") && t.contains("ELF")), "{}: {text:?}", def.name);
+        // The engine's own binary says it (containerd's for Docker's too).
+        let engine_bin = match def.engine {
+            airboot_model::Engine::Docker => "dockerd",
+            airboot_model::Engine::Podman => "podman",
+            airboot_model::Engine::Containerd => "containerd",
+        };
+        assert!(text.iter().any(|t| t.contains(engine_bin) && t.contains("ELF")), "{}: {text:?}", def.name);
         match def.boot {
             FixtureBoot::Uefi => {
                 assert!(text.iter().any(|t| t.starts_with("GPT type of partition 2")), "{}: {text:?}", def.name);
