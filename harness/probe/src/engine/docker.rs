@@ -1,7 +1,9 @@
-//! Docker's Engine API over its unix socket, and Podman's
-//! Docker-compatible API (the same routes, unversioned, on
-//! /run/podman/podman.sock) with the few places it differs: an exited
-//! container can be `stopped`, and events are read with `stream=false`.
+//! Docker's Engine API over its unix socket, and Podman's libpod API
+//! (`/v4.0.0/libpod/...` on /run/podman/podman.sock): the same routes and
+//! much the same JSON, with the few places it differs: IDs come bare (no
+//! `sha256:`), a container is created from a spec generator (`netns`), an
+//! exited container can be `stopped`, and events are read with
+//! `stream=false` (measured against podman 4.3.1).
 
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
@@ -53,6 +55,15 @@ impl super::Engine for Docker {
 }
 
 impl Docker {
+    /// The route `path` (Docker's) on this engine: libpod's for Podman
+    /// (every query used here is read the same by both).
+    fn route(&self, path: &str) -> String {
+        match self.flavor {
+            Flavor::Docker => path.to_string(),
+            Flavor::Podman => format!("/v4.0.0/libpod{path}"),
+        }
+    }
+
     /// Send a request and return the raw response. Errors are short
     /// sentences for the report ("docker.sock absent", "engine not
     /// responding after 10s").
@@ -90,20 +101,20 @@ impl Docker {
     }
 
     pub fn version(&self) -> Result<String, String> {
-        let v = self.get("/version")?;
+        let v = self.get(&self.route("/version"))?;
         Ok(v["Version"].as_str().unwrap_or("unknown").to_string())
     }
 
     /// Every image with its platform and layer diff_ids (`inspect` results
     /// are cached by ID: an image ID names immutable content).
     pub fn image_infos(&self, cache: &mut super::ImageCache) -> Result<Vec<ImageInfo>, String> {
-        let list = self.get("/images/json")?;
+        let list = self.get(&self.route("/images/json"))?;
         let mut out = Vec::new();
         for rec in image_records(&list) {
             let inspect = match cache.get(&rec.id) {
                 Some(v) => v.clone(),
                 None => {
-                    let v = self.get(&format!("/images/{}/json", rec.id))?;
+                    let v = self.get(&self.route(&format!("/images/{}/json", rec.id.trim_start_matches("sha256:"))))?;
                     cache.insert(rec.id.clone(), v.clone());
                     v
                 }
@@ -116,7 +127,7 @@ impl Docker {
     /// Every container (but airboot's own test runs) with its state, pid and
     /// health history.
     pub fn container_infos(&self) -> Result<Vec<ContainerInfo>, String> {
-        let list = self.get("/containers/json?all=1")?;
+        let list = self.get(&self.route("/containers/json?all=1"))?;
         let mut out = Vec::new();
         for c in list.as_array().into_iter().flatten() {
             let Some(id) = c["Id"].as_str() else { continue };
@@ -124,7 +135,7 @@ impl Docker {
                 continue;
             }
             // A container removed between the list and the inspect is simply gone.
-            if let Ok(i) = self.get(&format!("/containers/{id}/json")) {
+            if let Ok(i) = self.get(&self.route(&format!("/containers/{id}/json"))) {
                 out.push(container_info(&i));
             }
         }
@@ -137,7 +148,7 @@ impl Docker {
     pub fn events(&self, until_unix: i64) -> Result<Vec<EngineEvent>, String> {
         let path = match self.flavor {
             Flavor::Docker => format!("/events?since=0&until={until_unix}"),
-            Flavor::Podman => "/events?since=0&stream=false".to_string(),
+            Flavor::Podman => self.route("/events?since=0&stream=false"),
         };
         let r = self.call("GET", &path, None)?;
         if r.status != 200 {
@@ -153,12 +164,20 @@ impl Docker {
     pub fn run_image(&self, reference: &str, timeout: Duration) -> RunImageResult {
         let started = Instant::now();
         let mut res = RunImageResult { reference: reference.to_string(), ..Default::default() };
-        let body = json!({
-            "Image": reference,
-            "Labels": { "org.airboot.check": "1" },
-            "HostConfig": { "NetworkMode": "none" },
-        });
-        let created = match self.call("POST", "/containers/create", Some(&body)) {
+        let body = match self.flavor {
+            Flavor::Docker => json!({
+                "Image": reference,
+                "Labels": { "org.airboot.check": "1" },
+                "HostConfig": { "NetworkMode": "none" },
+            }),
+            // libpod's spec generator: no network namespace of its own to join.
+            Flavor::Podman => json!({
+                "image": reference,
+                "labels": { "org.airboot.check": "1" },
+                "netns": { "nsmode": "none" },
+            }),
+        };
+        let created = match self.call("POST", &self.route("/containers/create"), Some(&body)) {
             Ok(r) if r.status == 201 => {
                 serde_json::from_slice::<Value>(&r.body).ok().and_then(|v| v["Id"].as_str().map(str::to_string))
             }
@@ -175,12 +194,12 @@ impl Docker {
             res.duration_s = started.elapsed().as_secs_f64();
             return res;
         };
-        match self.call("POST", &format!("/containers/{id}/start"), None) {
+        match self.call("POST", &self.route(&format!("/containers/{id}/start")), None) {
             Ok(r) if r.status == 204 || r.status == 304 => {
                 let settle = Duration::from_secs(3).min(timeout);
                 let t0 = Instant::now();
                 loop {
-                    let st = self.get(&format!("/containers/{id}/json")).unwrap_or(Value::Null);
+                    let st = self.get(&self.route(&format!("/containers/{id}/json"))).unwrap_or(Value::Null);
                     let running = st["State"]["Running"].as_bool().unwrap_or(false);
                     let status = st["State"]["Status"].as_str().unwrap_or("");
                     // Podman says `stopped` once conmon has cleaned up.
@@ -217,14 +236,14 @@ impl Docker {
             Ok(r) => res.detail = format!("start failed: {}", message_of(&r.body)),
             Err(e) => res.detail = format!("start failed: {e}"),
         }
-        let _ = self.call("DELETE", &format!("/containers/{id}?force=1&v=1"), None);
+        let _ = self.call("DELETE", &self.route(&format!("/containers/{id}?force=1&v=1")), None);
         res.duration_s = started.elapsed().as_secs_f64();
         res
     }
 
     /// The last lines a container wrote (stdout and stderr).
     pub fn container_logs(&self, id: &str) -> Result<String, String> {
-        let r = self.call("GET", &format!("/containers/{id}/logs?stdout=1&stderr=1&tail=200"), None)?;
+        let r = self.call("GET", &self.route(&format!("/containers/{id}/logs?stdout=1&stderr=1&tail=200")), None)?;
         Ok(demux_logs(&r.body))
     }
 }
@@ -254,7 +273,7 @@ fn message_of(body: &[u8]) -> String {
 pub fn image_records(v: &Value) -> Vec<ImageRecord> {
     let mut out = Vec::new();
     for i in v.as_array().into_iter().flatten() {
-        let id = i["Id"].as_str().unwrap_or("").to_string();
+        let id = with_algorithm(i["Id"].as_str().unwrap_or(""));
         let tags: Vec<&str> = i["RepoTags"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
         if tags.is_empty() {
             out.push(ImageRecord { repository: "<none>".into(), tag: "<none>".into(), id: id.clone() });
@@ -265,6 +284,11 @@ pub fn image_records(v: &Value) -> Vec<ImageRecord> {
         }
     }
     out
+}
+
+/// An image ID as Docker writes it: libpod's bare hex gets `sha256:`.
+fn with_algorithm(id: &str) -> String {
+    if id.is_empty() || id.contains(':') { id.to_string() } else { format!("sha256:{id}") }
 }
 
 /// `registry:5000/app:2` → (`registry:5000/app`, `2`); no tag → `<none>`.
@@ -308,7 +332,7 @@ pub fn container_info(i: &Value) -> ContainerInfo {
     ContainerInfo {
         name: s(&i["Name"]).unwrap_or_default(),
         image: s(&i["Config"]["Image"]).unwrap_or_default(),
-        image_id: s(&i["Image"]),
+        image_id: i["Image"].as_str().filter(|s| !s.is_empty()).map(with_algorithm),
         state: s(&i["State"]["Status"]).unwrap_or_else(|| "unknown".into()),
         // Podman says "" where Docker leaves Health out: no healthcheck.
         health: s(&i["State"]["Health"]["Status"]).filter(|h| !h.is_empty()),
@@ -366,10 +390,13 @@ mod tests {
         let v = json!([
             { "Id": "sha256:aa", "RepoTags": ["fixture/redis:1", "registry:5000/x:2"] },
             { "Id": "sha256:bb", "RepoTags": null },
-            { "Id": "sha256:cc", "RepoTags": ["<none>:<none>"] }
+            { "Id": "sha256:cc", "RepoTags": ["<none>:<none>"] },
+            // libpod's list: bare IDs.
+            { "Id": "dd", "RepoTags": ["localhost/fixture/busybox:1"] }
         ]);
         let r = image_records(&v);
-        assert_eq!(r.len(), 4);
+        assert_eq!(r.len(), 5);
+        assert_eq!((r[4].repository.as_str(), r[4].id.as_str()), ("localhost/fixture/busybox", "sha256:dd"));
         assert_eq!((r[0].repository.as_str(), r[0].tag.as_str()), ("fixture/redis", "1"));
         assert_eq!((r[1].repository.as_str(), r[1].tag.as_str()), ("registry:5000/x", "2"));
         assert_eq!((r[2].repository.as_str(), r[2].id.as_str()), ("<none>", "sha256:bb"));
@@ -397,6 +424,8 @@ mod tests {
         let podman =
             container_info(&json!({ "Name": "/web", "State": { "Status": "running", "Health": { "Status": "" } } }));
         assert_eq!(podman.health, None);
+        let libpod = container_info(&json!({ "Name": "web", "Image": "e184", "State": { "Status": "running" } }));
+        assert_eq!((libpod.name.as_str(), libpod.image_id.as_deref()), ("web", Some("sha256:e184")));
     }
 
     #[test]
@@ -540,9 +569,12 @@ mod tests {
         let e = d.events(123).unwrap();
         assert_eq!((e[0].action.as_str(), e[0].actor.as_str()), ("start", "redis"));
         let asked = t.join().unwrap();
-        assert!(asked[0].starts_with("POST /containers/create"), "{asked:?}");
-        assert!(asked[3].starts_with("DELETE /containers/c1"), "the test container is removed: {asked:?}");
-        assert!(asked[4].starts_with("GET /events?since=0&stream=false "), "{asked:?}");
+        assert!(asked[0].starts_with("POST /v4.0.0/libpod/containers/create"), "{asked:?}");
+        assert!(
+            asked[3].starts_with("DELETE /v4.0.0/libpod/containers/c1"),
+            "the test container is removed: {asked:?}"
+        );
+        assert!(asked[4].starts_with("GET /v4.0.0/libpod/events?since=0&stream=false "), "{asked:?}");
         assert_eq!(super::super::Engine::name(&d), "podman");
         std::fs::remove_dir_all(sock.parent().unwrap()).unwrap();
     }
