@@ -87,7 +87,9 @@ pub fn judge(s: &mut ProbeStatus, engine_unit: &str, error: Option<&str>, failin
         for want in &cfg.stack_containers {
             let found = s.containers.iter().find(|c| c.name.trim_start_matches('/') == want);
             settled &= match found {
-                None => false,
+                // Not there once the boot and the stack's units are over:
+                // nothing is left to create it.
+                None => units_done,
                 Some(c) => match c.state.as_str() {
                     "running" => c.health.as_deref() != Some("starting"),
                     // Podman says `stopped` once conmon has cleaned up.
@@ -239,7 +241,14 @@ mod tests {
         s.containers[0].state = "created".into();
         assert!(judged(s.clone()));
         s.units[0].active = "activating".into();
-        assert!(!judged(s));
+        assert!(!judged(s.clone()));
+        // One that does not exist: final once the boot and the units are over.
+        s.containers.clear();
+        assert!(!judged(s.clone()), "a unit may still create it");
+        s.units[0].active = "failed".into();
+        assert!(judged(s.clone()), "the unit that would have created it failed");
+        s.system = "starting".into();
+        assert!(!judged(s), "the boot is not over");
         assert!(!judged(status(Some("healthy"), vec![unit("a.service", "activating"), unit("b.service", "active")])));
         let mut late = status(Some("starting"), done());
         late.clocks.boottime_s = 1000.0;
