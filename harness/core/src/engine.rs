@@ -39,7 +39,8 @@ impl EngineModel for Docker {
         "docker.service"
     }
     fn started(&self) -> &'static str {
-        r"Started docker\.service|Started .*Docker Application Container Engine"
+        // systemd's line, or Debian's init script's (sysvinit).
+        r"Started docker\.service|Started .*Docker Application Container Engine|Starting Docker: docker"
     }
     fn data_root(&self) -> &'static str {
         crate::cut::store::DOCKER_ROOT
@@ -106,6 +107,7 @@ mod tests {
             (Engine::Docker, "[  OK  ] Started docker.service - Docker Application Container Engine."),
             (Engine::Podman, "[  OK  ] Listening on podman.socket - Podman API Socket."),
             (Engine::Containerd, "[  OK  ] Started containerd.service - containerd container runtime."),
+            (Engine::Docker, "Starting Docker: docker."),
         ];
         for e in Engine::ALL {
             let re = regex::Regex::new(model(*e).started()).unwrap();

@@ -151,6 +151,9 @@ pub struct GuestTimes {
     pub init: Option<f64>,
     /// The engine's unit became active.
     pub engine: Option<f64>,
+    /// Where that time comes from, when not from systemd (a guest
+    /// without systemd: the engine daemon's process start).
+    pub engine_source: Option<String>,
     /// Each image reference: when it was tagged/loaded (absent: it was
     /// there when the engine started).
     pub images: BTreeMap<String, f64>,
@@ -163,7 +166,9 @@ pub struct GuestTimes {
 /// Extract the timeline from a status.
 pub fn guest_times(s: &ProbeStatus, map: &ClockMap, engine_unit: &str) -> GuestTimes {
     let mut g = GuestTimes { init: map.from_mono_us(s.userspace_us), ..Default::default() };
-    g.engine = s.units.iter().find(|u| u.name == engine_unit).and_then(|u| map.from_mono_us(u.active_enter_us));
+    let unit = s.units.iter().find(|u| u.name == engine_unit);
+    g.engine = unit.and_then(|u| map.from_mono_us(u.active_enter_us));
+    g.engine_source = unit.map(|u| u.source.clone()).filter(|s| !s.is_empty());
     for e in &s.events {
         let t = map.from_real(e.time_nano as f64 / 1e9);
         match (e.kind.as_str(), e.action.as_str()) {
@@ -284,6 +289,34 @@ mod tests {
         assert_eq!(g.running["redis"], 60.0, "the event, not the later StartedAt");
         assert_eq!(g.running["web"], 65.0, "StartedAt when no event is remembered");
         assert_eq!(g.healthy["redis"], 80.0, "the earliest of the healthy event and the passing checks");
+        assert_eq!(g.engine_source, None, "systemd's own timestamp");
+
+        // Without systemd: no userspace timestamp, the engine's time is its
+        // daemon's process start, and the timeline says so.
+        let sysv = ProbeStatus {
+            init: "sysvinit".into(),
+            units: vec![UnitInfo {
+                name: "docker.service".into(),
+                active_enter_us: 9_500_000,
+                source: "dockerd process start (pid 300, /proc/300/stat; no systemd)".into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let g = guest_times(&sysv, &map, "docker.service");
+        assert_eq!((g.init, g.engine), (None, Some(16.5)));
+        assert!(g.engine_source.unwrap().contains("/proc/300/stat"));
+    }
+
+    /// The protocol's new fields are optional both ways: an older probe's
+    /// status still parses, and a unit from systemd carries no source.
+    #[test]
+    fn statuses_without_init_or_sources_still_parse() {
+        let old = r#"{"clocks":{"boottime_s":1.0,"monotonic_s":1.0,"realtime_s":1.0},"system":"running","userspace_us":1,"finish_us":2,"engine":{"name":"docker","state":"up","version":null,"detail":null},"images":[],"containers":[],"units":[{"name":"docker.service","active":"active","sub":"running","result":"success","skipped":false,"active_enter_us":5,"inactive_exit_us":4}],"events":[],"settled":true}"#;
+        let s: ProbeStatus = serde_json::from_str(old).unwrap();
+        assert_eq!((s.init.as_str(), s.units[0].source.as_str()), ("", ""));
+        let back = serde_json::to_string(&s.units[0]).unwrap();
+        assert!(!back.contains("source"), "{back}");
     }
 
     #[test]

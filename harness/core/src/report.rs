@@ -120,6 +120,10 @@ pub struct ProbeInfo {
     pub version: Option<String>,
     /// The guest's `uname -m`, as the probe reported it.
     pub guest_machine: Option<String>,
+    /// The guest's init system (`systemd`, `sysvinit`, …), as the probe
+    /// saw it: without systemd, the timeline's sources differ (see notes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub init: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]

@@ -63,7 +63,12 @@ pub fn build(root: &Path, name: &str, force: bool, progress: Progress) -> Result
     let tmp = TmpDir::new(&final_dir)?;
     let mut ctx = Ctx { root: root.to_path_buf(), log: tmp.path.join("build.log"), progress, step: 0, steps: 0 };
 
-    let rootfs_dir = stage_dir(root, &format!("rootfs-{}", def.engine), def.arch, &rootfs_key(def.arch, def.engine));
+    let rootfs_dir = stage_dir(
+        root,
+        &crate::rootfs_stage(def.engine, def.init),
+        def.arch,
+        &rootfs_key(def.arch, def.engine, def.init),
+    );
     let kernel_dir = stage_dir(root, "kernel", def.arch, &kernel_key(def.arch));
     let containers_dir = stage_dir(root, "containers", def.containers, &containers_key(def.containers));
     ctx.steps = 3
@@ -71,7 +76,7 @@ pub fn build(root: &Path, name: &str, force: bool, progress: Progress) -> Result
         + usize::from(force || !kernel_dir.join("done").exists())
         + usize::from(force || !containers_dir.join("done").exists());
 
-    build_rootfs(&mut ctx, def.arch, def.engine, &rootfs_dir, force)?;
+    build_rootfs(&mut ctx, def.arch, def.engine, def.init, &rootfs_dir, force)?;
     build_kernel(&mut ctx, def.arch, &kernel_dir, force)?;
     let images = build_containers(&mut ctx, def.containers, &containers_dir, force)?;
     let kernel: KernelInfo = read_json(&kernel_dir.join("kernel.json"))?;
@@ -86,10 +91,13 @@ pub fn build(root: &Path, name: &str, force: bool, progress: Progress) -> Result
     cp.arg("-a").arg(kernel_dir.join("modules/lib/modules")).arg(staging.join("usr/lib/"));
     ctx.run("installing kernel modules", &mut cp, Duration::from_secs(300))?;
     // Files of every fixture, then the engine's, then the variant's (which
-    // may replace some of them).
+    // may replace some of them), then the init system's.
     let mut units = Vec::new();
-    for dir in overlays(def.engine, def.variant) {
+    for dir in overlays(def.engine, def.variant, def.init) {
         units.extend(install_overlay(&staging, &dir)?);
+    }
+    if def.init == crate::Init::Sysvinit {
+        enable_init_scripts(&ctx, &staging)?;
     }
     units.sort();
     units.dedup();
@@ -200,12 +208,28 @@ pub fn build(root: &Path, name: &str, force: bool, progress: Progress) -> Result
 
 /// The overlay folders of a fixture, in the order they are copied: every
 /// fixture's files (`base`), the engine's, then the variant's.
-fn overlays(engine: Engine, variant: crate::Variant) -> Vec<String> {
+fn overlays(engine: Engine, variant: crate::Variant, init: crate::Init) -> Vec<String> {
     let variant = match engine {
         Engine::Docker => variant.as_str().to_string(),
         e => format!("{e}-{}", variant.as_str()),
     };
-    vec!["overlay/base".into(), format!("overlay/{engine}"), format!("overlay/{variant}")]
+    let mut dirs = vec!["overlay/base".into(), format!("overlay/{engine}"), format!("overlay/{variant}")];
+    if init != crate::Init::Systemd {
+        dirs.push(format!("overlay/{}", init.as_str()));
+    }
+    dirs
+}
+
+/// Enable the init scripts the sysvinit overlay brings (their LSB
+/// headers order them), with the rootfs's own update-rc.d.
+fn enable_init_scripts(ctx: &Ctx, root: &Path) -> Result<(), BuildError> {
+    for (rel, _, _) in recipe_tree("overlay/sysvinit") {
+        let Some(name) = rel.strip_prefix("etc/init.d/") else { continue };
+        let mut cmd = Command::new("chroot");
+        cmd.arg(root).args(["/usr/sbin/update-rc.d", name, "defaults"]);
+        ctx.run(&format!("update-rc.d {name} defaults"), &mut cmd, Duration::from_secs(120))?;
+    }
+    Ok(())
 }
 
 /// Copy an embedded overlay into the rootfs; returns the unit files it

@@ -72,6 +72,24 @@ impl Variant {
     }
 }
 
+/// The device's init system.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Init {
+    Systemd,
+    /// Debian's sysvinit-core: init scripts in /etc/init.d, no units.
+    Sysvinit,
+}
+
+impl Init {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Init::Systemd => "systemd",
+            Init::Sysvinit => "sysvinit",
+        }
+    }
+}
+
 /// How a fixture's disk boots.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -106,6 +124,7 @@ pub struct FixtureDef {
     pub containers: Arch,
     pub variant: Variant,
     pub boot: FixtureBoot,
+    pub init: Init,
     pub description: &'static str,
 }
 
@@ -120,6 +139,7 @@ pub fn catalog() -> Vec<FixtureDef> {
         containers,
         variant,
         boot,
+        init: Init::Systemd,
         description,
     };
     let podman = |name, variant, description| FixtureDef {
@@ -203,6 +223,17 @@ pub fn catalog() -> Vec<FixtureDef> {
             LoadAtBoot,
             "Debian bookworm + containerd 1.6 (no Docker, no CNI), archives imported at first boot with `ctr images import` (namespace airboot), the stack's containers started as tasks on every boot by a unit",
         ),
+        FixtureDef {
+            init: Init::Sysvinit,
+            ..def(
+                "debian-sysvinit-x86_64",
+                x86,
+                x86,
+                Preseeded,
+                Direct,
+                "Debian bookworm with sysvinit-core instead of systemd: docker.io started by its init script, /var/lib/docker seeded at build time, the stack's containers run by an init script, the probe by another",
+            )
+        },
         def(
             "debian-wrong-platform-aarch64",
             arm,
@@ -283,19 +314,29 @@ fn recipe_text(rel: &str) -> String {
     recipe_file(rel).map(|(d, _)| String::from_utf8_lossy(d).into_owned()).unwrap_or_default()
 }
 
-/// The recipe listing the Debian packages of a root filesystem for `engine`.
-pub fn rootfs_packages(engine: Engine) -> &'static str {
-    match engine {
-        Engine::Docker => "rootfs-packages.txt",
-        Engine::Podman => "rootfs-packages-podman.txt",
-        Engine::Containerd => "rootfs-packages-containerd.txt",
+/// The recipe listing the Debian packages of a root filesystem for
+/// `engine` under `init`.
+pub fn rootfs_packages(engine: Engine, init: Init) -> &'static str {
+    match (engine, init) {
+        (Engine::Docker, Init::Systemd) => "rootfs-packages.txt",
+        (Engine::Docker, Init::Sysvinit) => "rootfs-packages-sysvinit.txt",
+        (Engine::Podman, _) => "rootfs-packages-podman.txt",
+        (Engine::Containerd, _) => "rootfs-packages-containerd.txt",
+    }
+}
+
+/// The cached rootfs stage's name: `rootfs-<engine>[-<init>]`.
+pub fn rootfs_stage(engine: Engine, init: Init) -> String {
+    match init {
+        Init::Systemd => format!("rootfs-{engine}"),
+        other => format!("rootfs-{engine}-{}", other.as_str()),
     }
 }
 
 /// Cache keys of each stage: pure functions of their inputs.
-pub fn rootfs_key(arch: Arch, engine: Engine) -> String {
+pub fn rootfs_key(arch: Arch, engine: Engine, init: Init) -> String {
     let (m, s) = mirrors();
-    key(&["rootfs", arch.as_str(), SUITE, &m, &s, &recipe_text(rootfs_packages(engine)), recipes::STAGES_HASH])
+    key(&["rootfs", arch.as_str(), SUITE, &m, &s, &recipe_text(rootfs_packages(engine, init)), recipes::STAGES_HASH])
 }
 
 pub fn kernel_key(arch: Arch) -> String {
@@ -314,7 +355,7 @@ pub fn fixture_key(def: &FixtureDef, probe_hash: &str) -> String {
         "fixture",
         def.name,
         def.variant.as_str(),
-        &rootfs_key(def.arch, def.engine),
+        &rootfs_key(def.arch, def.engine, def.init),
         &kernel_key(def.arch),
         &containers_key(def.containers),
         def.boot.as_str(),
@@ -531,8 +572,8 @@ mod tests {
         assert!(docker.iter().any(|(p, _, _)| *p == "etc/systemd/system/container-redis.service"));
         assert!(recipe_tree("overlay/base").iter().any(|(p, _, _)| *p == "etc/systemd/system/airboot-probe.service"));
         assert!(recipe_file("overlay/podman-load-at-boot/usr/local/sbin/airboot-load-images").unwrap().1 & 0o111 != 0);
-        for e in Engine::ALL {
-            assert!(recipe_file(rootfs_packages(*e)).is_some(), "{e}: no package list");
+        for f in catalog() {
+            assert!(recipe_file(rootfs_packages(f.engine, f.init)).is_some(), "{}: no package list", f.name);
         }
         assert!(recipe_file("overlay/containerd-load-at-boot/usr/local/sbin/airboot-stack").unwrap().1 & 0o111 != 0);
         // Every fixture's engine overlay exists, and a loading variant's
@@ -560,8 +601,12 @@ mod tests {
         assert_eq!(fixture_key(&p, "x"), fixture_key(&p, "x"));
         assert_ne!(fixture_key(&p, "x"), fixture_key(&p, "y"), "a new probe rebuilds the fixture");
         assert_eq!(fixture_key(&p, "x").len(), 16);
-        assert_ne!(rootfs_key(Arch::X86_64, Engine::Docker), rootfs_key(Arch::Aarch64, Engine::Docker));
-        assert_ne!(rootfs_key(Arch::X86_64, Engine::Docker), rootfs_key(Arch::X86_64, Engine::Podman));
+        let key = |a, e| rootfs_key(a, e, Init::Systemd);
+        assert_ne!(key(Arch::X86_64, Engine::Docker), key(Arch::Aarch64, Engine::Docker));
+        assert_ne!(key(Arch::X86_64, Engine::Docker), key(Arch::X86_64, Engine::Podman));
+        assert_ne!(key(Arch::X86_64, Engine::Docker), rootfs_key(Arch::X86_64, Engine::Docker, Init::Sysvinit));
+        assert_eq!(rootfs_stage(Engine::Docker, Init::Systemd), "rootfs-docker", "existing caches keep their names");
+        assert_eq!(rootfs_stage(Engine::Docker, Init::Sysvinit), "rootfs-docker-sysvinit");
         let pm = find("debian-podman-x86_64").unwrap();
         assert_eq!((pm.engine, pm.variant), (Engine::Podman, Variant::Preseeded));
     }

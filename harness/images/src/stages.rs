@@ -23,13 +23,14 @@ pub(crate) fn build_rootfs(
     ctx: &mut Ctx,
     arch: Arch,
     engine: Engine,
+    init: crate::Init,
     dir: &Path,
     force: bool,
 ) -> Result<(), BuildError> {
     if !force && dir.join("done").exists() {
         return Ok(());
     }
-    let _l = lock(&ctx.root, &format!("rootfs-{arch}-{engine}"))?;
+    let _l = lock(&ctx.root, &format!("{}-{arch}", crate::rootfs_stage(engine, init)))?;
     if !force && dir.join("done").exists() {
         return Ok(());
     }
@@ -40,10 +41,14 @@ pub(crate) fn build_rootfs(
         Engine::Podman => "podman",
         Engine::Containerd => "containerd",
     };
-    ctx.say(&format!("mmdebstrap: Debian {SUITE} {} rootfs with systemd and {what} ({eta})", debian_arch(arch)));
+    ctx.say(&format!(
+        "mmdebstrap: Debian {SUITE} {} rootfs with {} and {what} ({eta})",
+        debian_arch(arch),
+        init.as_str()
+    ));
     let tmp = TmpDir::new(dir)?;
     let packages: Vec<String> =
-        String::from_utf8_lossy(recipe_file(crate::rootfs_packages(engine)).map(|f| f.0).unwrap_or_default())
+        String::from_utf8_lossy(recipe_file(crate::rootfs_packages(engine, init)).map(|f| f.0).unwrap_or_default())
             .lines()
             .map(|l| l.split('#').next().unwrap_or("").trim().to_string())
             .filter(|l| !l.is_empty())

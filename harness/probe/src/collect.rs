@@ -36,11 +36,20 @@ pub struct Collector {
     system_after_boot: Option<String>,
     /// Collections in a row in which the engine answered with a server error.
     failing_streak: u32,
+    /// The guest's init system (asked once).
+    init: String,
 }
 
 impl Collector {
     pub fn new(cfg: Config) -> Self {
-        Collector { cfg, image_cache: HashMap::new(), version: None, system_after_boot: None, failing_streak: 0 }
+        Collector {
+            cfg,
+            image_cache: HashMap::new(),
+            version: None,
+            system_after_boot: None,
+            failing_streak: 0,
+            init: crate::init::name(),
+        }
     }
 
     /// The engine, each call bounded by `timeout`.
@@ -51,23 +60,31 @@ impl Collector {
     /// `with_events`: also fetch the engine's event log (for the host's
     /// timeline; the console does not need it).
     pub fn status(&mut self, with_events: bool) -> ProbeStatus {
-        let mut names = vec![self.cfg.engine_unit.clone()];
-        names.extend(self.cfg.stack_units.iter().cloned());
-        let mut units = systemd::show(&names);
-        let engine_unit =
-            units.iter().position(|u| u.id == self.cfg.engine_unit).map(|i| units.remove(i)).unwrap_or_default();
-        let system = match &self.system_after_boot {
-            Some(s) => s.clone(),
-            None => {
-                let s = systemd::system_state();
-                if !matches!(s.as_str(), "initializing" | "starting" | "unknown" | "") {
-                    self.system_after_boot = Some(s.clone());
+        let systemd = crate::init::systemd();
+        let (engine_unit, units, system, (userspace_us, finish_us)) = if systemd {
+            let mut names = vec![self.cfg.engine_unit.clone()];
+            names.extend(self.cfg.stack_units.iter().cloned());
+            let mut units = systemd::show(&names);
+            let engine_unit =
+                units.iter().position(|u| u.id == self.cfg.engine_unit).map(|i| units.remove(i)).unwrap_or_default();
+            let system = match &self.system_after_boot {
+                Some(s) => s.clone(),
+                None => {
+                    let s = systemd::system_state();
+                    if !matches!(s.as_str(), "initializing" | "starting" | "unknown" | "") {
+                        self.system_after_boot = Some(s.clone());
+                    }
+                    s
                 }
-                s
-            }
+            };
+            (engine_unit, units, system, systemd::manager_timestamps())
+        } else {
+            // No units to ask: the engine is its daemon process, the stack its containers.
+            let unit = crate::init::engine_unit(&self.cfg.engine_unit, crate::init::daemon(self.cfg.engine));
+            (unit, Vec::new(), crate::init::system_state(), (0, 0))
         };
-        let (userspace_us, finish_us) = systemd::manager_timestamps();
         let mut s = ProbeStatus {
+            init: self.init.clone(),
             system,
             userspace_us,
             finish_us,

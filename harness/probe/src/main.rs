@@ -10,6 +10,7 @@
 mod airgap;
 mod collect;
 mod engine;
+mod init;
 mod loadwatch;
 mod server;
 mod status;

@@ -17,6 +17,8 @@ pub struct UnitState {
     pub active_enter_us: u64,
     /// CLOCK_MONOTONIC µs when it started activating (0: never).
     pub inactive_exit_us: u64,
+    /// Where the state and times come from when not from systemd.
+    pub source: String,
 }
 
 impl UnitState {
@@ -34,6 +36,7 @@ impl UnitState {
             skipped: self.skipped(),
             active_enter_us: self.active_enter_us,
             inactive_exit_us: self.inactive_exit_us,
+            source: self.source.clone(),
         }
     }
 }

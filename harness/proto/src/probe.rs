@@ -91,6 +91,10 @@ pub struct UnitInfo {
     pub skipped: bool,
     pub active_enter_us: u64,
     pub inactive_exit_us: u64,
+    /// Where its state and times come from when not from systemd (a
+    /// guest without systemd: the engine daemon's process start).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub source: String,
 }
 
 /// One image with what the engine knows of it.
@@ -166,7 +170,11 @@ pub struct EngineEvent {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 pub struct ProbeStatus {
     pub clocks: Clocks,
-    /// `systemctl is-system-running`.
+    /// The guest's init system: `systemd`, `sysvinit`, `busybox init`, `openrc`.
+    #[serde(default)]
+    pub init: String,
+    /// `systemctl is-system-running` (without systemd: `starting` while
+    /// the boot scripts run, then `running`).
     pub system: String,
     /// systemd's own boot timestamps (CLOCK_MONOTONIC µs): kernel → userspace → finish.
     pub userspace_us: u64,

@@ -30,6 +30,7 @@ pub fn fill(report: &mut Report, o: VmOutcome) {
     report.status.guest_uptime_s = res.guest_uptime_s;
     report.probe.connected_s = res.probe_connected_s;
     report.probe.guest_machine = res.guest_machine;
+    report.probe.init = res.guest_init;
     report.probe.version = o.probe_version;
     // The guest cannot tell kernel vsock from vhost-user vsock: compare families.
     let family = |t: &str| if t.contains("vsock") { "vsock" } else { "virtio-serial" };

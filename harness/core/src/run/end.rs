@@ -195,6 +195,7 @@ impl Run {
             last_status_t: self.last_block.as_ref().map(|b| b.t),
             guest_uptime_s: self.last_block.as_ref().and_then(|b| b.uptime_s),
             guest_machine: self.guest_machine,
+            guest_init: self.guest_init,
             probe_connected_s: self.probe_connected_t,
             clock_skew_ms,
             image_runs: self.image_runs,

@@ -63,7 +63,10 @@ pub fn builtin_milestones(engine: Engine) -> Vec<MilestoneSpec> {
         m("firmware", r"BdsDxe: (loading|starting) Boot"),
         m("loader", r"EFI stub: "),
         m("kernel", r"Linux version \d"),
-        m("init", r"Welcome to .*!|systemd\[1\]: systemd \d+ running|Run /s?bin/init as init process"),
+        m(
+            "init",
+            r"Welcome to .*!|systemd\[1\]: systemd \d+ running|Run /s?bin/init as init process|INIT: version \S+ booting",
+        ),
         m("engine", crate::engine::model(engine).started()),
     ]
 }
@@ -96,6 +99,8 @@ pub struct RunResult {
     pub last_status_t: Option<f64>,
     pub guest_uptime_s: Option<f64>,
     pub guest_machine: Option<String>,
+    /// The guest's init system, as the probe saw it.
+    pub guest_init: Option<String>,
     pub probe_connected_s: Option<f64>,
     pub clock_skew_ms: Option<f64>,
     pub image_runs: Vec<RunImageResult>,
@@ -121,6 +126,7 @@ pub struct Run {
     done: bool,
     last_line: Option<TimedLine>,
     guest_machine: Option<String>,
+    guest_init: Option<String>,
     probe_connected_t: Option<f64>,
     statuses: u64,
     skews: Vec<f64>,
@@ -167,6 +173,7 @@ impl Run {
             done: false,
             last_line: None,
             guest_machine: None,
+            guest_init: None,
             probe_connected_t: None,
             statuses: 0,
             skews: Vec::new(),
@@ -314,6 +321,15 @@ impl Run {
         let map = self.best_map.unwrap_or(sample_map);
         if self.verifying || self.verified {
             return self.check_progress(sample.received_s);
+        }
+        if self.guest_init.is_none() && !s.init.is_empty() {
+            self.guest_init = Some(s.init.clone());
+            if s.init != "systemd" {
+                self.note(format!(
+                    "the guest runs {}, not systemd: its init time is the console's, the engine's is its daemon's process start (/proc), and the stack is judged by its containers (no units)",
+                    s.init
+                ));
+            }
         }
         let times = guest_times(s, &map, crate::engine::model(self.cfg.expect.engine).unit());
         if let Some(t) = times.init {

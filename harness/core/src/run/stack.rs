@@ -25,7 +25,9 @@ impl Run {
                 Some(te) => self.hit_guest(
                     "engine",
                     te.min(t),
-                    format!("{} ActiveEnterTimestamp", crate::engine::model(self.cfg.expect.engine).unit()),
+                    g.engine_source.clone().unwrap_or_else(|| {
+                        format!("{} ActiveEnterTimestamp", crate::engine::model(self.cfg.expect.engine).unit())
+                    }),
                 ),
                 None => self.hit("engine", t, "status", evidence.clone()),
             }
