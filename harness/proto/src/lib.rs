@@ -28,6 +28,12 @@ pub mod probe;
 pub mod tar;
 pub mod time;
 
+/// The strings of a JSON array (`[]` for anything else): an image
+/// config's `rootfs.diff_ids`, an engine's layer list.
+pub fn json_strings(v: &serde_json::Value) -> Vec<String> {
+    v.as_array().into_iter().flatten().filter_map(|s| s.as_str().map(str::to_string)).collect()
+}
+
 use serde::{Deserialize, Serialize};
 
 /// The marker every status line carries.

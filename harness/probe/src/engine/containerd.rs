@@ -159,12 +159,7 @@ impl Containerd {
                     architecture: r["config"]["architecture"].as_str().unwrap_or("").to_string(),
                     variant: r["config"]["variant"].as_str().map(str::to_string),
                     os: r["config"]["os"].as_str().unwrap_or("").to_string(),
-                    diff_ids: r["config"]["rootfs"]["diff_ids"]
-                        .as_array()
-                        .into_iter()
-                        .flatten()
-                        .filter_map(|d| d.as_str().map(str::to_string))
-                        .collect(),
+                    diff_ids: airboot_proto::json_strings(&r["config"]["rootfs"]["diff_ids"]),
                 });
             }
         }
@@ -236,12 +231,7 @@ impl Containerd {
         let (ns, target) = self.find_image(reference)?;
         let r = self.resolve(&ns, &target)?;
         let config = &r["config"];
-        let diff_ids: Vec<String> = config["rootfs"]["diff_ids"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|d| d.as_str().map(str::to_string))
-            .collect();
+        let diff_ids = airboot_proto::json_strings(&config["rootfs"]["diff_ids"]);
         let parent = airboot_proto::load::chain_ids(&diff_ids).pop().unwrap_or_default();
         let log = PathBuf::from(format!("/run/{id}.log"));
         // A lease keeps what is made from the garbage collector while it
@@ -466,9 +456,7 @@ fn start_realtime(stat: &str, hz: f64, boottime_s: f64, realtime_s: f64) -> Opti
 /// namespaces `ctr run` gives (a new, empty network namespace: no network).
 fn oci_spec(config: &Value, id: &str) -> Value {
     let c = &config["config"];
-    let strings = |v: &Value| -> Vec<String> {
-        v.as_array().into_iter().flatten().filter_map(|s| s.as_str().map(str::to_string)).collect()
-    };
+    let strings = airboot_proto::json_strings;
     let mut args = strings(&c["Entrypoint"]);
     args.extend(strings(&c["Cmd"]));
     if args.is_empty() {

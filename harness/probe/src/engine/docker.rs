@@ -310,12 +310,7 @@ pub fn image_info(rec: &ImageRecord, inspect: &Value) -> ImageInfo {
         architecture: inspect["Architecture"].as_str().unwrap_or("").to_string(),
         variant: inspect["Variant"].as_str().map(str::to_string),
         os: inspect["Os"].as_str().unwrap_or("").to_string(),
-        diff_ids: inspect["RootFS"]["Layers"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|l| l.as_str().map(str::to_string))
-            .collect(),
+        diff_ids: airboot_proto::json_strings(&inspect["RootFS"]["Layers"]),
     }
 }
 

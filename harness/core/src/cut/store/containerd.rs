@@ -64,16 +64,7 @@ struct Store<'f, 'a> {
 /// Check the store for `expected` references (`fixture/redis:1`), in
 /// every namespace.
 pub fn check_containerd(fs: &Ext4, expected: &[String]) -> io::Result<StoreCheck> {
-    let absent = |problems: Vec<String>| StoreCheck {
-        verdict: verdict(&[], &problems),
-        images: expected
-            .iter()
-            .map(|r| ImageCheck { reference: r.clone(), id: None, state: ImageState::Absent })
-            .collect(),
-        layers_registered: 0,
-        layers_verified: 0,
-        problems,
-    };
+    let absent = |problems| StoreCheck::absent(expected, problems);
     let Some(root) = fs.lookup(CONTAINERD_ROOT, true)? else { return Ok(absent(Vec::new())) };
     let Some(meta_ino) = walk(fs, &root, META_DB)? else { return Ok(absent(Vec::new())) };
     let meta = fs.read(&meta_ino, MAX_DB)?;
@@ -287,12 +278,7 @@ impl Store<'_, '_> {
             Ok(v) => v,
             Err(why) => return Ok(Err((Some(config), format!("its config: {why}")))),
         };
-        let diff_ids: Vec<String> = cfg["rootfs"]["diff_ids"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|d| d.as_str().map(str::to_string))
-            .collect();
+        let diff_ids = airboot_proto::json_strings(&cfg["rootfs"]["diff_ids"]);
         let descs: Vec<(String, String)> = manifest["layers"]
             .as_array()
             .into_iter()

@@ -16,15 +16,7 @@ pub fn check_docker(fs: &Ext4, expected: &[String]) -> io::Result<StoreCheck> {
     let mut problems = Vec::new();
     let Some(image_dir) = fs.lookup(IMAGE_DIR, true)? else {
         // No store at all: the old (empty) state.
-        let images =
-            expected.iter().map(|r| ImageCheck { reference: r.clone(), id: None, state: ImageState::Absent }).collect();
-        return Ok(StoreCheck {
-            verdict: verdict(&[], &problems),
-            images,
-            layers_registered: 0,
-            layers_verified: 0,
-            problems,
-        });
+        return Ok(StoreCheck::absent(expected, problems));
     };
     let tags = read_tags(fs, &image_dir, &mut problems)?;
     let (layers, layer_problems, registered) = check_layers(fs, &image_dir)?;

@@ -92,6 +92,23 @@ pub struct StoreCheck {
     pub problems: Vec<String>,
 }
 
+impl StoreCheck {
+    /// No store, or none that can be read: every expected image absent,
+    /// with what was found wrong.
+    pub fn absent(expected: &[String], problems: Vec<String>) -> StoreCheck {
+        StoreCheck {
+            verdict: verdict(&[], &problems),
+            images: expected
+                .iter()
+                .map(|r| ImageCheck { reference: r.clone(), id: None, state: ImageState::Absent })
+                .collect(),
+            layers_registered: 0,
+            layers_verified: 0,
+            problems,
+        }
+    }
+}
+
 /// A layer's problem, keyed by chain id.
 type LayerProblems = BTreeMap<String, String>;
 

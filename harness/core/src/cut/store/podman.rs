@@ -56,16 +56,7 @@ fn read_list<T: serde::de::DeserializeOwned>(
 /// Check the store for `expected` references (`localhost/fixture/redis:1`).
 pub fn check_podman(fs: &Ext4, expected: &[String]) -> io::Result<StoreCheck> {
     let mut problems = Vec::new();
-    let absent = |problems: Vec<String>| StoreCheck {
-        verdict: verdict(&[], &problems),
-        images: expected
-            .iter()
-            .map(|r| ImageCheck { reference: r.clone(), id: None, state: ImageState::Absent })
-            .collect(),
-        layers_registered: 0,
-        layers_verified: 0,
-        problems,
-    };
+    let absent = |problems| StoreCheck::absent(expected, problems);
     let Some(root) = fs.lookup(PODMAN_ROOT, true)? else { return Ok(absent(problems)) };
     let images: Vec<PImage> = match read_list(fs, &root, "overlay-images/images.json")? {
         None => Vec::new(),
