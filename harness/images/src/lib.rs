@@ -213,6 +213,15 @@ pub fn catalog() -> Vec<FixtureDef> {
             Preseeded,
             "Debian bookworm + podman 4.3, /var/lib/containers/storage seeded at build time with `podman --root`, the stack's containers created with --restart=always and started at boot by podman-restart.service",
         ),
+        FixtureDef {
+            arch: arm,
+            containers: arm,
+            ..podman(
+                "debian-podman-aarch64",
+                Preseeded,
+                "the preseeded Podman device for arm64 (qemu-system-aarch64 -M virt, direct kernel boot; rootfs built through qemu-user)",
+            )
+        },
         podman(
             "debian-podman-load-at-boot-x86_64",
             LoadAtBoot,
