@@ -354,6 +354,7 @@ mod tests {
         assert!(page.contains("store corrupt &lt;layer 7e3f&gt;"), "evidence is escaped");
         let md = markdown::summary_md(&run);
         assert!(md.contains("- `cut-02-torn/recovery-cut` torn at write 363: **CORRUPT-DETECTED**"), "{md}");
+        assert!(md.contains("| ❌ cuts not as declared | every cut survives |"), "not a bare 'pass': {md}");
     }
 
     #[test]

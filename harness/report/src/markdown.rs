@@ -24,6 +24,9 @@ pub fn summary_md(run: &RunView) -> String {
         let mark = match (x.as_declared.is_ok(), r.verdict) {
             (true, Verdict::Pass) => "✅ pass",
             (true, _) => "✅ failed as declared",
+            // A campaign's verdict is its recording boot's; its cuts are
+            // what the declaration is about.
+            (false, Verdict::Pass) if !r.power_cuts.is_empty() => "❌ cuts not as declared",
             (false, Verdict::Pass) => "❌ pass (not declared)",
             (false, Verdict::Fail) => "❌ fail",
             (false, Verdict::Error) => "⚠️ error",
