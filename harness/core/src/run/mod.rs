@@ -63,9 +63,13 @@ pub fn builtin_milestones(engine: Engine) -> Vec<MilestoneSpec> {
         m("firmware", r"BdsDxe: (loading|starting) Boot"),
         m("loader", r"EFI stub: "),
         m("kernel", r"Linux version \d"),
+        // The real root's init: systemd's welcome (not an initramfs's
+        // "Welcome to … (Initramfs)!", nor its systemd's start line, which
+        // a dracut initramfs prints too), the kernel starting /sbin/init,
+        // or sysvinit's banner.
         m(
             "init",
-            r"Welcome to .*!|systemd\[1\]: systemd \d+ running|Run /s?bin/init as init process|INIT: version \S+ booting",
+            r"Welcome to (?:[^(!]|\((?:[^I)]|I[^n])[^)]*\))*!|Run /s?bin/init as init process|INIT: version \S+ booting",
         ),
         m("engine", crate::engine::model(engine).started()),
     ]

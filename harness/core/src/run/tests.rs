@@ -178,6 +178,27 @@ fn milestone_only_scenarios() {
     assert_eq!(r.time_to_stack_s, None);
 }
 
+/// The init milestone is the real root's, not an initramfs's.
+#[test]
+fn init_is_the_real_roots_not_the_initramfss() {
+    let mut run = Run::new(cfg()).unwrap();
+    for (t, l) in [
+        (1.0, "[  OK  ] Welcome to Debian GNU/Linux 12 (bookworm) dracut-059 (Initramfs)!"),
+        (1.5, "systemd[1]: systemd 252.39-1~deb12u1 running in system mode (+PAM +AUDIT)"),
+        (2.0, "Welcome to Debian GNU/Linux 12 (bookworm)!"),
+    ] {
+        run.on_line(&line(t, l));
+    }
+    run.on_abort(3.0, FailureCode::Interrupted, "stop");
+    let r = run.finish();
+    let init = r.milestones.iter().find(|m| m.name == "init").expect("an init milestone");
+    assert_eq!(init.t_s, 2.0, "{init:?}");
+    let mut run = Run::new(cfg()).unwrap();
+    run.on_line(&line(4.0, "INIT: version 3.06 booting"));
+    run.on_abort(5.0, FailureCode::Interrupted, "stop");
+    assert_eq!(run.finish().milestones.iter().find(|m| m.name == "init").unwrap().t_s, 4.0, "sysvinit's banner");
+}
+
 #[test]
 fn exit_and_abort() {
     let mut run = Run::new(cfg()).unwrap();
