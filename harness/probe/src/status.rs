@@ -76,27 +76,29 @@ pub fn parse_config(text: &str) -> Config {
 /// with a server error) and decide whether the stack has settled.
 pub fn judge(s: &mut ProbeStatus, engine_unit: &str, error: Option<&str>, failing_streak: u32, cfg: &Config) {
     let booting = matches!(s.system.as_str(), "initializing" | "starting");
-    // The stack's units have all finished (none still starting).
-    let units_done = !booting
-        && s.units
-            .iter()
-            .filter(|u| u.name != cfg.engine_unit)
-            .all(|u| matches!(u.active.as_str(), "active" | "failed" | "inactive"));
+    // Nothing in the stack runs or starts any more: every stack unit has
+    // failed or ended (an active unit may still be creating a container:
+    // `docker run` in a Type=simple unit is active before its container
+    // exists). Without units to ask, never: the deadline decides.
+    let stack_units: Vec<_> = s.units.iter().filter(|u| u.name != cfg.engine_unit).collect();
+    let gave_up = !booting
+        && !stack_units.is_empty()
+        && stack_units.iter().all(|u| matches!(u.active.as_str(), "failed" | "inactive"));
     let mut settled = true;
     if s.engine.state == EngineState::Up {
         for want in &cfg.stack_containers {
             let found = s.containers.iter().find(|c| c.name.trim_start_matches('/') == want);
             settled &= match found {
-                // Not there once the boot and the stack's units are over:
-                // nothing is left to create it.
-                None => units_done,
+                // Not there once the stack's units have given up: nothing
+                // is left to create it.
+                None => gave_up,
                 Some(c) => match c.state.as_str() {
                     "running" => c.health.as_deref() != Some("starting"),
                     // Podman says `stopped` once conmon has cleaned up.
                     "exited" | "dead" | "stopped" => true,
                     // Never started (a containerd container without a
                     // task): final once nothing is left to start it.
-                    "created" => units_done,
+                    "created" => gave_up,
                     _ => false,
                 },
             };
@@ -236,19 +238,25 @@ mod tests {
             s.containers[0].state = state.into();
             assert!(judged(s), "{state}");
         }
-        // One never started is final only once no unit is left to start it.
-        let mut s = status(None, done());
-        s.containers[0].state = "created".into();
-        assert!(judged(s.clone()));
-        s.units[0].active = "activating".into();
-        assert!(!judged(s.clone()));
-        // One that does not exist: final once the boot and the units are over.
-        s.containers.clear();
-        assert!(!judged(s.clone()), "a unit may still create it");
-        s.units[0].active = "failed".into();
-        assert!(judged(s.clone()), "the unit that would have created it failed");
-        s.system = "starting".into();
-        assert!(!judged(s), "the boot is not over");
+        // One never started, or not there at all, is final only once the
+        // stack's units have given up (an active unit may still create it).
+        for absent in [false, true] {
+            let mut s = status(None, done());
+            s.containers[0].state = "created".into();
+            if absent {
+                s.containers.clear();
+            }
+            assert!(!judged(s.clone()), "units active: a unit may still create or start it");
+            s.units[0].active = "failed".into();
+            assert!(!judged(s.clone()), "one unit still active");
+            s.units[1].active = "inactive".into();
+            assert!(judged(s.clone()), "every unit failed or ended");
+            s.system = "starting".into();
+            assert!(!judged(s.clone()), "the boot is not over");
+            s.system = "running".into();
+            s.units.clear();
+            assert!(!judged(s), "no units to ask: the deadline decides");
+        }
         assert!(!judged(status(Some("healthy"), vec![unit("a.service", "activating"), unit("b.service", "active")])));
         let mut late = status(Some("starting"), done());
         late.clocks.boottime_s = 1000.0;
