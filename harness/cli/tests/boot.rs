@@ -4,7 +4,8 @@
 //! scenario file once (automatic transport, declared outcomes); this file
 //! covers what no scenario file shows: forced transports, the full report
 //! of a run, an engine failing on a damaged store, Ctrl-C and SIGKILL of
-//! the harness, bad input.
+//! the harness, bad input, an image without the probe (injected, or
+//! failing fast when injection is off).
 //!
 //! These need the fixtures (`airboot images build --for scenarios/ --suite ci`, done by
 //! scripts/test.sh) and QEMU. VM tests run one at a time: this machine
@@ -311,6 +312,99 @@ fn an_engine_failing_on_a_damaged_store_is_an_engine_error_before_the_timeout() 
     let timeout = r["timeouts"]["timeout_s"].as_f64().unwrap();
     assert!(took < timeout, "decided after {took:.0}s, not before the {timeout:.0}s timeout");
     assert_no_qemu_left("damaged-store");
+}
+
+/// The preseeded fixture's disk as a user's image: raw, with airboot's
+/// probe, unit and enablement link taken out. Returns the folder, the disk
+/// and a scenario text (add `extra` under [image]).
+fn probe_less_image(extra: &str) -> (tempfile::TempDir, PathBuf, PathBuf) {
+    let fixture = preseeded_fixture();
+    let dir = tempfile::tempdir().unwrap();
+    let disk = dir.path().join("device.raw");
+    let st = Command::new("qemu-img")
+        .args(["convert", "-O", "raw"])
+        .arg(fixture.join("disk.qcow2"))
+        .arg(&disk)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    for path in [
+        "/usr/local/sbin/airboot-probe",
+        "/etc/systemd/system/airboot-probe.service",
+        "/etc/systemd/system/multi-user.target.wants/airboot-probe.service",
+    ] {
+        let o = Command::new("debugfs").args(["-w", "-R"]).arg(format!("rm {path}")).arg(&disk).output().unwrap();
+        assert!(o.status.success(), "debugfs rm {path}: {}", String::from_utf8_lossy(&o.stderr));
+        let o = Command::new("debugfs").args(["-R"]).arg(format!("stat {path}")).arg(&disk).output().unwrap();
+        assert!(String::from_utf8_lossy(&o.stderr).contains("File not found"), "{path} is still in the image");
+    }
+    let fx: Value = serde_json::from_str(&std::fs::read_to_string(fixture.join("fixture.json")).unwrap()).unwrap();
+    let scenario = dir.path().join("device.toml");
+    std::fs::write(
+        &scenario,
+        format!(
+            "name = \"probe-less\"\n[image]\npath = {:?}\nkernel = {:?}\ninitrd = {:?}\nappend = {}\n{extra}\n\
+             [expect]\nimages = [\"fixture/busybox:1\", \"fixture/redis:1\"]\n\
+             containers = [{{ name = \"redis\", image = \"fixture/redis:1\", healthy = true }}, {{ name = \"web\", image = \"fixture/busybox:1\" }}]\n\
+             timeout = \"120s\"\n",
+            disk.display().to_string(),
+            fixture.join("vmlinuz").display().to_string(),
+            fixture.join("initrd.img").display().to_string(),
+            fx["append"],
+        ),
+    )
+    .unwrap();
+    (dir, disk, scenario)
+}
+
+#[test]
+fn a_probe_less_image_gets_the_probe_injected_into_a_layer_and_the_full_verdict() {
+    let _g = vm_lock();
+    let (_dir, disk, scenario) = probe_less_image("");
+    let (out, rdir) = run(&[scenario.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", explain(&out));
+    let r = report(rdir.path());
+    check_common(&r, rdir.path());
+    check_probe(&r, &["vsock", "vhost-user-vsock", "virtio-serial"]);
+    assert_eq!(r["verdict"], "pass");
+    assert_eq!(r["probe"]["origin"], "injected", "{}", r["probe"]);
+    let files: Vec<&str> =
+        r["probe"]["injected"].as_array().unwrap().iter().map(|f| f["path"].as_str().unwrap()).collect();
+    assert!(files.contains(&"/usr/local/sbin/airboot-probe"), "{files:?}");
+    assert!(files.contains(&"/etc/systemd/system/multi-user.target.wants/airboot-probe.service"), "{files:?}");
+    for f in r["probe"]["injected"].as_array().unwrap() {
+        assert_eq!(f["sha256"].as_str().unwrap().len(), 64, "{f}");
+    }
+    let containers = r["containers"].as_array().unwrap();
+    assert!(containers.iter().any(|c| c["name"] == "redis" && c["health"] == "healthy"), "{containers:?}");
+    // The layer went away with the run; the image has no probe still.
+    let o = Command::new("debugfs").args(["-R", "stat /usr/local/sbin/airboot-probe"]).arg(&disk).output().unwrap();
+    assert!(String::from_utf8_lossy(&o.stderr).contains("File not found"));
+    assert_no_qemu_left("injected probe");
+}
+
+#[test]
+fn a_guest_nothing_reports_from_fails_fast_after_its_login_prompt() {
+    let _g = vm_lock();
+    let (_dir, _disk, scenario) = probe_less_image("inject = false");
+    let started = Instant::now();
+    let (out, rdir) = run(&[scenario.to_str().unwrap()]);
+    let took = started.elapsed().as_secs_f64();
+    assert_eq!(out.status.code(), Some(2), "airboot could not judge: {}", explain(&out));
+    let r = report(rdir.path());
+    check_common(&r, rdir.path());
+    let f = &r["failures"][0];
+    assert_eq!(f["code"], FailureCode::NoReporter.as_str(), "{}", r["failures"]);
+    let m = f["message"].as_str().unwrap();
+    assert!(m.contains("login prompt") && m.contains("inject"), "{m}");
+    assert!(m.contains("Adding the probe") && m.contains("status reporter"), "{m}");
+    assert_eq!(r["probe"]["origin"], "none");
+    let log = std::fs::read_to_string(rdir.path().join("console.log")).unwrap();
+    assert!(log.contains("login:"), "the guest never showed a login prompt");
+    // 30 s after the prompt, not the scenario's timeout (x10 under TCG).
+    let timeout = r["timeouts"]["timeout_s"].as_f64().unwrap();
+    assert!(took < timeout / 2.0, "ended after {took:.0}s; timeout {timeout:.0}s");
+    assert_no_qemu_left("no reporter");
 }
 
 #[test]

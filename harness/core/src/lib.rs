@@ -10,6 +10,7 @@ pub mod engine;
 pub mod event;
 pub mod guest;
 pub mod history;
+pub mod inject;
 pub mod outcome;
 pub mod platform;
 pub mod report;

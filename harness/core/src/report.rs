@@ -124,6 +124,14 @@ pub struct ProbeInfo {
     /// saw it: without systemd, the timeline's sources differ (see notes).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub init: Option<String>,
+    /// Where the probe came from: `image` (it carries it), `injected`
+    /// (written into the run's overlay), `none`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<String>,
+    /// What injection added to the overlay, file by file (the input image
+    /// is never written).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub injected: Vec<crate::inject::Injected>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]

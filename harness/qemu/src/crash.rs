@@ -48,7 +48,7 @@ const CMD_WRITE: u16 = 1;
 const CMD_DISC: u16 = 2;
 const CMD_FLUSH: u16 = 3;
 /// qemu-nbd refuses requests over 32 MiB.
-const MAX_REQUEST: u64 = 32 << 20;
+pub const MAX_REQUEST: u64 = 32 << 20;
 
 /// A minimal NBD client (fixed newstyle handshake, simple replies): enough
 /// to write into an export served by `qemu-nbd`.
@@ -130,6 +130,32 @@ pub fn materialize(
     out: &Path,
 ) -> Result<(), CrashError> {
     create_overlay(base, format, out)?;
+    let logf = File::open(log).map_err(io_err(format!("cannot open the write log {}", log.display())))?;
+    through_nbd(out, |nbd| {
+        let mut buf = Vec::new();
+        for p in &state.pieces {
+            let mut done = 0;
+            while done < p.len {
+                let n = (p.len - done).min(MAX_REQUEST);
+                buf.resize(n as usize, 0);
+                match p.data_at {
+                    Some(at) => logf
+                        .read_exact_at(&mut buf, at + done)
+                        .map_err(io_err(format!("reading the write log {}", log.display())))?,
+                    None => buf.fill(0),
+                }
+                nbd.write(p.offset + done, &buf).map_err(io_err("writing the crash state through qemu-nbd"))?;
+                done += n;
+            }
+        }
+        Ok(())
+    })
+}
+
+/// Write into the qcow2 `disk` through `qemu-nbd` (so its backing chain
+/// stays untouched): `f` gets the connection, then it is flushed and
+/// closed and qemu-nbd is gone, whatever `f` did.
+pub fn through_nbd(disk: &Path, f: impl FnOnce(&mut NbdClient) -> Result<(), CrashError>) -> Result<(), CrashError> {
     let qemu_nbd = require("qemu-nbd").map_err(|e| CrashError::Tool(e.to_string()))?;
     // qemu-nbd wants an absolute socket path, and a unix socket's path
     // must fit in 108 bytes: a bundle under a relative or deep report
@@ -142,7 +168,7 @@ pub fn materialize(
     let mut child = Command::new(qemu_nbd)
         .args(["-f", "qcow2", "--cache=writeback", "-k"])
         .arg(&sock)
-        .arg(out)
+        .arg(disk)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -162,7 +188,7 @@ pub fn materialize(
                         }
                         return Err(CrashError::Tool(format!(
                             "qemu-nbd exited ({st}) serving {}: {}",
-                            out.display(),
+                            disk.display(),
                             said.trim()
                         )));
                     }
@@ -170,24 +196,8 @@ pub fn materialize(
                 }
             }
         };
-        let logf = File::open(log).map_err(io_err(format!("cannot open the write log {}", log.display())))?;
-        let mut buf = Vec::new();
-        for p in &state.pieces {
-            let mut done = 0;
-            while done < p.len {
-                let n = (p.len - done).min(MAX_REQUEST);
-                buf.resize(n as usize, 0);
-                match p.data_at {
-                    Some(at) => logf
-                        .read_exact_at(&mut buf, at + done)
-                        .map_err(io_err(format!("reading the write log {}", log.display())))?,
-                    None => buf.fill(0),
-                }
-                nbd.write(p.offset + done, &buf).map_err(io_err("writing the crash state through qemu-nbd"))?;
-                done += n;
-            }
-        }
-        nbd.flush().map_err(io_err("flushing the crash state"))?;
+        f(&mut nbd)?;
+        nbd.flush().map_err(io_err("flushing the writes through qemu-nbd"))?;
         nbd.disconnect().map_err(io_err("closing the NBD connection"))?;
         Ok(())
     })();

@@ -6,6 +6,7 @@ pub mod argv;
 pub mod crash;
 pub mod disk;
 pub mod firmware;
+pub mod inject;
 pub mod probe_client;
 pub mod probe_session;
 pub mod process;

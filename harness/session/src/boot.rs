@@ -120,6 +120,20 @@ fn session(
     report.boot.append = r.append.clone();
     report.machine.machine = Some(machine(arch).into());
 
+    // An image without the probe gets one in a layer over it (the layer,
+    // not the image, is what the throwaway overlay then goes over).
+    let recording = opts.write_log.is_some() || opts.disk.is_some();
+    let layer = match crate::inject::prepare(s, &r, arch, recording, report, sink) {
+        crate::inject::Prepared::Injected(layer) => {
+            r.probe = true;
+            Some(layer)
+        }
+        crate::inject::Prepared::InImage => {
+            r.probe = true;
+            None
+        }
+        crate::inject::Prepared::None => None,
+    };
     let qemu = env.machine.emulator(arch).map_err(|e| Failure::new(FailureCode::QemuMissing, e))?;
     report.machine.qemu = Some(qemu.display().to_string());
     let caps = HostCaps { qemu, transports: env.machine.transports() };
@@ -155,7 +169,10 @@ fn session(
     report.notes.extend(plan::notes(s, arch, accel.accel));
     report.machine.cpu = Some(s.machine.cpu.clone().unwrap_or_else(|| default_cpu(arch, accel.accel).into()));
     let decided = Decided { arch, caps, accel, transport, firmware };
-    let plan = plan::boot_plan(s, &r, decided, opts, dir.join("console.log"));
+    let mut plan = plan::boot_plan(s, &r, decided, opts, dir.join("console.log"));
+    if let Some(l) = &layer {
+        plan.disk = (l.disk.clone(), DiskFormat::Qcow2);
+    }
     let run = Run::new(plan.run.clone())
         .map_err(|e| Failure::new(FailureCode::BadInput, format!("a console pattern does not compile: {e}")))?;
     sink.event(RunEvent::Booting {

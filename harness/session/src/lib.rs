@@ -6,7 +6,8 @@
 //! 1. **resolve** the image ([`fixtures`]): a fixture build (built if
 //!    asked and missing), or the user's disk, kernel and command line;
 //! 2. tell its **architecture** from the image itself, and prepare board
-//!    mode if asked;
+//!    mode if asked; an image without the probe gets one **injected**
+//!    into a layer over it ([`inject`]);
 //! 3. ask the [`Machine`] what it offers (emulator, transports,
 //!    accelerator, firmware) and **plan** the boot ([`plan`], pure);
 //! 4. hash the input, then have the machine **boot** the plan, feeding the
@@ -24,6 +25,7 @@ pub mod boot;
 pub mod clock;
 pub mod fake;
 pub mod fixtures;
+pub mod inject;
 pub mod load;
 pub mod local;
 pub mod machine;

@@ -143,7 +143,12 @@ pub struct RootPartition {
 pub fn root_partition(disk: &dyn ReadAt, arch: Arch) -> Option<RootPartition> {
     let parts: Vec<Partition> = part::partitions(disk).unwrap_or_default();
     if parts.is_empty() {
-        return in_ext4(disk, "the disk").map(|e| RootPartition { number: 0, start: 0, len: disk.size(), why: e.what });
+        return in_ext4(disk, "the disk").map(|e| RootPartition {
+            number: 0,
+            start: 0,
+            len: disk.size(),
+            why: format!("the whole disk, an ext4 filesystem with no partition table ({})", e.what),
+        });
     }
     let wanted = match arch {
         Arch::X86_64 => part::GPT_ROOT_X86_64,

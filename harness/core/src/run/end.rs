@@ -4,6 +4,11 @@
 use airboot_model::{Failure, FailureCode, Verdict};
 
 use super::{Decision, Run, RunResult};
+
+/// Wall seconds (never scaled for TCG) a guest with nothing reporting is
+/// watched after its login prompt, or after it went quiet, before the run
+/// ends as `no-reporter`.
+pub const NO_REPORTER_S: f64 = 30.0;
 use crate::report::Milestone;
 use crate::verify::{ContainerRow, ImageRow};
 
@@ -55,6 +60,10 @@ impl Run {
         if let Decision::Stop = self.check_progress(t) {
             return Decision::Stop;
         }
+        if let Some(f) = self.nobody_reports(t) {
+            self.error = true;
+            return self.stop_fail(f);
+        }
         if t >= self.deadline_s() {
             let mut message = format!(
                 "timed out after {:.1}s ({}s × {} for this accelerator)",
@@ -98,6 +107,37 @@ impl Run {
             return self.stop_fail(f);
         }
         Decision::Continue
+    }
+
+    /// A guest nothing in which will ever report its stack (no probe, no
+    /// status line so far) that has reached a login prompt, or gone
+    /// quiet after its init started, for [`NO_REPORTER_S`] of wall time:
+    /// waiting for the timeout would tell nothing more.
+    fn nobody_reports(&self, t: f64) -> Option<Failure> {
+        if self.cfg.probe || self.reporter_seen || !self.wants_stack() {
+            return None;
+        }
+        let init_t = self
+            .specs
+            .iter()
+            .zip(&self.hits)
+            .find(|(s, _)| s.name == "init")
+            .and_then(|(_, h)| h.as_ref())
+            .map(|h| h.t_s);
+        let (since, what) = match (self.login_t, init_t, &self.last_line) {
+            (Some(lt), _, _) => (lt, format!("the console showed a login prompt at {lt:.1}s")),
+            (None, Some(it), Some(last)) if last.t >= it => {
+                (last.t, format!("the console has been quiet since {:.1}s, after userspace started", last.t))
+            }
+            _ => return None,
+        };
+        (t - since >= NO_REPORTER_S).then(|| Failure {
+            code: FailureCode::NoReporter,
+            message: format!(
+                "{what}, and nothing in the guest reports its stack: no probe, no AIRBOOT-STATUS line. Ways forward: let airboot inject its probe (the default for an image whose root is ext4: the report's notes say why it could not), add the probe to the image (README: \"Adding the probe to your image\"), or add the status reporter (scenarios/README.md)"
+            ),
+            evidence: self.last_line.as_ref().map(|l| format!("last console line at {:.1}s: {}", l.t, l.text)),
+        })
     }
 
     /// QEMU exited on its own.

@@ -129,6 +129,10 @@ pub struct Run {
     error: bool,
     done: bool,
     last_line: Option<TimedLine>,
+    /// When the console last showed a login prompt.
+    login_t: Option<f64>,
+    /// Whether anything in the guest printed a status line.
+    reporter_seen: bool,
     guest_machine: Option<String>,
     guest_init: Option<String>,
     probe_connected_t: Option<f64>,
@@ -176,6 +180,8 @@ impl Run {
             error: false,
             done: false,
             last_line: None,
+            login_t: None,
+            reporter_seen: false,
             guest_machine: None,
             guest_init: None,
             probe_connected_t: None,
@@ -267,6 +273,12 @@ impl Run {
             return Decision::Stop;
         }
         self.last_line = Some(line.clone());
+        if is_login_prompt(&line.text) {
+            self.login_t = Some(line.t);
+        }
+        if line.text.contains(airboot_proto::STATUS_MARKER) {
+            self.reporter_seen = true;
+        }
         let m = self.rules.scan(&line.text);
         for i in m.milestones {
             if self.hits[i].is_none() {
@@ -341,5 +353,25 @@ impl Run {
         }
         let block = to_block(s, sample.received_s, self.guest_machine.as_deref());
         self.on_block(block, Some(times))
+    }
+}
+
+/// A getty's prompt: `login:` alone, or `<host> login:` at the start of
+/// the line; kernel messages often finish the prompt's line
+/// (`device login: [   16.69] Initializing XFRM netlink socket`).
+pub fn is_login_prompt(text: &str) -> bool {
+    let t = text.trim();
+    if t == "login:" {
+        return true;
+    }
+    match t.split_once(' ') {
+        Some((host, rest)) => {
+            // "Last login: Tue …" is the message after a login, not a prompt.
+            !host.is_empty()
+                && host != "Last"
+                && host.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b))
+                && (rest == "login:" || rest.starts_with("login: "))
+        }
+        None => false,
     }
 }

@@ -199,6 +199,62 @@ fn init_is_the_real_roots_not_the_initramfss() {
     assert_eq!(run.finish().milestones.iter().find(|m| m.name == "init").unwrap().t_s, 4.0, "sysvinit's banner");
 }
 
+/// No probe, no status line: a login prompt, or silence after init,
+/// ends the run 30 s (wall, unscaled) later as `no-reporter`.
+#[test]
+fn a_guest_nothing_reports_from_ends_30_s_after_its_login_prompt() {
+    let cfg = || {
+        let mut c = cfg();
+        c.expect.timeout = Duration::from_secs(300);
+        c.expect.time_to_stack = None;
+        c
+    };
+    let mut run = Run::new(cfg()).unwrap();
+    run.on_line(&line(5.0, "Welcome to Debian GNU/Linux 12 (bookworm)!"));
+    run.on_line(&line(20.0, "device login: "));
+    assert_eq!(run.on_tick(49.9), Decision::Continue);
+    assert_eq!(run.on_tick(50.1), Decision::Stop, "30 s after the prompt, not at the 600 s scaled timeout");
+    let r = run.finish();
+    assert_eq!((r.verdict, r.failures[0].code), (Verdict::Error, FailureCode::NoReporter));
+    assert!(r.failures[0].message.contains("login prompt at 20.0s") && r.failures[0].message.contains("inject"));
+
+    // Silence after init counts from the last line.
+    let mut run = Run::new(cfg()).unwrap();
+    run.on_line(&line(5.0, "Welcome to Debian GNU/Linux 12 (bookworm)!"));
+    run.on_line(&line(9.0, "[  OK  ] Started something."));
+    assert_eq!(run.on_tick(38.9), Decision::Continue);
+    assert_eq!(run.on_tick(39.1), Decision::Stop);
+    assert_eq!(run.finish().failures[0].code, FailureCode::NoReporter);
+
+    // Not before init; not once a status line was seen; never with a probe.
+    let mut run = Run::new(cfg()).unwrap();
+    run.on_line(&line(1.0, "Linux version 6.1"));
+    assert_eq!(run.on_tick(35.0), Decision::Continue, "the kernel may be slow: the timeout decides");
+    let mut run = Run::new(cfg()).unwrap();
+    run.on_line(&line(5.0, "Welcome to Debian GNU/Linux 12 (bookworm)!"));
+    run.on_line(&line(6.0, r#"AIRBOOT-STATUS v1 begin {"seq":1,"uptime_s":1.0,"final":false}"#));
+    run.on_line(&line(7.0, "device login:"));
+    assert_eq!(run.on_tick(39.0), Decision::Continue, "a reporter is there");
+    let mut c = cfg();
+    c.probe = true;
+    let mut run = Run::new(c).unwrap();
+    run.on_line(&line(5.0, "Welcome to Debian GNU/Linux 12 (bookworm)!"));
+    run.on_line(&line(7.0, "device login:"));
+    assert_eq!(run.on_tick(39.0), Decision::Continue, "the probe will answer");
+}
+
+#[test]
+fn login_prompts_are_known_with_or_without_a_kernel_message_after_them() {
+    use super::is_login_prompt;
+    for yes in ["login:", "device login:", "device login: ", "airboot-fixture login: [   16.694514] Initializing XFRM"]
+    {
+        assert!(is_login_prompt(yes), "{yes:?}");
+    }
+    for no in ["", "Last login: Tue", "[  OK  ] Started getty: login: prompts", "sshd: login: failed", "password:"] {
+        assert!(!is_login_prompt(no), "{no:?}");
+    }
+}
+
 #[test]
 fn exit_and_abort() {
     let mut run = Run::new(cfg()).unwrap();

@@ -32,6 +32,9 @@ pub struct ImageSpec {
     /// Whether the image carries airboot-probe (`None`: fixtures do, a
     /// `path` image is assumed not to).
     pub probe: Option<bool>,
+    /// For an image without the probe: write it into the run's overlay
+    /// (`None`: yes).
+    pub inject: Option<bool>,
 }
 
 impl ImageSpec {
@@ -59,6 +62,7 @@ pub(super) struct RawImage {
     append: Option<String>,
     append_extra: Option<String>,
     probe: Option<bool>,
+    inject: Option<bool>,
 }
 
 pub(super) fn validate(ri: RawImage, span: Range<usize>, cx: &Ctx) -> Result<ImageSpec, ScenarioError> {
@@ -138,5 +142,6 @@ pub(super) fn validate(ri: RawImage, span: Range<usize>, cx: &Ctx) -> Result<Ima
         append: ri.append,
         append_extra: ri.append_extra,
         probe: ri.probe,
+        inject: ri.inject,
     })
 }

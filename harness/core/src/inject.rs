@@ -1,0 +1,307 @@
+//! Putting airboot's probe into an image that does not carry it, in the
+//! run's throwaway overlay only: what to write for the image's init system
+//! (a systemd unit and its enablement link, or an `/etc/inittab` line),
+//! the stack description for the probe, and the debugfs script that
+//! writes it. Pure: the I/O (extracting the root filesystem, running
+//! debugfs, writing the changed blocks back into the overlay) is
+//! `airboot_qemu::inject`.
+
+use std::io;
+
+use airboot_model::Engine;
+use serde::{Deserialize, Serialize};
+
+use crate::disk::ext4::{Ext4, Kind};
+
+/// Where the probe goes.
+pub const PROBE_PATH: &str = "/usr/local/sbin/airboot-probe";
+/// Where an image's own probe is found (the fixtures and the README's
+/// "Adding the probe to your image" use the first).
+pub const PROBE_PATHS: [&str; 3] = [PROBE_PATH, "/usr/sbin/airboot-probe", "/usr/bin/airboot-probe"];
+pub const CONFIG_PATH: &str = "/etc/airboot/status.conf";
+pub const UNIT_PATH: &str = "/etc/systemd/system/airboot-probe.service";
+pub const UNIT_LINK: &str = "/etc/systemd/system/multi-user.target.wants/airboot-probe.service";
+pub const INITTAB: &str = "/etc/inittab";
+
+/// The unit the fixtures carry too (`images/overlay/base/…/airboot-probe.service`).
+pub const UNIT: &str = "[Unit]
+Description=airboot guest probe: reports the container stack to the harness
+DefaultDependencies=no
+After=local-fs.target
+Wants=local-fs.target
+
+[Service]
+ExecStart=/usr/local/sbin/airboot-probe serve
+Restart=always
+RestartSec=2
+# The probe only reads: the engine API, systemd state, /proc.
+Nice=10
+
+[Install]
+WantedBy=multi-user.target
+";
+
+/// The image's init system, as its root filesystem shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum GuestInit {
+    Systemd,
+    Sysvinit,
+    Busybox,
+}
+
+/// Which init `/sbin/init` is, and why we think so.
+pub fn detect_init(fs: &Ext4) -> io::Result<Option<(GuestInit, String)>> {
+    let exists = |p: &str| -> io::Result<bool> { Ok(fs.lookup(p, true)?.is_some()) };
+    let target = |p: &str| -> io::Result<Option<String>> {
+        match fs.lookup(p, false)? {
+            Some(i) if i.kind() == Kind::Symlink => Ok(Some(String::from_utf8_lossy(&fs.read(&i, 4096)?).into_owned())),
+            _ => Ok(None),
+        }
+    };
+    let init_link = target("/sbin/init")?.unwrap_or_default();
+    let has_systemd = exists("/lib/systemd/systemd")? || exists("/usr/lib/systemd/systemd")?;
+    if init_link.ends_with("systemd") && has_systemd {
+        return Ok(Some((GuestInit::Systemd, format!("/sbin/init -> {init_link}"))));
+    }
+    if init_link.ends_with("busybox") {
+        return Ok(Some((GuestInit::Busybox, format!("/sbin/init -> {init_link}"))));
+    }
+    if exists(INITTAB)? && exists("/sbin/init")? {
+        return Ok(Some((GuestInit::Sysvinit, format!("/sbin/init is not systemd and {INITTAB} exists"))));
+    }
+    if has_systemd && !exists("/sbin/init")? {
+        // No /sbin/init: the kernel's fallback finds none either, but a
+        // UKI's command line may say init=/lib/systemd/systemd.
+        return Ok(Some((GuestInit::Systemd, "systemd is installed (no /sbin/init)".into())));
+    }
+    Ok(None)
+}
+
+/// What one written file holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Content {
+    /// The static probe binary for the guest's architecture.
+    Probe,
+    Text(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlannedFile {
+    pub path: String,
+    pub mode: u32,
+    pub content: Content,
+    /// It replaces a file the image has (its old content is gone from the
+    /// overlay, never from the input).
+    pub replaces: bool,
+}
+
+/// Everything to write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plan {
+    pub init: GuestInit,
+    pub files: Vec<PlannedFile>,
+    /// (link, target).
+    pub symlinks: Vec<(String, String)>,
+}
+
+/// The stack description the injected probe reads: the engine, and the
+/// containers the scenario expects (the image's own units are unknown, so
+/// the stack is its containers).
+pub fn status_conf(engine: Engine, containers: &[String]) -> String {
+    let names: Vec<&str> = containers.iter().map(|c| c.trim_start_matches('/')).collect();
+    format!(
+        "# Written by airboot into the run's overlay (the image itself is unchanged).\nENGINE={engine}\nSTACK_CONTAINERS=\"{}\"\nINTERVAL=3\nSETTLED_INTERVAL=10\nDEADLINE=900\n",
+        names.join(" ")
+    )
+}
+
+/// The line that starts the probe from inittab, in each init's syntax.
+fn inittab_line(init: GuestInit) -> &'static str {
+    match init {
+        GuestInit::Busybox => "::respawn:/usr/local/sbin/airboot-probe serve",
+        _ => "ab:2345:respawn:/usr/local/sbin/airboot-probe serve",
+    }
+}
+
+/// What to write for `init`. `inittab`: the image's `/etc/inittab` (an
+/// init without systemd needs one to start the probe); `has_config`: the
+/// image already describes its stack in `/etc/airboot/status.conf`.
+pub fn plan(
+    init: GuestInit,
+    engine: Engine,
+    containers: &[String],
+    inittab: Option<&str>,
+    has_config: bool,
+) -> Result<Plan, String> {
+    let mut files =
+        vec![PlannedFile { path: PROBE_PATH.into(), mode: 0o755, content: Content::Probe, replaces: false }];
+    if !has_config {
+        files.push(PlannedFile {
+            path: CONFIG_PATH.into(),
+            mode: 0o644,
+            content: Content::Text(status_conf(engine, containers)),
+            replaces: false,
+        });
+    }
+    let mut symlinks = Vec::new();
+    match init {
+        GuestInit::Systemd => {
+            files.push(PlannedFile {
+                path: UNIT_PATH.into(),
+                mode: 0o644,
+                content: Content::Text(UNIT.into()),
+                replaces: false,
+            });
+            symlinks.push((UNIT_LINK.to_string(), UNIT_PATH.to_string()));
+        }
+        GuestInit::Sysvinit | GuestInit::Busybox => {
+            let Some(tab) = inittab else {
+                return Err(format!(
+                    "the image has no {INITTAB}: airboot cannot start a probe under this init without replacing its built-in defaults"
+                ));
+            };
+            let line = inittab_line(init);
+            if tab.lines().any(|l| l.trim() == line) {
+                // Already there (a second injection into the same image).
+            } else {
+                let mut new = tab.to_string();
+                if !new.is_empty() && !new.ends_with('\n') {
+                    new.push('\n');
+                }
+                new.push_str("# Added by airboot (the run's overlay only): its guest probe.\n");
+                new.push_str(line);
+                new.push('\n');
+                files.push(PlannedFile {
+                    path: INITTAB.into(),
+                    mode: 0o644,
+                    content: Content::Text(new),
+                    replaces: true,
+                });
+            }
+        }
+    }
+    Ok(Plan { init, files, symlinks })
+}
+
+/// The directories to create for `path`, outermost first.
+fn parents(path: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty()).collect();
+    for p in &parts[..parts.len().saturating_sub(1)] {
+        cur.push('/');
+        cur.push_str(p);
+        out.push(cur.clone());
+    }
+    out
+}
+
+fn split(path: &str) -> (&str, &str) {
+    match path.rfind('/') {
+        Some(0) => ("/", &path[1..]),
+        Some(i) => (&path[..i], &path[i + 1..]),
+        None => ("/", path),
+    }
+}
+
+/// The debugfs commands (`debugfs -w -f`) that write `plan`; `host` names
+/// the host file holding each planned file's bytes. Creating a directory
+/// that exists is an error debugfs prints and goes on from.
+pub fn debugfs_script(plan: &Plan, host: &dyn Fn(&PlannedFile) -> String) -> String {
+    let mut s = String::new();
+    let mut dirs: Vec<String> = Vec::new();
+    let paths = plan.files.iter().map(|f| f.path.as_str()).chain(plan.symlinks.iter().map(|(l, _)| l.as_str()));
+    for p in paths {
+        for d in parents(p) {
+            if !dirs.contains(&d) {
+                dirs.push(d);
+            }
+        }
+    }
+    for d in &dirs {
+        s.push_str(&format!("mkdir {d}\n"));
+    }
+    for f in &plan.files {
+        let (dir, name) = split(&f.path);
+        s.push_str(&format!("cd {dir}\n"));
+        if f.replaces {
+            s.push_str(&format!("rm {name}\n"));
+        }
+        s.push_str(&format!("write {} {name}\n", host(f)));
+        s.push_str(&format!("sif {name} mode 0{:o}\n", 0o100000 | f.mode));
+        s.push_str(&format!("sif {name} uid 0\nsif {name} gid 0\n"));
+    }
+    for (link, target) in &plan.symlinks {
+        let (dir, name) = split(link);
+        s.push_str(&format!("cd {dir}\nsymlink {name} {target}\n"));
+    }
+    s
+}
+
+/// One file the run added to the overlay, as the report lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Injected {
+    pub path: String,
+    /// sha256 of its content as read back from the filesystem; for a
+    /// symlink, of its target.
+    pub sha256: String,
+    /// `file 0755`, `symlink -> …`, or `file 0644 (replaces the image's)`.
+    pub what: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_systemd_image_gets_the_probe_its_unit_and_the_link() {
+        let p = plan(GuestInit::Systemd, Engine::Docker, &["app".into(), "/db".into()], None, false).unwrap();
+        let paths: Vec<&str> = p.files.iter().map(|f| f.path.as_str()).collect();
+        assert_eq!(paths, [PROBE_PATH, CONFIG_PATH, UNIT_PATH]);
+        assert_eq!(p.symlinks, [(UNIT_LINK.to_string(), UNIT_PATH.to_string())]);
+        let Content::Text(conf) = &p.files[1].content else { panic!() };
+        assert!(conf.contains("ENGINE=docker\n") && conf.contains("STACK_CONTAINERS=\"app db\""), "{conf}");
+        // The image's own stack description wins.
+        let own = plan(GuestInit::Systemd, Engine::Podman, &[], None, true).unwrap();
+        assert!(!own.files.iter().any(|f| f.path == CONFIG_PATH));
+    }
+
+    #[test]
+    fn an_inittab_gains_one_line_in_its_inits_syntax() {
+        let tab = "id:2:initdefault:\nl2:2:wait:/etc/init.d/rc 2";
+        let p = plan(GuestInit::Sysvinit, Engine::Docker, &[], Some(tab), false).unwrap();
+        let f = p.files.iter().find(|f| f.path == INITTAB).unwrap();
+        assert!(f.replaces);
+        let Content::Text(t) = &f.content else { panic!() };
+        assert!(t.starts_with("id:2:initdefault:\nl2:2:wait:/etc/init.d/rc 2\n"), "{t}");
+        assert!(t.ends_with("ab:2345:respawn:/usr/local/sbin/airboot-probe serve\n"), "{t}");
+        let b = plan(GuestInit::Busybox, Engine::Docker, &[], Some("::sysinit:/etc/init.d/rcS\n"), false).unwrap();
+        let Content::Text(t) = &b.files.iter().find(|f| f.path == INITTAB).unwrap().content else { panic!() };
+        assert!(t.ends_with("::respawn:/usr/local/sbin/airboot-probe serve\n"), "{t}");
+        // Twice is once.
+        let again = plan(GuestInit::Busybox, Engine::Docker, &[], Some(t), false).unwrap();
+        assert!(!again.files.iter().any(|f| f.path == INITTAB));
+        let e = plan(GuestInit::Busybox, Engine::Docker, &[], None, false).unwrap_err();
+        assert!(e.contains("/etc/inittab"), "{e}");
+    }
+
+    #[test]
+    fn the_script_makes_parents_then_files_then_links() {
+        let p = plan(GuestInit::Systemd, Engine::Docker, &["app".into()], None, false).unwrap();
+        let s = debugfs_script(&p, &|f| format!("/tmp/in/{}", f.path.rsplit('/').next().unwrap()));
+        let lines: Vec<&str> = s.lines().collect();
+        let pos = |l: &str| lines.iter().position(|x| *x == l).unwrap_or_else(|| panic!("no {l:?} in\n{s}"));
+        assert!(pos("mkdir /usr") < pos("mkdir /usr/local") && pos("mkdir /usr/local") < pos("mkdir /usr/local/sbin"));
+        assert!(pos("mkdir /usr/local/sbin") < pos("write /tmp/in/airboot-probe airboot-probe"));
+        assert!(lines.contains(&"sif airboot-probe mode 0100755"), "{s}");
+        assert!(lines.contains(&"sif status.conf mode 0100644"), "{s}");
+        assert!(
+            pos("mkdir /etc/systemd/system/multi-user.target.wants")
+                < pos("symlink airboot-probe.service /etc/systemd/system/airboot-probe.service")
+        );
+        assert_eq!(split("/etc/inittab"), ("/etc", "inittab"));
+        assert_eq!(split("/x"), ("/", "x"));
+        assert_eq!(parents("/a/b/c"), ["/a", "/a/b"]);
+    }
+}

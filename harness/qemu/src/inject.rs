@@ -1,0 +1,255 @@
+//! Writing the probe into a qcow2 layer over the user's image, never the
+//! image itself: the root filesystem is copied out of the layer, written
+//! with `debugfs -w` (a kept tool: no hand-written ext4 writer), checked
+//! with `e2fsck -fn`, read back and compared with the plan, and only the
+//! blocks that changed go back into the layer through `qemu-nbd`.
+
+use std::fs::File;
+use std::io::Read;
+use std::os::unix::fs::{FileExt, PermissionsExt};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use airboot_core::disk::ext4::{Ext4, Kind};
+use airboot_core::inject::{Content, Injected, Plan, debugfs_script};
+use sha2::{Digest, Sha256};
+
+use crate::crash::{self, CrashError, MAX_REQUEST};
+use crate::process::{require, run_supervised};
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// Write `plan` into the ext4 filesystem at bytes `start..start+len` of
+/// the qcow2 `layer` (over the input image), the probe binary from
+/// `probe`; `work` holds the temporary copies. Returns what was added,
+/// read back from the filesystem.
+pub fn inject(
+    layer: &Path,
+    start: u64,
+    len: u64,
+    plan: &Plan,
+    probe: &Path,
+    work: &Path,
+) -> Result<Vec<Injected>, String> {
+    let debugfs = require("debugfs").map_err(|e| e.to_string())?;
+    let root = work.join("root.raw");
+    let orig = work.join("root.orig");
+    crash::extract(layer, start, len, &root).map_err(|e| e.to_string())?;
+    let (code, text) = e2fsck_n(&root)?;
+    if code != 0 {
+        return Err(format!(
+            "the root filesystem is not clean (e2fsck -fn exit {code}: {}): airboot writes into a clean filesystem only",
+            first_lines(&text, 3)
+        ));
+    }
+    let st = Command::new("cp").arg("--sparse=always").arg(&root).arg(&orig).status();
+    if !st.as_ref().is_ok_and(|s| s.success()) {
+        return Err(format!("cannot copy {} ({st:?})", root.display()));
+    }
+    // The bytes of each planned file, in host files debugfs reads.
+    let files = work.join("files");
+    std::fs::create_dir_all(&files).map_err(|e| format!("{}: {e}", files.display()))?;
+    let host = |f: &airboot_core::inject::PlannedFile| files.join(f.path.trim_start_matches('/').replace('/', "_"));
+    let mut wanted = Vec::new();
+    for f in &plan.files {
+        let data = match &f.content {
+            Content::Probe => std::fs::read(probe).map_err(|e| format!("the guest probe {}: {e}", probe.display()))?,
+            Content::Text(t) => t.clone().into_bytes(),
+        };
+        let p = host(f);
+        std::fs::write(&p, &data).map_err(|e| format!("{}: {e}", p.display()))?;
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(f.mode)).ok();
+        wanted.push((f.clone(), hex(&Sha256::digest(&data))));
+    }
+    // Files the image already has are replaced (debugfs will not write over one).
+    let mut plan = plan.clone();
+    {
+        let img = File::open(&root).map_err(|e| format!("{}: {e}", root.display()))?;
+        let fs = Ext4::open(&img).map_err(|e| format!("the root filesystem: {e}"))?;
+        for f in &mut plan.files {
+            if fs.lookup(&f.path, false).map_err(|e| e.to_string())?.is_some() {
+                f.replaces = true;
+            }
+        }
+    }
+    let script = work.join("inject.debugfs");
+    let text = debugfs_script(&plan, &|f| host(f).display().to_string());
+    std::fs::write(&script, &text).map_err(|e| format!("{}: {e}", script.display()))?;
+    let mut cmd = Command::new(&debugfs);
+    cmd.arg("-w").arg("-f").arg(&script).arg(&root).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+    run_supervised(&mut cmd, Some(Duration::from_secs(120))).map_err(|e| format!("debugfs -w: {e}"))?;
+    // Read back what is there now: every file with its bytes and mode,
+    // every link with its target.
+    let mut out = Vec::new();
+    {
+        let img = File::open(&root).map_err(|e| format!("{}: {e}", root.display()))?;
+        let fs = Ext4::open(&img).map_err(|e| format!("the root filesystem after debugfs: {e}"))?;
+        for (f, sum) in &wanted {
+            let ino = fs
+                .lookup(&f.path, false)
+                .map_err(|e| e.to_string())?
+                .filter(|i| i.kind() == Kind::File)
+                .ok_or_else(|| format!("debugfs did not write {} (script {})", f.path, script.display()))?;
+            let mut data = Vec::new();
+            fs.reader(&ino).map_err(|e| e.to_string())?.read_to_end(&mut data).map_err(|e| e.to_string())?;
+            let got = hex(&Sha256::digest(&data));
+            if &got != sum || u32::from(ino.mode) & 0o7777 != f.mode || ino.uid != 0 {
+                return Err(format!(
+                    "{} reads back wrong after debugfs (sha256 {}, mode {:o}, uid {})",
+                    f.path,
+                    &got[..12],
+                    ino.mode & 0o7777,
+                    ino.uid
+                ));
+            }
+            let what = format!("file {:04o}{}", f.mode, if f.replaces { " (replaces the image's)" } else { "" });
+            out.push(Injected { path: f.path.clone(), sha256: got, what });
+        }
+        for (link, target) in &plan.symlinks {
+            let ino = fs
+                .lookup(link, false)
+                .map_err(|e| e.to_string())?
+                .filter(|i| i.kind() == Kind::Symlink)
+                .ok_or_else(|| format!("debugfs did not make the link {link}"))?;
+            let got = fs.read(&ino, 4096).map_err(|e| e.to_string())?;
+            if got != target.as_bytes() {
+                return Err(format!("{link} points at {:?}, not {target}", String::from_utf8_lossy(&got)));
+            }
+            out.push(Injected {
+                path: link.clone(),
+                sha256: hex(&Sha256::digest(&got)),
+                what: format!("symlink -> {target}"),
+            });
+        }
+    }
+    let (code, text) = e2fsck_n(&root)?;
+    if code != 0 {
+        return Err(format!(
+            "the root filesystem is not clean after debugfs (e2fsck -fn exit {code}: {})",
+            first_lines(&text, 3)
+        ));
+    }
+    // Only the blocks that changed go into the layer.
+    let changed = changed_ranges(&orig, &root)?;
+    let new = File::open(&root).map_err(|e| format!("{}: {e}", root.display()))?;
+    crash::through_nbd(layer, |nbd| {
+        let mut buf = Vec::new();
+        for (off, n) in &changed {
+            let mut done = 0;
+            while done < *n {
+                let k = (*n - done).min(MAX_REQUEST);
+                buf.resize(k as usize, 0);
+                new.read_exact_at(&mut buf, off + done)
+                    .map_err(|e| CrashError::Tool(format!("reading {}: {e}", root.display())))?;
+                nbd.write(start + off + done, &buf)
+                    .map_err(|e| CrashError::Tool(format!("writing the probe into the layer: {e}")))?;
+                done += k;
+            }
+        }
+        Ok(())
+    })
+    .map_err(|e| e.to_string())?;
+    let _ = std::fs::remove_file(&root);
+    let _ = std::fs::remove_file(&orig);
+    Ok(out)
+}
+
+fn e2fsck_n(fs: &Path) -> Result<(i32, String), String> {
+    let bin = require("e2fsck").map_err(|e| e.to_string())?;
+    let out = Command::new(bin)
+        .args(["-f", "-n"])
+        .arg(fs)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("cannot run e2fsck: {e}"))?;
+    Ok((
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+    ))
+}
+
+fn first_lines(t: &str, n: usize) -> String {
+    t.lines().filter(|l| !l.trim().is_empty() && !l.starts_with("Pass ")).take(n).collect::<Vec<_>>().join(" | ")
+}
+
+/// Where `new` differs from `old` (same size), in 64 KiB steps, as
+/// (offset, length) runs; only the parts of `new` that hold data are read.
+pub fn changed_ranges(old: &Path, new: &Path) -> Result<Vec<(u64, u64)>, String> {
+    const STEP: u64 = 64 << 10;
+    let a = File::open(old).map_err(|e| format!("{}: {e}", old.display()))?;
+    let b = File::open(new).map_err(|e| format!("{}: {e}", new.display()))?;
+    let size = b.metadata().map_err(|e| e.to_string())?.len();
+    let mut out: Vec<(u64, u64)> = Vec::new();
+    let (mut x, mut y) = (vec![0u8; STEP as usize], vec![0u8; STEP as usize]);
+    for (from, to) in data_regions(&b, size) {
+        let mut off = from - from % STEP;
+        while off < to {
+            let n = STEP.min(size - off) as usize;
+            b.read_exact_at(&mut y[..n], off).map_err(|e| format!("{}: {e}", new.display()))?;
+            // A short read of the old copy reads as zeros (it is the same size).
+            x[..n].fill(0);
+            let _ = a.read_at(&mut x[..n], off);
+            if x[..n] != y[..n] {
+                match out.last_mut() {
+                    Some((o, l)) if *o + *l == off => *l += n as u64,
+                    _ => out.push((off, n as u64)),
+                }
+            }
+            off += STEP;
+        }
+    }
+    Ok(out)
+}
+
+/// The (start, end) byte ranges of `f` that hold data (SEEK_DATA/SEEK_HOLE),
+/// or the whole file where the filesystem cannot tell.
+fn data_regions(f: &File, size: u64) -> Vec<(u64, u64)> {
+    use std::os::fd::AsRawFd;
+    let fd = f.as_raw_fd();
+    let mut out = Vec::new();
+    let mut pos: i64 = 0;
+    while (pos as u64) < size {
+        #[allow(unsafe_code)]
+        // SAFETY: lseek on a descriptor we own; no memory is passed.
+        let data = unsafe { libc::lseek(fd, pos, libc::SEEK_DATA) };
+        if data < 0 {
+            if pos == 0 && std::io::Error::last_os_error().raw_os_error() != Some(libc::ENXIO) {
+                return vec![(0, size)]; // SEEK_DATA unsupported: read everything
+            }
+            break;
+        }
+        #[allow(unsafe_code)]
+        // SAFETY: as above.
+        let hole = unsafe { libc::lseek(fd, data, libc::SEEK_HOLE) };
+        let end = if hole < 0 { size as i64 } else { hole };
+        out.push((data as u64, end as u64));
+        pos = end;
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_changed_steps_of_data_regions_are_found() {
+        let d = tempfile::tempdir().unwrap();
+        let (a, b) = (d.path().join("a"), d.path().join("b"));
+        let f = File::create(&a).unwrap();
+        f.set_len(8 << 20).unwrap();
+        f.write_all_at(&[1u8; 4096], 1 << 20).unwrap();
+        drop(f);
+        std::fs::copy(&a, &b).unwrap();
+        let g = std::fs::OpenOptions::new().write(true).open(&b).unwrap();
+        g.write_all_at(b"changed", (1 << 20) + 10).unwrap();
+        g.write_all_at(&[7u8; 100], (5 << 20) + 65_500).unwrap(); // straddles two steps
+        drop(g);
+        let r = changed_ranges(&a, &b).unwrap();
+        assert_eq!(r, [(1 << 20, 64 << 10), (5 << 20, 128 << 10)], "5 MiB is a multiple of the 64 KiB step");
+        assert!(changed_ranges(&a, &a).unwrap().is_empty());
+    }
+}

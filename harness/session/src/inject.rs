@@ -1,0 +1,134 @@
+//! A probe for an image that carries none: written into a qcow2 layer
+//! over the input image (kept for the boot), so the image gets the full
+//! verdict a fixture gets. The decision and what to write are
+//! `airboot_core::inject`; the writing is `airboot_qemu::inject`.
+
+use std::path::PathBuf;
+
+use airboot_core::disk::ext4::Ext4;
+use airboot_core::disk::{Slice, detect};
+use airboot_core::event::{EventSink, RunEvent};
+use airboot_core::inject::{self, GuestInit};
+use airboot_core::report::Report;
+use airboot_core::scenario::Scenario;
+use airboot_model::Arch;
+
+use crate::fixtures::ResolvedImage;
+
+/// The layer holding the injected probe, alive as long as this is.
+pub struct Layer {
+    pub disk: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+/// What [`prepare`] found or did.
+pub enum Prepared {
+    /// The image carries the probe (said by the scenario or found in it).
+    InImage,
+    /// Written into this layer: boot it instead of the image.
+    Injected(Layer),
+    /// No probe for this run (said in a note): status comes from the console.
+    None,
+}
+
+/// Inject the probe when the image has none and the scenario allows it.
+/// What could not be done is said in a note: the run goes on without a
+/// probe.
+pub fn prepare(
+    s: &Scenario,
+    r: &ResolvedImage,
+    arch: Arch,
+    recording: bool,
+    report: &mut Report,
+    sink: &mut dyn EventSink,
+) -> Prepared {
+    if r.probe {
+        report.probe.origin = Some("image".into());
+        return Prepared::InImage;
+    }
+    report.probe.origin = Some("none".into());
+    if s.image.inject == Some(false) {
+        report
+            .notes
+            .push("the image has no probe and `[image] inject = false`: status comes from the console only".into());
+        return Prepared::None;
+    }
+    if recording {
+        report.notes.push(
+            "power-cut campaigns do not inject the probe (the crash states are cut over the input image itself): status comes from the console only".into(),
+        );
+        return Prepared::None;
+    }
+    sink.event(RunEvent::Step(
+        "the image has no probe: writing it into a layer over the image (the image is not touched)".into(),
+    ));
+    match write(s, r, arch) {
+        Ok(Written::Present(path)) => {
+            report.probe.origin = Some("image".into());
+            report.notes.push(format!(
+                "the image carries the probe at {path}: not injecting one (`probe = true` under [image] says so without the look)"
+            ));
+            Prepared::InImage
+        }
+        Ok(Written::Layer(layer, files, why)) => {
+            report.probe.origin = Some("injected".into());
+            report.notes.push(format!(
+                "probe injected into a layer over the image ({why}): {}",
+                files.iter().map(|f| f.path.as_str()).collect::<Vec<_>>().join(", ")
+            ));
+            report.probe.injected = files;
+            Prepared::Injected(layer)
+        }
+        Err(why) => {
+            sink.event(RunEvent::Note(format!("could not inject the probe: {why}")));
+            report.notes.push(format!(
+                "could not inject the probe ({why}): status comes from the console only; add the probe to the image (README: \"Adding the probe to your image\") or a login"
+            ));
+            Prepared::None
+        }
+    }
+}
+
+enum Written {
+    /// The image has a probe already, here.
+    Present(String),
+    Layer(Layer, Vec<airboot_core::inject::Injected>, String),
+}
+
+fn write(s: &Scenario, r: &ResolvedImage, arch: Arch) -> Result<Written, String> {
+    let view = airboot_qemu::disk::open_image(&r.disk).map_err(|e| format!("cannot read {}: {e}", r.disk.display()))?;
+    let rootp = detect::root_partition(view.as_ref(), arch).ok_or_else(|| {
+        "no ext4 root filesystem found (no GPT root partition, no ext4 partition with an init)".to_string()
+    })?;
+    let part = Slice { inner: view.as_ref(), start: rootp.start, len: rootp.len };
+    let fs = Ext4::open(&part).map_err(|e| format!("the root filesystem ({}) is not ext4: {e}", rootp.why))?;
+    for path in inject::PROBE_PATHS {
+        if fs.lookup(path, true).map_err(|e| e.to_string())?.is_some() {
+            return Ok(Written::Present(path.to_string()));
+        }
+    }
+    let (init, init_why) = inject::detect_init(&fs)
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| "cannot tell the image's init system (no systemd, no /etc/inittab)".to_string())?;
+    let inittab = match init {
+        GuestInit::Systemd => None,
+        _ => match fs.lookup(inject::INITTAB, true).map_err(|e| e.to_string())? {
+            Some(i) => Some(String::from_utf8_lossy(&fs.read(&i, 1 << 20).map_err(|e| e.to_string())?).into_owned()),
+            None => None,
+        },
+    };
+    let has_config = fs.lookup(inject::CONFIG_PATH, true).map_err(|e| e.to_string())?.is_some();
+    let containers: Vec<String> = s.expect.containers.iter().map(|c| c.name.clone()).collect();
+    let plan = inject::plan(init, s.expect.engine, &containers, inittab.as_deref(), has_config)?;
+    drop(view);
+    let probe = airboot_images::probe_binary(arch)?;
+    let dir = tempfile::Builder::new()
+        .prefix("airboot-inject-")
+        .tempdir()
+        .map_err(|e| format!("cannot create a temporary folder: {e}"))?;
+    let disk = dir.path().join("probe-layer.qcow2");
+    airboot_qemu::disk::create_overlay(&r.disk, r.format, &disk).map_err(|e| e.to_string())?;
+    let files = airboot_qemu::inject::inject(&disk, rootp.start, rootp.len, &plan, &probe, dir.path())?;
+    let why = format!("root filesystem: {}; init: {init_why}", rootp.why);
+    Ok(Written::Layer(Layer { disk, _dir: dir }, files, why))
+}
