@@ -22,6 +22,7 @@ packages=(
     docker.io                                               # pre-seeding a fixture's /var/lib/docker
     podman crun netavark                                    # pre-seeding a Podman fixture's store (podman --root)
     e2fsprogs kmod dpkg fdisk mtools dosfstools             # disks, modules
+    zstd xz-utils bzip2 gzip                                # compressed input images
     qemu-user-static binfmt-support arch-test               # foreign-arch rootfs
     chromium                                                # the HTML report's render test
     ca-certificates

@@ -107,31 +107,39 @@ fn disk_usage(path: &std::path::Path) -> u64 {
 pub fn clean(dry_run: bool) -> i32 {
     let root = cache_root();
     let (mut freed, mut count, mut failed) = (0u64, 0, 0);
+    let mut doomed = Vec::new();
     for def in catalog() {
-        let old = match stale_builds(&root, &def) {
-            Ok(old) => old,
+        match stale_builds(&root, &def) {
+            Ok(old) => doomed.extend(old),
             Err(e) => {
                 eprintln!("error: {}: cannot tell older builds from the current one, nothing deleted: {e}", def.name);
                 failed += 1;
-                continue;
             }
-        };
-        for dir in old {
-            let size = disk_usage(&dir);
-            if dry_run {
-                println!("would delete {} ({} MiB)", dir.display(), size >> 20);
-            } else if let Err(e) = std::fs::remove_dir_all(&dir) {
-                eprintln!("error: cannot delete {}: {e}", dir.display());
-                failed += 1;
-                continue;
-            } else {
-                println!("deleted {} ({} MiB)", dir.display(), size >> 20);
-            }
-            freed += size;
-            count += 1;
         }
     }
+    // Unpacked copies of compressed inputs: made again from the input when needed.
+    if let Ok(rd) = std::fs::read_dir(root.join("inputs")) {
+        doomed.extend(rd.flatten().map(|e| e.path()).filter(|p| p.is_dir()));
+    }
+    for dir in doomed {
+        let size = disk_usage(&dir);
+        if dry_run {
+            println!("would delete {} ({} MiB)", dir.display(), size >> 20);
+        } else if let Err(e) = std::fs::remove_dir_all(&dir) {
+            eprintln!("error: cannot delete {}: {e}", dir.display());
+            failed += 1;
+            continue;
+        } else {
+            println!("deleted {} ({} MiB)", dir.display(), size >> 20);
+        }
+        freed += size;
+        count += 1;
+    }
     let verb = if dry_run { "would free" } else { "freed" };
-    println!("{count} older fixture build(s), {verb} {} MiB (cache: {})", freed >> 20, root.display());
+    println!(
+        "{count} older fixture build(s) and unpacked input(s), {verb} {} MiB (cache: {})",
+        freed >> 20,
+        root.display()
+    );
     if failed > 0 { 1 } else { 0 }
 }

@@ -319,9 +319,10 @@ enum ImagesCmd {
     Path { name: String },
     /// Delete fixture builds whose inputs have changed since (a new probe,
     /// recipe or package mirror leaves the old build behind; each is
-    /// 0.5-2 GiB). The current build of every fixture is kept. Bundles cut
-    /// from a deleted build can no longer be reproduced (`airboot repro`
-    /// says the input image is missing).
+    /// 0.5-2 GiB), and the unpacked copies of compressed input images
+    /// (`inputs/`, made again when an input is next run). The current build
+    /// of every fixture is kept. Bundles cut from a deleted build can no
+    /// longer be reproduced (`airboot repro` says the input image is missing).
     Clean {
         /// Only list what would be deleted, and its size.
         #[arg(long)]

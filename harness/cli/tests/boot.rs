@@ -358,15 +358,30 @@ fn probe_less_image(extra: &str) -> (tempfile::TempDir, PathBuf, PathBuf) {
 }
 
 #[test]
-fn a_probe_less_image_gets_the_probe_injected_into_a_layer_and_the_full_verdict() {
+fn a_probe_less_compressed_image_is_unpacked_gets_the_probe_injected_and_the_full_verdict() {
     let _g = vm_lock();
-    let (_dir, disk, scenario) = probe_less_image("");
+    let (dir, disk, scenario) = probe_less_image("");
+    // As it leaves a build: zstd-compressed. airboot unpacks it (cached by
+    // the input's sha256) and boots the copy; the input is what is hashed.
+    let packed = dir.path().join("device.img.zst");
+    let st = Command::new("zstd").args(["-q", "-T2"]).arg(&disk).arg("-o").arg(&packed).status().unwrap();
+    assert!(st.success());
+    let text = std::fs::read_to_string(&scenario).unwrap().replace(disk.to_str().unwrap(), packed.to_str().unwrap());
+    std::fs::write(&scenario, text).unwrap();
+    let sha = Command::new("sha256sum").arg(&packed).output().unwrap();
+    let sha = String::from_utf8_lossy(&sha.stdout).split_whitespace().next().unwrap().to_string();
     let (out, rdir) = run(&[scenario.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(0), "{}", explain(&out));
     let r = report(rdir.path());
     check_common(&r, rdir.path());
     check_probe(&r, &["vsock", "vhost-user-vsock", "virtio-serial"]);
     assert_eq!(r["verdict"], "pass");
+    assert_eq!(r["image"]["path"], packed.to_str().unwrap());
+    assert_eq!(r["image"]["sha256_before"], sha.as_str(), "the input's hash is the compressed file's");
+    let u = &r["image"]["unpacked"];
+    assert_eq!(u["packing"], "zstd", "{u}");
+    assert!(u["path"].as_str().unwrap().ends_with("/device.img"), "{u}");
+    assert_eq!(u["size"].as_u64(), Some(std::fs::metadata(&disk).unwrap().len()), "{u}");
     assert_eq!(r["probe"]["origin"], "injected", "{}", r["probe"]);
     let files: Vec<&str> =
         r["probe"]["injected"].as_array().unwrap().iter().map(|f| f["path"].as_str().unwrap()).collect();
@@ -381,6 +396,11 @@ fn a_probe_less_image_gets_the_probe_injected_into_a_layer_and_the_full_verdict(
     let o = Command::new("debugfs").args(["-R", "stat /usr/local/sbin/airboot-probe"]).arg(&disk).output().unwrap();
     assert!(String::from_utf8_lossy(&o.stderr).contains("File not found"));
     assert_no_qemu_left("injected probe");
+    // The unpacked copy (1.8 GiB sparse) is this test's own: the raw disk
+    // differs each time (debugfs times), so nothing would reuse it.
+    let copy = Path::new(u["path"].as_str().unwrap()).parent().unwrap();
+    assert!(copy.parent().unwrap().ends_with("inputs"), "{}", copy.display());
+    std::fs::remove_dir_all(copy).unwrap();
 }
 
 #[test]

@@ -49,6 +49,21 @@ pub struct ImageInfo {
     pub sha256_after: Option<String>,
     /// Both hashes were taken and match.
     pub unchanged: Option<bool>,
+    /// A packed input (`.zst`, `.xz`, `.gz`, `.bz2`, `.vmdk`): the copy
+    /// that was booted. `path` and the hashes above are the input's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unpacked: Option<UnpackedInfo>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct UnpackedInfo {
+    pub packing: String,
+    pub path: String,
+    /// Of the unpacked disk, when it was written.
+    pub sha256: String,
+    pub size: u64,
+    /// Found in the cache (keyed by the input's sha256).
+    pub reused: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]

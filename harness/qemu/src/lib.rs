@@ -12,4 +12,5 @@ pub mod probe_session;
 pub mod process;
 pub mod qmp;
 pub mod transport;
+pub mod unpack;
 pub mod vm;

@@ -85,6 +85,23 @@ pub fn summary(r: &Report, report_dir: &Path) -> String {
         };
         let name = r.image.fixture.clone().map(|f| format!("{f} ")).unwrap_or_default();
         let _ = writeln!(s, "   image     {name}{p} {hash}");
+        if let Some(u) = &r.image.unpacked {
+            let _ = writeln!(
+                s,
+                "             {}-packed: booted {} (sha256 {}…{})",
+                u.packing,
+                u.path,
+                &u.sha256[..12.min(u.sha256.len())],
+                if u.reused { ", unpacked by an earlier run" } else { "" }
+            );
+        }
+    }
+    if let Some(o) = r.probe.origin.as_deref().filter(|o| *o == "injected") {
+        let _ = writeln!(
+            s,
+            "   probe     {o}: {} file(s) in a layer over the image (report.json: probe.injected)",
+            r.probe.injected.len()
+        );
     }
     if let Some(first) = r.arch_detection.evidence.first() {
         let more = r.arch_detection.evidence.len() - 1;

@@ -7,9 +7,9 @@ use std::time::Instant;
 
 use airboot_core::disk::{ReadAt, detect};
 use airboot_core::event::{EventSink, RunEvent};
-use airboot_core::report::Report;
+use airboot_core::report::{Report, UnpackedInfo};
 use airboot_core::run::Run;
-use airboot_core::scenario::{AccelChoice, Scenario};
+use airboot_core::scenario::{AccelChoice, ImageSource, Scenario};
 use airboot_model::{Arch, BootMode, DiskFormat, Failure, FailureCode, TransportKind};
 use airboot_qemu::argv::{default_append, default_cpu, machine};
 use airboot_qemu::disk;
@@ -95,10 +95,31 @@ fn session(
     out: &mut Boot,
 ) -> Result<(), Failure> {
     let report = &mut out.report;
+    // A packed input is unpacked once (cached by its sha256) and the copy
+    // booted; the input stays what is hashed before and after.
+    let unpacked = unpack_input(s, sink)?;
+    let with_copy;
+    let s = match &unpacked {
+        Some(u) => {
+            let mut c = s.clone();
+            c.image.source = ImageSource::Path(u.path.clone());
+            with_copy = c;
+            &with_copy
+        }
+        None => s,
+    };
     let format = |p: &Path, said| disk::resolve_format(p, said).map_err(|e| e.to_string());
     let mut r = resolve(s, opts.fixture_build.as_deref(), opts.build, env.fixtures, &format, sink)?;
+    let input = unpacked.as_ref().map(|u| u.input.clone()).unwrap_or_else(|| r.disk.clone());
     report.image.fixture = r.fixture.clone();
-    report.image.path = Some(r.disk.display().to_string());
+    report.image.path = Some(input.display().to_string());
+    report.image.unpacked = unpacked.as_ref().map(|u| UnpackedInfo {
+        packing: u.packing.clone(),
+        path: u.path.display().to_string(),
+        sha256: u.sha256.clone(),
+        size: u.size,
+        reused: u.reused,
+    });
     report.image.format = Some(r.format);
     // Read once: the architecture check and board mode both look inside.
     let image = disk::open_image(&r.disk);
@@ -151,8 +172,13 @@ fn session(
     report.timeouts.timeout_s = s.expect.timeout.as_secs_f64() * scale;
     report.timeouts.time_to_stack_budget_s = s.expect.time_to_stack.map(|t| t.as_secs_f64() * scale);
 
-    sink.event(RunEvent::Step(format!("hashing {}", r.disk.display())));
-    let before = disk::sha256_file(&r.disk).map_err(|e| Failure::new(FailureCode::ImageUnreadable, e.to_string()))?;
+    let before = match &unpacked {
+        Some(u) => u.input_sha256.clone(),
+        None => {
+            sink.event(RunEvent::Step(format!("hashing {}", input.display())));
+            disk::sha256_file(&input).map_err(|e| Failure::new(FailureCode::ImageUnreadable, e.to_string()))?
+        }
+    };
     report.image.sha256_before = Some(before);
     let firmware = match r.boot {
         BootMode::Uefi => Some(
@@ -199,8 +225,21 @@ fn session(
             policy::fill(report, o);
         }
     }
-    policy::input_check(report, disk::sha256_file(&r.disk).map_err(|e| e.to_string()));
+    policy::input_check(report, disk::sha256_file(&input).map_err(|e| e.to_string()));
     Ok(())
+}
+
+/// Unpack a packed `path` input (none for a fixture or a plain disk).
+fn unpack_input(s: &Scenario, sink: &mut dyn EventSink) -> Result<Option<airboot_qemu::unpack::Unpacked>, Failure> {
+    let ImageSource::Path(p) = &s.image.source else {
+        return Ok(None);
+    };
+    if !p.is_file() {
+        return Ok(None); // resolve says what is wrong with it
+    }
+    let cache = airboot_images::cache_root();
+    let mut progress = |m: String| sink.event(RunEvent::Detail(m));
+    airboot_qemu::unpack::unpack(p, &cache, &mut progress).map_err(|e| Failure::new(FailureCode::ImageUnreadable, e))
 }
 
 /// Board mode: find the image's root partition, take the generic kernel

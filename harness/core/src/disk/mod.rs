@@ -10,6 +10,7 @@ pub mod detect;
 pub mod exe;
 pub mod ext4;
 pub mod fat;
+pub mod packed;
 pub mod part;
 pub mod qcow2;
 
