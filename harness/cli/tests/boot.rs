@@ -314,6 +314,10 @@ fn an_engine_failing_on_a_damaged_store_is_an_engine_error_before_the_timeout() 
     assert_no_qemu_left("damaged-store");
 }
 
+fn notes(r: &Value) -> String {
+    r["notes"].as_array().unwrap().iter().map(|n| n.as_str().unwrap_or("")).collect::<Vec<_>>().join("\n")
+}
+
 /// The preseeded fixture's disk as a user's image: raw, with airboot's
 /// probe, unit and enablement link taken out. Returns the folder, the disk
 /// and a scenario text (add `extra` under [image]).
@@ -358,16 +362,40 @@ fn probe_less_image(extra: &str) -> (tempfile::TempDir, PathBuf, PathBuf) {
 }
 
 #[test]
-fn a_probe_less_compressed_image_is_unpacked_gets_the_probe_injected_and_the_full_verdict() {
+fn a_probe_less_compressed_bios_image_is_unpacked_booted_by_its_own_loader_and_fully_judged() {
     let _g = vm_lock();
-    let (dir, disk, scenario) = probe_less_image("");
-    // As it leaves a build: zstd-compressed. airboot unpacks it (cached by
-    // the input's sha256) and boots the copy; the input is what is hashed.
+    let (dir, root, _) = probe_less_image("");
+    // As an x86 appliance build leaves it: an MBR disk booted by SeaBIOS
+    // and syslinux from a FAT partition, the root as partition 2, then
+    // zstd-compressed. airboot tells the boot path from the disk, unpacks
+    // the input once (cached by its sha256) and boots the copy; the input
+    // is what is hashed.
+    let fixture = preseeded_fixture();
+    let disk = dir.path().join("device.img");
+    let o = Command::new("bash")
+        .arg(repo().join("scripts/make-bios-image.sh"))
+        .arg(&root)
+        .arg(fixture.join("vmlinuz"))
+        .arg(fixture.join("initrd.img"))
+        .arg(&disk)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "make-bios-image.sh: {}", String::from_utf8_lossy(&o.stderr));
+    std::fs::remove_file(&root).unwrap();
     let packed = dir.path().join("device.img.zst");
     let st = Command::new("zstd").args(["-q", "-T2"]).arg(&disk).arg("-o").arg(&packed).status().unwrap();
     assert!(st.success());
-    let text = std::fs::read_to_string(&scenario).unwrap().replace(disk.to_str().unwrap(), packed.to_str().unwrap());
-    std::fs::write(&scenario, text).unwrap();
+    let scenario = dir.path().join("bios.toml");
+    std::fs::write(
+        &scenario,
+        format!(
+            "name = \"probe-less-bios\"\n[image]\npath = {:?}\n[expect]\nimages = [\"fixture/busybox:1\", \"fixture/redis:1\"]\n\
+             containers = [{{ name = \"redis\", image = \"fixture/redis:1\", healthy = true }}, {{ name = \"web\", image = \"fixture/busybox:1\" }}]\n\
+             timeout = \"120s\"\n",
+            packed.display().to_string()
+        ),
+    )
+    .unwrap();
     let sha = Command::new("sha256sum").arg(&packed).output().unwrap();
     let sha = String::from_utf8_lossy(&sha.stdout).split_whitespace().next().unwrap().to_string();
     let (out, rdir) = run(&[scenario.to_str().unwrap()]);
@@ -382,6 +410,10 @@ fn a_probe_less_compressed_image_is_unpacked_gets_the_probe_injected_and_the_ful
     assert_eq!(u["packing"], "zstd", "{u}");
     assert!(u["path"].as_str().unwrap().ends_with("/device.img"), "{u}");
     assert_eq!(u["size"].as_u64(), Some(std::fs::metadata(&disk).unwrap().len()), "{u}");
+    assert_eq!(r["boot"]["mode"], "bios", "{}", r["boot"]);
+    assert!(r["boot"]["detected"].as_str().unwrap().contains("syslinux"), "{}", r["boot"]);
+    let log = std::fs::read_to_string(rdir.path().join("console.log")).unwrap();
+    assert!(log.contains("SYSLINUX") && log.contains("root=/dev/vda2"), "syslinux did not boot the kernel");
     assert_eq!(r["probe"]["origin"], "injected", "{}", r["probe"]);
     let files: Vec<&str> =
         r["probe"]["injected"].as_array().unwrap().iter().map(|f| f["path"].as_str().unwrap()).collect();
@@ -392,9 +424,7 @@ fn a_probe_less_compressed_image_is_unpacked_gets_the_probe_injected_and_the_ful
     }
     let containers = r["containers"].as_array().unwrap();
     assert!(containers.iter().any(|c| c["name"] == "redis" && c["health"] == "healthy"), "{containers:?}");
-    // The layer went away with the run; the image has no probe still.
-    let o = Command::new("debugfs").args(["-R", "stat /usr/local/sbin/airboot-probe"]).arg(&disk).output().unwrap();
-    assert!(String::from_utf8_lossy(&o.stderr).contains("File not found"));
+    assert!(notes(&r).contains("partition 2"), "injected into the root partition: {}", r["notes"]);
     assert_no_qemu_left("injected probe");
     // The unpacked copy (1.8 GiB sparse) is this test's own: the raw disk
     // differs each time (debugfs times), so nothing would reuse it.

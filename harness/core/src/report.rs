@@ -77,6 +77,9 @@ pub struct BootInfo {
     pub firmware: Option<String>,
     #[serde(default)]
     pub firmware_source: Option<String>,
+    /// The scenario did not say how to boot: what the disk showed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detected: Option<String>,
 }
 
 /// What the image said about its architecture before anything booted.

@@ -38,6 +38,9 @@ words! {
         Direct = "direct",
         /// Firmware boots the disk (whole-disk images with an EFI partition).
         Uefi = "uefi",
+        /// SeaBIOS boots the disk's MBR boot code (GRUB, syslinux, extlinux):
+        /// x86_64 only.
+        Bios = "bios",
         /// Board mode: the image's root partition booted with airboot's generic
         /// kernel and an initramfs that loads what the engine needs, for boards
         /// QEMU has no machine for. The board's own kernel is not used.

@@ -116,10 +116,13 @@ pub fn summary(r: &Report, report_dir: &Path) -> String {
         && m != BootMode::Direct
     {
         let detail = match m {
-            BootMode::Uefi => format!("firmware {}", r.boot.firmware.as_deref().unwrap_or("?")),
+            BootMode::Uefi | BootMode::Bios => format!("firmware {}", r.boot.firmware.as_deref().unwrap_or("?")),
             _ => format!("generic kernel {}", r.boot.kernel.as_deref().unwrap_or("?")),
         };
         let _ = writeln!(s, "   boot      {m}: {detail}");
+        if let Some(why) = &r.boot.detected {
+            let _ = writeln!(s, "             (told from the disk: {why})");
+        }
     }
     if let Some(a) = &r.accel {
         let _ = writeln!(

@@ -127,6 +127,34 @@ fn session(
     out.input = Some((r.disk.clone(), r.format));
     out.arch = Some(arch);
     sink.event(RunEvent::Arch { arch, evidence: report.arch_detection.evidence.clone() });
+    if r.fixture.is_none() && s.image.boot.is_none() && r.kernel.is_none() {
+        let (mode, why) = match &image {
+            Ok(view) => detect::boot_path(view.as_ref(), arch),
+            Err(e) => Err(format!("cannot read it: {e}")),
+        }
+        .map_err(|e| {
+            Failure::new(
+                FailureCode::BadInput,
+                format!(
+                    "{}: cannot tell how the disk boots ({e}): say `boot = \"uefi\"` or `\"bios\"` under [image], or give `kernel` (and `initrd`, `append`) for QEMU to load",
+                    input.display()
+                ),
+            )
+        })?;
+        sink.event(RunEvent::Detail(format!("boot {mode}: {why}")));
+        report.boot.detected = Some(why);
+        r.boot = mode;
+    }
+    if r.boot == BootMode::Bios && arch != Arch::X86_64 {
+        return Err(Failure::new(
+            FailureCode::BadInput,
+            format!("boot = \"bios\" is for x86_64 disks; this one is {arch}: use boot = \"uefi\" (or a kernel)"),
+        ));
+    }
+    if r.boot == BootMode::Bios {
+        report.boot.firmware = Some("SeaBIOS (qemu-system-x86_64's built-in firmware)".into());
+        report.boot.firmware_source = Some("QEMU's default for -machine q35 with no pflash and no -bios".into());
+    }
     if r.boot == BootMode::Direct && r.append.is_none() {
         r.append = Some(default_append(arch));
     }

@@ -220,7 +220,9 @@ pub fn resolve(
         }
         ImageSource::Path(p) => {
             let format = format(p, s.image.format).map_err(bad)?;
-            let boot = s.image.boot.unwrap_or(BootMode::Direct);
+            // No `boot` and no `kernel`: the disk boots itself; how (uefi or
+            // bios) is told from the disk once it is open (`boot::detect_boot`).
+            let boot = s.image.boot.unwrap_or(if s.image.kernel.is_some() { BootMode::Direct } else { BootMode::Uefi });
             let direct = boot == BootMode::Direct;
             Ok(ResolvedImage {
                 fixture: None,

@@ -13,7 +13,7 @@ use super::ext4::{Ext4, Kind};
 use super::fat::Fat;
 use super::part::{self, PartType, Partition};
 use super::{ReadAt, Slice, exe};
-use airboot_model::{Arch, FailureCode};
+use airboot_model::{Arch, BootMode, FailureCode};
 
 use crate::platform::qemu_system;
 
@@ -122,6 +122,43 @@ pub fn disk_evidence(disk: &dyn ReadAt) -> Vec<Evidence> {
         }
     }
     out
+}
+
+/// How firmware would boot a whole disk, for a scenario that does not
+/// say: an EFI system partition with a loader means `uefi`, x86 boot code
+/// in the MBR means `bios` (x86_64 only). `Err` says what was looked for.
+pub fn boot_path(disk: &dyn ReadAt, arch: Arch) -> Result<(BootMode, String), String> {
+    let parts: Vec<Partition> = part::partitions(disk).unwrap_or_default();
+    for p in &parts {
+        let view = Slice { inner: disk, start: p.start, len: p.len };
+        if let Some(e) =
+            in_esp(&view, &format!("partition {}", p.number)).into_iter().find(|e| e.what.contains("EFI/BOOT/"))
+        {
+            return Ok((BootMode::Uefi, format!("{} (an EFI system partition with a loader)", e.what)));
+        }
+    }
+    let mbr = disk.read_vec(0, 512.min(disk.size() as usize)).unwrap_or_default();
+    if mbr.len() == 512 && mbr[510] == 0x55 && mbr[511] == 0xAA && mbr[..440].iter().any(|b| *b != 0) {
+        if arch != Arch::X86_64 {
+            return Err(format!(
+                "the disk has x86 BIOS boot code in its MBR, but it is for {arch}: BIOS boot is x86_64 only"
+            ));
+        }
+        let code = &mbr[..440];
+        let has = |s: &[u8]| code.windows(s.len()).any(|w| w == s);
+        let loader = if has(b"GRUB") {
+            "GRUB's boot.img"
+        } else if has(b"Missing operating system") || has(b"SYSLINUX") || has(b"Operating system load") {
+            "syslinux's mbr.bin (syslinux/extlinux)"
+        } else {
+            "boot code"
+        };
+        return Ok((
+            BootMode::Bios,
+            format!("the MBR holds {loader} (boot signature 55 AA, no EFI loader on the disk)"),
+        ));
+    }
+    Err("no EFI system partition with a loader at EFI/BOOT/ and no boot code in the MBR".into())
 }
 
 /// The partition holding the root filesystem, for booting a board image's
@@ -299,6 +336,30 @@ mod tests {
             decide(Some(Arch::X86_64), &[ev(None, "riscv64 root")]).unwrap_err().code,
             FailureCode::UnsupportedArch
         );
+    }
+
+    /// BIOS boot code in the MBR means `bios`, and only for x86_64; a
+    /// blank or unsigned MBR and no ESP is neither, with what was looked for.
+    #[test]
+    fn the_boot_path_comes_from_the_mbr_or_an_esp() {
+        let mut disk = vec![0u8; 1 << 20];
+        let e = boot_path(&disk, Arch::X86_64).unwrap_err();
+        assert!(e.contains("EFI/BOOT/") && e.contains("MBR"), "{e}");
+        disk[510] = 0x55;
+        disk[511] = 0xAA;
+        assert!(boot_path(&disk, Arch::X86_64).is_err(), "a signature with no code (a protective MBR) boots nothing");
+        disk[..4].copy_from_slice(&[0xfa, 0x31, 0xc0, 0x8e]);
+        disk[300..325].copy_from_slice(b"Missing operating system.");
+        let (mode, why) = boot_path(&disk, Arch::X86_64).unwrap();
+        assert_eq!(mode, BootMode::Bios);
+        assert!(why.contains("syslinux"), "{why}");
+        disk[300..325].fill(0);
+        disk[100..104].copy_from_slice(b"GRUB");
+        assert!(boot_path(&disk, Arch::X86_64).unwrap().1.contains("GRUB"));
+        let e = boot_path(&disk, Arch::Aarch64).unwrap_err();
+        assert!(e.contains("x86_64 only"), "{e}");
+        disk[511] = 0;
+        assert!(boot_path(&disk, Arch::X86_64).is_err(), "no boot signature");
     }
 
     fn ev(arch: Option<Arch>, what: &str) -> Evidence {

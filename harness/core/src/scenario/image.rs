@@ -93,11 +93,17 @@ pub(super) fn validate(ri: RawImage, span: Range<usize>, cx: &Ctx) -> Result<Ima
     let boot = ri.boot;
     let kernel = ri.kernel.as_deref().map(|p| cx.resolve(p));
     let initrd = ri.initrd.as_deref().map(|p| cx.resolve(p));
-    if let Some(b @ (BootMode::Uefi | BootMode::Board)) = boot {
-        let why = if b == BootMode::Uefi {
-            "with boot = \"uefi\" the firmware boots the disk's own loader (the kernel command line is the loader entry's)"
-        } else {
-            "with boot = \"board\" airboot supplies the generic kernel, its initramfs and the command line (add arguments with `append_extra`)"
+    if let Some(b @ (BootMode::Uefi | BootMode::Bios | BootMode::Board)) = boot {
+        let why = match b {
+            BootMode::Uefi => {
+                "with boot = \"uefi\" the firmware boots the disk's own loader (the kernel command line is the loader entry's)"
+            }
+            BootMode::Bios => {
+                "with boot = \"bios\" SeaBIOS boots the disk's own boot loader (the kernel command line is its configuration's)"
+            }
+            _ => {
+                "with boot = \"board\" airboot supplies the generic kernel, its initramfs and the command line (add arguments with `append_extra`)"
+            }
         };
         for (key, given) in
             [("kernel", kernel.is_some()), ("initrd", initrd.is_some()), ("append", ri.append.is_some())]
@@ -108,13 +114,28 @@ pub(super) fn validate(ri: RawImage, span: Range<usize>, cx: &Ctx) -> Result<Ima
         }
     }
     if let ImageSource::Path(_) = source
-        && matches!(boot, None | Some(BootMode::Direct))
+        && boot == Some(BootMode::Direct)
         && kernel.is_none()
     {
         return Err(err(
             "image.kernel",
-            "boot = \"direct\" (the default) needs `kernel` (and usually `initrd` and `append`) for a `path` image; a whole disk with an EFI system partition takes boot = \"uefi\"".into(),
+            "boot = \"direct\" needs `kernel` (and usually `initrd` and `append`); remove `boot` to let airboot tell how the disk boots (EFI loader: uefi, MBR boot code: bios)".into(),
         ));
+    }
+    if let ImageSource::Path(_) = source
+        && boot.is_none()
+        && kernel.is_none()
+    {
+        for (key, given) in [("initrd", initrd.is_some()), ("append", ri.append.is_some())] {
+            if given {
+                return Err(err(
+                    &format!("image.{key}"),
+                    format!(
+                        "`{key}` is for a kernel QEMU loads itself: add `kernel`, or remove `{key}` and let the disk's own loader boot it"
+                    ),
+                ));
+            }
+        }
     }
     let image_path = match &source {
         ImageSource::Path(p) => Some(p),

@@ -236,8 +236,17 @@ fn contradictions_are_errors() {
     assert!(e.message.contains("not both"), "{e}");
     let e = p("[image]\nformat = \"raw\"\n").unwrap_err();
     assert!(e.message.contains("say what to boot"), "{e}");
-    let e = p("[image]\npath = \"x.qcow2\"\n").unwrap_err();
+    // No kernel and no boot: the disk's own loader, told at run time.
+    assert_eq!(p("[image]\npath = \"x.qcow2\"\n").unwrap().image.boot, None);
+    let e = p("[image]\npath = \"x.qcow2\"\nboot = \"direct\"\n").unwrap_err();
     assert_eq!(e.key.as_deref(), Some("image.kernel"));
+    assert!(e.message.contains("remove `boot`"), "{e}");
+    let e = p("[image]\npath = \"x.qcow2\"\nappend = \"quiet\"\n").unwrap_err();
+    assert_eq!(e.key.as_deref(), Some("image.append"));
+    let e = p("[image]\npath = \"x.img\"\nboot = \"bios\"\ninitrd = \"i\"\n").unwrap_err();
+    assert_eq!(e.key.as_deref(), Some("image.initrd"));
+    assert!(e.message.contains("SeaBIOS"), "{e}");
+    assert_eq!(p("[image]\npath = \"x.img\"\nboot = \"bios\"\n").unwrap().image.boot, Some(BootMode::Bios));
     // The architecture of a path image is detected at run time.
     assert_eq!(p("[image]\npath = \"x.qcow2\"\nkernel = \"k\"\n").unwrap().machine.arch, None);
     let s = p("[image]\npath = \"disk.img\"\nboot = \"uefi\"\n").unwrap();
