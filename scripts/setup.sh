@@ -23,7 +23,7 @@ packages=(
     podman crun netavark                                    # pre-seeding a Podman fixture's store (podman --root)
     e2fsprogs kmod dpkg fdisk mtools dosfstools             # disks, modules
     zstd xz-utils bzip2 gzip                                # compressed input images
-    syslinux syslinux-common                                # a BIOS-booting test image (scripts/make-bios-image.sh)
+    syslinux syslinux-common systemd-boot-efi binutils      # BIOS and UEFI+UKI test disks (scripts/make-device-image.sh)
     qemu-user-static binfmt-support arch-test               # foreign-arch rootfs
     chromium                                                # the HTML report's render test
     ca-certificates

@@ -4,8 +4,9 @@
 //! scenario file once (automatic transport, declared outcomes); this file
 //! covers what no scenario file shows: forced transports, the full report
 //! of a run, an engine failing on a damaged store, Ctrl-C and SIGKILL of
-//! the harness, bad input, an image without the probe (injected, or
-//! failing fast when injection is off).
+//! the harness, bad input, and disks that carry nothing of airboot's:
+//! UEFI with a unified kernel image, BIOS with syslinux (compressed), the
+//! probe injected; and failing fast when injection is off.
 //!
 //! These need the fixtures (`airboot images build --for scenarios/ --suite ci`, done by
 //! scripts/test.sh) and QEMU. VM tests run one at a time: this machine
@@ -148,7 +149,8 @@ fn check_common(r: &Value, dir: &Path) {
     let log = std::fs::read_to_string(dir.join("console.log")).unwrap();
     assert!(log.contains("Linux version"), "console.log lacks the kernel banner");
     let first = r["milestones"][0]["name"].as_str().unwrap();
-    assert_eq!(first, "kernel", "{}", r["milestones"]);
+    let expected = if r["boot"]["mode"] == "uefi" { "firmware" } else { "kernel" };
+    assert_eq!(first, expected, "{}", r["milestones"]);
 }
 
 #[test]
@@ -361,59 +363,65 @@ fn probe_less_image(extra: &str) -> (tempfile::TempDir, PathBuf, PathBuf) {
     (dir, disk, scenario)
 }
 
-#[test]
-fn a_probe_less_compressed_bios_image_is_unpacked_booted_by_its_own_loader_and_fully_judged() {
-    let _g = vm_lock();
+/// The probe-less root laid out as a whole device disk by
+/// scripts/make-device-image.sh (`bios` or `uefi-uki`), and a scenario
+/// for `input` (the disk, or what `pack` makes of it) with no `boot` and no
+/// kernel: the disk boots with its own loader.
+fn device_disk(layout: &str, pack: Option<&str>) -> (tempfile::TempDir, PathBuf, PathBuf, PathBuf) {
     let (dir, root, _) = probe_less_image("");
-    // As an x86 appliance build leaves it: an MBR disk booted by SeaBIOS
-    // and syslinux from a FAT partition, the root as partition 2, then
-    // zstd-compressed. airboot tells the boot path from the disk, unpacks
-    // the input once (cached by its sha256) and boots the copy; the input
-    // is what is hashed.
     let fixture = preseeded_fixture();
     let disk = dir.path().join("device.img");
     let o = Command::new("bash")
-        .arg(repo().join("scripts/make-bios-image.sh"))
+        .arg(repo().join("scripts/make-device-image.sh"))
+        .arg(layout)
         .arg(&root)
         .arg(fixture.join("vmlinuz"))
         .arg(fixture.join("initrd.img"))
         .arg(&disk)
         .output()
         .unwrap();
-    assert!(o.status.success(), "make-bios-image.sh: {}", String::from_utf8_lossy(&o.stderr));
+    assert!(o.status.success(), "make-device-image.sh {layout}: {}", String::from_utf8_lossy(&o.stderr));
     std::fs::remove_file(&root).unwrap();
-    let packed = dir.path().join("device.img.zst");
-    let st = Command::new("zstd").args(["-q", "-T2"]).arg(&disk).arg("-o").arg(&packed).status().unwrap();
-    assert!(st.success());
-    let scenario = dir.path().join("bios.toml");
+    let input = match pack {
+        Some(tool) => {
+            let packed = dir.path().join(format!("device.img.{}", if tool == "zstd" { "zst" } else { "xz" }));
+            let st = Command::new(tool)
+                .args(["-q", "-T2", "-k", "-c"])
+                .arg(&disk)
+                .stdout(std::fs::File::create(&packed).unwrap())
+                .status()
+                .unwrap();
+            assert!(st.success());
+            packed
+        }
+        None => disk.clone(),
+    };
+    let scenario = dir.path().join("device.toml");
     std::fs::write(
         &scenario,
         format!(
-            "name = \"probe-less-bios\"\n[image]\npath = {:?}\n[expect]\nimages = [\"fixture/busybox:1\", \"fixture/redis:1\"]\n\
+            "name = \"probe-less-{layout}\"\n[image]\npath = {:?}\n[expect]\nimages = [\"fixture/busybox:1\", \"fixture/redis:1\"]\n\
              containers = [{{ name = \"redis\", image = \"fixture/redis:1\", healthy = true }}, {{ name = \"web\", image = \"fixture/busybox:1\" }}]\n\
              timeout = \"120s\"\n",
-            packed.display().to_string()
+            input.display().to_string()
         ),
     )
     .unwrap();
-    let sha = Command::new("sha256sum").arg(&packed).output().unwrap();
-    let sha = String::from_utf8_lossy(&sha.stdout).split_whitespace().next().unwrap().to_string();
-    let (out, rdir) = run(&[scenario.to_str().unwrap()]);
-    assert_eq!(out.status.code(), Some(0), "{}", explain(&out));
-    let r = report(rdir.path());
-    check_common(&r, rdir.path());
+    (dir, disk, input, scenario)
+}
+
+/// A passing run of a probe-less device disk: the full verdict with the
+/// injected probe, the input untouched.
+fn check_injected_pass(out: &Output, rdir: &Path, input: &Path) -> Value {
+    assert_eq!(out.status.code(), Some(0), "{}", explain(out));
+    let r = report(rdir);
+    check_common(&r, rdir);
     check_probe(&r, &["vsock", "vhost-user-vsock", "virtio-serial"]);
     assert_eq!(r["verdict"], "pass");
-    assert_eq!(r["image"]["path"], packed.to_str().unwrap());
-    assert_eq!(r["image"]["sha256_before"], sha.as_str(), "the input's hash is the compressed file's");
-    let u = &r["image"]["unpacked"];
-    assert_eq!(u["packing"], "zstd", "{u}");
-    assert!(u["path"].as_str().unwrap().ends_with("/device.img"), "{u}");
-    assert_eq!(u["size"].as_u64(), Some(std::fs::metadata(&disk).unwrap().len()), "{u}");
-    assert_eq!(r["boot"]["mode"], "bios", "{}", r["boot"]);
-    assert!(r["boot"]["detected"].as_str().unwrap().contains("syslinux"), "{}", r["boot"]);
-    let log = std::fs::read_to_string(rdir.path().join("console.log")).unwrap();
-    assert!(log.contains("SYSLINUX") && log.contains("root=/dev/vda2"), "syslinux did not boot the kernel");
+    assert_eq!(r["image"]["path"], input.to_str().unwrap());
+    let sha = Command::new("sha256sum").arg(input).output().unwrap();
+    let sha = String::from_utf8_lossy(&sha.stdout).split_whitespace().next().unwrap().to_string();
+    assert_eq!(r["image"]["sha256_before"], sha.as_str(), "the hash is the input file's");
     assert_eq!(r["probe"]["origin"], "injected", "{}", r["probe"]);
     let files: Vec<&str> =
         r["probe"]["injected"].as_array().unwrap().iter().map(|f| f["path"].as_str().unwrap()).collect();
@@ -426,6 +434,43 @@ fn a_probe_less_compressed_bios_image_is_unpacked_booted_by_its_own_loader_and_f
     assert!(containers.iter().any(|c| c["name"] == "redis" && c["health"] == "healthy"), "{containers:?}");
     assert!(notes(&r).contains("partition 2"), "injected into the root partition: {}", r["notes"]);
     assert_no_qemu_left("injected probe");
+    r
+}
+
+/// UEFI with a unified kernel image (systemd's stub + kernel + initramfs +
+/// command line) as the ESP's only loader, a GPT-typed root: OVMF boots
+/// it, the probe goes into the typed root partition.
+#[test]
+fn a_probe_less_uefi_uki_disk_boots_through_ovmf_and_gets_the_full_verdict() {
+    let _g = vm_lock();
+    let (_dir, _disk, input, scenario) = device_disk("uefi-uki", None);
+    let (out, rdir) = run(&[scenario.to_str().unwrap()]);
+    let r = check_injected_pass(&out, rdir.path(), &input);
+    assert_eq!(r["boot"]["mode"], "uefi", "{}", r["boot"]);
+    assert!(r["boot"]["detected"].as_str().unwrap().contains("EFI/BOOT/BOOTX64.EFI"), "{}", r["boot"]);
+    assert!(notes(&r).contains("GPT type of a Linux root"), "{}", r["notes"]);
+    let ms: Vec<&str> = r["milestones"].as_array().unwrap().iter().filter_map(|m| m["name"].as_str()).collect();
+    assert!(ms.contains(&"firmware") && ms.contains(&"loader"), "{ms:?}");
+    assert!(r["image"]["unpacked"].is_null());
+}
+
+/// As an x86 appliance build leaves it: an MBR disk booted by SeaBIOS and
+/// syslinux, zstd-compressed. The boot path is told from the MBR; the
+/// input is unpacked once (cached by its sha256) and the copy booted.
+#[test]
+fn a_probe_less_compressed_bios_disk_is_unpacked_booted_by_syslinux_and_gets_the_full_verdict() {
+    let _g = vm_lock();
+    let (_dir, disk, input, scenario) = device_disk("bios", Some("zstd"));
+    let (out, rdir) = run(&[scenario.to_str().unwrap()]);
+    let r = check_injected_pass(&out, rdir.path(), &input);
+    let u = &r["image"]["unpacked"];
+    assert_eq!(u["packing"], "zstd", "{u}");
+    assert!(u["path"].as_str().unwrap().ends_with("/device.img"), "{u}");
+    assert_eq!(u["size"].as_u64(), Some(std::fs::metadata(&disk).unwrap().len()), "{u}");
+    assert_eq!(r["boot"]["mode"], "bios", "{}", r["boot"]);
+    assert!(r["boot"]["detected"].as_str().unwrap().contains("syslinux"), "{}", r["boot"]);
+    let log = std::fs::read_to_string(rdir.path().join("console.log")).unwrap();
+    assert!(log.contains("SYSLINUX") && log.contains("root=/dev/vda2"), "syslinux did not boot the kernel");
     // The unpacked copy (1.8 GiB sparse) is this test's own: the raw disk
     // differs each time (debugfs times), so nothing would reuse it.
     let copy = Path::new(u["path"].as_str().unwrap()).parent().unwrap();
