@@ -478,6 +478,48 @@ fn a_probe_less_compressed_bios_disk_is_unpacked_booted_by_syslinux_and_gets_the
     std::fs::remove_dir_all(copy).unwrap();
 }
 
+/// Injection off (as for a read-only root): airboot logs in on the serial
+/// getty and types the reference reporter into /run; its status blocks
+/// give the verdict. A wrong password is `login-failed`, and no password
+/// is ever written into the reports.
+#[test]
+fn a_console_login_judges_a_probe_less_image_and_a_wrong_password_is_login_failed() {
+    let _g = vm_lock();
+    let (_dir, _disk, scenario) = probe_less_image("inject = false\nlogin = { user = \"root\", password = \"\" }");
+    let (out, rdir) = run(&[scenario.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", explain(&out));
+    let r = report(rdir.path());
+    check_common(&r, rdir.path());
+    assert_eq!((r["probe"]["origin"].as_str(), r["probe"]["transport"].as_str()), (Some("login"), Some("console")));
+    assert!(notes(&r).contains("console login as \"root\""), "{}", r["notes"]);
+    let containers = r["containers"].as_array().unwrap();
+    assert!(containers.iter().any(|c| c["name"] == "redis" && c["health"] == "healthy"), "{containers:?}");
+    let log = std::fs::read_to_string(rdir.path().join("console.log")).unwrap();
+    assert!(log.contains("stty -echo") && log.contains("AIRBOOT-STATUS v1 begin"), "no login or no reporter");
+    assert!(!log.contains("AIRBOOT_SCRIPT_END"), "the typed script was echoed onto the console");
+    assert_no_qemu_left("console login");
+
+    let text = std::fs::read_to_string(&scenario).unwrap();
+    let wrong = text.replace("user = \"root\", password = \"\"", "user = \"nobody\", password = \"hunter2-secret\"");
+    std::fs::write(&scenario, wrong).unwrap();
+    let (out, rdir) = run(&[scenario.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2), "{}", explain(&out));
+    let r = report(rdir.path());
+    assert_eq!(r["failures"][0]["code"], FailureCode::LoginFailed.as_str(), "{}", r["failures"]);
+    assert!(r["failures"][0]["message"].as_str().unwrap().contains("\"nobody\""), "{}", r["failures"]);
+    for f in std::fs::read_dir(rdir.path()).unwrap().flatten() {
+        let bytes = std::fs::read(f.path()).unwrap_or_default();
+        assert!(
+            !String::from_utf8_lossy(&bytes).contains("hunter2-secret"),
+            "{} shows the password",
+            f.path().display()
+        );
+    }
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("hunter2-secret"));
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("hunter2-secret"));
+    assert_no_qemu_left("console login, wrong password");
+}
+
 #[test]
 fn a_guest_nothing_reports_from_fails_fast_after_its_login_prompt() {
     let _g = vm_lock();
@@ -492,7 +534,10 @@ fn a_guest_nothing_reports_from_fails_fast_after_its_login_prompt() {
     assert_eq!(f["code"], FailureCode::NoReporter.as_str(), "{}", r["failures"]);
     let m = f["message"].as_str().unwrap();
     assert!(m.contains("login prompt") && m.contains("inject"), "{m}");
-    assert!(m.contains("Adding the probe") && m.contains("status reporter"), "{m}");
+    assert!(
+        m.contains("Adding the probe") && m.contains("status reporter") && m.contains("log in on the console"),
+        "{m}"
+    );
     assert_eq!(r["probe"]["origin"], "none");
     let log = std::fs::read_to_string(rdir.path().join("console.log")).unwrap();
     assert!(log.contains("login:"), "the guest never showed a login prompt");

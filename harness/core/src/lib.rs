@@ -11,6 +11,7 @@ pub mod event;
 pub mod guest;
 pub mod history;
 pub mod inject;
+pub mod login;
 pub mod outcome;
 pub mod platform;
 pub mod report;

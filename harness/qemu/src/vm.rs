@@ -112,6 +112,24 @@ pub struct VmRunner {
     /// A recorded boot (the spec's `write_log`): the console marks to
     /// note positions at, and when to stop.
     pub record: Option<RecordSpec>,
+    /// No probe: log in on the serial console and start the reference
+    /// reporter (`airboot_core::login`).
+    pub login: Option<LoginPlan>,
+}
+
+/// Credentials and the reporter's configuration for a console login. The
+/// password is never shown (`Debug` hides it).
+#[derive(Clone)]
+pub struct LoginPlan {
+    pub user: String,
+    pub password: String,
+    pub conf: String,
+}
+
+impl std::fmt::Debug for LoginPlan {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "LoginPlan {{ user: {:?}, password: (not shown), conf: {:?} }}", self.user, self.conf)
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -157,9 +175,9 @@ struct Launched {
     helper: Option<(GroupGuard, tokio::process::Child)>,
     qmp: Qmp,
     stdout: tokio::process::ChildStdout,
-    /// Kept open (never written): an EOF on the console input is not
-    /// something the guest should ever see.
-    _stdin: Option<tokio::process::ChildStdin>,
+    /// Kept open: an EOF on the console input is not something the guest
+    /// should ever see. Written only by a console login.
+    stdin: Option<tokio::process::ChildStdin>,
     stderr_tail: StderrTail,
     qemu_version: Option<String>,
     pci_network_devices: Vec<String>,
@@ -421,7 +439,7 @@ impl VmRunner {
             helper,
             qmp,
             stdout,
-            _stdin: stdin,
+            stdin,
             stderr_tail,
             qemu_version,
             pci_network_devices,
@@ -459,6 +477,8 @@ impl VmRunner {
         // line since then has been scanned (prompts end no line).
         let mut last_read = Instant::now();
         let mut stall_scanned = false;
+        let mut login =
+            self.login.as_ref().map(|l| airboot_core::login::Login::new(&l.user, &l.password, l.conf.clone()));
 
         'run: loop {
             tokio::select! {
@@ -474,7 +494,13 @@ impl VmRunner {
                         console.push(&buf[..n], t)
                     };
                     for line in lines {
-                        let decision = run.on_line(&line);
+                        let mut decision = run.on_line(&line);
+                        if let Some(l) = login.as_mut() {
+                            let action = l.on_line(&line);
+                            if Self::act(vm, run, l, action, line.t).await == Decision::Stop {
+                                decision = Decision::Stop;
+                            }
+                        }
                         if let Some(r) = recorder.as_mut() {
                             out.cut_now |= r.on_line(line.t, &line.text, &mut || log_len()) && pause;
                         }
@@ -551,7 +577,13 @@ impl VmRunner {
                         && let Some(line) = console.pending(t)
                     {
                         stall_scanned = true;
-                        let decision = run.on_line(&line);
+                        let mut decision = run.on_line(&line);
+                        if let Some(l) = login.as_mut() {
+                            let action = l.on_line(&line);
+                            if Self::act(vm, run, l, action, t).await == Decision::Stop {
+                                decision = Decision::Stop;
+                            }
+                        }
                         milestones.report(run, on_event);
                         if decision == Decision::Stop {
                             // The prompt is the evidence: keep it in the log.
@@ -563,6 +595,12 @@ impl VmRunner {
                         out.cut_now = true;
                         break 'run;
                     }
+                    if let Some(l) = login.as_mut() {
+                        let action = l.on_tick(t);
+                        if Self::act(vm, run, l, action, t).await == Decision::Stop {
+                            break 'run;
+                        }
+                    }
                     if run.on_tick(t) == Decision::Stop {
                         milestones.report(run, on_event);
                         break 'run;
@@ -573,6 +611,46 @@ impl VmRunner {
         drop(session);
         out.recorded = recorder.map(|r| Recorded { seen: r.seen, stopped: r.fired });
         Ok(out)
+    }
+
+    /// Carry out what the console login asks: type on the serial console,
+    /// or end the run when logging in failed.
+    async fn act(
+        vm: &mut Launched,
+        run: &mut Run,
+        login: &airboot_core::login::Login,
+        action: airboot_core::login::Action,
+        t: f64,
+    ) -> Decision {
+        use airboot_core::login::Action;
+        use tokio::io::AsyncWriteExt;
+        match action {
+            Action::Nothing => Decision::Continue,
+            Action::Fail(why) => run.on_abort(t, airboot_model::FailureCode::LoginFailed, &why),
+            Action::Type(bytes) => {
+                let Some(stdin) = vm.stdin.as_mut() else {
+                    return run.on_abort(t, airboot_model::FailureCode::LoginFailed, "the console input is closed");
+                };
+                if let Err(e) = async {
+                    stdin.write_all(&bytes).await?;
+                    stdin.flush().await
+                }
+                .await
+                {
+                    return run.on_abort(
+                        t,
+                        airboot_model::FailureCode::LoginFailed,
+                        &format!("cannot type on the serial console: {e}"),
+                    );
+                }
+                if let Some(st) = login.started_t
+                    && (st - t).abs() < f64::EPSILON
+                {
+                    run.on_login_started(t, login.user());
+                }
+                Decision::Continue
+            }
+        }
     }
 
     /// Stop the VM, politely then for sure, then the helper; say how QEMU

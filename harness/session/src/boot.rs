@@ -227,6 +227,17 @@ fn session(
     if let Some(l) = &layer {
         plan.disk = (l.disk.clone(), DiskFormat::Qcow2);
     }
+    if !r.probe
+        && let Some(login) = login_plan(s)?
+    {
+        report.probe.origin = Some("login".into());
+        sink.event(RunEvent::Detail(format!(
+            "no probe in the guest: airboot will log in on the serial console as {:?} and start the reference status reporter",
+            login.user
+        )));
+        plan.run.login = true;
+        plan.login = Some(login);
+    }
     let run = Run::new(plan.run.clone())
         .map_err(|e| Failure::new(FailureCode::BadInput, format!("a console pattern does not compile: {e}")))?;
     sink.event(RunEvent::Booting {
@@ -255,6 +266,37 @@ fn session(
     }
     policy::input_check(report, disk::sha256_file(&input).map_err(|e| e.to_string()));
     Ok(())
+}
+
+/// The console login of `[image] login`: the password (read from its file
+/// now), and the reference reporter's configuration for the stack.
+fn login_plan(s: &Scenario) -> Result<Option<airboot_qemu::vm::LoginPlan>, Failure> {
+    use airboot_core::scenario::Password;
+    let Some(l) = &s.image.login else { return Ok(None) };
+    if s.expect.engine != airboot_model::Engine::Docker {
+        return Err(Failure::new(
+            FailureCode::BadInput,
+            format!(
+                "{}: `[image] login` starts airboot's reference reporter, which asks the docker CLI; engine {} needs the probe (injected, or in the image)",
+                s.file.display(),
+                s.expect.engine
+            ),
+        ));
+    }
+    let password = match &l.password {
+        Password::Inline(p) => p.clone(),
+        Password::File(f) => std::fs::read_to_string(f)
+            .map_err(|e| {
+                Failure::new(FailureCode::BadInput, format!("image.login.password_file {}: {e}", f.display()))
+            })?
+            .lines()
+            .next()
+            .unwrap_or("")
+            .to_string(),
+    };
+    let containers: Vec<&str> = s.expect.containers.iter().map(|c| c.name.as_str()).collect();
+    let conf = format!("STACK_CONTAINERS=\"{}\"\n", containers.join(" "));
+    Ok(Some(airboot_qemu::vm::LoginPlan { user: l.user.clone(), password, conf }))
 }
 
 /// Unpack a packed `path` input (none for a fixture or a plain disk).

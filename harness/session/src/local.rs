@@ -107,6 +107,7 @@ impl Machine for LocalQemu {
             console_log: plan.console_log.clone(),
             verify_images: plan.verify_images.clone(),
             record: plan.record.clone(),
+            login: plan.login.clone(),
         };
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()

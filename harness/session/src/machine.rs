@@ -15,7 +15,7 @@ use airboot_model::{Arch, DiskFormat, FailureCode};
 use airboot_qemu::accel::AccelDecision;
 use airboot_qemu::firmware::Firmware;
 use airboot_qemu::transport::{self, Choice};
-use airboot_qemu::vm::{RecordSpec, VmError, VmEvent, VmOutcome};
+use airboot_qemu::vm::{LoginPlan, RecordSpec, VmError, VmEvent, VmOutcome};
 
 /// A place guests boot.
 pub trait Machine {
@@ -80,6 +80,8 @@ pub struct BootPlan {
     pub run: RunConfig,
     /// Images the probe test-runs once the stack is ready.
     pub verify_images: Vec<String>,
+    /// No probe: log in on the console and start the reference reporter.
+    pub login: Option<LoginPlan>,
 }
 
 /// Why a machine could not boot a plan.

@@ -72,6 +72,7 @@ pub fn boot_plan(s: &Scenario, image: &ResolvedImage, d: Decided, o: &BootOption
         milestones: s.milestones.clone(),
         scale,
         probe: d.transport.kind != TransportKind::Console,
+        login: false,
     };
     BootPlan {
         arch: d.arch,
@@ -96,6 +97,7 @@ pub fn boot_plan(s: &Scenario, image: &ResolvedImage, d: Decided, o: &BootOption
         console_log,
         run,
         verify_images: s.expect.images.iter().map(|i| i.reference.clone()).collect(),
+        login: None,
     }
 }
 

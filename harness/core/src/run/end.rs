@@ -9,6 +9,9 @@ use super::{Decision, Run, RunResult};
 /// watched after its login prompt, or after it went quiet, before the run
 /// ends as `no-reporter`.
 pub const NO_REPORTER_S: f64 = 30.0;
+/// Wall seconds from a console login starting the reference reporter to
+/// its first status block (its first round runs a few CLI calls).
+pub const LOGIN_REPORTER_S: f64 = 90.0;
 use crate::report::Milestone;
 use crate::verify::{ContainerRow, ImageRow};
 
@@ -117,6 +120,18 @@ impl Run {
         if self.cfg.probe || self.reporter_seen || !self.wants_stack() {
             return None;
         }
+        if self.cfg.login {
+            // The login prompt is expected: what counts is the reporter
+            // airboot started from the shell, which prints within seconds.
+            let started = self.reporter_started_t?;
+            return (t - started >= LOGIN_REPORTER_S).then(|| Failure {
+                code: FailureCode::NoReporter,
+                message: format!(
+                    "airboot logged in on the console and started the status reporter at {started:.1}s, but no status block came in {LOGIN_REPORTER_S:.0}s: the shell may lack sh, docker, systemctl or /run (see console.log)"
+                ),
+                evidence: self.last_line.as_ref().map(|l| format!("last console line at {:.1}s: {}", l.t, l.text)),
+            });
+        }
         let init_t = self
             .specs
             .iter()
@@ -134,7 +149,7 @@ impl Run {
         (t - since >= NO_REPORTER_S).then(|| Failure {
             code: FailureCode::NoReporter,
             message: format!(
-                "{what}, and nothing in the guest reports its stack: no probe, no AIRBOOT-STATUS line. Ways forward: let airboot inject its probe (the default for an image whose root is ext4: the report's notes say why it could not), add the probe to the image (README: \"Adding the probe to your image\"), or add the status reporter (scenarios/README.md)"
+                "{what}, and nothing in the guest reports its stack: no probe, no AIRBOOT-STATUS line. Ways forward: let airboot inject its probe (the default for an image whose root is ext4: the report's notes say why it could not), let it log in on the console (`login = {{ user = \"root\", password = \"\" }}` under [image]), add the probe to the image (README: \"Adding the probe to your image\"), or add the status reporter (scenarios/README.md)"
             ),
             evidence: self.last_line.as_ref().map(|l| format!("last console line at {:.1}s: {}", l.t, l.text)),
         })

@@ -45,6 +45,9 @@ pub struct RunConfig {
     /// A probe answers over a transport: verify images and the air gap
     /// before passing.
     pub probe: bool,
+    /// No probe: airboot logs in on the console and starts the reference
+    /// reporter (`[image] login`).
+    pub login: bool,
 }
 
 /// Milestones every run watches for on the console. None is required: a
@@ -133,6 +136,8 @@ pub struct Run {
     login_t: Option<f64>,
     /// Whether anything in the guest printed a status line.
     reporter_seen: bool,
+    /// When a console login started the reporter.
+    reporter_started_t: Option<f64>,
     guest_machine: Option<String>,
     guest_init: Option<String>,
     probe_connected_t: Option<f64>,
@@ -182,6 +187,7 @@ impl Run {
             last_line: None,
             login_t: None,
             reporter_seen: false,
+            reporter_started_t: None,
             guest_machine: None,
             guest_init: None,
             probe_connected_t: None,
@@ -230,6 +236,14 @@ impl Run {
     }
 
     /// Add a note for the report (not a failure).
+    /// A console login started the reference reporter at `t` (as `user`).
+    pub fn on_login_started(&mut self, t: f64, user: &str) {
+        self.reporter_started_t = Some(t);
+        self.note(format!(
+            "status came from a console login as {user:?}: airboot typed the reference reporter (images/reference/airboot-status) into the guest's /run and started it at {t:.1}s. Its timeline is coarse: each round asks the docker CLI (seconds under TCG), and no image test runs or air-gap proof are possible without the probe"
+        ));
+    }
+
     pub fn note(&mut self, n: impl Into<String>) {
         let n = n.into();
         if !self.notes.contains(&n) {

@@ -23,6 +23,7 @@ fn cfg() -> RunConfig {
         milestones: vec![],
         scale: 2.0,
         probe: false,
+        login: false,
     }
 }
 
@@ -241,6 +242,36 @@ fn a_guest_nothing_reports_from_ends_30_s_after_its_login_prompt() {
     run.on_line(&line(5.0, "Welcome to Debian GNU/Linux 12 (bookworm)!"));
     run.on_line(&line(7.0, "device login:"));
     assert_eq!(run.on_tick(39.0), Decision::Continue, "the probe will answer");
+}
+
+/// With a console login, the prompt is expected: the clock starts when
+/// the reporter was typed in, and allows it LOGIN_REPORTER_S.
+#[test]
+fn a_console_login_waits_for_the_reporter_it_started_not_for_the_prompt() {
+    let mut c = cfg();
+    c.expect.timeout = Duration::from_secs(600);
+    c.expect.time_to_stack = None;
+    c.login = true;
+    let mut run = Run::new(c.clone()).unwrap();
+    run.on_line(&line(5.0, "Welcome to Debian GNU/Linux 12 (bookworm)!"));
+    run.on_line(&line(20.0, "device login: "));
+    assert_eq!(run.on_tick(200.0), Decision::Continue, "no reporter started yet: the timeout decides");
+    run.on_login_started(210.0, "root");
+    assert_eq!(run.on_tick(299.0), Decision::Continue);
+    assert_eq!(run.on_tick(300.5), Decision::Stop);
+    let r = run.finish();
+    assert_eq!(r.failures[0].code, FailureCode::NoReporter);
+    assert!(
+        r.failures[0].message.contains("logged in") && r.failures[0].message.contains("210.0s"),
+        "{}",
+        r.failures[0].message
+    );
+    assert!(r.notes.iter().any(|n| n.contains("console login as \"root\"") && n.contains("coarse")), "{:?}", r.notes);
+    // A block from the reporter: it is there, the run goes on to its verdict.
+    let mut run = Run::new(c).unwrap();
+    run.on_login_started(30.0, "root");
+    run.on_line(&line(40.0, r#"AIRBOOT-STATUS v1 begin {"seq":1,"uptime_s":40.0,"final":false}"#));
+    assert_eq!(run.on_tick(200.0), Decision::Continue);
 }
 
 #[test]

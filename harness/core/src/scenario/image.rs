@@ -35,6 +35,42 @@ pub struct ImageSpec {
     /// For an image without the probe: write it into the run's overlay
     /// (`None`: yes).
     pub inject: Option<bool>,
+    /// For an image with no probe (none injected): log in on the serial
+    /// console and start the reference reporter from the shell.
+    pub login: Option<LoginSpec>,
+}
+
+/// `[image] login`: credentials for the serial getty. The password is
+/// never written into a report.
+#[derive(Clone, PartialEq)]
+pub struct LoginSpec {
+    pub user: String,
+    pub password: Password,
+}
+
+#[derive(Clone, PartialEq)]
+pub enum Password {
+    Inline(String),
+    /// Read when the run starts (first line, without its newline).
+    File(PathBuf),
+}
+
+impl std::fmt::Debug for LoginSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let p = match &self.password {
+            Password::Inline(_) => "(inline, not shown)".to_string(),
+            Password::File(p) => format!("(from {})", p.display()),
+        };
+        write!(f, "LoginSpec {{ user: {:?}, password: {p} }}", self.user)
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawLogin {
+    user: String,
+    password: Option<String>,
+    password_file: Option<String>,
 }
 
 impl ImageSpec {
@@ -63,6 +99,7 @@ pub(super) struct RawImage {
     append_extra: Option<String>,
     probe: Option<bool>,
     inject: Option<bool>,
+    login: Option<RawLogin>,
 }
 
 pub(super) fn validate(ri: RawImage, span: Range<usize>, cx: &Ctx) -> Result<ImageSpec, ScenarioError> {
@@ -154,7 +191,39 @@ pub(super) fn validate(ri: RawImage, span: Range<usize>, cx: &Ctx) -> Result<Ima
             ));
         }
     }
+    let login = match ri.login {
+        None => None,
+        Some(l) => {
+            if l.user.is_empty() || l.user.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                return Err(err("image.login.user", format!("{:?} is not a user name (no spaces, not empty)", l.user)));
+            }
+            let password = match (l.password, l.password_file) {
+                (Some(p), None) if p.chars().any(|c| c == '\n' || c == '\r') => {
+                    return Err(err("image.login.password", "a password is one line".into()));
+                }
+                (Some(p), None) => Password::Inline(p),
+                (None, Some(f)) => {
+                    let f = cx.resolve(&f);
+                    if !(cx.files)(&f) {
+                        return Err(err(
+                            "image.login.password_file",
+                            format!("{} does not exist or is not a file", f.display()),
+                        ));
+                    }
+                    Password::File(f)
+                }
+                _ => {
+                    return Err(err(
+                        "image.login",
+                        "give exactly one of `password` (\"\" for none) and `password_file`".into(),
+                    ));
+                }
+            };
+            Some(LoginSpec { user: l.user, password })
+        }
+    };
     Ok(ImageSpec {
+        login,
         source,
         format: ri.format,
         boot,

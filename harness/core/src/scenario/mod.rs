@@ -31,7 +31,7 @@ use serde::de::{self, Deserializer};
 
 pub use error::{ScenarioError, key_path, line_col};
 pub use expect::{ContainerExpect, DEFAULT_TIMEOUT, Expect, ExtraImages, ImageExpect, normalize_id, normalize_ref};
-pub use image::{ImageSource, ImageSpec};
+pub use image::{ImageSource, ImageSpec, LoginSpec, Password};
 pub use machine::{AccelChoice, DEFAULT_TCG_SLOWDOWN, Machine, parse_transport};
 pub use milestone::MilestoneSpec;
 pub use outcome::Outcome;

@@ -231,6 +231,31 @@ fn bad_values_point_at_the_value() {
 }
 
 #[test]
+fn a_login_takes_a_user_and_one_password_source_and_never_shows_the_password() {
+    let s = p("[image]\npath = \"x.img\"\nlogin = { user = \"root\", password = \"hunter2\" }\n").unwrap();
+    let l = s.image.login.clone().unwrap();
+    assert_eq!(l.user, "root");
+    assert!(l.password == crate::scenario::Password::Inline("hunter2".into()));
+    assert!(!format!("{s:?}").contains("hunter2"), "Debug must not show the password");
+    assert!(
+        p("[image]\npath = \"x.img\"\nlogin = { user = \"root\", password = \"\" }\n").is_ok(),
+        "an empty password"
+    );
+    let e = p("[image]\npath = \"x.img\"\nlogin = { user = \"root\" }\n").unwrap_err();
+    assert_eq!(e.key.as_deref(), Some("image.login"));
+    assert!(e.message.contains("password_file"), "{e}");
+    let e = p("[image]\npath = \"x.img\"\nlogin = { user = \"root\", password = \"a\", password_file = \"f\" }\n")
+        .unwrap_err();
+    assert_eq!(e.key.as_deref(), Some("image.login"));
+    let e = p("[image]\npath = \"x.img\"\nlogin = { user = \"two words\", password = \"\" }\n").unwrap_err();
+    assert_eq!(e.key.as_deref(), Some("image.login.user"));
+    let e = p("[image]\npath = \"x.img\"\nlogin = { user = \"root\", pasword = \"\" }\n").unwrap_err();
+    assert!(e.message.contains("pasword"), "a misspelt key is named: {e}");
+    let s = p("[image]\npath = \"x.img\"\nlogin = { user = \"op\", password_file = \"secret.txt\" }\n").unwrap();
+    assert!(matches!(s.image.login.unwrap().password, crate::scenario::Password::File(f) if f.ends_with("secret.txt")));
+}
+
+#[test]
 fn contradictions_are_errors() {
     let e = p("[image]\nfixture = \"f\"\npath = \"x.qcow2\"\n").unwrap_err();
     assert!(e.message.contains("not both"), "{e}");

@@ -1,0 +1,227 @@
+//! The console-login transport, as a pure state machine: for an image with
+//! no probe and no reporter (a read-only root cannot take an injected
+//! file), log in on the serial getty with the scenario's credentials and
+//! start airboot's reference status reporter from the shell. Its status
+//! blocks then come over the console like any reporter's.
+//!
+//! The machine sees console lines (and the unfinished line a prompt
+//! leaves, once the console stalls) and says what to type. It never puts
+//! the password into anything but the bytes it returns.
+
+use crate::console::TimedLine;
+use crate::run::is_login_prompt;
+
+/// The reference reporter (images/reference/airboot-status), typed into
+/// the guest's /run.
+pub const REPORTER: &str = include_str!("../../../images/reference/airboot-status");
+/// Where the guest keeps the typed reporter and its configuration.
+pub const GUEST_SCRIPT: &str = "/run/airboot-status";
+pub const GUEST_CONF: &str = "/run/airboot-status.conf";
+
+/// How long to wait for a shell prompt after the credentials before typing
+/// anyway (some prompts are coloured or end without `#`/`$`).
+const PROMPT_WAIT_S: f64 = 20.0;
+/// From `stty -echo` to the script: the shell must have run it, or the
+/// script would be echoed onto the console the reporter writes to.
+const ECHO_OFF_WAIT_S: f64 = 2.0;
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum State {
+    /// Waiting for `login:`.
+    Login,
+    /// User name sent at `t`; a password prompt or a shell may follow.
+    User {
+        t: f64,
+    },
+    /// Password sent (or none asked) at `t`: waiting for the shell.
+    Shell {
+        t: f64,
+    },
+    /// `stty -echo` sent at `t`.
+    EchoOff {
+        t: f64,
+    },
+    /// The reporter runs; nothing more to type.
+    Started,
+    Failed,
+}
+
+/// What to do now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    Nothing,
+    /// Type these bytes on the serial console.
+    Type(Vec<u8>),
+    /// Logging in failed: why (never the password).
+    Fail(String),
+}
+
+pub struct Login {
+    user: String,
+    password: String,
+    conf: String,
+    state: State,
+    prompts: u32,
+    /// When the reporter was started, for the report.
+    pub started_t: Option<f64>,
+}
+
+impl Login {
+    /// `conf` is the reporter's configuration (status.conf lines).
+    pub fn new(user: &str, password: &str, conf: String) -> Login {
+        Login { user: user.into(), password: password.into(), conf, state: State::Login, prompts: 0, started_t: None }
+    }
+
+    pub fn user(&self) -> &str {
+        &self.user
+    }
+
+    pub fn on_line(&mut self, line: &TimedLine) -> Action {
+        let text = line.text.trim_end();
+        let t = line.t;
+        match self.state {
+            State::Login if is_login_prompt(text) => {
+                self.prompts += 1;
+                self.state = State::User { t };
+                Action::Type(format!("{}\n", self.user).into_bytes())
+            }
+            State::User { .. } if text.ends_with("assword:") => {
+                self.state = State::Shell { t };
+                Action::Type(format!("{}\n", self.password).into_bytes())
+            }
+            State::User { .. } | State::Shell { .. } if text.contains("Login incorrect") => {
+                self.state = State::Failed;
+                Action::Fail(format!(
+                    "the guest said \"Login incorrect\" for user {:?}: check `[image] login` (user, password or password_file)",
+                    self.user
+                ))
+            }
+            State::User { .. } | State::Shell { .. } if is_shell_prompt(text) => self.echo_off(t),
+            // A login prompt again after the password: rejected without a
+            // word. (Not after the user name alone: a prompt scanned while
+            // unfinished comes again once a kernel message ends its line.)
+            State::Shell { .. } if is_login_prompt(text) => {
+                self.state = State::Failed;
+                Action::Fail(format!(
+                    "the guest asked to log in again after user {:?}: check `[image] login`",
+                    self.user
+                ))
+            }
+            _ => Action::Nothing,
+        }
+    }
+
+    pub fn on_tick(&mut self, t: f64) -> Action {
+        match self.state {
+            State::User { t: since } | State::Shell { t: since } if t - since >= PROMPT_WAIT_S => self.echo_off(t),
+            State::EchoOff { t: since } if t - since >= ECHO_OFF_WAIT_S => {
+                self.state = State::Started;
+                self.started_t = Some(t);
+                Action::Type(self.payload())
+            }
+            _ => Action::Nothing,
+        }
+    }
+
+    fn echo_off(&mut self, t: f64) -> Action {
+        self.state = State::EchoOff { t };
+        Action::Type(b"stty -echo\n".to_vec())
+    }
+
+    /// The reporter and its configuration written into /run (writable on a
+    /// read-only root), then started in the background, detached from the
+    /// login shell, writing its blocks to the console.
+    fn payload(&self) -> Vec<u8> {
+        let mut s = String::new();
+        s.push_str(&format!("cat > {GUEST_CONF} <<'AIRBOOT_CONF_END'\n{}\nAIRBOOT_CONF_END\n", self.conf.trim_end()));
+        s.push_str(&format!(
+            "cat > {GUEST_SCRIPT} <<'AIRBOOT_SCRIPT_END'\n{}\nAIRBOOT_SCRIPT_END\n",
+            REPORTER.trim_end()
+        ));
+        s.push_str(&format!(
+            "AIRBOOT_STATUS_CONF={GUEST_CONF} setsid sh {GUEST_SCRIPT} </dev/null >/dev/null 2>&1 &\n"
+        ));
+        s.into_bytes()
+    }
+}
+
+/// A shell's prompt: `root@device:~#`, `$`, `#`, `~ #` (busybox).
+fn is_shell_prompt(text: &str) -> bool {
+    let t = text.trim_end();
+    (t.ends_with('#') || t.ends_with('$')) && t.len() < 200 && !t.contains("AIRBOOT-STATUS")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn l(t: f64, s: &str) -> TimedLine {
+        TimedLine { t, text: s.into(), truncated: false }
+    }
+
+    fn typed(a: Action) -> String {
+        match a {
+            Action::Type(b) => String::from_utf8(b).unwrap(),
+            other => panic!("expected typing, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn logs_in_turns_echo_off_and_starts_the_reporter() {
+        let mut m = Login::new("root", "s3cret", "STACK_CONTAINERS=\"redis web\"".into());
+        assert_eq!(m.on_line(&l(1.0, "Welcome to Debian")), Action::Nothing);
+        assert_eq!(typed(m.on_line(&l(20.0, "device login: "))), "root\n");
+        assert_eq!(typed(m.on_line(&l(21.0, "Password: "))), "s3cret\n");
+        assert_eq!(m.on_line(&l(22.0, "Linux device 6.1.0 #1 SMP")), Action::Nothing);
+        assert_eq!(typed(m.on_line(&l(23.0, "root@device:~#"))), "stty -echo\n");
+        assert_eq!(m.on_tick(24.0), Action::Nothing, "stty needs a moment");
+        let p = typed(m.on_tick(25.5));
+        assert!(
+            p.contains("STACK_CONTAINERS=\"redis web\"") && p.contains("AIRBOOT_STATUS_CONF=/run/airboot-status.conf")
+        );
+        assert!(p.contains("AIRBOOT-STATUS v1 begin") && p.ends_with("&\n"), "the whole reporter, started detached");
+        assert!(!p.contains("s3cret"));
+        assert_eq!(m.started_t, Some(25.5));
+        // Nothing more to type, whatever comes.
+        assert_eq!(m.on_line(&l(30.0, "device login:")), Action::Nothing);
+        assert_eq!(m.on_tick(99.0), Action::Nothing);
+    }
+
+    #[test]
+    fn an_empty_password_is_not_asked_and_a_silent_prompt_is_waited_for() {
+        let mut m = Login::new("root", "", String::new());
+        typed(m.on_line(&l(10.0, "airboot-fixture login: [   16.69] Initializing XFRM netlink socket")));
+        // No "Password:", and a prompt the pattern does not know.
+        assert_eq!(m.on_line(&l(11.0, "\u{1b}[01;32mroot@dev\u{1b}[00m:~> ")), Action::Nothing);
+        assert_eq!(m.on_tick(29.9), Action::Nothing);
+        assert_eq!(typed(m.on_tick(30.0)), "stty -echo\n");
+    }
+
+    #[test]
+    fn a_wrong_password_fails_naming_the_user_not_the_password() {
+        let mut m = Login::new("admin", "wrong", String::new());
+        typed(m.on_line(&l(1.0, "device login:")));
+        typed(m.on_line(&l(2.0, "Password:")));
+        match m.on_line(&l(5.0, "Login incorrect")) {
+            Action::Fail(why) => assert!(why.contains("\"admin\"") && !why.contains("wrong"), "{why}"),
+            other => panic!("{other:?}"),
+        }
+        let mut m = Login::new("admin", "x", String::new());
+        typed(m.on_line(&l(1.0, "device login:")));
+        typed(m.on_line(&l(2.0, "Password:")));
+        assert!(matches!(m.on_line(&l(9.0, "device login:")), Action::Fail(_)));
+    }
+
+    /// The console scans a prompt while it is unfinished, then once more
+    /// when a kernel message ends its line: one prompt, one user name.
+    #[test]
+    fn a_prompt_seen_twice_is_answered_once() {
+        let mut m = Login::new("root", "", String::new());
+        assert_eq!(typed(m.on_line(&l(19.1, "airboot-fixture login:"))), "root\n");
+        assert_eq!(
+            m.on_line(&l(19.2, "airboot-fixture login: [   15.85] Initializing XFRM netlink socket")),
+            Action::Nothing
+        );
+        assert_eq!(typed(m.on_line(&l(21.0, "root@airboot-fixture:~#"))), "stty -echo\n");
+    }
+}
