@@ -24,6 +24,7 @@ packages=(
     e2fsprogs kmod dpkg fdisk mtools dosfstools             # disks, modules
     zstd xz-utils bzip2 gzip                                # compressed input images
     syslinux syslinux-common systemd-boot-efi binutils      # BIOS and UEFI+UKI test disks (scripts/make-device-image.sh)
+    erofs-utils cpio                                        # a read-only-root test disk (same script)
     qemu-user-static binfmt-support arch-test               # foreign-arch rootfs
     chromium                                                # the HTML report's render test
     ca-certificates

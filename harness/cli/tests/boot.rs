@@ -520,6 +520,53 @@ fn a_console_login_judges_a_probe_less_image_and_a_wrong_password_is_login_faile
     assert_no_qemu_left("console login, wrong password");
 }
 
+/// The read-only device layout (Avocado-style): an erofs root the probe
+/// cannot be written into, the seeded store on a writable data partition.
+/// airboot reads the root's name from syslinux.cfg, refuses to inject,
+/// says why, and judges the image through a console login. Suite `full`:
+/// `cargo test --test boot -- --ignored`.
+#[test]
+#[ignore = "suite full (run with --ignored)"]
+fn a_read_only_erofs_root_is_judged_through_a_console_login() {
+    let _g = vm_lock();
+    let (dir, root, _) = probe_less_image("");
+    let fixture = preseeded_fixture();
+    let disk = dir.path().join("device.img");
+    let o = Command::new("bash")
+        .arg(repo().join("scripts/make-device-image.sh"))
+        .arg("bios-ro-erofs")
+        .arg(&root)
+        .arg(fixture.join("vmlinuz"))
+        .arg(fixture.join("initrd.img"))
+        .arg(&disk)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "make-device-image.sh: {}", String::from_utf8_lossy(&o.stderr));
+    let scenario = dir.path().join("ro.toml");
+    std::fs::write(
+        &scenario,
+        format!(
+            "name = \"read-only-root\"\n[image]\npath = {:?}\nlogin = {{ user = \"root\", password = \"\" }}\n[machine]\narch = \"x86_64\"\n\
+             [expect]\nimages = [\"fixture/busybox:1\", \"fixture/redis:1\"]\n\
+             containers = [{{ name = \"redis\", image = \"fixture/redis:1\", healthy = true }}, {{ name = \"web\", image = \"fixture/busybox:1\" }}]\n\
+             timeout = \"120s\"\n",
+            disk.display().to_string()
+        ),
+    )
+    .unwrap();
+    let (out, rdir) = run(&[scenario.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", explain(&out));
+    let r = report(rdir.path());
+    check_common(&r, rdir.path());
+    assert_eq!(r["boot"]["mode"], "bios");
+    assert_eq!(r["probe"]["origin"], "login", "{}", r["probe"]);
+    let n = notes(&r);
+    assert!(n.contains("syslinux.cfg") && n.contains("erofs, read-only"), "why no injection: {n}");
+    let containers = r["containers"].as_array().unwrap();
+    assert!(containers.iter().any(|c| c["name"] == "redis" && c["health"] == "healthy"), "{containers:?}");
+    assert_no_qemu_left("read-only root");
+}
+
 #[test]
 fn a_guest_nothing_reports_from_fails_fast_after_its_login_prompt() {
     let _g = vm_lock();

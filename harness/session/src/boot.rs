@@ -226,6 +226,7 @@ fn session(
     let mut plan = plan::boot_plan(s, &r, decided, opts, dir.join("console.log"));
     if let Some(l) = &layer {
         plan.disk = (l.disk.clone(), DiskFormat::Qcow2);
+        plan.run.injected = true;
     }
     if !r.probe
         && let Some(login) = login_plan(s)?

@@ -89,6 +89,38 @@ pub fn prepare(
     }
 }
 
+/// The root the boot names: `root=` in the scenario's `append` (direct
+/// boot) or in the image's own loader configuration. A read-only one is
+/// an error that says how to judge the image anyway.
+fn named_root(
+    r: &ResolvedImage,
+    disk: &dyn airboot_core::disk::ReadAt,
+) -> Result<Option<detect::RootPartition>, String> {
+    let named = match (&r.kernel, &r.append) {
+        (Some(_), Some(a)) => {
+            detect::root_arg_partition(a).map(|n| (n, "root= in the kernel command line".to_string()))
+        }
+        _ => detect::loader_root(disk),
+    };
+    let Some((n, said)) = named else { return Ok(None) };
+    let parts = airboot_core::disk::part::partitions(disk).unwrap_or_default();
+    let Some(p) = parts.iter().find(|p| p.number == n) else {
+        return Err(format!("{said} names partition {n}, which the disk does not have"));
+    };
+    let view = Slice { inner: disk, start: p.start, len: p.len };
+    if let Some(kind) = detect::read_only_fs(&view) {
+        return Err(format!(
+            "the root filesystem ({said}: partition {n}) is {kind}, read-only: nothing can be written into it. Judge the image through a console login (`login = {{ user = \"root\", password = \"\" }}` under [image])"
+        ));
+    }
+    Ok(Some(detect::RootPartition {
+        number: n,
+        start: p.start,
+        len: p.len,
+        why: format!("partition {n}, named by {said}"),
+    }))
+}
+
 enum Written {
     /// The image has a probe already, here.
     Present(String),
@@ -97,9 +129,12 @@ enum Written {
 
 fn write(s: &Scenario, r: &ResolvedImage, arch: Arch) -> Result<Written, String> {
     let view = airboot_qemu::disk::open_image(&r.disk).map_err(|e| format!("cannot read {}: {e}", r.disk.display()))?;
-    let rootp = detect::root_partition(view.as_ref(), arch).ok_or_else(|| {
-        "no ext4 root filesystem found (no GPT root partition, no ext4 partition with an init)".to_string()
-    })?;
+    let rootp = match named_root(r, view.as_ref())? {
+        Some(p) => p,
+        None => detect::root_partition(view.as_ref(), arch).ok_or_else(|| {
+            "no ext4 root filesystem found (no GPT root partition, no ext4 partition with an init)".to_string()
+        })?,
+    };
     let part = Slice { inner: view.as_ref(), start: rootp.start, len: rootp.len };
     let fs = Ext4::open(&part).map_err(|e| format!("the root filesystem ({}) is not ext4: {e}", rootp.why))?;
     for path in inject::PROBE_PATHS {

@@ -73,6 +73,7 @@ pub fn boot_plan(s: &Scenario, image: &ResolvedImage, d: Decided, o: &BootOption
         scale,
         probe: d.transport.kind != TransportKind::Console,
         login: false,
+        injected: false,
     };
     BootPlan {
         arch: d.arch,

@@ -161,6 +161,92 @@ pub fn boot_path(disk: &dyn ReadAt, arch: Arch) -> Result<(BootMode, String), St
     Err("no EFI system partition with a loader at EFI/BOOT/ and no boot code in the MBR".into())
 }
 
+/// Loader configurations a device image's boot partition carries, with
+/// the lines that hold the kernel command line.
+const LOADER_CONFIGS: [&str; 6] = [
+    "syslinux.cfg",
+    "syslinux/syslinux.cfg",
+    "extlinux.conf",
+    "extlinux/extlinux.conf",
+    "boot/extlinux/extlinux.conf",
+    "boot/grub/grub.cfg",
+];
+
+/// The partition number a `root=` argument names (`/dev/vda2`,
+/// `/dev/sda2`, `/dev/nvme0n1p2`, `/dev/mmcblk0p2`); `None` for a
+/// whole disk, a UUID or label, or no `root=`.
+pub fn root_arg_partition(cmdline: &str) -> Option<u32> {
+    let dev = cmdline.split_whitespace().rev().find_map(|a| a.strip_prefix("root="))?;
+    let name = dev.strip_prefix("/dev/")?;
+    let num = if name.starts_with("nvme") || name.starts_with("mmcblk") {
+        name.rsplit_once('p')?.1
+    } else {
+        let i = name.find(|c: char| c.is_ascii_digit())?;
+        let (base, n) = name.split_at(i);
+        if base.is_empty() {
+            return None;
+        }
+        n
+    };
+    if num.is_empty() || !num.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    num.parse().ok()
+}
+
+/// The root partition the image's own boot loader names: `root=` in a
+/// syslinux/extlinux/GRUB configuration found on a FAT or ext4 partition.
+/// The number, and where it was said.
+pub fn loader_root(disk: &dyn ReadAt) -> Option<(u32, String)> {
+    let parts: Vec<Partition> = part::partitions(disk).unwrap_or_default();
+    for p in &parts {
+        let view = Slice { inner: disk, start: p.start, len: p.len };
+        let mut texts: Vec<(String, Vec<u8>)> = Vec::new();
+        if let Ok(fat) = Fat::open(&view) {
+            for name in LOADER_CONFIGS {
+                if let Ok(Some(e)) = fat.find(name)
+                    && let Ok(b) = fat.read(&e, 1 << 16)
+                {
+                    texts.push((name.to_string(), b));
+                }
+            }
+        } else if let Ok(fs) = Ext4::open(&view) {
+            for name in LOADER_CONFIGS {
+                if let Ok(Some(ino)) = fs.lookup(&format!("/{name}"), true)
+                    && ino.kind() == Kind::File
+                    && let Ok(b) = fs.read(&ino, 1 << 16)
+                {
+                    texts.push((name.to_string(), b));
+                }
+            }
+        }
+        for (name, b) in texts {
+            let text = String::from_utf8_lossy(&b);
+            for line in text.lines() {
+                if line.contains("root=")
+                    && let Some(n) = root_arg_partition(line)
+                {
+                    return Some((n, format!("root= in {name} on partition {}", p.number)));
+                }
+            }
+        }
+    }
+    None
+}
+
+/// What kind of filesystem starts at the view, for a partition airboot
+/// cannot write into: `erofs`, `squashfs`, or `None`.
+pub fn read_only_fs(view: &dyn ReadAt) -> Option<&'static str> {
+    let sb = view.read_vec(0, 1028.min(view.size() as usize)).ok()?;
+    if sb.len() >= 4 && &sb[..4] == b"hsqs" {
+        return Some("squashfs");
+    }
+    if sb.len() >= 1028 && sb[1024..1028] == 0xE0F5_E1E2u32.to_le_bytes() {
+        return Some("erofs");
+    }
+    None
+}
+
 /// The partition holding the root filesystem, for booting a board image's
 /// userspace with another kernel.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -336,6 +422,35 @@ mod tests {
             decide(Some(Arch::X86_64), &[ev(None, "riscv64 root")]).unwrap_err().code,
             FailureCode::UnsupportedArch
         );
+    }
+
+    #[test]
+    fn root_arguments_name_partitions() {
+        for (cmdline, want) in [
+            ("console=ttyS0 root=/dev/vda2 ro", Some(2)),
+            ("root=/dev/sda1", Some(1)),
+            ("root=/dev/nvme0n1p3 rw", Some(3)),
+            ("root=/dev/mmcblk0p2 rootwait", Some(2)),
+            ("root=/dev/vda", None),
+            ("root=/dev/nvme0n1", None),
+            ("root=PARTUUID=1234-02", None),
+            ("root=LABEL=root", None),
+            ("quiet splash", None),
+            ("root=/dev/vda1 root=/dev/vda3", Some(3)),
+        ] {
+            assert_eq!(root_arg_partition(cmdline), want, "{cmdline}");
+        }
+    }
+
+    #[test]
+    fn read_only_filesystems_are_told_by_their_magic() {
+        let mut sq = vec![0u8; 4096];
+        sq[..4].copy_from_slice(b"hsqs");
+        assert_eq!(read_only_fs(&sq), Some("squashfs"));
+        let mut e = vec![0u8; 4096];
+        e[1024..1028].copy_from_slice(&0xE0F5_E1E2u32.to_le_bytes());
+        assert_eq!(read_only_fs(&e), Some("erofs"));
+        assert_eq!(read_only_fs(&vec![0u8; 4096]), None);
     }
 
     /// BIOS boot code in the MBR means `bios`, and only for x86_64; a

@@ -12,6 +12,9 @@ pub const NO_REPORTER_S: f64 = 30.0;
 /// Wall seconds from a console login starting the reference reporter to
 /// its first status block (its first round runs a few CLI calls).
 pub const LOGIN_REPORTER_S: f64 = 90.0;
+/// Wall seconds from the login prompt to giving up on an injected probe
+/// that never answered.
+pub const INJECTED_SILENT_S: f64 = 60.0;
 use crate::report::Milestone;
 use crate::verify::{ContainerRow, ImageRow};
 
@@ -117,6 +120,18 @@ impl Run {
     /// quiet after its init started, for [`NO_REPORTER_S`] of wall time:
     /// waiting for the timeout would tell nothing more.
     fn nobody_reports(&self, t: f64) -> Option<Failure> {
+        if self.cfg.probe && self.cfg.injected && self.probe_connected_t.is_none() && !self.reporter_seen {
+            // The injected probe starts with multi-user.target, well before
+            // the getty's prompt: silent long after it, it is not running.
+            let lt = self.login_t?;
+            return (t - lt >= INJECTED_SILENT_S).then(|| Failure {
+                code: FailureCode::NoReporter,
+                message: format!(
+                    "the probe airboot injected never answered, {INJECTED_SILENT_S:.0}s after the login prompt at {lt:.1}s: the filesystem it was written into (report notes) is not what the guest runs, or its unit did not start. Say which partition is the root (`root=` in the boot loader's configuration), set `inject = false` and judge it through a console login (`login` under [image]), or add the probe to the image"
+                ),
+                evidence: self.last_line.as_ref().map(|l| format!("last console line at {:.1}s: {}", l.t, l.text)),
+            });
+        }
         if self.cfg.probe || self.reporter_seen || !self.wants_stack() {
             return None;
         }

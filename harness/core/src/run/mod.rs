@@ -48,6 +48,9 @@ pub struct RunConfig {
     /// No probe: airboot logs in on the console and starts the reference
     /// reporter (`[image] login`).
     pub login: bool,
+    /// The probe was injected by airboot (not in the image): if it never
+    /// answers, the run ends soon after the login prompt.
+    pub injected: bool,
 }
 
 /// Milestones every run watches for on the console. None is required: a

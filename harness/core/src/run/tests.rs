@@ -24,6 +24,7 @@ fn cfg() -> RunConfig {
         scale: 2.0,
         probe: false,
         login: false,
+        injected: false,
     }
 }
 
@@ -272,6 +273,33 @@ fn a_console_login_waits_for_the_reporter_it_started_not_for_the_prompt() {
     run.on_login_started(30.0, "root");
     run.on_line(&line(40.0, r#"AIRBOOT-STATUS v1 begin {"seq":1,"uptime_s":40.0,"final":false}"#));
     assert_eq!(run.on_tick(200.0), Decision::Continue);
+}
+
+/// An injected probe that never answers (written into a filesystem the
+/// guest does not run) ends the run a minute after the login prompt; one
+/// that answered, or a probe the image carries, is left to the timeout.
+#[test]
+fn an_injected_probe_that_never_answers_ends_the_run_after_the_login_prompt() {
+    let mut c = probe_cfg();
+    c.expect.timeout = Duration::from_secs(600);
+    c.expect.time_to_stack = None;
+    c.injected = true;
+    let mut run = Run::new(c.clone()).unwrap();
+    run.on_line(&line(5.0, "Welcome to Debian GNU/Linux 12 (bookworm)!"));
+    run.on_line(&line(20.0, "device login: "));
+    assert_eq!(run.on_tick(79.9), Decision::Continue);
+    assert_eq!(run.on_tick(80.1), Decision::Stop);
+    let r = run.finish();
+    assert_eq!(r.failures[0].code, FailureCode::NoReporter);
+    assert!(r.failures[0].message.contains("injected never answered"), "{}", r.failures[0].message);
+    let mut run = Run::new(c.clone()).unwrap();
+    run.on_probe_hello(10.0, "x86_64");
+    run.on_line(&line(20.0, "device login: "));
+    assert_eq!(run.on_tick(200.0), Decision::Continue, "it answered");
+    c.injected = false;
+    let mut run = Run::new(c).unwrap();
+    run.on_line(&line(20.0, "device login: "));
+    assert_eq!(run.on_tick(200.0), Decision::Continue, "the image's own probe: the timeout decides");
 }
 
 #[test]
