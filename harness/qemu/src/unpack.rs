@@ -280,6 +280,16 @@ mod tests {
             assert!(again.reused);
             assert_eq!(again.path, u.path);
         }
+        // A VMware disk: converted to qcow2, the same disk inside.
+        let vmdk = d.path().join("appliance.vmdk");
+        let st = Command::new("qemu-img").args(["convert", "-q", "-O", "vmdk"]).arg(&raw).arg(&vmdk).status().unwrap();
+        assert!(st.success());
+        let u = unpack(&vmdk, &cache, &mut |_| {}).unwrap().expect("a vmdk is converted");
+        assert_eq!(u.packing, "vmdk");
+        assert!(u.path.ends_with("appliance.qcow2"), "{}", u.path.display());
+        assert_eq!(crate::disk::detect_format(&u.path).unwrap(), airboot_model::DiskFormat::Qcow2);
+        let st = Command::new("qemu-img").args(["compare", "-q"]).arg(&raw).arg(&u.path).status().unwrap();
+        assert!(st.success(), "the converted disk differs from the original");
         // Not packed: nothing to do.
         assert!(unpack(&raw, &cache, &mut |_| {}).unwrap().is_none());
         // A truncated xz: the tool's error, no file left behind.
