@@ -567,6 +567,33 @@ fn a_read_only_erofs_root_is_judged_through_a_console_login() {
     assert_no_qemu_left("read-only root");
 }
 
+/// A store that is read-only at runtime (a bind mount in the image's
+/// fstab): dockerd dies at start, and the failure quotes its own words,
+/// found by the injected probe in the unit's journal.
+#[test]
+fn a_store_read_only_at_runtime_fails_quoting_the_engines_own_error() {
+    let _g = vm_lock();
+    let (dir, disk, scenario) = probe_less_image("");
+    let fstab = dir.path().join("fstab");
+    let o = Command::new("debugfs").args(["-R", "cat /etc/fstab"]).arg(&disk).output().unwrap();
+    let mut text = String::from_utf8_lossy(&o.stdout).to_string();
+    text.push_str("/var/lib/docker /var/lib/docker none bind,ro 0 0\n");
+    std::fs::write(&fstab, text).unwrap();
+    for cmd in ["rm /etc/fstab".to_string(), format!("write {} /etc/fstab", fstab.display())] {
+        let o = Command::new("debugfs").args(["-w", "-R", &cmd]).arg(&disk).output().unwrap();
+        assert!(o.status.success(), "debugfs {cmd}: {}", String::from_utf8_lossy(&o.stderr));
+    }
+    let (r, took, rdir) = run_failing(&scenario);
+    check_common(&r, rdir.path());
+    assert_eq!(r["probe"]["origin"], "injected");
+    let f = &r["failures"][0];
+    assert_eq!(f["code"], FailureCode::EngineDown.as_str(), "{}", r["failures"]);
+    let m = f["message"].as_str().unwrap();
+    assert!(m.contains("/var/lib/docker") && m.contains("read-only file system"), "the engine's own error: {m}");
+    assert!(took < r["timeouts"]["timeout_s"].as_f64().unwrap() / 2.0, "decided after {took:.0}s");
+    assert_no_qemu_left("read-only store");
+}
+
 #[test]
 fn a_guest_nothing_reports_from_fails_fast_after_its_login_prompt() {
     let _g = vm_lock();

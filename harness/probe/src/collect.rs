@@ -38,6 +38,8 @@ pub struct Collector {
     failing_streak: u32,
     /// The guest's init system (asked once).
     init: String,
+    /// A failed engine unit's own last error, from its journal (asked once).
+    unit_error: Option<String>,
 }
 
 impl Collector {
@@ -49,6 +51,7 @@ impl Collector {
             system_after_boot: None,
             failing_streak: 0,
             init: crate::init::name(),
+            unit_error: None,
         }
     }
 
@@ -133,6 +136,13 @@ impl Collector {
                 }
             }
         }
+        // A failed engine unit: quote the engine's own last error.
+        if error.is_none() && systemd && engine_unit.active == "failed" {
+            if self.unit_error.is_none() {
+                self.unit_error = journal_error(&self.cfg.engine_unit);
+            }
+            error = self.unit_error.clone();
+        }
         self.failing_streak = if failing { self.failing_streak + 1 } else { 0 };
         // The engine unit is reported too, but settledness is about the stack's units.
         let stack_units: Vec<_> = s.units.iter().filter(|u| u.name != self.cfg.engine_unit).cloned().collect();
@@ -147,5 +157,61 @@ impl Collector {
         );
         s.units = all_units;
         s
+    }
+}
+
+/// The last error the unit's own processes logged in this boot (not
+/// systemd's lines about the unit), bounded.
+fn journal_error(unit: &str) -> Option<String> {
+    let out = std::process::Command::new("journalctl")
+        .args(["-b", "-o", "cat", "-n", "300", "--no-pager"])
+        .arg(format!("_SYSTEMD_UNIT={unit}"))
+        .stderr(std::process::Stdio::null())
+        .output()
+        .ok()?;
+    last_error_line(&String::from_utf8_lossy(&out.stdout))
+}
+
+/// The engine's own error among its log lines: the last fatal one
+/// (`failed to start daemon`, `level=fatal`), else the last `level=error`,
+/// else the last plain line (a Go daemon's dying words carry no level:
+/// `chmod /var/lib/docker: read-only file system`). Cut to 300 characters.
+pub fn last_error_line(log: &str) -> Option<String> {
+    let lines: Vec<&str> = log.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+    let fatal = |l: &&&str| {
+        let l = l.to_ascii_lowercase();
+        l.contains("failed to start daemon") || l.contains("level=fatal") || l.contains("error starting daemon")
+    };
+    let error = |l: &&&str| l.contains("level=error") || l.to_ascii_lowercase().starts_with("error");
+    let plain = |l: &&&str| !l.contains("level=");
+    let l = lines
+        .iter()
+        .rev()
+        .find(fatal)
+        .or_else(|| lines.iter().rev().find(error))
+        .or_else(|| lines.iter().rev().find(plain))?;
+    let msg = l.find("msg=").map(|i| &l[i + 4..]).unwrap_or(l).trim_matches('"');
+    Some(msg.chars().take(300).collect())
+}
+
+#[cfg(test)]
+mod journal_tests {
+    use super::last_error_line;
+
+    #[test]
+    fn the_engines_own_fatal_error_is_picked() {
+        let log = "time=\"2026-11-26T04:20:01Z\" level=info msg=\"Starting up\"\n\
+time=\"2026-11-26T04:20:01Z\" level=error msg=\"failed to mount overlay: no such device\" storage-driver=overlay2\n\
+failed to start daemon: error initializing graphdriver: open /var/lib/docker/overlay2/.tmp: read-only file system\n\
+docker.service: Main process exited, code=exited, status=1/FAILURE\n";
+        let e = last_error_line(log).unwrap();
+        assert!(e.starts_with("failed to start daemon") && e.contains("read-only file system"), "{e}");
+        let only_error = "level=info msg=\"x\"\nlevel=error msg=\"loading cgroup: permission denied\"\n";
+        assert_eq!(last_error_line(only_error).as_deref(), Some("loading cgroup: permission denied"));
+        assert_eq!(last_error_line("level=info msg=\"fine\"\n"), None);
+        let plain = "level=info msg=\"Starting up\"\nchmod /var/lib/docker: read-only file system\n";
+        assert_eq!(last_error_line(plain).as_deref(), Some("chmod /var/lib/docker: read-only file system"));
+        assert_eq!(last_error_line(""), None);
+        assert_eq!(last_error_line(&format!("failed to start daemon: {}", "x".repeat(1000))).unwrap().len(), 300);
     }
 }
