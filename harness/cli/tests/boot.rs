@@ -118,6 +118,18 @@ fn preseeded_fixture() -> PathBuf {
     PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
 }
 
+/// A raw copy of a fixture's disk at `to`, to edit with debugfs.
+fn raw_copy(fixture: &Path, to: &Path) -> PathBuf {
+    let st = Command::new("qemu-img")
+        .args(["convert", "-O", "raw"])
+        .arg(fixture.join("disk.qcow2"))
+        .arg(to)
+        .status()
+        .unwrap();
+    assert!(st.success(), "qemu-img convert of {}", fixture.display());
+    to.to_path_buf()
+}
+
 /// Run a scenario file that must fail (exit 1): its report, how long the
 /// run took in seconds, and the report folder.
 fn run_failing(scenario: &Path) -> (Value, f64, tempfile::TempDir) {
@@ -255,14 +267,7 @@ fn an_engine_failing_on_a_damaged_store_is_an_engine_error_before_the_timeout() 
     let _g = vm_lock();
     let fixture = preseeded_fixture();
     let dir = tempfile::tempdir().unwrap();
-    let disk = dir.path().join("root.raw");
-    let st = Command::new("qemu-img")
-        .args(["convert", "-O", "raw"])
-        .arg(fixture.join("disk.qcow2"))
-        .arg(&disk)
-        .status()
-        .unwrap();
-    assert!(st.success());
+    let disk = raw_copy(&fixture, &dir.path().join("root.raw"));
     let debugfs = |cmd: &str, write: bool| {
         let mut c = Command::new("debugfs");
         if write {
@@ -326,14 +331,7 @@ fn notes(r: &Value) -> String {
 fn probe_less_image(extra: &str) -> (tempfile::TempDir, PathBuf, PathBuf) {
     let fixture = preseeded_fixture();
     let dir = tempfile::tempdir().unwrap();
-    let disk = dir.path().join("device.raw");
-    let st = Command::new("qemu-img")
-        .args(["convert", "-O", "raw"])
-        .arg(fixture.join("disk.qcow2"))
-        .arg(&disk)
-        .status()
-        .unwrap();
-    assert!(st.success());
+    let disk = raw_copy(&fixture, &dir.path().join("device.raw"));
     for path in [
         "/usr/local/sbin/airboot-probe",
         "/etc/systemd/system/airboot-probe.service",

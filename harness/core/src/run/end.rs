@@ -105,11 +105,7 @@ impl Run {
             if !missing.is_empty() {
                 message.push_str(&format!("; required milestones never seen: {}", missing.join(", ")));
             }
-            let f = Failure {
-                code: FailureCode::Timeout,
-                message,
-                evidence: self.last_line.as_ref().map(|l| format!("last console line at {:.1}s: {}", l.t, l.text)),
-            };
+            let f = Failure { code: FailureCode::Timeout, message, evidence: self.last_line_evidence() };
             return self.stop_fail(f);
         }
         Decision::Continue
@@ -119,6 +115,10 @@ impl Run {
     /// status line so far) that has reached a login prompt, or gone
     /// quiet after its init started, for [`NO_REPORTER_S`] of wall time:
     /// waiting for the timeout would tell nothing more.
+    fn last_line_evidence(&self) -> Option<String> {
+        self.last_line.as_ref().map(|l| format!("last console line at {:.1}s: {}", l.t, l.text))
+    }
+
     fn nobody_reports(&self, t: f64) -> Option<Failure> {
         if self.cfg.probe && self.cfg.injected && self.probe_connected_t.is_none() && !self.reporter_seen {
             // The injected probe starts with multi-user.target, well before
@@ -129,7 +129,7 @@ impl Run {
                 message: format!(
                     "the probe airboot injected never answered, {INJECTED_SILENT_S:.0}s after the login prompt at {lt:.1}s: the filesystem it was written into (report notes) is not what the guest runs, or its unit did not start. Say which partition is the root (`root=` in the boot loader's configuration), set `inject = false` and judge it through a console login (`login` under [image]), or add the probe to the image"
                 ),
-                evidence: self.last_line.as_ref().map(|l| format!("last console line at {:.1}s: {}", l.t, l.text)),
+                evidence: self.last_line_evidence(),
             });
         }
         if self.cfg.probe || self.reporter_seen || !self.wants_stack() {
@@ -144,7 +144,7 @@ impl Run {
                 message: format!(
                     "airboot logged in on the console and started the status reporter at {started:.1}s, but no status block came in {LOGIN_REPORTER_S:.0}s: the shell may lack sh, docker, systemctl or /run (see console.log)"
                 ),
-                evidence: self.last_line.as_ref().map(|l| format!("last console line at {:.1}s: {}", l.t, l.text)),
+                evidence: self.last_line_evidence(),
             });
         }
         let init_t = self
@@ -166,7 +166,7 @@ impl Run {
             message: format!(
                 "{what}, and nothing in the guest reports its stack: no probe, no AIRBOOT-STATUS line. Ways forward: let airboot inject its probe (the default for an image whose root is ext4: the report's notes say why it could not), let it log in on the console (`login = {{ user = \"root\", password = \"\" }}` under [image]), add the probe to the image (README: \"Adding the probe to your image\"), or add the status reporter (scenarios/README.md)"
             ),
-            evidence: self.last_line.as_ref().map(|l| format!("last console line at {:.1}s: {}", l.t, l.text)),
+            evidence: self.last_line_evidence(),
         })
     }
 
@@ -180,7 +180,7 @@ impl Run {
             message: format!(
                 "QEMU exited ({status}) at {t:.1}s before the run was decided: the guest powered off or rebooted (airboot runs QEMU with -no-reboot), or QEMU failed"
             ),
-            evidence: self.last_line.as_ref().map(|l| format!("last console line at {:.1}s: {}", l.t, l.text)),
+            evidence: self.last_line_evidence(),
         })
     }
 
