@@ -59,6 +59,13 @@ Scenario files are TOML (format: scenarios/README.md). A folder runs every
 preseeded x86_64 fixture (built on first use, which needs root and the
 Debian mirror).
 
+Your own image: `[image] path` takes the file the build produced (raw,
+qcow2, .vmdk, or gzip/xz/zstd/bzip2-compressed: unpacked once into
+~/.cache/airboot/inputs). With no kernel and no `boot`, the disk boots with
+its own loader (uefi or bios, told from the disk). An image without the
+probe gets it injected into a layer over it (the image is never written);
+a read-only root is judged through `[image] login` on the serial console.
+
 Reports: DIR/report.json and DIR/console.log for one scenario;
 DIR/<scenario>/... for several; DIR/run.json indexes them. DIR defaults to
 reports/<date>-<time>-<name>, and reports/latest points at the newest.
