@@ -113,8 +113,12 @@ fn explain(out: &Output) -> String {
 
 /// The folder of the built preseeded fixture (disk, kernel, initrd, fixture.json).
 fn preseeded_fixture() -> PathBuf {
-    let out = airboot().args(["images", "path", "debian-preseeded-x86_64"]).output().unwrap();
-    assert!(out.status.success(), "the preseeded fixture must be built: {}", explain(&out));
+    fixture_dir("debian-preseeded-x86_64")
+}
+
+fn fixture_dir(name: &str) -> PathBuf {
+    let out = airboot().args(["images", "path", name]).output().unwrap();
+    assert!(out.status.success(), "fixture {name} must be built: {}", explain(&out));
     PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
 }
 
@@ -590,6 +594,48 @@ fn a_store_read_only_at_runtime_fails_quoting_the_engines_own_error() {
     assert!(m.contains("/var/lib/docker") && m.contains("read-only file system"), "the engine's own error: {m}");
     assert!(took < r["timeouts"]["timeout_s"].as_f64().unwrap() / 2.0, "decided after {took:.0}s");
     assert_no_qemu_left("read-only store");
+}
+
+/// No systemd: the sysvinit fixture's disk with its probe taken out gets
+/// one injected and started by a respawn line added to /etc/inittab (the
+/// image's own status.conf kept). Suite `full`: the fixture is built by
+/// `airboot images build --for scenarios/ --suite full`.
+#[test]
+#[ignore = "suite full (run with --ignored)"]
+fn a_probe_less_sysvinit_image_gets_the_probe_started_from_inittab() {
+    let _g = vm_lock();
+    let fixture = fixture_dir("debian-sysvinit-x86_64");
+    let dir = tempfile::tempdir().unwrap();
+    let disk = raw_copy(&fixture, &dir.path().join("sysv.raw"));
+    let o = Command::new("debugfs").args(["-w", "-R", "rm /usr/local/sbin/airboot-probe"]).arg(&disk).output().unwrap();
+    assert!(o.status.success());
+    let fx: Value = serde_json::from_str(&std::fs::read_to_string(fixture.join("fixture.json")).unwrap()).unwrap();
+    let scenario = dir.path().join("sysv.toml");
+    std::fs::write(
+        &scenario,
+        format!(
+            "name = \"probe-less-sysvinit\"\n[image]\npath = {:?}\nkernel = {:?}\ninitrd = {:?}\nappend = {}\n\
+             [expect]\nimages = [\"fixture/busybox:1\", \"fixture/redis:1\"]\n\
+             containers = [{{ name = \"redis\", image = \"fixture/redis:1\", healthy = true }}, {{ name = \"web\", image = \"fixture/busybox:1\" }}]\n\
+             timeout = \"120s\"\n",
+            disk.display().to_string(),
+            fixture.join("vmlinuz").display().to_string(),
+            fixture.join("initrd.img").display().to_string(),
+            fx["append"],
+        ),
+    )
+    .unwrap();
+    let (out, rdir) = run(&[scenario.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", explain(&out));
+    let r = report(rdir.path());
+    check_common(&r, rdir.path());
+    assert_eq!((r["probe"]["origin"].as_str(), r["probe"]["init"].as_str()), (Some("injected"), Some("sysvinit")));
+    let files: Vec<&str> =
+        r["probe"]["injected"].as_array().unwrap().iter().map(|f| f["path"].as_str().unwrap()).collect();
+    assert_eq!(files, ["/usr/local/sbin/airboot-probe", "/etc/inittab"], "the image's status.conf is kept");
+    let containers = r["containers"].as_array().unwrap();
+    assert!(containers.iter().any(|c| c["name"] == "redis" && c["health"] == "healthy"), "{containers:?}");
+    assert_no_qemu_left("sysvinit injection");
 }
 
 #[test]
