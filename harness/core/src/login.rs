@@ -18,8 +18,8 @@ pub const REPORTER: &str = include_str!("../../../images/reference/airboot-statu
 pub const GUEST_SCRIPT: &str = "/run/airboot-status";
 pub const GUEST_CONF: &str = "/run/airboot-status.conf";
 
-/// How long to wait for a shell prompt after the credentials before typing
-/// anyway (some prompts are coloured or end without `#`/`$`).
+/// How long to wait for a password prompt or a shell prompt after the
+/// user name or password before giving up.
 const PROMPT_WAIT_S: f64 = 20.0;
 /// From `stty -echo` to the script: the shell must have run it, or the
 /// script would be echoed onto the console the reporter writes to.
@@ -85,7 +85,8 @@ impl Login {
                 self.state = State::User { t };
                 Action::Type(format!("{}\n", self.user).into_bytes())
             }
-            State::User { .. } if text.ends_with("assword:") => {
+            // "Password:" may be finished by a kernel message on its line.
+            State::User { .. } if text.ends_with("assword:") || text.trim_start().starts_with("Password:") => {
                 self.state = State::Shell { t };
                 Action::Type(format!("{}\n", self.password).into_bytes())
             }
@@ -113,7 +114,15 @@ impl Login {
 
     pub fn on_tick(&mut self, t: f64) -> Action {
         match self.state {
-            State::User { t: since } | State::Shell { t: since } if t - since >= PROMPT_WAIT_S => self.echo_off(t),
+            // Never type the script blind: into a login prompt it would be
+            // echoed onto the console.
+            State::User { t: since } | State::Shell { t: since } if t - since >= PROMPT_WAIT_S => {
+                self.state = State::Failed;
+                Action::Fail(format!(
+                    "logged in as {:?}, but no shell prompt (ending in #, $, > or %) came within {PROMPT_WAIT_S:.0}s: check `[image] login`, or the image's shell prompt",
+                    self.user
+                ))
+            }
             State::EchoOff { t: since } if t - since >= ECHO_OFF_WAIT_S => {
                 self.state = State::Started;
                 self.started_t = Some(t);
@@ -148,7 +157,10 @@ impl Login {
 /// A shell's prompt: `root@device:~#`, `$`, `#`, `~ #` (busybox).
 fn is_shell_prompt(text: &str) -> bool {
     let t = text.trim_end();
-    (t.ends_with('#') || t.ends_with('$')) && t.len() < 200 && !t.contains("AIRBOOT-STATUS")
+    (t.ends_with('#') || t.ends_with('$') || t.ends_with('>') || t.ends_with('%'))
+        && t.len() < 200
+        && !t.contains("AIRBOOT-STATUS")
+        && !is_login_prompt(t)
 }
 
 #[cfg(test)]
@@ -188,13 +200,26 @@ mod tests {
     }
 
     #[test]
-    fn an_empty_password_is_not_asked_and_a_silent_prompt_is_waited_for() {
+    fn an_empty_password_is_not_asked_and_no_prompt_is_a_failure_not_blind_typing() {
         let mut m = Login::new("root", "", String::new());
         typed(m.on_line(&l(10.0, "airboot-fixture login: [   16.69] Initializing XFRM netlink socket")));
-        // No "Password:", and a prompt the pattern does not know.
-        assert_eq!(m.on_line(&l(11.0, "\u{1b}[01;32mroot@dev\u{1b}[00m:~> ")), Action::Nothing);
+        // No "Password:", and a busybox-style prompt.
+        assert_eq!(typed(m.on_line(&l(11.0, "~ >"))), "stty -echo\n");
+        let mut m = Login::new("root", "", String::new());
+        typed(m.on_line(&l(10.0, "device login:")));
+        assert_eq!(m.on_line(&l(11.0, "Welcome!")), Action::Nothing);
         assert_eq!(m.on_tick(29.9), Action::Nothing);
-        assert_eq!(typed(m.on_tick(30.0)), "stty -echo\n");
+        assert!(matches!(m.on_tick(30.0), Action::Fail(why) if why.contains("no shell prompt")));
+        assert_eq!(m.on_tick(99.0), Action::Nothing, "nothing typed after giving up");
+    }
+
+    /// A password prompt finished on its line by a kernel message (seen on
+    /// a real boot) is still a password prompt.
+    #[test]
+    fn a_password_prompt_with_a_kernel_message_after_it_is_answered() {
+        let mut m = Login::new("nobody", "pw", String::new());
+        typed(m.on_line(&l(21.3, "airboot-fixture login:")));
+        assert_eq!(typed(m.on_line(&l(22.0, "Password: [   18.645766] Initializing XFRM netlink socket"))), "pw\n");
     }
 
     #[test]

@@ -132,10 +132,10 @@ impl Run {
                 evidence: self.last_line_evidence(),
             });
         }
-        if self.cfg.probe || self.reporter_seen || !self.wants_stack() {
-            return None;
-        }
-        if self.cfg.login {
+        if self.cfg.login && !self.cfg.probe {
+            if self.block_seen || !self.wants_stack() {
+                return None;
+            }
             // The login prompt is expected: what counts is the reporter
             // airboot started from the shell, which prints within seconds.
             let started = self.reporter_started_t?;
@@ -146,6 +146,9 @@ impl Run {
                 ),
                 evidence: self.last_line_evidence(),
             });
+        }
+        if self.cfg.probe || self.reporter_seen || !self.wants_stack() {
+            return None;
         }
         let init_t = self
             .specs

@@ -141,6 +141,9 @@ pub struct Run {
     reporter_seen: bool,
     /// When a console login started the reporter.
     reporter_started_t: Option<f64>,
+    /// A whole, valid status block arrived (not just the marker: a script
+    /// echoed onto the console carries it too).
+    block_seen: bool,
     guest_machine: Option<String>,
     guest_init: Option<String>,
     probe_connected_t: Option<f64>,
@@ -191,6 +194,7 @@ impl Run {
             login_t: None,
             reporter_seen: false,
             reporter_started_t: None,
+            block_seen: false,
             guest_machine: None,
             guest_init: None,
             probe_connected_t: None,
@@ -324,7 +328,10 @@ impl Run {
                         evidence: Some(line.text.clone()),
                     });
                 }
-                Assembled::Block(b) if !self.cfg.probe => return self.on_block(*b, None),
+                Assembled::Block(b) if !self.cfg.probe => {
+                    self.block_seen = true;
+                    return self.on_block(*b, None);
+                }
                 Assembled::Block(_) => {}
             }
         }

@@ -268,11 +268,20 @@ fn a_console_login_waits_for_the_reporter_it_started_not_for_the_prompt() {
         r.failures[0].message
     );
     assert!(r.notes.iter().any(|n| n.contains("console login as \"root\"") && n.contains("coarse")), "{:?}", r.notes);
-    // A block from the reporter: it is there, the run goes on to its verdict.
-    let mut run = Run::new(c).unwrap();
+    // A whole block from the reporter: it is there, the run goes on.
+    let mut run = Run::new(c.clone()).unwrap();
     run.on_login_started(30.0, "root");
     run.on_line(&line(40.0, r#"AIRBOOT-STATUS v1 begin {"seq":1,"uptime_s":40.0,"final":false}"#));
+    run.on_line(&line(40.1, r#"AIRBOOT-STATUS v1 end {"seq":1,"records":0}"#));
     assert_eq!(run.on_tick(200.0), Decision::Continue);
+    // The marker in an echoed script is not a reporter.
+    let mut run = Run::new(c).unwrap();
+    run.on_login_started(30.0, "root");
+    run.on_line(&line(
+        31.0,
+        r#"        printf 'AIRBOOT-STATUS v1 begin {"seq":%d,"uptime_s":%s,"final":%s}\n' "$seq" "$up" "$final""#,
+    ));
+    assert_eq!(run.on_tick(121.0), Decision::Stop);
 }
 
 /// An injected probe that never answers (written into a filesystem the
