@@ -325,6 +325,12 @@ fn an_engine_failing_on_a_damaged_store_is_an_engine_error_before_the_timeout() 
     assert_no_qemu_left("damaged-store");
 }
 
+/// The fixture stack's health-checked container came up healthy.
+fn assert_redis_healthy(r: &Value) {
+    let containers = r["containers"].as_array().unwrap();
+    assert!(containers.iter().any(|c| c["name"] == "redis" && c["health"] == "healthy"), "{containers:?}");
+}
+
 fn notes(r: &Value) -> String {
     r["notes"].as_array().unwrap().iter().map(|n| n.as_str().unwrap_or("")).collect::<Vec<_>>().join("\n")
 }
@@ -432,8 +438,7 @@ fn check_injected_pass(out: &Output, rdir: &Path, input: &Path) -> Value {
     for f in r["probe"]["injected"].as_array().unwrap() {
         assert_eq!(f["sha256"].as_str().unwrap().len(), 64, "{f}");
     }
-    let containers = r["containers"].as_array().unwrap();
-    assert!(containers.iter().any(|c| c["name"] == "redis" && c["health"] == "healthy"), "{containers:?}");
+    assert_redis_healthy(&r);
     assert!(notes(&r).contains("partition 2"), "injected into the root partition: {}", r["notes"]);
     assert_no_qemu_left("injected probe");
     r
@@ -494,8 +499,7 @@ fn a_console_login_judges_a_probe_less_image_and_a_wrong_password_is_login_faile
     check_common(&r, rdir.path());
     assert_eq!((r["probe"]["origin"].as_str(), r["probe"]["transport"].as_str()), (Some("login"), Some("console")));
     assert!(notes(&r).contains("console login as \"root\""), "{}", r["notes"]);
-    let containers = r["containers"].as_array().unwrap();
-    assert!(containers.iter().any(|c| c["name"] == "redis" && c["health"] == "healthy"), "{containers:?}");
+    assert_redis_healthy(&r);
     let log = std::fs::read_to_string(rdir.path().join("console.log")).unwrap();
     assert!(log.contains("stty -echo") && log.contains("AIRBOOT-STATUS v1 begin"), "no login or no reporter");
     assert!(!log.contains("AIRBOOT_SCRIPT_END"), "the typed script was echoed onto the console");
@@ -564,8 +568,7 @@ fn a_read_only_erofs_root_is_judged_through_a_console_login() {
     assert_eq!(r["probe"]["origin"], "login", "{}", r["probe"]);
     let n = notes(&r);
     assert!(n.contains("syslinux.cfg") && n.contains("erofs, read-only"), "why no injection: {n}");
-    let containers = r["containers"].as_array().unwrap();
-    assert!(containers.iter().any(|c| c["name"] == "redis" && c["health"] == "healthy"), "{containers:?}");
+    assert_redis_healthy(&r);
     assert_no_qemu_left("read-only root");
 }
 
@@ -633,8 +636,7 @@ fn a_probe_less_sysvinit_image_gets_the_probe_started_from_inittab() {
     let files: Vec<&str> =
         r["probe"]["injected"].as_array().unwrap().iter().map(|f| f["path"].as_str().unwrap()).collect();
     assert_eq!(files, ["/usr/local/sbin/airboot-probe", "/etc/inittab"], "the image's status.conf is kept");
-    let containers = r["containers"].as_array().unwrap();
-    assert!(containers.iter().any(|c| c["name"] == "redis" && c["health"] == "healthy"), "{containers:?}");
+    assert_redis_healthy(&r);
     assert_no_qemu_left("sysvinit injection");
 }
 
