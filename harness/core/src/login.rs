@@ -52,6 +52,9 @@ pub enum Action {
     Nothing,
     /// Type these bytes on the serial console.
     Type(Vec<u8>),
+    /// Type these bytes: they start the reporter (the run counts its
+    /// silence from now).
+    Start(Vec<u8>),
     /// Logging in failed: why (never the password).
     Fail(String),
 }
@@ -126,7 +129,7 @@ impl Login {
             State::EchoOff { t: since } if t - since >= ECHO_OFF_WAIT_S => {
                 self.state = State::Started;
                 self.started_t = Some(t);
-                Action::Type(self.payload())
+                Action::Start(self.payload())
             }
             _ => Action::Nothing,
         }
@@ -173,7 +176,7 @@ mod tests {
 
     fn typed(a: Action) -> String {
         match a {
-            Action::Type(b) => String::from_utf8(b).unwrap(),
+            Action::Type(b) | Action::Start(b) => String::from_utf8(b).unwrap(),
             other => panic!("expected typing, got {other:?}"),
         }
     }

@@ -624,10 +624,11 @@ impl VmRunner {
     ) -> Decision {
         use airboot_core::login::Action;
         use tokio::io::AsyncWriteExt;
+        let starts = matches!(action, Action::Start(_));
         match action {
             Action::Nothing => Decision::Continue,
             Action::Fail(why) => run.on_abort(t, airboot_model::FailureCode::LoginFailed, &why),
-            Action::Type(bytes) => {
+            Action::Type(bytes) | Action::Start(bytes) => {
                 let Some(stdin) = vm.stdin.as_mut() else {
                     return run.on_abort(t, airboot_model::FailureCode::LoginFailed, "the console input is closed");
                 };
@@ -643,9 +644,7 @@ impl VmRunner {
                         &format!("cannot type on the serial console: {e}"),
                     );
                 }
-                if let Some(st) = login.started_t
-                    && (st - t).abs() < f64::EPSILON
-                {
+                if starts {
                     run.on_login_started(t, login.user());
                 }
                 Decision::Continue
