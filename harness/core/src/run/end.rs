@@ -15,6 +15,10 @@ pub const LOGIN_REPORTER_S: f64 = 90.0;
 /// Wall seconds from the login prompt to giving up on an injected probe
 /// that never answered.
 pub const INJECTED_SILENT_S: f64 = 60.0;
+/// Wall seconds from the probe's first console status block to judging
+/// the run from those blocks when the host still has not reached it
+/// (the transport failed, not the guest).
+pub const PROBE_UNREACHED_S: f64 = 45.0;
 use crate::report::Milestone;
 use crate::verify::{ContainerRow, ImageRow};
 
@@ -65,6 +69,9 @@ impl Run {
         }
         if let Decision::Stop = self.check_progress(t) {
             return Decision::Stop;
+        }
+        if let Some(d) = self.fall_back_to_console(t) {
+            return d;
         }
         if let Some(f) = self.nobody_reports(t) {
             self.error = true;
@@ -119,8 +126,29 @@ impl Run {
         self.last_line.as_ref().map(|l| format!("last console line at {:.1}s: {}", l.t, l.text))
     }
 
+    /// The probe prints console status blocks, so it runs, but the host has
+    /// not reached it over its transport for [`PROBE_UNREACHED_S`]: judge
+    /// the stack from those blocks (as without a probe) instead of waiting
+    /// for the timeout, and say what that costs.
+    fn fall_back_to_console(&mut self, t: f64) -> Option<Decision> {
+        if !self.cfg.probe || self.probe_connected_t.is_some() {
+            return None;
+        }
+        let first = self.probe_block_t?;
+        if t - first < PROBE_UNREACHED_S {
+            return None;
+        }
+        self.cfg.probe = false;
+        self.note(format!(
+            "the probe printed console status blocks from {first:.1}s, but the host could not reach it over its transport (vsock) for {PROBE_UNREACHED_S:.0}s: the stack was judged from those blocks, with the host's timeline and no image test runs or air-gap proof (under vhost-device-vsock its log, vhost-device-vsock.log, is next to console.log)"
+        ));
+        let block = self.probe_block.take()?;
+        self.block_seen = true;
+        Some(self.on_block(block, None))
+    }
+
     fn nobody_reports(&self, t: f64) -> Option<Failure> {
-        if self.cfg.probe && self.cfg.injected && self.probe_connected_t.is_none() && !self.reporter_seen {
+        if self.cfg.probe && self.cfg.injected && self.probe_connected_t.is_none() && self.probe_block_t.is_none() {
             // The injected probe starts with multi-user.target, well before
             // the getty's prompt: silent long after it, it is not running.
             let lt = self.login_t?;

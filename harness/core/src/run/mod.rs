@@ -144,6 +144,10 @@ pub struct Run {
     /// A whole, valid status block arrived (not just the marker: a script
     /// echoed onto the console carries it too).
     block_seen: bool,
+    /// With a probe: when its first whole console status block arrived
+    /// while the host had not reached it, and the latest such block.
+    probe_block_t: Option<f64>,
+    probe_block: Option<StatusBlock>,
     guest_machine: Option<String>,
     guest_init: Option<String>,
     probe_connected_t: Option<f64>,
@@ -195,6 +199,8 @@ impl Run {
             reporter_seen: false,
             reporter_started_t: None,
             block_seen: false,
+            probe_block_t: None,
+            probe_block: None,
             guest_machine: None,
             guest_init: None,
             probe_connected_t: None,
@@ -332,7 +338,12 @@ impl Run {
                     self.block_seen = true;
                     return self.on_block(*b, None);
                 }
-                Assembled::Block(_) => {}
+                Assembled::Block(b) => {
+                    // The probe runs (it prints these until the host says
+                    // hello); kept in case the host never reaches it.
+                    self.probe_block_t.get_or_insert(line.t);
+                    self.probe_block = Some(*b);
+                }
             }
         }
         self.check_progress(line.t)

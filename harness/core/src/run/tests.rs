@@ -578,3 +578,42 @@ fn console_mode_notes_what_it_cannot_check() {
     assert_eq!(r.verdict, Verdict::Pass);
     assert!(r.notes[0].contains("console transport"));
 }
+
+/// A probe that prints console status blocks (so it runs) but that the
+/// host never reaches over vsock: after PROBE_UNREACHED_S the stack is
+/// judged from those blocks, saying what that costs, instead of waiting
+/// for the timeout.
+#[test]
+fn a_probe_the_host_cannot_reach_is_judged_from_its_console_blocks() {
+    let mut c = probe_cfg();
+    c.expect.timeout = Duration::from_secs(600);
+    c.expect.time_to_stack = None;
+    c.injected = true;
+    let mut run = Run::new(c.clone()).unwrap();
+    assert_eq!(feed(&mut run, 10.0, &block(1, false, "starting")), Decision::Continue);
+    run.on_line(&line(20.0, "device login: "));
+    assert_eq!(feed(&mut run, 30.0, &block(2, false, "healthy")), Decision::Continue);
+    assert_eq!(run.on_tick(54.9), Decision::Continue, "45 s from the first block not yet over");
+    assert_eq!(run.on_tick(90.0), Decision::Stop, "an injected probe printing blocks is not 'never answered'");
+    let r = run.finish();
+    assert_eq!(r.verdict, Verdict::Pass, "{:?}", r.failures);
+    assert!(r.notes.iter().any(|n| n.contains("could not reach it")), "{:?}", r.notes);
+    assert!(r.stack_seen_s.is_some());
+
+    // The guest's last block says its stack settled without the engine:
+    // that is the verdict, not a timeout.
+    let mut run = Run::new(c).unwrap();
+    let mut down = block(1, true, "healthy");
+    down[1] = r#"AIRBOOT-STATUS v1 engine {"name":"docker","state":"down"}"#.into();
+    down.retain(|l| !l.contains(" image ") && !l.contains(" container "));
+    *down.last_mut().unwrap() = r#"AIRBOOT-STATUS v1 end {"seq":1,"records":1}"#.into();
+    assert_eq!(feed(&mut run, 12.0, &down), Decision::Continue);
+    assert_eq!(run.on_tick(57.5), Decision::Stop);
+    let r = run.finish();
+    assert_eq!(r.verdict, Verdict::Fail);
+    assert!(
+        r.failures.iter().all(|f| f.code != FailureCode::Timeout && f.code != FailureCode::NoReporter),
+        "{:?}",
+        r.failures
+    );
+}
