@@ -149,6 +149,18 @@ bundle was cut from, not today's.
 Exit status: 0 same verdict and the device survived, 1 a different verdict
 or a verdict that is not a survival, 2 airboot could not judge.")]
     Repro(ReproArgs),
+    /// Explain a diagnosis or failure code: what it means, the evidence, the fix.
+    #[command(long_about = "\
+Print what a diagnosis code (report.json `diagnoses`) or a failure code
+(`failures`) means: for a diagnosis, also the evidence airboot needs before
+it names it and the fix. With no code, list every one. The same text is in
+docs/diagnoses.md.
+
+Exit status: 0 known, 2 no such code (the nearest is suggested).")]
+    Explain {
+        /// A code, e.g. store-read-only or engine-down.
+        code: Option<String>,
+    },
 }
 
 #[derive(clap::Args)]
@@ -345,7 +357,9 @@ fn main() -> ExitCode {
     }
     if matches!(
         cli.cmd,
-        Cmd::Check { .. } | Cmd::Images(ImagesCmd::List | ImagesCmd::Path { .. } | ImagesCmd::Clean { dry_run: true })
+        Cmd::Check { .. }
+            | Cmd::Explain { .. }
+            | Cmd::Images(ImagesCmd::List | ImagesCmd::Path { .. } | ImagesCmd::Clean { dry_run: true })
     ) {
         airboot_qemu::process::default_broken_pipe();
     }
@@ -415,6 +429,41 @@ fn main() -> ExitCode {
         }
         Cmd::Images(ImagesCmd::Path { name }) => images_cmd::path(&name),
         Cmd::Images(ImagesCmd::Clean { dry_run }) => images_cmd::clean(dry_run),
+        Cmd::Explain { code } => explain(code.as_deref()),
     };
     ExitCode::from(code.clamp(0, 255) as u8)
+}
+
+/// `airboot explain [CODE]`.
+fn explain(code: Option<&str>) -> i32 {
+    use airboot_model::{DiagnosisCode, FailureCode};
+    let Some(code) = code else {
+        println!("diagnoses (report.json `diagnoses`: why a run failed)");
+        for d in DiagnosisCode::ALL {
+            println!("  {:<26} {}", d.as_str(), d.summary());
+        }
+        println!("failure codes (report.json `failures`: what did not hold)");
+        for f in FailureCode::ALL {
+            println!("  {:<26} {}", f.as_str(), f.meaning());
+        }
+        return 0;
+    };
+    if let Some(d) = DiagnosisCode::parse(code) {
+        println!("{d}: {}\n\nevidence: {}\n\nfix: {}", d.summary(), d.rule(), d.fix());
+        return 0;
+    }
+    if let Some(f) = FailureCode::parse(code) {
+        println!("{f} (failure code, verdict {}): {}", f.verdict(), f.meaning());
+        return 0;
+    }
+    let near = DiagnosisCode::ALL
+        .iter()
+        .map(|d| d.as_str())
+        .chain(FailureCode::ALL.iter().map(|f| f.as_str()))
+        .min_by_key(|c| airboot_model::edit_distance(code, c))
+        .unwrap_or("");
+    eprintln!(
+        "airboot explain: no diagnosis or failure code {code:?} (nearest: {near}); `airboot explain` lists them all"
+    );
+    2
 }

@@ -596,6 +596,11 @@ fn a_store_read_only_at_runtime_fails_quoting_the_engines_own_error() {
     let m = f["message"].as_str().unwrap();
     assert!(m.contains("/var/lib/docker") && m.contains("read-only file system"), "the engine's own error: {m}");
     assert!(took < r["timeouts"]["timeout_s"].as_f64().unwrap() / 2.0, "decided after {took:.0}s");
+    // Why, named: the one diagnosis, quoting the engine's words.
+    let d = r["diagnoses"].as_array().unwrap();
+    let codes: Vec<&str> = d.iter().filter_map(|x| x["code"].as_str()).collect();
+    assert_eq!(codes, ["store-read-only"], "{d:?}");
+    assert!(d[0]["evidence"][0]["line"].as_str().unwrap().contains("read-only file system"), "{d:?}");
     assert_no_qemu_left("read-only store");
 }
 

@@ -200,3 +200,34 @@ fn a_gate_into_a_closed_pipe_still_decides_and_writes() {
     assert_eq!(out.status.code(), Some(1), "the gate's verdict (a regression), not a crash: {err}");
     assert!(html.is_file(), "the HTML history was not written after stdout closed");
 }
+
+/// docs/diagnoses.md lists exactly the codes `airboot explain` knows, each
+/// with the same evidence rule and fix; an unknown code is exit 2 with the
+/// nearest one.
+#[test]
+fn the_diagnosis_page_matches_the_code() {
+    let page = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/diagnoses.md")).unwrap();
+    let on_page: Vec<&str> =
+        page.lines().filter_map(|l| l.strip_prefix("## `").and_then(|l| l.strip_suffix('`'))).collect();
+    let list = airboot().arg("explain").output().unwrap();
+    assert!(list.status.success());
+    let list = String::from_utf8(list.stdout).unwrap();
+    let (diags, _) = list.split_once("failure codes").unwrap();
+    let in_code: Vec<&str> = diags.lines().skip(1).filter_map(|l| l.split_whitespace().next()).collect();
+    assert!(in_code.len() >= 9, "{list}");
+    assert_eq!(on_page, in_code, "docs/diagnoses.md headings against `airboot explain`");
+    for code in in_code {
+        let o = airboot().args(["explain", code]).output().unwrap();
+        assert!(o.status.success(), "{code}");
+        let text = String::from_utf8(o.stdout).unwrap();
+        let (_, rest) = text.split_once("\n\nevidence: ").unwrap();
+        let (rule, fix) = rest.split_once("\n\nfix: ").unwrap();
+        let entry = page.split(&format!("## `{code}`")).nth(1).unwrap().split("\n## ").next().unwrap();
+        assert!(entry.contains(&format!("**Evidence:** {rule}")), "{code}: the page's evidence rule differs");
+        assert!(entry.contains(&format!("**Fix:** {}", fix.trim())), "{code}: the page's fix differs");
+        assert!(entry.contains("**Example:**"), "{code}: no example");
+    }
+    let o = airboot().args(["explain", "engine-dwn"]).output().unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("nearest: engine-down"));
+}

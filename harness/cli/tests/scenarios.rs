@@ -94,6 +94,10 @@ fn check_report(r: &Value, dir: &Path) -> Result<(), String> {
     if r["qemu"]["leftover_processes"].as_array().is_none_or(|a| !a.is_empty()) {
         p.push(format!("leftover processes {}", r["qemu"]["leftover_processes"]));
     }
+    // A diagnosis explains a failure: a passing run has none.
+    if r["verdict"] == "pass" && r["diagnoses"].as_array().is_none_or(|d| !d.is_empty()) {
+        p.push(format!("a passing run with diagnoses {}", r["diagnoses"]));
+    }
     if !std::fs::read_to_string(dir.join("console.log")).unwrap_or_default().contains("Linux version") {
         p.push("console.log lacks the kernel banner".into());
     }

@@ -264,9 +264,34 @@ pub fn format_log_line(l: &TimedLine) -> String {
     format!("[+{:>8.3}s] {}{}\n", l.t, l.text, if l.truncated { " [airboot: line truncated]" } else { "" })
 }
 
+/// Read back a line [`format_log_line`] wrote; `None` for anything else.
+pub fn parse_log_line(s: &str) -> Option<TimedLine> {
+    let rest = s.strip_prefix("[+")?;
+    let (t, text) = rest.split_once("s] ")?;
+    let t: f64 = t.trim().parse().ok()?;
+    let (text, truncated) = match text.strip_suffix(" [airboot: line truncated]") {
+        Some(x) => (x, true),
+        None => (text, false),
+    };
+    Some(TimedLine { t, text: text.to_string(), truncated })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn log_lines_read_back_as_written() {
+        for l in [
+            TimedLine { t: 1.5, text: "hi s] there".into(), truncated: true },
+            TimedLine { t: 1234.25, text: String::new(), truncated: false },
+        ] {
+            let f = format_log_line(&l);
+            assert_eq!(parse_log_line(f.trim_end_matches('\n')), Some(l));
+        }
+        assert_eq!(parse_log_line("random text"), None);
+        assert_eq!(parse_log_line("[+ x.0s] a"), None);
+    }
 
     fn split_all(chunks: &[&[u8]], max: usize) -> Vec<RawLine> {
         let mut s = LineSplitter::new(max);

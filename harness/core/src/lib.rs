@@ -5,6 +5,7 @@
 pub mod airgap;
 pub mod console;
 pub mod cut;
+pub mod diagnose;
 pub mod disk;
 pub mod engine;
 pub mod event;

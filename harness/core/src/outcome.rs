@@ -24,6 +24,24 @@ pub fn check(o: &Outcome, r: &Report) -> Result<(), String> {
             problems.push(format!("no failure mentions {text:?}"));
         }
     }
+    if let Some(want) = &o.diagnoses {
+        let mut got: Vec<_> = r.diagnoses.iter().map(|d| d.code).collect();
+        let mut want = want.clone();
+        got.sort();
+        got.dedup();
+        want.sort();
+        want.dedup();
+        if got != want {
+            let names = |v: &[airboot_model::DiagnosisCode]| {
+                if v.is_empty() {
+                    "none".to_string()
+                } else {
+                    v.iter().map(|c| c.as_str()).collect::<Vec<_>>().join(", ")
+                }
+            };
+            problems.push(format!("diagnoses {} (declared {})", names(&got), names(&want)));
+        }
+    }
     if problems.is_empty() {
         return Ok(());
     }
@@ -66,11 +84,37 @@ mod tests {
     }
 
     #[test]
+    fn declared_diagnoses_must_be_exactly_the_runs() {
+        use airboot_model::{Confidence, Diagnosis, DiagnosisCode};
+        let o = Outcome {
+            verdict: Verdict::Fail,
+            failures: vec![FailureCode::EngineDown],
+            contains: vec![],
+            diagnoses: Some(vec![DiagnosisCode::StoreReadOnly]),
+        };
+        let mut r = report(Verdict::Fail, &[(FailureCode::EngineDown, "docker is not running")]);
+        let e = check(&o, &r).unwrap_err();
+        assert!(e.contains("diagnoses none (declared store-read-only)"), "{e}");
+        let d = |code| Diagnosis {
+            code,
+            summary: "s".into(),
+            evidence: vec![],
+            fix: "f".into(),
+            confidence: Confidence::Certain,
+        };
+        r.diagnoses.push(d(DiagnosisCode::StoreReadOnly));
+        assert_eq!(check(&o, &r), Ok(()));
+        r.diagnoses.push(d(DiagnosisCode::StoreNoSpace));
+        assert!(check(&o, &r).unwrap_err().contains("diagnoses store-read-only, store-no-space"), "exactly, not among");
+    }
+
+    #[test]
     fn declared_failures_match_or_say_what_differs() {
         let o = Outcome {
             verdict: Verdict::Fail,
             failures: vec![FailureCode::ImageMissing],
             contains: vec!["fixture/nginx:1".into()],
+            diagnoses: None,
         };
         assert!(
             check(

@@ -203,6 +203,10 @@ pub struct Report {
     pub containers: Vec<ContainerRow>,
     pub engine: Option<airboot_proto::EngineRecord>,
     pub failures: Vec<Failure>,
+    /// Why it failed: named causes with evidence and a fix
+    /// (docs/diagnoses.md). Empty for a run that passed.
+    #[serde(default)]
+    pub diagnoses: Vec<airboot_model::Diagnosis>,
     /// Things worth knowing that are not failures.
     pub notes: Vec<String>,
     /// `airboot cut`: every cut and its verdict.
@@ -246,6 +250,7 @@ impl Report {
             containers: Vec::new(),
             engine: None,
             failures: Vec::new(),
+            diagnoses: Vec::new(),
             notes: Vec::new(),
             power_cuts: Vec::new(),
             status: StatusInfo::default(),

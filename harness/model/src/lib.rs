@@ -78,8 +78,10 @@ macro_rules! deserialize_words {
     };
 }
 
+mod diagnosis;
 mod failure;
 mod words;
 
-pub use failure::{Failure, FailureCode, Problem};
+pub use diagnosis::{Confidence, DiagEvidence, Diagnosis, DiagnosisCode};
+pub use failure::{Failure, FailureCode, Problem, edits as edit_distance};
 pub use words::{Accel, Arch, BootMode, CutMode, DiskFormat, Engine, TransportKind, Verdict};

@@ -270,6 +270,24 @@ pub fn index_html(run: &RunView, history: Option<(&[HistoryEntry], bool)>) -> St
             }
             s.push_str("</ul>");
         }
+        for d in &r.diagnoses {
+            let ev: Vec<String> = d
+                .evidence
+                .iter()
+                .map(|e| {
+                    format!("{}{}: {}", e.source, e.t_s.map(|t| format!(" at {t:.1}s")).unwrap_or_default(), e.line)
+                })
+                .collect();
+            let _ = write!(
+                s,
+                "<p><b>diagnosis <code>{}</code>{}</b>: {}<div class=\"ev\">{}</div><div>fix: {}</div></p>",
+                esc(d.code.as_str()),
+                esc(crate::guess(d)),
+                esc(&d.summary),
+                esc(&ev.join("\n")),
+                esc(&d.fix)
+            );
+        }
         if !r.power_cuts.is_empty() {
             s.push_str("<table><tr><th>cut</th><th>mode</th><th>write / flush</th><th>lost</th><th>finding</th><th>evidence</th></tr>");
             for c in &r.power_cuts {

@@ -30,6 +30,15 @@ pub fn junit(run: &RunView) -> String {
                         desc.push_str(&format!("\n  evidence: {e}"));
                     }
                 }
+                for d in &r.diagnoses {
+                    desc.push_str(&format!(
+                        "\ndiagnosis {}{}: {}\n  fix: {}",
+                        d.code,
+                        crate::guess(d),
+                        d.summary,
+                        d.fix
+                    ));
+                }
                 st.set_description(desc);
                 st
             }

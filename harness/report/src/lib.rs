@@ -64,6 +64,11 @@ fn verdict_word(v: Verdict) -> &'static str {
     }
 }
 
+/// ` (a guess)` for a diagnosis the evidence fits but does not name.
+pub fn guess(d: &airboot_model::Diagnosis) -> &'static str {
+    if d.confidence == airboot_model::Confidence::Guess { " (a guess)" } else { "" }
+}
+
 fn short_id(id: &str) -> String {
     let hex = id.strip_prefix("sha256:").unwrap_or(id);
     hex.chars().take(12).collect()
@@ -228,6 +233,15 @@ pub fn summary(r: &Report, report_dir: &Path) -> String {
             }
         }
     }
+    for d in &r.diagnoses {
+        let _ = writeln!(s, "   diagnosis {}{}: {}", d.code, guess(d), d.summary);
+        for e in d.evidence.iter().take(2) {
+            let at = e.t_s.map(|t| format!(" at {t:.1}s")).unwrap_or_default();
+            let line: String = e.line.chars().take(160).collect();
+            let _ = writeln!(s, "       {}{at}: {line}", e.source);
+        }
+        let _ = writeln!(s, "       fix: {}  (airboot explain {})", d.fix, d.code);
+    }
     let _ = writeln!(s, "   report    {}", report_dir.join("report.json").display());
     if r.console.lines > 0 || report_dir.join("console.log").exists() {
         let _ = writeln!(s, "   console   {}", report_dir.join(&r.console.file).display());
@@ -295,6 +309,7 @@ mod tests {
         assert!(md.lines().count() < 15, "{md}");
         assert!(md.contains("✅ pass") && md.contains("✅ failed as declared") && md.contains("❌ fail"), "{md}");
         assert!(md.contains("0 of 40 runs failed"), "{md}");
+        assert!(md.contains("diagnosis `network-dependent-start`"), "{md}");
     }
 
     #[test]
@@ -310,6 +325,20 @@ mod tests {
         assert!(page.contains("&lt;evidence&gt; &amp; more"), "milestone evidence is escaped");
         assert!(!page.contains("<evidence>"));
         assert!(page.contains("href=\"preseeded-x86_64/console.log\""));
+        assert!(page.contains("diagnosis <code>network-dependent-start</code>"), "diagnoses are shown");
+        assert!(page.contains("lookup registry-1.docker.io &lt;no network&gt;"), "diagnosis evidence is escaped");
+    }
+
+    #[test]
+    fn a_diagnosis_shows_its_evidence_and_fix_in_the_summary_and_junit() {
+        let run = testdata::run();
+        let r = &run.scenarios[2].report;
+        let s = summary(r, Path::new("reports/x"));
+        assert!(s.contains("diagnosis network-dependent-start: pull-app.service"), "{s}");
+        assert!(s.contains("console at 61.5s: dial tcp"), "{s}");
+        assert!(s.contains("(airboot explain network-dependent-start)"), "{s}");
+        let xml = junit::junit(&run);
+        assert!(xml.contains("diagnosis network-dependent-start"), "{xml}");
     }
 
     /// A cut campaign's report: each cut is a test case, a row, a line.

@@ -39,6 +39,10 @@ pub fn summary_md(run: &RunView) -> String {
                 format!("`{}` {}", f.code, m.replace('|', "\\|"))
             })
             .unwrap_or_default();
+        let first = match r.diagnoses.first() {
+            Some(d) => format!("{first} — diagnosis `{}`{}", d.code, crate::guess(d)),
+            None => first,
+        };
         let _ = writeln!(
             s,
             "| `{}` | {mark} | {} | {} | {} | {} | {first} |",

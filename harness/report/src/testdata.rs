@@ -41,6 +41,17 @@ pub fn run() -> RunView {
     let mut broken = fail.clone();
     broken.scenario = "egress-x86_64".into();
     broken.failures[0].code = FailureCode::Timeout;
+    broken.diagnoses = vec![airboot_model::Diagnosis {
+        code: airboot_model::DiagnosisCode::NetworkDependentStart,
+        summary: "pull-app.service tried to reach a network at boot".into(),
+        evidence: vec![airboot_model::DiagEvidence {
+            source: "console".into(),
+            t_s: Some(61.5),
+            line: "dial tcp: lookup registry-1.docker.io <no network>".into(),
+        }],
+        fix: airboot_model::DiagnosisCode::NetworkDependentStart.fix().into(),
+        confidence: airboot_model::Confidence::Certain,
+    }];
     RunView {
         run_id: "20261122-200000-3-scenarios".into(),
         started_at: "2026-11-22T20:00:00Z".into(),

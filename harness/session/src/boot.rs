@@ -79,6 +79,12 @@ pub fn run_boot(s: &Scenario, dir: &Path, opts: &BootOptions, env: &Env, sink: &
         }
         Err(e) => boot.report.error(FailureCode::ReportDir, format!("cannot create {}: {e}", dir.display()), None),
     }
+    // Why it failed, from everything the run saw (console.log is bounded:
+    // its writer caps it).
+    let console: Vec<_> = std::fs::read(dir.join("console.log"))
+        .map(|b| String::from_utf8_lossy(&b).lines().filter_map(airboot_core::console::parse_log_line).collect())
+        .unwrap_or_default();
+    boot.report.diagnoses = airboot_core::diagnose::diagnose(&boot.report, &console);
     boot.report.wall_s = wall.elapsed().as_secs_f64();
     sink.event(RunEvent::BootFinished { report: Box::new(boot.report.clone()), dir: dir.to_path_buf() });
     boot

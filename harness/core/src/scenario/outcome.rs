@@ -1,6 +1,6 @@
 //! `[outcome]`: how a negative control must fail.
 
-use airboot_model::{FailureCode, Verdict};
+use airboot_model::{DiagnosisCode, FailureCode, Verdict};
 use serde::Deserialize;
 
 /// What the run must end as. Positive scenarios leave it out (pass);
@@ -12,6 +12,8 @@ pub struct Outcome {
     pub failures: Vec<FailureCode>,
     /// Text that must appear in some failure's message or evidence.
     pub contains: Vec<String>,
+    /// When given, exactly these diagnoses (docs/diagnoses.md), in any order.
+    pub diagnoses: Option<Vec<DiagnosisCode>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -22,6 +24,7 @@ pub(super) struct RawOutcome {
     failures: Vec<FailureCode>,
     #[serde(default)]
     contains: Vec<String>,
+    diagnoses: Option<Vec<DiagnosisCode>>,
 }
 
 impl From<RawOutcome> for Outcome {
@@ -30,6 +33,7 @@ impl From<RawOutcome> for Outcome {
             verdict: raw.verdict.unwrap_or(if raw.failures.is_empty() { Verdict::Pass } else { Verdict::Fail }),
             failures: raw.failures,
             contains: raw.contains,
+            diagnoses: raw.diagnoses,
         }
     }
 }

@@ -1,0 +1,407 @@
+//! Diagnoses: from what a failed run saw (the console, the engine's own
+//! error, its status, the air-gap evidence, the failures) to named causes
+//! with evidence and a fix (`airboot_model::DiagnosisCode` holds the
+//! catalogue). Pure: the caller reads console.log.
+//!
+//! A run that passed gets no diagnosis: every rule explains a failure.
+
+use std::sync::LazyLock;
+
+use airboot_model::{Confidence, DiagEvidence, Diagnosis, DiagnosisCode, FailureCode};
+use regex::Regex;
+
+use crate::console::TimedLine;
+use crate::report::Report;
+
+/// At most this many evidence lines per diagnosis (the rest are in
+/// console.log).
+const MAX_EVIDENCE: usize = 4;
+
+fn re(s: &str) -> Regex {
+    Regex::new(s).expect("diagnosis pattern")
+}
+
+static READ_ONLY: LazyLock<Regex> =
+    LazyLock::new(|| re(r"(?i)/var/lib/(?:docker|containers|containerd)\S*: read-only file system"));
+static NO_SPACE: LazyLock<Regex> = LazyLock::new(|| re(r"(?i)no space left on device"));
+static DRIVER: LazyLock<Regex> = LazyLock::new(|| {
+    re(
+        r"(?i)error initializing graphdriver|graphdriver.*(?:not supported|failed)|prior storage driver \S+ failed|driver not supported|overlay\S*: unknown filesystem|unknown filesystem type '?overlay",
+    )
+});
+static KERNEL: LazyLock<Regex> = LazyLock::new(|| {
+    re(
+        r"(?i)your kernel does not support|modprobe: FATAL: Module \S+ not found|Table does not exist \(do you need to insmod\?\)|failed to create NAT chain|Error initializing network controller|cgroup(?:s|2)? (?:is |are )?not (?:mounted|supported)|missing (?:required )?cgroup",
+    )
+});
+static START_LIMIT: LazyLock<Regex> = LazyLock::new(|| {
+    re(r"(?:docker|podman|containerd)\.(?:service|socket).*(?:start-limit-hit|Start request repeated too quickly)")
+});
+static EXEC_FORMAT: LazyLock<Regex> = LazyLock::new(|| re(r"exec format error"));
+static NET_LOOKUP: LazyLock<Regex> = LazyLock::new(|| {
+    re(r"(?i)dial tcp: lookup \S+|registry-1\.docker\.io|Temporary failure in name resolution|network is unreachable")
+});
+
+/// Where a run's words come from, flattened: console lines (timed) and the
+/// engine's own error (untimed).
+struct Sources<'a> {
+    console: &'a [TimedLine],
+    engine: Option<&'a str>,
+}
+
+impl Sources<'_> {
+    /// The engine's error first (it names the cause best), then console lines.
+    fn find(&self, pattern: &Regex) -> Vec<DiagEvidence> {
+        let mut out = Vec::new();
+        if let Some(e) = self.engine.filter(|e| pattern.is_match(e)) {
+            out.push(DiagEvidence { source: "engine".into(), t_s: None, line: e.to_string() });
+        }
+        for l in self.console.iter().filter(|l| pattern.is_match(&l.text)) {
+            if out.len() >= MAX_EVIDENCE {
+                break;
+            }
+            out.push(DiagEvidence { source: "console".into(), t_s: Some(l.t), line: l.text.clone() });
+        }
+        out
+    }
+}
+
+fn diag(code: DiagnosisCode, summary: String, evidence: Vec<DiagEvidence>, confidence: Confidence) -> Diagnosis {
+    Diagnosis { code, summary, evidence, fix: code.fix().into(), confidence }
+}
+
+/// The named causes of `r`'s failures, most specific first. Empty when the
+/// run passed or nothing names a cause.
+pub fn diagnose(r: &Report, console: &[TimedLine]) -> Vec<Diagnosis> {
+    if r.failures.is_empty() {
+        return Vec::new();
+    }
+    let has = |c: FailureCode| r.failures.iter().any(|f| f.code == c);
+    let engine_detail = r.engine.as_ref().and_then(|e| e.detail.as_deref());
+    let src = Sources { console, engine: engine_detail };
+    let engine_name = r.engine.as_ref().map(|e| e.name.as_str()).unwrap_or("the engine");
+    let mut out = Vec::new();
+
+    let ev = src.find(&READ_ONLY);
+    if !ev.is_empty() {
+        out.push(diag(
+            DiagnosisCode::StoreReadOnly,
+            format!("{engine_name}'s store is on a read-only filesystem: {}", ev[0].line),
+            ev,
+            Confidence::Certain,
+        ));
+    }
+    let ev = src.find(&NO_SPACE);
+    if !ev.is_empty() {
+        out.push(diag(
+            DiagnosisCode::StoreNoSpace,
+            format!("a filesystem ran out of space: {}", ev[0].line),
+            ev,
+            Confidence::Certain,
+        ));
+    }
+    let ev = src.find(&DRIVER);
+    let images_missing = has(FailureCode::ImageMissing);
+    if !ev.is_empty() {
+        out.push(diag(
+            DiagnosisCode::StorageDriverMismatch,
+            format!(
+                "{engine_name} could not use the store's storage driver{}: {}",
+                if images_missing { ", so the seeded images look missing" } else { "" },
+                ev[0].line
+            ),
+            ev,
+            Confidence::Certain,
+        ));
+    } else if images_missing
+        && r.engine.as_ref().is_some_and(|e| e.state == airboot_proto::EngineState::Up)
+        && !r.images.iter().any(|i| i.present)
+    {
+        // Every expected image missing and nothing listed at all: the
+        // engine is looking at an empty store, not a store missing one.
+        let listed = r.images.iter().filter(|i| i.present).count();
+        out.push(diag(
+            DiagnosisCode::StorageDriverMismatch,
+            format!(
+                "{engine_name} runs but lists no image at all while every expected image is missing: it is likely looking at an empty store (another storage driver or data root than the one seeded)"
+            ),
+            vec![DiagEvidence {
+                source: "status".into(),
+                t_s: r.status.last_t_s,
+                line: format!("{listed} image(s) listed; expected: {}", expected_refs(r)),
+            }],
+            Confidence::Guess,
+        ));
+    }
+    let ev = src.find(&KERNEL);
+    if !ev.is_empty() {
+        out.push(diag(
+            DiagnosisCode::KernelMissingFeatures,
+            format!("the device kernel lacks something {engine_name} needs: {}", ev[0].line),
+            ev,
+            Confidence::Certain,
+        ));
+    }
+    let mut ev = src.find(&START_LIMIT);
+    if !ev.is_empty() {
+        let last = engine_detail.map(|d| format!("; its last error: {d}")).unwrap_or_default();
+        if let Some(d) = engine_detail
+            && !ev.iter().any(|e| e.line == d)
+        {
+            ev.push(DiagEvidence { source: "engine".into(), t_s: None, line: d.to_string() });
+        }
+        out.push(diag(
+            DiagnosisCode::EngineCrashLoop,
+            format!("{engine_name}'s unit failed until systemd gave up restarting it{last}"),
+            ev,
+            Confidence::Certain,
+        ));
+    }
+    if has(FailureCode::EngineDown) && out.is_empty() {
+        let d = engine_detail.unwrap_or("");
+        // "<unit> is inactive, system is running" with no error before it.
+        if !d.contains("; ") && (d.contains("masked") || d.contains(" is inactive")) {
+            out.push(diag(
+                DiagnosisCode::EngineNotStarted,
+                format!("{engine_name} never started: {d}"),
+                vec![DiagEvidence { source: "engine".into(), t_s: r.status.last_t_s, line: d.to_string() }],
+                Confidence::Certain,
+            ));
+        }
+    }
+    let arch: Vec<DiagEvidence> = r
+        .failures
+        .iter()
+        .filter(|f| f.code == FailureCode::ImageArchMismatch)
+        .map(|f| DiagEvidence { source: "status".into(), t_s: None, line: f.message.clone() })
+        .chain(src.find(&EXEC_FORMAT))
+        .take(MAX_EVIDENCE)
+        .collect();
+    if !arch.is_empty() {
+        out.push(diag(
+            DiagnosisCode::ImageArchMismatch,
+            format!("an expected image cannot run on this device's platform: {}", arch[0].line),
+            arch,
+            Confidence::Certain,
+        ));
+    }
+    let mut net: Vec<DiagEvidence> = r
+        .airgap
+        .egress_attempts
+        .iter()
+        .map(|a| DiagEvidence {
+            source: "airgap".into(),
+            t_s: None,
+            line: format!("{} → {} ({}: {})", a.who, a.destination.as_deref().unwrap_or("?"), a.source, a.evidence),
+        })
+        .take(MAX_EVIDENCE)
+        .collect();
+    if net.is_empty() {
+        net = src.find(&NET_LOOKUP);
+    }
+    if !net.is_empty() {
+        let who: Vec<&str> = r.airgap.egress_attempts.iter().map(|a| a.who.as_str()).collect();
+        out.push(diag(
+            DiagnosisCode::NetworkDependentStart,
+            if who.is_empty() {
+                format!("the boot tried to reach a network: {}", net[0].line)
+            } else {
+                format!("{} tried to reach a network at boot", dedup(who).join(", "))
+            },
+            net,
+            Confidence::Certain,
+        ));
+    }
+    let crashing: Vec<DiagEvidence> = r
+        .containers
+        .iter()
+        .filter(|c| c.expected && (c.state == "restarting" || c.state == "exited" || c.state == "dead"))
+        .map(|c| DiagEvidence {
+            source: "status".into(),
+            t_s: r.status.last_t_s,
+            line: format!("container {} ({}) is {}", c.name, c.image.as_deref().unwrap_or("?"), c.state),
+        })
+        .collect();
+    if !crashing.is_empty() && (has(FailureCode::ContainerNotRunning) || has(FailureCode::Timeout)) {
+        out.push(diag(
+            DiagnosisCode::ContainerCrashLoop,
+            format!("an expected container is not staying up: {}", crashing[0].line),
+            crashing,
+            Confidence::Certain,
+        ));
+    }
+    out
+}
+
+fn expected_refs(r: &Report) -> String {
+    let refs: Vec<&str> = r.images.iter().filter(|i| i.expected).map(|i| i.reference.as_str()).collect();
+    refs.join(", ")
+}
+
+fn dedup(v: Vec<&str>) -> Vec<&str> {
+    let mut out: Vec<&str> = Vec::new();
+    for s in v {
+        if !out.contains(&s) {
+            out.push(s);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use airboot_model::Failure;
+    use airboot_proto::{EngineRecord, EngineState};
+
+    use crate::verify::{ContainerRow, ImageRow};
+
+    fn failed(codes: &[FailureCode]) -> Report {
+        let mut r = Report::new("s", "s.toml", "now".into());
+        for c in codes {
+            r.failures.push(Failure::new(*c, "m"));
+        }
+        r
+    }
+
+    fn engine(state: EngineState, detail: &str) -> Option<EngineRecord> {
+        Some(EngineRecord { name: "docker".into(), state, version: None, detail: Some(detail.into()) })
+    }
+
+    fn line(t: f64, s: &str) -> TimedLine {
+        TimedLine { t, text: s.into(), truncated: false }
+    }
+
+    fn codes(d: &[Diagnosis]) -> Vec<DiagnosisCode> {
+        d.iter().map(|x| x.code).collect()
+    }
+
+    fn image(reference: &str, present: bool, expected: bool) -> ImageRow {
+        ImageRow { reference: reference.into(), id: None, present, expected, expected_id: None }
+    }
+
+    #[test]
+    fn a_run_that_passed_gets_none_whatever_the_console_says() {
+        let mut r = failed(&[]);
+        r.engine = engine(EngineState::Down, "chmod /var/lib/docker: read-only file system");
+        let console =
+            [line(3.0, "write /var/lib/docker/tmp/x: no space left on device"), line(4.0, "exec format error")];
+        assert!(diagnose(&r, &console).is_empty());
+    }
+
+    /// The words the probe quoted from dockerd's journal in the
+    /// read-only-store boot test (tests/boot.rs).
+    #[test]
+    fn a_read_only_store_is_named_from_the_engines_own_error() {
+        let mut r = failed(&[FailureCode::EngineDown]);
+        r.engine = engine(
+            EngineState::Down,
+            "chmod /var/lib/docker: read-only file system; docker.service is failed, system is running",
+        );
+        let d = diagnose(
+            &r,
+            &[line(9.0, "[FAILED] Failed to start docker.service - Docker Application Container Engine.")],
+        );
+        assert_eq!(codes(&d), [DiagnosisCode::StoreReadOnly], "{d:?}");
+        assert_eq!(d[0].evidence[0].source, "engine");
+        assert!(d[0].summary.contains("chmod /var/lib/docker: read-only"), "{}", d[0].summary);
+        assert_eq!(d[0].fix, DiagnosisCode::StoreReadOnly.fix());
+        // A read-only path outside the store is not the store's.
+        r.engine =
+            engine(EngineState::Down, "open /etc/docker/key.json: read-only file system; docker.service is failed");
+        assert!(!codes(&diagnose(&r, &[])).contains(&DiagnosisCode::StoreReadOnly));
+    }
+
+    #[test]
+    fn no_space_during_a_load_is_named_with_the_console_line_and_its_time() {
+        let mut r = failed(&[FailureCode::Timeout]);
+        r.engine = engine(EngineState::Up, "");
+        let d = diagnose(
+            &r,
+            &[
+                line(1.0, "Welcome"),
+                line(41.5, "Error processing tar file(exit status 1): write /usr/lib/x: no space left on device"),
+            ],
+        );
+        assert_eq!(codes(&d), [DiagnosisCode::StoreNoSpace]);
+        assert_eq!(d[0].evidence[0].t_s, Some(41.5));
+    }
+
+    #[test]
+    fn an_empty_image_list_is_a_driver_guess_not_image_missing_alone() {
+        let mut r = failed(&[FailureCode::ImageMissing, FailureCode::ImageMissing]);
+        r.engine = engine(EngineState::Up, "");
+        r.images = vec![image("fixture/redis:1", false, true), image("fixture/busybox:1", false, true)];
+        let d = diagnose(&r, &[]);
+        assert_eq!(codes(&d), [DiagnosisCode::StorageDriverMismatch]);
+        assert_eq!(d[0].confidence, Confidence::Guess);
+        assert!(d[0].evidence[0].line.contains("0 image(s) listed"), "{:?}", d[0].evidence);
+        // The engine's own words make it certain.
+        let d = diagnose(
+            &r,
+            &[line(
+                20.0,
+                r#"level=error msg="[graphdriver] prior storage driver overlay2 failed: driver not supported""#,
+            )],
+        );
+        assert_eq!(d[0].confidence, Confidence::Certain);
+        // One image present: the store is there, one image is missing from it.
+        r.images[1].present = true;
+        assert!(diagnose(&r, &[]).is_empty());
+    }
+
+    #[test]
+    fn a_kernel_without_netfilter_is_named() {
+        let mut r = failed(&[FailureCode::EngineDown]);
+        r.engine = engine(
+            EngineState::Down,
+            "failed to start daemon: Error initializing network controller: iptables failed; docker.service is failed, system is running",
+        );
+        assert_eq!(codes(&diagnose(&r, &[])), [DiagnosisCode::KernelMissingFeatures]);
+    }
+
+    #[test]
+    fn a_masked_engine_never_started_and_a_start_limit_is_a_crash_loop() {
+        let mut r = failed(&[FailureCode::EngineDown]);
+        r.engine = engine(EngineState::Down, "docker.service is inactive, system is running");
+        assert_eq!(codes(&diagnose(&r, &[])), [DiagnosisCode::EngineNotStarted]);
+        r.engine = engine(EngineState::Down, "boom; docker.service is failed, system is running");
+        assert!(diagnose(&r, &[]).is_empty(), "an error nothing names is no diagnosis");
+        let d = diagnose(&r, &[line(30.0, "docker.service: Failed with result 'start-limit-hit'.")]);
+        assert_eq!(codes(&d), [DiagnosisCode::EngineCrashLoop]);
+        assert!(d[0].summary.contains("boom"), "{}", d[0].summary);
+    }
+
+    #[test]
+    fn egress_names_who_and_where() {
+        let mut r = failed(&[FailureCode::EgressAttempt]);
+        r.airgap.egress_attempts.push(crate::airgap::EgressAttempt {
+            who: "pull-app.service".into(),
+            destination: Some("registry-1.docker.io".into()),
+            source: "journal".into(),
+            evidence: "dial tcp: lookup registry-1.docker.io".into(),
+        });
+        let d = diagnose(&r, &[]);
+        assert_eq!(codes(&d), [DiagnosisCode::NetworkDependentStart]);
+        assert!(d[0].summary.contains("pull-app.service"), "{}", d[0].summary);
+        assert!(d[0].evidence[0].line.contains("registry-1.docker.io"));
+    }
+
+    #[test]
+    fn arch_mismatch_and_a_crashing_container() {
+        let mut r = failed(&[FailureCode::ImageArchMismatch]);
+        r.failures[0].message = "image fixture/redis:1 is linux/arm64, the guest is amd64".into();
+        assert_eq!(codes(&diagnose(&r, &[])), [DiagnosisCode::ImageArchMismatch]);
+        let mut r = failed(&[FailureCode::ContainerNotRunning]);
+        r.containers.push(ContainerRow {
+            name: "redis".into(),
+            image: Some("fixture/redis:1".into()),
+            state: "restarting".into(),
+            health: None,
+            expected: true,
+        });
+        assert_eq!(codes(&diagnose(&r, &[])), [DiagnosisCode::ContainerCrashLoop]);
+        r.containers[0].expected = false;
+        assert!(diagnose(&r, &[]).is_empty(), "a container nobody expects is not the cause");
+    }
+}
