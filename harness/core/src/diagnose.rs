@@ -52,11 +52,19 @@ struct Sources<'a> {
 impl Sources<'_> {
     /// The engine's error first (it names the cause best), then console lines.
     fn find(&self, pattern: &Regex) -> Vec<DiagEvidence> {
+        self.find_unless(pattern, &[])
+    }
+
+    /// As `find`, leaving out lines a more specific cause explains
+    /// (`error initializing graphdriver: …: read-only file system` is the
+    /// store's filesystem, not its driver).
+    fn find_unless(&self, pattern: &Regex, explained: &[&Regex]) -> Vec<DiagEvidence> {
+        let hit = |s: &str| pattern.is_match(s) && !explained.iter().any(|x| x.is_match(s));
         let mut out = Vec::new();
-        if let Some(e) = self.engine.filter(|e| pattern.is_match(e)) {
+        if let Some(e) = self.engine.filter(|e| hit(e)) {
             out.push(DiagEvidence { source: "engine".into(), t_s: None, line: e.to_string() });
         }
-        for l in self.console.iter().filter(|l| pattern.is_match(&l.text)) {
+        for l in self.console.iter().filter(|l| hit(&l.text)) {
             if out.len() >= MAX_EVIDENCE {
                 break;
             }
@@ -100,7 +108,7 @@ pub fn diagnose(r: &Report, console: &[TimedLine]) -> Vec<Diagnosis> {
             Confidence::Certain,
         ));
     }
-    let ev = src.find(&DRIVER);
+    let ev = src.find_unless(&DRIVER, &[&READ_ONLY, &NO_SPACE]);
     let images_missing = has(FailureCode::ImageMissing);
     if !ev.is_empty() {
         out.push(diag(
@@ -133,7 +141,7 @@ pub fn diagnose(r: &Report, console: &[TimedLine]) -> Vec<Diagnosis> {
             Confidence::Guess,
         ));
     }
-    let ev = src.find(&KERNEL);
+    let ev = src.find_unless(&KERNEL, &[&READ_ONLY, &NO_SPACE]);
     if !ev.is_empty() {
         out.push(diag(
             DiagnosisCode::KernelMissingFeatures,
@@ -142,8 +150,9 @@ pub fn diagnose(r: &Report, console: &[TimedLine]) -> Vec<Diagnosis> {
             Confidence::Certain,
         ));
     }
+    // A crash loop a cause above explains is that cause's symptom.
     let mut ev = src.find(&START_LIMIT);
-    if !ev.is_empty() {
+    if !ev.is_empty() && out.is_empty() {
         let last = engine_detail.map(|d| format!("; its last error: {d}")).unwrap_or_default();
         if let Some(d) = engine_detail
             && !ev.iter().any(|e| e.line == d)
@@ -306,6 +315,14 @@ mod tests {
         assert_eq!(d[0].evidence[0].source, "engine");
         assert!(d[0].summary.contains("chmod /var/lib/docker: read-only"), "{}", d[0].summary);
         assert_eq!(d[0].fix, DiagnosisCode::StoreReadOnly.fix());
+        // dockerd's graphdriver failing on a read-only store, having crash-
+        // looped: the store's filesystem is the cause, not the driver, and
+        // the loop is its symptom.
+        r.engine = engine(
+            EngineState::Down,
+            "failed to start daemon: error initializing graphdriver: open /var/lib/docker/overlay2/.tmp: read-only file system; docker.service kept failing and hit its start limit (start-limit-hit); docker.service is failed, system is running",
+        );
+        assert_eq!(codes(&diagnose(&r, &[])), [DiagnosisCode::StoreReadOnly]);
         // A read-only path outside the store is not the store's.
         r.engine =
             engine(EngineState::Down, "open /etc/docker/key.json: read-only file system; docker.service is failed");
@@ -370,6 +387,12 @@ mod tests {
         let d = diagnose(&r, &[line(30.0, "docker.service: Failed with result 'start-limit-hit'.")]);
         assert_eq!(codes(&d), [DiagnosisCode::EngineCrashLoop]);
         assert!(d[0].summary.contains("boom"), "{}", d[0].summary);
+        // As the probe says it (the unit's Result).
+        r.engine = engine(
+            EngineState::Down,
+            "boom; docker.service kept failing and hit its start limit (start-limit-hit); docker.service is failed, system is running",
+        );
+        assert_eq!(codes(&diagnose(&r, &[])), [DiagnosisCode::EngineCrashLoop]);
     }
 
     #[test]

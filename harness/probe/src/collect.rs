@@ -143,6 +143,7 @@ impl Collector {
             }
             error = self.unit_error.clone();
         }
+        error = with_unit_result(error, &self.cfg.engine_unit, &engine_unit.result);
         self.failing_streak = if failing { self.failing_streak + 1 } else { 0 };
         // The engine unit is reported too, but settledness is about the stack's units.
         let stack_units: Vec<_> = s.units.iter().filter(|u| u.name != self.cfg.engine_unit).cloned().collect();
@@ -172,6 +173,19 @@ fn journal_error(unit: &str) -> Option<String> {
     last_error_line(&String::from_utf8_lossy(&out.stdout))
 }
 
+/// Why systemd stopped a failed unit, when that is more than "it failed":
+/// a unit that hit its start limit crash-looped (`Result=start-limit-hit`).
+fn with_unit_result(error: Option<String>, unit: &str, result: &str) -> Option<String> {
+    if result != "start-limit-hit" {
+        return error;
+    }
+    let why = format!("{unit} kept failing and hit its start limit (start-limit-hit)");
+    Some(match error {
+        Some(e) => format!("{e}; {why}"),
+        None => why,
+    })
+}
+
 /// The engine's own error among its log lines: the last fatal one
 /// (`failed to start daemon`, `level=fatal`), else the last `level=error`,
 /// else the last plain line (a Go daemon's dying words carry no level:
@@ -196,7 +210,16 @@ pub fn last_error_line(log: &str) -> Option<String> {
 
 #[cfg(test)]
 mod journal_tests {
-    use super::last_error_line;
+    use super::{last_error_line, with_unit_result};
+
+    #[test]
+    fn a_unit_that_hit_its_start_limit_says_so_after_its_error() {
+        let e = with_unit_result(Some("boom".into()), "docker.service", "start-limit-hit").unwrap();
+        assert_eq!(e, "boom; docker.service kept failing and hit its start limit (start-limit-hit)");
+        assert!(with_unit_result(None, "docker.service", "start-limit-hit").unwrap().starts_with("docker.service"));
+        assert_eq!(with_unit_result(Some("boom".into()), "docker.service", "exit-code").as_deref(), Some("boom"));
+        assert_eq!(with_unit_result(None, "docker.service", "success"), None);
+    }
 
     #[test]
     fn the_engines_own_fatal_error_is_picked() {

@@ -64,8 +64,10 @@ pub fn inject(
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(f.mode)).ok();
         wanted.push((f.clone(), hex(&Sha256::digest(&data))));
     }
-    // Files the image already has are replaced (debugfs will not write over one).
+    // Files the image already has are replaced (debugfs will not write
+    // over one); directories it has are not made again.
     let mut plan = plan.clone();
+    let mut have_dirs = Vec::new();
     {
         let img = File::open(&root).map_err(|e| format!("{}: {e}", root.display()))?;
         let fs = Ext4::open(&img).map_err(|e| format!("the root filesystem: {e}"))?;
@@ -74,9 +76,20 @@ pub fn inject(
                 f.replaces = true;
             }
         }
+        let paths = plan.files.iter().map(|f| f.path.clone()).chain(plan.symlinks.iter().map(|(l, _)| l.clone()));
+        for p in paths {
+            let mut d = std::path::Path::new(&p).parent();
+            while let Some(dir) = d.and_then(|x| x.to_str()).filter(|x| *x != "/" && !x.is_empty()) {
+                // Following links: /etc/systemd/system may be one.
+                if fs.lookup(dir, true).map_err(|e| e.to_string())?.is_some_and(|i| i.kind() == Kind::Dir) {
+                    have_dirs.push(dir.to_string());
+                }
+                d = std::path::Path::new(dir).parent();
+            }
+        }
     }
     let script = work.join("inject.debugfs");
-    let text = debugfs_script(&plan, &|f| host(f).display().to_string());
+    let text = debugfs_script(&plan, &|f| host(f).display().to_string(), &|d| have_dirs.iter().any(|h| h == d));
     std::fs::write(&script, &text).map_err(|e| format!("{}: {e}", script.display()))?;
     let mut cmd = Command::new(&debugfs);
     cmd.arg("-w").arg("-f").arg(&script).arg(&root).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
