@@ -45,9 +45,17 @@ pub fn inject(
             first_lines(&text, 3)
         ));
     }
-    let st = Command::new("cp").arg("--sparse=always").arg(&root).arg(&orig).status();
-    if !st.as_ref().is_ok_and(|s| s.success()) {
-        return Err(format!("cannot copy {} ({st:?})", root.display()));
+    let o = Command::new("cp").arg("--sparse=always").arg(&root).arg(&orig).stdin(Stdio::null()).output();
+    match o {
+        Ok(o) if o.status.success() => {}
+        Ok(o) => {
+            return Err(format!(
+                "cannot copy the root filesystem in {} ({}): free space there (or point TMPDIR elsewhere)",
+                work.display(),
+                String::from_utf8_lossy(&o.stderr).trim()
+            ));
+        }
+        Err(e) => return Err(format!("cannot run cp: {e}")),
     }
     // The bytes of each planned file, in host files debugfs reads.
     let files = work.join("files");
