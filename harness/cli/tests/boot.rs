@@ -461,6 +461,78 @@ fn a_probe_less_uefi_uki_disk_boots_through_ovmf_and_gets_the_full_verdict() {
     assert!(r["image"]["unpacked"].is_null());
 }
 
+/// A device image as a third-party builder makes it: mkosi 14 (Debian's
+/// package) through scripts/make-mkosi-image.sh, GPT, systemd-boot and a
+/// unified kernel image with a dracut initrd, root found by GPT
+/// auto-discovery, docker.io with the preseeded fixture's store and its
+/// container units. Cached in ~/.cache/airboot/device-images/, keyed by the
+/// script, the fixture's image IDs and mkosi's version (older builds of it
+/// are removed).
+fn mkosi_image() -> PathBuf {
+    let fixture = preseeded_fixture();
+    let fx: Value = serde_json::from_str(&std::fs::read_to_string(fixture.join("fixture.json")).unwrap()).unwrap();
+    let ids: Vec<&str> = fx["images"].as_array().unwrap().iter().filter_map(|i| i["id"].as_str()).collect();
+    let script = repo().join("scripts/make-mkosi-image.sh");
+    let version = Command::new("mkosi").arg("--version").output().expect("mkosi (scripts/setup.sh installs it)");
+    let mut key_input = std::fs::read(&script).unwrap();
+    key_input.extend(ids.join(",").bytes());
+    key_input.extend(&version.stdout);
+    let mut sum = Command::new("sha256sum").stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
+    std::io::Write::write_all(&mut sum.stdin.take().unwrap(), &key_input).unwrap();
+    let key = String::from_utf8(sum.wait_with_output().unwrap().stdout).unwrap()[..16].to_string();
+    let root = airboot_images::cache_root().join("device-images");
+    let dir = root.join(format!("mkosi-uefi-uki-{key}"));
+    let image = dir.join("device.raw");
+    if image.exists() {
+        return image;
+    }
+    for old in std::fs::read_dir(&root).into_iter().flatten().flatten() {
+        if old.file_name().to_string_lossy().starts_with("mkosi-uefi-uki-") {
+            let _ = std::fs::remove_dir_all(old.path());
+        }
+    }
+    let tmp = root.join(format!(".mkosi-uefi-uki-{key}.{}", std::process::id()));
+    std::fs::create_dir_all(&tmp).unwrap();
+    let o =
+        Command::new("bash").arg(&script).arg(fixture.join("disk.qcow2")).arg(tmp.join("device.raw")).output().unwrap();
+    assert!(o.status.success(), "make-mkosi-image.sh: {}", String::from_utf8_lossy(&o.stderr));
+    std::fs::rename(&tmp, &dir).unwrap();
+    image
+}
+
+/// The image mkosi built, as it left the build: no airboot inside, no
+/// `boot`, no kernel in the scenario. airboot tells UEFI from its ESP,
+/// boots it under OVMF, injects the probe into the GPT-discovered root
+/// (over debugfs: only the directories it lacks are made) and gives the
+/// full verdict; the cached image is never written.
+#[test]
+fn a_mkosi_built_uefi_uki_image_gets_the_full_verdict_with_the_probe_injected() {
+    let _g = vm_lock();
+    let input = mkosi_image();
+    let dir = tempfile::tempdir().unwrap();
+    let scenario = dir.path().join("mkosi.toml");
+    std::fs::write(
+        &scenario,
+        format!(
+            "name = \"mkosi-uefi-uki\"\n[image]\npath = {:?}\n[expect]\nimages = [\"fixture/busybox:1\", \"fixture/redis:1\"]\n\
+             containers = [{{ name = \"redis\", image = \"fixture/redis:1\", healthy = true }}, {{ name = \"web\", image = \"fixture/busybox:1\" }}]\n\
+             timeout = \"180s\"\n",
+            input.display().to_string()
+        ),
+    )
+    .unwrap();
+    let (out, rdir) = run(&[scenario.to_str().unwrap()]);
+    let r = check_injected_pass(&out, rdir.path(), &input);
+    assert_eq!(r["boot"]["mode"], "uefi", "{}", r["boot"]);
+    let log = std::fs::read_to_string(rdir.path().join("console.log")).unwrap();
+    assert!(log.contains("EFI stub"), "the UKI's EFI stub did not start the kernel");
+    let cmdline = log.lines().find(|l| l.contains("Kernel command line:")).expect("the kernel's command line");
+    assert!(!cmdline.contains("root="), "mkosi's image names no root: GPT auto-discovery finds it ({cmdline})");
+    let ms: Vec<&str> = r["milestones"].as_array().unwrap().iter().filter_map(|m| m["name"].as_str()).collect();
+    assert!(ms.contains(&"firmware") && ms.contains(&"loader") && ms.contains(&"init"), "{ms:?}");
+    assert!(r["diagnoses"].as_array().unwrap().is_empty());
+}
+
 /// As an x86 appliance build leaves it: an MBR disk booted by SeaBIOS and
 /// syslinux, zstd-compressed. The boot path is told from the MBR; the
 /// input is unpacked once (cached by its sha256) and the copy booted.
