@@ -41,12 +41,81 @@ pub enum ProbeError {
     Remote(String),
     #[error("unexpected answer from the probe: {0}")]
     Protocol(String),
+    #[error("the probe's transport carried {}", .0.describe())]
+    Garbage(Garbage),
 }
+
+/// The longest line the probe protocol accepts: a status with hundreds of
+/// images and containers is well under it. Longer lines are skipped (not
+/// kept in memory) and counted.
+pub const MAX_LINE: usize = 1 << 20;
 
 pub struct ProbeClient {
     reader: BufReader<Box<dyn Stream>>,
     next_id: u64,
     pub hello: HelloReply,
+    /// Lines that were no answer to any request: malformed, over-long, or
+    /// stale output of an earlier session.
+    pub garbage: Garbage,
+    /// A line read in part when a read timed out.
+    partial: Vec<u8>,
+    partial_long: bool,
+}
+
+/// What came over the probe's transport that was not an answer.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Garbage {
+    pub lines: u64,
+    pub too_long: u64,
+    /// The first such line, cut to 120 characters.
+    pub sample: Option<String>,
+}
+
+impl Garbage {
+    fn count(&mut self, line: &[u8], too_long: bool) {
+        self.lines += 1;
+        self.too_long += u64::from(too_long);
+        if self.sample.is_none() {
+            let text: String = String::from_utf8_lossy(&line[..line.len().min(480)]).chars().take(120).collect();
+            self.sample = Some(text);
+        }
+    }
+
+    /// For a message: how many, and an example.
+    pub fn describe(&self) -> String {
+        format!(
+            "{} line(s) that were no probe answer ({} over the {} MiB limit), e.g. {:?}",
+            self.lines,
+            self.too_long,
+            MAX_LINE >> 20,
+            self.sample.as_deref().unwrap_or("")
+        )
+    }
+}
+
+/// One line read with a cap into `line` (without the newline): `true` when
+/// it is complete, `false` at end of stream. A line's bytes past `max` are
+/// consumed but not kept, and `skipped` says so. A read error (a timeout)
+/// leaves what was read in `line` and `skipped`, to go on from.
+fn read_capped_line(r: &mut impl BufRead, max: usize, line: &mut Vec<u8>, skipped: &mut bool) -> io::Result<bool> {
+    loop {
+        let buf = r.fill_buf()?;
+        if buf.is_empty() {
+            return Ok(false);
+        }
+        let (chunk, done) = match buf.iter().position(|b| *b == b'\n') {
+            Some(i) => (&buf[..i], Some(i + 1)),
+            None => (buf, None),
+        };
+        let room = max.saturating_sub(line.len());
+        line.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        *skipped |= chunk.len() > room;
+        let n = done.unwrap_or(buf.len());
+        r.consume(n);
+        if done.is_some() {
+            return Ok(true);
+        }
+    }
 }
 
 /// Open a stream to the probe (no handshake yet).
@@ -97,14 +166,23 @@ impl ProbeClient {
     /// skipped. The hello is repeated while nothing answers: on a serial
     /// port, bytes sent before the guest opened it are lost.
     pub fn handshake(stream: Box<dyn Stream>, nonce: &str, within: Duration) -> Result<ProbeClient, ProbeError> {
-        let mut c = ProbeClient { reader: BufReader::new(stream), next_id: 1, hello: HelloReply::default() };
+        let mut c = ProbeClient {
+            reader: BufReader::new(stream),
+            next_id: 1,
+            hello: HelloReply::default(),
+            garbage: Garbage::default(),
+            partial: Vec::new(),
+            partial_long: false,
+        };
         let deadline = Instant::now() + within;
         loop {
             let id = c.send(Op::Hello { version: PROBE_PROTOCOL, nonce: nonce.to_string() })?;
             let resend = Instant::now() + Duration::from_secs(2);
             loop {
                 match c.read_response(resend.min(deadline)) {
-                    Ok(Response { id: rid, body: Body::Hello(h) }) if rid == id && h.nonce == nonce => {
+                    // The nonce is this session's: an answer to an earlier
+                    // hello of it (resent while the guest was slow) counts.
+                    Ok(Response { body: Body::Hello(h), .. }) if h.nonce == nonce => {
                         c.hello = h;
                         return Ok(c);
                     }
@@ -113,6 +191,10 @@ impl ProbeClient {
                     }
                     Ok(_) => continue,
                     Err(ProbeError::Timeout(_)) if Instant::now() < deadline => break,
+                    // Something talked, but never the probe's answer.
+                    Err(ProbeError::Timeout(_)) if c.garbage.lines > 0 => {
+                        return Err(ProbeError::Garbage(c.garbage.clone()));
+                    }
                     Err(e) => return Err(e),
                 }
             }
@@ -131,31 +213,34 @@ impl ProbeClient {
     }
 
     fn read_response(&mut self, deadline: Instant) -> Result<Response, ProbeError> {
-        let mut line = String::new();
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 return Err(ProbeError::Timeout(0.0));
             }
             self.reader.get_ref().set_timeout(left.max(Duration::from_millis(10)))?;
-            line.clear();
-            match self.reader.read_line(&mut line) {
-                Ok(0) => {
-                    return Err(ProbeError::Io(io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        "the probe closed the connection",
-                    )));
-                }
-                Ok(_) => {}
-                Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
-                    return Err(ProbeError::Timeout(0.0));
-                }
-                Err(e) => return Err(e.into()),
-            }
-            if let Ok(r) = serde_json::from_str::<Response>(line.trim()) {
+            let (line, too_long) =
+                match read_capped_line(&mut self.reader, MAX_LINE, &mut self.partial, &mut self.partial_long) {
+                    Ok(false) => {
+                        return Err(ProbeError::Io(io::Error::new(
+                            io::ErrorKind::UnexpectedEof,
+                            "the probe closed the connection",
+                        )));
+                    }
+                    Ok(true) => (std::mem::take(&mut self.partial), std::mem::take(&mut self.partial_long)),
+                    Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+                        return Err(ProbeError::Timeout(0.0));
+                    }
+                    Err(e) => return Err(e.into()),
+                };
+            if !too_long && let Ok(r) = serde_json::from_slice::<Response>(line.trim_ascii()) {
                 return Ok(r);
             }
-            // Not a response (noise from an earlier session): keep reading.
+            // Not a response (noise from an earlier session, or a guest
+            // that misbehaves): counted, and read on.
+            if !line.trim_ascii().is_empty() || too_long {
+                self.garbage.count(&line, too_long);
+            }
         }
     }
 
@@ -245,6 +330,56 @@ mod tests {
         let e = c.request(Op::Status, Duration::from_millis(500)).unwrap_err();
         assert!(matches!(e, ProbeError::Timeout(_)), "{e}");
         assert!(started.elapsed() < Duration::from_secs(2));
+        t.join().unwrap();
+    }
+
+    /// A hostile "probe": a 3 MiB line, then a line split by a pause
+    /// longer than a read timeout, then only garbage. Memory stays at the
+    /// cap, the split answer is still read whole, and a handshake that only
+    /// ever saw garbage says so with a sample instead of timing out.
+    #[test]
+    fn over_long_and_malformed_lines_are_capped_counted_and_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("probe.sock");
+        let l = UnixListener::bind(&path).unwrap();
+        let t = std::thread::spawn(move || {
+            let (s, _) = l.accept().unwrap();
+            let mut w = s.try_clone().unwrap();
+            let mut r = BufReader::new(s);
+            let mut line = String::new();
+            r.read_line(&mut line).unwrap();
+            let req: Request = serde_json::from_str(&line).unwrap();
+            let Op::Hello { nonce, .. } = req.op else { panic!() };
+            let mut huge = vec![b'x'; 3 << 20];
+            huge.push(b'\n');
+            w.write_all(&huge).unwrap();
+            w.write_all(b"{not json}\n").unwrap();
+            let hello =
+                Response { id: req.id, body: Body::Hello(HelloReply { version: 1, nonce, ..Default::default() }) };
+            let text = format!("{}\n", serde_json::to_string(&hello).unwrap());
+            let (a, b) = text.split_at(10);
+            w.write_all(a.as_bytes()).unwrap();
+            std::thread::sleep(Duration::from_millis(2500));
+            w.write_all(b.as_bytes()).unwrap();
+            // A second session: garbage only.
+            let (s, _) = l.accept().unwrap();
+            let mut w = s.try_clone().unwrap();
+            for _ in 0..30 {
+                if w.write_all(b"\x1b[0mnoise\n").is_err() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        });
+        let s = open(&Endpoint::Unix { path: path.clone() }, Duration::from_secs(5)).unwrap();
+        let c = ProbeClient::handshake(s, "N", Duration::from_secs(10)).unwrap();
+        assert_eq!((c.garbage.lines, c.garbage.too_long), (2, 1), "{:?}", c.garbage);
+        assert!(c.garbage.sample.as_deref().unwrap().starts_with("xxxx"));
+        assert!(c.partial.capacity() <= 2 * MAX_LINE, "the buffer grew to {}", c.partial.capacity());
+        let s = open(&Endpoint::Unix { path }, Duration::from_secs(5)).unwrap();
+        let e = ProbeClient::handshake(s, "N", Duration::from_secs(2)).err().unwrap();
+        assert!(matches!(e, ProbeError::Garbage(_)), "{e}");
+        assert!(e.to_string().contains("noise"), "{e}");
         t.join().unwrap();
     }
 

@@ -30,6 +30,8 @@ pub enum ProbeEvent {
     },
     /// A problem worth a note in the report (reported once per kind).
     Trouble(String),
+    /// A handshake saw only lines that are no probe answer (described).
+    Garbage(String),
 }
 
 pub struct Session {
@@ -94,6 +96,10 @@ fn run(
                     client = Some(c);
                 }
                 Err(ProbeError::Remote(m)) => trouble(&tx, "remote", format!("the probe refused the session: {m}")),
+                Err(e @ ProbeError::Garbage(_)) => {
+                    let _ = tx.send(ProbeEvent::Garbage(e.to_string()));
+                    std::thread::sleep(Duration::from_secs(1));
+                }
                 Err(_) => std::thread::sleep(Duration::from_secs(1)),
             }
             continue;

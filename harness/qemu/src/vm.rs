@@ -535,6 +535,10 @@ impl VmRunner {
                             run.note(m);
                             Decision::Continue
                         }
+                        ProbeEvent::Garbage(m) => {
+                            run.on_probe_garbage(&m);
+                            Decision::Continue
+                        }
                     };
                     milestones.report(run, on_event);
                     match decision {

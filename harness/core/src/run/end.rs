@@ -112,6 +112,20 @@ impl Run {
             if !missing.is_empty() {
                 message.push_str(&format!("; required milestones never seen: {}", missing.join(", ")));
             }
+            if let Some(g) = self.probe_garbage.as_ref().filter(|_| self.cfg.probe && self.probe_connected_t.is_none())
+            {
+                // Something answered on the probe's transport, never with
+                // the protocol: not "is the probe in the image?".
+                let f = Failure {
+                    code: FailureCode::ProbeProtocol,
+                    message: format!(
+                        "nothing answered the probe protocol within {:.1}s, but {g}: is something else listening on the probe's port, or is the probe in the image from another airboot?",
+                        self.deadline_s()
+                    ),
+                    evidence: self.last_line_evidence(),
+                };
+                return self.stop_fail(f);
+            }
             let f = Failure { code: FailureCode::Timeout, message, evidence: self.last_line_evidence() };
             return self.stop_fail(f);
         }

@@ -148,6 +148,8 @@ pub struct Run {
     /// while the host had not reached it, and the latest such block.
     probe_block_t: Option<f64>,
     probe_block: Option<StatusBlock>,
+    /// What the probe's transport carried instead of answers, if so.
+    probe_garbage: Option<String>,
     guest_machine: Option<String>,
     guest_init: Option<String>,
     probe_connected_t: Option<f64>,
@@ -201,6 +203,7 @@ impl Run {
             block_seen: false,
             probe_block_t: None,
             probe_block: None,
+            probe_garbage: None,
             guest_machine: None,
             guest_init: None,
             probe_connected_t: None,
@@ -347,6 +350,12 @@ impl Run {
             }
         }
         self.check_progress(line.t)
+    }
+
+    /// A handshake saw only lines that are no probe answer (malformed,
+    /// over-long): kept for the verdict if the probe never answers.
+    pub fn on_probe_garbage(&mut self, what: &str) {
+        self.probe_garbage = Some(what.to_string());
     }
 
     /// The probe answered the handshake.

@@ -617,3 +617,21 @@ fn a_probe_the_host_cannot_reach_is_judged_from_its_console_blocks() {
         r.failures
     );
 }
+
+/// Garbage on the probe's transport and never an answer: the verdict names
+/// the protocol, with the sample, not "is the probe in the image?".
+#[test]
+fn a_transport_carrying_only_garbage_is_probe_protocol_not_never_answered() {
+    let mut run = Run::new(probe_cfg()).unwrap();
+    run.on_probe_garbage("2 line(s) that were no probe answer (1 over the 1 MiB limit), e.g. \"xxxx\"");
+    assert_eq!(run.on_tick(41.0), Decision::Stop);
+    let r = run.finish();
+    assert_eq!(r.failures[0].code, FailureCode::ProbeProtocol);
+    assert!(r.failures[0].message.contains("over the 1 MiB limit"), "{}", r.failures[0].message);
+    // Once it answered, garbage earlier is no verdict.
+    let mut run = Run::new(probe_cfg()).unwrap();
+    run.on_probe_garbage("noise");
+    run.on_probe_hello(5.0, "x86_64");
+    run.on_tick(41.0);
+    assert_eq!(run.finish().failures[0].code, FailureCode::Timeout);
+}
