@@ -533,6 +533,61 @@ fn a_mkosi_built_uefi_uki_image_gets_the_full_verdict_with_the_probe_injected() 
     assert!(r["diagnoses"].as_array().unwrap().is_empty());
 }
 
+/// The preseeded fixture with one file replaced (a raw copy, written with
+/// debugfs), and a scenario that expects its stack. Returns the folder
+/// (keep it alive) and the scenario.
+fn fixture_with_file(guest_path: &str, content: &str, outcome: &str) -> (tempfile::TempDir, PathBuf) {
+    let fixture = preseeded_fixture();
+    let dir = tempfile::tempdir().unwrap();
+    let disk = raw_copy(&fixture, &dir.path().join("device.raw"));
+    let host = dir.path().join("replacement");
+    std::fs::write(&host, content).unwrap();
+    for cmd in [format!("rm {guest_path}"), format!("write {} {guest_path}", host.display())] {
+        let o = Command::new("debugfs").args(["-w", "-R", &cmd]).arg(&disk).output().unwrap();
+        assert!(o.status.success(), "debugfs {cmd}: {}", String::from_utf8_lossy(&o.stderr));
+    }
+    let fx: Value = serde_json::from_str(&std::fs::read_to_string(fixture.join("fixture.json")).unwrap()).unwrap();
+    let scenario = dir.path().join("device.toml");
+    std::fs::write(
+        &scenario,
+        format!(
+            "name = \"edited\"\n[image]\npath = {:?}\nkernel = {:?}\ninitrd = {:?}\nappend = {}\n\
+             [expect]\nimages = [\"fixture/busybox:1\", \"fixture/redis:1\"]\n\
+             containers = [{{ name = \"redis\", healthy = true }}, {{ name = \"web\" }}]\ntimeout = \"120s\"\n{outcome}",
+            disk.display().to_string(),
+            fixture.join("vmlinuz").display().to_string(),
+            fixture.join("initrd.img").display().to_string(),
+            fx["append"],
+        ),
+    )
+    .unwrap();
+    (dir, scenario)
+}
+
+/// A store seeded at the default path while daemon.json points the engine
+/// elsewhere: dockerd starts on an empty store and every image looks
+/// missing. The diagnosis says why, from the data root the probe read
+/// from the engine (`/info`), not just "image-missing".
+#[test]
+#[ignore = "suite full: cargo test --test boot -- --ignored"]
+fn a_data_root_away_from_the_seeded_store_is_diagnosed_as_such() {
+    let _g = vm_lock();
+    let daemon = r#"{ "storage-driver": "overlay2", "data-root": "/srv/docker" }"#;
+    let (_dir, scenario) = fixture_with_file(
+        "/etc/docker/daemon.json",
+        daemon,
+        "[outcome]\nverdict = \"fail\"\nfailures = [\"image-missing\"]\ndiagnoses = [\"data-root-mismatch\"]\n",
+    );
+    let (out, rdir) = run(&[scenario.to_str().unwrap(), "--check-outcomes"]);
+    assert_eq!(out.status.code(), Some(0), "{}", explain(&out));
+    let r = report(rdir.path());
+    assert_eq!(r["engine"]["data_root"], "/srv/docker", "{}", r["engine"]);
+    assert_eq!(r["engine"]["storage_driver"], "overlay2", "{}", r["engine"]);
+    let d = &r["diagnoses"][0];
+    assert!(d["summary"].as_str().unwrap().contains("/srv/docker, not /var/lib/docker"), "{d}");
+    assert_no_qemu_left("data root");
+}
+
 /// As an x86 appliance build leaves it: an MBR disk booted by SeaBIOS and
 /// syslinux, zstd-compressed. The boot path is told from the MBR; the
 /// input is unpacked once (cached by its sha256) and the copy booted.

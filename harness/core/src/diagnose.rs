@@ -110,7 +110,32 @@ pub fn diagnose(r: &Report, console: &[TimedLine]) -> Vec<Diagnosis> {
     }
     let ev = src.find_unless(&DRIVER, &[&READ_ONLY, &NO_SPACE]);
     let images_missing = has(FailureCode::ImageMissing);
-    if !ev.is_empty() {
+    let engine_up = r.engine.as_ref().is_some_and(|e| e.state == airboot_proto::EngineState::Up);
+    let store_empty = images_missing && engine_up && !r.images.iter().any(|i| i.present);
+    let moved_root = r
+        .engine
+        .as_ref()
+        .and_then(|e| e.data_root.as_deref().map(|d| (d, default_root(&e.name))))
+        .filter(|(d, default)| default.is_some_and(|x| d.trim_end_matches('/') != x));
+    if let (true, Some((root, default))) = (store_empty && ev.is_empty(), moved_root) {
+        out.push(diag(
+            DiagnosisCode::DataRootMismatch,
+            format!(
+                "{engine_name} keeps its store in {root}, not {}, and lists no image: the seeded images are not where it looks",
+                default.unwrap_or("?")
+            ),
+            vec![DiagEvidence {
+                source: "engine".into(),
+                t_s: r.status.last_t_s,
+                line: format!(
+                    "data root {root}{}; 0 image(s) listed; expected: {}",
+                    r.engine.as_ref().and_then(|e| e.storage_driver.as_deref()).map(|d| format!(", driver {d}")).unwrap_or_default(),
+                    expected_refs(r)
+                ),
+            }],
+            Confidence::Certain,
+        ));
+    } else if !ev.is_empty() {
         out.push(diag(
             DiagnosisCode::StorageDriverMismatch,
             format!(
@@ -121,10 +146,7 @@ pub fn diagnose(r: &Report, console: &[TimedLine]) -> Vec<Diagnosis> {
             ev,
             Confidence::Certain,
         ));
-    } else if images_missing
-        && r.engine.as_ref().is_some_and(|e| e.state == airboot_proto::EngineState::Up)
-        && !r.images.iter().any(|i| i.present)
-    {
+    } else if store_empty {
         // Every expected image missing and nothing listed at all: the
         // engine is looking at an empty store, not a store missing one.
         let listed = r.images.iter().filter(|i| i.present).count();
@@ -136,7 +158,15 @@ pub fn diagnose(r: &Report, console: &[TimedLine]) -> Vec<Diagnosis> {
             vec![DiagEvidence {
                 source: "status".into(),
                 t_s: r.status.last_t_s,
-                line: format!("{listed} image(s) listed; expected: {}", expected_refs(r)),
+                line: format!(
+                    "{listed} image(s) listed{}; expected: {}",
+                    r.engine
+                        .as_ref()
+                        .and_then(|e| e.storage_driver.as_deref())
+                        .map(|d| format!(" (driver {d})"))
+                        .unwrap_or_default(),
+                    expected_refs(r)
+                ),
             }],
             Confidence::Guess,
         ));
@@ -242,6 +272,15 @@ pub fn diagnose(r: &Report, console: &[TimedLine]) -> Vec<Diagnosis> {
     out
 }
 
+/// Where an engine keeps its store unless configured otherwise.
+fn default_root(engine: &str) -> Option<&'static str> {
+    match engine {
+        "docker" => Some("/var/lib/docker"),
+        "podman" => Some("/var/lib/containers/storage"),
+        _ => None,
+    }
+}
+
 fn expected_refs(r: &Report) -> String {
     let refs: Vec<&str> = r.images.iter().filter(|i| i.expected).map(|i| i.reference.as_str()).collect();
     refs.join(", ")
@@ -274,7 +313,7 @@ mod tests {
     }
 
     fn engine(state: EngineState, detail: &str) -> Option<EngineRecord> {
-        Some(EngineRecord { name: "docker".into(), state, version: None, detail: Some(detail.into()) })
+        Some(EngineRecord { name: "docker".into(), state, detail: Some(detail.into()), ..Default::default() })
     }
 
     fn line(t: f64, s: &str) -> TimedLine {
@@ -362,6 +401,13 @@ mod tests {
             )],
         );
         assert_eq!(d[0].confidence, Confidence::Certain);
+        // The engine says where it looks: not where stores are seeded.
+        r.engine.as_mut().unwrap().data_root = Some("/srv/docker".into());
+        let d = diagnose(&r, &[]);
+        assert_eq!(codes(&d), [DiagnosisCode::DataRootMismatch]);
+        assert!(d[0].summary.contains("/srv/docker, not /var/lib/docker"), "{}", d[0].summary);
+        r.engine.as_mut().unwrap().data_root = Some("/var/lib/docker/".into());
+        assert_eq!(codes(&diagnose(&r, &[])), [DiagnosisCode::StorageDriverMismatch]);
         // One image present: the store is there, one image is missing from it.
         r.images[1].present = true;
         assert!(diagnose(&r, &[]).is_empty());

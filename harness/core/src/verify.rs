@@ -348,7 +348,7 @@ mod tests {
 
     fn good() -> StatusBlock {
         StatusBlock {
-            engine: Some(EngineRecord { name: "docker".into(), state: EngineState::Up, version: None, detail: None }),
+            engine: Some(EngineRecord { name: "docker".into(), state: EngineState::Up, ..Default::default() }),
             images: vec![img("fixture/redis", "1", RID), img("fixture/busybox", "1", BID)],
             containers: vec![
                 ctr("redis", "fixture/redis:1", "running", Some("healthy")),
@@ -452,6 +452,7 @@ mod tests {
                 state: EngineState::Down,
                 version: None,
                 detail: Some("docker.service failed".into()),
+                ..Default::default()
             }),
             ..Default::default()
         };
@@ -482,6 +483,7 @@ mod tests {
                 state: EngineState::Failing,
                 version: Some("20.10.24".into()),
                 detail: Some(detail.into()),
+                ..Default::default()
             }),
             ..Default::default()
         };

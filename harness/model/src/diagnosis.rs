@@ -45,6 +45,10 @@ diagnoses! {
         "the engine could not use the storage driver the store was seeded with, so it sees none of the seeded images",
         "the engine's error or the console names the storage driver failing (`error initializing graphdriver`, `driver not supported`, `prior storage driver … failed`, overlay unknown to the kernel); or, as a guess, the engine runs and lists no image at all while every expected image is missing",
         "seed the store with a driver the device kernel has (overlay2 needs CONFIG_OVERLAY_FS), and keep `storage-driver` in daemon.json the same at build time and on the device";
+    DataRootMismatch = "data-root-mismatch",
+        "the engine keeps its store somewhere else than where the image seeded it, so it sees none of the seeded images",
+        "the engine runs, lists no image at all while every expected image is missing, and says its data root is not its default (/var/lib/docker, /var/lib/containers/storage)",
+        "point `data-root` in daemon.json (Podman: `graphroot` in storage.conf) at the seeded store, or seed the store where the device's configuration says";
     KernelMissingFeatures = "kernel-missing-features",
         "the device kernel lacks something the engine needs (cgroups, overlay, veth, bridge, netfilter)",
         "the engine's error or the console says the kernel lacks a feature (`Your kernel does not support …`, `modprobe: FATAL: Module … not found`, iptables `Table does not exist`, `failed to create NAT chain`, `Error initializing network controller`)",

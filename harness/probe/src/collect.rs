@@ -33,6 +33,8 @@ pub struct Collector {
     pub cfg: Config,
     image_cache: ImageCache,
     version: Option<String>,
+    /// (data root, storage driver), asked once the engine answers.
+    store: Option<(String, String)>,
     system_after_boot: Option<String>,
     /// Collections in a row in which the engine answered with a server error.
     failing_streak: u32,
@@ -48,6 +50,7 @@ impl Collector {
             cfg,
             image_cache: HashMap::new(),
             version: None,
+            store: None,
             system_after_boot: None,
             failing_streak: 0,
             init: crate::init::name(),
@@ -96,6 +99,7 @@ impl Collector {
                 state: EngineState::Down,
                 version: None,
                 detail: None,
+                ..Default::default()
             },
             units: std::iter::once(&engine_unit)
                 .chain(units.iter())
@@ -117,8 +121,15 @@ impl Collector {
             match (version, d.image_infos(&mut self.image_cache), d.container_infos()) {
                 (Ok(v), Ok(images), Ok(containers)) => {
                     self.version = Some(v.clone());
+                    if self.store.is_none() {
+                        self.store = d.store();
+                    }
                     s.engine.state = EngineState::Up;
                     s.engine.version = Some(v);
+                    if let Some((root, driver)) = &self.store {
+                        s.engine.data_root = Some(root.clone());
+                        s.engine.storage_driver = Some(driver.clone()).filter(|d| !d.is_empty());
+                    }
                     s.images = images;
                     s.containers = containers;
                     if with_events {

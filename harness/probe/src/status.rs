@@ -181,6 +181,7 @@ mod tests {
                 state: EngineState::Up,
                 version: Some("20.10".into()),
                 detail: None,
+                ..Default::default()
             },
             images: vec![ImageInfo {
                 repository: "fixture/redis".into(),

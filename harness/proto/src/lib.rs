@@ -126,6 +126,13 @@ pub struct EngineRecord {
     /// Free text explaining a non-`up` state, e.g. the unit's state.
     #[serde(default)]
     pub detail: Option<String>,
+    /// Where the engine keeps its store (Docker's `DockerRootDir`,
+    /// Podman's `graphRoot`), when it told.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_root: Option<String>,
+    /// Its storage driver (`overlay2`, `vfs`, …), when it told.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage_driver: Option<String>,
 }
 
 /// One line of `docker images`: one tag of one image (or an untagged image).

@@ -381,6 +381,7 @@ fn pstatus(health: &str, guest_now: f64) -> (ProbeStatus, ClockSample) {
             state: EngineState::Up,
             version: Some("20.10".into()),
             detail: None,
+            ..Default::default()
         },
         images: vec![ImageInfo {
             repository: "fixture/redis".into(),
@@ -526,6 +527,7 @@ fn an_engine_that_never_comes_up_fails_when_the_guest_settles() {
         state: EngineState::Down,
         version: None,
         detail: Some("docker.service is inactive, system is degraded".into()),
+        ..Default::default()
     };
     s.images.clear();
     s.containers.clear();

@@ -52,6 +52,18 @@ impl super::Engine for Docker {
     fn container_logs(&self, name: &str) -> Result<String, String> {
         Docker::container_logs(self, name)
     }
+    fn store(&self) -> Option<(String, String)> {
+        store_of(&self.get(&self.route("/info")).ok()?)
+    }
+}
+
+/// (data root, storage driver) from `/info`: Docker's `DockerRootDir` and
+/// `Driver`, or libpod's `store.graphRoot` and `store.graphDriverName`.
+fn store_of(info: &Value) -> Option<(String, String)> {
+    let s = |v: &Value| v.as_str().filter(|x| !x.is_empty()).map(str::to_string);
+    let root = s(&info["DockerRootDir"]).or_else(|| s(&info["store"]["graphRoot"]))?;
+    let driver = s(&info["Driver"]).or_else(|| s(&info["store"]["graphDriverName"])).unwrap_or_default();
+    Some((root, driver))
 }
 
 impl Docker {
@@ -379,6 +391,15 @@ pub fn demux_logs(b: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_store_is_read_from_docker_and_podman_info() {
+        let d = json!({"Driver": "overlay2", "DockerRootDir": "/srv/docker"});
+        assert_eq!(store_of(&d), Some(("/srv/docker".into(), "overlay2".into())));
+        let p = json!({"store": {"graphRoot": "/var/lib/containers/storage", "graphDriverName": "overlay"}});
+        assert_eq!(store_of(&p), Some(("/var/lib/containers/storage".into(), "overlay".into())));
+        assert_eq!(store_of(&json!({"Driver": "vfs"})), None);
+    }
 
     #[test]
     fn images_by_tag_and_untagged() {

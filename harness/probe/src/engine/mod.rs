@@ -38,6 +38,10 @@ pub trait Engine: Send {
     fn run_image(&self, reference: &str, timeout: Duration) -> RunImageResult;
     /// The last lines a container wrote.
     fn container_logs(&self, name: &str) -> Result<String, String>;
+    /// Where its store is and its storage driver: (data root, driver).
+    fn store(&self) -> Option<(String, String)> {
+        None
+    }
 }
 
 /// Which engine the stack runs (`ENGINE` in status.conf).
