@@ -47,6 +47,8 @@ static NET_LOOKUP: LazyLock<Regex> = LazyLock::new(|| {
 struct Sources<'a> {
     console: &'a [TimedLine],
     engine: Option<&'a str>,
+    /// (unit, its last error) for the stack's failed or restarting units.
+    units: Vec<(&'a str, &'a str)>,
 }
 
 impl Sources<'_> {
@@ -63,6 +65,9 @@ impl Sources<'_> {
         let mut out = Vec::new();
         if let Some(e) = self.engine.filter(|e| hit(e)) {
             out.push(DiagEvidence { source: "engine".into(), t_s: None, line: e.to_string() });
+        }
+        for (unit, e) in self.units.iter().filter(|(_, e)| hit(e)) {
+            out.push(DiagEvidence { source: format!("unit {unit}"), t_s: None, line: e.to_string() });
         }
         for l in self.console.iter().filter(|l| hit(&l.text)) {
             if out.len() >= MAX_EVIDENCE {
@@ -86,7 +91,8 @@ pub fn diagnose(r: &Report, console: &[TimedLine]) -> Vec<Diagnosis> {
     }
     let has = |c: FailureCode| r.failures.iter().any(|f| f.code == c);
     let engine_detail = r.engine.as_ref().and_then(|e| e.detail.as_deref());
-    let src = Sources { console, engine: engine_detail };
+    let units = r.units.iter().filter_map(|u| u.error.as_deref().map(|e| (u.name.as_str(), e))).collect();
+    let src = Sources { console, engine: engine_detail, units };
     let engine_name = r.engine.as_ref().map(|e| e.name.as_str()).unwrap_or("the engine");
     let mut out = Vec::new();
 
@@ -411,6 +417,25 @@ mod tests {
         // One image present: the store is there, one image is missing from it.
         r.images[1].present = true;
         assert!(diagnose(&r, &[]).is_empty());
+    }
+
+    /// A first-boot loader that ran out of space: its unit's error, as the
+    /// probe quotes it from the unit's journal, names the cause.
+    #[test]
+    fn a_failed_units_error_is_evidence() {
+        let mut r = failed(&[FailureCode::ImageMissing]);
+        r.engine = engine(EngineState::Up, "");
+        r.images = vec![image("fixture/redis:1", false, true), image("fixture/busybox:1", true, true)];
+        r.units.push(airboot_proto::UnitRecord {
+            name: "airboot-load-images.service".into(),
+            state: "failed".into(),
+            error: Some(
+                "Error processing tar file(exit status 1): write /usr/bin/redis-server: no space left on device".into(),
+            ),
+        });
+        let d = diagnose(&r, &[]);
+        assert_eq!(codes(&d), [DiagnosisCode::StoreNoSpace]);
+        assert_eq!(d[0].evidence[0].source, "unit airboot-load-images.service");
     }
 
     #[test]

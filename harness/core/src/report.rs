@@ -202,6 +202,10 @@ pub struct Report {
     pub images: Vec<ImageRow>,
     pub containers: Vec<ContainerRow>,
     pub engine: Option<airboot_proto::EngineRecord>,
+    /// The stack's units as the guest last reported them, with a failed
+    /// or restarting unit's last error.
+    #[serde(default)]
+    pub units: Vec<airboot_proto::UnitRecord>,
     pub failures: Vec<Failure>,
     /// Why it failed: named causes with evidence and a fix
     /// (docs/diagnoses.md). Empty for a run that passed.
@@ -249,6 +253,7 @@ impl Report {
             images: Vec::new(),
             containers: Vec::new(),
             engine: None,
+            units: Vec::new(),
             failures: Vec::new(),
             diagnoses: Vec::new(),
             notes: Vec::new(),

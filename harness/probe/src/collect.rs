@@ -42,6 +42,9 @@ pub struct Collector {
     init: String,
     /// A failed engine unit's own last error, from its journal (asked once).
     unit_error: Option<String>,
+    /// Stack units' last errors, asked when a unit fails or restarts,
+    /// kept while its state stays: (unit, state) → error.
+    stack_errors: HashMap<(String, String), String>,
 }
 
 impl Collector {
@@ -55,6 +58,7 @@ impl Collector {
             failing_streak: 0,
             init: crate::init::name(),
             unit_error: None,
+            stack_errors: HashMap::new(),
         }
     }
 
@@ -104,7 +108,19 @@ impl Collector {
             units: std::iter::once(&engine_unit)
                 .chain(units.iter())
                 .filter(|u| !u.id.is_empty())
-                .map(|u| u.info())
+                .map(|u| {
+                    let mut i = u.info();
+                    // A stack unit that failed or is waiting to restart: why.
+                    if systemd && u.id != self.cfg.engine_unit && (u.active == "failed" || u.sub == "auto-restart") {
+                        let key = (u.id.clone(), format!("{}/{}", u.active, u.sub));
+                        i.error = self
+                            .stack_errors
+                            .entry(key)
+                            .or_insert_with(|| journal_error(&u.id).unwrap_or_default())
+                            .clone();
+                    }
+                    i
+                })
                 .collect(),
             ..Default::default()
         };

@@ -37,6 +37,7 @@ impl UnitState {
             active_enter_us: self.active_enter_us,
             inactive_exit_us: self.inactive_exit_us,
             source: self.source.clone(),
+            error: String::new(),
         }
     }
 }

@@ -172,6 +172,9 @@ pub struct UnitRecord {
     pub name: String,
     /// `systemctl is-active`: active, activating, failed, inactive, …
     pub state: String,
+    /// A failed or restarting unit's last error (its journal), when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// One record line of a block, tagged by its kind word.

@@ -95,6 +95,9 @@ pub struct UnitInfo {
     /// guest without systemd: the engine daemon's process start).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub source: String,
+    /// For a failed or restarting unit: the last error its journal holds.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub error: String,
 }
 
 /// One image with what the engine knows of it.
@@ -151,7 +154,11 @@ impl From<&ContainerInfo> for crate::ContainerRecord {
 impl From<&UnitInfo> for crate::UnitRecord {
     /// A unit the probe skipped (not installed) reads as `skipped`.
     fn from(u: &UnitInfo) -> Self {
-        crate::UnitRecord { name: u.name.clone(), state: if u.skipped { "skipped".into() } else { u.active.clone() } }
+        crate::UnitRecord {
+            name: u.name.clone(),
+            state: if u.skipped { "skipped".into() } else { u.active.clone() },
+            error: Some(u.error.clone()).filter(|e| !e.is_empty()),
+        }
     }
 }
 

@@ -220,6 +220,10 @@ pub fn summary(r: &Report, report_dir: &Path) -> String {
             );
         }
     }
+    for u in r.units.iter().filter(|u| u.error.is_some()) {
+        let e: String = u.error.as_deref().unwrap_or("").chars().take(160).collect();
+        let _ = writeln!(s, "   unit      {} {}: {e}", u.name, u.state);
+    }
     if !r.failures.is_empty() {
         let _ = writeln!(s, "   failures");
         for f in &r.failures {

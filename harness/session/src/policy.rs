@@ -24,6 +24,7 @@ pub fn fill(report: &mut Report, o: VmOutcome) {
     report.images = res.images;
     report.containers = res.containers;
     report.engine = res.engine;
+    report.units = res.units;
     report.status.blocks = res.status_blocks;
     report.status.damaged = res.damaged_status_blocks;
     report.status.last_t_s = res.last_status_t;

@@ -289,6 +289,7 @@ impl Run {
             ),
         };
         let engine = self.last_block.as_ref().and_then(|b| b.engine.clone());
+        let units = self.last_block.as_ref().map(|b| b.units.clone()).unwrap_or_default();
         let clock_skew_ms = if self.skews.is_empty() {
             None
         } else {
@@ -305,6 +306,7 @@ impl Run {
             images,
             containers,
             engine,
+            units,
             status_blocks: self.assembler.complete + self.statuses,
             damaged_status_blocks: self.assembler.damaged,
             last_status_t: self.last_block.as_ref().map(|b| b.t),

@@ -104,6 +104,8 @@ pub struct RunResult {
     pub images: Vec<ImageRow>,
     pub containers: Vec<ContainerRow>,
     pub engine: Option<airboot_proto::EngineRecord>,
+    /// The stack's units as last reported (with a failed unit's error).
+    pub units: Vec<airboot_proto::UnitRecord>,
     pub status_blocks: u64,
     pub damaged_status_blocks: u64,
     pub last_status_t: Option<f64>,
