@@ -533,19 +533,14 @@ fn a_mkosi_built_uefi_uki_image_gets_the_full_verdict_with_the_probe_injected() 
     assert!(r["diagnoses"].as_array().unwrap().is_empty());
 }
 
-/// The preseeded fixture with one file replaced (a raw copy, written with
-/// debugfs), and a scenario that expects its stack. Returns the folder
-/// (keep it alive) and the scenario.
-fn fixture_with_file(guest_path: &str, content: &str, outcome: &str) -> (tempfile::TempDir, PathBuf) {
-    let fixture = preseeded_fixture();
+/// A fixture's disk as a raw copy changed by `edit`, and a scenario that
+/// expects its stack and declares `outcome`. Returns the folder (keep it
+/// alive) and the scenario.
+fn edited_fixture(name: &str, edit: &dyn Fn(&Path), outcome: &str) -> (tempfile::TempDir, PathBuf) {
+    let fixture = fixture_dir(name);
     let dir = tempfile::tempdir().unwrap();
     let disk = raw_copy(&fixture, &dir.path().join("device.raw"));
-    let host = dir.path().join("replacement");
-    std::fs::write(&host, content).unwrap();
-    for cmd in [format!("rm {guest_path}"), format!("write {} {guest_path}", host.display())] {
-        let o = Command::new("debugfs").args(["-w", "-R", &cmd]).arg(&disk).output().unwrap();
-        assert!(o.status.success(), "debugfs {cmd}: {}", String::from_utf8_lossy(&o.stderr));
-    }
+    edit(&disk);
     let fx: Value = serde_json::from_str(&std::fs::read_to_string(fixture.join("fixture.json")).unwrap()).unwrap();
     let scenario = dir.path().join("device.toml");
     std::fs::write(
@@ -562,6 +557,43 @@ fn fixture_with_file(guest_path: &str, content: &str, outcome: &str) -> (tempfil
     )
     .unwrap();
     (dir, scenario)
+}
+
+/// The preseeded fixture with one file replaced (written with debugfs).
+fn fixture_with_file(guest_path: &str, content: &str, outcome: &str) -> (tempfile::TempDir, PathBuf) {
+    let edit = |disk: &Path| {
+        let host = disk.with_file_name("replacement");
+        std::fs::write(&host, content).unwrap();
+        for cmd in [format!("rm {guest_path}"), format!("write {} {guest_path}", host.display())] {
+            let o = Command::new("debugfs").args(["-w", "-R", &cmd]).arg(disk).output().unwrap();
+            assert!(o.status.success(), "debugfs {cmd}: {}", String::from_utf8_lossy(&o.stderr));
+        }
+    };
+    edited_fixture("debian-preseeded-x86_64", &edit, outcome)
+}
+
+/// The first-boot loader's `docker load` on a root filesystem shrunk to
+/// its minimum (resize2fs -M): the load runs out of space, and the
+/// diagnosis says so from the failed unit's own error, which the probe
+/// quotes from its journal.
+#[test]
+#[ignore = "suite full: cargo test --test boot -- --ignored"]
+fn a_root_too_small_for_the_first_boot_load_is_diagnosed_no_space() {
+    let _g = vm_lock();
+    let shrink = |disk: &Path| {
+        let fsck = Command::new("e2fsck").args(["-fy"]).arg(disk).output().unwrap();
+        assert!(fsck.status.code().unwrap_or(8) < 4, "e2fsck: {}", String::from_utf8_lossy(&fsck.stdout));
+        let o = Command::new("resize2fs").arg("-M").arg(disk).output().unwrap();
+        assert!(o.status.success(), "resize2fs -M: {}", String::from_utf8_lossy(&o.stderr));
+    };
+    let outcome = "[outcome]\nverdict = \"fail\"\ndiagnoses = [\"store-no-space\"]\n";
+    let (_dir, scenario) = edited_fixture("debian-load-at-boot-x86_64", &shrink, outcome);
+    let (out, rdir) = run(&[scenario.to_str().unwrap(), "--check-outcomes"]);
+    assert_eq!(out.status.code(), Some(0), "{}", explain(&out));
+    let r = report(rdir.path());
+    let ev = &r["diagnoses"][0]["evidence"][0];
+    assert!(ev["line"].as_str().unwrap().contains("no space left on device"), "{ev}");
+    assert_no_qemu_left("no space");
 }
 
 /// A store seeded at the default path while daemon.json points the engine
