@@ -35,7 +35,9 @@ static KERNEL: LazyLock<Regex> = LazyLock::new(|| {
     )
 });
 static START_LIMIT: LazyLock<Regex> = LazyLock::new(|| {
-    re(r"(?:docker|podman|containerd)\.(?:service|socket).*(?:start-limit-hit|Start request repeated too quickly)")
+    re(
+        r"(?:docker|podman|containerd)\.(?:service|socket).*(?:start-limit-hit|Start request repeated too quickly|kept failing)",
+    )
 });
 static EXEC_FORMAT: LazyLock<Regex> = LazyLock::new(|| re(r"exec format error"));
 static NET_LOOKUP: LazyLock<Regex> = LazyLock::new(|| {
@@ -462,6 +464,11 @@ mod tests {
         r.engine = engine(
             EngineState::Down,
             "boom; docker.service kept failing and hit its start limit (start-limit-hit); docker.service is failed, system is running",
+        );
+        assert_eq!(codes(&diagnose(&r, &[])), [DiagnosisCode::EngineCrashLoop]);
+        r.engine = engine(
+            EngineState::Down,
+            "unknown flag: --no-such-flag; docker.service kept failing: restarted 2 times, then stopped (its start limit); docker.service is failed, system is running",
         );
         assert_eq!(codes(&diagnose(&r, &[])), [DiagnosisCode::EngineCrashLoop]);
     }

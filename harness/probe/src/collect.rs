@@ -45,6 +45,9 @@ pub struct Collector {
     /// Stack units' last errors, asked when a unit fails or restarts,
     /// kept while its state stays: (unit, state) → error.
     stack_errors: HashMap<(String, String), String>,
+    /// When (boottime seconds) the engine unit was first seen failed, in
+    /// the current run of failed statuses.
+    engine_failed_since: Option<f64>,
 }
 
 impl Collector {
@@ -59,6 +62,7 @@ impl Collector {
             init: crate::init::name(),
             unit_error: None,
             stack_errors: HashMap::new(),
+            engine_failed_since: None,
         }
     }
 
@@ -163,22 +167,32 @@ impl Collector {
                 }
             }
         }
-        // A failed engine unit: quote the engine's own last error.
+        // A failed engine unit: quote the engine's own last error. The
+        // error is asked again once the unit has been restarted.
+        if engine_unit.active != "failed" {
+            self.engine_failed_since = None;
+            self.unit_error = None;
+        }
         if error.is_none() && systemd && engine_unit.active == "failed" {
             if self.unit_error.is_none() {
                 self.unit_error = journal_error(&self.cfg.engine_unit);
             }
             error = self.unit_error.clone();
         }
-        error = with_unit_result(error, &self.cfg.engine_unit, &engine_unit.result);
+        if engine_unit.active == "failed" {
+            error = with_unit_result(error, &self.cfg.engine_unit, &engine_unit.result, engine_unit.restarts);
+        }
         self.failing_streak = if failing { self.failing_streak + 1 } else { 0 };
         // The engine unit is reported too, but settledness is about the stack's units.
         let stack_units: Vec<_> = s.units.iter().filter(|u| u.name != self.cfg.engine_unit).cloned().collect();
         let all_units = std::mem::replace(&mut s.units, stack_units);
         s.clocks = clocks();
+        let engine_state = if engine_unit.active.is_empty() { "unknown" } else { &engine_unit.active };
+        let now = s.clocks.boottime_s;
+        let since = (engine_state == "failed").then(|| *self.engine_failed_since.get_or_insert(now));
         judge(
             &mut s,
-            if engine_unit.active.is_empty() { "unknown" } else { &engine_unit.active },
+            engine_state_for_judging(engine_state, &engine_unit.result, since, now),
             error.as_deref(),
             self.failing_streak,
             &self.cfg,
@@ -200,13 +214,34 @@ fn journal_error(unit: &str) -> Option<String> {
     last_error_line(&String::from_utf8_lossy(&out.stdout))
 }
 
+/// Seconds a failed engine unit stays failed before it is taken as down for
+/// good: a unit with `Restart=` can be seen `failed` for a moment between
+/// a failed start and its restart (dockerd with a bad flag, measured).
+pub const ENGINE_FAILED_FOR_S: f64 = 5.0;
+
+/// The engine unit's state as the stack's judge should take it: `failed`
+/// only once it hit its start limit or stayed failed for
+/// [`ENGINE_FAILED_FOR_S`]; before that, still `activating`.
+fn engine_state_for_judging<'a>(state: &'a str, result: &str, failed_since: Option<f64>, now: f64) -> &'a str {
+    match failed_since {
+        Some(t) if result != "start-limit-hit" && now - t < ENGINE_FAILED_FOR_S => "activating",
+        _ => state,
+    }
+}
+
 /// Why systemd stopped a failed unit, when that is more than "it failed":
-/// a unit that hit its start limit crash-looped (`Result=start-limit-hit`).
-fn with_unit_result(error: Option<String>, unit: &str, result: &str) -> Option<String> {
-    if result != "start-limit-hit" {
+/// a unit restarted again and again until its start limit crash-looped.
+/// systemd keeps the first failure's `Result` (`exit-code`) when the start
+/// limit then stops it, so `NRestarts` tells too.
+fn with_unit_result(error: Option<String>, unit: &str, result: &str, restarts: u32) -> Option<String> {
+    if result != "start-limit-hit" && restarts < 2 {
         return error;
     }
-    let why = format!("{unit} kept failing and hit its start limit (start-limit-hit)");
+    let why = if result == "start-limit-hit" {
+        format!("{unit} kept failing and hit its start limit (start-limit-hit)")
+    } else {
+        format!("{unit} kept failing: restarted {restarts} times, then stopped (its start limit)")
+    };
     Some(match error {
         Some(e) => format!("{e}; {why}"),
         None => why,
@@ -224,7 +259,8 @@ pub fn last_error_line(log: &str) -> Option<String> {
         l.contains("failed to start daemon") || l.contains("level=fatal") || l.contains("error starting daemon")
     };
     let error = |l: &&&str| l.contains("level=error") || l.to_ascii_lowercase().starts_with("error");
-    let plain = |l: &&&str| !l.contains("level=");
+    // Not cobra's usage hint after the error ("See 'dockerd --help'.").
+    let plain = |l: &&&str| !l.contains("level=") && !(l.starts_with("See '") && l.contains("--help'"));
     let l = lines
         .iter()
         .rev()
@@ -240,12 +276,32 @@ mod journal_tests {
     use super::{last_error_line, with_unit_result};
 
     #[test]
+    fn a_moment_of_failed_between_restarts_is_not_down_for_good() {
+        use super::{ENGINE_FAILED_FOR_S, engine_state_for_judging as j};
+        assert_eq!(j("failed", "exit-code", Some(20.0), 20.0), "activating");
+        assert_eq!(j("failed", "exit-code", Some(20.0), 20.0 + ENGINE_FAILED_FOR_S), "failed");
+        assert_eq!(j("failed", "start-limit-hit", Some(20.0), 20.0), "failed", "the start limit is final at once");
+        assert_eq!(j("active", "success", None, 20.0), "active");
+    }
+
+    #[test]
+    fn cobras_usage_hint_is_not_the_error() {
+        let log = "unknown flag: --no-such-flag\nSee 'dockerd --help'.\n";
+        assert_eq!(last_error_line(log).as_deref(), Some("unknown flag: --no-such-flag"));
+        let run = "docker: Cannot connect to the Docker daemon at unix:///var/run/docker.sock. Is the docker daemon running?.\nSee 'docker run --help'.\n";
+        assert!(last_error_line(run).unwrap().starts_with("docker: Cannot connect"));
+    }
+
+    #[test]
     fn a_unit_that_hit_its_start_limit_says_so_after_its_error() {
-        let e = with_unit_result(Some("boom".into()), "docker.service", "start-limit-hit").unwrap();
+        let e = with_unit_result(Some("boom".into()), "docker.service", "start-limit-hit", 0).unwrap();
         assert_eq!(e, "boom; docker.service kept failing and hit its start limit (start-limit-hit)");
-        assert!(with_unit_result(None, "docker.service", "start-limit-hit").unwrap().starts_with("docker.service"));
-        assert_eq!(with_unit_result(Some("boom".into()), "docker.service", "exit-code").as_deref(), Some("boom"));
-        assert_eq!(with_unit_result(None, "docker.service", "success"), None);
+        assert!(with_unit_result(None, "docker.service", "start-limit-hit", 0).unwrap().starts_with("docker.service"));
+        assert_eq!(with_unit_result(Some("boom".into()), "docker.service", "exit-code", 1).as_deref(), Some("boom"));
+        // What a dockerd with a bad flag leaves: exit-code, restarted twice.
+        let e = with_unit_result(Some("boom".into()), "docker.service", "exit-code", 2).unwrap();
+        assert_eq!(e, "boom; docker.service kept failing: restarted 2 times, then stopped (its start limit)");
+        assert_eq!(with_unit_result(None, "docker.service", "success", 0), None);
     }
 
     #[test]

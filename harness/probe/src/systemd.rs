@@ -19,6 +19,8 @@ pub struct UnitState {
     pub inactive_exit_us: u64,
     /// Where the state and times come from when not from systemd.
     pub source: String,
+    /// How often systemd restarted it automatically (`NRestarts`).
+    pub restarts: u32,
 }
 
 impl UnitState {
@@ -42,7 +44,7 @@ impl UnitState {
     }
 }
 
-const PROPS: &str = "Id,ActiveState,SubState,Result,ConditionResult,ConditionTimestampMonotonic,ActiveEnterTimestampMonotonic,InactiveExitTimestampMonotonic";
+const PROPS: &str = "Id,ActiveState,SubState,Result,NRestarts,ConditionResult,ConditionTimestampMonotonic,ActiveEnterTimestampMonotonic,InactiveExitTimestampMonotonic";
 
 /// Parse `systemctl show --property=…` output for several units (blocks
 /// separated by empty lines).
@@ -63,6 +65,7 @@ pub fn parse_show(text: &str) -> Vec<UnitState> {
             "ActiveState" => cur.active = v.to_string(),
             "SubState" => cur.sub = v.to_string(),
             "Result" => cur.result = v.to_string(),
+            "NRestarts" => cur.restarts = v.parse().unwrap_or(0),
             "ConditionResult" => cur.condition_result = v.to_string(),
             "ConditionTimestampMonotonic" => cur.condition_timestamp = num(),
             "ActiveEnterTimestampMonotonic" => cur.active_enter_us = num(),
@@ -122,11 +125,12 @@ mod tests {
 
     #[test]
     fn parses_several_units_with_timestamps() {
-        let t = "ActiveState=active\nSubState=running\nResult=success\nConditionResult=yes\nConditionTimestampMonotonic=123\nActiveEnterTimestampMonotonic=40123456\nInactiveExitTimestampMonotonic=30000000\nId=docker.service\n\nId=airboot-load-images.service\nActiveState=inactive\nSubState=dead\nConditionResult=no\nConditionTimestampMonotonic=456\nActiveEnterTimestampMonotonic=0\n";
+        let t = "ActiveState=active\nSubState=running\nResult=success\nNRestarts=3\nConditionResult=yes\nConditionTimestampMonotonic=123\nActiveEnterTimestampMonotonic=40123456\nInactiveExitTimestampMonotonic=30000000\nId=docker.service\n\nId=airboot-load-images.service\nActiveState=inactive\nSubState=dead\nConditionResult=no\nConditionTimestampMonotonic=456\nActiveEnterTimestampMonotonic=0\n";
         let u = parse_show(t);
         assert_eq!(u.len(), 2);
         assert_eq!(u[0].id, "docker.service");
         assert_eq!((u[0].active_enter_us, u[0].inactive_exit_us), (40_123_456, 30_000_000));
+        assert_eq!((u[0].restarts, u[1].restarts), (3, 0));
         assert!(!u[0].skipped());
         assert!(u[1].skipped());
         assert!(u[1].info().skipped);
