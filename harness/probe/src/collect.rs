@@ -260,7 +260,8 @@ pub fn last_error_line(log: &str) -> Option<String> {
     };
     let error = |l: &&&str| l.contains("level=error") || l.to_ascii_lowercase().starts_with("error");
     // Not cobra's usage hint after the error ("See 'dockerd --help'.").
-    let plain = |l: &&&str| !l.contains("level=") && !(l.starts_with("See '") && l.contains("--help'"));
+    let hint = |l: &str| l.starts_with("See '") && l.contains("--help'");
+    let plain = |l: &&&str| !l.contains("level=") && !hint(l);
     let l = lines
         .iter()
         .rev()
