@@ -270,13 +270,21 @@ mod tests {
     use airboot_proto::probe::ProbeStatus;
     use std::os::unix::net::UnixListener;
 
-    /// A fake probe on a unix socket: stale noise first, then real answers.
-    #[test]
-    fn handshake_skips_stale_lines_then_requests_are_matched_by_id() {
+    /// A fake probe: `serve` runs on its own thread with the listening
+    /// socket; returns the folder (keep it), the socket and the thread.
+    fn fake_probe(
+        serve: impl FnOnce(UnixListener) + Send + 'static,
+    ) -> (tempfile::TempDir, std::path::PathBuf, std::thread::JoinHandle<()>) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("probe.sock");
         let l = UnixListener::bind(&path).unwrap();
-        let t = std::thread::spawn(move || {
+        (dir, path, std::thread::spawn(move || serve(l)))
+    }
+
+    /// A fake probe on a unix socket: stale noise first, then real answers.
+    #[test]
+    fn handshake_skips_stale_lines_then_requests_are_matched_by_id() {
+        let (_dir, path, t) = fake_probe(move |l| {
             let (s, _) = l.accept().unwrap();
             let mut w = s.try_clone().unwrap();
             let mut r = BufReader::new(s);
@@ -339,10 +347,7 @@ mod tests {
     /// ever saw garbage says so with a sample instead of timing out.
     #[test]
     fn over_long_and_malformed_lines_are_capped_counted_and_named() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("probe.sock");
-        let l = UnixListener::bind(&path).unwrap();
-        let t = std::thread::spawn(move || {
+        let (_dir, path, t) = fake_probe(move |l| {
             let (s, _) = l.accept().unwrap();
             let mut w = s.try_clone().unwrap();
             let mut r = BufReader::new(s);
