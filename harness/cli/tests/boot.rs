@@ -335,32 +335,30 @@ fn notes(r: &Value) -> String {
     r["notes"].as_array().unwrap().iter().map(|n| n.as_str().unwrap_or("")).collect::<Vec<_>>().join("\n")
 }
 
-/// The preseeded fixture's disk as a user's image: raw, with airboot's
-/// probe, unit and enablement link taken out. Returns the folder, the disk
-/// and a scenario text (add `extra` under [image]).
-fn probe_less_image(extra: &str) -> (tempfile::TempDir, PathBuf, PathBuf) {
-    let fixture = preseeded_fixture();
+/// A fixture's disk as a raw copy changed by `edit`, and a scenario
+/// `name` that boots it with the fixture's kernel (`image_extra` added
+/// under [image]), expects its stack, then has `tail` (e.g. an [outcome]).
+/// Returns the folder (keep it alive), the disk and the scenario.
+fn edited_fixture(
+    fixture: &str,
+    edit: &dyn Fn(&Path),
+    name: &str,
+    image_extra: &str,
+    tail: &str,
+) -> (tempfile::TempDir, PathBuf, PathBuf) {
+    let fixture = fixture_dir(fixture);
     let dir = tempfile::tempdir().unwrap();
     let disk = raw_copy(&fixture, &dir.path().join("device.raw"));
-    for path in [
-        "/usr/local/sbin/airboot-probe",
-        "/etc/systemd/system/airboot-probe.service",
-        "/etc/systemd/system/multi-user.target.wants/airboot-probe.service",
-    ] {
-        let o = Command::new("debugfs").args(["-w", "-R"]).arg(format!("rm {path}")).arg(&disk).output().unwrap();
-        assert!(o.status.success(), "debugfs rm {path}: {}", String::from_utf8_lossy(&o.stderr));
-        let o = Command::new("debugfs").args(["-R"]).arg(format!("stat {path}")).arg(&disk).output().unwrap();
-        assert!(String::from_utf8_lossy(&o.stderr).contains("File not found"), "{path} is still in the image");
-    }
+    edit(&disk);
     let fx: Value = serde_json::from_str(&std::fs::read_to_string(fixture.join("fixture.json")).unwrap()).unwrap();
     let scenario = dir.path().join("device.toml");
     std::fs::write(
         &scenario,
         format!(
-            "name = \"probe-less\"\n[image]\npath = {:?}\nkernel = {:?}\ninitrd = {:?}\nappend = {}\n{extra}\n\
+            "name = \"{name}\"\n[image]\npath = {:?}\nkernel = {:?}\ninitrd = {:?}\nappend = {}\n{image_extra}\n\
              [expect]\nimages = [\"fixture/busybox:1\", \"fixture/redis:1\"]\n\
              containers = [{{ name = \"redis\", image = \"fixture/redis:1\", healthy = true }}, {{ name = \"web\", image = \"fixture/busybox:1\" }}]\n\
-             timeout = \"120s\"\n",
+             timeout = \"120s\"\n{tail}",
             disk.display().to_string(),
             fixture.join("vmlinuz").display().to_string(),
             fixture.join("initrd.img").display().to_string(),
@@ -369,6 +367,25 @@ fn probe_less_image(extra: &str) -> (tempfile::TempDir, PathBuf, PathBuf) {
     )
     .unwrap();
     (dir, disk, scenario)
+}
+
+/// The preseeded fixture's disk as a user's image: raw, with airboot's
+/// probe, unit and enablement link taken out. Returns the folder, the disk
+/// and a scenario text (add `extra` under [image]).
+fn probe_less_image(extra: &str) -> (tempfile::TempDir, PathBuf, PathBuf) {
+    let strip = |disk: &Path| {
+        for path in [
+            "/usr/local/sbin/airboot-probe",
+            "/etc/systemd/system/airboot-probe.service",
+            "/etc/systemd/system/multi-user.target.wants/airboot-probe.service",
+        ] {
+            let o = Command::new("debugfs").args(["-w", "-R"]).arg(format!("rm {path}")).arg(disk).output().unwrap();
+            assert!(o.status.success(), "debugfs rm {path}: {}", String::from_utf8_lossy(&o.stderr));
+            let o = Command::new("debugfs").args(["-R"]).arg(format!("stat {path}")).arg(disk).output().unwrap();
+            assert!(String::from_utf8_lossy(&o.stderr).contains("File not found"), "{path} is still in the image");
+        }
+    };
+    edited_fixture("debian-preseeded-x86_64", &strip, "probe-less", extra, "")
 }
 
 /// The probe-less root laid out as a whole device disk by
@@ -533,32 +550,6 @@ fn a_mkosi_built_uefi_uki_image_gets_the_full_verdict_with_the_probe_injected() 
     assert!(r["diagnoses"].as_array().unwrap().is_empty());
 }
 
-/// A fixture's disk as a raw copy changed by `edit`, and a scenario that
-/// expects its stack and declares `outcome`. Returns the folder (keep it
-/// alive) and the scenario.
-fn edited_fixture(name: &str, edit: &dyn Fn(&Path), outcome: &str) -> (tempfile::TempDir, PathBuf) {
-    let fixture = fixture_dir(name);
-    let dir = tempfile::tempdir().unwrap();
-    let disk = raw_copy(&fixture, &dir.path().join("device.raw"));
-    edit(&disk);
-    let fx: Value = serde_json::from_str(&std::fs::read_to_string(fixture.join("fixture.json")).unwrap()).unwrap();
-    let scenario = dir.path().join("device.toml");
-    std::fs::write(
-        &scenario,
-        format!(
-            "name = \"edited\"\n[image]\npath = {:?}\nkernel = {:?}\ninitrd = {:?}\nappend = {}\n\
-             [expect]\nimages = [\"fixture/busybox:1\", \"fixture/redis:1\"]\n\
-             containers = [{{ name = \"redis\", healthy = true }}, {{ name = \"web\" }}]\ntimeout = \"120s\"\n{outcome}",
-            disk.display().to_string(),
-            fixture.join("vmlinuz").display().to_string(),
-            fixture.join("initrd.img").display().to_string(),
-            fx["append"],
-        ),
-    )
-    .unwrap();
-    (dir, scenario)
-}
-
 /// The preseeded fixture with one file replaced (written with debugfs).
 fn fixture_with_file(guest_path: &str, content: &str, outcome: &str) -> (tempfile::TempDir, PathBuf) {
     let edit = |disk: &Path| {
@@ -569,7 +560,8 @@ fn fixture_with_file(guest_path: &str, content: &str, outcome: &str) -> (tempfil
             assert!(o.status.success(), "debugfs {cmd}: {}", String::from_utf8_lossy(&o.stderr));
         }
     };
-    edited_fixture("debian-preseeded-x86_64", &edit, outcome)
+    let (dir, _disk, scenario) = edited_fixture("debian-preseeded-x86_64", &edit, "edited", "", outcome);
+    (dir, scenario)
 }
 
 /// A root filesystem shrunk to its minimum (resize2fs -M) and filled to
@@ -607,7 +599,7 @@ fn a_root_too_small_for_the_first_boot_load_is_diagnosed_no_space() {
         assert!(o.status.success(), "debugfs write /filler: {}", String::from_utf8_lossy(&o.stderr));
     };
     let outcome = "[outcome]\nverdict = \"fail\"\ndiagnoses = [\"store-no-space\"]\n";
-    let (_dir, scenario) = edited_fixture("debian-load-at-boot-x86_64", &shrink, outcome);
+    let (_dir, _disk, scenario) = edited_fixture("debian-load-at-boot-x86_64", &shrink, "no-space", "", outcome);
     let (out, rdir) = run(&[scenario.to_str().unwrap(), "--check-outcomes"]);
     assert_eq!(out.status.code(), Some(0), "{}", explain(&out));
     let r = report(rdir.path());
@@ -791,27 +783,12 @@ fn a_store_read_only_at_runtime_fails_quoting_the_engines_own_error() {
 #[ignore = "suite full (run with --ignored)"]
 fn a_probe_less_sysvinit_image_gets_the_probe_started_from_inittab() {
     let _g = vm_lock();
-    let fixture = fixture_dir("debian-sysvinit-x86_64");
-    let dir = tempfile::tempdir().unwrap();
-    let disk = raw_copy(&fixture, &dir.path().join("sysv.raw"));
-    let o = Command::new("debugfs").args(["-w", "-R", "rm /usr/local/sbin/airboot-probe"]).arg(&disk).output().unwrap();
-    assert!(o.status.success());
-    let fx: Value = serde_json::from_str(&std::fs::read_to_string(fixture.join("fixture.json")).unwrap()).unwrap();
-    let scenario = dir.path().join("sysv.toml");
-    std::fs::write(
-        &scenario,
-        format!(
-            "name = \"probe-less-sysvinit\"\n[image]\npath = {:?}\nkernel = {:?}\ninitrd = {:?}\nappend = {}\n\
-             [expect]\nimages = [\"fixture/busybox:1\", \"fixture/redis:1\"]\n\
-             containers = [{{ name = \"redis\", image = \"fixture/redis:1\", healthy = true }}, {{ name = \"web\", image = \"fixture/busybox:1\" }}]\n\
-             timeout = \"120s\"\n",
-            disk.display().to_string(),
-            fixture.join("vmlinuz").display().to_string(),
-            fixture.join("initrd.img").display().to_string(),
-            fx["append"],
-        ),
-    )
-    .unwrap();
+    let strip = |disk: &Path| {
+        let o =
+            Command::new("debugfs").args(["-w", "-R", "rm /usr/local/sbin/airboot-probe"]).arg(disk).output().unwrap();
+        assert!(o.status.success());
+    };
+    let (_dir, _disk, scenario) = edited_fixture("debian-sysvinit-x86_64", &strip, "probe-less-sysvinit", "", "");
     let (out, rdir) = run(&[scenario.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(0), "{}", explain(&out));
     let r = report(rdir.path());
