@@ -157,7 +157,6 @@ pub fn diagnose(r: &Report, console: &[TimedLine]) -> Vec<Diagnosis> {
     } else if store_empty {
         // Every expected image missing and nothing listed at all: the
         // engine is looking at an empty store, not a store missing one.
-        let listed = r.images.iter().filter(|i| i.present).count();
         out.push(diag(
             DiagnosisCode::StorageDriverMismatch,
             format!(
@@ -167,7 +166,7 @@ pub fn diagnose(r: &Report, console: &[TimedLine]) -> Vec<Diagnosis> {
                 source: "status".into(),
                 t_s: r.status.last_t_s,
                 line: format!(
-                    "{listed} image(s) listed{}; expected: {}",
+                    "0 image(s) listed{}; expected: {}",
                     r.engine
                         .as_ref()
                         .and_then(|e| e.storage_driver.as_deref())
