@@ -85,6 +85,45 @@ fn diag(code: DiagnosisCode, summary: String, evidence: Vec<DiagEvidence>, confi
     Diagnosis { code, summary, evidence, fix: code.fix().into(), confidence }
 }
 
+/// A boot that followed a clean reboot (step `step`, report folder
+/// `dir`) and loaded images again: the first-boot loader runs on every
+/// boot. `summary` is that boot in brief (load time, store growth).
+pub fn load_every_boot(step: &str, next: &Report, summary: &crate::report::NextBoot) -> Option<Diagnosis> {
+    if next.image_loads.is_empty() {
+        return None;
+    }
+    let engine = next.engine.as_ref().map(|e| e.name.as_str()).unwrap_or("the engine");
+    let images: Vec<String> = dedup(next.image_loads.iter().map(|l| l.image.as_str()).collect())
+        .into_iter()
+        .map(|i| if i.starts_with("sha256:") { crate::units::short_id(i) } else { i.to_string() })
+        .collect();
+    let span = summary.load_s.map(|s| format!(" over {s:.1} s")).unwrap_or_default();
+    let growth = match summary.store_growth_bytes {
+        Some(g) => format!("; the store's filesystem changed by {}", crate::units::signed_bytes(g)),
+        None => String::new(),
+    };
+    let evidence = next
+        .image_loads
+        .iter()
+        .map(|l| DiagEvidence {
+            source: format!("{}/status", summary.dir),
+            t_s: Some(l.t_s),
+            line: format!("{engine} event: image load {}", l.image),
+        })
+        .collect();
+    Some(diag(
+        DiagnosisCode::LoadEveryBoot,
+        format!(
+            "after the {step} step's reboot, {engine} loaded {} image{} again ({}){span}{growth}",
+            images.len(),
+            if images.len() == 1 { "" } else { "s" },
+            images.join(", ")
+        ),
+        evidence,
+        Confidence::Certain,
+    ))
+}
+
 /// The named causes of `r`'s failures, most specific first. Empty when the
 /// run passed or nothing names a cause.
 pub fn diagnose(r: &Report, console: &[TimedLine]) -> Vec<Diagnosis> {
@@ -503,5 +542,43 @@ mod tests {
         assert_eq!(codes(&diagnose(&r, &[])), [DiagnosisCode::ContainerCrashLoop]);
         r.containers[0].expected = false;
         assert!(diagnose(&r, &[]).is_empty(), "a container nobody expects is not the cause");
+    }
+
+    fn with_store(used: u64) -> Report {
+        let mut r = failed(&[]);
+        r.engine = Some(EngineRecord {
+            name: "docker".into(),
+            state: EngineState::Up,
+            store_fs: Some(airboot_proto::FsUsage { size_bytes: 1 << 30, used_bytes: used }),
+            ..Default::default()
+        });
+        r
+    }
+
+    #[test]
+    fn a_boot_after_a_reboot_that_loads_again_is_load_every_boot_with_its_time_and_growth() {
+        let first = with_store(100 << 20);
+        let mut next = with_store((100 << 20) + (3 << 19));
+        next.image_loads = vec![
+            crate::run::ImageLoad { image: "sha256:aaa".into(), t_s: 10.5 },
+            crate::run::ImageLoad { image: "sha256:bbb".into(), t_s: 18.0 },
+        ];
+        let brief = crate::report::NextBoot::of("again", &first, &next);
+        assert_eq!(brief.image_loads, 2);
+        assert_eq!(brief.load_s, Some(7.5));
+        assert_eq!(brief.store_growth_bytes, Some(3 << 19));
+        let d = load_every_boot("again", &next, &brief).expect("diagnosed");
+        assert_eq!(d.code, DiagnosisCode::LoadEveryBoot);
+        assert_eq!(
+            d.summary,
+            "after the again step's reboot, docker loaded 2 images again (aaa, bbb) over 7.5 s; the store's filesystem changed by +1.5 MiB"
+        );
+        assert_eq!(d.evidence.len(), 2);
+        assert_eq!((d.evidence[0].source.as_str(), d.evidence[0].t_s), ("again/status", Some(10.5)));
+        // A second boot that loads nothing: no diagnosis, no load time.
+        let quiet = with_store(100 << 20);
+        let brief = crate::report::NextBoot::of("again", &first, &quiet);
+        assert_eq!((brief.image_loads, brief.load_s, brief.store_growth_bytes), (0, None, Some(0)));
+        assert!(load_every_boot("again", &quiet, &brief).is_none());
     }
 }

@@ -161,6 +161,9 @@ pub struct GuestTimes {
     pub running: BTreeMap<String, f64>,
     /// Each container: the first passing health check.
     pub healthy: BTreeMap<String, f64>,
+    /// Every image load the engine reported (`docker load`), in order:
+    /// what it named and when.
+    pub loads: Vec<(String, f64)>,
 }
 
 /// Extract the timeline from a status.
@@ -172,7 +175,10 @@ pub fn guest_times(s: &ProbeStatus, map: &ClockMap, engine_unit: &str) -> GuestT
     for e in &s.events {
         let t = map.from_real(e.time_nano as f64 / 1e9);
         match (e.kind.as_str(), e.action.as_str()) {
-            ("image", "tag" | "load" | "pull") => {
+            ("image", a @ ("tag" | "load" | "pull")) => {
+                if a == "load" {
+                    g.loads.push((e.actor.clone(), t));
+                }
                 if let Ok(r) = normalize_ref(&e.actor) {
                     g.images.entry(r).or_insert(t);
                 }
@@ -243,6 +249,12 @@ mod tests {
             units: vec![UnitInfo { name: "docker.service".into(), active_enter_us: 40_000_000, ..Default::default() }],
             events: vec![
                 EngineEvent {
+                    time_nano: 1_045_000_000_000,
+                    kind: "image".into(),
+                    action: "load".into(),
+                    actor: "sha256:abc".into(),
+                },
+                EngineEvent {
                     time_nano: 1_050_000_000_000,
                     kind: "image".into(),
                     action: "tag".into(),
@@ -286,6 +298,7 @@ mod tests {
         assert_eq!(g.init, Some(13.0));
         assert_eq!(g.engine, Some(47.0));
         assert_eq!(g.images["fixture/redis:1"], 50.0);
+        assert_eq!(g.loads, [("sha256:abc".to_string(), 45.0)], "loads only, in order");
         assert_eq!(g.running["redis"], 60.0, "the event, not the later StartedAt");
         assert_eq!(g.running["web"], 65.0, "StartedAt when no event is remembered");
         assert_eq!(g.healthy["redis"], 80.0, "the earliest of the healthy event and the passing checks");

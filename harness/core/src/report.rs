@@ -202,6 +202,10 @@ pub struct Report {
     pub images: Vec<ImageRow>,
     pub containers: Vec<ContainerRow>,
     pub engine: Option<airboot_proto::EngineRecord>,
+    /// Every image the engine loaded during this boot (`docker load`
+    /// events), with when, from the guest's clock.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub image_loads: Vec<crate::run::ImageLoad>,
     /// The stack's units as the guest last reported them, with a failed
     /// or restarting unit's last error.
     #[serde(default)]
@@ -213,6 +217,11 @@ pub struct Report {
     pub diagnoses: Vec<airboot_model::Diagnosis>,
     /// Things worth knowing that are not failures.
     pub notes: Vec<String>,
+    /// `[[step]]`: what was done after this boot's verdict, in order, each
+    /// reboot or power cut with the boot that followed it (whose full
+    /// report is in its own folder).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub steps: Vec<StepRecord>,
     /// `airboot cut`: every cut and its verdict.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub power_cuts: Vec<crate::cut::PowerCut>,
@@ -253,9 +262,11 @@ impl Report {
             images: Vec::new(),
             containers: Vec::new(),
             engine: None,
+            image_loads: Vec::new(),
             units: Vec::new(),
             failures: Vec::new(),
             diagnoses: Vec::new(),
+            steps: Vec::new(),
             notes: Vec::new(),
             power_cuts: Vec::new(),
             status: StatusInfo::default(),
@@ -386,5 +397,65 @@ mod tests {
         }
         let back: Report = serde_json::from_value(v).unwrap();
         assert_eq!(back, r);
+    }
+}
+
+/// One `[[step]]` as it went.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct StepRecord {
+    pub name: String,
+    /// `run `…``, `reboot`, `power cut`.
+    pub action: String,
+    pub ok: bool,
+    /// What happened, in words (why it failed, when it did).
+    pub detail: String,
+    /// When it began and ended, seconds from the t0 of the boot it ran in.
+    pub start_s: f64,
+    pub end_s: f64,
+    /// A `run` step: the command's exit status and the end of its output.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exec: Option<airboot_proto::probe::ExecResult>,
+    /// A reboot or a power cut: the boot that followed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_boot: Option<NextBoot>,
+}
+
+/// The boot after a reboot or power cut step, in brief.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct NextBoot {
+    /// Its report folder, relative to this report's.
+    pub dir: String,
+    pub verdict: Verdict,
+    pub time_to_stack_s: Option<f64>,
+    pub failures: Vec<String>,
+    pub diagnoses: Vec<String>,
+    /// Images the engine loaded during it.
+    pub image_loads: usize,
+    /// From its first image load to its last, seconds (guest clock).
+    pub load_s: Option<f64>,
+    /// Bytes used on the store's filesystem at its end, and the change
+    /// since the end of the boot before it.
+    pub store_used_bytes: Option<u64>,
+    pub store_growth_bytes: Option<i64>,
+}
+
+impl NextBoot {
+    /// The boot `next` (report folder `dir`) that followed `prev`.
+    pub fn of(dir: &str, prev: &Report, next: &Report) -> NextBoot {
+        let used = |r: &Report| r.engine.as_ref().and_then(|e| e.store_fs).map(|f| f.used_bytes);
+        let (first, last) = next.image_loads.iter().fold((None::<f64>, None::<f64>), |(a, b), l| {
+            (Some(a.map_or(l.t_s, |a| a.min(l.t_s))), Some(b.map_or(l.t_s, |b| b.max(l.t_s))))
+        });
+        NextBoot {
+            dir: dir.to_string(),
+            verdict: next.verdict,
+            time_to_stack_s: next.time_to_stack_s,
+            failures: next.failures.iter().map(Failure::to_string).collect(),
+            diagnoses: next.diagnoses.iter().map(|d| d.code.to_string()).collect(),
+            image_loads: next.image_loads.len(),
+            load_s: first.zip(last).map(|(a, b)| b - a),
+            store_used_bytes: used(next),
+            store_growth_bytes: used(next).zip(used(prev)).map(|(n, p)| n as i64 - p as i64),
+        }
     }
 }

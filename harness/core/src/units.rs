@@ -127,3 +127,35 @@ mod tests {
         }
     }
 }
+
+/// A signed byte count for people: `+1.5 MiB`, `-12 KiB`, `+0 B`.
+pub fn signed_bytes(b: i64) -> String {
+    let sign = if b < 0 { '-' } else { '+' };
+    let a = b.unsigned_abs() as f64;
+    if a >= 1048576.0 {
+        format!("{sign}{:.1} MiB", a / 1048576.0)
+    } else if a >= 1024.0 {
+        format!("{sign}{:.0} KiB", a / 1024.0)
+    } else {
+        format!("{sign}{a} B")
+    }
+}
+
+/// An image ID as people read it: 12 hex digits, no `sha256:`.
+pub fn short_id(id: &str) -> String {
+    id.strip_prefix("sha256:").unwrap_or(id).chars().take(12).collect()
+}
+
+#[cfg(test)]
+mod human_tests {
+    use super::*;
+
+    #[test]
+    fn byte_counts_and_ids_read_short() {
+        assert_eq!(signed_bytes(3 << 19), "+1.5 MiB");
+        assert_eq!(signed_bytes(-12 * 1024), "-12 KiB");
+        assert_eq!(signed_bytes(0), "+0 B");
+        assert_eq!(short_id("sha256:e1845bd6deecaf066966"), "e1845bd6deec");
+        assert_eq!(short_id("fixture/redis:1"), "fixture/redi");
+    }
+}

@@ -52,6 +52,9 @@ pub enum Variant {
     /// image verified (`docker save` checks every layer against its
     /// diff_id) before it is tagged, the set reloaded when one fails.
     LoadAtBootSafe,
+    /// The same archives, loaded by a unit with no once-only guard: it
+    /// loads them again on every boot (the `load-every-boot` control).
+    LoadEveryBoot,
     /// Preseeded, plus a first-boot unit that pulls from a registry: an
     /// air-gap violation airboot must catch and name.
     Egress,
@@ -63,6 +66,7 @@ impl Variant {
             Variant::Preseeded => "preseeded",
             Variant::LoadAtBoot => "load-at-boot",
             Variant::LoadAtBootSafe => "load-at-boot-safe",
+            Variant::LoadEveryBoot => "load-every-boot",
             Variant::Egress => "egress",
         }
     }
@@ -131,7 +135,7 @@ pub struct FixtureDef {
 /// Every fixture that can be built.
 pub fn catalog() -> Vec<FixtureDef> {
     use FixtureBoot::{Direct, Uefi};
-    use Variant::{Egress, LoadAtBoot, LoadAtBootSafe, Preseeded};
+    use Variant::{Egress, LoadAtBoot, LoadAtBootSafe, LoadEveryBoot, Preseeded};
     let def = |name, arch, containers, variant, boot, description| FixtureDef {
         name,
         engine: Engine::Docker,
@@ -175,6 +179,14 @@ pub fn catalog() -> Vec<FixtureDef> {
             LoadAtBootSafe,
             Direct,
             "the load-at-boot fixture with a crash-safe loader: verify each image (docker save) before tagging, reload the set when one fails",
+        ),
+        def(
+            "debian-load-every-boot-x86_64",
+            x86,
+            x86,
+            LoadEveryBoot,
+            Direct,
+            "the load-at-boot fixture whose loader has no once-only guard: it loads the archives again on every boot (negative control for load-every-boot)",
         ),
         def(
             "debian-egress-x86_64",

@@ -69,6 +69,10 @@ diagnoses! {
         "something in the boot tried to reach a network: it will hang or fail on a device with none",
         "the probe saw a connection attempt or a DNS query (unit, process and destination), or the console quotes a registry or name lookup failing",
         "make the named unit or container start without the network: seed the image instead of pulling it, drop `pull: always` and `--pull`, wait on nothing network-online";
+    LoadEveryBoot = "load-every-boot",
+        "the first-boot loader loads the image archives again on every boot",
+        "a `reboot` step's next boot, on the disk the first boot left, shows the engine loading images again (its `load` events); the report gives that boot's load time and the store's growth",
+        "make the loader run once: a marker file it writes last (`ConditionPathExists=!` on the unit), or check the engine for each image before loading it";
     ContainerCrashLoop = "container-crash-loop",
         "an expected container keeps exiting and being restarted",
         "an expected container is `restarting`, or `exited` with a non-zero code, in the engine's status",

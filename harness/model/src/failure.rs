@@ -55,6 +55,7 @@ codes! {
     MilestoneLate = "milestone-late", Fail, "a milestone came after its budget, or never";
     Timeout = "timeout", Fail, "the run was not decided before its timeout";
     Undecided = "undecided", Fail, "the run ended before it was decided";
+    StepFailed = "step-failed", Fail, "a `[[step]]` failed: its command did not exit as required, the guest did not reboot, or the boot after it failed";
     LoginFailed = "login-failed", Error, "airboot could not log in on the serial console with the scenario's `[image] login`";
     NoReporter = "no-reporter", Error, "nothing in the guest reports its stack (no probe, no status block, no login): airboot cannot judge it";
     // The console.

@@ -149,6 +149,7 @@ impl Collector {
                     if let Some((root, driver)) = &self.store {
                         s.engine.data_root = Some(root.clone());
                         s.engine.storage_driver = Some(driver.clone()).filter(|d| !d.is_empty());
+                        s.engine.store_fs = fs_usage(root);
                     }
                     s.images = images;
                     s.containers = containers;
@@ -270,6 +271,24 @@ pub fn last_error_line(log: &str) -> Option<String> {
         .or_else(|| lines.iter().rev().find(plain))?;
     let msg = l.find("msg=").map(|i| &l[i + 4..]).unwrap_or(l).trim_matches('"');
     Some(msg.chars().take(300).collect())
+}
+
+/// `statvfs` of the filesystem holding `path`.
+fn fs_usage(path: &str) -> Option<airboot_proto::FsUsage> {
+    let c = std::ffi::CString::new(path).ok()?;
+    #[allow(unsafe_code)]
+    // SAFETY: statvfs is plain old data; all-zero is a valid value, and
+    // statvfs(3) fills the struct we own from a NUL-terminated path.
+    let st = unsafe {
+        let mut st: libc::statvfs = std::mem::zeroed();
+        if libc::statvfs(c.as_ptr(), &mut st) != 0 {
+            return None;
+        }
+        st
+    };
+    let frag = st.f_frsize as u64;
+    let size = st.f_blocks as u64 * frag;
+    Some(airboot_proto::FsUsage { size_bytes: size, used_bytes: size.saturating_sub(st.f_bfree as u64 * frag) })
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@
 mod airgap;
 mod collect;
 mod engine;
+mod exec;
 mod init;
 mod loadwatch;
 mod server;

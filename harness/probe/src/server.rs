@@ -93,6 +93,20 @@ pub fn answer(shared: &Shared, req: Request, transport: &str) -> Response {
                 Err(e) => Body::Error { message: format!("cannot run sync: {e}") },
             }
         }
+        Op::Exec { command, timeout_s } => {
+            Body::Executed(crate::exec::run(&command, Duration::from_secs(timeout_s.clamp(1, 3600))))
+        }
+        Op::Reboot => {
+            let how = crate::exec::reboot_command();
+            let argv = how.clone();
+            // Answer first: the reboot ends this connection.
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(300));
+                let _ = std::process::Command::new("sync").status();
+                let _ = std::process::Command::new(argv[0]).args(&argv[1..]).status();
+            });
+            Body::Rebooting { how: how.join(" ") }
+        }
     };
     Response { id: req.id, body }
 }

@@ -133,6 +133,18 @@ pub struct EngineRecord {
     /// Its storage driver (`overlay2`, `vfs`, …), when it told.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub storage_driver: Option<String>,
+    /// The filesystem holding the data root (`statvfs`), when known: how
+    /// big it is and how much is used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store_fs: Option<FsUsage>,
+}
+
+/// A filesystem's size and use, in bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct FsUsage {
+    pub size_bytes: u64,
+    pub used_bytes: u64,
 }
 
 /// One line of `docker images`: one tag of one image (or an untagged image).

@@ -40,6 +40,17 @@ pub enum Op {
     /// Write the guest's dirty pages to its disk (`sync`), so that what
     /// the harness reads from the disk afterwards is what the guest sees.
     Sync,
+    /// Run `command` with `sh -c` (stdout and stderr together), wait up
+    /// to `timeout_s`, and answer its exit status and the end of its
+    /// output (a scenario's `[[step]] run`).
+    Exec {
+        command: String,
+        timeout_s: u64,
+    },
+    /// Write the disk (`sync`), answer, then reboot the guest through its
+    /// init system (`systemctl reboot`, or `reboot`). QEMU runs with
+    /// `-no-reboot`, so the reboot ends it.
+    Reboot,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -56,8 +67,33 @@ pub enum Body {
     Status(Box<ProbeStatus>),
     RunImage(RunImageResult),
     Airgap(AirgapReport),
-    Synced { seconds: f64 },
-    Error { message: String },
+    Synced {
+        seconds: f64,
+    },
+    Executed(ExecResult),
+    /// The reboot was asked for, `how`.
+    Rebooting {
+        how: String,
+    },
+    Error {
+        message: String,
+    },
+}
+
+/// Most of a command's output an [`Op::Exec`] answer carries (its end).
+pub const EXEC_OUTPUT_CAP: usize = 16 * 1024;
+
+/// What a command run by [`Op::Exec`] did.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct ExecResult {
+    /// Its exit status; `None` when it was killed (a signal, or the
+    /// timeout).
+    pub exit_code: Option<i32>,
+    pub timed_out: bool,
+    /// The end of its output (stdout and stderr together), at most
+    /// [`EXEC_OUTPUT_CAP`] bytes.
+    pub output: String,
+    pub seconds: f64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]

@@ -28,6 +28,8 @@ pub enum ProbeEvent {
         runs: Vec<RunImageResult>,
         airgap: Option<AirgapReport>,
     },
+    /// The answer to a [`Session::ask`].
+    Answer(Result<Body, String>),
     /// A problem worth a note in the report (reported once per kind).
     Trouble(String),
     /// A handshake saw only lines that are no probe answer (described).
@@ -37,12 +39,19 @@ pub enum ProbeEvent {
 pub struct Session {
     stop: Arc<AtomicBool>,
     verify: mpsc::Sender<Vec<String>>,
+    ask: mpsc::Sender<(Op, Duration)>,
 }
 
 impl Session {
     /// Ask the probe to run these images and check the air gap.
     pub fn verify(&self, images: Vec<String>) {
         let _ = self.verify.send(images);
+    }
+
+    /// Send `op` (waiting up to `within` for its answer, connecting first
+    /// if need be); the answer comes back as [`ProbeEvent::Answer`].
+    pub fn ask(&self, op: Op, within: Duration) {
+        let _ = self.ask.send((op, within));
     }
 }
 
@@ -62,12 +71,13 @@ fn unix_now() -> f64 {
 pub fn start(endpoint: Endpoint, t0: Instant, tx: tokio::sync::mpsc::UnboundedSender<ProbeEvent>) -> Session {
     let stop = Arc::new(AtomicBool::new(false));
     let (vtx, vrx) = mpsc::channel::<Vec<String>>();
+    let (atx, arx) = mpsc::channel::<(Op, Duration)>();
     let stop2 = stop.clone();
     std::thread::Builder::new()
         .name("airboot-probe-session".into())
-        .spawn(move || run(endpoint, t0, tx, vrx, stop2))
+        .spawn(move || run(endpoint, t0, tx, vrx, arx, stop2))
         .expect("spawn the probe session thread");
-    Session { stop, verify: vtx }
+    Session { stop, verify: vtx, ask: atx }
 }
 
 fn run(
@@ -75,6 +85,7 @@ fn run(
     t0: Instant,
     tx: tokio::sync::mpsc::UnboundedSender<ProbeEvent>,
     verify: mpsc::Receiver<Vec<String>>,
+    ask: mpsc::Receiver<(Op, Duration)>,
     stop: Arc<AtomicBool>,
 ) {
     let mut client: Option<ProbeClient> = None;
@@ -104,6 +115,14 @@ fn run(
             }
             continue;
         };
+        if let Ok((op, within)) = ask.try_recv() {
+            let answer = c.request(op, within).map_err(|e| e.to_string());
+            if answer.is_err() {
+                client = None;
+            }
+            let _ = tx.send(ProbeEvent::Answer(answer));
+            continue;
+        }
         if let Ok(images) = verify.try_recv() {
             let mut runs = Vec::new();
             for r in images {

@@ -28,6 +28,8 @@ use crate::process::{GroupGuard, harden_tokio, interrupt_reason, interrupted};
 use crate::qmp::Qmp;
 use crate::transport::{Endpoint, Plan};
 
+mod steps;
+
 /// Longest console line kept; longer lines are cut (and flagged).
 pub const MAX_LINE: usize = 4096;
 /// console.log stops growing here; the report says so.
@@ -100,6 +102,8 @@ pub struct VmOutcome {
     pub probe_version: Option<String>,
     pub helper_log_tail: Vec<String>,
     pub recorded: Option<Recorded>,
+    /// `[[step]]` actions carried out after the verdict.
+    pub steps: Vec<airboot_core::report::StepRecord>,
 }
 
 pub struct VmRunner {
@@ -115,6 +119,9 @@ pub struct VmRunner {
     /// No probe: log in on the serial console and start the reference
     /// reporter (`airboot_core::login`).
     pub login: Option<LoginPlan>,
+    /// `[[step]]` actions to carry out once the run has decided, up to
+    /// and including the first that ends the boot (timeouts scaled).
+    pub after: Vec<airboot_core::scenario::StepSpec>,
 }
 
 /// Credentials and the reporter's configuration for a console login. The
@@ -314,7 +321,20 @@ impl VmRunner {
         vm.qmp.execute_within(qapi::qmp::cont {}, Duration::from_secs(10)).await?;
         let t0 = Instant::now();
         on_event(VmEvent::Started { qemu_version: vm.qemu_version.clone() });
-        let pumped = self.pump(&mut vm, &mut console, &mut run, t0, on_event).await?;
+        let (ptx, mut prx) = tokio::sync::mpsc::unbounded_channel::<ProbeEvent>();
+        let session = match &self.plan.endpoint {
+            Endpoint::None => None,
+            e => Some(probe_session::start(e.clone(), t0, ptx)),
+        };
+        let mut pumped = self.pump(&mut vm, &mut console, &mut run, session.as_ref(), &mut prx, t0, on_event).await?;
+        let mut steps = Vec::new();
+        if !self.after.is_empty() && pumped.exit.is_none() && !pumped.cut_now && run.is_done() && !interrupted() {
+            let mut s = steps::Steps { session: session.as_ref(), events: &mut prx, t0 };
+            let (done, exit) = s.carry_out(&mut vm, &mut console, &self.after, on_event).await;
+            steps = done;
+            pumped.exit = exit;
+        }
+        drop(session);
         let _ = console.log.flush();
         // A cut: freeze the guest. The recorder noted how far the write
         // log got when the cut's moment came, before this pause, because
@@ -348,6 +368,7 @@ impl VmRunner {
             probe_version: pumped.probe_version,
             recorded: pumped.recorded,
             helper_log_tail: if self.plan.helper.is_some() { file_tail(&helper_log, 10) } else { Vec::new() },
+            steps,
         })
     }
 
@@ -450,11 +471,14 @@ impl VmRunner {
     /// From t0: feed the console and the probe to the run state machine
     /// (and the recorder, for a recorded boot) until the run decides, the
     /// cut's moment comes, QEMU exits, or airboot is interrupted.
+    #[allow(clippy::too_many_arguments)]
     async fn pump(
         &self,
         vm: &mut Launched,
         console: &mut Console,
         run: &mut Run,
+        session: Option<&probe_session::Session>,
+        prx: &mut tokio::sync::mpsc::UnboundedReceiver<ProbeEvent>,
         t0: Instant,
         on_event: &mut dyn FnMut(VmEvent),
     ) -> Result<Pumped, VmError> {
@@ -464,11 +488,6 @@ impl VmRunner {
         let pause = self.record.as_ref().is_some_and(|r| r.pause);
         let mut out = Pumped { exit: None, cut_now: false, recorded: None, probe_transport: None, probe_version: None };
 
-        let (ptx, mut prx) = tokio::sync::mpsc::unbounded_channel::<ProbeEvent>();
-        let session = match &self.plan.endpoint {
-            Endpoint::None => None,
-            e => Some(probe_session::start(e.clone(), t0, ptx)),
-        };
         let mut milestones = Milestones { seen: Default::default() };
         let mut buf = vec![0u8; 64 * 1024];
         let mut ticker = tokio::time::interval(Duration::from_millis(100));
@@ -539,13 +558,14 @@ impl VmRunner {
                             run.on_probe_garbage(&m);
                             Decision::Continue
                         }
+                        ProbeEvent::Answer(_) => Decision::Continue,
                     };
                     milestones.report(run, on_event);
                     match decision {
                         Decision::Stop => break 'run,
                         Decision::Verify => {
                             on_event(VmEvent::Note(format!("stack ready: test-running {} image(s) with no network and checking the air gap", self.verify_images.len())));
-                            if let Some(s) = &session {
+                            if let Some(s) = session {
                                 s.verify(self.verify_images.clone());
                             }
                         }
@@ -612,7 +632,6 @@ impl VmRunner {
                 }
             }
         }
-        drop(session);
         out.recorded = recorder.map(|r| Recorded { seen: r.seen, stopped: r.fired });
         Ok(out)
     }

@@ -270,6 +270,13 @@ pub fn index_html(run: &RunView, history: Option<(&[HistoryEntry], bool)>) -> St
             }
             s.push_str("</ul>");
         }
+        if !r.steps.is_empty() {
+            s.push_str("<p>steps</p><ul>");
+            for st in &r.steps {
+                let _ = write!(s, "<li>{}</li>", esc(&crate::views::step_line(st)));
+            }
+            s.push_str("</ul>");
+        }
         for d in &r.diagnoses {
             let ev: Vec<String> = d
                 .evidence

@@ -220,6 +220,12 @@ pub fn summary(r: &Report, report_dir: &Path) -> String {
             );
         }
     }
+    if !r.steps.is_empty() {
+        let _ = writeln!(s, "   steps");
+        for st in &r.steps {
+            let _ = writeln!(s, "     {}", views::step_line(st));
+        }
+    }
     for u in r.units.iter().filter(|u| u.error.is_some()) {
         let e: String = u.error.as_deref().unwrap_or("").chars().take(160).collect();
         let _ = writeln!(s, "   unit      {} {}: {e}", u.name, u.state);

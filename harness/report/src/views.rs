@@ -61,3 +61,24 @@ pub fn esc(s: &(impl AsRef<str> + ?Sized)) -> String {
     }
     o
 }
+
+/// One `[[step]]` in a line: what, whether it worked, and the boot after
+/// it in brief.
+pub fn step_line(r: &airboot_core::report::StepRecord) -> String {
+    let mut s = format!("{} ({}): {} — {}", r.name, r.action, if r.ok { "ok" } else { "FAILED" }, r.detail);
+    if let Some(n) = &r.next_boot {
+        s.push_str(&format!("; the boot after it: {}", n.verdict.as_str().to_uppercase()));
+        if let Some(t) = n.time_to_stack_s {
+            s.push_str(&format!(", stack in {t:.1}s"));
+        }
+        s.push_str(&format!(", {} image load(s)", n.image_loads));
+        if let Some(l) = n.load_s {
+            s.push_str(&format!(" over {l:.1}s"));
+        }
+        if let Some(g) = n.store_growth_bytes {
+            s.push_str(&format!(", store {}", airboot_core::units::signed_bytes(g)));
+        }
+        s.push_str(&format!(" (report in {}/)", n.dir));
+    }
+    s
+}

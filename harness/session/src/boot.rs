@@ -42,6 +42,10 @@ pub struct BootOptions {
     pub record: Option<RecordSpec>,
     /// Keep the run's overlay here afterwards, with what the guest wrote.
     pub keep_overlay: Option<PathBuf>,
+    /// The disk (`disk`) already carries the probe: `Some(true)` injected
+    /// by an earlier boot of this scenario, `Some(false)` the image's own
+    /// (the boot after a `[[step]]`).
+    pub carried_probe: Option<bool>,
 }
 
 /// Where boots run, and where fixtures come from.
@@ -60,6 +64,10 @@ pub struct Boot {
     pub input: Option<(PathBuf, DiskFormat)>,
     /// The guest's architecture, once decided.
     pub arch: Option<Arch>,
+    /// Whether the guest had the probe (in the image, or injected).
+    pub has_probe: bool,
+    /// The layer with the injected probe, kept for the boots after steps.
+    pub layer: Option<std::sync::Arc<crate::inject::Layer>>,
 }
 
 /// Boot `s` once, its console log and helper logs in `dir`.
@@ -69,15 +77,27 @@ pub fn run_boot(s: &Scenario, dir: &Path, opts: &BootOptions, env: &Env, sink: &
     report.description = s.description.clone();
     report.machine.memory_mib = s.machine.memory_mib;
     report.machine.cpus = s.machine.cpus;
-    let mut boot = Boot { report, recorded: None, input: None, arch: None };
+    let mut boot = Boot { report, recorded: None, input: None, arch: None, has_probe: false, layer: None };
+    // Steps: this boot carries out those up to the first reboot or power
+    // cut, whose overlay is kept for the boot after it.
+    let here = crate::plan::steps_for_boot(&s.steps, 1.0);
+    let reboots = here.last().is_some_and(|x| x.action.boots_again()) && opts.write_log.is_none();
+    let kept = dir.join("disk-after-boot.qcow2");
+    let mut own = opts.clone();
+    if reboots {
+        own.keep_overlay = Some(kept.clone());
+    }
     match std::fs::create_dir_all(dir) {
         Ok(()) => {
-            if let Err(f) = session(s, dir, opts, env, sink, &mut boot) {
+            if let Err(f) = session(s, dir, &own, env, sink, &mut boot) {
                 sink.event(RunEvent::Refused(f.clone()));
                 boot.report.error(f.code, f.message, f.evidence);
             }
         }
         Err(e) => boot.report.error(FailureCode::ReportDir, format!("cannot create {}: {e}", dir.display()), None),
+    }
+    if !s.steps.is_empty() && boot.report.verdict != airboot_model::Verdict::Error {
+        crate::steps::judge(&mut boot.report, &here);
     }
     // Why it failed, from everything the run saw (console.log is bounded:
     // its writer caps it).
@@ -85,6 +105,14 @@ pub fn run_boot(s: &Scenario, dir: &Path, opts: &BootOptions, env: &Env, sink: &
         .map(|b| String::from_utf8_lossy(&b).lines().filter_map(airboot_core::console::parse_log_line).collect())
         .unwrap_or_default();
     boot.report.diagnoses = airboot_core::diagnose::diagnose(&boot.report, &console);
+    if reboots {
+        let i = here.len() - 1;
+        if boot.report.steps.iter().any(|r| r.name == here[i].name) && kept.is_file() {
+            crate::steps::follow(s, i, dir, &kept, opts, env, sink, &mut boot);
+        }
+        // The kept overlay is as throwaway as any other.
+        let _ = std::fs::remove_file(&kept);
+    }
     boot.report.wall_s = wall.elapsed().as_secs_f64();
     sink.event(RunEvent::BootFinished { report: Box::new(boot.report.clone()), dir: dir.to_path_buf() });
     boot
@@ -101,6 +129,7 @@ fn session(
     out: &mut Boot,
 ) -> Result<(), Failure> {
     let report = &mut out.report;
+    let mut plan_injected = false;
     // A packed input is unpacked once (cached by its sha256) and the copy
     // booted; the input stays what is hashed before and after.
     let unpacked = unpack_input(s, sink)?;
@@ -178,7 +207,21 @@ fn session(
     // An image without the probe gets one in a layer over it (the layer,
     // not the image, is what the throwaway overlay then goes over).
     let recording = opts.write_log.is_some() || opts.disk.is_some();
-    let layer = match crate::inject::prepare(s, &r, arch, recording, report, sink) {
+    let prepared = match opts.carried_probe {
+        // The boot after a step: the disk is the last boot's, probe and all.
+        Some(injected) => {
+            report.probe.origin = Some(if injected { "injected" } else { "image" }.into());
+            if injected {
+                report
+                    .notes
+                    .push("the probe is the one injected for this scenario's first boot (it is in the disk)".into());
+                plan_injected = true;
+            }
+            crate::inject::Prepared::InImage
+        }
+        None => crate::inject::prepare(s, &r, arch, recording, report, sink),
+    };
+    let layer = match prepared {
         crate::inject::Prepared::Injected(layer) => {
             r.probe = true;
             Some(layer)
@@ -234,6 +277,9 @@ fn session(
         plan.disk = (l.disk.clone(), DiskFormat::Qcow2);
         plan.run.injected = true;
     }
+    plan.run.injected |= plan_injected;
+    out.has_probe = r.probe;
+    out.layer = layer.map(std::sync::Arc::new);
     if !r.probe
         && let Some(login) = login_plan(s)?
     {

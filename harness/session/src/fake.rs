@@ -151,7 +151,27 @@ impl Machine for FakeMachine {
             airboot_qemu::disk::create_overlay(&plan.disk.0, plan.disk.1, keep)
                 .map_err(|e| MachineError::Overlay(e.to_string()))?;
         }
+        // Steps: a `run` of `false` fails (exit 1), anything else works.
+        let mut steps = Vec::new();
+        if run.is_done() {
+            for st in &plan.after {
+                let fails =
+                    matches!(&st.action, airboot_core::scenario::StepAction::Run { command, .. } if command == "false");
+                steps.push(airboot_core::report::StepRecord {
+                    name: st.name.clone(),
+                    action: st.action.describe(),
+                    ok: !fails,
+                    detail: if fails { "exited 1, not 0".into() } else { "the fake did it".into() },
+                    exec: fails.then(|| airboot_proto::probe::ExecResult { exit_code: Some(1), ..Default::default() }),
+                    ..Default::default()
+                });
+                if st.action.boots_again() {
+                    break;
+                }
+            }
+        }
         Ok(VmOutcome {
+            steps,
             result: run.finish(),
             network_args: Vec::new(),
             argv: vec!["-nodefaults".into(), "-S".into()],

@@ -16,6 +16,7 @@ use airboot_model::Arch;
 use crate::fixtures::ResolvedImage;
 
 /// The layer holding the injected probe, alive as long as this is.
+#[derive(Debug)]
 pub struct Layer {
     pub disk: PathBuf,
     _dir: tempfile::TempDir,

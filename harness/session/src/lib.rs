@@ -14,7 +14,9 @@
 //!    pure run state machine (`airboot_core::run::Run`) until it decides;
 //! 5. fill the report and apply the verdict **policy** ([`policy`], pure:
 //!    a network device fails the run, a leftover process is an error),
-//!    and hash the input again.
+//!    and hash the input again;
+//! 6. carry out its **steps** ([`steps`]): a reboot or a power cut boots
+//!    the same disk again, judged the same way, in a folder of its own.
 //!
 //! Everything the session has to say goes out as
 //! [`airboot_core::event::RunEvent`]s; it prints nothing and writes no
@@ -31,6 +33,7 @@ pub mod local;
 pub mod machine;
 pub mod plan;
 pub mod policy;
+pub mod steps;
 pub mod suite;
 
 pub use boot::{Boot, BootOptions, Env, run_boot};

@@ -108,6 +108,7 @@ impl Machine for LocalQemu {
             verify_images: plan.verify_images.clone(),
             record: plan.record.clone(),
             login: plan.login.clone(),
+            after: plan.after.clone(),
         };
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()

@@ -82,6 +82,9 @@ pub struct BootPlan {
     pub verify_images: Vec<String>,
     /// No probe: log in on the console and start the reference reporter.
     pub login: Option<LoginPlan>,
+    /// `[[step]]` actions once the run has decided: up to and including
+    /// the first reboot or power cut (timeouts scaled).
+    pub after: Vec<airboot_core::scenario::StepSpec>,
 }
 
 /// Why a machine could not boot a plan.

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use airboot_core::run::RunConfig;
-use airboot_core::scenario::{AccelChoice, Scenario};
+use airboot_core::scenario::{AccelChoice, Scenario, StepAction, StepSpec};
 use airboot_model::{Accel, Arch, Failure, FailureCode, TransportKind};
 use airboot_qemu::accel::AccelDecision;
 use airboot_qemu::firmware::Firmware;
@@ -99,7 +99,29 @@ pub fn boot_plan(s: &Scenario, image: &ResolvedImage, d: Decided, o: &BootOption
         run,
         verify_images: s.expect.images.iter().map(|i| i.reference.clone()).collect(),
         login: None,
+        after: steps_for_boot(&s.steps, scale),
     }
+}
+
+/// The steps one boot carries out: up to and including the first reboot
+/// or power cut (the rest belong to the boot after it), their timeouts
+/// and waits × `scale` like every budget.
+pub fn steps_for_boot(steps: &[StepSpec], scale: f64) -> Vec<StepSpec> {
+    let end = steps.iter().position(|s| s.action.boots_again()).map_or(steps.len(), |i| i + 1);
+    steps[..end]
+        .iter()
+        .map(|s| {
+            let mut s = s.clone();
+            s.wait = s.wait.map(|w| w.mul_f64(scale));
+            match &mut s.action {
+                StepAction::Run { timeout, .. } | StepAction::Reboot { timeout, .. } => {
+                    *timeout = timeout.mul_f64(scale)
+                }
+                StepAction::PowerCut => {}
+            }
+            s
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -45,6 +45,8 @@ pub fn fill(report: &mut Report, o: VmOutcome) {
     }
     report.clock_skew_ms = res.clock_skew_ms;
     report.image_runs = res.image_runs;
+    report.image_loads = res.image_loads;
+    report.steps = o.steps;
     if let Some(a) = res.airgap {
         report.airgap = a;
     }

@@ -235,3 +235,74 @@ fn a_suite_judges_each_scenario_by_its_declared_outcome() {
         .collect();
     assert_eq!(kinds, ["run", "start", "boot", "judged", "start", "boot", "judged", "end"]);
 }
+
+/// The fake fixture with a real (empty) qcow2 disk, so the fake machine
+/// can keep an overlay over it.
+fn fixtures_with_a_disk(dir: &Path) -> FakeFixtures {
+    let f = fixtures(dir, false, true);
+    let st = std::process::Command::new("qemu-img")
+        .args(["create", "-q", "-f", "qcow2"])
+        .arg(dir.join("disk.qcow2"))
+        .arg("1M")
+        .status()
+        .unwrap();
+    assert!(st.success());
+    f
+}
+
+#[test]
+fn a_reboot_step_boots_the_kept_disk_again_and_its_failures_fail_the_scenario() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (m, f) = (machine(), fixtures_with_a_disk(tmp.path()));
+    let s = scenario(
+        "[[step]]\nrun = \"true\"\ntimeout = \"10s\"\n[[step]]\nname = \"again\"\nreboot = true\n[[step]]\nrun = \"false\"\n",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let env = Env { machine: &m, fixtures: &f };
+    let mut events = Vec::new();
+    let r = run_boot(&s, dir.path(), &BootOptions::default(), &env, &mut |e| events.push(e)).report;
+    let plans = m.plans.borrow();
+    assert_eq!(plans.len(), 2, "two boots");
+    // The first boot carries out the steps up to the reboot, scaled, and
+    // keeps its overlay; the second boots that overlay and runs the rest.
+    assert_eq!(plans[0].after.iter().map(|a| a.name.as_str()).collect::<Vec<_>>(), ["step-1", "again"]);
+    let scaled = match &plans[0].after[0].action {
+        airboot_core::scenario::StepAction::Run { timeout, .. } => *timeout,
+        other => panic!("{other:?}"),
+    };
+    assert!(scaled > std::time::Duration::from_secs(10), "TCG scales step timeouts: {scaled:?}");
+    let kept = dir.path().join("disk-after-boot.qcow2");
+    assert_eq!(plans[0].keep_overlay.as_deref(), Some(kept.as_path()));
+    assert_eq!(plans[1].disk.0, kept);
+    assert_eq!(plans[1].after.iter().map(|a| a.name.as_str()).collect::<Vec<_>>(), ["step-3"]);
+    assert!(plans[1].keep_overlay.is_none());
+    assert!(!kept.exists(), "the kept overlay is removed at the end");
+    // Each boot's report is announced, the later one in its step's folder.
+    let dirs: Vec<_> = events
+        .iter()
+        .filter_map(|e| match e {
+            RunEvent::BootFinished { dir, .. } => Some(dir.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(dirs, [dir.path().join("again"), dir.path().to_path_buf()]);
+    // The scenario fails: the boot after the reboot failed its step.
+    assert_eq!(r.verdict, Verdict::Fail, "{:?}", r.failures);
+    assert_eq!(codes(&r), [FailureCode::StepFailed]);
+    assert!(r.failures[0].message.contains("step again (reboot): the boot after it fail"), "{:?}", r.failures);
+    assert!(r.failures[0].message.contains("step step-3 (run `false`)"), "{:?}", r.failures);
+    assert_eq!(r.steps.len(), 2);
+    let next = r.steps[1].next_boot.as_ref().expect("the boot after the reboot");
+    assert_eq!((next.dir.as_str(), next.verdict), ("again", Verdict::Fail));
+    assert!(!r.steps[1].ok);
+}
+
+#[test]
+fn steps_that_pass_leave_a_passing_scenario() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (m, f) = (machine(), fixtures_with_a_disk(tmp.path()));
+    let (r, _) = boot(&scenario("[[step]]\npower_cut = true\n"), &m, &f, &BootOptions::default());
+    assert_eq!(r.verdict, Verdict::Pass, "{:?}", r.failures);
+    assert_eq!(m.plans.borrow().len(), 2);
+    assert_eq!(r.steps[0].next_boot.as_ref().map(|n| n.verdict), Some(Verdict::Pass));
+}

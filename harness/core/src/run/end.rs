@@ -316,6 +316,7 @@ impl Run {
             probe_connected_s: self.probe_connected_t,
             clock_skew_ms,
             image_runs: self.image_runs,
+            image_loads: self.image_loads,
             airgap: self.airgap,
             notes: self.notes,
         }

@@ -117,8 +117,18 @@ pub struct RunResult {
     pub clock_skew_ms: Option<f64>,
     pub image_runs: Vec<RunImageResult>,
     pub airgap: Option<Airgap>,
+    /// Every image load the engine reported during the boot.
+    pub image_loads: Vec<ImageLoad>,
     /// Things worth knowing that are not failures.
     pub notes: Vec<String>,
+}
+
+/// An image the engine loaded (`docker load`) during the boot: what its
+/// event named, and when (seconds from t0, from the guest's clock).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ImageLoad {
+    pub image: String,
+    pub t_s: f64,
 }
 
 #[derive(Debug)]
@@ -163,6 +173,7 @@ pub struct Run {
     verifying: bool,
     verified: bool,
     image_runs: Vec<RunImageResult>,
+    image_loads: Vec<ImageLoad>,
     airgap: Option<Airgap>,
     notes: Vec<String>,
 }
@@ -215,6 +226,7 @@ impl Run {
             verifying: false,
             verified: false,
             image_runs: Vec::new(),
+            image_loads: Vec::new(),
             airgap: None,
             notes: Vec::new(),
         })
@@ -381,6 +393,12 @@ impl Run {
             self.best_map = Some(sample_map);
         }
         let map = self.best_map.unwrap_or(sample_map);
+        let times = guest_times(s, &map, crate::engine::model(self.cfg.expect.engine).unit());
+        // The engine keeps its events from its start: each answer has them all.
+        if times.loads.len() >= self.image_loads.len() {
+            self.image_loads =
+                times.loads.iter().map(|(image, t)| ImageLoad { image: image.clone(), t_s: *t }).collect();
+        }
         if self.verifying || self.verified {
             return self.check_progress(sample.received_s);
         }
@@ -393,7 +411,6 @@ impl Run {
                 ));
             }
         }
-        let times = guest_times(s, &map, crate::engine::model(self.cfg.expect.engine).unit());
         if let Some(t) = times.init {
             self.hit_guest("init", t, format!("systemd UserspaceTimestampMonotonic {}µs", s.userspace_us));
         }

@@ -19,6 +19,7 @@ mod machine;
 mod milestone;
 mod outcome;
 mod power_cut;
+mod step;
 #[cfg(test)]
 mod tests;
 
@@ -36,6 +37,7 @@ pub use machine::{AccelChoice, DEFAULT_TCG_SLOWDOWN, Machine, parse_transport};
 pub use milestone::MilestoneSpec;
 pub use outcome::Outcome;
 pub use power_cut::{CutAfter, CutTrigger, PowerCutSpec, layer_loading_regex};
+pub use step::{DEFAULT_STEP_TIMEOUT, StepAction, StepSpec};
 
 use crate::units::{parse_duration, parse_mib};
 
@@ -54,6 +56,8 @@ pub struct Scenario {
     pub suite: Suite,
     /// `airboot cut`: where and how to cut the power.
     pub power_cut: Option<PowerCutSpec>,
+    /// What happens after the first verdict (`[[step]]`), in order.
+    pub steps: Vec<StepSpec>,
 }
 
 /// Which test suite a scenario belongs to. `airboot run DIR` runs every
@@ -102,6 +106,8 @@ struct RawScenario {
     #[serde(default)]
     outcome: outcome::RawOutcome,
     power_cut: Option<toml::Spanned<power_cut::RawPowerCut>>,
+    #[serde(default)]
+    step: Vec<toml::Spanned<step::RawStep>>,
 }
 
 /// A duration string, validated while parsing so the error points at it.
@@ -169,7 +175,16 @@ pub fn parse(src: &str, file: &Path, files: &dyn Fn(&Path) -> bool) -> Result<Sc
     let machine = machine::validate(raw.machine, &cx)?;
     let expect = expect::validate(raw.expect, &cx)?;
     let milestones = milestone::validate(raw.milestone, &cx)?;
+    let power_cut_span = raw.power_cut.as_ref().map(|p| p.span());
     let power_cut = power_cut::validate(raw.power_cut, &cx)?;
+    let steps = step::validate(raw.step, &cx)?;
+    if power_cut.is_some() && !steps.is_empty() {
+        return Err(cx.err(
+            power_cut_span,
+            Some("power_cut".into()),
+            "`[power_cut]` (airboot cut's campaign) and `[[step]]` cannot be in one scenario yet: put the steps in a scenario of their own".into(),
+        ));
+    }
     Ok(Scenario {
         name,
         file: file.to_path_buf(),
@@ -181,6 +196,7 @@ pub fn parse(src: &str, file: &Path, files: &dyn Fn(&Path) -> bool) -> Result<Sc
         outcome: raw.outcome.into(),
         suite: raw.suite.unwrap_or_default(),
         power_cut,
+        steps,
     })
 }
 

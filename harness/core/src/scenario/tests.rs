@@ -356,3 +356,50 @@ fn key_paths() {
     assert_eq!(key_path(src, v).as_deref(), Some("m.n"));
     assert_eq!(line_col(src, v), (8, 5));
 }
+
+#[test]
+fn steps_in_order_with_their_defaults() {
+    let src = format!(
+        "{GOOD}\n[[step]]\nrun = \"systemctl start apps-reset\"\ntimeout = \"300s\"\n\n[[step]]\nname = \"second-boot\"\nreboot = true\n\n[[step]]\npower_cut = true\nwait = \"2s\"\n"
+    );
+    let s = p(&src).unwrap();
+    assert_eq!(s.steps.len(), 3);
+    assert_eq!(s.steps[0].name, "step-1");
+    assert_eq!(
+        s.steps[0].action,
+        StepAction::Run { command: "systemctl start apps-reset".into(), timeout: Duration::from_secs(300), exit: 0 }
+    );
+    assert!(!s.steps[0].action.boots_again());
+    assert_eq!(s.steps[1].name, "second-boot");
+    assert_eq!(s.steps[1].action, StepAction::Reboot { timeout: DEFAULT_STEP_TIMEOUT, allow_reload: false });
+    assert_eq!(s.steps[2].action, StepAction::PowerCut);
+    assert_eq!(s.steps[2].wait, Some(Duration::from_secs(2)));
+    assert!(s.steps[2].action.boots_again());
+    assert!(p(GOOD).unwrap().steps.is_empty());
+}
+
+#[test]
+fn a_step_that_says_nothing_or_two_things_is_refused_where_it_is() {
+    let cases = [
+        ("[[step]]\nwait = \"1s\"\n", "exactly one of", "none"),
+        ("[[step]]\nrun = \"true\"\nreboot = true\n", "exactly one of", "run and reboot"),
+        ("[[step]]\nreboot = false\n", "does nothing", "reboot = false"),
+        ("[[step]]\nrun = \" \"\n", "is empty", "run"),
+        ("[[step]]\nreboot = true\nexit = 1\n", "status a `run` step", "exit"),
+        ("[[step]]\npower_cut = true\ntimeout = \"5s\"\n", "takes no `timeout`", "timeout"),
+        ("[[step]]\nreboot = true\n[[step]]\npower_cut = true\nname = \"step-1\"\n", "used twice", "name"),
+        ("[[step]]\nreboot = true\nretries = 2\n", "unknown field", "retries"),
+        ("[[step]]\npower_cut = true\nallow_reload = true\n", "belongs to a `reboot`", "allow_reload"),
+    ];
+    for (tail, says, what) in cases {
+        let e = p(&format!("{GOOD}\n{tail}")).unwrap_err();
+        assert!(e.message.contains(says), "{what}: {e}");
+        assert!(e.line.is_some(), "{what}: {e}");
+    }
+}
+
+#[test]
+fn steps_and_a_power_cut_campaign_are_not_mixed() {
+    let e = p(&format!("{GOOD}\n[power_cut]\nat = \"x\"\n\n[[step]]\nreboot = true\n")).unwrap_err();
+    assert!(e.message.contains("cannot be in one scenario"), "{e}");
+}
