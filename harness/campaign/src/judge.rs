@@ -6,11 +6,9 @@ use std::path::{Path, PathBuf};
 
 use airboot_core::cut::store::StoreCheck;
 use airboot_core::cut::{FsFindings, PowerCut, RebootFindings, crash_evidence, judge};
-use airboot_core::disk::ext4::Ext4;
 use airboot_core::event::{EventSink, RunEvent};
 use airboot_core::scenario::{CutTrigger, Scenario};
 use airboot_model::{FailureCode, Verdict};
-use airboot_qemu::crash;
 use airboot_qemu::vm::Recorded;
 use airboot_session::{BootOptions, Env, run_boot};
 
@@ -37,19 +35,8 @@ pub struct RecoveryBoot {
 impl Judge<'_> {
     /// Check a disk offline: fsck a copy of its root filesystem, then the store.
     pub fn offline(&self, disk: &Path, name: &str) -> Result<(FsFindings, StoreCheck), String> {
-        let copy = crash::root_copy(self.work, name);
-        crash::extract(disk, self.root.0, self.root.1, &copy).map_err(|e| e.to_string())?;
-        let result = (|| {
-            let fs = crash::fsck(&copy).map_err(|e| e.to_string())?;
-            let f = std::fs::File::open(&copy).map_err(|e| format!("{}: {e}", copy.display()))?;
-            let ext4 = Ext4::open(&f).map_err(|e| format!("the root filesystem does not open: {e}"))?;
-            let store = airboot_core::engine::model(self.s.expect.engine)
-                .check_store(&ext4, &self.expected)
-                .map_err(|e| format!("reading the store: {e}"))?;
-            Ok((fs, store))
-        })();
-        let _ = std::fs::remove_file(&copy);
-        result
+        airboot_session::store::check_offline(disk, self.root, self.s.expect.engine, &self.expected, self.work, name)
+            .map(|o| (o.fs, o.check))
     }
 
     /// Judge the crash state `dir/crash.qcow2`: offline, then (with

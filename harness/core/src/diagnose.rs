@@ -85,6 +85,25 @@ fn diag(code: DiagnosisCode, summary: String, evidence: Vec<DiagEvidence>, confi
     Diagnosis { code, summary, evidence, fix: code.fix().into(), confidence }
 }
 
+/// Whether a finished boot's failures are ones a damaged store explains
+/// (an image missing or not running, a container down or unhealthy, the
+/// engine's API failing): then the store is worth reading offline.
+pub fn wants_store_check(r: &Report) -> bool {
+    r.verdict == airboot_model::Verdict::Fail
+        && r.failures.iter().any(|f| {
+            matches!(
+                f.code,
+                FailureCode::ImageMissing
+                    | FailureCode::ImageIdMismatch
+                    | FailureCode::ImageRunFailed
+                    | FailureCode::UntaggedImage
+                    | FailureCode::ContainerNotRunning
+                    | FailureCode::ContainerUnhealthy
+                    | FailureCode::EngineError
+            )
+        })
+}
+
 /// A boot that followed a clean reboot (step `step`, report folder
 /// `dir`) and loaded images again: the first-boot loader runs on every
 /// boot. `summary` is that boot in brief (load time, store growth).
@@ -137,6 +156,36 @@ pub fn diagnose(r: &Report, console: &[TimedLine]) -> Vec<Diagnosis> {
     let engine_name = r.engine.as_ref().map(|e| e.name.as_str()).unwrap_or("the engine");
     let mut out = Vec::new();
 
+    // A damaged layer is a cause: what cannot run from it is its symptom.
+    let corrupt = r.store_check.as_ref().filter(|s| s.check.verdict == crate::cut::store::StoreVerdict::Corrupt);
+    if let Some(sc) = corrupt {
+        let mut ev: Vec<DiagEvidence> = sc
+            .check
+            .images
+            .iter()
+            .filter_map(|i| match &i.state {
+                crate::cut::store::ImageState::Corrupt(why) => Some(format!("{}: {why}", i.reference)),
+                _ => None,
+            })
+            .chain(sc.check.problems.iter().cloned())
+            .map(|line| DiagEvidence { source: "store".into(), t_s: None, line })
+            .take(MAX_EVIDENCE)
+            .collect();
+        if !sc.fs.clean {
+            ev.push(DiagEvidence { source: "store".into(), t_s: None, line: format!("filesystem: {}", sc.fs.summary) });
+        }
+        out.push(diag(
+            DiagnosisCode::StoreCorrupt,
+            format!(
+                "{engine_name}'s store has damaged content ({} of {} layers verified): {}",
+                sc.check.layers_verified,
+                sc.check.layers_registered,
+                ev.first().map(|e| e.line.as_str()).unwrap_or("see the store check")
+            ),
+            ev,
+            Confidence::Certain,
+        ));
+    }
     let ev = src.find(&READ_ONLY);
     if !ev.is_empty() {
         out.push(diag(
@@ -259,7 +308,7 @@ pub fn diagnose(r: &Report, console: &[TimedLine]) -> Vec<Diagnosis> {
         .iter()
         .filter(|f| f.code == FailureCode::ImageArchMismatch)
         .map(|f| DiagEvidence { source: "status".into(), t_s: None, line: f.message.clone() })
-        .chain(src.find(&EXEC_FORMAT))
+        .chain(if corrupt.is_some() { Vec::new() } else { src.find(&EXEC_FORMAT) })
         .take(MAX_EVIDENCE)
         .collect();
     if !arch.is_empty() {
@@ -307,7 +356,8 @@ pub fn diagnose(r: &Report, console: &[TimedLine]) -> Vec<Diagnosis> {
             line: format!("container {} ({}) is {}", c.name, c.image.as_deref().unwrap_or("?"), c.state),
         })
         .collect();
-    if !crashing.is_empty() && (has(FailureCode::ContainerNotRunning) || has(FailureCode::Timeout)) {
+    if !crashing.is_empty() && corrupt.is_none() && (has(FailureCode::ContainerNotRunning) || has(FailureCode::Timeout))
+    {
         out.push(diag(
             DiagnosisCode::ContainerCrashLoop,
             format!("an expected container is not staying up: {}", crashing[0].line),
@@ -580,5 +630,58 @@ mod tests {
         let brief = crate::report::NextBoot::of("again", &first, &quiet);
         assert_eq!((brief.image_loads, brief.load_s, brief.store_growth_bytes), (0, None, Some(0)));
         assert!(load_every_boot("again", &quiet, &brief).is_none());
+    }
+
+    #[test]
+    fn a_damaged_layer_read_offline_is_store_corrupt_and_its_symptoms_are_not_named() {
+        use crate::cut::store::{ImageCheck, ImageState, StoreCheck, StoreVerdict};
+        let mut r = failed(&[FailureCode::ImageRunFailed, FailureCode::ContainerNotRunning]);
+        r.containers = vec![ContainerRow {
+            name: "web".into(),
+            image: Some("fixture/busybox:1".into()),
+            state: "exited".into(),
+            health: None,
+            expected: true,
+        }];
+        let console = [line(30.0, "exec /bin/httpd: exec format error")];
+        // Without the offline read: the symptoms are what shows.
+        assert_eq!(
+            codes(&diagnose(&r, &console)),
+            [DiagnosisCode::ImageArchMismatch, DiagnosisCode::ContainerCrashLoop]
+        );
+        let damaged = "layer 1 (chain cb3178004ce4) is damaged: its files do not hash to its diff_id";
+        r.store_check = Some(crate::report::OfflineStore {
+            fs: crate::cut::FsFindings { clean: true, summary: "clean".into() },
+            check: StoreCheck {
+                verdict: StoreVerdict::Corrupt,
+                images: vec![ImageCheck {
+                    reference: "fixture/busybox:1".into(),
+                    id: Some("sha256:e1".into()),
+                    state: ImageState::Corrupt(damaged.into()),
+                }],
+                layers_registered: 4,
+                layers_verified: 3,
+                problems: Vec::new(),
+            },
+        });
+        let d = diagnose(&r, &console);
+        assert_eq!(codes(&d), [DiagnosisCode::StoreCorrupt]);
+        assert!(d[0].summary.contains("(3 of 4 layers verified)"), "{}", d[0].summary);
+        assert_eq!(d[0].evidence[0].line, format!("fixture/busybox:1: {damaged}"));
+        assert_eq!(d[0].evidence[0].source, "store");
+        // A store read offline and found whole explains nothing.
+        r.store_check.as_mut().unwrap().check.verdict = StoreVerdict::New;
+        assert!(!codes(&diagnose(&r, &console)).contains(&DiagnosisCode::StoreCorrupt));
+        // Which failures make the store worth reading at all.
+        assert!(wants_store_check(&{
+            let mut x = failed(&[FailureCode::ImageRunFailed]);
+            x.verdict = airboot_model::Verdict::Fail;
+            x
+        }));
+        assert!(!wants_store_check(&{
+            let mut x = failed(&[FailureCode::AirgapRoute]);
+            x.verdict = airboot_model::Verdict::Fail;
+            x
+        }));
     }
 }

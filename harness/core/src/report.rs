@@ -217,6 +217,11 @@ pub struct Report {
     pub diagnoses: Vec<airboot_model::Diagnosis>,
     /// Things worth knowing that are not failures.
     pub notes: Vec<String>,
+    /// A failed boot whose images or containers did not hold: the store as
+    /// read offline from the disk the boot left (journal replayed on a
+    /// copy), layer by layer against each diff_id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store_check: Option<OfflineStore>,
     /// `[[step]]`: what was done after this boot's verdict, in order, each
     /// reboot or power cut with the boot that followed it (whose full
     /// report is in its own folder).
@@ -267,6 +272,7 @@ impl Report {
             failures: Vec::new(),
             diagnoses: Vec::new(),
             steps: Vec::new(),
+            store_check: None,
             notes: Vec::new(),
             power_cuts: Vec::new(),
             status: StatusInfo::default(),
@@ -458,4 +464,12 @@ impl NextBoot {
             store_growth_bytes: used(next).zip(used(prev)).map(|(n, p)| n as i64 - p as i64),
         }
     }
+}
+
+/// The store read offline from the disk a boot left.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OfflineStore {
+    /// The root filesystem after journal replay (e2fsck on a copy).
+    pub fs: crate::cut::FsFindings,
+    pub check: crate::cut::store::StoreCheck,
 }

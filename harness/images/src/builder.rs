@@ -72,6 +72,7 @@ pub fn build(root: &Path, name: &str, force: bool, progress: Progress) -> Result
     let kernel_dir = stage_dir(root, "kernel", def.arch, &kernel_key(def.arch));
     let containers_dir = stage_dir(root, "containers", def.containers, &containers_key(def.containers));
     ctx.steps = 3
+        + usize::from(def.variant == crate::Variant::StoreCorrupt)
         + usize::from(force || !rootfs_dir.join("done").exists())
         + usize::from(force || !kernel_dir.join("done").exists())
         + usize::from(force || !containers_dir.join("done").exists());
@@ -130,6 +131,10 @@ pub fn build(root: &Path, name: &str, force: bool, progress: Progress) -> Result
         v if v.preseeds() => {
             ctx.say("pre-seeding /var/lib/docker with a private dockerd on the build host");
             crate::seed::docker(&ctx, &staging.join("var/lib/docker"), &containers_dir, &images)?;
+            if v == crate::Variant::StoreCorrupt {
+                let f = crate::seed::corrupt_a_layer(&staging.join("var/lib/docker"))?;
+                ctx.say(&format!("zeroed the first 4 KiB of {} (the store-corrupt control)", f.display()));
+            }
         }
         _ => {
             ctx.say("adding the image archives and the first-boot loader");

@@ -55,6 +55,10 @@ pub enum Variant {
     /// The same archives, loaded by a unit with no once-only guard: it
     /// loads them again on every boot (the `load-every-boot` control).
     LoadEveryBoot,
+    /// Preseeded, then one file of a seeded layer overwritten (same size):
+    /// the store lists its images, a layer no longer matches its diff_id
+    /// (the `store-corrupt` control).
+    StoreCorrupt,
     /// Preseeded, plus a first-boot unit that pulls from a registry: an
     /// air-gap violation airboot must catch and name.
     Egress,
@@ -67,12 +71,13 @@ impl Variant {
             Variant::LoadAtBoot => "load-at-boot",
             Variant::LoadAtBootSafe => "load-at-boot-safe",
             Variant::LoadEveryBoot => "load-every-boot",
+            Variant::StoreCorrupt => "store-corrupt",
             Variant::Egress => "egress",
         }
     }
     /// Whether /var/lib/docker is populated at build time.
     pub fn preseeds(self) -> bool {
-        matches!(self, Variant::Preseeded | Variant::Egress)
+        matches!(self, Variant::Preseeded | Variant::Egress | Variant::StoreCorrupt)
     }
 }
 
@@ -135,7 +140,7 @@ pub struct FixtureDef {
 /// Every fixture that can be built.
 pub fn catalog() -> Vec<FixtureDef> {
     use FixtureBoot::{Direct, Uefi};
-    use Variant::{Egress, LoadAtBoot, LoadAtBootSafe, LoadEveryBoot, Preseeded};
+    use Variant::{Egress, LoadAtBoot, LoadAtBootSafe, LoadEveryBoot, Preseeded, StoreCorrupt};
     let def = |name, arch, containers, variant, boot, description| FixtureDef {
         name,
         engine: Engine::Docker,
@@ -187,6 +192,14 @@ pub fn catalog() -> Vec<FixtureDef> {
             LoadEveryBoot,
             Direct,
             "the load-at-boot fixture whose loader has no once-only guard: it loads the archives again on every boot (negative control for load-every-boot)",
+        ),
+        def(
+            "debian-store-corrupt-x86_64",
+            x86,
+            x86,
+            StoreCorrupt,
+            Direct,
+            "the preseeded fixture with its busybox binary zeroed (same size) in the seeded layer: the store lists every image, the layer no longer matches its diff_id (negative control for store-corrupt)",
         ),
         def(
             "debian-egress-x86_64",

@@ -5,7 +5,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::os::unix::net::UnixStream;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -148,6 +148,32 @@ pub(crate) fn docker(
         }
     }
     Ok(())
+}
+
+/// The store-corrupt control: zero the first 4 KiB of `bin/busybox` in
+/// every seeded overlay2 layer that has it, keeping its size, so the
+/// layer no longer matches its diff_id while every record still stands.
+/// Returns the first file changed.
+pub(crate) fn corrupt_a_layer(data_root: &Path) -> Result<PathBuf, BuildError> {
+    use std::os::unix::fs::FileExt;
+    let layers = data_root.join("overlay2");
+    let mut changed = Vec::new();
+    for e in fs::read_dir(&layers).map_err(io_err(format!("reading {}", layers.display())))? {
+        let p = e.map_err(io_err("reading overlay2"))?.path().join("diff/bin/busybox");
+        let Ok(meta) = fs::symlink_metadata(&p) else { continue };
+        if !meta.is_file() || meta.len() < 4096 {
+            continue;
+        }
+        let f = OpenOptions::new().write(true).open(&p).map_err(io_err(format!("opening {}", p.display())))?;
+        f.write_all_at(&[0u8; 4096], 0).map_err(io_err(format!("writing {}", p.display())))?;
+        changed.push(p);
+    }
+    changed.sort();
+    changed.into_iter().next().ok_or_else(|| BuildError::Step {
+        step: "corrupting a layer".into(),
+        message: format!("no layer under {} has a bin/busybox to damage", layers.display()),
+        log: None,
+    })
 }
 
 /// The stack a Podman fixture runs: container name and image.

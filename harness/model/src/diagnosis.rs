@@ -73,6 +73,10 @@ diagnoses! {
         "the first-boot loader loads the image archives again on every boot",
         "a `reboot` step's next boot, on the disk the first boot left, shows the engine loading images again (its `load` events); the report gives that boot's load time and the store's growth",
         "make the loader run once: a marker file it writes last (`ConditionPathExists=!` on the unit), or check the engine for each image before loading it";
+    StoreCorrupt = "store-corrupt",
+        "a layer in the engine's store does not hold what its digest says: its files were damaged after it was registered",
+        "after a failed boot, the store read offline from the disk the boot left (journal replayed on a copy) has a layer whose files, rebuilt into its tar, do not match its diff_id, or a record that does not match its digest",
+        "rebuild the store from the image archives (or `docker load` them again on the device) and find what wrote under it: a power cut during a load without a sync, a copy of the store done file by file, a filesystem repair";
     ContainerCrashLoop = "container-crash-loop",
         "an expected container keeps exiting and being restarted",
         "an expected container is `restarting`, or `exited` with a non-zero code, in the engine's status",

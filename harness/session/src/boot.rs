@@ -81,10 +81,14 @@ pub fn run_boot(s: &Scenario, dir: &Path, opts: &BootOptions, env: &Env, sink: &
     // Steps: this boot carries out those up to the first reboot or power
     // cut, whose overlay is kept for the boot after it.
     let here = crate::plan::steps_for_boot(&s.steps, 1.0);
-    let reboots = here.last().is_some_and(|x| x.action.boots_again()) && opts.write_log.is_none();
+    let reboots = here.last().is_some_and(|x| x.action.boots_again());
+    // What the guest wrote is kept until the boot is judged: for the boot
+    // after a step, and to read the store offline when the boot failed
+    // on its images or containers (a campaign keeps its own).
     let kept = dir.join("disk-after-boot.qcow2");
     let mut own = opts.clone();
-    if reboots {
+    let keep = opts.keep_overlay.is_none() && opts.write_log.is_none();
+    if keep {
         own.keep_overlay = Some(kept.clone());
     }
     match std::fs::create_dir_all(dir) {
@@ -104,18 +108,57 @@ pub fn run_boot(s: &Scenario, dir: &Path, opts: &BootOptions, env: &Env, sink: &
     let console: Vec<_> = std::fs::read(dir.join("console.log"))
         .map(|b| String::from_utf8_lossy(&b).lines().filter_map(airboot_core::console::parse_log_line).collect())
         .unwrap_or_default();
+    if keep && kept.is_file() && airboot_core::diagnose::wants_store_check(&boot.report) {
+        check_store(s, dir, &kept, sink, &mut boot);
+    }
     boot.report.diagnoses = airboot_core::diagnose::diagnose(&boot.report, &console);
-    if reboots {
+    if reboots && keep {
         let i = here.len() - 1;
         if boot.report.steps.iter().any(|r| r.name == here[i].name) && kept.is_file() {
             crate::steps::follow(s, i, dir, &kept, opts, env, sink, &mut boot);
         }
-        // The kept overlay is as throwaway as any other.
+    }
+    // The kept overlay is as throwaway as any other.
+    if keep {
         let _ = std::fs::remove_file(&kept);
     }
     boot.report.wall_s = wall.elapsed().as_secs_f64();
     sink.event(RunEvent::BootFinished { report: Box::new(boot.report.clone()), dir: dir.to_path_buf() });
     boot
+}
+
+/// Read the store offline from the disk a failed boot left (`kept`, over
+/// the input image), into the report.
+fn check_store(s: &Scenario, dir: &Path, kept: &Path, sink: &mut dyn EventSink, boot: &mut Boot) {
+    let (Some((input, _)), Some(arch)) = (&boot.input, boot.arch) else { return };
+    let root = match disk::open_image(input) {
+        Ok(view) => detect::root_partition(view.as_ref(), arch),
+        Err(_) => None,
+    };
+    let Some(root) = root else {
+        boot.report.notes.push("the store was not read offline: no root filesystem found in the image".into());
+        return;
+    };
+    sink.event(RunEvent::Step(
+        "the boot failed on its images or containers: reading the store offline from the disk it left".into(),
+    ));
+    let expected: Vec<String> = s.expect.images.iter().map(|i| i.reference.clone()).collect();
+    let t = Instant::now();
+    match crate::store::check_offline(kept, (root.start, root.len), s.expect.engine, &expected, dir, "store-check") {
+        Ok(o) => {
+            sink.event(RunEvent::Detail(format!(
+                "store {} ({} of {} layers verified) in {:.1}s",
+                o.check.verdict.as_str(),
+                o.check.layers_verified,
+                o.check.layers_registered,
+                t.elapsed().as_secs_f64()
+            )));
+            boot.report.store_check = Some(o);
+        }
+        Err(e) => {
+            boot.report.notes.push(format!("the store could not be read offline from the disk the boot left: {e}"))
+        }
+    }
 }
 
 /// The boot proper. An `Err` is a harness error before QEMU ran; failures

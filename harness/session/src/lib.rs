@@ -34,6 +34,7 @@ pub mod machine;
 pub mod plan;
 pub mod policy;
 pub mod steps;
+pub mod store;
 pub mod suite;
 
 pub use boot::{Boot, BootOptions, Env, run_boot};
