@@ -228,7 +228,10 @@ pub fn diagnose(r: &Report, console: &[TimedLine]) -> Vec<Diagnosis> {
                     r.engine.as_ref().and_then(|e| e.storage_driver.as_deref()).map(|d| format!(", driver {d}")).unwrap_or_default(),
                     expected_refs(r)
                 ),
-            }],
+            }]
+            .into_iter()
+            .chain(seeded_store_evidence(r, default.unwrap_or("the default data root")))
+            .collect(),
             Confidence::Certain,
         ));
     } else if !ev.is_empty() {
@@ -350,11 +353,20 @@ pub fn diagnose(r: &Report, console: &[TimedLine]) -> Vec<Diagnosis> {
         .containers
         .iter()
         .filter(|c| c.expected && (c.state == "restarting" || c.state == "exited" || c.state == "dead"))
-        .map(|c| DiagEvidence {
-            source: "status".into(),
-            t_s: r.status.last_t_s,
-            line: format!("container {} ({}) is {}", c.name, c.image.as_deref().unwrap_or("?"), c.state),
+        .flat_map(|c| {
+            let exit = c.exit_code.map(|x| format!(", last exit code {x}")).unwrap_or_default();
+            std::iter::once(DiagEvidence {
+                source: "status".into(),
+                t_s: r.status.last_t_s,
+                line: format!("container {} ({}) is {}{exit}", c.name, c.image.as_deref().unwrap_or("?"), c.state),
+            })
+            .chain(c.log_tail.iter().map(|l| DiagEvidence {
+                source: format!("container {} log", c.name),
+                t_s: None,
+                line: l.clone(),
+            }))
         })
+        .take(MAX_EVIDENCE)
         .collect();
     if !crashing.is_empty() && corrupt.is_none() && (has(FailureCode::ContainerNotRunning) || has(FailureCode::Timeout))
     {
@@ -366,6 +378,24 @@ pub fn diagnose(r: &Report, console: &[TimedLine]) -> Vec<Diagnosis> {
         ));
     }
     out
+}
+
+/// What the offline read of the disk found at the default data root:
+/// the seeded images, whole, where the engine did not look.
+fn seeded_store_evidence(r: &Report, root: &str) -> Option<DiagEvidence> {
+    let sc = r.store_check.as_ref()?;
+    let whole: Vec<&str> = sc
+        .check
+        .images
+        .iter()
+        .filter(|i| i.state == crate::cut::store::ImageState::Complete)
+        .map(|i| i.reference.as_str())
+        .collect();
+    (!whole.is_empty()).then(|| DiagEvidence {
+        source: "store".into(),
+        t_s: None,
+        line: format!("read offline, {root} holds {} complete: {}", whole.len(), whole.join(", ")),
+    })
 }
 
 /// Where an engine keeps its store unless configured otherwise.
@@ -502,6 +532,25 @@ mod tests {
         let d = diagnose(&r, &[]);
         assert_eq!(codes(&d), [DiagnosisCode::DataRootMismatch]);
         assert!(d[0].summary.contains("/srv/docker, not /var/lib/docker"), "{}", d[0].summary);
+        assert_eq!(d[0].evidence.len(), 1, "no offline read, no word on the seeded store");
+        // The disk read offline shows the seeded images where it did not look.
+        r.store_check = Some(crate::report::OfflineStore {
+            fs: crate::cut::FsFindings { clean: true, summary: "clean".into() },
+            check: crate::cut::store::StoreCheck {
+                verdict: crate::cut::store::StoreVerdict::New,
+                images: vec![crate::cut::store::ImageCheck {
+                    reference: "fixture/redis:1".into(),
+                    id: None,
+                    state: crate::cut::store::ImageState::Complete,
+                }],
+                layers_registered: 2,
+                layers_verified: 2,
+                problems: Vec::new(),
+            },
+        });
+        let d = diagnose(&r, &[]);
+        assert_eq!(d[0].evidence[1].line, "read offline, /var/lib/docker holds 1 complete: fixture/redis:1");
+        r.store_check = None;
         r.engine.as_mut().unwrap().data_root = Some("/var/lib/docker/".into());
         assert_eq!(codes(&diagnose(&r, &[])), [DiagnosisCode::StorageDriverMismatch]);
         // One image present: the store is there, one image is missing from it.
@@ -588,8 +637,19 @@ mod tests {
             state: "restarting".into(),
             health: None,
             expected: true,
+            exit_code: Some(3),
+            log_tail: vec!["redis: cannot open /dev/ttyUSB0".into()],
         });
-        assert_eq!(codes(&diagnose(&r, &[])), [DiagnosisCode::ContainerCrashLoop]);
+        let d = diagnose(&r, &[]);
+        assert_eq!(codes(&d), [DiagnosisCode::ContainerCrashLoop]);
+        assert_eq!(
+            d[0].summary,
+            "an expected container is not staying up: container redis (fixture/redis:1) is restarting, last exit code 3"
+        );
+        assert_eq!(
+            (d[0].evidence[1].source.as_str(), d[0].evidence[1].line.as_str()),
+            ("container redis log", "redis: cannot open /dev/ttyUSB0")
+        );
         r.containers[0].expected = false;
         assert!(diagnose(&r, &[]).is_empty(), "a container nobody expects is not the cause");
     }
@@ -642,6 +702,7 @@ mod tests {
             state: "exited".into(),
             health: None,
             expected: true,
+            ..Default::default()
         }];
         let console = [line(30.0, "exec /bin/httpd: exec format error")];
         // Without the offline read: the symptoms are what shows.

@@ -24,7 +24,7 @@ pub struct ImageRow {
 }
 
 /// One container as the report lists it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 pub struct ContainerRow {
     pub name: String,
     pub image: Option<String>,
@@ -32,6 +32,12 @@ pub struct ContainerRow {
     pub state: String,
     pub health: Option<String>,
     pub expected: bool,
+    /// Its last exit status, when it has exited.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i64>,
+    /// Not running: the last lines of its log (probe only).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub log_tail: Vec<String>,
 }
 
 /// The comparison of one status block with the expectations.
@@ -239,6 +245,7 @@ pub fn evaluate(expect: &Expect, known_ids: &BTreeMap<String, String>, block: &S
                 state: "absent".into(),
                 health: None,
                 expected: true,
+                ..Default::default()
             });
             continue;
         };
@@ -249,6 +256,8 @@ pub fn evaluate(expect: &Expect, known_ids: &BTreeMap<String, String>, block: &S
             state: found.state.clone(),
             health: found.health.clone(),
             expected: true,
+            exit_code: found.exit_code.filter(|_| found.state != "running"),
+            log_tail: found.log_tail.clone(),
         });
         if let Some(want) = &c.image
             && want != &image
@@ -293,6 +302,7 @@ pub fn evaluate(expect: &Expect, known_ids: &BTreeMap<String, String>, block: &S
                 state: x.state.clone(),
                 health: x.health.clone(),
                 expected: false,
+                ..Default::default()
             });
         }
     }
@@ -343,6 +353,7 @@ mod tests {
             health: health.map(Into::into),
             started_at: None,
             exit_code: None,
+            log_tail: Vec::new(),
         }
     }
 

@@ -59,6 +59,10 @@ pub enum Variant {
     /// the store lists its images, a layer no longer matches its diff_id
     /// (the `store-corrupt` control).
     StoreCorrupt,
+    /// Preseeded, with the web container run by dockerd with a restart
+    /// policy and an entrypoint that fails at once (the
+    /// `container-crash-loop` control).
+    ContainerCrash,
     /// Preseeded, plus a first-boot unit that pulls from a registry: an
     /// air-gap violation airboot must catch and name.
     Egress,
@@ -72,12 +76,13 @@ impl Variant {
             Variant::LoadAtBootSafe => "load-at-boot-safe",
             Variant::LoadEveryBoot => "load-every-boot",
             Variant::StoreCorrupt => "store-corrupt",
+            Variant::ContainerCrash => "container-crash",
             Variant::Egress => "egress",
         }
     }
     /// Whether /var/lib/docker is populated at build time.
     pub fn preseeds(self) -> bool {
-        matches!(self, Variant::Preseeded | Variant::Egress | Variant::StoreCorrupt)
+        matches!(self, Variant::Preseeded | Variant::Egress | Variant::StoreCorrupt | Variant::ContainerCrash)
     }
 }
 
@@ -140,7 +145,7 @@ pub struct FixtureDef {
 /// Every fixture that can be built.
 pub fn catalog() -> Vec<FixtureDef> {
     use FixtureBoot::{Direct, Uefi};
-    use Variant::{Egress, LoadAtBoot, LoadAtBootSafe, LoadEveryBoot, Preseeded, StoreCorrupt};
+    use Variant::{ContainerCrash, Egress, LoadAtBoot, LoadAtBootSafe, LoadEveryBoot, Preseeded, StoreCorrupt};
     let def = |name, arch, containers, variant, boot, description| FixtureDef {
         name,
         engine: Engine::Docker,
@@ -200,6 +205,14 @@ pub fn catalog() -> Vec<FixtureDef> {
             StoreCorrupt,
             Direct,
             "the preseeded fixture with its busybox binary zeroed (same size) in the seeded layer: the store lists every image, the layer no longer matches its diff_id (negative control for store-corrupt)",
+        ),
+        def(
+            "debian-container-crash-x86_64",
+            x86,
+            x86,
+            ContainerCrash,
+            Direct,
+            "the preseeded fixture whose web container fails at once (a missing serial device) under dockerd's restart policy on-failure:3 (negative control for container-crash-loop)",
         ),
         def(
             "debian-egress-x86_64",

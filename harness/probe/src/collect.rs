@@ -153,6 +153,12 @@ impl Collector {
                     }
                     s.images = images;
                     s.containers = containers;
+                    for c in
+                        s.containers.iter_mut().filter(|c| matches!(c.state.as_str(), "exited" | "restarting" | "dead"))
+                    {
+                        c.log_tail =
+                            d.container_logs(c.name.trim_start_matches('/')).map(|l| log_tail(&l)).unwrap_or_default();
+                    }
                     if with_events {
                         let now = clocks().realtime_s as i64;
                         s.events = d.events(now).unwrap_or_default();
@@ -271,6 +277,12 @@ pub fn last_error_line(log: &str) -> Option<String> {
         .or_else(|| lines.iter().rev().find(plain))?;
     let msg = l.find("msg=").map(|i| &l[i + 4..]).unwrap_or(l).trim_matches('"');
     Some(msg.chars().take(300).collect())
+}
+
+/// The last lines of a container's log, each cut to 240 characters.
+fn log_tail(log: &str) -> Vec<String> {
+    let lines: Vec<&str> = log.lines().filter(|l| !l.trim().is_empty()).collect();
+    lines[lines.len().saturating_sub(5)..].iter().map(|l| l.chars().take(240).collect()).collect()
 }
 
 /// `statvfs` of the filesystem holding `path`.

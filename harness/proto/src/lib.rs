@@ -175,6 +175,9 @@ pub struct ContainerRecord {
     pub started_at: Option<String>,
     #[serde(default)]
     pub exit_code: Option<i64>,
+    /// A container that is not running: the last lines of its log.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub log_tail: Vec<String>,
 }
 
 /// A systemd unit the guest considers part of its stack.

@@ -162,6 +162,9 @@ pub struct ContainerInfo {
     pub pid: Option<u64>,
     /// Ends of health checks that passed, RFC 3339 (guest realtime).
     pub healthy_at: Vec<String>,
+    /// Not running (exited, restarting, dead): the last lines of its log.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub log_tail: Vec<String>,
 }
 
 // The console status protocol carries the part of each record both sides
@@ -183,6 +186,7 @@ impl From<&ContainerInfo> for crate::ContainerRecord {
             health: c.health.clone(),
             started_at: c.started_at.clone(),
             exit_code: c.exit_code,
+            log_tail: c.log_tail.clone(),
         }
     }
 }

@@ -151,23 +151,21 @@ fn run(
                 Ok(other) => trouble(&tx, "sync", format!("the probe could not sync the guest's disk: {other:?}")),
                 Err(e) => trouble(&tx, "sync", format!("the probe could not sync the guest's disk: {e}")),
             }
+            // One more status, judged before the verification's result:
+            // did the containers stay up meanwhile?
+            if let Ok(Ok(ev)) = ask_status(c, t0) {
+                let _ = tx.send(ev);
+            }
             let _ = tx.send(ProbeEvent::Verified { t: t0.elapsed().as_secs_f64(), runs, airgap });
             continue;
         }
-        let sent = t0.elapsed().as_secs_f64();
-        let real_before = unix_now();
-        match c.request(Op::Status, Duration::from_secs(60)) {
-            Ok(Body::Status(status)) => {
-                let sample = ClockSample {
-                    sent_s: sent,
-                    received_s: t0.elapsed().as_secs_f64(),
-                    host_realtime_s: (real_before + unix_now()) / 2.0,
-                };
-                if tx.send(ProbeEvent::Status { status, sample }).is_err() {
+        match ask_status(c, t0) {
+            Ok(Ok(ev)) => {
+                if tx.send(ev).is_err() {
                     return;
                 }
             }
-            Ok(other) => trouble(&tx, "answer", format!("the probe answered a status request with {other:?}")),
+            Ok(Err(other)) => trouble(&tx, "answer", format!("the probe answered a status request with {other:?}")),
             Err(e) => {
                 trouble(&tx, "lost", format!("the probe session broke ({e}); reconnecting"));
                 client = None;
@@ -179,4 +177,22 @@ fn run(
             std::thread::sleep(Duration::from_millis(100));
         }
     }
+}
+
+/// Ask for a status: the event, with the clock sample of the exchange, or
+/// the answer that was not a status.
+fn ask_status(c: &mut ProbeClient, t0: Instant) -> Result<Result<ProbeEvent, Body>, ProbeError> {
+    let sent = t0.elapsed().as_secs_f64();
+    let real_before = unix_now();
+    Ok(match c.request(Op::Status, Duration::from_secs(60))? {
+        Body::Status(status) => {
+            let sample = ClockSample {
+                sent_s: sent,
+                received_s: t0.elapsed().as_secs_f64(),
+                host_realtime_s: (real_before + unix_now()) / 2.0,
+            };
+            Ok(ProbeEvent::Status { status, sample })
+        }
+        other => Err(other),
+    })
 }

@@ -284,6 +284,7 @@ impl Run {
                         state: "unknown".into(),
                         health: None,
                         expected: true,
+                        ..Default::default()
                     })
                     .collect(),
             ),

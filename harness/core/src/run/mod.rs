@@ -172,6 +172,9 @@ pub struct Run {
     best_map: Option<ClockMap>,
     verifying: bool,
     verified: bool,
+    /// The last status taken after the stack was first seen (at the end
+    /// of the verification): did the containers stay up?
+    after_stack: Option<(crate::status::StatusBlock, crate::verify::Evaluation)>,
     image_runs: Vec<RunImageResult>,
     image_loads: Vec<ImageLoad>,
     airgap: Option<Airgap>,
@@ -227,6 +230,7 @@ impl Run {
             verified: false,
             image_runs: Vec::new(),
             image_loads: Vec::new(),
+            after_stack: None,
             airgap: None,
             notes: Vec::new(),
         })
@@ -400,6 +404,11 @@ impl Run {
                 times.loads.iter().map(|(image, t)| ImageLoad { image: image.clone(), t_s: *t }).collect();
         }
         if self.verifying || self.verified {
+            if self.verifying && self.wants_stack() {
+                let block = to_block(s, sample.received_s, self.guest_machine.as_deref());
+                let ev = crate::verify::evaluate(&self.cfg.expect, &self.cfg.known_ids, &block);
+                self.after_stack = Some((block, ev));
+            }
             return self.check_progress(sample.received_s);
         }
         if self.guest_init.is_none() && !s.init.is_empty() {

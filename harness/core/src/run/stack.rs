@@ -182,10 +182,41 @@ impl Run {
             None => self.note("the guest's air-gap evidence could not be collected"),
         }
         self.hit("images-verified", t, "probe", "each expected image ran with no network; air gap checked".into());
+        self.stayed_up();
         if !self.failures.is_empty() {
             self.done = true;
             return Decision::Stop;
         }
         self.check_progress(t)
+    }
+
+    /// The containers must still be up after the verification: one that
+    /// ran for a moment when the stack was first seen and has exited
+    /// since (a crash loop caught between restarts) fails the run, and
+    /// the report shows the containers as they are now.
+    fn stayed_up(&mut self) {
+        let Some((b, ev)) = self.after_stack.take() else { return };
+        let t = b.t;
+        let since = self.stack_t.map(|s| format!(", after the stack was first seen at {s:.1}s")).unwrap_or_default();
+        let fell: Vec<Failure> = ev
+            .problems
+            .iter()
+            .filter(|p| {
+                matches!(
+                    p.code,
+                    FailureCode::ContainerNotRunning | FailureCode::ContainerMissing | FailureCode::ContainerUnhealthy
+                )
+            })
+            .map(|p| Failure {
+                code: p.code,
+                message: p.message.clone(),
+                evidence: Some(format!("probe status at {t:.1}s{since}: it did not stay up")),
+            })
+            .collect();
+        if !fell.is_empty() {
+            self.failures.extend(fell);
+            self.last_eval = Some(ev);
+            self.last_block = Some(b);
+        }
     }
 }

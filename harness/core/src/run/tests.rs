@@ -475,6 +475,34 @@ fn probe_path_times_the_stack_from_guest_evidence_then_verifies() {
 }
 
 #[test]
+fn a_container_that_exits_after_the_stack_was_seen_fails_the_run_as_it_is_now() {
+    let mut run = Run::new(probe_cfg()).unwrap();
+    run.on_probe_hello(8.0, "x86_64");
+    let (s, smp) = pstatus("healthy", 18.0);
+    assert_eq!(run.on_probe_status(&s, smp), Decision::Verify);
+    // Caught running between restarts: at the end of the verification it
+    // has exited, with its log.
+    let (mut s, smp) = pstatus("healthy", 24.0);
+    s.containers[0].state = "exited".into();
+    s.containers[0].health = None;
+    s.containers[0].exit_code = Some(3);
+    s.containers[0].log_tail = vec!["redis: cannot open /dev/ttyUSB0".into()];
+    assert_eq!(run.on_probe_status(&s, smp), Decision::Continue);
+    assert_eq!(run.on_verification(25.0, vec![ran("fixture/redis:1")], Some(&clean_airgap())), Decision::Stop);
+    let r = run.finish();
+    assert_eq!(r.verdict, Verdict::Fail);
+    assert_eq!(r.failures.len(), 1, "{:?}", r.failures);
+    assert_eq!(r.failures[0].code, FailureCode::ContainerNotRunning);
+    let ev = r.failures[0].evidence.as_deref().unwrap();
+    assert!(ev.contains("after the stack was first seen at 15.0s: it did not stay up"), "{ev}");
+    assert_eq!(r.time_to_stack_s, Some(15.0), "the stack was seen; it did not stay");
+    let c = &r.containers[0];
+    assert_eq!((c.state.as_str(), c.exit_code), ("exited", Some(3)));
+    assert_eq!(c.log_tail, ["redis: cannot open /dev/ttyUSB0"]);
+    assert_eq!(r.last_status_t, Some(24.1), "the status that showed it");
+}
+
+#[test]
 fn an_image_that_does_not_run_fails_the_run() {
     let mut run = Run::new(probe_cfg()).unwrap();
     run.on_probe_hello(8.0, "x86_64");

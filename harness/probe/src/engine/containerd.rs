@@ -426,6 +426,7 @@ fn container_info(id: &str, image: &str, task: Option<&Task>) -> ContainerInfo {
         exit_code: task.filter(|t| t.status == 3).map(|t| t.exit_status as i64),
         pid,
         healthy_at: Vec::new(),
+        log_tail: Vec::new(),
     }
 }
 

@@ -347,6 +347,7 @@ pub fn container_info(i: &Value) -> ContainerInfo {
         exit_code: i["State"]["ExitCode"].as_i64(),
         pid: i["State"]["Pid"].as_u64().filter(|p| *p > 0),
         healthy_at,
+        log_tail: Vec::new(),
     }
 }
 
