@@ -145,8 +145,20 @@ fn run_failing(scenario: &Path) -> (Value, f64, tempfile::TempDir) {
 }
 
 /// What every booted run must show, whatever its verdict.
+/// A cause that settles the run ended it within seconds of its evidence
+/// (wall time).
+fn assert_fail_fast(r: &Value) {
+    let diags: Vec<airboot_model::Diagnosis> = serde_json::from_value(r["diagnoses"].clone()).unwrap();
+    for d in diags.iter().filter(|d| d.code.settles_run()) {
+        eprintln!("{}: the run ended {:?}s after its first evidence", d.code, d.ended_after_s);
+    }
+    let slow: Vec<String> = diags.iter().filter_map(airboot_core::diagnose::too_slow).collect();
+    assert!(slow.is_empty(), "{slow:?}");
+}
+
 fn check_common(r: &Value, dir: &Path) {
     assert_eq!(r["schema"], "airboot.report/v1");
+    assert_fail_fast(r);
     assert!(r["accel"] == "tcg" || r["accel"] == "kvm", "{}", r["accel"]);
     assert!(r["accel_reason"].as_str().is_some_and(|s| !s.is_empty()));
     assert_eq!(r["arch"], "x86_64");
@@ -605,6 +617,7 @@ fn a_root_too_small_for_the_first_boot_load_is_diagnosed_no_space() {
     let r = report(rdir.path());
     let ev = &r["diagnoses"][0]["evidence"][0];
     assert!(ev["line"].as_str().unwrap().to_lowercase().contains("no space left on device"), "{ev}");
+    assert_fail_fast(&r);
     assert_no_qemu_left("no space");
 }
 

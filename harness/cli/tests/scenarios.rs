@@ -94,6 +94,9 @@ fn check_report(r: &Value, dir: &Path) -> Result<(), String> {
     if r["qemu"]["leftover_processes"].as_array().is_none_or(|a| !a.is_empty()) {
         p.push(format!("leftover processes {}", r["qemu"]["leftover_processes"]));
     }
+    // A cause that settles the run ended it within seconds of its evidence.
+    let diags: Vec<airboot_model::Diagnosis> = serde_json::from_value(r["diagnoses"].clone()).unwrap_or_default();
+    p.extend(diags.iter().filter_map(airboot_core::diagnose::too_slow));
     // A diagnosis explains a failure: a passing run has none.
     if r["verdict"] == "pass" && r["diagnoses"].as_array().is_none_or(|d| !d.is_empty()) {
         p.push(format!("a passing run with diagnoses {}", r["diagnoses"]));

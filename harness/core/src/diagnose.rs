@@ -44,6 +44,13 @@ static NET_LOOKUP: LazyLock<Regex> = LazyLock::new(|| {
     re(r"(?i)dial tcp: lookup \S+|registry-1\.docker\.io|Temporary failure in name resolution|network is unreachable")
 });
 
+/// Whether a line (console, the engine's error, a unit's) is evidence of
+/// a cause that settles the run (`DiagnosisCode::settles_run`): the store
+/// read-only or out of space, the engine's unit at its start limit.
+pub fn settling_evidence(text: &str) -> bool {
+    READ_ONLY.is_match(text) || NO_SPACE.is_match(text) || START_LIMIT.is_match(text)
+}
+
 /// Where a run's words come from, flattened: console lines (timed) and the
 /// engine's own error (untimed).
 struct Sources<'a> {
@@ -51,6 +58,8 @@ struct Sources<'a> {
     engine: Option<&'a str>,
     /// (unit, its last error) for the stack's failed or restarting units.
     units: Vec<(&'a str, &'a str)>,
+    /// When the guest first reported each error.
+    seen: &'a std::collections::BTreeMap<String, f64>,
 }
 
 impl Sources<'_> {
@@ -66,10 +75,12 @@ impl Sources<'_> {
         let hit = |s: &str| pattern.is_match(s) && !explained.iter().any(|x| x.is_match(s));
         let mut out = Vec::new();
         if let Some(e) = self.engine.filter(|e| hit(e)) {
-            out.push(DiagEvidence { source: "engine".into(), t_s: None, line: e.to_string() });
+            let t_s = self.seen.get(crate::report::error_key(e)).copied();
+            out.push(DiagEvidence { source: "engine".into(), t_s, line: e.to_string() });
         }
         for (unit, e) in self.units.iter().filter(|(_, e)| hit(e)) {
-            out.push(DiagEvidence { source: format!("unit {unit}"), t_s: None, line: e.to_string() });
+            let t_s = self.seen.get(crate::report::error_key(e)).copied();
+            out.push(DiagEvidence { source: format!("unit {unit}"), t_s, line: e.to_string() });
         }
         for l in self.console.iter().filter(|l| hit(&l.text)) {
             if out.len() >= MAX_EVIDENCE {
@@ -82,7 +93,25 @@ impl Sources<'_> {
 }
 
 fn diag(code: DiagnosisCode, summary: String, evidence: Vec<DiagEvidence>, confidence: Confidence) -> Diagnosis {
-    Diagnosis { code, summary, evidence, fix: code.fix().into(), confidence }
+    Diagnosis { code, summary, evidence, fix: code.fix().into(), confidence, ended_after_s: None }
+}
+
+/// A cause that settles the run but did not end it within
+/// [`airboot_model::FAIL_FAST_S`] of its first timed evidence (or has no
+/// timed evidence to tell): what is wrong, for a test to fail on.
+pub fn too_slow(d: &Diagnosis) -> Option<String> {
+    if !d.code.settles_run() {
+        return None;
+    }
+    match d.ended_after_s {
+        Some(a) if a <= airboot_model::FAIL_FAST_S => None,
+        Some(a) => Some(format!(
+            "{} settles the run, which ended {a:.1}s after its first evidence (limit {}s)",
+            d.code,
+            airboot_model::FAIL_FAST_S
+        )),
+        None => Some(format!("{} settles the run, but none of its evidence is timed", d.code)),
+    }
 }
 
 /// Whether a finished boot's failures are ones a damaged store explains
@@ -146,13 +175,25 @@ pub fn load_every_boot(step: &str, next: &Report, summary: &crate::report::NextB
 /// The named causes of `r`'s failures, most specific first. Empty when the
 /// run passed or nothing names a cause.
 pub fn diagnose(r: &Report, console: &[TimedLine]) -> Vec<Diagnosis> {
+    let mut out = causes(r, console);
+    // How soon the run ended after each cause showed.
+    if let Some(end) = r.status.ended_s {
+        for d in &mut out {
+            let first = d.evidence.iter().filter_map(|e| e.t_s).reduce(f64::min);
+            d.ended_after_s = first.map(|f| (end - f).max(0.0));
+        }
+    }
+    out
+}
+
+fn causes(r: &Report, console: &[TimedLine]) -> Vec<Diagnosis> {
     if r.failures.is_empty() {
         return Vec::new();
     }
     let has = |c: FailureCode| r.failures.iter().any(|f| f.code == c);
     let engine_detail = r.engine.as_ref().and_then(|e| e.detail.as_deref());
     let units = r.units.iter().filter_map(|u| u.error.as_deref().map(|e| (u.name.as_str(), e))).collect();
-    let src = Sources { console, engine: engine_detail, units };
+    let src = Sources { console, engine: engine_detail, units, seen: &r.status.errors_first_seen_s };
     let engine_name = r.engine.as_ref().map(|e| e.name.as_str()).unwrap_or("the engine");
     let mut out = Vec::new();
 
@@ -744,5 +785,28 @@ mod tests {
             x.verdict = airboot_model::Verdict::Fail;
             x
         }));
+    }
+
+    #[test]
+    fn an_engine_error_is_timed_when_first_seen_and_the_run_end_is_measured_from_it() {
+        let mut r = failed(&[FailureCode::EngineDown]);
+        let e = "chmod /var/lib/docker: read-only file system; docker.service is failed";
+        r.engine = engine(EngineState::Down, e);
+        r.status.errors_first_seen_s.insert("chmod /var/lib/docker: read-only file system".into(), 21.5);
+        r.status.ended_s = Some(24.0);
+        let d = diagnose(&r, &[line(30.0, "unrelated")]);
+        assert_eq!(codes(&d), [DiagnosisCode::StoreReadOnly]);
+        assert_eq!(d[0].evidence[0].t_s, Some(21.5));
+        assert_eq!(d[0].ended_after_s, Some(2.5));
+        assert!(d[0].code.settles_run());
+        assert_eq!(too_slow(&d[0]), None);
+        r.status.ended_s = Some(40.0);
+        let late = diagnose(&r, &[]);
+        assert!(too_slow(&late[0]).unwrap().contains("ended 18.5s after"), "{:?}", too_slow(&late[0]));
+        // Untimed evidence: nothing to measure from.
+        r.status.errors_first_seen_s.clear();
+        let d = diagnose(&r, &[]);
+        assert_eq!(d[0].ended_after_s, None);
+        assert!(too_slow(&d[0]).unwrap().contains("none of its evidence is timed"));
     }
 }

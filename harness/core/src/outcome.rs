@@ -101,6 +101,7 @@ mod tests {
             evidence: vec![],
             fix: "f".into(),
             confidence: Confidence::Certain,
+            ended_after_s: None,
         };
         r.diagnoses.push(d(DiagnosisCode::StoreReadOnly));
         assert_eq!(check(&o, &r), Ok(()));

@@ -112,6 +112,15 @@ pub struct StatusInfo {
     pub last_t_s: Option<f64>,
     /// The guest's uptime in the last block.
     pub guest_uptime_s: Option<f64>,
+    /// When each error the guest reported (the engine's, a unit's) was
+    /// first seen, seconds from t0: the time of that evidence. Keyed by
+    /// the error itself ([`error_key`]: what comes before the first `; `,
+    /// without the unit state the probe adds after it).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub errors_first_seen_s: std::collections::BTreeMap<String, f64>,
+    /// When the run was decided (or QEMU ended), seconds from t0.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended_s: Option<f64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
@@ -472,4 +481,12 @@ pub struct OfflineStore {
     /// The root filesystem after journal replay (e2fsck on a copy).
     pub fs: crate::cut::FsFindings,
     pub check: crate::cut::store::StoreCheck,
+}
+
+/// What identifies an error the guest reports over time: the engine's
+/// detail and a unit's error end with states that change
+/// (`…; docker.service is activating, system is running`), the error
+/// before them does not.
+pub fn error_key(s: &str) -> &str {
+    s.split("; ").next().unwrap_or(s)
 }

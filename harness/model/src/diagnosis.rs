@@ -116,7 +116,24 @@ pub struct Diagnosis {
     pub fix: String,
     #[serde(default)]
     pub confidence: Confidence,
+    /// Seconds from its earliest timed evidence to the end of the run
+    /// (wall time, not scaled): how fast a settling cause ended the run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended_after_s: Option<f64>,
 }
+
+impl DiagnosisCode {
+    /// A cause that settles the run: once its evidence shows, nothing
+    /// that follows can make the stack run, so the run must end within
+    /// [`FAIL_FAST_S`] of it, not at the timeout.
+    pub fn settles_run(self) -> bool {
+        matches!(self, DiagnosisCode::StoreReadOnly | DiagnosisCode::StoreNoSpace | DiagnosisCode::EngineCrashLoop)
+    }
+}
+
+/// How soon after its evidence a settling cause must have ended the run,
+/// seconds of wall time.
+pub const FAIL_FAST_S: f64 = 10.0;
 
 #[cfg(test)]
 mod tests {

@@ -82,6 +82,6 @@ mod diagnosis;
 mod failure;
 mod words;
 
-pub use diagnosis::{Confidence, DiagEvidence, Diagnosis, DiagnosisCode};
+pub use diagnosis::{Confidence, DiagEvidence, Diagnosis, DiagnosisCode, FAIL_FAST_S};
 pub use failure::{Failure, FailureCode, Problem, edits as edit_distance};
 pub use words::{Accel, Arch, BootMode, CutMode, DiskFormat, Engine, TransportKind, Verdict};

@@ -104,6 +104,8 @@ pub struct VmOutcome {
     pub recorded: Option<Recorded>,
     /// `[[step]]` actions carried out after the verdict.
     pub steps: Vec<airboot_core::report::StepRecord>,
+    /// When the run was decided (or QEMU ended), seconds from t0.
+    pub ended_s: Option<f64>,
 }
 
 pub struct VmRunner {
@@ -327,6 +329,7 @@ impl VmRunner {
             e => Some(probe_session::start(e.clone(), t0, ptx)),
         };
         let mut pumped = self.pump(&mut vm, &mut console, &mut run, session.as_ref(), &mut prx, t0, on_event).await?;
+        let ended_s = Some(t0.elapsed().as_secs_f64());
         let mut steps = Vec::new();
         if !self.after.is_empty() && pumped.exit.is_none() && !pumped.cut_now && run.is_done() && !interrupted() {
             let mut s = steps::Steps { session: session.as_ref(), events: &mut prx, t0 };
@@ -369,6 +372,7 @@ impl VmRunner {
             recorded: pumped.recorded,
             helper_log_tail: if self.plan.helper.is_some() { file_tail(&helper_log, 10) } else { Vec::new() },
             steps,
+            ended_s,
         })
     }
 

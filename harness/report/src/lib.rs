@@ -245,6 +245,9 @@ pub fn summary(r: &Report, report_dir: &Path) -> String {
     }
     for d in &r.diagnoses {
         let _ = writeln!(s, "   diagnosis {}{}: {}", d.code, guess(d), d.summary);
+        if let Some(a) = d.ended_after_s {
+            let _ = writeln!(s, "       the run ended {a:.1}s after its first evidence");
+        }
         for e in d.evidence.iter().take(2) {
             let at = e.t_s.map(|t| format!(" at {t:.1}s")).unwrap_or_default();
             let line: String = e.line.chars().take(160).collect();

@@ -51,6 +51,7 @@ pub fn run() -> RunView {
         }],
         fix: airboot_model::DiagnosisCode::NetworkDependentStart.fix().into(),
         confidence: airboot_model::Confidence::Certain,
+        ended_after_s: None,
     }];
     RunView {
         run_id: "20261122-200000-3-scenarios".into(),

@@ -175,6 +175,7 @@ impl Machine for FakeMachine {
         }
         Ok(VmOutcome {
             steps,
+            ended_s: Some(1.0 + script.lines.len() as f64),
             result: run.finish(),
             network_args: Vec::new(),
             argv: vec!["-nodefaults".into(), "-S".into()],

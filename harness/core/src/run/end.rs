@@ -70,6 +70,9 @@ impl Run {
         if let Decision::Stop = self.check_progress(t) {
             return Decision::Stop;
         }
+        if let Some(d) = self.settle_now(t) {
+            return d;
+        }
         if let Some(d) = self.fall_back_to_console(t) {
             return d;
         }
@@ -310,6 +313,7 @@ impl Run {
             units,
             status_blocks: self.assembler.complete + self.statuses,
             damaged_status_blocks: self.assembler.damaged,
+            errors_first_seen: self.errors_first_seen,
             last_status_t: self.last_block.as_ref().map(|b| b.t),
             guest_uptime_s: self.last_block.as_ref().and_then(|b| b.uptime_s),
             guest_machine: self.guest_machine,

@@ -108,6 +108,9 @@ pub struct RunResult {
     pub units: Vec<airboot_proto::UnitRecord>,
     pub status_blocks: u64,
     pub damaged_status_blocks: u64,
+    /// Each error the guest reported (the engine's, a unit's), and when it
+    /// was first seen.
+    pub errors_first_seen: std::collections::BTreeMap<String, f64>,
     pub last_status_t: Option<f64>,
     pub guest_uptime_s: Option<f64>,
     pub guest_machine: Option<String>,
@@ -175,11 +178,19 @@ pub struct Run {
     /// The last status taken after the stack was first seen (at the end
     /// of the verification): did the containers stay up?
     after_stack: Option<(crate::status::StatusBlock, crate::verify::Evaluation)>,
+    errors_first_seen: std::collections::BTreeMap<String, f64>,
     image_runs: Vec<RunImageResult>,
     image_loads: Vec<ImageLoad>,
     airgap: Option<Airgap>,
     notes: Vec<String>,
+    /// Evidence of a cause that settles the run, and when to decide.
+    settle: Option<(f64, String)>,
 }
+
+/// How long after evidence that settles the run the run is decided
+/// (wall seconds, not scaled): time for one more probe status, so the
+/// report shows the state the cause left.
+pub const SETTLE_GRACE_S: f64 = 3.0;
 
 impl Run {
     pub fn new(cfg: RunConfig) -> Result<Run, regex::Error> {
@@ -231,6 +242,8 @@ impl Run {
             image_runs: Vec::new(),
             image_loads: Vec::new(),
             after_stack: None,
+            errors_first_seen: Default::default(),
+            settle: None,
             airgap: None,
             notes: Vec::new(),
         })
@@ -334,6 +347,7 @@ impl Run {
                 self.hit(&name, line.t, "console", line.text.clone());
             }
         }
+        self.note_settling(line.t, &line.text);
         if let Some(f) = m.fail {
             let p = self.rules.fail_pattern(f).clone();
             return self.stop_fail(Failure {

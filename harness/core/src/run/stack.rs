@@ -13,6 +13,12 @@ use crate::verify::evaluate;
 impl Run {
     pub(super) fn on_block(&mut self, b: StatusBlock, times: Option<GuestTimes>) -> Decision {
         let t = b.t;
+        let errors =
+            b.engine.iter().filter_map(|e| e.detail.clone()).chain(b.units.iter().filter_map(|u| u.error.clone()));
+        for e in errors {
+            self.note_settling(t, &e);
+            self.errors_first_seen.entry(crate::report::error_key(&e).to_string()).or_insert(t);
+        }
         let ev = evaluate(&self.cfg.expect, &self.cfg.known_ids, &b);
         let evidence = if times.is_some() {
             format!("probe status at {t:.1}s")
@@ -218,5 +224,49 @@ impl Run {
             self.last_eval = Some(ev);
             self.last_block = Some(b);
         }
+    }
+
+    /// Evidence of a cause that settles the run (a read-only or full
+    /// store, the engine at its start limit) seen before the stack ran:
+    /// the run is decided [`super::SETTLE_GRACE_S`] later, not at the
+    /// timeout.
+    pub(super) fn note_settling(&mut self, t: f64, text: &str) {
+        if self.settle.is_none()
+            && !self.done
+            && self.stack_t.is_none()
+            && self.wants_stack()
+            && crate::diagnose::settling_evidence(text)
+        {
+            let line: String = text.chars().take(300).collect();
+            self.settle = Some((t + super::SETTLE_GRACE_S, line));
+        }
+    }
+
+    /// The grace after settling evidence is over: decide, with what the
+    /// last status showed.
+    pub(super) fn settle_now(&mut self, t: f64) -> Option<Decision> {
+        let (at, line) = self.settle.clone()?;
+        if t < at || self.done || self.stack_t.is_some() || self.verifying {
+            return None;
+        }
+        let why = format!(
+            "{line} (decided {:.1}s after this: nothing after it can make the stack run)",
+            t - at + super::SETTLE_GRACE_S
+        );
+        let problems = self.last_eval.as_ref().map(|e| e.problems.clone()).unwrap_or_default();
+        self.failures.extend(problems.into_iter().map(|p| Failure {
+            code: p.code,
+            message: p.message,
+            evidence: Some(why.clone()),
+        }));
+        if self.failures.is_empty() {
+            self.failures.push(Failure {
+                code: FailureCode::StackNotReady,
+                message: "the guest hit a cause that settles the run before its stack ran".into(),
+                evidence: Some(why),
+            });
+        }
+        self.done = true;
+        Some(Decision::Stop)
     }
 }

@@ -665,3 +665,41 @@ fn a_transport_carrying_only_garbage_is_probe_protocol_not_never_answered() {
     run.on_tick(41.0);
     assert_eq!(run.finish().failures[0].code, FailureCode::Timeout);
 }
+
+#[test]
+fn an_error_is_timed_from_the_first_status_that_reported_it_whatever_the_state_after_it() {
+    let mut run = Run::new(probe_cfg()).unwrap();
+    run.on_probe_hello(8.0, "x86_64");
+    for (t, state) in [(12.0, "activating"), (16.0, "failed")] {
+        let (mut s, smp) = pstatus("starting", t);
+        s.engine.state = EngineState::Down;
+        s.engine.detail = Some(format!("Status: unknown flag: --x; docker.service is {state}, system is running"));
+        run.on_probe_status(&s, smp);
+    }
+    let r = run.finish();
+    assert_eq!(r.errors_first_seen.get("Status: unknown flag: --x"), Some(&12.1));
+    assert_eq!(r.errors_first_seen.len(), 1, "{:?}", r.errors_first_seen);
+}
+
+#[test]
+fn evidence_that_settles_the_run_decides_it_after_a_short_grace_not_at_the_timeout() {
+    let mut run = Run::new(probe_cfg()).unwrap();
+    run.on_probe_hello(8.0, "x86_64");
+    let (s, smp) = pstatus("starting", 9.0);
+    assert_eq!(run.on_probe_status(&s, smp), Decision::Continue);
+    let l = line(10.0, "airboot-load-images[412]: write /var/lib/docker/tmp/x: no space left on device");
+    assert_eq!(run.on_line(&l), Decision::Continue);
+    assert_eq!(run.on_tick(12.9), Decision::Continue, "the grace: one more status");
+    assert_eq!(run.on_tick(13.1), Decision::Stop);
+    let r = run.finish();
+    assert_eq!(r.verdict, Verdict::Fail);
+    let ev = r.failures[0].evidence.as_deref().unwrap();
+    assert!(ev.contains("no space left on device") && ev.contains("nothing after it can make the stack run"), "{ev}");
+    // Once the stack ran, the same words settle nothing.
+    let mut run = Run::new(probe_cfg()).unwrap();
+    run.on_probe_hello(8.0, "x86_64");
+    let (s, smp) = pstatus("healthy", 18.0);
+    assert_eq!(run.on_probe_status(&s, smp), Decision::Verify);
+    run.on_line(&line(19.0, "no space left on device"));
+    assert_eq!(run.on_tick(30.0), Decision::Continue);
+}
