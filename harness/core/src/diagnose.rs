@@ -39,6 +39,11 @@ static START_LIMIT: LazyLock<Regex> = LazyLock::new(|| {
         r"(?:docker|podman|containerd)\.(?:service|socket).*(?:start-limit-hit|Start request repeated too quickly|kept failing)",
     )
 });
+static CLOCKISH: LazyLock<Regex> = LazyLock::new(|| {
+    re(
+        r"(?i)not yet valid|not valid (?:before|until)|certificate (?:has )?expired|expired certificate|clock|in the future|time is (?:wrong|before)",
+    )
+});
 static EXEC_FORMAT: LazyLock<Regex> = LazyLock::new(|| re(r"exec format error"));
 static NET_LOOKUP: LazyLock<Regex> = LazyLock::new(|| {
     re(r"(?i)dial tcp: lookup \S+|registry-1\.docker\.io|Temporary failure in name resolution|network is unreachable")
@@ -390,6 +395,50 @@ fn causes(r: &Report, console: &[TimedLine]) -> Vec<Diagnosis> {
             Confidence::Certain,
         ));
     }
+    // The clock: only when it breaks a health check.
+    let sick: Vec<&crate::verify::ContainerRow> = r
+        .containers
+        .iter()
+        .filter(|c| c.expected && c.state == "running" && c.health.as_deref().is_some_and(|h| h != "healthy"))
+        .collect();
+    let behind_days = r.clock_skew_ms.filter(|ms| *ms < -86_400_000.0).map(|ms| -ms / 86_400_000.0);
+    let said: Vec<DiagEvidence> = sick
+        .iter()
+        .filter_map(|c| {
+            let o = c.health_output.as_deref().filter(|o| CLOCKISH.is_match(o))?;
+            Some(DiagEvidence {
+                source: format!("container {} health check", c.name),
+                t_s: r.status.last_t_s,
+                line: o.to_string(),
+            })
+        })
+        .collect();
+    if !sick.is_empty() && (!said.is_empty() || behind_days.is_some()) && has(FailureCode::ContainerUnhealthy) {
+        let mut ev = said.clone();
+        if let Some(d) = behind_days {
+            ev.push(DiagEvidence {
+                source: "probe".into(),
+                t_s: None,
+                line: format!(
+                    "the device's clock was {d:.1} days behind the host's (clock_skew_ms {:.0})",
+                    r.clock_skew_ms.unwrap_or(0.0)
+                ),
+            });
+        }
+        let names: Vec<&str> = sick.iter().map(|c| c.name.as_str()).collect();
+        out.push(diag(
+            DiagnosisCode::ClockBeforeImage,
+            match behind_days {
+                Some(d) => format!(
+                    "the device's clock is {d:.1} days behind, and the health check of {} fails",
+                    names.join(", ")
+                ),
+                None => format!("the health check of {} fails on the device's clock", names.join(", ")),
+            },
+            ev.into_iter().take(MAX_EVIDENCE).collect(),
+            if !said.is_empty() && behind_days.is_some() { Confidence::Certain } else { Confidence::Guess },
+        ));
+    }
     let crashing: Vec<DiagEvidence> = r
         .containers
         .iter()
@@ -680,6 +729,7 @@ mod tests {
             expected: true,
             exit_code: Some(3),
             log_tail: vec!["redis: cannot open /dev/ttyUSB0".into()],
+            health_output: None,
         });
         let d = diagnose(&r, &[]);
         assert_eq!(codes(&d), [DiagnosisCode::ContainerCrashLoop]);
@@ -808,5 +858,36 @@ mod tests {
         let d = diagnose(&r, &[]);
         assert_eq!(d[0].ended_after_s, None);
         assert!(too_slow(&d[0]).unwrap().contains("none of its evidence is timed"));
+    }
+
+    #[test]
+    fn a_clock_behind_is_named_only_when_a_health_check_breaks_on_it() {
+        let mut r = failed(&[FailureCode::ContainerUnhealthy]);
+        let out = "app-cert.pem: certificate is not yet valid (notBefore 2026-11-26T09:00:00Z, device clock 2026-04-28T00:00:09Z)";
+        r.containers.push(ContainerRow {
+            name: "web".into(),
+            state: "running".into(),
+            health: Some("unhealthy".into()),
+            expected: true,
+            health_output: Some(out.into()),
+            ..Default::default()
+        });
+        r.clock_skew_ms = Some(-18_368_384_747.0);
+        let d = diagnose(&r, &[]);
+        assert_eq!(codes(&d), [DiagnosisCode::ClockBeforeImage]);
+        assert_eq!(d[0].confidence, Confidence::Certain);
+        assert_eq!(d[0].summary, "the device's clock is 212.6 days behind, and the health check of web fails");
+        assert_eq!(d[0].evidence[0].line, out);
+        // Either piece alone is a guess.
+        r.clock_skew_ms = Some(120.0);
+        assert_eq!(diagnose(&r, &[])[0].confidence, Confidence::Guess);
+        // A failing check that says nothing of time, on a clock that is right: not this.
+        r.containers[0].health_output = Some("redis: connection refused".into());
+        assert!(diagnose(&r, &[]).is_empty());
+        // A clock far behind with every check passing: nothing to say.
+        r.clock_skew_ms = Some(-18_368_384_747.0);
+        r.containers[0].health = Some("healthy".into());
+        r.failures.clear();
+        assert!(diagnose(&r, &[]).is_empty());
     }
 }

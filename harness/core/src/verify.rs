@@ -38,6 +38,9 @@ pub struct ContainerRow {
     /// Not running: the last lines of its log (probe only).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub log_tail: Vec<String>,
+    /// The last health check's output, when it failed (probe only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_output: Option<String>,
 }
 
 /// The comparison of one status block with the expectations.
@@ -258,6 +261,7 @@ pub fn evaluate(expect: &Expect, known_ids: &BTreeMap<String, String>, block: &S
             expected: true,
             exit_code: found.exit_code.filter(|_| found.state != "running"),
             log_tail: found.log_tail.clone(),
+            health_output: found.health_output.clone(),
         });
         if let Some(want) = &c.image
             && want != &image
@@ -354,6 +358,7 @@ mod tests {
             started_at: None,
             exit_code: None,
             log_tail: Vec::new(),
+            health_output: None,
         }
     }
 

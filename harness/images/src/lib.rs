@@ -63,6 +63,10 @@ pub enum Variant {
     /// policy and an entrypoint that fails at once (the
     /// `container-crash-loop` control).
     ContainerCrash,
+    /// Preseeded, with a health check on the web container that fails
+    /// while the device's clock is before the fixture's build (the
+    /// `clock-before-image` control, booted with `[machine] rtc`).
+    ClockCheck,
     /// Preseeded, plus a first-boot unit that pulls from a registry: an
     /// air-gap violation airboot must catch and name.
     Egress,
@@ -77,12 +81,20 @@ impl Variant {
             Variant::LoadEveryBoot => "load-every-boot",
             Variant::StoreCorrupt => "store-corrupt",
             Variant::ContainerCrash => "container-crash",
+            Variant::ClockCheck => "clock-check",
             Variant::Egress => "egress",
         }
     }
     /// Whether /var/lib/docker is populated at build time.
     pub fn preseeds(self) -> bool {
-        matches!(self, Variant::Preseeded | Variant::Egress | Variant::StoreCorrupt | Variant::ContainerCrash)
+        matches!(
+            self,
+            Variant::Preseeded
+                | Variant::Egress
+                | Variant::StoreCorrupt
+                | Variant::ContainerCrash
+                | Variant::ClockCheck
+        )
     }
 }
 
@@ -145,7 +157,9 @@ pub struct FixtureDef {
 /// Every fixture that can be built.
 pub fn catalog() -> Vec<FixtureDef> {
     use FixtureBoot::{Direct, Uefi};
-    use Variant::{ContainerCrash, Egress, LoadAtBoot, LoadAtBootSafe, LoadEveryBoot, Preseeded, StoreCorrupt};
+    use Variant::{
+        ClockCheck, ContainerCrash, Egress, LoadAtBoot, LoadAtBootSafe, LoadEveryBoot, Preseeded, StoreCorrupt,
+    };
     let def = |name, arch, containers, variant, boot, description| FixtureDef {
         name,
         engine: Engine::Docker,
@@ -213,6 +227,14 @@ pub fn catalog() -> Vec<FixtureDef> {
             ContainerCrash,
             Direct,
             "the preseeded fixture whose web container fails at once (a missing serial device) under dockerd's restart policy on-failure:3 (negative control for container-crash-loop)",
+        ),
+        def(
+            "debian-clock-check-x86_64",
+            x86,
+            x86,
+            ClockCheck,
+            Direct,
+            "the preseeded fixture whose web container is healthy only once the device's clock has reached the fixture's build time (a certificate's notBefore): negative control for clock-before-image with `[machine] rtc`",
         ),
         def(
             "debian-egress-x86_64",

@@ -77,6 +77,10 @@ diagnoses! {
         "a layer in the engine's store does not hold what its digest says: its files were damaged after it was registered",
         "after a failed boot, the store read offline from the disk the boot left (journal replayed on a copy) has a layer whose files, rebuilt into its tar, do not match its diff_id, or a record that does not match its digest",
         "rebuild the store from the image archives (or `docker load` them again on the device) and find what wrote under it: a power cut during a load without a sync, a copy of the store done file by file, a filesystem repair";
+    ClockBeforeImage = "clock-before-image",
+        "the device's clock at first boot is earlier than what its images or certificates were made for, and a health check fails on it",
+        "an expected container's health check fails, and its output speaks of a time (`not yet valid`, `expired`, a clock) or the device's clock is more than a day behind the host's (no battery-backed clock, no network time); made only when a health check breaks",
+        "give the device a time source it has offline (a battery-backed RTC, a clock saved at shutdown such as systemd-timesyncd's, or a build-time floor: /usr/lib/clock-epoch), and do not make health checks depend on the wall clock before it is set";
     ContainerCrashLoop = "container-crash-loop",
         "an expected container keeps exiting and being restarted",
         "an expected container is `restarting`, or `exited` with a non-zero code, in the engine's status",

@@ -178,6 +178,9 @@ pub struct ContainerRecord {
     /// A container that is not running: the last lines of its log.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub log_tail: Vec<String>,
+    /// The last health check's output, when it failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_output: Option<String>,
 }
 
 /// A systemd unit the guest considers part of its stack.

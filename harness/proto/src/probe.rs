@@ -165,6 +165,9 @@ pub struct ContainerInfo {
     /// Not running (exited, restarting, dead): the last lines of its log.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub log_tail: Vec<String>,
+    /// The last health check's output, when it failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_output: Option<String>,
 }
 
 // The console status protocol carries the part of each record both sides
@@ -187,6 +190,7 @@ impl From<&ContainerInfo> for crate::ContainerRecord {
             started_at: c.started_at.clone(),
             exit_code: c.exit_code,
             log_tail: c.log_tail.clone(),
+            health_output: c.health_output.clone(),
         }
     }
 }

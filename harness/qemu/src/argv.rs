@@ -23,6 +23,8 @@ pub struct VmSpec {
     pub cpu: Option<String>,
     pub memory_mib: u64,
     pub cpus: u32,
+    /// `-rtc base=` (UTC); `None`: the host's time.
+    pub rtc: Option<String>,
     pub kernel: Option<PathBuf>,
     pub initrd: Option<PathBuf>,
     pub append: Option<String>,
@@ -65,7 +67,8 @@ pub fn qemu_args(s: &VmSpec) -> Vec<String> {
     let cpu = s.cpu.clone().unwrap_or_else(|| default_cpu(s.arch, s.accel).to_string());
     push(&["-cpu", &cpu]);
     push(&["-m", &s.memory_mib.to_string(), "-smp", &s.cpus.to_string()]);
-    push(&["-rtc", "base=utc"]);
+    let rtc = s.rtc.as_deref().map(|r| format!("base={r}")).unwrap_or_else(|| "base=utc".into());
+    push(&["-rtc", &rtc]);
     // The serial console on QEMU's stdout: a pipe never drops bytes (a
     // socket chardev with wait=off lost output in 3 of 10 runs).
     push(&["-chardev", "stdio,id=con,signal=off", "-serial", "chardev:con"]);
@@ -176,6 +179,7 @@ mod tests {
             cpu: None,
             memory_mib: 1024,
             cpus: 1,
+            rtc: None,
             kernel: Some("/k/vmlinuz".into()),
             initrd: Some("/k/initrd.img".into()),
             append: Some("console=ttyS0 root=/dev/vda rw".into()),

@@ -245,7 +245,7 @@ pub fn summary(r: &Report, report_dir: &Path) -> String {
     }
     for d in &r.diagnoses {
         let _ = writeln!(s, "   diagnosis {}{}: {}", d.code, guess(d), d.summary);
-        if let Some(a) = d.ended_after_s {
+        if let Some(a) = d.ended_after_s.filter(|_| d.code.settles_run()) {
             let _ = writeln!(s, "       the run ended {a:.1}s after its first evidence");
         }
         for e in d.evidence.iter().take(2) {

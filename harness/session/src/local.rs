@@ -93,6 +93,7 @@ impl Machine for LocalQemu {
             firmware,
             memory_mib: plan.memory_mib,
             cpus: plan.cpus,
+            rtc: plan.rtc.clone(),
             kernel: plan.kernel.clone(),
             initrd: plan.initrd.clone(),
             append: plan.append.clone(),

@@ -63,6 +63,8 @@ pub struct BootPlan {
     pub cpu: Option<String>,
     pub memory_mib: u64,
     pub cpus: u32,
+    /// The guest's clock at power-on (`[machine] rtc`), UTC.
+    pub rtc: Option<String>,
     pub kernel: Option<PathBuf>,
     pub initrd: Option<PathBuf>,
     pub append: Option<String>,

@@ -85,6 +85,7 @@ pub fn boot_plan(s: &Scenario, image: &ResolvedImage, d: Decided, o: &BootOption
         cpu: s.machine.cpu.clone(),
         memory_mib: s.machine.memory_mib,
         cpus: s.machine.cpus,
+        rtc: s.machine.rtc.clone(),
         kernel: image.kernel.clone(),
         initrd: image.initrd.clone(),
         append: image.append.clone(),

@@ -31,6 +31,10 @@ pub struct Machine {
     /// descriptors.
     pub firmware: Option<PathBuf>,
     pub firmware_vars: Option<PathBuf>,
+    /// The guest's real-time clock at power-on (`YYYY-MM-DDTHH:MM:SS`,
+    /// UTC): a device with no battery-backed clock; `None`: the host's
+    /// time.
+    pub rtc: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -85,6 +89,29 @@ pub(super) struct RawMachine {
     cpu: Option<toml::Spanned<String>>,
     firmware: Option<String>,
     firmware_vars: Option<String>,
+    rtc: Option<toml::Spanned<String>>,
+}
+
+/// `2001-01-01` or `2001-01-01T08:30:00` (UTC), as QEMU's `-rtc base=`
+/// takes it; `None` when it is neither.
+pub fn parse_rtc(s: &str) -> Option<String> {
+    let (date, time) = s.split_once('T').unwrap_or((s, "00:00:00"));
+    let digits = |p: &str, n: usize| p.len() == n && p.bytes().all(|b| b.is_ascii_digit());
+    let d: Vec<&str> = date.split('-').collect();
+    let t: Vec<&str> = time.split(':').collect();
+    let ok = d.len() == 3
+        && digits(d[0], 4)
+        && digits(d[1], 2)
+        && digits(d[2], 2)
+        && (1..=12).contains(&d[1].parse::<u32>().ok()?)
+        && (1..=31).contains(&d[2].parse::<u32>().ok()?)
+        && d[0].parse::<u32>().ok()? >= 1970
+        && t.len() == 3
+        && t.iter().all(|x| digits(x, 2))
+        && t[0].parse::<u32>().ok()? < 24
+        && t[1].parse::<u32>().ok()? < 60
+        && t[2].parse::<u32>().ok()? < 60;
+    ok.then(|| format!("{date}T{time}"))
 }
 
 pub(super) fn validate(rm: RawMachine, cx: &Ctx) -> Result<Machine, ScenarioError> {
@@ -129,7 +156,21 @@ pub(super) fn validate(rm: RawMachine, cx: &Ctx) -> Result<Machine, ScenarioErro
             return Err(cx.err(None, Some(key.into()), format!("{} does not exist or is not a file", p.display())));
         }
     }
+    let rtc = match rm.rtc {
+        Some(r) => Some(parse_rtc(r.get_ref()).ok_or_else(|| {
+            cx.err(
+                Some(r.span()),
+                None,
+                format!(
+                    "rtc = {:?} is not a UTC date: write \"2001-01-01\" or \"2001-01-01T08:30:00\" (from 1970)",
+                    r.get_ref()
+                ),
+            )
+        })?),
+        None => None,
+    };
     Ok(Machine {
+        rtc,
         cpu,
         firmware,
         firmware_vars,

@@ -403,3 +403,16 @@ fn steps_and_a_power_cut_campaign_are_not_mixed() {
     let e = p(&format!("{GOOD}\n[power_cut]\nat = \"x\"\n\n[[step]]\nreboot = true\n")).unwrap_err();
     assert!(e.message.contains("cannot be in one scenario"), "{e}");
 }
+
+#[test]
+fn the_rtc_is_a_utc_date_or_is_refused_where_it_is() {
+    let with = |v: &str| p(&GOOD.replace("accel = \"auto\"", &format!("accel = \"auto\"\nrtc = \"{v}\"")));
+    assert_eq!(with("2001-01-01").unwrap().machine.rtc.as_deref(), Some("2001-01-01T00:00:00"));
+    assert_eq!(with("2001-01-01T08:30:05").unwrap().machine.rtc.as_deref(), Some("2001-01-01T08:30:05"));
+    assert_eq!(p(GOOD).unwrap().machine.rtc, None);
+    for bad in ["yesterday", "2001-13-01", "2001-1-1", "1969-12-31", "2001-01-01T25:00:00", "2001-01-01 08:00:00"] {
+        let e = with(bad).unwrap_err();
+        assert!(e.message.contains("is not a UTC date"), "{bad}: {e}");
+        assert!(e.line.is_some(), "{bad}: {e}");
+    }
+}

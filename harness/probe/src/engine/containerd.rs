@@ -427,6 +427,7 @@ fn container_info(id: &str, image: &str, task: Option<&Task>) -> ContainerInfo {
         pid,
         healthy_at: Vec::new(),
         log_tail: Vec::new(),
+        health_output: None,
     }
 }
 

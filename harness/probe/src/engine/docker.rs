@@ -348,7 +348,17 @@ pub fn container_info(i: &Value) -> ContainerInfo {
         pid: i["State"]["Pid"].as_u64().filter(|p| *p > 0),
         healthy_at,
         log_tail: Vec::new(),
+        health_output: last_failed_check(i),
     }
+}
+
+/// The output of the last health check, when it failed (cut to 240
+/// characters): what the check itself says is wrong.
+fn last_failed_check(i: &Value) -> Option<String> {
+    let last = i["State"]["Health"]["Log"].as_array()?.last()?;
+    (last["ExitCode"].as_i64() != Some(0))
+        .then(|| last["Output"].as_str().unwrap_or("").trim().chars().take(240).collect::<String>())
+        .filter(|o| !o.is_empty())
 }
 
 /// The `/events` stream: one JSON object per line.
