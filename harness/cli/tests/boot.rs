@@ -576,51 +576,6 @@ fn fixture_with_file(guest_path: &str, content: &str, outcome: &str) -> (tempfil
     (dir, scenario)
 }
 
-/// A root filesystem shrunk to its minimum (resize2fs -M) and filled to
-/// 8 MiB from full, under the first-boot loader: the boot and the engine
-/// run out of space, and the diagnosis names it (store-no-space) from the
-/// guest's own "No space left on device" lines.
-#[test]
-#[ignore = "suite full: cargo test --test boot -- --ignored"]
-fn a_root_too_small_for_the_first_boot_load_is_diagnosed_no_space() {
-    let _g = vm_lock();
-    let shrink = |disk: &Path| {
-        let fsck = Command::new("e2fsck").args(["-fy"]).arg(disk).output().unwrap();
-        assert!(fsck.status.code().unwrap_or(8) < 4, "e2fsck: {}", String::from_utf8_lossy(&fsck.stdout));
-        let o = Command::new("resize2fs").arg("-M").arg(disk).output().unwrap();
-        assert!(o.status.success(), "resize2fs -M: {}", String::from_utf8_lossy(&o.stderr));
-        // resize2fs keeps some slack: fill all but 8 MiB of what is left,
-        // less than one image's layers need. (With 24 MiB left the guest
-        // hung inside the first `docker load` instead: no error, no line.)
-        let h = Command::new("dumpe2fs").arg("-h").arg(disk).output().unwrap();
-        let h = String::from_utf8_lossy(&h.stdout).to_string();
-        let field = |k: &str| -> u64 {
-            h.lines().find_map(|l| l.strip_prefix(k)).and_then(|v| v.trim().parse().ok()).unwrap_or(0)
-        };
-        let free = field("Free blocks:") * field("Block size:");
-        assert!(free > 16 << 20, "{free} bytes free after resize2fs -M");
-        let filler = disk.with_file_name("filler");
-        // Not zeros: debugfs writes a file's zero blocks as holes.
-        std::fs::write(&filler, vec![0xa5u8; (free - (8 << 20)) as usize]).unwrap();
-        let o = Command::new("debugfs")
-            .args(["-w", "-R"])
-            .arg(format!("write {} /filler", filler.display()))
-            .arg(disk)
-            .output()
-            .unwrap();
-        assert!(o.status.success(), "debugfs write /filler: {}", String::from_utf8_lossy(&o.stderr));
-    };
-    let outcome = "[outcome]\nverdict = \"fail\"\ndiagnoses = [\"store-no-space\"]\n";
-    let (_dir, _disk, scenario) = edited_fixture("debian-load-at-boot-x86_64", &shrink, "no-space", "", outcome);
-    let (out, rdir) = run(&[scenario.to_str().unwrap(), "--check-outcomes"]);
-    assert_eq!(out.status.code(), Some(0), "{}", explain(&out));
-    let r = report(rdir.path());
-    let ev = &r["diagnoses"][0]["evidence"][0];
-    assert!(ev["line"].as_str().unwrap().to_lowercase().contains("no space left on device"), "{ev}");
-    assert_fail_fast(&r);
-    assert_no_qemu_left("no space");
-}
-
 /// A store seeded at the default path while daemon.json points the engine
 /// elsewhere: dockerd starts on an empty store and every image looks
 /// missing. The diagnosis says why, from the data root the probe read

@@ -51,9 +51,11 @@ static NET_LOOKUP: LazyLock<Regex> = LazyLock::new(|| {
 
 /// Whether a line (console, the engine's error, a unit's) is evidence of
 /// a cause that settles the run (`DiagnosisCode::settles_run`): the store
-/// read-only or out of space, the engine's unit at its start limit.
-pub fn settling_evidence(text: &str) -> bool {
-    READ_ONLY.is_match(text) || NO_SPACE.is_match(text) || START_LIMIT.is_match(text)
+/// read-only, the engine's unit at its start limit, or, once the engine
+/// runs, a write out of space (before it, a full disk may only cost a
+/// machine-id: the engine and the loader may still manage).
+pub fn settling_evidence(text: &str, engine_up: bool) -> bool {
+    READ_ONLY.is_match(text) || START_LIMIT.is_match(text) || (engine_up && NO_SPACE.is_match(text))
 }
 
 /// Where a run's words come from, flattened: console lines (timed) and the
@@ -181,11 +183,13 @@ pub fn load_every_boot(step: &str, next: &Report, summary: &crate::report::NextB
 /// run passed or nothing names a cause.
 pub fn diagnose(r: &Report, console: &[TimedLine]) -> Vec<Diagnosis> {
     let mut out = causes(r, console);
-    // How soon the run ended after each cause showed.
+    // How soon the run ended after each cause showed: for a cause that
+    // settles the run, after the evidence that settled it when it did.
     if let Some(end) = r.status.ended_s {
         for d in &mut out {
             let first = d.evidence.iter().filter_map(|e| e.t_s).reduce(f64::min);
-            d.ended_after_s = first.map(|f| (end - f).max(0.0));
+            let from = if d.code.settles_run() { r.status.settled_at_s.or(first) } else { first };
+            d.ended_after_s = from.map(|f| (end - f).max(0.0));
         }
     }
     out
@@ -241,8 +245,22 @@ fn causes(r: &Report, console: &[TimedLine]) -> Vec<Diagnosis> {
             Confidence::Certain,
         ));
     }
-    let ev = src.find(&NO_SPACE);
+    let mut ev = src.find(&NO_SPACE);
     if !ev.is_empty() {
+        if let Some(fs) = r.engine.as_ref().and_then(|e| e.store_fs) {
+            let mib = |b: u64| b as f64 / 1048576.0;
+            ev.push(DiagEvidence {
+                source: "probe".into(),
+                t_s: r.status.last_t_s,
+                line: format!(
+                    "the store's filesystem ({}): {:.0} MiB, {:.0} MiB used, {:.0} MiB free",
+                    r.engine.as_ref().and_then(|e| e.data_root.as_deref()).unwrap_or("its data root"),
+                    mib(fs.size_bytes),
+                    mib(fs.used_bytes),
+                    mib(fs.size_bytes.saturating_sub(fs.used_bytes))
+                ),
+            });
+        }
         out.push(diag(
             DiagnosisCode::StoreNoSpace,
             format!("a filesystem ran out of space: {}", ev[0].line),

@@ -121,6 +121,10 @@ pub struct StatusInfo {
     /// When the run was decided (or QEMU ended), seconds from t0.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ended_s: Option<f64>,
+    /// When the evidence that settled the run showed (a read-only or full
+    /// store, the engine at its start limit), seconds from t0.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub settled_at_s: Option<f64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]

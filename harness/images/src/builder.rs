@@ -161,6 +161,9 @@ pub fn build(root: &Path, name: &str, force: bool, progress: Progress) -> Result
             ctx.say("writing the ext4 disk (mkfs.ext4 -d) and converting it to qcow2");
             File::create(&raw).and_then(|f| f.set_len(root_size)).map_err(io_err("creating disk.raw"))?;
             mkfs_root(&ctx, &staging, &raw, None)?;
+            if def.variant == crate::Variant::NoSpace {
+                leave_free(&ctx, &raw, 40 * MIB)?;
+            }
             kernel_append(def.arch, "/dev/vda")
         }
         FixtureBoot::Uefi => {
@@ -214,11 +217,16 @@ pub fn build(root: &Path, name: &str, force: bool, progress: Progress) -> Result
 /// The overlay folders of a fixture, in the order they are copied: every
 /// fixture's files (`base`), the engine's, then the variant's.
 fn overlays(engine: Engine, variant: crate::Variant, init: crate::Init) -> Vec<String> {
+    let variant_def = variant;
     let variant = match engine {
         Engine::Docker => variant.as_str().to_string(),
         e => format!("{e}-{}", variant.as_str()),
     };
-    let mut dirs = vec!["overlay/base".into(), format!("overlay/{engine}"), format!("overlay/{variant}")];
+    let mut dirs = vec!["overlay/base".into(), format!("overlay/{engine}")];
+    if let Some(base) = variant_def.builds_on() {
+        dirs.push(format!("overlay/{}", base.as_str()));
+    }
+    dirs.push(format!("overlay/{variant}"));
     if init != crate::Init::Systemd {
         dirs.push(format!("overlay/{}", init.as_str()));
     }
@@ -343,6 +351,33 @@ fn mkfs_root(ctx: &Ctx, staging: &Path, file: &Path, at: Option<(u64, u64)>) -> 
         mkfs.arg((size / 4096).to_string());
     }
     ctx.run("mkfs.ext4", &mut mkfs, Duration::from_secs(900))
+}
+
+/// Shrink the ext4 filesystem `fs` to its contents (resize2fs -M) and
+/// fill it with a file until `free` bytes are left (the no-space control).
+fn leave_free(ctx: &Ctx, fs: &Path, free: u64) -> Result<(), BuildError> {
+    // resize2fs wants a freshly checked filesystem (a new one is clean).
+    ctx.run("e2fsck", Command::new("e2fsck").args(["-fy"]).arg(fs), Duration::from_secs(300))?;
+    ctx.run("resize2fs -M", Command::new("resize2fs").arg("-M").arg(fs), Duration::from_secs(600))?;
+    let out = Command::new("dumpe2fs").arg("-h").arg(fs).output().map_err(io_err("running dumpe2fs"))?;
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let field = |k: &str| -> u64 {
+        text.lines().find_map(|l| l.strip_prefix(k)).and_then(|v| v.trim().parse().ok()).unwrap_or(0)
+    };
+    let now_free = field("Free blocks:") * field("Block size:");
+    if now_free <= free {
+        return Ok(());
+    }
+    let filler = fs.with_file_name("filler");
+    // Not zeros: debugfs writes a file's zero blocks as holes.
+    std::fs::write(&filler, vec![0xa5u8; (now_free - free) as usize]).map_err(io_err("writing the filler"))?;
+    let r = ctx.run(
+        "debugfs write /filler",
+        Command::new("debugfs").args(["-w", "-R"]).arg(format!("write {} /filler", filler.display())).arg(fs),
+        Duration::from_secs(600),
+    );
+    let _ = std::fs::remove_file(&filler);
+    r
 }
 
 const MIB: u64 = 1 << 20;

@@ -67,6 +67,14 @@ pub enum Variant {
     /// while the device's clock is before the fixture's build (the
     /// `clock-before-image` control, booted with `[machine] rtc`).
     ClockCheck,
+    /// Preseeded, with the store bound read-only by /etc/fstab (the
+    /// `store-read-only` control).
+    StoreReadOnly,
+    /// Load-at-boot on a root filesystem shrunk to its contents and
+    /// filled to 40 MiB from full: the system and the engine start, the
+    /// first-boot load of the larger image runs out of space (the
+    /// `store-no-space` control).
+    NoSpace,
     /// Preseeded, plus a first-boot unit that pulls from a registry: an
     /// air-gap violation airboot must catch and name.
     Egress,
@@ -82,7 +90,17 @@ impl Variant {
             Variant::StoreCorrupt => "store-corrupt",
             Variant::ContainerCrash => "container-crash",
             Variant::ClockCheck => "clock-check",
+            Variant::StoreReadOnly => "store-read-only",
+            Variant::NoSpace => "no-space",
             Variant::Egress => "egress",
+        }
+    }
+    /// The variant whose files this one builds on (its overlay is copied
+    /// first).
+    pub fn builds_on(self) -> Option<Variant> {
+        match self {
+            Variant::NoSpace => Some(Variant::LoadAtBoot),
+            _ => None,
         }
     }
     /// Whether /var/lib/docker is populated at build time.
@@ -94,6 +112,7 @@ impl Variant {
                 | Variant::StoreCorrupt
                 | Variant::ContainerCrash
                 | Variant::ClockCheck
+                | Variant::StoreReadOnly
         )
     }
 }
@@ -158,7 +177,8 @@ pub struct FixtureDef {
 pub fn catalog() -> Vec<FixtureDef> {
     use FixtureBoot::{Direct, Uefi};
     use Variant::{
-        ClockCheck, ContainerCrash, Egress, LoadAtBoot, LoadAtBootSafe, LoadEveryBoot, Preseeded, StoreCorrupt,
+        ClockCheck, ContainerCrash, Egress, LoadAtBoot, LoadAtBootSafe, LoadEveryBoot, NoSpace, Preseeded,
+        StoreCorrupt, StoreReadOnly,
     };
     let def = |name, arch, containers, variant, boot, description| FixtureDef {
         name,
@@ -235,6 +255,22 @@ pub fn catalog() -> Vec<FixtureDef> {
             ClockCheck,
             Direct,
             "the preseeded fixture whose web container is healthy only once the device's clock has reached the fixture's build time (a certificate's notBefore): negative control for clock-before-image with `[machine] rtc`",
+        ),
+        def(
+            "debian-store-read-only-x86_64",
+            x86,
+            x86,
+            StoreReadOnly,
+            Direct,
+            "the preseeded fixture with /var/lib/docker bound read-only by /etc/fstab: dockerd cannot start on its store (negative control for store-read-only)",
+        ),
+        def(
+            "debian-no-space-x86_64",
+            x86,
+            x86,
+            NoSpace,
+            Direct,
+            "the load-at-boot fixture on a root filesystem shrunk to its contents and filled to 40 MiB from full: busybox loads, redis runs out of space (negative control for store-no-space)",
         ),
         def(
             "debian-egress-x86_64",
@@ -650,7 +686,8 @@ mod tests {
         for f in catalog() {
             assert!(!recipe_tree(&format!("overlay/{}", f.engine)).is_empty(), "{}: no engine overlay", f.name);
             let engine = if f.engine == Engine::Docker { String::new() } else { format!("{}-", f.engine) };
-            let variant = format!("overlay/{engine}{}", f.variant.as_str());
+            let loads = f.variant.builds_on().unwrap_or(f.variant);
+            let variant = format!("overlay/{engine}{}", loads.as_str());
             if !f.variant.preseeds() {
                 assert!(
                     recipe_tree(&variant).iter().any(|(p, _, _)| p.starts_with("etc/systemd/system/")),

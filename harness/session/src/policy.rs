@@ -29,6 +29,7 @@ pub fn fill(report: &mut Report, o: VmOutcome) {
     report.status.damaged = res.damaged_status_blocks;
     report.status.errors_first_seen_s = res.errors_first_seen;
     report.status.ended_s = o.ended_s;
+    report.status.settled_at_s = res.settled_at_s;
     report.status.last_t_s = res.last_status_t;
     report.status.guest_uptime_s = res.guest_uptime_s;
     report.probe.connected_s = res.probe_connected_s;

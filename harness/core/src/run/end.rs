@@ -314,6 +314,7 @@ impl Run {
             status_blocks: self.assembler.complete + self.statuses,
             damaged_status_blocks: self.assembler.damaged,
             errors_first_seen: self.errors_first_seen,
+            settled_at_s: self.settle.as_ref().map(|(t, _)| *t).filter(|_| self.settled),
             last_status_t: self.last_block.as_ref().map(|b| b.t),
             guest_uptime_s: self.last_block.as_ref().and_then(|b| b.uptime_s),
             guest_machine: self.guest_machine,

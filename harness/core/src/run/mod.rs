@@ -111,6 +111,8 @@ pub struct RunResult {
     /// Each error the guest reported (the engine's, a unit's), and when it
     /// was first seen.
     pub errors_first_seen: std::collections::BTreeMap<String, f64>,
+    /// When the evidence that settled the run showed, if it did.
+    pub settled_at_s: Option<f64>,
     pub last_status_t: Option<f64>,
     pub guest_uptime_s: Option<f64>,
     pub guest_machine: Option<String>,
@@ -183,8 +185,10 @@ pub struct Run {
     image_loads: Vec<ImageLoad>,
     airgap: Option<Airgap>,
     notes: Vec<String>,
-    /// Evidence of a cause that settles the run, and when to decide.
+    /// Evidence of a cause that settles the run: when it showed, and what.
     settle: Option<(f64, String)>,
+    /// The run was decided by that evidence.
+    settled: bool,
 }
 
 /// How long after evidence that settles the run the run is decided
@@ -244,6 +248,7 @@ impl Run {
             after_stack: None,
             errors_first_seen: Default::default(),
             settle: None,
+            settled: false,
             airgap: None,
             notes: Vec::new(),
         })
@@ -305,6 +310,11 @@ impl Run {
     }
 
     /// Record a milestone the first time it is seen.
+    /// Whether the milestone `name` has been reached.
+    fn reached(&self, name: &str) -> bool {
+        self.hits.iter().flatten().chain(&self.status_hits).any(|m| m.name == name)
+    }
+
     fn hit(&mut self, name: &str, t: f64, source: &str, evidence: String) {
         if let Some(i) = self.specs.iter().position(|s| s.name == name) {
             if self.hits[i].is_none() {

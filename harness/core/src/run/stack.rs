@@ -235,24 +235,21 @@ impl Run {
             && !self.done
             && self.stack_t.is_none()
             && self.wants_stack()
-            && crate::diagnose::settling_evidence(text)
+            && crate::diagnose::settling_evidence(text, self.reached("engine"))
         {
             let line: String = text.chars().take(300).collect();
-            self.settle = Some((t + super::SETTLE_GRACE_S, line));
+            self.settle = Some((t, line));
         }
     }
 
-    /// The grace after settling evidence is over: decide, with what the
-    /// last status showed.
+    /// [`super::SETTLE_GRACE_S`] after evidence that settles the run:
+    /// decide, with what the last status showed.
     pub(super) fn settle_now(&mut self, t: f64) -> Option<Decision> {
         let (at, line) = self.settle.clone()?;
-        if t < at || self.done || self.stack_t.is_some() || self.verifying {
+        if t < at + super::SETTLE_GRACE_S || self.done || self.stack_t.is_some() || self.verifying {
             return None;
         }
-        let why = format!(
-            "{line} (decided {:.1}s after this: nothing after it can make the stack run)",
-            t - at + super::SETTLE_GRACE_S
-        );
+        let why = format!("{line} (decided {:.1}s after this: nothing after it can make the stack run)", t - at);
         let problems = self.last_eval.as_ref().map(|e| e.problems.clone()).unwrap_or_default();
         self.failures.extend(problems.into_iter().map(|p| Failure {
             code: p.code,
@@ -266,6 +263,7 @@ impl Run {
                 evidence: Some(why),
             });
         }
+        self.settled = true;
         self.done = true;
         Some(Decision::Stop)
     }

@@ -695,6 +695,11 @@ fn evidence_that_settles_the_run_decides_it_after_a_short_grace_not_at_the_timeo
     assert_eq!(r.verdict, Verdict::Fail);
     let ev = r.failures[0].evidence.as_deref().unwrap();
     assert!(ev.contains("no space left on device") && ev.contains("nothing after it can make the stack run"), "{ev}");
+    assert_eq!(r.settled_at_s, Some(10.0));
+    // Before the engine runs, a full disk may cost only a machine-id.
+    let mut run = Run::new(probe_cfg()).unwrap();
+    run.on_line(&line(2.9, "systemd[1]: Failed to write /etc/machine-id: No space left on device"));
+    assert_eq!(run.on_tick(10.0), Decision::Continue);
     // Once the stack ran, the same words settle nothing.
     let mut run = Run::new(probe_cfg()).unwrap();
     run.on_probe_hello(8.0, "x86_64");
