@@ -562,42 +562,78 @@ fn a_mkosi_built_uefi_uki_image_gets_the_full_verdict_with_the_probe_injected() 
     assert!(r["diagnoses"].as_array().unwrap().is_empty());
 }
 
-/// The preseeded fixture with one file replaced (written with debugfs).
-fn fixture_with_file(guest_path: &str, content: &str, outcome: &str) -> (tempfile::TempDir, PathBuf) {
-    let edit = |disk: &Path| {
-        let host = disk.with_file_name("replacement");
-        std::fs::write(&host, content).unwrap();
-        for cmd in [format!("rm {guest_path}"), format!("write {} {guest_path}", host.display())] {
-            let o = Command::new("debugfs").args(["-w", "-R", &cmd]).arg(disk).output().unwrap();
-            assert!(o.status.success(), "debugfs {cmd}: {}", String::from_utf8_lossy(&o.stderr));
-        }
-    };
-    let (dir, _disk, scenario) = edited_fixture("debian-preseeded-x86_64", &edit, "edited", "", outcome);
-    (dir, scenario)
-}
-
-/// A store seeded at the default path while daemon.json points the engine
-/// elsewhere: dockerd starts on an empty store and every image looks
-/// missing. The diagnosis says why, from the data root the probe read
-/// from the engine (`/info`), not just "image-missing".
+/// The third-party image with each fault of the catalogue injected (its
+/// files written into a qcow2 layer over the cached image, the way airboot
+/// injects its probe) gets the diagnosis the fixture controls get:
+/// data-root-mismatch (scenarios/diag-data-root), store-read-only
+/// (diag-store-read-only), engine-crash-loop (diag-engine-crash-loop).
 #[test]
 #[ignore = "suite full: cargo test --test boot -- --ignored"]
-fn a_data_root_away_from_the_seeded_store_is_diagnosed_as_such() {
+fn a_mkosi_image_with_each_fault_gets_the_same_diagnosis_as_the_fixtures() {
+    use airboot_core::inject::{Content, GuestInit, Plan, PlannedFile};
     let _g = vm_lock();
-    let daemon = r#"{ "storage-driver": "overlay2", "data-root": "/srv/docker" }"#;
-    let (_dir, scenario) = fixture_with_file(
-        "/etc/docker/daemon.json",
-        daemon,
-        "[outcome]\nverdict = \"fail\"\nfailures = [\"image-missing\"]\ndiagnoses = [\"data-root-mismatch\"]\n",
-    );
-    let (out, rdir) = run(&[scenario.to_str().unwrap(), "--check-outcomes"]);
-    assert_eq!(out.status.code(), Some(0), "{}", explain(&out));
-    let r = report(rdir.path());
-    assert_eq!(r["engine"]["data_root"], "/srv/docker", "{}", r["engine"]);
-    assert_eq!(r["engine"]["storage_driver"], "overlay2", "{}", r["engine"]);
-    let d = &r["diagnoses"][0];
-    assert!(d["summary"].as_str().unwrap().contains("/srv/docker, not /var/lib/docker"), "{d}");
-    assert_no_qemu_left("data root");
+    let input = mkosi_image();
+    let view = airboot_qemu::disk::open_image(&input).unwrap();
+    let root = airboot_core::disk::detect::root_partition(view.as_ref(), airboot_model::Arch::X86_64).unwrap();
+    let faults: [(&str, &str, &str, &str); 3] = [
+        ("data-root", "/etc/docker/daemon.json", "{ \"data-root\": \"/srv/docker\" }\n", "data-root-mismatch"),
+        ("read-only", "/etc/fstab", "/var/lib/docker /var/lib/docker none bind,ro 0 0\n", "store-read-only"),
+        ("crash-loop", "/etc/docker/daemon.json", "{ \"no-such-directive\": true }\n", "engine-crash-loop"),
+    ];
+    for (name, path, content, code) in faults {
+        let dir = tempfile::tempdir().unwrap();
+        let layer = dir.path().join(format!("{name}.qcow2"));
+        let st = Command::new("qemu-img")
+            .args(["create", "-q", "-f", "qcow2", "-F", "raw", "-b"])
+            .arg(&input)
+            .arg(&layer)
+            .status()
+            .unwrap();
+        assert!(st.success());
+        let plan = Plan {
+            init: GuestInit::Systemd,
+            files: vec![PlannedFile {
+                path: path.into(),
+                mode: 0o644,
+                content: Content::Text(content.into()),
+                replaces: false,
+            }],
+            symlinks: Vec::new(),
+        };
+        let work = tempfile::tempdir().unwrap();
+        airboot_qemu::inject::inject(&layer, root.start, root.len, &plan, Path::new("/nonexistent"), work.path())
+            .unwrap_or_else(|e| panic!("{name}: writing {path}: {e}"));
+        drop(work);
+        // A device image is one file: the layer and what is under it, as one qcow2.
+        let image = dir.path().join(format!("{name}-device.qcow2"));
+        let st = Command::new("qemu-img").args(["convert", "-O", "qcow2"]).arg(&layer).arg(&image).status().unwrap();
+        assert!(st.success());
+        std::fs::remove_file(&layer).unwrap();
+        let scenario = dir.path().join(format!("{name}.toml"));
+        std::fs::write(
+            &scenario,
+            format!(
+                "name = \"mkosi-{name}\"\n[image]\npath = {:?}\n[expect]\nimages = [\"fixture/busybox:1\", \"fixture/redis:1\"]\n\
+                 containers = [{{ name = \"redis\", healthy = true }}, {{ name = \"web\" }}]\ntimeout = \"180s\"\n\
+                 [outcome]\nverdict = \"fail\"\ndiagnoses = [\"{code}\"]\n",
+                image.display().to_string()
+            ),
+        )
+        .unwrap();
+        let started = Instant::now();
+        let (out, rdir) = run(&[scenario.to_str().unwrap(), "--check-outcomes"]);
+        let r = report(rdir.path());
+        eprintln!(
+            "mkosi + {name}: {:?} in {:.0}s, diagnoses {}",
+            out.status.code(),
+            started.elapsed().as_secs_f64(),
+            r["diagnoses"]
+        );
+        assert_eq!(out.status.code(), Some(0), "{name}: {}", explain(&out));
+        assert_eq!(r["probe"]["origin"], "injected", "{name}");
+        assert_fail_fast(&r);
+    }
+    assert_no_qemu_left("mkosi faults");
 }
 
 /// As an x86 appliance build leaves it: an MBR disk booted by SeaBIOS and

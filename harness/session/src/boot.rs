@@ -464,10 +464,12 @@ fn detect_arch(
     report: &mut Report,
 ) -> Result<Arch, Failure> {
     let mut evidence = Vec::new();
+    let mut unreadable = None;
     match image {
         Ok(view) => evidence.extend(detect::disk_evidence(view.as_ref())),
         Err(e) => {
-            report.notes.push(format!("could not look inside {} to tell its architecture: {e}", r.disk.display()))
+            report.notes.push(format!("could not look inside {} to tell its architecture: {e}", r.disk.display()));
+            unreadable = Some(e.to_string());
         }
     }
     if r.boot == BootMode::Direct
@@ -481,7 +483,11 @@ fn detect_arch(
     }
     detect::decide(s.machine.arch.or(r.fixture_arch), &evidence).map_err(|e| Failure {
         code: e.code,
-        message: format!("{}: {}", r.disk.display(), e.message),
+        message: match &unreadable {
+            // Why nothing was found comes first: airboot could not look.
+            Some(why) => format!("{}: airboot cannot read inside it ({why}); {}", r.disk.display(), e.message),
+            None => format!("{}: {}", r.disk.display(), e.message),
+        },
         evidence: Some(e.evidence),
     })
 }
