@@ -564,9 +564,12 @@ fn a_mkosi_built_uefi_uki_image_gets_the_full_verdict_with_the_probe_injected() 
 
 /// The third-party image with each fault of the catalogue injected (its
 /// files written into a qcow2 layer over the cached image, the way airboot
-/// injects its probe) gets the diagnosis the fixture controls get:
-/// data-root-mismatch (scenarios/diag-data-root), store-read-only
-/// (diag-store-read-only), engine-crash-loop (diag-engine-crash-loop).
+/// injects its probe) gets the diagnosis the fixture controls get, for
+/// every fault a file in the image can make: a data root elsewhere, the
+/// store read-only, a configuration the engine refuses, overlayfs or
+/// netfilter unavailable (modprobe.d where the fixtures use the command
+/// line: a UKI's is sealed in), the engine masked, a unit that pulls, a
+/// container that exits at once.
 #[test]
 #[ignore = "suite full: cargo test --test boot -- --ignored"]
 fn a_mkosi_image_with_each_fault_gets_the_same_diagnosis_as_the_fixtures() {
@@ -575,12 +578,80 @@ fn a_mkosi_image_with_each_fault_gets_the_same_diagnosis_as_the_fixtures() {
     let input = mkosi_image();
     let view = airboot_qemu::disk::open_image(&input).unwrap();
     let root = airboot_core::disk::detect::root_partition(view.as_ref(), airboot_model::Arch::X86_64).unwrap();
-    let faults: [(&str, &str, &str, &str); 3] = [
-        ("data-root", "/etc/docker/daemon.json", "{ \"data-root\": \"/srv/docker\" }\n", "data-root-mismatch"),
-        ("read-only", "/etc/fstab", "/var/lib/docker /var/lib/docker none bind,ro 0 0\n", "store-read-only"),
-        ("crash-loop", "/etc/docker/daemon.json", "{ \"no-such-directive\": true }\n", "engine-crash-loop"),
+    let unit = |rel: &str| std::fs::read_to_string(repo().join("images/overlay").join(rel)).unwrap();
+    // (name, files written, symlinks made, the diagnosis the fixture control gets)
+    type Fault = (&'static str, Vec<(&'static str, String)>, Vec<(&'static str, &'static str)>, &'static str);
+    let faults: Vec<Fault> = vec![
+        (
+            "data-root",
+            vec![("/etc/docker/daemon.json", "{ \"data-root\": \"/srv/docker\" }\n".into())],
+            vec![],
+            "data-root-mismatch",
+        ),
+        (
+            "read-only",
+            vec![("/etc/fstab", "/var/lib/docker /var/lib/docker none bind,ro 0 0\n".into())],
+            vec![],
+            "store-read-only",
+        ),
+        (
+            "crash-loop",
+            vec![("/etc/docker/daemon.json", "{ \"no-such-directive\": true }\n".into())],
+            vec![],
+            "engine-crash-loop",
+        ),
+        // What module_blacklist does on the fixtures' command line (a UKI's is sealed in).
+        (
+            "storage-driver",
+            vec![("/etc/modprobe.d/airboot-fault.conf", "install overlay /bin/false\n".into())],
+            vec![],
+            "storage-driver-mismatch",
+        ),
+        (
+            "kernel-features",
+            vec![(
+                "/etc/modprobe.d/airboot-fault.conf",
+                ["nf_tables", "ip_tables", "iptable_nat", "iptable_filter"]
+                    .map(|m| format!("install {m} /bin/false\n"))
+                    .concat(),
+            )],
+            vec![],
+            "kernel-missing-features",
+        ),
+        (
+            "masked",
+            vec![],
+            vec![
+                ("/etc/systemd/system/docker.service", "/dev/null"),
+                ("/etc/systemd/system/docker.socket", "/dev/null"),
+            ],
+            "engine-not-started",
+        ),
+        (
+            "egress",
+            vec![("/etc/systemd/system/egress-pull.service", unit("egress/etc/systemd/system/egress-pull.service"))],
+            vec![(
+                "/etc/systemd/system/multi-user.target.wants/egress-pull.service",
+                "/etc/systemd/system/egress-pull.service",
+            )],
+            "network-dependent-start",
+        ),
+        (
+            "container-crash",
+            vec![(
+                "/etc/systemd/system/container-web.service",
+                unit("container-crash/etc/systemd/system/container-web.service"),
+            )],
+            vec![],
+            "container-crash-loop",
+        ),
     ];
-    for (name, path, content, code) in faults {
+    // AIRBOOT_FAULTS=a,b runs only those (a quicker look at one).
+    let only = std::env::var("AIRBOOT_FAULTS").ok();
+    for (name, files, symlinks, code) in faults {
+        if only.as_deref().is_some_and(|o| !o.split(',').any(|x| x == name)) {
+            continue;
+        }
         let dir = tempfile::tempdir().unwrap();
         let layer = dir.path().join(format!("{name}.qcow2"));
         let st = Command::new("qemu-img")
@@ -592,17 +663,20 @@ fn a_mkosi_image_with_each_fault_gets_the_same_diagnosis_as_the_fixtures() {
         assert!(st.success());
         let plan = Plan {
             init: GuestInit::Systemd,
-            files: vec![PlannedFile {
-                path: path.into(),
-                mode: 0o644,
-                content: Content::Text(content.into()),
-                replaces: false,
-            }],
-            symlinks: Vec::new(),
+            files: files
+                .into_iter()
+                .map(|(path, text)| PlannedFile {
+                    path: path.into(),
+                    mode: 0o644,
+                    content: Content::Text(text),
+                    replaces: false,
+                })
+                .collect(),
+            symlinks: symlinks.into_iter().map(|(l, t)| (l.to_string(), t.to_string())).collect(),
         };
         let work = tempfile::tempdir().unwrap();
         airboot_qemu::inject::inject(&layer, root.start, root.len, &plan, Path::new("/nonexistent"), work.path())
-            .unwrap_or_else(|e| panic!("{name}: writing {path}: {e}"));
+            .unwrap_or_else(|e| panic!("{name}: writing the fault: {e}"));
         drop(work);
         // A device image is one file: the layer and what is under it, as one qcow2.
         let image = dir.path().join(format!("{name}-device.qcow2"));
