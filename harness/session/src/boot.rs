@@ -64,8 +64,6 @@ pub struct Boot {
     pub input: Option<(PathBuf, DiskFormat)>,
     /// The guest's architecture, once decided.
     pub arch: Option<Arch>,
-    /// Whether the guest had the probe (in the image, or injected).
-    pub has_probe: bool,
     /// The layer with the injected probe, kept for the boots after steps.
     pub layer: Option<std::sync::Arc<crate::inject::Layer>>,
 }
@@ -77,7 +75,7 @@ pub fn run_boot(s: &Scenario, dir: &Path, opts: &BootOptions, env: &Env, sink: &
     report.description = s.description.clone();
     report.machine.memory_mib = s.machine.memory_mib;
     report.machine.cpus = s.machine.cpus;
-    let mut boot = Boot { report, recorded: None, input: None, arch: None, has_probe: false, layer: None };
+    let mut boot = Boot { report, recorded: None, input: None, arch: None, layer: None };
     // Steps: this boot carries out those up to the first reboot or power
     // cut, whose overlay is kept for the boot after it.
     let here = crate::plan::steps_for_boot(&s.steps, 1.0);
@@ -172,7 +170,6 @@ fn session(
     out: &mut Boot,
 ) -> Result<(), Failure> {
     let report = &mut out.report;
-    let mut plan_injected = false;
     // A packed input is unpacked once (cached by its sha256) and the copy
     // booted; the input stays what is hashed before and after.
     let unpacked = unpack_input(s, sink)?;
@@ -258,7 +255,6 @@ fn session(
                 report
                     .notes
                     .push("the probe is the one injected for this scenario's first boot (it is in the disk)".into());
-                plan_injected = true;
             }
             crate::inject::Prepared::InImage
         }
@@ -318,10 +314,10 @@ fn session(
     let mut plan = plan::boot_plan(s, &r, decided, opts, dir.join("console.log"));
     if let Some(l) = &layer {
         plan.disk = (l.disk.clone(), DiskFormat::Qcow2);
-        plan.run.injected = true;
     }
-    plan.run.injected |= plan_injected;
-    out.has_probe = r.probe;
+    // The injected-silent rules hold for a probe injected now or by the
+    // scenario's first boot.
+    plan.run.injected = layer.is_some() || opts.carried_probe == Some(true);
     out.layer = layer.map(std::sync::Arc::new);
     if !r.probe
         && let Some(login) = login_plan(s)?

@@ -65,7 +65,12 @@ pub fn follow(
         disk: Some(disk.to_path_buf()),
         keep_overlay: None,
         build: false,
-        carried_probe: Some(boot.report.probe.origin.as_deref() == Some("injected")).filter(|_| boot.has_probe),
+        // The disk carries whatever probe this boot had.
+        carried_probe: match boot.report.probe.origin.as_deref() {
+            Some("injected") => Some(true),
+            Some("image") => Some(false),
+            _ => None,
+        },
         ..opts.clone()
     };
     sink.event(airboot_core::event::RunEvent::Step(format!(
