@@ -132,19 +132,12 @@ impl Run {
             return Decision::Stop;
         }
         if !satisfied && is_final && self.wants_stack() {
-            self.failures.extend(problems.into_iter().map(|p| Failure {
-                code: p.code,
-                message: p.message,
-                evidence: Some(format!("{evidence} (the guest says its stack has settled)")),
-            }));
-            if self.failures.is_empty() {
-                self.failures.push(Failure {
-                    code: FailureCode::StackNotReady,
-                    message: "the guest's stack settled without meeting the expectations".into(),
-                    evidence: Some(evidence),
-                });
-            }
-            self.done = true;
+            self.fail_unmet(
+                problems,
+                format!("{evidence} (the guest says its stack has settled)"),
+                "the guest's stack settled without meeting the expectations",
+                evidence,
+            );
             return Decision::Stop;
         }
         self.check_progress(t)
@@ -251,20 +244,33 @@ impl Run {
         }
         let why = format!("{line} (decided {:.1}s after this: nothing after it can make the stack run)", t - at);
         let problems = self.last_eval.as_ref().map(|e| e.problems.clone()).unwrap_or_default();
+        self.fail_unmet(problems, why.clone(), "the guest hit a cause that settles the run before its stack ran", why);
+        self.settled = true;
+        Some(Decision::Stop)
+    }
+
+    /// End the run on expectations that will not be met: a failure for
+    /// each unmet one (`evidence` for all), or, when nothing failed,
+    /// `stack-not-ready` saying `otherwise` (with `otherwise_evidence`).
+    fn fail_unmet(
+        &mut self,
+        problems: Vec<airboot_model::Problem>,
+        evidence: String,
+        otherwise: &str,
+        otherwise_evidence: String,
+    ) {
         self.failures.extend(problems.into_iter().map(|p| Failure {
             code: p.code,
             message: p.message,
-            evidence: Some(why.clone()),
+            evidence: Some(evidence.clone()),
         }));
         if self.failures.is_empty() {
             self.failures.push(Failure {
                 code: FailureCode::StackNotReady,
-                message: "the guest hit a cause that settles the run before its stack ran".into(),
-                evidence: Some(why),
+                message: otherwise.into(),
+                evidence: Some(otherwise_evidence),
             });
         }
-        self.settled = true;
         self.done = true;
-        Some(Decision::Stop)
     }
 }
