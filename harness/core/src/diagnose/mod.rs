@@ -58,6 +58,12 @@ pub fn settling_evidence(text: &str, engine_up: bool) -> bool {
     READ_ONLY.is_match(text) || START_LIMIT.is_match(text) || (engine_up && NO_SPACE.is_match(text))
 }
 
+/// Whether a line says a write ran out of space (before the engine runs,
+/// it settles the run only once the engine goes down too).
+pub fn out_of_space(text: &str) -> bool {
+    NO_SPACE.is_match(text)
+}
+
 /// Where a run's words come from, flattened: console lines (timed) and the
 /// engine's own error (untimed).
 struct Sources<'a> {
@@ -218,6 +224,9 @@ fn causes(r: &Report, console: &[TimedLine]) -> Vec<Diagnosis> {
                 _ => None,
             })
             .chain(sc.check.problems.iter().cloned())
+            // The problems repeat the images' lines: each line once.
+            .scan(std::collections::BTreeSet::new(), |seen, line| Some(seen.insert(line.clone()).then_some(line)))
+            .flatten()
             .map(|line| DiagEvidence { source: "store".into(), t_s: None, line })
             .take(MAX_EVIDENCE)
             .collect();

@@ -289,13 +289,15 @@ fn a_damaged_layer_read_offline_is_store_corrupt_and_its_symptoms_are_not_named(
             }],
             layers_registered: 4,
             layers_verified: 3,
-            problems: Vec::new(),
+            // As the checker gives them: the image's line again, and the layer's.
+            problems: vec![format!("fixture/busybox:1: {damaged}"), "layer cb3178004ce4: damaged".into()],
         },
     });
     let d = diagnose(&r, &console);
     assert_eq!(codes(&d), [DiagnosisCode::StoreCorrupt]);
     assert!(d[0].summary.contains("(3 of 4 layers verified)"), "{}", d[0].summary);
-    assert_eq!(d[0].evidence[0].line, format!("fixture/busybox:1: {damaged}"));
+    let lines: Vec<&str> = d[0].evidence.iter().map(|e| e.line.as_str()).collect();
+    assert_eq!(lines, [format!("fixture/busybox:1: {damaged}").as_str(), "layer cb3178004ce4: damaged"]);
     assert_eq!(d[0].evidence[0].source, "store");
     // A store read offline and found whole explains nothing.
     r.store_check.as_mut().unwrap().check.verdict = StoreVerdict::New;

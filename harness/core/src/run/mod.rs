@@ -189,6 +189,9 @@ pub struct Run {
     settle: Option<(f64, String)>,
     /// The run was decided by that evidence.
     settled: bool,
+    /// A write out of space before the engine ran: it settles the run if
+    /// the engine then goes down.
+    early_full_disk: Option<(f64, String)>,
 }
 
 /// How long after evidence that settles the run the run is decided
@@ -249,6 +252,7 @@ impl Run {
             errors_first_seen: Default::default(),
             settle: None,
             settled: false,
+            early_full_disk: None,
             airgap: None,
             notes: Vec::new(),
         })

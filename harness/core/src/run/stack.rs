@@ -20,6 +20,9 @@ impl Run {
             self.errors_first_seen.entry(crate::report::error_key(&e).to_string()).or_insert(t);
         }
         let ev = evaluate(&self.cfg.expect, &self.cfg.known_ids, &b);
+        if let Some(d) = self.settle_on_a_full_disk(t, &b, &ev.problems) {
+            return d;
+        }
         let evidence = if times.is_some() {
             format!("probe status at {t:.1}s")
         } else {
@@ -224,15 +227,46 @@ impl Run {
     /// the run is decided [`super::SETTLE_GRACE_S`] later, not at the
     /// timeout.
     pub(super) fn note_settling(&mut self, t: f64, text: &str) {
-        if self.settle.is_none()
-            && !self.done
-            && self.stack_t.is_none()
-            && self.wants_stack()
-            && crate::diagnose::settling_evidence(text, self.reached("engine"))
-        {
-            let line: String = text.chars().take(300).collect();
-            self.settle = Some((t, line));
+        if self.settle.is_some() || self.done || self.stack_t.is_some() || !self.wants_stack() {
+            return;
         }
+        let line = || text.chars().take(300).collect::<String>();
+        if crate::diagnose::settling_evidence(text, self.reached("engine")) {
+            self.settle = Some((t, line()));
+        } else if self.early_full_disk.is_none() && crate::diagnose::out_of_space(text) {
+            self.early_full_disk = Some((t, line()));
+        }
+    }
+
+    /// A disk that was full before the engine ran, and now the engine is
+    /// down for good (the guest says so): that settles the run at once.
+    fn settle_on_a_full_disk(
+        &mut self,
+        t: f64,
+        b: &crate::status::StatusBlock,
+        problems: &[airboot_model::Problem],
+    ) -> Option<Decision> {
+        let engine = b.engine.as_ref()?;
+        if !matches!(engine.state, airboot_proto::EngineState::Down | airboot_proto::EngineState::Failing)
+            || self.settle.is_some()
+            || self.done
+            || self.stack_t.is_some()
+            || self.verifying
+            || !self.wants_stack()
+        {
+            return None;
+        }
+        let (at, full) = self.early_full_disk.clone()?;
+        let line = format!(
+            "{full} (at {at:.1}s), then {} went down: {}",
+            engine.name,
+            engine.detail.as_deref().unwrap_or("not running")
+        );
+        self.settle = Some((t, line.clone()));
+        Some(self.decide_settled(
+            problems.to_vec(),
+            format!("{line} (decided at once: nothing after it can make the stack run)"),
+        ))
     }
 
     /// [`super::SETTLE_GRACE_S`] after evidence that settles the run:
@@ -242,11 +276,17 @@ impl Run {
         if t < at + super::SETTLE_GRACE_S || self.done || self.stack_t.is_some() || self.verifying {
             return None;
         }
-        let why = format!("{line} (decided {:.1}s after this: nothing after it can make the stack run)", t - at);
         let problems = self.last_eval.as_ref().map(|e| e.problems.clone()).unwrap_or_default();
+        Some(self.decide_settled(
+            problems,
+            format!("{line} (decided {:.1}s after this: nothing after it can make the stack run)", t - at),
+        ))
+    }
+
+    fn decide_settled(&mut self, problems: Vec<airboot_model::Problem>, why: String) -> Decision {
         self.fail_unmet(problems, why.clone(), "the guest hit a cause that settles the run before its stack ran", why);
         self.settled = true;
-        Some(Decision::Stop)
+        Decision::Stop
     }
 
     /// End the run on expectations that will not be met: a failure for

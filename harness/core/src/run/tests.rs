@@ -696,10 +696,28 @@ fn evidence_that_settles_the_run_decides_it_after_a_short_grace_not_at_the_timeo
     let ev = r.failures[0].evidence.as_deref().unwrap();
     assert!(ev.contains("no space left on device") && ev.contains("nothing after it can make the stack run"), "{ev}");
     assert_eq!(r.settled_at_s, Some(10.0));
-    // Before the engine runs, a full disk may cost only a machine-id.
+    // Before the engine runs, a full disk may cost only a machine-id...
     let mut run = Run::new(probe_cfg()).unwrap();
     run.on_line(&line(2.9, "systemd[1]: Failed to write /etc/machine-id: No space left on device"));
     assert_eq!(run.on_tick(10.0), Decision::Continue);
+    run.on_probe_hello(11.0, "x86_64");
+    let (mut s, smp) = pstatus("healthy", 12.0);
+    s.engine.state = EngineState::Starting;
+    s.settled = false;
+    assert_eq!(run.on_probe_status(&s, smp), Decision::Continue, "the engine is still starting");
+    // ...but when the engine then goes down, that is the end, at once
+    // (the guest itself has not given up: its unit may restart).
+    let (mut s, smp) = pstatus("healthy", 20.0);
+    s.engine.state = EngineState::Down;
+    s.engine.detail = Some("docker.service is activating, system is starting".into());
+    s.containers.clear();
+    s.settled = false;
+    assert_eq!(run.on_probe_status(&s, smp), Decision::Stop);
+    let r = run.finish();
+    assert_eq!(r.settled_at_s, Some(20.1));
+    let ev = r.failures[0].evidence.as_deref().unwrap();
+    assert!(ev.contains("machine-id: No space left") && ev.contains("(at 2.9s), then docker went down"), "{ev}");
+    assert!(ev.contains("decided at once"), "{ev}");
     // Once the stack ran, the same words settle nothing.
     let mut run = Run::new(probe_cfg()).unwrap();
     run.on_probe_hello(8.0, "x86_64");
