@@ -91,7 +91,12 @@ fn check_probe(r: &Value, transport: &[&str]) {
 }
 
 fn run(args: &[&str]) -> (Output, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
+    let mut dir = tempfile::tempdir().unwrap();
+    // AIRBOOT_TEST_KEEP=1 keeps each run's reports (for a look after a failure).
+    if std::env::var_os("AIRBOOT_TEST_KEEP").is_some() {
+        dir.disable_cleanup(true);
+        eprintln!("reports kept in {}", dir.path().display());
+    }
     let out = airboot().arg("run").args(args).arg("--report-dir").arg(dir.path()).arg("--no-build").output().unwrap();
     (out, dir)
 }
@@ -569,7 +574,12 @@ fn a_mkosi_built_uefi_uki_image_gets_the_full_verdict_with_the_probe_injected() 
 /// store read-only, a configuration the engine refuses, overlayfs or
 /// netfilter unavailable (modprobe.d where the fixtures use the command
 /// line: a UKI's is sealed in), the engine masked, a unit that pulls, a
-/// container that exits at once.
+/// container that exits at once, the root filesystem full (a filler
+/// leaving room for airboot's own files only), busybox zeroed in the
+/// seeded layer; and, with a scenario key as the control has it, a
+/// health check that reads the clock (`[machine] rtc` in 2001), a loader
+/// with no once-only guard (a reboot `[[step]]`), the arm64 archives
+/// loaded over the seeded tags. All 13 codes of the catalogue.
 #[test]
 #[ignore = "suite full: cargo test --test boot -- --ignored"]
 fn a_mkosi_image_with_each_fault_gets_the_same_diagnosis_as_the_fixtures() {
@@ -579,37 +589,86 @@ fn a_mkosi_image_with_each_fault_gets_the_same_diagnosis_as_the_fixtures() {
     let view = airboot_qemu::disk::open_image(&input).unwrap();
     let root = airboot_core::disk::detect::root_partition(view.as_ref(), airboot_model::Arch::X86_64).unwrap();
     let unit = |rel: &str| std::fs::read_to_string(repo().join("images/overlay").join(rel)).unwrap();
+    // What the image's root filesystem holds: its free space and the
+    // seeded layers' busybox binaries.
+    let part = airboot_core::disk::Slice { inner: view.as_ref(), start: root.start, len: root.len };
+    let fs = airboot_core::disk::ext4::Ext4::open(&part).unwrap();
+    let layers = fs.lookup("/var/lib/docker/overlay2", true).unwrap().expect("the mkosi image's seeded store");
+    let mut busyboxes = Vec::new();
+    for e in fs.list(&layers).unwrap() {
+        let p = format!("/var/lib/docker/overlay2/{}/diff/bin/busybox", e.name);
+        if let Some(ino) = fs.lookup(&p, false).unwrap().filter(|i| i.kind() == airboot_core::disk::ext4::Kind::File) {
+            busyboxes.push((p, ino.size));
+        }
+    }
+    assert!(!busyboxes.is_empty(), "no seeded layer has bin/busybox");
+    // Full but for room for airboot's own files (the probe, its unit and
+    // configuration) and a few blocks: nothing left for the engine.
+    let probe = std::fs::metadata(repo().join("target/x86_64-unknown-linux-musl/release/airboot-probe"))
+        .expect("the x86_64 probe (cargo build --release -p airboot-probe --target x86_64-unknown-linux-musl)")
+        .len();
+    let filler = fs.free_bytes() - probe.next_multiple_of(4096) - 48 * 4096;
+    let text = |path: &'static str, t: String| (path.to_string(), Content::Text(t));
+    // The archives the fixtures load, for each architecture (x86_64's
+    // are the images the store holds), and the loader's list of them.
+    let archives = |arch: airboot_model::Arch| {
+        let dir = airboot_images::cache_root()
+            .join("containers")
+            .join(format!("{arch}-{}", airboot_images::containers_key(arch)));
+        let json = std::fs::read_to_string(dir.join("images.json"))
+            .unwrap_or_else(|e| panic!("{}/images.json (airboot images build makes it): {e}", dir.display()));
+        let mut files = Vec::new();
+        let mut list = String::new();
+        for i in serde_json::from_str::<Value>(&json).unwrap().as_array().unwrap() {
+            let name = i["archive"].as_str().unwrap();
+            list += &format!("{name} {} {}\n", i["id"].as_str().unwrap(), i["ref"].as_str().unwrap());
+            files.push((format!("/usr/share/airboot/images/{name}"), Content::Copy(dir.join(name))));
+        }
+        files.push(("/usr/share/airboot/images/images.list".to_string(), Content::Text(list)));
+        files
+    };
+    let loader = |arch| {
+        ["etc/systemd/system/airboot-load-images.service", "usr/local/sbin/airboot-load-images"]
+            .iter()
+            .map(|rel| (format!("/{rel}"), Content::Text(unit(&format!("load-every-boot/{rel}")))))
+            .chain(archives(arch))
+            .collect::<Vec<_>>()
+    };
+    let loader_enabled = vec![(
+        "/etc/systemd/system/multi-user.target.wants/airboot-load-images.service",
+        "/etc/systemd/system/airboot-load-images.service",
+    )];
     // (name, files written, symlinks made, the diagnosis the fixture control gets)
-    type Fault = (&'static str, Vec<(&'static str, String)>, Vec<(&'static str, &'static str)>, &'static str);
+    type Fault = (&'static str, Vec<(String, Content)>, Vec<(&'static str, &'static str)>, &'static str);
     let faults: Vec<Fault> = vec![
         (
             "data-root",
-            vec![("/etc/docker/daemon.json", "{ \"data-root\": \"/srv/docker\" }\n".into())],
+            vec![text("/etc/docker/daemon.json", "{ \"data-root\": \"/srv/docker\" }\n".into())],
             vec![],
             "data-root-mismatch",
         ),
         (
             "read-only",
-            vec![("/etc/fstab", "/var/lib/docker /var/lib/docker none bind,ro 0 0\n".into())],
+            vec![text("/etc/fstab", "/var/lib/docker /var/lib/docker none bind,ro 0 0\n".into())],
             vec![],
             "store-read-only",
         ),
         (
             "crash-loop",
-            vec![("/etc/docker/daemon.json", "{ \"no-such-directive\": true }\n".into())],
+            vec![text("/etc/docker/daemon.json", "{ \"no-such-directive\": true }\n".into())],
             vec![],
             "engine-crash-loop",
         ),
         // What module_blacklist does on the fixtures' command line (a UKI's is sealed in).
         (
             "storage-driver",
-            vec![("/etc/modprobe.d/airboot-fault.conf", "install overlay /bin/false\n".into())],
+            vec![text("/etc/modprobe.d/airboot-fault.conf", "install overlay /bin/false\n".into())],
             vec![],
             "storage-driver-mismatch",
         ),
         (
             "kernel-features",
-            vec![(
+            vec![text(
                 "/etc/modprobe.d/airboot-fault.conf",
                 ["nf_tables", "ip_tables", "iptable_nat", "iptable_filter"]
                     .map(|m| format!("install {m} /bin/false\n"))
@@ -629,7 +688,10 @@ fn a_mkosi_image_with_each_fault_gets_the_same_diagnosis_as_the_fixtures() {
         ),
         (
             "egress",
-            vec![("/etc/systemd/system/egress-pull.service", unit("egress/etc/systemd/system/egress-pull.service"))],
+            vec![text(
+                "/etc/systemd/system/egress-pull.service",
+                unit("egress/etc/systemd/system/egress-pull.service"),
+            )],
             vec![(
                 "/etc/systemd/system/multi-user.target.wants/egress-pull.service",
                 "/etc/systemd/system/egress-pull.service",
@@ -638,12 +700,49 @@ fn a_mkosi_image_with_each_fault_gets_the_same_diagnosis_as_the_fixtures() {
         ),
         (
             "container-crash",
-            vec![(
+            vec![text(
                 "/etc/systemd/system/container-web.service",
                 unit("container-crash/etc/systemd/system/container-web.service"),
             )],
             vec![],
             "container-crash-loop",
+        ),
+        // The fixture control leaves 40 MiB for a first-boot load; this
+        // image has its store seeded, so the engine gets (almost) nothing.
+        (
+            "no-space",
+            vec![("/var/tmp/airboot-filler".into(), Content::Fill { byte: 0xa5, len: filler })],
+            vec![],
+            "store-no-space",
+        ),
+        // The clock control's web container (its health check reads a
+        // certificate issued at build time), on a machine whose clock
+        // starts in 2001 (`[machine] rtc` below).
+        (
+            "clock",
+            [
+                "etc/systemd/system/container-web.service",
+                "etc/airboot/app-cert.pem",
+                "usr/local/share/airboot/cert-check",
+            ]
+            .iter()
+            .map(|rel| (format!("/{rel}"), Content::Text(unit(&format!("clock-check/{rel}")))))
+            .collect(),
+            vec![],
+            "clock-before-image",
+        ),
+        // The load-every-boot control's loader (no once-only guard) and
+        // the archives it loads, booted twice (a reboot `[[step]]` below).
+        ("load-every-boot", loader(airboot_model::Arch::X86_64), loader_enabled.clone(), "load-every-boot"),
+        // The same loader with the arm64 archives: their tags now name
+        // images this x86_64 device cannot run.
+        ("image-arch", loader(airboot_model::Arch::Aarch64), loader_enabled, "image-arch-mismatch"),
+        // The fixture control zeroes busybox's first 4 KiB in the layer.
+        (
+            "store-corrupt",
+            busyboxes.iter().map(|(p, n)| (p.clone(), Content::Fill { byte: 0, len: *n })).collect(),
+            vec![],
+            "store-corrupt",
         ),
     ];
     // AIRBOOT_FAULTS=a,b runs only those (a quicker look at one).
@@ -665,10 +764,14 @@ fn a_mkosi_image_with_each_fault_gets_the_same_diagnosis_as_the_fixtures() {
             init: GuestInit::Systemd,
             files: files
                 .into_iter()
-                .map(|(path, text)| PlannedFile {
-                    path: path.into(),
-                    mode: 0o644,
-                    content: Content::Text(text),
+                .map(|(path, content)| PlannedFile {
+                    mode: if ["/busybox", "/cert-check", "/airboot-load-images"].iter().any(|x| path.ends_with(x)) {
+                        0o755
+                    } else {
+                        0o644
+                    },
+                    path,
+                    content,
                     replaces: false,
                 })
                 .collect(),
@@ -684,11 +787,16 @@ fn a_mkosi_image_with_each_fault_gets_the_same_diagnosis_as_the_fixtures() {
         assert!(st.success());
         std::fs::remove_file(&layer).unwrap();
         let scenario = dir.path().join(format!("{name}.toml"));
+        let (machine, web, steps) = match name {
+            "clock" => ("[machine]\nrtc = \"2001-01-01\"\n", ", healthy = true", ""),
+            "load-every-boot" => ("", "", "[[step]]\nname = \"second-boot\"\nreboot = true\n"),
+            _ => ("", "", ""),
+        };
         std::fs::write(
             &scenario,
             format!(
-                "name = \"mkosi-{name}\"\n[image]\npath = {:?}\n[expect]\nimages = [\"fixture/busybox:1\", \"fixture/redis:1\"]\n\
-                 containers = [{{ name = \"redis\", healthy = true }}, {{ name = \"web\" }}]\ntimeout = \"180s\"\n\
+                "name = \"mkosi-{name}\"\n[image]\npath = {:?}\n{machine}[expect]\nimages = [\"fixture/busybox:1\", \"fixture/redis:1\"]\n\
+                 containers = [{{ name = \"redis\", healthy = true }}, {{ name = \"web\"{web} }}]\ntimeout = \"180s\"\n{steps}\
                  [outcome]\nverdict = \"fail\"\ndiagnoses = [\"{code}\"]\n",
                 image.display().to_string()
             ),
@@ -698,9 +806,11 @@ fn a_mkosi_image_with_each_fault_gets_the_same_diagnosis_as_the_fixtures() {
         let (out, rdir) = run(&[scenario.to_str().unwrap(), "--check-outcomes"]);
         let r = report(rdir.path());
         eprintln!(
-            "mkosi + {name}: {:?} in {:.0}s, diagnoses {}",
+            "mkosi + {name}: {:?} in {:.0}s, failures {}, engine {}, diagnoses {}",
             out.status.code(),
             started.elapsed().as_secs_f64(),
+            r["failures"],
+            r["engine"],
             r["diagnoses"]
         );
         assert_eq!(out.status.code(), Some(0), "{name}: {}", explain(&out));

@@ -84,6 +84,15 @@ pub enum Content {
     /// The static probe binary for the guest's architecture.
     Probe,
     Text(String),
+    /// `len` copies of `byte`: a fault a test writes into an image (a
+    /// filesystem filled up, a binary wiped). debugfs leaves zero blocks
+    /// as holes, so a filler that takes space is not zeros.
+    Fill {
+        byte: u8,
+        len: u64,
+    },
+    /// The bytes of a file on the host (an archive a fault ships).
+    Copy(std::path::PathBuf),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -5,7 +5,7 @@
 //! blocks that changed go back into the layer through `qemu-nbd`.
 
 use std::fs::File;
-use std::io::Read;
+use std::io::Write;
 use std::os::unix::fs::{FileExt, PermissionsExt};
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -63,14 +63,10 @@ pub fn inject(
     let host = |f: &airboot_core::inject::PlannedFile| files.join(f.path.trim_start_matches('/').replace('/', "_"));
     let mut wanted = Vec::new();
     for f in &plan.files {
-        let data = match &f.content {
-            Content::Probe => std::fs::read(probe).map_err(|e| format!("the guest probe {}: {e}", probe.display()))?,
-            Content::Text(t) => t.clone().into_bytes(),
-        };
         let p = host(f);
-        std::fs::write(&p, &data).map_err(|e| format!("{}: {e}", p.display()))?;
+        let sum = write_host_file(&p, &f.content, probe)?;
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(f.mode)).ok();
-        wanted.push((f.clone(), hex(&Sha256::digest(&data))));
+        wanted.push((f.clone(), sum));
     }
     // Files the image already has are replaced (debugfs will not write
     // over one); directories it has are not made again.
@@ -114,9 +110,10 @@ pub fn inject(
                 .map_err(|e| e.to_string())?
                 .filter(|i| i.kind() == Kind::File)
                 .ok_or_else(|| format!("debugfs did not write {} (script {})", f.path, script.display()))?;
-            let mut data = Vec::new();
-            fs.reader(&ino).map_err(|e| e.to_string())?.read_to_end(&mut data).map_err(|e| e.to_string())?;
-            let got = hex(&Sha256::digest(&data));
+            let mut sha = Sha256::new();
+            std::io::copy(&mut fs.reader(&ino).map_err(|e| e.to_string())?, &mut sha)
+                .map_err(|e| format!("reading {} back: {e}", f.path))?;
+            let got = hex(&sha.finalize());
             if &got != sum || u32::from(ino.mode) & 0o7777 != f.mode || ino.uid != 0 {
                 return Err(format!(
                     "{} reads back wrong after debugfs (sha256 {}, mode {:o}, uid {})",
@@ -176,6 +173,51 @@ pub fn inject(
     let _ = std::fs::remove_file(&root);
     let _ = std::fs::remove_file(&orig);
     Ok(out)
+}
+
+/// The bytes of one planned file, in the host file debugfs copies from
+/// (streamed: a filler may be as big as the filesystem); their sha256.
+fn write_host_file(p: &Path, content: &Content, probe: &Path) -> Result<String, String> {
+    let werr = |e: std::io::Error| format!("{}: {e}", p.display());
+    let mut sha = Sha256::new();
+    match content {
+        Content::Probe => {
+            let data = std::fs::read(probe).map_err(|e| format!("the guest probe {}: {e}", probe.display()))?;
+            std::fs::write(p, &data).map_err(werr)?;
+            sha.update(&data);
+        }
+        Content::Text(t) => {
+            std::fs::write(p, t).map_err(werr)?;
+            sha.update(t.as_bytes());
+        }
+        Content::Copy(from) => {
+            let ferr = |e: std::io::Error| format!("{}: {e}", from.display());
+            let mut src = File::open(from).map_err(ferr)?;
+            let mut out = File::create(p).map_err(werr)?;
+            let mut buf = vec![0u8; 1 << 20];
+            loop {
+                let n = std::io::Read::read(&mut src, &mut buf).map_err(ferr)?;
+                if n == 0 {
+                    break;
+                }
+                out.write_all(&buf[..n]).map_err(werr)?;
+                sha.update(&buf[..n]);
+            }
+        }
+        Content::Fill { byte, len } => {
+            let mut out = std::io::BufWriter::new(File::create(p).map_err(werr)?);
+            let chunk = vec![*byte; 1 << 20];
+            let mut left = *len;
+            while left > 0 {
+                let k = left.min(chunk.len() as u64) as usize;
+                out.write_all(&chunk[..k]).map_err(werr)?;
+                sha.update(&chunk[..k]);
+                left -= k as u64;
+            }
+            out.flush().map_err(werr)?;
+        }
+    }
+    Ok(hex(&sha.finalize()))
 }
 
 fn e2fsck_n(fs: &Path) -> Result<(i32, String), String> {
