@@ -133,7 +133,39 @@ fn check_report(r: &Value, dir: &Path) -> Result<(), String> {
     if p.is_empty() { Ok(()) } else { Err(p.join("; ")) }
 }
 
-fn run_scenario(file: PathBuf, name: String) -> Result<(), Failed> {
+/// A passing compose stack: each service's containers in the report with
+/// their service, a one-shot's exited 0, and a `service:<name>` milestone
+/// from the guest's clocks.
+fn check_compose(r: &Value, compose: &scenario::ComposeExpect) -> Result<(), String> {
+    if r["verdict"] != "pass" {
+        return Ok(());
+    }
+    let mut p = Vec::new();
+    for svc in &compose.services {
+        let rows: Vec<&Value> = r["containers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|c| c["service"].as_str() == Some(svc.name.as_str()))
+            .collect();
+        if rows.is_empty() {
+            p.push(format!("no container row for service {}", svc.name));
+        }
+        for c in &rows {
+            let ok = if svc.oneshot { c["state"] == "exited" && c["exit_code"] == 0 } else { c["state"] == "running" };
+            if !ok {
+                p.push(format!("service {}: {c}", svc.name));
+            }
+        }
+        let m = r["milestones"].as_array().into_iter().flatten().find(|m| m["name"] == format!("service:{}", svc.name));
+        if m.is_none_or(|m| m["source"] != "guest") {
+            p.push(format!("milestone service:{} from the guest's clocks: {m:?}", svc.name));
+        }
+    }
+    if p.is_empty() { Ok(()) } else { Err(p.join("; ")) }
+}
+
+fn run_scenario(file: PathBuf, name: String, compose: Option<scenario::ComposeExpect>) -> Result<(), Failed> {
     let dir = repo().join("target/airboot-scenarios").join(name.replace("::", "-"));
     let _ = std::fs::remove_dir_all(&dir);
     let out = Command::new(env!("CARGO_BIN_EXE_airboot"))
@@ -152,7 +184,9 @@ fn run_scenario(file: PathBuf, name: String) -> Result<(), Failed> {
     if out.status.code() != Some(0) {
         return Err(format!("not as declared (exit {:?}):\n{stdout}", out.status.code()).into());
     }
-    check_report(&r, &dir).map_err(|e| Failed::from(format!("{e}\n(report: {}/report.json)", dir.display())))
+    check_report(&r, &dir)
+        .and_then(|()| compose.as_ref().map_or(Ok(()), |c| check_compose(&r, c)))
+        .map_err(|e| Failed::from(format!("{e}\n(report: {}/report.json)", dir.display())))
 }
 
 fn main() {
@@ -188,7 +222,8 @@ fn main() {
             eprintln!("skipping {name}: {why}");
         }
         let n = name.clone();
-        trials.push(Trial::test(name, move || run_scenario(f, n)).with_ignored_flag(skip.is_some()));
+        let compose = s.expect.compose.clone();
+        trials.push(Trial::test(name, move || run_scenario(f, n, compose)).with_ignored_flag(skip.is_some()));
     }
     libtest_mimic::run(&args, trials).exit();
 }

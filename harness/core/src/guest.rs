@@ -161,6 +161,9 @@ pub struct GuestTimes {
     pub running: BTreeMap<String, f64>,
     /// Each container: the first passing health check.
     pub healthy: BTreeMap<String, f64>,
+    /// Each container that has exited: when (its first `die` event, or
+    /// FinishedAt).
+    pub exited: BTreeMap<String, f64>,
     /// Every image load the engine reported (`docker load`), in order:
     /// what it named and when.
     pub loads: Vec<(String, f64)>,
@@ -186,6 +189,9 @@ pub fn guest_times(s: &ProbeStatus, map: &ClockMap, engine_unit: &str) -> GuestT
             ("container", "start") => {
                 g.running.entry(e.actor.trim_start_matches('/').to_string()).or_insert(t);
             }
+            ("container", "die") => {
+                g.exited.entry(e.actor.trim_start_matches('/').to_string()).or_insert(t);
+            }
             ("container", a)
                 if a.starts_with("health_status") && a.ends_with("healthy") && !a.ends_with("unhealthy") =>
             {
@@ -199,6 +205,11 @@ pub fn guest_times(s: &ProbeStatus, map: &ClockMap, engine_unit: &str) -> GuestT
         // StartedAt is the latest start; an event (if remembered) is the first.
         if let Some(t) = c.started_at.as_deref().and_then(parse_rfc3339).map(|r| map.from_real(r)) {
             g.running.entry(name.clone()).or_insert(t);
+        }
+        if let Some(t) = c.finished_at.as_deref().and_then(parse_rfc3339).map(|r| map.from_real(r))
+            && c.state != "running"
+        {
+            g.exited.entry(name.clone()).or_insert(t);
         }
         if let Some(t) = c.healthy_at.iter().filter_map(|h| parse_rfc3339(h)).map(|r| map.from_real(r)).reduce(f64::min)
         {

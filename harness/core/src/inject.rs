@@ -114,15 +114,75 @@ pub struct Plan {
     pub symlinks: Vec<(String, String)>,
 }
 
-/// The stack description the injected probe reads: the engine, and the
-/// containers the scenario expects (the image's own units are unknown, so
-/// the stack is its containers).
-pub fn status_conf(engine: Engine, containers: &[String]) -> String {
-    let names: Vec<&str> = containers.iter().map(|c| c.trim_start_matches('/')).collect();
+/// What the injected probe watches: the engine, the containers the
+/// scenario expects (by name, or a compose project's), and the image's own
+/// units that start them (found by [`stack_units`]): once each of those
+/// has failed or ended, a container still missing will not come.
+#[derive(Debug, Clone, Copy)]
+pub struct Stack<'a> {
+    pub engine: Engine,
+    pub containers: &'a [String],
+    pub compose: Option<&'a str>,
+    pub units: &'a [String],
+}
+
+/// The stack description the injected probe reads.
+pub fn status_conf(stack: &Stack) -> String {
+    let names: Vec<&str> = stack.containers.iter().map(|c| c.trim_start_matches('/')).collect();
     format!(
-        "# Written by airboot into the run's overlay (the image itself is unchanged).\nENGINE={engine}\nSTACK_CONTAINERS=\"{}\"\nINTERVAL=3\nSETTLED_INTERVAL=10\nDEADLINE=900\n",
-        names.join(" ")
+        "# Written by airboot into the run's overlay (the image itself is unchanged).\nENGINE={}\nSTACK_UNITS=\"{}\"\nSTACK_CONTAINERS=\"{}\"\n{}INTERVAL=3\nSETTLED_INTERVAL=10\nDEADLINE=900\n",
+        stack.engine,
+        stack.units.join(" "),
+        names.join(" "),
+        stack.compose.map(|p| format!("STACK_COMPOSE=\"{p}\"\n")).unwrap_or_default()
     )
+}
+
+/// Programs that start containers, and the verbs they start them with.
+const STARTERS: &[&str] = &["docker", "podman", "nerdctl", "ctr", "docker-compose", "podman-compose"];
+const START_VERBS: &[&str] = &["run", "start", "up"];
+
+/// Whether a unit file starts containers: an `ExecStart=` that runs one of
+/// the engines' CLIs (or compose) with `run`, `start` or `up`, directly or
+/// through a shell.
+pub fn starts_containers(unit: &str) -> bool {
+    unit.lines().filter_map(|l| l.trim().strip_prefix("ExecStart=")).any(|cmd| {
+        let words: Vec<&str> = cmd
+            .split(|c: char| c.is_whitespace() || c == '"' || c == '\'' || c == ';')
+            .filter(|w| !w.is_empty())
+            .collect();
+        words.iter().enumerate().any(|(i, w)| {
+            let prog = w.trim_start_matches(['-', '@', '+', '!', ':']).rsplit('/').next().unwrap_or("");
+            STARTERS.contains(&prog) && words[i + 1..].iter().any(|v| START_VERBS.contains(v))
+        })
+    })
+}
+
+/// The units the image enables (`/etc/systemd/system/*.wants/`) that
+/// start containers, sorted. Bounded: 64 KiB read of each unit, 256 units.
+pub fn stack_units(fs: &Ext4) -> io::Result<Vec<String>> {
+    let mut out = Vec::new();
+    let Some(sys) = fs.lookup("/etc/systemd/system", true)?.filter(|i| i.kind() == Kind::Dir) else {
+        return Ok(out);
+    };
+    let mut seen = 0;
+    for wants in fs.list(&sys)?.into_iter().filter(|e| e.name.ends_with(".wants")) {
+        let dir = format!("/etc/systemd/system/{}", wants.name);
+        let Some(d) = fs.lookup(&dir, true)?.filter(|i| i.kind() == Kind::Dir) else { continue };
+        for e in fs.list(&d)?.into_iter().filter(|e| e.name.ends_with(".service")) {
+            seen += 1;
+            if seen > 256 || out.contains(&e.name) {
+                continue;
+            }
+            // A link to a unit the image does not have, or to /dev/null: not run.
+            let Some(ino) = fs.lookup(&format!("{dir}/{}", e.name), true).unwrap_or(None) else { continue };
+            if ino.kind() == Kind::File && starts_containers(&String::from_utf8_lossy(&fs.read(&ino, 64 << 10)?)) {
+                out.push(e.name);
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
 }
 
 /// The line that starts the probe from inittab, in each init's syntax.
@@ -136,20 +196,14 @@ fn inittab_line(init: GuestInit) -> &'static str {
 /// What to write for `init`. `inittab`: the image's `/etc/inittab` (an
 /// init without systemd needs one to start the probe); `has_config`: the
 /// image already describes its stack in `/etc/airboot/status.conf`.
-pub fn plan(
-    init: GuestInit,
-    engine: Engine,
-    containers: &[String],
-    inittab: Option<&str>,
-    has_config: bool,
-) -> Result<Plan, String> {
+pub fn plan(init: GuestInit, stack: &Stack, inittab: Option<&str>, has_config: bool) -> Result<Plan, String> {
     let mut files =
         vec![PlannedFile { path: PROBE_PATH.into(), mode: 0o755, content: Content::Probe, replaces: false }];
     if !has_config {
         files.push(PlannedFile {
             path: CONFIG_PATH.into(),
             mode: 0o644,
-            content: Content::Text(status_conf(engine, containers)),
+            content: Content::Text(status_conf(stack)),
             replaces: false,
         });
     }
@@ -266,41 +320,56 @@ pub struct Injected {
 mod tests {
     use super::*;
 
+    fn stack(engine: Engine, containers: &[String]) -> Stack<'_> {
+        Stack { engine, containers, compose: None, units: &[] }
+    }
+
     #[test]
     fn a_systemd_image_gets_the_probe_its_unit_and_the_link() {
-        let p = plan(GuestInit::Systemd, Engine::Docker, &["app".into(), "/db".into()], None, false).unwrap();
+        let names = ["app".to_string(), "/db".to_string()];
+        let units = ["container-app.service".to_string()];
+        let p = plan(
+            GuestInit::Systemd,
+            &Stack { compose: Some("shop"), units: &units, ..stack(Engine::Docker, &names) },
+            None,
+            false,
+        )
+        .unwrap();
         let paths: Vec<&str> = p.files.iter().map(|f| f.path.as_str()).collect();
         assert_eq!(paths, [PROBE_PATH, CONFIG_PATH, UNIT_PATH]);
         assert_eq!(p.symlinks, [(UNIT_LINK.to_string(), UNIT_PATH.to_string())]);
         let Content::Text(conf) = &p.files[1].content else { panic!() };
         assert!(conf.contains("ENGINE=docker\n") && conf.contains("STACK_CONTAINERS=\"app db\""), "{conf}");
+        assert!(conf.contains("STACK_COMPOSE=\"shop\"\n"), "{conf}");
+        assert!(conf.contains("STACK_UNITS=\"container-app.service\"\n"), "{conf}");
         // The image's own stack description wins.
-        let own = plan(GuestInit::Systemd, Engine::Podman, &[], None, true).unwrap();
+        let own = plan(GuestInit::Systemd, &stack(Engine::Podman, &[]), None, true).unwrap();
         assert!(!own.files.iter().any(|f| f.path == CONFIG_PATH));
     }
 
     #[test]
     fn an_inittab_gains_one_line_in_its_inits_syntax() {
         let tab = "id:2:initdefault:\nl2:2:wait:/etc/init.d/rc 2";
-        let p = plan(GuestInit::Sysvinit, Engine::Docker, &[], Some(tab), false).unwrap();
+        let p = plan(GuestInit::Sysvinit, &stack(Engine::Docker, &[]), Some(tab), false).unwrap();
         let f = p.files.iter().find(|f| f.path == INITTAB).unwrap();
         assert!(f.replaces);
         let Content::Text(t) = &f.content else { panic!() };
         assert!(t.starts_with("id:2:initdefault:\nl2:2:wait:/etc/init.d/rc 2\n"), "{t}");
         assert!(t.ends_with("ab:2345:respawn:/usr/local/sbin/airboot-probe serve\n"), "{t}");
-        let b = plan(GuestInit::Busybox, Engine::Docker, &[], Some("::sysinit:/etc/init.d/rcS\n"), false).unwrap();
+        let b =
+            plan(GuestInit::Busybox, &stack(Engine::Docker, &[]), Some("::sysinit:/etc/init.d/rcS\n"), false).unwrap();
         let Content::Text(t) = &b.files.iter().find(|f| f.path == INITTAB).unwrap().content else { panic!() };
         assert!(t.ends_with("::respawn:/usr/local/sbin/airboot-probe serve\n"), "{t}");
         // Twice is once.
-        let again = plan(GuestInit::Busybox, Engine::Docker, &[], Some(t), false).unwrap();
+        let again = plan(GuestInit::Busybox, &stack(Engine::Docker, &[]), Some(t), false).unwrap();
         assert!(!again.files.iter().any(|f| f.path == INITTAB));
-        let e = plan(GuestInit::Busybox, Engine::Docker, &[], None, false).unwrap_err();
+        let e = plan(GuestInit::Busybox, &stack(Engine::Docker, &[]), None, false).unwrap_err();
         assert!(e.contains("/etc/inittab"), "{e}");
     }
 
     #[test]
     fn the_script_makes_parents_then_files_then_links() {
-        let p = plan(GuestInit::Systemd, Engine::Docker, &["app".into()], None, false).unwrap();
+        let p = plan(GuestInit::Systemd, &stack(Engine::Docker, &["app".into()]), None, false).unwrap();
         let host = |f: &PlannedFile| format!("/tmp/in/{}", f.path.rsplit('/').next().unwrap());
         // Directories the filesystem has are never made again.
         let s = debugfs_script(&p, &host, &|d| matches!(d, "/usr" | "/etc" | "/etc/systemd"));
@@ -321,5 +390,66 @@ mod tests {
         assert_eq!(split("/etc/inittab"), ("/etc", "inittab"));
         assert_eq!(split("/x"), ("/", "x"));
         assert_eq!(parents("/a/b/c"), ["/a", "/a/b"]);
+    }
+
+    #[test]
+    fn units_that_start_containers_are_told_from_their_exec_start() {
+        for yes in [
+            "ExecStart=/usr/bin/docker run --rm --name web --network none fixture/busybox:1",
+            "ExecStart=-/usr/bin/podman start --all --filter restart-policy=always",
+            "ExecStart=/usr/bin/docker-compose -p fixture -f /etc/c.yml up -d",
+            "ExecStart=/usr/bin/docker compose up --detach",
+            "ExecStart=/bin/sh -c 'exec docker run --name app app:1'",
+            "ExecStart=/usr/bin/ctr -n airboot run -d img:1 app",
+            "ExecStart=nerdctl start web",
+        ] {
+            assert!(starts_containers(&format!("[Service]\n{yes}\n")), "{yes}");
+        }
+        for no in [
+            "ExecStart=/usr/bin/dockerd -H fd://",
+            "ExecStart=/usr/bin/containerd",
+            "ExecStartPre=/usr/bin/docker run x", // not what the unit runs
+            "ExecStart=/usr/bin/docker load -i /a.tar",
+            "ExecStop=/usr/bin/docker stop web",
+            "ExecStart=/usr/local/bin/run-my-app start",
+        ] {
+            assert!(!starts_containers(&format!("[Service]\n{no}\n")), "{no}");
+        }
+    }
+
+    /// In a real ext4 image: the enabled units, through their links
+    /// (relative or absolute), not a masked one, not a unit not enabled.
+    #[test]
+    fn stack_units_are_the_enabled_units_that_start_containers() {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path().join("root");
+        let sys = root.join("etc/systemd/system");
+        std::fs::create_dir_all(sys.join("multi-user.target.wants")).unwrap();
+        std::fs::create_dir_all(sys.join("default.target.wants")).unwrap();
+        std::fs::create_dir_all(root.join("usr/lib/systemd/system")).unwrap();
+        let unit = |cmd: &str| format!("[Service]\nExecStart={cmd}\n[Install]\nWantedBy=multi-user.target\n");
+        std::fs::write(sys.join("container-web.service"), unit("/usr/bin/docker run --name web b:1")).unwrap();
+        std::fs::write(sys.join("container-off.service"), unit("/usr/bin/docker run --name off b:1")).unwrap();
+        std::fs::write(root.join("usr/lib/systemd/system/app.service"), unit("/usr/bin/podman start app")).unwrap();
+        std::fs::write(root.join("usr/lib/systemd/system/docker.service"), unit("/usr/bin/dockerd")).unwrap();
+        let wants = sys.join("multi-user.target.wants");
+        std::os::unix::fs::symlink("/etc/systemd/system/container-web.service", wants.join("container-web.service"))
+            .unwrap();
+        std::os::unix::fs::symlink(
+            "../../../../usr/lib/systemd/system/app.service",
+            sys.join("default.target.wants/app.service"),
+        )
+        .unwrap();
+        std::os::unix::fs::symlink("/usr/lib/systemd/system/docker.service", wants.join("docker.service")).unwrap();
+        std::os::unix::fs::symlink("/dev/null", wants.join("masked.service")).unwrap();
+        std::os::unix::fs::symlink("/etc/systemd/system/gone.service", wants.join("gone.service")).unwrap();
+        let img = d.path().join("fs.img");
+        std::fs::File::create(&img).unwrap().set_len(16 << 20).unwrap();
+        let ok =
+            std::process::Command::new("mkfs.ext4").args(["-q", "-F", "-d"]).arg(&root).arg(&img).status().unwrap();
+        assert!(ok.success());
+        let f = std::fs::File::open(&img).unwrap();
+        let fs = Ext4::open(&f).unwrap();
+        assert_eq!(stack_units(&fs).unwrap(), ["app.service", "container-web.service"]);
     }
 }

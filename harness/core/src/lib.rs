@@ -3,6 +3,7 @@
 //! and it answers with decisions. That keeps it fast to test exhaustively.
 
 pub mod airgap;
+pub mod compose;
 pub mod console;
 pub mod cut;
 pub mod diagnose;

@@ -128,7 +128,7 @@ impl Assembler {
                     match r {
                         Record::Engine(e) => block.engine = Some(e),
                         Record::Image(i) => block.images.push(i),
-                        Record::Container(c) => block.containers.push(c),
+                        Record::Container(c) => block.containers.push(*c),
                         Record::Unit(u) => block.units.push(u),
                     }
                 }

@@ -41,6 +41,10 @@ pub struct ContainerRow {
     /// The last health check's output, when it failed (probe only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health_output: Option<String>,
+    /// The compose service it belongs to (`expect.compose`); a service
+    /// with no container at all is a row named after it, `absent`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<String>,
 }
 
 /// The comparison of one status block with the expectations.
@@ -55,6 +59,9 @@ pub struct Evaluation {
     /// Expected containers that are healthy (or have no healthcheck and are
     /// running, when health is not required).
     pub ready: Vec<String>,
+    /// Compose services whose every container is as expected (running and
+    /// healthy, or a one-shot exited 0), with those containers' names.
+    pub services: Vec<(String, Vec<String>)>,
     pub problems: Vec<Problem>,
     pub images: Vec<ImageRow>,
     pub containers: Vec<ContainerRow>,
@@ -262,6 +269,7 @@ pub fn evaluate(expect: &Expect, known_ids: &BTreeMap<String, String>, block: &S
             exit_code: found.exit_code.filter(|_| found.state != "running"),
             log_tail: found.log_tail.clone(),
             health_output: found.health_output.clone(),
+            service: None,
         });
         if let Some(want) = &c.image
             && want != &image
@@ -297,9 +305,15 @@ pub fn evaluate(expect: &Expect, known_ids: &BTreeMap<String, String>, block: &S
             }),
         }
     }
+    let services = match &expect.compose {
+        Some(compose) if engine_up || !block.containers.is_empty() => {
+            check_compose(compose, block, engine_up, &mut running, &mut ready, &mut problems, &mut crow)
+        }
+        _ => Vec::new(),
+    };
     for x in &block.containers {
         let name = x.name.trim_start_matches('/');
-        if !expect.containers.iter().any(|c| c.name == name) {
+        if !expect.containers.iter().any(|c| c.name == name) && !crow.iter().any(|r| r.name == name) {
             crow.push(ContainerRow {
                 name: name.to_string(),
                 image: Some(x.image.clone()),
@@ -311,7 +325,109 @@ pub fn evaluate(expect: &Expect, known_ids: &BTreeMap<String, String>, block: &S
         }
     }
 
-    Evaluation { engine_up, images_ok, running, ready, problems, images: rows, containers: crow }
+    Evaluation { engine_up, images_ok, running, ready, services, problems, images: rows, containers: crow }
+}
+
+/// Each compose service's containers, found by their labels: running and
+/// healthy (a healthcheck is needed only with `healthy = true`), or a
+/// one-shot's exited 0. Returns the services that hold.
+fn check_compose(
+    compose: &crate::scenario::ComposeExpect,
+    block: &StatusBlock,
+    engine_up: bool,
+    running: &mut Vec<String>,
+    ready: &mut Vec<String>,
+    problems: &mut Vec<Problem>,
+    rows: &mut Vec<ContainerRow>,
+) -> Vec<(String, Vec<String>)> {
+    let mut done = Vec::new();
+    for svc in &compose.services {
+        let what = format!("compose service {} (project {})", svc.name, compose.project);
+        let members: Vec<_> = block
+            .containers
+            .iter()
+            .filter(|x| x.compose.as_ref().is_some_and(|l| l.project == compose.project && l.service == svc.name))
+            .collect();
+        if members.is_empty() {
+            if engine_up {
+                problems.push(Problem {
+                    code: FailureCode::ContainerMissing,
+                    message: format!("{what} has no container (none carries its compose labels)"),
+                });
+            }
+            rows.push(ContainerRow {
+                name: svc.name.clone(),
+                state: "absent".into(),
+                expected: true,
+                service: Some(svc.name.clone()),
+                ..Default::default()
+            });
+            continue;
+        }
+        let mut ok = true;
+        let mut names = Vec::new();
+        for m in members {
+            let name = m.name.trim_start_matches('/').to_string();
+            rows.push(ContainerRow {
+                name: name.clone(),
+                image: Some(normalize_ref(&m.image).unwrap_or_else(|_| m.image.clone())),
+                state: m.state.clone(),
+                health: m.health.clone(),
+                expected: true,
+                exit_code: m.exit_code.filter(|_| m.state != "running"),
+                log_tail: m.log_tail.clone(),
+                health_output: m.health_output.clone(),
+                service: Some(svc.name.clone()),
+            });
+            let problem = if svc.oneshot {
+                match (m.state.as_str(), m.exit_code) {
+                    ("exited" | "stopped", Some(0)) => None,
+                    ("exited" | "stopped" | "dead", code) => Some(format!(
+                        "{what}: its one-shot container {name} exited {} (it must exit 0)",
+                        code.map(|c| c.to_string()).unwrap_or_else(|| "with no status".into())
+                    )),
+                    (state, _) => Some(format!("{what}: its one-shot container {name} is {state}, not exited 0 yet")),
+                }
+                .map(|message| Problem { code: FailureCode::ContainerNotRunning, message })
+            } else if m.state != "running" {
+                Some(Problem {
+                    code: FailureCode::ContainerNotRunning,
+                    message: format!(
+                        "{what}: container {name} is {}{}",
+                        m.state,
+                        m.exit_code.map(|e| format!(" (exit code {e})")).unwrap_or_default()
+                    ),
+                })
+            } else {
+                running.push(name.clone());
+                match (svc.healthy.unwrap_or(m.health.is_some()), m.health.as_deref()) {
+                    (false, _) | (true, Some("healthy")) => None,
+                    (true, None) => Some(Problem {
+                        code: FailureCode::ContainerNoHealthcheck,
+                        message: format!("{what} must be healthy but its container {name} has no healthcheck"),
+                    }),
+                    (true, Some(h)) => Some(Problem {
+                        code: FailureCode::ContainerUnhealthy,
+                        message: format!("{what}: container {name} is {h}"),
+                    }),
+                }
+            };
+            match problem {
+                Some(p) => {
+                    ok = false;
+                    problems.push(p);
+                }
+                None => {
+                    ready.push(name.clone());
+                    names.push(name);
+                }
+            }
+        }
+        if ok {
+            done.push((svc.name.clone(), names));
+        }
+    }
+    done
 }
 
 #[cfg(test)]
@@ -337,6 +453,7 @@ mod tests {
                 ContainerExpect { name: "redis".into(), image: Some("fixture/redis:1".into()), healthy: None },
                 ContainerExpect { name: "web".into(), image: None, healthy: None },
             ],
+            compose: None,
             time_to_stack: None,
             timeout: Duration::from_secs(60),
             fail_on: vec![],
@@ -359,6 +476,8 @@ mod tests {
             exit_code: None,
             log_tail: Vec::new(),
             health_output: None,
+            id: None,
+            compose: None,
         }
     }
 
@@ -508,5 +627,67 @@ mod tests {
         assert!(e.problems[0].message.starts_with("docker is running but its API fails"), "{}", e.problems[0].message);
         assert!(e.problems[0].message.contains("HTTP 500 readlink"));
         assert!(!e.engine_up && !e.satisfied());
+    }
+
+    #[test]
+    fn a_compose_stack_is_checked_by_its_labels_with_one_shots_exited_0() {
+        use crate::scenario::{ComposeExpect, ServiceExpect};
+        let mut e = expect();
+        e.containers.clear();
+        let svc = |name: &str, oneshot| ServiceExpect { name: name.into(), oneshot, healthy: None };
+        e.compose = Some(ComposeExpect {
+            project: "fixture".into(),
+            services: vec![svc("redis", false), svc("web", false), svc("seed", true)],
+        });
+        let labelled = |name: &str, service: &str, project: &str, state: &str, health: Option<&str>| ContainerRecord {
+            compose: Some(airboot_proto::ComposeLabels { project: project.into(), service: service.into() }),
+            ..ctr(name, "fixture/busybox:1", state, health)
+        };
+        let mut b = good();
+        b.containers = vec![
+            labelled("fixture_redis_1", "redis", "fixture", "running", Some("healthy")),
+            // compose v2's name: found by its labels all the same.
+            labelled("fixture-web-1", "web", "fixture", "running", None),
+            ContainerRecord { exit_code: Some(0), ..labelled("fixture_seed_1", "seed", "fixture", "exited", None) },
+            // Another project's container is not this stack's.
+            labelled("other_web_1", "web", "other", "exited", None),
+        ];
+        let ev = evaluate(&e, &BTreeMap::new(), &b);
+        assert!(ev.satisfied(), "{:?}", ev.problems);
+        let services: Vec<&str> = ev.services.iter().map(|(s, _)| s.as_str()).collect();
+        assert_eq!(services, ["redis", "web", "seed"]);
+        assert_eq!(ev.running, ["fixture_redis_1", "fixture-web-1"]);
+        let row = ev.containers.iter().find(|r| r.name == "fixture_seed_1").unwrap();
+        assert_eq!((row.service.as_deref(), row.exit_code), (Some("seed"), Some(0)));
+        assert!(!ev.containers.iter().find(|r| r.name == "other_web_1").unwrap().expected);
+
+        // A one-shot that failed, one still running, a service never made,
+        // an unhealthy one: each named with its service and project.
+        b.containers[2].exit_code = Some(2);
+        b.containers[0].health = Some("unhealthy".into());
+        b.containers.remove(1);
+        let ev = evaluate(&e, &BTreeMap::new(), &b);
+        let got: Vec<(FailureCode, &str)> = ev.problems.iter().map(|p| (p.code, p.message.as_str())).collect();
+        assert_eq!(
+            got,
+            [
+                (
+                    FailureCode::ContainerUnhealthy,
+                    "compose service redis (project fixture): container fixture_redis_1 is unhealthy"
+                ),
+                (
+                    FailureCode::ContainerMissing,
+                    "compose service web (project fixture) has no container (none carries its compose labels)"
+                ),
+                (
+                    FailureCode::ContainerNotRunning,
+                    "compose service seed (project fixture): its one-shot container fixture_seed_1 exited 2 (it must exit 0)"
+                ),
+            ]
+        );
+        assert!(ev.services.is_empty());
+        b.containers[1].state = "running".into();
+        let ev = evaluate(&e, &BTreeMap::new(), &b);
+        assert!(ev.problems.iter().any(|p| p.message.contains("is running, not exited 0 yet")), "{:?}", ev.problems);
     }
 }

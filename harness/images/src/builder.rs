@@ -97,6 +97,13 @@ pub fn build(root: &Path, name: &str, force: bool, progress: Progress) -> Result
     for dir in overlays(def.engine, def.variant, def.init) {
         units.extend(install_overlay(&staging, &dir)?);
     }
+    if def.variant.own_stack() {
+        let sys = staging.join("etc/systemd/system");
+        for u in units.iter().filter(|u| u.starts_with("container-")) {
+            fs::remove_file(sys.join(u)).map_err(io_err(format!("leaving out {u}")))?;
+        }
+        units.retain(|u| !u.starts_with("container-"));
+    }
     if def.init == crate::Init::Sysvinit {
         enable_init_scripts(&ctx, &staging)?;
     }

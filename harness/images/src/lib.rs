@@ -78,6 +78,13 @@ pub enum Variant {
     /// Preseeded, plus a first-boot unit that pulls from a registry: an
     /// air-gap violation airboot must catch and name.
     Egress,
+    /// Preseeded, the stack a docker-compose 1.29 project started by a
+    /// unit at boot (a healthy service, one that waits for it, a
+    /// one-shot), in place of the engine's container units.
+    Compose,
+    /// The compose stack with a dependency that never becomes healthy:
+    /// compose never creates the service that waits for it.
+    ComposeUnhealthy,
 }
 
 impl Variant {
@@ -93,13 +100,21 @@ impl Variant {
             Variant::StoreReadOnly => "store-read-only",
             Variant::NoSpace => "no-space",
             Variant::Egress => "egress",
+            Variant::Compose => "compose",
+            Variant::ComposeUnhealthy => "compose-unhealthy",
         }
+    }
+    /// The variant brings its own stack: the engine overlay's
+    /// `container-*.service` units are left out.
+    pub fn own_stack(self) -> bool {
+        matches!(self, Variant::Compose | Variant::ComposeUnhealthy)
     }
     /// The variant whose files this one builds on (its overlay is copied
     /// first).
     pub fn builds_on(self) -> Option<Variant> {
         match self {
             Variant::NoSpace => Some(Variant::LoadAtBoot),
+            Variant::ComposeUnhealthy => Some(Variant::Compose),
             _ => None,
         }
     }
@@ -113,6 +128,8 @@ impl Variant {
                 | Variant::ContainerCrash
                 | Variant::ClockCheck
                 | Variant::StoreReadOnly
+                | Variant::Compose
+                | Variant::ComposeUnhealthy
         )
     }
 }
@@ -177,8 +194,8 @@ pub struct FixtureDef {
 pub fn catalog() -> Vec<FixtureDef> {
     use FixtureBoot::{Direct, Uefi};
     use Variant::{
-        ClockCheck, ContainerCrash, Egress, LoadAtBoot, LoadAtBootSafe, LoadEveryBoot, NoSpace, Preseeded,
-        StoreCorrupt, StoreReadOnly,
+        ClockCheck, Compose, ComposeUnhealthy, ContainerCrash, Egress, LoadAtBoot, LoadAtBootSafe, LoadEveryBoot,
+        NoSpace, Preseeded, StoreCorrupt, StoreReadOnly,
     };
     let def = |name, arch, containers, variant, boot, description| FixtureDef {
         name,
@@ -279,6 +296,22 @@ pub fn catalog() -> Vec<FixtureDef> {
             Egress,
             Direct,
             "the preseeded fixture plus a first-boot unit that pulls registry.example.com/fixture/app:1 (must fail the air-gap check)",
+        ),
+        def(
+            "debian-compose-x86_64",
+            x86,
+            x86,
+            Compose,
+            Direct,
+            "the preseeded fixture whose stack is a docker-compose 1.29 project started at boot: redis (healthy), web (waits for redis to be healthy), seed (a one-shot that exits 0)",
+        ),
+        def(
+            "debian-compose-unhealthy-x86_64",
+            x86,
+            x86,
+            ComposeUnhealthy,
+            Direct,
+            "the compose fixture whose redis health check always fails: compose never creates web, which waits for it (negative control)",
         ),
         def(
             "debian-preseeded-aarch64",

@@ -12,6 +12,9 @@ use airboot_proto::{
 pub struct Config {
     pub stack_units: Vec<String>,
     pub stack_containers: Vec<String>,
+    /// A compose project (`STACK_COMPOSE`): each container it labels is
+    /// part of the stack too, whatever its name.
+    pub stack_compose: Option<String>,
     pub interval_s: f64,
     pub settled_interval_s: f64,
     pub deadline_s: f64,
@@ -30,6 +33,7 @@ impl Default for Config {
         Config {
             stack_units: Vec::new(),
             stack_containers: Vec::new(),
+            stack_compose: None,
             interval_s: 2.0,
             settled_interval_s: 10.0,
             deadline_s: 900.0,
@@ -55,6 +59,7 @@ pub fn parse_config(text: &str) -> Config {
         match k.trim() {
             "STACK_UNITS" => c.stack_units = list(),
             "STACK_CONTAINERS" => c.stack_containers = list(),
+            "STACK_COMPOSE" => c.stack_compose = Some(v.to_string()).filter(|p| !p.is_empty()),
             "INTERVAL" => c.interval_s = v.parse().unwrap_or(c.interval_s),
             "SETTLED_INTERVAL" => c.settled_interval_s = v.parse().unwrap_or(c.settled_interval_s),
             "DEADLINE" => c.deadline_s = v.parse().unwrap_or(c.deadline_s),
@@ -86,8 +91,18 @@ pub fn judge(s: &mut ProbeStatus, engine_unit: &str, error: Option<&str>, failin
         && stack_units.iter().all(|u| matches!(u.active.as_str(), "failed" | "inactive"));
     let mut settled = true;
     if s.engine.state == EngineState::Up {
-        for want in &cfg.stack_containers {
-            let found = s.containers.iter().find(|c| c.name.trim_start_matches('/') == want);
+        let named = cfg
+            .stack_containers
+            .iter()
+            .map(|want| s.containers.iter().find(|c| c.name.trim_start_matches('/') == want));
+        let composed = s
+            .containers
+            .iter()
+            .filter(|c| {
+                cfg.stack_compose.is_some() && c.compose.as_ref().map(|l| &l.project) == cfg.stack_compose.as_ref()
+            })
+            .map(Some);
+        for found in named.chain(composed) {
             settled &= match found {
                 // Not there once the stack's units have given up: nothing
                 // is left to create it.
@@ -262,6 +277,30 @@ mod tests {
         let mut late = status(Some("starting"), done());
         late.clocks.boottime_s = 1000.0;
         assert!(judged(late), "the guest's deadline makes a status final whatever the state");
+    }
+
+    #[test]
+    fn a_compose_projects_containers_are_the_stacks_whatever_their_names() {
+        let c = parse_config("STACK_UNITS=\"compose-stack.service\"\nSTACK_COMPOSE=\"fixture\"\n");
+        assert_eq!(c.stack_compose.as_deref(), Some("fixture"));
+        let judged = |health: Option<&str>, project: &str| {
+            let mut s = status(None, vec![unit("compose-stack.service", "active")]);
+            let labels =
+                |service: &str| Some(airboot_proto::ComposeLabels { project: project.into(), service: service.into() });
+            s.containers[0].compose = labels("redis");
+            s.containers.push(ContainerInfo {
+                name: "/fixture_web_1".into(),
+                state: "running".into(),
+                health: health.map(Into::into),
+                compose: labels("web"),
+                ..Default::default()
+            });
+            judge(&mut s, "active", None, 0, &c);
+            s.settled
+        };
+        assert!(judged(Some("healthy"), "fixture"));
+        assert!(!judged(Some("starting"), "fixture"), "fixture_web_1 is the stack's: its health is not settled");
+        assert!(judged(Some("starting"), "other"), "another project's container is not the stack's");
     }
 
     #[test]

@@ -162,6 +162,12 @@ pub struct ImageRecord {
 #[serde(deny_unknown_fields)]
 pub struct ContainerRecord {
     pub name: String,
+    /// The container's ID, its first 12 hex digits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// The compose labels, when compose made it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compose: Option<ComposeLabels>,
     /// The image reference the container was created from.
     pub image: String,
     #[serde(default)]
@@ -183,6 +189,14 @@ pub struct ContainerRecord {
     pub health_output: Option<String>,
 }
 
+/// What compose records on a container it made: its project and service.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ComposeLabels {
+    pub project: String,
+    pub service: String,
+}
+
 /// A systemd unit the guest considers part of its stack.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -200,7 +214,7 @@ pub struct UnitRecord {
 pub enum Record {
     Engine(EngineRecord),
     Image(ImageRecord),
-    Container(ContainerRecord),
+    Container(Box<ContainerRecord>),
     Unit(UnitRecord),
 }
 
@@ -257,7 +271,7 @@ pub fn parse_status_line(line: &str) -> Option<Result<StatusLine, LineError>> {
         "end" => de(kind, payload).map(StatusLine::End),
         "engine" => de(kind, payload).map(|r| StatusLine::Record(Record::Engine(r))),
         "image" => de(kind, payload).map(|r| StatusLine::Record(Record::Image(r))),
-        "container" => de(kind, payload).map(|r| StatusLine::Record(Record::Container(r))),
+        "container" => de(kind, payload).map(|r| StatusLine::Record(Record::Container(Box::new(r)))),
         "unit" => de(kind, payload).map(|r| StatusLine::Record(Record::Unit(r))),
         other => Err(LineError::Kind(other.to_string())),
     })

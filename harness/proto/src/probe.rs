@@ -152,12 +152,22 @@ pub struct ImageInfo {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 pub struct ContainerInfo {
     pub name: String,
+    /// The container's ID, its first 12 hex digits (as tools print it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// Its `com.docker.compose.project` and `com.docker.compose.service`
+    /// labels, when compose made it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compose: Option<crate::ComposeLabels>,
     pub image: String,
     pub image_id: Option<String>,
     pub state: String,
     pub health: Option<String>,
     /// RFC 3339 (guest realtime).
     pub started_at: Option<String>,
+    /// RFC 3339 (guest realtime); only meaningful once it has exited.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<String>,
     pub exit_code: Option<i64>,
     pub pid: Option<u64>,
     /// Ends of health checks that passed, RFC 3339 (guest realtime).
@@ -183,6 +193,8 @@ impl From<&ContainerInfo> for crate::ContainerRecord {
     fn from(c: &ContainerInfo) -> Self {
         crate::ContainerRecord {
             name: c.name.clone(),
+            id: c.id.clone(),
+            compose: c.compose.clone(),
             image: c.image.clone(),
             image_id: c.image_id.clone(),
             state: c.state.clone(),

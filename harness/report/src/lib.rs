@@ -203,7 +203,10 @@ pub fn summary(r: &Report, report_dir: &Path) -> String {
     if !r.containers.is_empty() {
         let _ = writeln!(s, "   containers");
         for c in &r.containers {
-            let ok = c.state == "running" && c.health.as_deref().is_none_or(|h| h == "healthy");
+            // A compose service's container that exited 0 is a one-shot's
+            // success (a long-running service's exit is a failure listed above).
+            let ok = (c.state == "running" && c.health.as_deref().is_none_or(|h| h == "healthy"))
+                || (c.service.is_some() && c.state == "exited" && c.exit_code == Some(0));
             let mark = if !c.expected {
                 "??"
             } else if ok {
@@ -213,10 +216,11 @@ pub fn summary(r: &Report, report_dir: &Path) -> String {
             };
             let _ = writeln!(
                 s,
-                "     [{mark}] {:<12} {}{}",
+                "     [{mark}] {:<12} {}{}{}",
                 c.name,
                 c.state,
-                c.health.as_ref().map(|h| format!(" ({h})")).unwrap_or_default()
+                c.health.as_ref().map(|h| format!(" ({h})")).unwrap_or_default(),
+                c.service.as_ref().map(|v| format!("  [compose service {v}]")).unwrap_or_default()
             );
         }
     }

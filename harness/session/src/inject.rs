@@ -155,7 +155,17 @@ fn write(s: &Scenario, r: &ResolvedImage, arch: Arch) -> Result<Written, String>
     };
     let has_config = fs.lookup(inject::CONFIG_PATH, true).map_err(|e| e.to_string())?.is_some();
     let containers: Vec<String> = s.expect.containers.iter().map(|c| c.name.clone()).collect();
-    let plan = inject::plan(init, s.expect.engine, &containers, inittab.as_deref(), has_config)?;
+    let units = match init {
+        GuestInit::Systemd => inject::stack_units(&fs).map_err(|e| format!("reading the image's units: {e}"))?,
+        _ => Vec::new(),
+    };
+    let stack = inject::Stack {
+        engine: s.expect.engine,
+        containers: &containers,
+        compose: s.expect.compose.as_ref().map(|c| c.project.as_str()),
+        units: &units,
+    };
+    let plan = inject::plan(init, &stack, inittab.as_deref(), has_config)?;
     drop(view);
     let probe = airboot_images::probe_binary(arch)?;
     let dir = tempfile::Builder::new()
@@ -165,6 +175,14 @@ fn write(s: &Scenario, r: &ResolvedImage, arch: Arch) -> Result<Written, String>
     let disk = dir.path().join("probe-layer.qcow2");
     airboot_qemu::disk::create_overlay(&r.disk, r.format, &disk).map_err(|e| e.to_string())?;
     let files = airboot_qemu::inject::inject(&disk, rootp.start, rootp.len, &plan, &probe, dir.path())?;
-    let why = format!("root filesystem: {}; init: {init_why}", rootp.why);
+    let why = format!(
+        "root filesystem: {}; init: {init_why}; units that start its containers: {}",
+        rootp.why,
+        if units.is_empty() {
+            "none found (the probe's deadline ends a stack that never comes)".into()
+        } else {
+            units.join(", ")
+        }
+    );
     Ok(Written::Layer(Layer { disk, _dir: dir }, files, why))
 }

@@ -209,6 +209,7 @@ fn arch_mismatch_and_a_crashing_container() {
         exit_code: Some(3),
         log_tail: vec!["redis: cannot open /dev/ttyUSB0".into()],
         health_output: None,
+        service: None,
     });
     let d = diagnose(&r, &[]);
     assert_eq!(codes(&d), [DiagnosisCode::ContainerCrashLoop]);

@@ -289,6 +289,13 @@ impl Run {
                         expected: true,
                         ..Default::default()
                     })
+                    .chain(self.cfg.expect.compose.iter().flat_map(|c| &c.services).map(|s| ContainerRow {
+                        name: s.name.clone(),
+                        state: "unknown".into(),
+                        expected: true,
+                        service: Some(s.name.clone()),
+                        ..Default::default()
+                    }))
                     .collect(),
             ),
         };

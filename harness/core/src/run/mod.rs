@@ -192,6 +192,8 @@ pub struct Run {
     /// A write out of space before the engine ran: it settles the run if
     /// the engine then goes down.
     early_full_disk: Option<(f64, String)>,
+    /// docker-compose's words about services it did not start.
+    compose_waits: Vec<crate::compose::DependencyFailure>,
 }
 
 /// How long after evidence that settles the run the run is decided
@@ -253,6 +255,7 @@ impl Run {
             settle: None,
             settled: false,
             early_full_disk: None,
+            compose_waits: Vec::new(),
             airgap: None,
             notes: Vec::new(),
         })
@@ -271,7 +274,9 @@ impl Run {
     /// Whether the scenario expects a container stack (else it is judged on
     /// milestones alone).
     fn wants_stack(&self) -> bool {
-        !self.cfg.expect.images.is_empty() || !self.cfg.expect.containers.is_empty()
+        !self.cfg.expect.images.is_empty()
+            || !self.cfg.expect.containers.is_empty()
+            || self.cfg.expect.compose.is_some()
     }
 
     pub fn is_done(&self) -> bool {
@@ -313,12 +318,12 @@ impl Run {
         Decision::Stop
     }
 
-    /// Record a milestone the first time it is seen.
     /// Whether the milestone `name` has been reached.
     fn reached(&self, name: &str) -> bool {
         self.hits.iter().flatten().chain(&self.status_hits).any(|m| m.name == name)
     }
 
+    /// Record a milestone the first time it is seen.
     fn hit(&mut self, name: &str, t: f64, source: &str, evidence: String) {
         if let Some(i) = self.specs.iter().position(|s| s.name == name) {
             if self.hits[i].is_none() {
@@ -362,6 +367,7 @@ impl Run {
             }
         }
         self.note_settling(line.t, &line.text);
+        self.note_compose(&line.text);
         if let Some(f) = m.fail {
             let p = self.rules.fail_pattern(f).clone();
             return self.stop_fail(Failure {

@@ -17,9 +17,11 @@ impl Run {
             b.engine.iter().filter_map(|e| e.detail.clone()).chain(b.units.iter().filter_map(|u| u.error.clone()));
         for e in errors {
             self.note_settling(t, &e);
+            self.note_compose(&e);
             self.errors_first_seen.entry(crate::report::error_key(&e).to_string()).or_insert(t);
         }
-        let ev = evaluate(&self.cfg.expect, &self.cfg.known_ids, &b);
+        let mut ev = evaluate(&self.cfg.expect, &self.cfg.known_ids, &b);
+        self.explain_compose_waits(&mut ev, &b);
         if let Some(d) = self.settle_on_a_full_disk(t, &b, &ev.problems) {
             return d;
         }
@@ -82,6 +84,45 @@ impl Run {
                 None => {
                     ready_times.push(t);
                     self.hit(&format!("healthy:{n}"), t, "status", evidence.clone());
+                }
+            }
+        }
+        // A compose service is ready when its last container is: healthy
+        // (with a healthcheck), started (without), exited (a one-shot).
+        let oneshots: Vec<String> = self
+            .cfg
+            .expect
+            .compose
+            .iter()
+            .flat_map(|c| c.services.iter().filter(|s| s.oneshot).map(|s| s.name.clone()))
+            .collect();
+        let oneshot = |svc: &str| oneshots.iter().any(|o| o == svc);
+        for (svc, names) in &ev.services {
+            let guest: Option<Vec<f64>> = names
+                .iter()
+                .map(|n| {
+                    let has_health =
+                        b.containers.iter().any(|x| x.name.trim_start_matches('/') == n && x.health.is_some());
+                    if oneshot(svc) {
+                        g.exited.get(n)
+                    } else if has_health {
+                        g.healthy.get(n)
+                    } else {
+                        g.running.get(n)
+                    }
+                    .copied()
+                })
+                .collect();
+            let name = format!("service:{svc}");
+            match guest.and_then(|ts| ts.into_iter().reduce(f64::max)) {
+                Some(ts) => {
+                    ready_times.push(ts.min(t));
+                    let what = if oneshot(svc) { "exited 0" } else { "ready" };
+                    self.hit_guest(&name, ts.min(t), format!("its containers {what}: {}", names.join(", ")));
+                }
+                None => {
+                    ready_times.push(t);
+                    self.hit(&name, t, "status", evidence.clone());
                 }
             }
         }
@@ -235,6 +276,55 @@ impl Run {
             self.settle = Some((t, line()));
         } else if self.early_full_disk.is_none() && crate::diagnose::out_of_space(text) {
             self.early_full_disk = Some((t, line()));
+        }
+    }
+
+    /// docker-compose saying it did not start a service (the console, or
+    /// a failed unit's last error).
+    pub(super) fn note_compose(&mut self, text: &str) {
+        if self.cfg.expect.compose.is_none() || self.compose_waits.len() >= 16 {
+            return;
+        }
+        if let Some(d) = crate::compose::dependency_failure(text)
+            && !self.compose_waits.iter().any(|w| w.waiter == d.waiter && w.container == d.container)
+        {
+            self.compose_waits.push(d);
+        }
+    }
+
+    /// A compose service with no container that compose said it held back
+    /// for a dependency: the failure names the dependency and why.
+    fn explain_compose_waits(&self, ev: &mut crate::verify::Evaluation, b: &crate::status::StatusBlock) {
+        let Some(compose) = &self.cfg.expect.compose else { return };
+        for p in ev.problems.iter_mut().filter(|p| p.code == FailureCode::ContainerMissing) {
+            let Some(svc) =
+                compose.services.iter().find(|s| p.message.starts_with(&format!("compose service {} ", s.name)))
+            else {
+                continue;
+            };
+            // v1 names the waiter; v2 only the dependency (then every
+            // service left without a container waited on it).
+            let Some(w) = self.compose_waits.iter().find(|w| w.waiter.as_deref().is_none_or(|x| x == svc.name)) else {
+                continue;
+            };
+            let dep = b.containers.iter().find(|c| {
+                c.name.trim_start_matches('/') == w.container
+                    || c.id.as_deref().is_some_and(|id| id.starts_with(&w.container) || w.container.starts_with(id))
+            });
+            let dep_name = match dep {
+                Some(c) => match &c.compose {
+                    Some(l) => format!("service {} (container {})", l.service, c.name.trim_start_matches('/')),
+                    None => format!("container {}", c.name.trim_start_matches('/')),
+                },
+                None => format!("container {}", w.container),
+            };
+            p.message = format!(
+                "compose service {} (project {}) has no container: docker-compose held it back, waiting for {dep_name}, which {} (docker-compose: {:?})",
+                svc.name,
+                compose.project,
+                if w.why == "unhealthy" { "never became healthy".to_string() } else { w.why.clone() },
+                w.line
+            );
         }
     }
 

@@ -14,6 +14,7 @@ fn cfg() -> RunConfig {
             images: vec![ImageExpect { reference: "fixture/redis:1".into(), id: None }],
             extra_images: ExtraImages::Fail,
             containers: vec![ContainerExpect { name: "redis".into(), image: None, healthy: None }],
+            compose: None,
             time_to_stack: Some(Duration::from_secs(10)),
             timeout: Duration::from_secs(20),
             fail_on: vec!["BOOM".into()],
@@ -725,4 +726,103 @@ fn evidence_that_settles_the_run_decides_it_after_a_short_grace_not_at_the_timeo
     assert_eq!(run.on_probe_status(&s, smp), Decision::Verify);
     run.on_line(&line(19.0, "no space left on device"));
     assert_eq!(run.on_tick(30.0), Decision::Continue);
+}
+
+fn compose_cfg() -> RunConfig {
+    use crate::scenario::{ComposeExpect, ServiceExpect};
+    let mut c = probe_cfg();
+    c.expect.containers.clear();
+    let svc = |name: &str, oneshot| ServiceExpect { name: name.into(), oneshot, healthy: None };
+    c.expect.compose = Some(ComposeExpect {
+        project: "fixture".into(),
+        services: vec![svc("redis", false), svc("web", false), svc("seed", true)],
+    });
+    c
+}
+
+fn composed(name: &str, service: &str, state: &str, health: Option<&str>) -> ContainerInfo {
+    ContainerInfo {
+        name: format!("/{name}"),
+        id: Some(format!("{:0<12}", &service[..2]).replace(|c: char| !c.is_ascii_hexdigit(), "0")),
+        image: "fixture/busybox:1".into(),
+        state: state.into(),
+        health: health.map(Into::into),
+        compose: Some(airboot_proto::ComposeLabels { project: "fixture".into(), service: service.into() }),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn a_compose_stack_gets_service_milestones_from_the_guests_clocks() {
+    let mut run = Run::new(compose_cfg()).unwrap();
+    run.on_probe_hello(8.0, "x86_64");
+    let (mut s, smp) = pstatus("healthy", 30.0);
+    let redis = ContainerInfo {
+        started_at: Some("1970-01-01T00:16:50Z".into()),
+        healthy_at: vec!["1970-01-01T00:16:58Z".into()], // → 18
+        ..composed("fixture_redis_1", "redis", "running", Some("healthy"))
+    };
+    let web = ContainerInfo {
+        started_at: Some("1970-01-01T00:17:00Z".into()), // → 20
+        ..composed("fixture_web_1", "web", "running", None)
+    };
+    let seed = ContainerInfo {
+        exit_code: Some(0),
+        started_at: Some("1970-01-01T00:16:51Z".into()),
+        finished_at: Some("1970-01-01T00:16:52Z".into()), // → 12
+        ..composed("fixture_seed_1", "seed", "exited", None)
+    };
+    s.containers = vec![redis, web, seed];
+    s.events.clear();
+    assert_eq!(run.on_probe_status(&s, smp), Decision::Verify);
+    run.on_verification(31.0, vec![], None);
+    let r = run.finish();
+    let at = |n: &str| r.milestones.iter().find(|m| m.name == n).map(|m| (m.t_s, m.source.as_str()));
+    assert_eq!(at("service:redis"), Some((18.0, "guest")), "its first passing health check");
+    assert_eq!(at("service:web"), Some((20.0, "guest")), "started, no healthcheck");
+    assert_eq!(at("service:seed"), Some((12.0, "guest")), "a one-shot: when it exited");
+    assert_eq!(r.time_to_stack_s, Some(20.0));
+}
+
+#[test]
+fn a_service_compose_held_back_names_the_dependency_that_never_became_healthy() {
+    let mut run = Run::new(compose_cfg()).unwrap();
+    run.on_probe_hello(8.0, "x86_64");
+    let redis = composed("fixture_redis_1", "redis", "running", Some("unhealthy"));
+    let redis_id = redis.id.clone().unwrap();
+    run.on_line(&line(25.0, &format!("docker-compose[480]: ERROR: for web  Container \"{redis_id}\" is unhealthy.")));
+    let (mut s, smp) = pstatus("healthy", 30.0);
+    s.containers =
+        vec![redis, ContainerInfo { exit_code: Some(0), ..composed("fixture_seed_1", "seed", "exited", None) }];
+    s.settled = true;
+    assert_eq!(run.on_probe_status(&s, smp), Decision::Stop);
+    let r = run.finish();
+    let msgs: Vec<(FailureCode, &str)> = r.failures.iter().map(|f| (f.code, f.message.as_str())).collect();
+    assert_eq!(
+        msgs[0],
+        (
+            FailureCode::ContainerUnhealthy,
+            "compose service redis (project fixture): container fixture_redis_1 is unhealthy"
+        )
+    );
+    assert_eq!(msgs[1].0, FailureCode::ContainerMissing);
+    assert!(
+        msgs[1].1.starts_with(
+            "compose service web (project fixture) has no container: docker-compose held it back, waiting for service redis (container fixture_redis_1), which never became healthy"
+        ),
+        "{}",
+        msgs[1].1
+    );
+    assert!(msgs[1].1.contains("ERROR: for web"), "compose's own words: {}", msgs[1].1);
+    // Without compose's words, the failure says only what is missing.
+    let mut run = Run::new(compose_cfg()).unwrap();
+    run.on_probe_hello(8.0, "x86_64");
+    s.settled = true;
+    run.on_probe_status(&s, smp);
+    let r = run.finish();
+    assert!(
+        r.failures[1].message.ends_with("has no container (none carries its compose labels)"),
+        "{}",
+        r.failures[1].message
+    );
 }

@@ -32,6 +32,24 @@ pub struct ContainerExpect {
     pub healthy: Option<bool>,
 }
 
+/// A compose stack: its containers are found by the labels compose puts
+/// on them (`com.docker.compose.project`, `com.docker.compose.service`),
+/// not by name (compose v1 and v2 name them differently).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ComposeExpect {
+    pub project: String,
+    pub services: Vec<ServiceExpect>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServiceExpect {
+    pub name: String,
+    /// A one-shot service: its containers must have exited 0 (not run).
+    pub oneshot: bool,
+    /// As for a container: `None` is healthy if it has a healthcheck.
+    pub healthy: Option<bool>,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ExtraImages {
@@ -47,6 +65,7 @@ pub struct Expect {
     pub images: Vec<ImageExpect>,
     pub extra_images: ExtraImages,
     pub containers: Vec<ContainerExpect>,
+    pub compose: Option<ComposeExpect>,
     /// Budget from power-on to running stack, written for KVM.
     pub time_to_stack: Option<Duration>,
     /// Give up after this long, written for KVM.
@@ -67,6 +86,7 @@ pub(super) struct RawExpect {
     extra_images: Option<ExtraImages>,
     #[serde(default)]
     containers: Vec<toml::Spanned<RawContainerExpect>>,
+    compose: Option<toml::Spanned<RawCompose>>,
     time_to_stack: Option<Dur>,
     timeout: Option<Dur>,
     #[serde(default)]
@@ -113,6 +133,95 @@ struct RawContainerExpect {
     name: String,
     image: Option<String>,
     healthy: Option<bool>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCompose {
+    project: String,
+    services: Vec<RawService>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ServiceTable {
+    name: String,
+    #[serde(default)]
+    oneshot: bool,
+    healthy: Option<bool>,
+}
+
+struct RawService(ServiceTable);
+
+impl<'de> Deserialize<'de> for RawService {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = RawService;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a service name or a table { name = \"…\", oneshot = true, healthy = true }")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(RawService(ServiceTable { name: v.to_string(), oneshot: false, healthy: None }))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+                Ok(RawService(ServiceTable::deserialize(de::value::MapAccessDeserializer::new(map))?))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// Compose's own rule for a project name (lowercase letters, digits,
+/// `-` and `_`, starting with a letter or digit).
+fn valid_project(p: &str) -> bool {
+    p.chars().next().is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && p.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+}
+
+fn validate_compose(rc: toml::Spanned<RawCompose>, engine: Engine, cx: &Ctx) -> Result<ComposeExpect, ScenarioError> {
+    let span = rc.span();
+    let rc = rc.into_inner();
+    let err = |key: &str, m: String| cx.err(Some(span.clone()), Some(format!("expect.compose{key}")), m);
+    if engine != Engine::Docker {
+        return Err(err(
+            "",
+            format!(
+                "compose stacks are checked on Docker only (by the labels docker-compose puts on containers); this scenario's engine is {}: list its containers under expect.containers instead",
+                engine.as_str()
+            ),
+        ));
+    }
+    if !valid_project(&rc.project) {
+        return Err(err(
+            ".project",
+            format!(
+                "{:?} is not a compose project name (lowercase letters, digits, '-' and '_', as `docker-compose -p` takes it)",
+                rc.project
+            ),
+        ));
+    }
+    if rc.services.is_empty() {
+        return Err(err(".services", "list the stack's services (at least one)".into()));
+    }
+    let mut names = BTreeSet::new();
+    let mut services = Vec::new();
+    for RawService(t) in rc.services {
+        if t.name.is_empty() || t.name.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(err(".services", format!("{:?} is not a service name", t.name)));
+        }
+        if !names.insert(t.name.clone()) {
+            return Err(err(".services", format!("service {:?} is listed twice", t.name)));
+        }
+        if t.oneshot && t.healthy == Some(true) {
+            return Err(err(
+                ".services.healthy",
+                format!("service {:?} is one-shot: it must exit 0, so it cannot also be healthy", t.name),
+            ));
+        }
+        services.push(ServiceExpect { name: t.name, oneshot: t.oneshot, healthy: t.healthy });
+    }
+    Ok(ComposeExpect { project: rc.project, services })
 }
 
 pub(super) fn validate(re: RawExpect, cx: &Ctx) -> Result<Expect, ScenarioError> {
@@ -170,11 +279,14 @@ pub(super) fn validate(re: RawExpect, cx: &Ctx) -> Result<Expect, ScenarioError>
             ),
         ));
     }
+    let engine = re.engine.unwrap_or(Engine::Docker);
+    let compose = re.compose.map(|c| validate_compose(c, engine, cx)).transpose()?;
     Ok(Expect {
-        engine: re.engine.unwrap_or(Engine::Docker),
+        engine,
         images,
         extra_images: re.extra_images.unwrap_or(ExtraImages::Fail),
         containers,
+        compose,
         time_to_stack,
         timeout,
         fail_on: re.fail_on.into_iter().map(|p| p.0).collect(),

@@ -31,7 +31,10 @@ use serde::Deserialize;
 use serde::de::{self, Deserializer};
 
 pub use error::{ScenarioError, key_path, line_col};
-pub use expect::{ContainerExpect, DEFAULT_TIMEOUT, Expect, ExtraImages, ImageExpect, normalize_id, normalize_ref};
+pub use expect::{
+    ComposeExpect, ContainerExpect, DEFAULT_TIMEOUT, Expect, ExtraImages, ImageExpect, ServiceExpect, normalize_id,
+    normalize_ref,
+};
 pub use image::{ImageSource, ImageSpec, LoginSpec, Password};
 pub use machine::{AccelChoice, DEFAULT_TCG_SLOWDOWN, Machine, parse_rtc, parse_transport};
 pub use milestone::MilestoneSpec;

@@ -416,3 +416,33 @@ fn the_rtc_is_a_utc_date_or_is_refused_where_it_is() {
         assert!(e.line.is_some(), "{bad}: {e}");
     }
 }
+
+#[test]
+fn a_compose_stack_is_expected_by_project_and_services() {
+    let head = "[image]\nfixture = \"f\"\n[expect]\n";
+    let s = p(&format!(
+        "{head}compose = {{ project = \"fixture\", services = [\"redis\", {{ name = \"web\", healthy = false }}, {{ name = \"seed\", oneshot = true }}] }}\n"
+    ))
+    .unwrap();
+    let c = s.expect.compose.unwrap();
+    assert_eq!(c.project, "fixture");
+    let got: Vec<(&str, bool, Option<bool>)> =
+        c.services.iter().map(|s| (s.name.as_str(), s.oneshot, s.healthy)).collect();
+    assert_eq!(got, [("redis", false, None), ("web", false, Some(false)), ("seed", true, None)]);
+    // Each mistake at its key, saying what to do.
+    let bad = |body: &str| p(&format!("{head}{body}\n")).unwrap_err();
+    let e = bad("compose = { project = \"Fixture\", services = [\"a\"] }");
+    assert_eq!((e.line, e.key.as_deref()), (Some(4), Some("expect.compose.project")));
+    assert!(e.message.contains("lowercase"), "{e}");
+    let e = bad("compose = { project = \"f\", services = [] }");
+    assert_eq!(e.key.as_deref(), Some("expect.compose.services"));
+    let e = bad("compose = { project = \"f\", services = [\"a\", { name = \"a\" }] }");
+    assert!(e.message.contains("\"a\" is listed twice"), "{e}");
+    let e = bad("compose = { project = \"f\", services = [{ name = \"s\", oneshot = true, healthy = true }] }");
+    assert_eq!(e.key.as_deref(), Some("expect.compose.services.healthy"));
+    let e = bad("compose = { project = \"f\", services = [{ name = \"s\", onshot = true }] }");
+    assert!(e.to_string().contains("onshot"), "{e}");
+    let e = bad("engine = \"podman\"\ncompose = { project = \"f\", services = [\"a\"] }");
+    assert!(e.message.contains("Docker only") && e.message.contains("expect.containers"), "{e}");
+    assert_eq!(e.line, Some(5));
+}

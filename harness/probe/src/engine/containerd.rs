@@ -428,6 +428,7 @@ fn container_info(id: &str, image: &str, task: Option<&Task>) -> ContainerInfo {
         healthy_at: Vec::new(),
         log_tail: Vec::new(),
         health_output: None,
+        ..Default::default()
     }
 }
 

@@ -336,14 +336,21 @@ pub fn container_info(i: &Value) -> ContainerInfo {
         .filter(|l| l["ExitCode"].as_i64() == Some(0))
         .filter_map(|l| l["End"].as_str().map(str::to_string))
         .collect();
+    let label = |k: &str| s(&i["Config"]["Labels"][k]).filter(|v| !v.is_empty());
     ContainerInfo {
         name: s(&i["Name"]).unwrap_or_default(),
+        id: s(&i["Id"]).map(|id| id.chars().take(12).collect()),
+        compose: label("com.docker.compose.project")
+            .zip(label("com.docker.compose.service"))
+            .map(|(project, service)| airboot_proto::ComposeLabels { project, service }),
         image: s(&i["Config"]["Image"]).unwrap_or_default(),
         image_id: i["Image"].as_str().filter(|s| !s.is_empty()).map(with_algorithm),
         state: s(&i["State"]["Status"]).unwrap_or_else(|| "unknown".into()),
         // Podman says "" where Docker leaves Health out: no healthcheck.
         health: s(&i["State"]["Health"]["Status"]).filter(|h| !h.is_empty()),
         started_at: s(&i["State"]["StartedAt"]),
+        // Docker says 0001-01-01T00:00:00Z for "never".
+        finished_at: s(&i["State"]["FinishedAt"]).filter(|f| !f.starts_with("0001-")),
         exit_code: i["State"]["ExitCode"].as_i64(),
         pid: i["State"]["Pid"].as_u64().filter(|p| *p > 0),
         healthy_at,
