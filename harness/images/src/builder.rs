@@ -123,7 +123,7 @@ pub fn build(root: &Path, name: &str, force: bool, progress: Progress) -> Result
     write(&staging.join("etc/machine-id"), b"", 0o444)?;
 
     let mut fixture_images = Vec::new();
-    let images = match def.engine {
+    let mut images = match def.engine {
         // Podman names a local image localhost/<name>.
         Engine::Podman => {
             images.into_iter().map(|i| FixtureImage { reference: format!("localhost/{}", i.reference), ..i }).collect()
@@ -142,6 +142,12 @@ pub fn build(root: &Path, name: &str, force: bool, progress: Progress) -> Result
                 let f = crate::seed::corrupt_a_layer(&staging.join("var/lib/docker"))?;
                 ctx.say(&format!("zeroed the first 4 KiB of {} (the store-corrupt control)", f.display()));
             }
+        }
+        crate::Variant::Restorable => {
+            ctx.say("writing the apps' OCI layout with the rootfs's own skopeo (/usr/share/apps-reset)");
+            // skopeo rewrites each config for OCI: dockerd gets the
+            // layout's config, so that is the image ID the device has.
+            images = crate::seed::oci_layout(&ctx, &staging, &containers_dir, &images)?;
         }
         _ => {
             ctx.say("adding the image archives and the first-boot loader");

@@ -85,6 +85,10 @@ pub enum Variant {
     /// The compose stack with a dependency that never becomes healthy:
     /// compose never creates the service that waits for it.
     ComposeUnhealthy,
+    /// Restorable apps (Foundries LmP): the images kept as an OCI layout
+    /// written by skopeo at build time, copied into dockerd by skopeo at
+    /// first boot and by an `apps-reset` unit that wipes the store.
+    Restorable,
 }
 
 impl Variant {
@@ -102,6 +106,7 @@ impl Variant {
             Variant::Egress => "egress",
             Variant::Compose => "compose",
             Variant::ComposeUnhealthy => "compose-unhealthy",
+            Variant::Restorable => "restorable",
         }
     }
     /// The variant brings its own stack: the engine overlay's
@@ -195,7 +200,7 @@ pub fn catalog() -> Vec<FixtureDef> {
     use FixtureBoot::{Direct, Uefi};
     use Variant::{
         ClockCheck, Compose, ComposeUnhealthy, ContainerCrash, Egress, LoadAtBoot, LoadAtBootSafe, LoadEveryBoot,
-        NoSpace, Preseeded, StoreCorrupt, StoreReadOnly,
+        NoSpace, Preseeded, Restorable, StoreCorrupt, StoreReadOnly,
     };
     let def = |name, arch, containers, variant, boot, description| FixtureDef {
         name,
@@ -312,6 +317,14 @@ pub fn catalog() -> Vec<FixtureDef> {
             ComposeUnhealthy,
             Direct,
             "the compose fixture whose redis health check always fails: compose never creates web, which waits for it (negative control)",
+        ),
+        def(
+            "debian-restorable-x86_64",
+            x86,
+            x86,
+            Restorable,
+            Direct,
+            "restorable apps: the images kept as an OCI layout in /usr/share/apps-reset (skopeo 1.9, at build time), copied into dockerd by skopeo at first boot, and again by `systemctl start apps-reset` after it wipes /var/lib/docker, all offline",
         ),
         def(
             "debian-preseeded-aarch64",

@@ -176,6 +176,72 @@ pub(crate) fn corrupt_a_layer(data_root: &Path) -> Result<PathBuf, BuildError> {
     })
 }
 
+/// The restorable fixture's store of apps: each archive copied into an
+/// OCI layout at `usr/share/apps-reset/oci` by the rootfs's own skopeo
+/// (chrooted: the tool the device restores with), named `<repo>-<tag>`
+/// there, and `apps.list` saying which reference and image ID each is.
+/// skopeo rewrites an image's config for OCI, so the ID dockerd will give
+/// it is the layout's config digest: the images are returned with those.
+pub(crate) fn oci_layout(
+    ctx: &Ctx,
+    root: &Path,
+    containers_dir: &Path,
+    images: &[FixtureImage],
+) -> Result<Vec<FixtureImage>, BuildError> {
+    let store = root.join("usr/share/apps-reset");
+    let layout = store.join("oci");
+    fs::create_dir_all(&store).map_err(io_err("creating usr/share/apps-reset"))?;
+    let mut list = String::from("# name-in-the-layout  reference  image-id (read by apps-restore)\n");
+    let mut out = Vec::new();
+    for i in images {
+        let tmp = root.join("tmp").join(&i.archive);
+        fs::copy(containers_dir.join(&i.archive), &tmp).map_err(io_err(format!("copying {}", i.archive)))?;
+        let name = i.reference.rsplit('/').next().unwrap_or(&i.reference).replace(':', "-");
+        let mut cmd = Command::new("chroot");
+        cmd.arg(root).args([
+            "/usr/bin/skopeo",
+            "--insecure-policy",
+            "copy",
+            "--quiet",
+            &format!("docker-archive:/tmp/{}", i.archive),
+            &format!("oci:/usr/share/apps-reset/oci:{name}"),
+        ]);
+        let r =
+            ctx.run(&format!("skopeo copy {} into the OCI layout", i.reference), &mut cmd, Duration::from_secs(600));
+        let _ = fs::remove_file(&tmp);
+        r?;
+        let id = oci_config_digest(&layout, &name)?;
+        list.push_str(&format!("{name} {} {id}\n", i.reference));
+        out.push(FixtureImage { id, ..i.clone() });
+    }
+    crate::util::write(&store.join("apps.list"), list.as_bytes(), 0o644)?;
+    Ok(out)
+}
+
+/// The config digest of the manifest named `name` in an OCI layout.
+fn oci_config_digest(layout: &Path, name: &str) -> Result<String, BuildError> {
+    let bad = |m: String| BuildError::Step { step: "reading the OCI layout".into(), message: m, log: None };
+    let json = |p: &Path| -> Result<serde_json::Value, BuildError> {
+        let t = fs::read_to_string(p).map_err(|e| bad(format!("{}: {e}", p.display())))?;
+        serde_json::from_str(&t).map_err(|e| bad(format!("{}: {e}", p.display())))
+    };
+    let blob = |d: &str| layout.join("blobs").join(d.replacen(':', "/", 1));
+    let index = json(&layout.join("index.json"))?;
+    let manifest = index["manifests"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|m| m["annotations"]["org.opencontainers.image.ref.name"] == name)
+        .and_then(|m| m["digest"].as_str())
+        .ok_or_else(|| bad(format!("index.json names no manifest {name}")))?;
+    let m = json(&blob(manifest))?;
+    m["config"]["digest"]
+        .as_str()
+        .filter(|d| d.starts_with("sha256:"))
+        .map(str::to_string)
+        .ok_or_else(|| bad(format!("manifest {manifest} has no sha256 config digest")))
+}
+
 /// The stack a Podman fixture runs: container name and image.
 pub(crate) const PODMAN_STACK: &[(&str, &str)] =
     &[("redis", "localhost/fixture/redis:1"), ("web", "localhost/fixture/busybox:1")];

@@ -75,6 +75,20 @@ pub fn parse_config(text: &str) -> Config {
     c
 }
 
+/// Whether a unit's name names a container: the container's name as a
+/// whole word of the unit's (`container-redis.service`, `redis.service`,
+/// `app@redis.service` for `redis`; not `redis-sentinel.service`).
+fn names_container(unit: &str, container: &str) -> bool {
+    let stem = unit.strip_suffix(".service").unwrap_or(unit);
+    !container.is_empty()
+        && stem.match_indices(container).any(|(i, _)| {
+            let before = stem[..i].chars().next_back();
+            let after = stem[i + container.len()..].chars().next();
+            before.is_none_or(|c| matches!(c, '-' | '_' | '@' | '.'))
+                && after.is_none_or(|c| matches!(c, '_' | '@' | '.'))
+        })
+}
+
 /// Fill in the engine's state when it did not answer (`engine_unit` is the
 /// unit's ActiveState, `error` why the API did not answer, `failing_streak`
 /// how many collections in a row, this one included, the engine answered
@@ -91,22 +105,26 @@ pub fn judge(s: &mut ProbeStatus, engine_unit: &str, error: Option<&str>, failin
         && stack_units.iter().all(|u| matches!(u.active.as_str(), "failed" | "inactive"));
     let mut settled = true;
     if s.engine.state == EngineState::Up {
+        // A container's own unit (named after it: container-redis.service
+        // for redis) has failed: that unit will not create it any more.
+        let own_unit_failed =
+            |want: &str| stack_units.iter().any(|u| u.active == "failed" && names_container(&u.name, want));
         let named = cfg
             .stack_containers
             .iter()
-            .map(|want| s.containers.iter().find(|c| c.name.trim_start_matches('/') == want));
+            .map(|want| (want.as_str(), s.containers.iter().find(|c| c.name.trim_start_matches('/') == want)));
         let composed = s
             .containers
             .iter()
             .filter(|c| {
                 cfg.stack_compose.is_some() && c.compose.as_ref().map(|l| &l.project) == cfg.stack_compose.as_ref()
             })
-            .map(Some);
-        for found in named.chain(composed) {
+            .map(|c| ("", Some(c)));
+        for (want, found) in named.chain(composed) {
             settled &= match found {
-                // Not there once the stack's units have given up: nothing
-                // is left to create it.
-                None => gave_up,
+                // Not there once the stack's units have given up, or its
+                // own unit has: nothing is left to create it.
+                None => gave_up || own_unit_failed(want),
                 Some(c) => match c.state.as_str() {
                     "running" => c.health.as_deref() != Some("starting"),
                     // Podman says `stopped` once conmon has cleaned up.
@@ -301,6 +319,30 @@ mod tests {
         assert!(judged(Some("healthy"), "fixture"));
         assert!(!judged(Some("starting"), "fixture"), "fixture_web_1 is the stack's: its health is not settled");
         assert!(judged(Some("starting"), "other"), "another project's container is not the stack's");
+    }
+
+    #[test]
+    fn an_absent_container_whose_own_unit_failed_is_final_while_others_run() {
+        assert!(names_container("container-redis.service", "redis"));
+        assert!(names_container("redis.service", "redis"));
+        assert!(names_container("app@redis.service", "redis"));
+        assert!(!names_container("redis-sentinel.service", "redis"));
+        assert!(!names_container("container-redisx.service", "redis"));
+        assert!(!names_container("container-redis.service", ""));
+        let c = parse_config(
+            "STACK_UNITS=\"container-redis.service container-web.service\"\nSTACK_CONTAINERS=\"redis web\"\n",
+        );
+        let judged = |redis_unit: &str| {
+            let mut s = status(
+                None,
+                vec![unit("container-redis.service", redis_unit), unit("container-web.service", "active")],
+            );
+            s.containers[0].name = "/web".into();
+            judge(&mut s, "active", None, 0, &c);
+            s.settled
+        };
+        assert!(judged("failed"), "redis's unit gave up: web running, redis will not come");
+        assert!(!judged("activating"), "redis's unit is restarting: it may still come");
     }
 
     #[test]
