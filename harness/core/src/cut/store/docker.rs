@@ -1,6 +1,7 @@
-//! Docker's overlay2 store on the device's root filesystem: tags in
-//! repositories.json, configs in imagedb, layers in layerdb (chain ids,
-//! diff, parent, cache-id, tar-split) with their files in overlay2.
+//! Docker's store on the device's root filesystem (overlay2 or vfs graph
+//! driver): tags in repositories.json, configs in imagedb, layers in
+//! layerdb (chain ids, diff, parent, cache-id, tar-split) with their files
+//! in `overlay2/<cache-id>/diff` or `vfs/dir/<cache-id>`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io;
@@ -14,12 +15,19 @@ use crate::disk::ext4::{Ext4, Inode};
 /// An unreadable filesystem is an `Err`; everything else is a finding.
 pub fn check_docker(fs: &Ext4, expected: &[String]) -> io::Result<StoreCheck> {
     let mut problems = Vec::new();
-    let Some(image_dir) = fs.lookup(IMAGE_DIR, true)? else {
+    let mut found = None;
+    for (driver, files) in DOCKER_DRIVERS {
+        if let Some(dir) = fs.lookup(&format!("{DOCKER_ROOT}/image/{driver}"), true)? {
+            found = Some((driver, files, dir));
+            break;
+        }
+    }
+    let Some((driver, layer_files, image_dir)) = found else {
         // No store at all: the old (empty) state.
         return Ok(StoreCheck::absent(expected, problems));
     };
-    let tags = read_tags(fs, &image_dir, &mut problems)?;
-    let (layers, layer_problems, registered) = check_layers(fs, &image_dir)?;
+    let tags = read_tags(fs, &image_dir, driver, &mut problems)?;
+    let (layers, layer_problems, registered) = check_layers(fs, &image_dir, layer_files)?;
     for (chain, p) in &layer_problems {
         problems.push(format!("layer {}: {p}", short(chain)));
     }
@@ -60,7 +68,12 @@ struct Repositories {
     repositories: BTreeMap<String, BTreeMap<String, String>>,
 }
 
-fn read_tags(fs: &Ext4, image_dir: &Inode, problems: &mut Vec<String>) -> io::Result<BTreeMap<String, String>> {
+fn read_tags(
+    fs: &Ext4,
+    image_dir: &Inode,
+    driver: &str,
+    problems: &mut Vec<String>,
+) -> io::Result<BTreeMap<String, String>> {
     let mut tags = BTreeMap::new();
     let Some(f) = child(fs, image_dir, "repositories.json")? else {
         return Ok(tags);
@@ -73,7 +86,7 @@ fn read_tags(fs: &Ext4, image_dir: &Inode, problems: &mut Vec<String>) -> io::Re
             }
         }
         Err(e) => problems.push(format!(
-            "{IMAGE_DIR}/repositories.json is damaged ({} bytes: {e}): the engine cannot read its tags",
+            "{DOCKER_ROOT}/image/{driver}/repositories.json is damaged ({} bytes: {e}): the engine cannot read its tags",
             data.len()
         )),
     }
@@ -121,13 +134,17 @@ fn check_image(
 }
 
 /// Every registered layer (chain ids), the damaged ones with why, and how many there are.
-fn check_layers(fs: &Ext4, image_dir: &Inode) -> io::Result<(BTreeSet<String>, LayerProblems, usize)> {
+fn check_layers(
+    fs: &Ext4,
+    image_dir: &Inode,
+    layer_files: fn(&str) -> String,
+) -> io::Result<(BTreeSet<String>, LayerProblems, usize)> {
     let mut all = BTreeSet::new();
     let mut problems = LayerProblems::new();
     let Some(db) = walk(fs, image_dir, "layerdb/sha256")? else {
         return Ok((all, problems, 0));
     };
-    let overlay = fs.lookup(&format!("{DOCKER_ROOT}/overlay2"), true)?;
+    let root = fs.lookup(DOCKER_ROOT, true)?;
     for e in fs.list(&db)? {
         if e.name.len() != 64 || !e.name.bytes().all(|b| b.is_ascii_hexdigit()) {
             continue;
@@ -135,7 +152,7 @@ fn check_layers(fs: &Ext4, image_dir: &Inode) -> io::Result<(BTreeSet<String>, L
         let chain = format!("sha256:{}", e.name);
         all.insert(chain.clone());
         let dir = fs.inode(e.inode)?;
-        if let Err(why) = check_layer(fs, &dir, &chain, overlay.as_ref())? {
+        if let Err(why) = check_layer(fs, &dir, &chain, root.as_ref(), layer_files)? {
             problems.insert(chain, why);
         }
     }
@@ -143,7 +160,13 @@ fn check_layers(fs: &Ext4, image_dir: &Inode) -> io::Result<(BTreeSet<String>, L
     Ok((all, problems, n))
 }
 
-fn check_layer(fs: &Ext4, dir: &Inode, chain: &str, overlay: Option<&Inode>) -> io::Result<Result<(), String>> {
+fn check_layer(
+    fs: &Ext4,
+    dir: &Inode,
+    chain: &str,
+    root: Option<&Inode>,
+    layer_files: fn(&str) -> String,
+) -> io::Result<Result<(), String>> {
     let diff = match text_file(fs, dir, "diff")? {
         Some(d) if d.starts_with("sha256:") && d.len() == 71 => d,
         Some(d) if d.is_empty() => return Ok(Err("its diff file is empty".into())),
@@ -162,8 +185,9 @@ fn check_layer(fs: &Ext4, dir: &Inode, chain: &str, overlay: Option<&Inode>) -> 
         Some(_) => return Ok(Err("its cache-id file is empty".into())),
         None => return Ok(Err("its cache-id file is missing".into())),
     };
-    let Some(files) = overlay.map(|o| walk(fs, o, &format!("{cache_id}/diff"))).transpose()?.flatten() else {
-        return Ok(Err(format!("its folder overlay2/{cache_id}/diff is missing")));
+    let folder = layer_files(&cache_id);
+    let Some(files) = root.map(|o| walk(fs, o, &folder)).transpose()?.flatten() else {
+        return Ok(Err(format!("its folder {folder} is missing")));
     };
     let Some(ts) = child(fs, dir, "tar-split.json.gz")? else {
         return Ok(Err("its tar-split.json.gz is missing".into()));
