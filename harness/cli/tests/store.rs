@@ -439,3 +439,39 @@ fn the_containerd_store_checker_finds_what_was_damaged_on_purpose() {
 
     assert_eq!(check_ctrd(&ext4_of(&tree, "again")).verdict, StoreVerdict::New, "the intact tree is unchanged");
 }
+
+/// The vfs graph driver (the read-only-root fixture's store, seeded by a
+/// real dockerd with `--storage-driver=vfs` on the root partition of a GPT
+/// disk): read and verified like overlay2, each layer's files from
+/// `vfs/dir/<cache-id>`; a layer folder gone is named.
+#[test]
+#[ignore = "needs debian-vfs-ro-x86_64 (suite full): airboot images build debian-vfs-ro-x86_64"]
+fn the_store_checker_reads_a_vfs_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let def = find("debian-vfs-ro-x86_64").unwrap();
+    let f = lookup(&cache_root(), &def).expect("debian-vfs-ro-x86_64 is not built");
+    let view = airboot_qemu::disk::open_image(&f.disk()).unwrap();
+    let root = airboot_core::disk::detect::root_partition(view.as_ref(), airboot_model::Arch::X86_64).unwrap();
+    assert_eq!(root.number, 1, "{root:?}");
+    let fs = dir.path().join("root.raw");
+    airboot_qemu::crash::extract(&f.disk(), root.start, root.len, &fs).unwrap();
+
+    let ok = check(&fs);
+    assert_eq!(ok.verdict, StoreVerdict::New, "{ok:#?}");
+    assert!(ok.layers_registered >= 2 && ok.layers_verified == ok.layers_registered, "{ok:#?}");
+    assert!(read(&fs, "/var/lib/docker/image/vfs/repositories.json").contains("fixture/redis:1"));
+
+    // Every layer's folder under vfs/dir: unlink one, and its layer (and
+    // the image on it) is damaged, by name.
+    let layer = {
+        let file = std::fs::File::open(&fs).unwrap();
+        let e = Ext4::open(&file).unwrap();
+        let db = e.lookup("/var/lib/docker/image/vfs/layerdb/sha256", true).unwrap().unwrap();
+        let chain = e.list(&db).unwrap().into_iter().map(|d| d.name).find(|n| n.len() == 64).unwrap();
+        read(&fs, &format!("/var/lib/docker/image/vfs/layerdb/sha256/{chain}/cache-id"))
+    };
+    let gone = damaged(&fs, "vfs-gone", &[format!("unlink /var/lib/docker/vfs/dir/{layer}")]);
+    let c = check(&gone);
+    assert_eq!(c.verdict, StoreVerdict::Corrupt, "{c:#?}");
+    assert!(c.problems.iter().any(|p| p.contains(&format!("its folder vfs/dir/{layer} is missing"))), "{c:#?}");
+}

@@ -16,6 +16,7 @@ pub mod inject;
 pub mod login;
 pub mod outcome;
 pub mod platform;
+pub mod readonly;
 pub mod report;
 pub mod run;
 pub mod scenario;

@@ -235,6 +235,9 @@ pub struct Report {
     /// copy), layer by layer against each diff_id.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub store_check: Option<OfflineStore>,
+    /// `expect.read_only_root`, checked offline on the disk the boot left.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_only_root: Option<crate::readonly::ReadOnlyRootCheck>,
     /// `[[step]]`: what was done after this boot's verdict, in order, each
     /// reboot or power cut with the boot that followed it (whose full
     /// report is in its own folder).
@@ -286,6 +289,7 @@ impl Report {
             diagnoses: Vec::new(),
             steps: Vec::new(),
             store_check: None,
+            read_only_root: None,
             notes: Vec::new(),
             power_cuts: Vec::new(),
             status: StatusInfo::default(),

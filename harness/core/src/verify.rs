@@ -45,6 +45,9 @@ pub struct ContainerRow {
     /// with no container at all is a row named after it, `absent`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service: Option<String>,
+    /// The engine's ID for it, when the guest told.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
 }
 
 /// The comparison of one status block with the expectations.
@@ -84,6 +87,22 @@ fn wrong_platform<'a>(block: &'a StatusBlock, id: &str) -> Option<&'a str> {
     let platform = block.platforms.get(id)?;
     let arch = platform.split('/').nth(1).unwrap_or("");
     (!arch.is_empty() && arch != guest).then_some(platform.as_str())
+}
+
+/// The report's row for an expected container the engine lists.
+fn row_for(c: &airboot_proto::ContainerRecord, name: String, service: Option<String>) -> ContainerRow {
+    ContainerRow {
+        name,
+        image: Some(normalize_ref(&c.image).unwrap_or_else(|_| c.image.clone())),
+        state: c.state.clone(),
+        health: c.health.clone(),
+        expected: true,
+        exit_code: c.exit_code.filter(|_| c.state != "running"),
+        log_tail: c.log_tail.clone(),
+        health_output: c.health_output.clone(),
+        service,
+        id: c.id.clone(),
+    }
 }
 
 fn short(id: &str) -> &str {
@@ -127,6 +146,13 @@ pub fn evaluate(expect: &Expect, known_ids: &BTreeMap<String, String>, block: &S
         let code =
             if engine_state == Some(EngineState::Failing) { FailureCode::EngineError } else { FailureCode::EngineDown };
         problems.push(Problem { code, message: msg });
+    }
+
+    if expect.read_only_root
+        && engine_up
+        && let Some(e) = &block.engine
+    {
+        problems.extend(crate::readonly::in_guest(e));
     }
 
     // Images: what the engine lists, keyed by normalised reference.
@@ -259,18 +285,9 @@ pub fn evaluate(expect: &Expect, known_ids: &BTreeMap<String, String>, block: &S
             });
             continue;
         };
-        let image = normalize_ref(&found.image).unwrap_or_else(|_| found.image.clone());
-        crow.push(ContainerRow {
-            name: c.name.clone(),
-            image: Some(image.clone()),
-            state: found.state.clone(),
-            health: found.health.clone(),
-            expected: true,
-            exit_code: found.exit_code.filter(|_| found.state != "running"),
-            log_tail: found.log_tail.clone(),
-            health_output: found.health_output.clone(),
-            service: None,
-        });
+        let row = row_for(found, c.name.clone(), None);
+        let image = row.image.clone().unwrap_or_default();
+        crow.push(row);
         if let Some(want) = &c.image
             && want != &image
         {
@@ -368,17 +385,7 @@ fn check_compose(
         let mut names = Vec::new();
         for m in members {
             let name = m.name.trim_start_matches('/').to_string();
-            rows.push(ContainerRow {
-                name: name.clone(),
-                image: Some(normalize_ref(&m.image).unwrap_or_else(|_| m.image.clone())),
-                state: m.state.clone(),
-                health: m.health.clone(),
-                expected: true,
-                exit_code: m.exit_code.filter(|_| m.state != "running"),
-                log_tail: m.log_tail.clone(),
-                health_output: m.health_output.clone(),
-                service: Some(svc.name.clone()),
-            });
+            rows.push(row_for(m, name.clone(), Some(svc.name.clone())));
             let problem = if svc.oneshot {
                 match (m.state.as_str(), m.exit_code) {
                     ("exited" | "stopped", Some(0)) => None,
@@ -458,6 +465,7 @@ mod tests {
             timeout: Duration::from_secs(60),
             fail_on: vec![],
             default_fail_on: true,
+            read_only_root: false,
         }
     }
 
@@ -504,6 +512,32 @@ mod tests {
         assert!(e.satisfied(), "{:?}", e.problems);
         assert_eq!(e.ready, ["redis", "web"]);
         assert_eq!(e.images[0].expected_id.as_deref(), Some(RID));
+    }
+
+    #[test]
+    fn a_read_only_root_is_checked_only_when_expected() {
+        use airboot_proto::mounts::MountRecord;
+        let mut b = good();
+        let known = BTreeMap::from([("fixture/redis:1".to_string(), RID.to_string())]);
+        let rw_root = MountRecord {
+            point: "/".into(),
+            fstype: "ext4".into(),
+            source: "/dev/vda".into(),
+            read_only: false,
+            lower: vec![],
+            upper: None,
+            upper_mount: None,
+        };
+        b.engine.as_mut().unwrap().root_mount = Some(Box::new(rw_root.clone()));
+        b.engine.as_mut().unwrap().store_mount = Some(Box::new(rw_root));
+        assert!(evaluate(&expect(), &known, &b).satisfied(), "not asked for: not checked");
+        let want = Expect { read_only_root: true, ..expect() };
+        let e = evaluate(&want, &known, &b);
+        assert_eq!(codes(&e), [FailureCode::ReadOnlyRoot, FailureCode::ReadOnlyRoot]);
+        assert!(e.problems[0].message.contains("mounted read-write: /dev/vda on / (ext4)"));
+        // An engine that is down is judged as down, not on its mounts.
+        b.engine.as_mut().unwrap().state = EngineState::Down;
+        assert_eq!(codes(&evaluate(&want, &known, &b)), [FailureCode::EngineDown]);
     }
 
     #[test]

@@ -104,6 +104,12 @@ pub fn build(root: &Path, name: &str, force: bool, progress: Progress) -> Result
         }
         units.retain(|u| !u.starts_with("container-"));
     }
+    if def.variant.read_only_root() {
+        // Mount points for the data partition and containerd's state.
+        for d in ["data", "var/lib/containerd"] {
+            fs::create_dir_all(staging.join(d)).map_err(io_err(format!("creating {d}")))?;
+        }
+    }
     if def.init == crate::Init::Sysvinit {
         enable_init_scripts(&ctx, &staging)?;
     }
@@ -137,7 +143,8 @@ pub fn build(root: &Path, name: &str, force: bool, progress: Progress) -> Result
         }
         v if v.preseeds() => {
             ctx.say("pre-seeding /var/lib/docker with a private dockerd on the build host");
-            crate::seed::docker(&ctx, &staging.join("var/lib/docker"), &containers_dir, &images)?;
+            let driver = v.storage_driver();
+            crate::seed::docker(&ctx, &staging.join("var/lib/docker"), &containers_dir, &images, driver)?;
             if v == crate::Variant::StoreCorrupt {
                 let f = crate::seed::corrupt_a_layer(&staging.join("var/lib/docker"))?;
                 ctx.say(&format!("zeroed the first 4 KiB of {} (the store-corrupt control)", f.display()));
@@ -170,10 +177,16 @@ pub fn build(root: &Path, name: &str, force: bool, progress: Progress) -> Result
     let root_size = ((used as f64 * 1.25) as u64 + (1 << 30)).div_ceil(64 << 20) * (64 << 20);
     let raw = tmp.path.join("disk.raw");
     let append = match def.boot {
+        FixtureBoot::Direct if def.variant.read_only_root() => {
+            ctx.say("writing the GPT disk: ext4 root (mounted read-only) and ext4 data partition, then qcow2");
+            write_data_disk(&ctx, def.arch, &staging, &raw, root_size)?;
+            // The initramfs mounts the root as the kernel line says.
+            kernel_append(def.arch, "/dev/vda1").replace(" rw ", " ro ")
+        }
         FixtureBoot::Direct => {
             ctx.say("writing the ext4 disk (mkfs.ext4 -d) and converting it to qcow2");
             File::create(&raw).and_then(|f| f.set_len(root_size)).map_err(io_err("creating disk.raw"))?;
-            mkfs_root(&ctx, &staging, &raw, None)?;
+            mkfs_root(&ctx, &staging, &raw, None, ROOT_LABEL)?;
             if def.variant == crate::Variant::NoSpace {
                 leave_free(&ctx, &raw, 40 * MIB)?;
             }
@@ -352,13 +365,13 @@ pub fn du(p: &Path) -> io::Result<u64> {
 /// `mkfs.ext4 -d`: the staging tree as an ext4 filesystem, either the whole
 /// file or `(offset, size)` bytes inside it (a partition), without loop
 /// mounts.
-fn mkfs_root(ctx: &Ctx, staging: &Path, file: &Path, at: Option<(u64, u64)>) -> Result<(), BuildError> {
+fn mkfs_root(ctx: &Ctx, staging: &Path, file: &Path, at: Option<(u64, u64)>, label: &str) -> Result<(), BuildError> {
     let mut ext = String::from("lazy_itable_init=0,lazy_journal_init=0,nodiscard");
     if let Some((offset, _)) = at {
         ext.push_str(&format!(",offset={offset}"));
     }
     let mut mkfs = Command::new("mkfs.ext4");
-    mkfs.args(["-q", "-F", "-L", "airboot-root", "-b", "4096", "-E", &ext, "-d"]).arg(staging).arg(file);
+    mkfs.args(["-q", "-F", "-L", label, "-b", "4096", "-E", &ext, "-d"]).arg(staging).arg(file);
     if let Some((_, size)) = at {
         // With -b, a size without suffix counts blocks.
         mkfs.arg((size / 4096).to_string());
@@ -394,6 +407,52 @@ fn leave_free(ctx: &Ctx, fs: &Path, free: u64) -> Result<(), BuildError> {
 }
 
 const MIB: u64 = 1 << 20;
+const ROOT_LABEL: &str = "airboot-root";
+/// The read-only-root fixtures' data partition: the store's upper
+/// directory and containerd's state (vfs copies each container's image).
+const DATA_SIZE: u64 = 2048 * MIB;
+/// The Discoverable Partitions Specification's type for `/var`.
+const GPT_VAR: &str = "4D21B016-B534-45C2-A9FB-5C16E091FD2D";
+
+/// A GPT disk for direct boot with a read-only root: partition 1 the ext4
+/// root, typed for `arch`; partition 2 an ext4 data partition (typed as
+/// `/var`) holding the folders the image's /etc/fstab mounts from
+/// (`docker/upper`, `docker/work`, `containerd`).
+fn write_data_disk(ctx: &Ctx, arch: Arch, staging: &Path, raw: &Path, root_size: u64) -> Result<(), BuildError> {
+    require("sfdisk")?;
+    let root_start = MIB;
+    let data_start = root_start + root_size;
+    let total = data_start + DATA_SIZE + MIB;
+    File::create(raw).and_then(|f| f.set_len(total)).map_err(io_err("creating disk.raw"))?;
+    let script = format!(
+        "label: gpt\nfirst-lba: 2048\nstart={}, size={}, type={}, name=\"root\"\nstart={}, size={}, type={GPT_VAR}, name=\"data\"\n",
+        root_start / 512,
+        root_size / 512,
+        root_type(arch),
+        data_start / 512,
+        DATA_SIZE / 512,
+    );
+    sfdisk(ctx, raw, &script)?;
+    mkfs_root(ctx, staging, raw, Some((root_start, root_size)), ROOT_LABEL)?;
+    let data = raw.with_file_name("data");
+    for d in ["docker/upper", "docker/work", "containerd"] {
+        fs::create_dir_all(data.join(d)).map_err(io_err(format!("creating data/{d}")))?;
+    }
+    let r = mkfs_root(ctx, &data, raw, Some((data_start, DATA_SIZE)), "airboot-data");
+    let _ = fs::remove_dir_all(&data);
+    r
+}
+
+/// Write the partition table `script` (sfdisk's input) into `raw`.
+fn sfdisk(ctx: &Ctx, raw: &Path, script: &str) -> Result<(), BuildError> {
+    let script_file = raw.with_file_name("sfdisk.script");
+    write(&script_file, script.as_bytes(), 0o644)?;
+    let mut sf = Command::new("sh");
+    sf.arg("-c").arg("sfdisk --no-reread --no-tell-kernel -q \"$1\" < \"$2\"").arg("sh").arg(raw).arg(&script_file);
+    let r = ctx.run("sfdisk (GPT)", &mut sf, Duration::from_secs(60));
+    let _ = fs::remove_file(&script_file);
+    r
+}
 /// The EFI system partition: systemd-boot, the kernel and the initramfs.
 const ESP_SIZE: u64 = 128 * MIB;
 
@@ -435,12 +494,8 @@ fn write_uefi_disk(
         root_size / 512,
         root_type(arch)
     );
-    let script_file = raw.with_file_name("sfdisk.script");
-    write(&script_file, script.as_bytes(), 0o644)?;
-    let mut sf = Command::new("sh");
-    sf.arg("-c").arg("sfdisk --no-reread --no-tell-kernel -q \"$1\" < \"$2\"").arg("sh").arg(raw).arg(&script_file);
-    ctx.run("sfdisk (GPT)", &mut sf, Duration::from_secs(60))?;
-    mkfs_root(ctx, staging, raw, Some((root_start, root_size)))?;
+    sfdisk(ctx, raw, &script)?;
+    mkfs_root(ctx, staging, raw, Some((root_start, root_size)), ROOT_LABEL)?;
 
     // The ESP as its own file, then copied into place.
     let esp = raw.with_file_name("esp.img");
@@ -474,7 +529,7 @@ fn write_uefi_disk(
         let f = OpenOptions::new().write(true).open(raw).map_err(io_err("opening disk.raw"))?;
         f.write_all_at(&data, esp_start).map_err(io_err("writing the ESP into disk.raw"))?;
     }
-    for f in [esp, script_file, raw.with_file_name("loader.conf"), raw.with_file_name("airboot.conf")] {
+    for f in [esp, raw.with_file_name("loader.conf"), raw.with_file_name("airboot.conf")] {
         let _ = fs::remove_file(f);
     }
     // Read the result back with airboot's own readers: the partitions are

@@ -89,6 +89,15 @@ pub enum Variant {
     /// written by skopeo at build time, copied into dockerd by skopeo at
     /// first boot and by an `apps-reset` unit that wipes the store.
     Restorable,
+    /// Savoir-faire's third approach: the store built with the vfs driver
+    /// at build time on a root filesystem mounted read-only, and
+    /// `/var/lib/docker` an overlay whose upper directory is on a
+    /// writable data partition (the disk is GPT: root, then data).
+    VfsReadOnly,
+    /// The vfs fixture with the overlay mount left out of /etc/fstab:
+    /// dockerd meets its store on the read-only root (the
+    /// `store-read-only` control for this layout).
+    VfsNoOverlay,
 }
 
 impl Variant {
@@ -107,6 +116,8 @@ impl Variant {
             Variant::Compose => "compose",
             Variant::ComposeUnhealthy => "compose-unhealthy",
             Variant::Restorable => "restorable",
+            Variant::VfsReadOnly => "vfs-ro",
+            Variant::VfsNoOverlay => "vfs-ro-no-overlay",
         }
     }
     /// The variant brings its own stack: the engine overlay's
@@ -120,6 +131,7 @@ impl Variant {
         match self {
             Variant::NoSpace => Some(Variant::LoadAtBoot),
             Variant::ComposeUnhealthy => Some(Variant::Compose),
+            Variant::VfsNoOverlay => Some(Variant::VfsReadOnly),
             _ => None,
         }
     }
@@ -135,7 +147,18 @@ impl Variant {
                 | Variant::StoreReadOnly
                 | Variant::Compose
                 | Variant::ComposeUnhealthy
+                | Variant::VfsReadOnly
+                | Variant::VfsNoOverlay
         )
+    }
+    /// The storage driver the store is built with.
+    pub fn storage_driver(self) -> &'static str {
+        if self.read_only_root() { "vfs" } else { "overlay2" }
+    }
+    /// The root filesystem is mounted read-only and the disk has a
+    /// writable data partition after it.
+    pub fn read_only_root(self) -> bool {
+        matches!(self, Variant::VfsReadOnly | Variant::VfsNoOverlay)
     }
 }
 
@@ -200,7 +223,7 @@ pub fn catalog() -> Vec<FixtureDef> {
     use FixtureBoot::{Direct, Uefi};
     use Variant::{
         ClockCheck, Compose, ComposeUnhealthy, ContainerCrash, Egress, LoadAtBoot, LoadAtBootSafe, LoadEveryBoot,
-        NoSpace, Preseeded, Restorable, StoreCorrupt, StoreReadOnly,
+        NoSpace, Preseeded, Restorable, StoreCorrupt, StoreReadOnly, VfsNoOverlay, VfsReadOnly,
     };
     let def = |name, arch, containers, variant, boot, description| FixtureDef {
         name,
@@ -325,6 +348,22 @@ pub fn catalog() -> Vec<FixtureDef> {
             Restorable,
             Direct,
             "restorable apps: the images kept as an OCI layout in /usr/share/apps-reset (skopeo 1.9, at build time), copied into dockerd by skopeo at first boot, and again by `systemctl start apps-reset` after it wipes /var/lib/docker, all offline",
+        ),
+        def(
+            "debian-vfs-ro-x86_64",
+            x86,
+            x86,
+            VfsReadOnly,
+            Direct,
+            "a read-only root (GPT: ext4 root mounted ro, ext4 data partition): the store built with the vfs driver at build time, /var/lib/docker an overlay whose upper directory is on the data partition",
+        ),
+        def(
+            "debian-vfs-ro-no-overlay-x86_64",
+            x86,
+            x86,
+            VfsNoOverlay,
+            Direct,
+            "the vfs read-only-root fixture with the /var/lib/docker overlay left out of /etc/fstab: dockerd meets its store read-only (negative control for store-read-only)",
         ),
         def(
             "debian-preseeded-aarch64",

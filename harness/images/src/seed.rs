@@ -23,6 +23,7 @@ pub(crate) fn docker(
     data_root: &Path,
     containers_dir: &Path,
     images: &[FixtureImage],
+    driver: &str,
 ) -> Result<(), BuildError> {
     let dockerd = require("dockerd")?;
     // Unix socket paths are limited to 108 bytes: keep the runtime state short.
@@ -43,13 +44,8 @@ pub(crate) fn docker(
         .arg(run.path().join("docker.pid"))
         .arg("-H")
         .arg(format!("unix://{}", sock.display()))
-        .args([
-            "--iptables=false",
-            "--ip6tables=false",
-            "--bridge=none",
-            "--storage-driver=overlay2",
-            "--log-level=warn",
-        ])
+        .args(["--iptables=false", "--ip6tables=false", "--bridge=none", "--log-level=warn"])
+        .arg(format!("--storage-driver={driver}"))
         .stdin(Stdio::null())
         .stdout(log)
         .stderr(log2);

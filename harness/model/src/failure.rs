@@ -44,6 +44,7 @@ codes! {
     ContainerUnhealthy = "container-unhealthy", Fail, "an expected container is not healthy";
     EngineDown = "engine-down", Fail, "the container engine is not running";
     EngineError = "engine-error", Fail, "the container engine runs, but its API fails (e.g. HTTP 500 from a damaged store)";
+    ReadOnlyRoot = "read-only-root", Fail, "the root filesystem `expect.read_only_root` wants read-only was mounted read-write or written to, or the store's writes did not land in its overlay's upper directory";
     StackNotReady = "stack-not-ready", Fail, "the guest's stack settled without meeting the expectations";
     // The air gap.
     EgressAttempt = "egress-attempt", Fail, "something in the guest tried to reach a network";

@@ -150,6 +150,11 @@ impl Collector {
                         s.engine.data_root = Some(root.clone());
                         s.engine.storage_driver = Some(driver.clone()).filter(|d| !d.is_empty());
                         s.engine.store_fs = fs_usage(root);
+                        let mounts = std::fs::read_to_string("/proc/self/mountinfo")
+                            .map(|t| airboot_proto::mounts::parse(&t))
+                            .unwrap_or_default();
+                        s.engine.store_mount = airboot_proto::mounts::holding(&mounts, root).map(Box::new);
+                        s.engine.root_mount = airboot_proto::mounts::holding(&mounts, "/").map(Box::new);
                     }
                     s.images = images;
                     s.containers = containers;

@@ -24,6 +24,7 @@
 
 pub mod http;
 pub mod load;
+pub mod mounts;
 pub mod probe;
 pub mod tar;
 pub mod time;
@@ -137,6 +138,13 @@ pub struct EngineRecord {
     /// big it is and how much is used.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub store_fs: Option<FsUsage>,
+    /// The mount holding the data root (`/proc/self/mountinfo`), with an
+    /// overlay's directories and the mount of its upper directory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store_mount: Option<Box<mounts::MountRecord>>,
+    /// The mount of `/`: whether the root filesystem is read-only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub root_mount: Option<Box<mounts::MountRecord>>,
 }
 
 /// A filesystem's size and use, in bytes.

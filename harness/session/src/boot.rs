@@ -106,6 +106,9 @@ pub fn run_boot(s: &Scenario, dir: &Path, opts: &BootOptions, env: &Env, sink: &
     let console: Vec<_> = std::fs::read(dir.join("console.log"))
         .map(|b| String::from_utf8_lossy(&b).lines().filter_map(airboot_core::console::parse_log_line).collect())
         .unwrap_or_default();
+    if s.expect.read_only_root && boot.report.verdict != airboot_model::Verdict::Error {
+        check_read_only_root(dir, if keep { Some(kept.as_path()) } else { None }, sink, &mut boot);
+    }
     if keep && kept.is_file() && airboot_core::diagnose::wants_store_check(&boot.report) {
         check_store(s, dir, &kept, sink, &mut boot);
     }
@@ -123,6 +126,32 @@ pub fn run_boot(s: &Scenario, dir: &Path, opts: &BootOptions, env: &Env, sink: &
     boot.report.wall_s = wall.elapsed().as_secs_f64();
     sink.event(RunEvent::BootFinished { report: Box::new(boot.report.clone()), dir: dir.to_path_buf() });
     boot
+}
+
+/// `expect.read_only_root` offline: the root partition unwritten, the
+/// store's writes in its upper directory.
+fn check_read_only_root(dir: &Path, kept: Option<&Path>, sink: &mut dyn EventSink, boot: &mut Boot) {
+    let (Some((input, _)), Some(arch), Some(kept)) = (&boot.input, boot.arch, kept.filter(|k| k.is_file())) else {
+        boot.report.notes.push(
+            "expect.read_only_root: the disk the boot left was not kept, so it was checked in the guest only".into(),
+        );
+        return;
+    };
+    sink.event(RunEvent::Step("expect.read_only_root: reading what the boot wrote, offline".into()));
+    let c = crate::readonly::check(input, arch, kept, &boot.report, dir);
+    sink.event(RunEvent::Detail(format!(
+        "root partition {}: {} bytes written; upper directory: {}",
+        c.root_partition,
+        c.root_written_bytes,
+        c.upper
+            .as_ref()
+            .map(|u| format!("{} files, {} bytes, containers {:?}", u.files, u.bytes, u.containers_found))
+            .unwrap_or_else(|| "not read".into())
+    )));
+    for p in airboot_core::readonly::judge_offline(&c) {
+        boot.report.fail(airboot_model::Failure { code: p.code, message: p.message, evidence: None });
+    }
+    boot.report.read_only_root = Some(c);
 }
 
 /// Read the store offline from the disk a failed boot left (`kept`, over

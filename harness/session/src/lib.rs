@@ -33,6 +33,7 @@ pub mod local;
 pub mod machine;
 pub mod plan;
 pub mod policy;
+pub mod readonly;
 pub mod steps;
 pub mod store;
 pub mod suite;

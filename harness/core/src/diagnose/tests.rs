@@ -208,8 +208,7 @@ fn arch_mismatch_and_a_crashing_container() {
         expected: true,
         exit_code: Some(3),
         log_tail: vec!["redis: cannot open /dev/ttyUSB0".into()],
-        health_output: None,
-        service: None,
+        ..Default::default()
     });
     let d = diagnose(&r, &[]);
     assert_eq!(codes(&d), [DiagnosisCode::ContainerCrashLoop]);

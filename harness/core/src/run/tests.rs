@@ -19,6 +19,7 @@ fn cfg() -> RunConfig {
             timeout: Duration::from_secs(20),
             fail_on: vec!["BOOM".into()],
             default_fail_on: true,
+            read_only_root: false,
         },
         known_ids: BTreeMap::new(),
         milestones: vec![],

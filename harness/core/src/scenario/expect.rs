@@ -75,6 +75,10 @@ pub struct Expect {
     /// Whether the built-in fail-fast patterns (kernel panic, emergency
     /// mode, UEFI shell, …) apply.
     pub default_fail_on: bool,
+    /// The root filesystem must be mounted read-only and stay unwritten,
+    /// and the store's writes must land in its overlay's upper directory
+    /// (checked in the guest, then offline on the disk the boot left).
+    pub read_only_root: bool,
 }
 
 #[derive(Deserialize, Default)]
@@ -92,6 +96,7 @@ pub(super) struct RawExpect {
     #[serde(default)]
     fail_on: Vec<Pattern>,
     default_fail_on: Option<bool>,
+    read_only_root: Option<bool>,
 }
 
 struct RawImageExpect {
@@ -291,6 +296,7 @@ pub(super) fn validate(re: RawExpect, cx: &Ctx) -> Result<Expect, ScenarioError>
         timeout,
         fail_on: re.fail_on.into_iter().map(|p| p.0).collect(),
         default_fail_on: re.default_fail_on.unwrap_or(true),
+        read_only_root: re.read_only_root.unwrap_or(false),
     })
 }
 

@@ -446,3 +446,13 @@ fn a_compose_stack_is_expected_by_project_and_services() {
     assert!(e.message.contains("Docker only") && e.message.contains("expect.containers"), "{e}");
     assert_eq!(e.line, Some(5));
 }
+
+#[test]
+fn read_only_root_is_off_unless_asked_and_must_be_a_bool() {
+    assert!(!p(GOOD).unwrap().expect.read_only_root);
+    let on = GOOD.replace("time_to_stack = \"20s\"", "time_to_stack = \"20s\"\nread_only_root = true");
+    assert!(p(&on).unwrap().expect.read_only_root);
+    let bad = GOOD.replace("time_to_stack = \"20s\"", "time_to_stack = \"20s\"\nread_only_root = \"yes\"");
+    let e = p(&bad).unwrap_err().to_string();
+    assert!(e.contains("read_only_root") || e.contains("expected a boolean"), "{e}");
+}

@@ -137,7 +137,7 @@ fn check_image(
 fn check_layers(
     fs: &Ext4,
     image_dir: &Inode,
-    layer_files: fn(&str) -> String,
+    layer_files: LayerFiles,
 ) -> io::Result<(BTreeSet<String>, LayerProblems, usize)> {
     let mut all = BTreeSet::new();
     let mut problems = LayerProblems::new();
@@ -165,7 +165,7 @@ fn check_layer(
     dir: &Inode,
     chain: &str,
     root: Option<&Inode>,
-    layer_files: fn(&str) -> String,
+    layer_files: LayerFiles,
 ) -> io::Result<Result<(), String>> {
     let diff = match text_file(fs, dir, "diff")? {
         Some(d) if d.starts_with("sha256:") && d.len() == 71 => d,

@@ -112,12 +112,15 @@ impl StoreCheck {
 /// A layer's problem, keyed by chain id.
 type LayerProblems = BTreeMap<String, String>;
 
+/// Where a layer's files are under the data root, from its cache-id.
+pub(crate) type LayerFiles = fn(&str) -> String;
+
 /// The graph drivers whose stores the checker reads: the name Docker
 /// files its image database under (`image/<driver>`), and where a
 /// layer's files are under the data root, by cache-id. A vfs layer's
 /// folder holds the whole tree up to it; tar-split names only the
 /// layer's own files, so the same rebuild applies.
-pub(crate) const DOCKER_DRIVERS: [(&str, fn(&str) -> String); 2] =
+pub(crate) const DOCKER_DRIVERS: [(&str, LayerFiles); 2] =
     [("overlay2", |c| format!("overlay2/{c}/diff")), ("vfs", |c| format!("vfs/dir/{c}"))];
 
 fn verdict(images: &[ImageCheck], problems: &[String]) -> StoreVerdict {
