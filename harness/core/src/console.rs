@@ -96,7 +96,9 @@ impl LineSplitter {
 }
 
 /// Remove ANSI escape sequences (CSI, OSC, two-byte ESC sequences) and
-/// control characters except tab; decode as UTF-8 with replacement.
+/// control characters except tab, the C1 controls of the decoded text
+/// among them (U+0080–U+009F: `\u{9b}` is an 8-bit CSI a terminal
+/// obeys); decode as UTF-8 with replacement.
 pub fn clean_line(bytes: &[u8]) -> String {
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -138,7 +140,12 @@ pub fn clean_line(bytes: &[u8]) -> String {
         out.push(b);
         i += 1;
     }
-    String::from_utf8_lossy(&out).into_owned()
+    let text = String::from_utf8_lossy(&out);
+    if text.chars().any(|c| c.is_control() && c != '\t') {
+        text.chars().filter(|c| !c.is_control() || *c == '\t').collect()
+    } else {
+        text.into_owned()
+    }
 }
 
 /// A fail-fast pattern: a console line that means the run cannot succeed.
@@ -348,6 +355,8 @@ mod tests {
         );
         assert_eq!(clean_line(b"tab\there \xff"), "tab\there \u{fffd}");
         assert_eq!(clean_line(b"trailing esc \x1b"), "trailing esc ");
+        // An 8-bit CSI (U+009B in UTF-8) and other C1 controls go too.
+        assert_eq!(clean_line("a\u{9b}31mred\u{85}b é".as_bytes()), "a31mredb é");
     }
 
     #[test]

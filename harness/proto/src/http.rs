@@ -59,10 +59,28 @@ pub fn request<S: Read + Write>(
     read_response(BufReader::new(stream), max_body)
 }
 
+/// The longest status, header, chunk-size or trailer line read.
+pub const MAX_LINE: usize = 64 << 10;
+/// The most header (or trailer) lines read.
+pub const MAX_HEADERS: usize = 256;
+
+/// Read one line of at most [`MAX_LINE`] bytes into `line` (cleared
+/// first); returns its length, 0 at EOF.
+fn read_line_capped<R: BufRead>(r: &mut R, line: &mut String) -> io::Result<usize> {
+    line.clear();
+    let n = r.by_ref().take(MAX_LINE as u64 + 1).read_line(line)?;
+    if n > MAX_LINE {
+        return Err(bad(format!("an HTTP line of over {MAX_LINE} bytes (read {n} with no end)")));
+    }
+    Ok(n)
+}
+
 /// Parse a response (status line, headers, body by length, chunks or EOF).
+/// Every line is capped at [`MAX_LINE`] bytes, the headers at
+/// [`MAX_HEADERS`] lines and the body at `max_body` bytes.
 pub fn read_response<R: BufRead>(mut r: R, max_body: usize) -> io::Result<Response> {
     let mut line = String::new();
-    r.read_line(&mut line)?;
+    read_line_capped(&mut r, &mut line)?;
     let mut parts = line.trim_end().splitn(3, ' ');
     let version = parts.next().unwrap_or("");
     if !version.starts_with("HTTP/1.") {
@@ -72,9 +90,11 @@ pub fn read_response<R: BufRead>(mut r: R, max_body: usize) -> io::Result<Respon
     let reason = parts.next().unwrap_or("").to_string();
     let mut headers = Vec::new();
     loop {
-        line.clear();
-        if r.read_line(&mut line)? == 0 {
+        if read_line_capped(&mut r, &mut line)? == 0 {
             return Err(bad("connection closed inside the headers"));
+        }
+        if headers.len() >= MAX_HEADERS {
+            return Err(bad(format!("over {MAX_HEADERS} header lines")));
         }
         let l = line.trim_end();
         if l.is_empty() {
@@ -88,29 +108,26 @@ pub fn read_response<R: BufRead>(mut r: R, max_body: usize) -> io::Result<Respon
     let mut body = Vec::new();
     if get("Transfer-Encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked")) {
         loop {
-            line.clear();
-            r.read_line(&mut line)?;
+            read_line_capped(&mut r, &mut line)?;
             let size_text = line.trim().split(';').next().unwrap_or("");
             let size =
                 usize::from_str_radix(size_text, 16).map_err(|_| bad(format!("bad chunk size {size_text:?}")))?;
             if size == 0 {
                 // trailers until an empty line (or EOF)
-                loop {
-                    line.clear();
-                    if r.read_line(&mut line)? == 0 || line.trim().is_empty() {
+                for _ in 0..MAX_HEADERS {
+                    if read_line_capped(&mut r, &mut line)? == 0 || line.trim().is_empty() {
                         break;
                     }
                 }
                 break;
             }
-            if body.len() + size > max_body {
+            if size > max_body - body.len() {
                 return Err(bad(format!("response body over {max_body} bytes")));
             }
             let start = body.len();
             body.resize(start + size, 0);
             r.read_exact(&mut body[start..])?;
-            line.clear();
-            r.read_line(&mut line)?;
+            read_line_capped(&mut r, &mut line)?;
         }
     } else if let Some(len) = get("Content-Length") {
         let len: usize = len.parse().map_err(|_| bad(format!("bad Content-Length {len:?}")))?;

@@ -62,6 +62,15 @@ pub struct DirEntry {
 }
 
 const EXTENTS_FL: u32 = 0x80000;
+
+/// `n * size + plus`, a byte offset from on-disk numbers: an overflow is
+/// a damaged filesystem, not a panic (or a wrapped offset in a release
+/// build).
+fn offset(n: u64, size: u64, plus: u64) -> io::Result<u64> {
+    n.checked_mul(size)
+        .and_then(|o| o.checked_add(plus))
+        .ok_or_else(|| bad(format!("block {n} of {size} bytes is past any disk")))
+}
 const INLINE_DATA_FL: u32 = 0x1000_0000;
 
 impl<'a> Ext4<'a> {
@@ -117,14 +126,14 @@ impl<'a> Ext4<'a> {
     /// root included). Exact for a filesystem that was cleanly unmounted
     /// or made by mkfs; the kernel updates it lazily while mounted.
     pub fn free_bytes(&self) -> u64 {
-        self.free_blocks * self.block_size
+        self.free_blocks.saturating_mul(self.block_size)
     }
 
     fn read_block(&self, block: u64) -> io::Result<Vec<u8>> {
         if block >= self.blocks_count {
             return Err(bad(format!("block {block} is past the end of the filesystem ({})", self.blocks_count)));
         }
-        self.disk.read_vec(block * self.block_size, self.block_size as usize)
+        self.disk.read_vec(offset(block, self.block_size, 0)?, self.block_size as usize)
     }
 
     pub fn inode(&self, n: u32) -> io::Result<Inode> {
@@ -136,14 +145,14 @@ impl<'a> Ext4<'a> {
         if group >= self.groups {
             return Err(bad(format!("inode {n} is in a group past the end")));
         }
-        let desc_off = (self.first_data_block + 1) * self.block_size + group * self.desc_size;
+        let desc_off = offset(self.first_data_block + 1, self.block_size, offset(group, self.desc_size, 0)?)?;
         let d = self.disk.read_vec(desc_off, self.desc_size as usize)?;
         let mut table = le32(&d, 8) as u64;
         if self.desc_size >= 64 {
             table |= (le32(&d, 0x28) as u64) << 32;
         }
-        let raw =
-            self.disk.read_vec(table * self.block_size + index * self.inode_size, 160.min(self.inode_size as usize))?;
+        let at = offset(table, self.block_size, index * self.inode_size)?;
+        let raw = self.disk.read_vec(at, 160.min(self.inode_size as usize))?;
         let mut block = [0u8; 60];
         block.copy_from_slice(&raw[40..100]);
         let size = le32(&raw, 4) as u64 | ((le32(&raw, 108) as u64) << 32);

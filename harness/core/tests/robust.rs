@@ -1,0 +1,201 @@
+//! Property tests over every parser of untrusted bytes in core (stable,
+//! run in CI): a guest's console, status blocks, scenario files, the disk
+//! readers (qcow2, MBR/GPT, ext4, FAT, ELF/PE kernels), the write log
+//! and compose's error lines. Random input, and random input behind a
+//! valid magic so the readers get past their first check: no panic, no
+//! hang, and where there is an invariant (a line split anywhere reads
+//! the same; no escape character survives cleaning), it holds.
+
+use airboot_core::console::{self, LineSplitter, TimedLine};
+use airboot_core::cut::writelog::{self, WriteLog};
+use airboot_core::disk::{ReadAt, detect, exe, ext4::Ext4, fat::Fat, part, qcow2::Qcow2};
+use airboot_core::status::Assembler;
+use airboot_model::Arch;
+use proptest::prelude::*;
+
+fn bytes(max: usize) -> impl Strategy<Value = Vec<u8>> {
+    proptest::collection::vec(any::<u8>(), 0..max)
+}
+
+/// Random bytes of `len`, with `patches` (offset, bytes) written over them.
+fn planted(len: usize, patches: Vec<(usize, Vec<u8>)>) -> impl Strategy<Value = Vec<u8>> {
+    proptest::collection::vec(any::<u8>(), len).prop_map(move |mut v| {
+        for (at, p) in &patches {
+            v[*at..*at + p.len()].copy_from_slice(p);
+        }
+        v
+    })
+}
+
+/// Read everything a disk reader offers from `disk` (a file system's
+/// root listing and a few lookups), ignoring errors.
+fn exercise(disk: &dyn ReadAt) {
+    let _ = detect::disk_evidence(disk);
+    let _ = detect::root_partition(disk, Arch::X86_64);
+    let _ = part::partitions(disk);
+    if let Ok(fs) = Ext4::open(disk) {
+        let _ = fs.free_bytes();
+        for p in ["/", "/sbin/init", "/etc/os-release", "/var/lib/docker/image/overlay2/repositories.json"] {
+            if let Ok(Some(i)) = fs.lookup(p, true) {
+                let _ = fs.list(&i);
+                let _ = fs.read(&i, 1 << 16);
+            }
+        }
+    }
+    if let Ok(f) = Fat::open(disk)
+        && let Ok(root) = f.list(None)
+    {
+        for e in root.iter().take(8) {
+            let _ = f.read(e, 1 << 16);
+            let _ = f.list(Some(e));
+        }
+        let _ = f.find("/EFI/BOOT/BOOTX64.EFI");
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    #[test]
+    fn console_lines_split_anywhere_read_the_same(data in bytes(4096), cuts in proptest::collection::vec(any::<usize>(), 0..8)) {
+        let max = 256;
+        let mut whole = Vec::new();
+        let mut s = LineSplitter::new(max);
+        s.push(&data, &mut whole);
+        let last = s.finish();
+        let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c % (data.len() + 1)).collect();
+        cuts.sort();
+        let mut pieces = Vec::new();
+        let mut s2 = LineSplitter::new(max);
+        let mut at = 0;
+        for c in cuts.into_iter().chain([data.len()]) {
+            s2.push(&data[at..c], &mut pieces);
+            prop_assert!(s2.pending() <= max, "the splitter holds {} bytes, over its {max}", s2.pending());
+            at = c;
+        }
+        let last2 = s2.finish();
+        prop_assert_eq!(whole.len(), pieces.len());
+        for (a, b) in whole.iter().zip(&pieces) {
+            prop_assert_eq!(&a.bytes, &b.bytes);
+            prop_assert!(a.bytes.len() <= max);
+        }
+        prop_assert_eq!(last.map(|l| l.bytes), last2.map(|l| l.bytes));
+    }
+
+    #[test]
+    fn cleaned_lines_carry_no_escape_or_control_characters(data in bytes(512)) {
+        let s = console::clean_line(&data);
+        prop_assert!(!s.chars().any(|c| c == '\u{1b}' || (c.is_control() && c != '\t')), "{s:?}");
+    }
+
+    #[test]
+    fn console_log_lines_round_trip(t in 0.0f64..100_000.0, text in "[^\n\r]{0,80}", truncated in any::<bool>()) {
+        let text = console::clean_line(text.as_bytes());
+        let l = TimedLine { t: (t * 1000.0).round() / 1000.0, text, truncated };
+        let back = console::parse_log_line(console::format_log_line(&l).trim_end_matches('\n'));
+        prop_assert!(back.is_some());
+        let back = back.unwrap();
+        prop_assert_eq!(&back.text, &l.text);
+        prop_assert!((back.t - l.t).abs() < 0.001, "{} vs {}", back.t, l.t);
+    }
+
+    #[test]
+    fn status_lines_never_panic(lines in proptest::collection::vec(
+        prop_oneof![
+            "[ -~]{0,120}",
+            "AIRBOOT-STATUS v1 (begin|end|engine|image|container|unit|error) [ -~]{0,100}",
+            "AIRBOOT-STATUS v[0-9] begin \\{\"seq\":[0-9]{1,3}[ -~]{0,40}",
+        ],
+        0..24,
+    )) {
+        let mut a = Assembler::new();
+        for (i, l) in lines.iter().enumerate() {
+            let _ = a.push(i as f64, l);
+        }
+    }
+
+    #[test]
+    fn scenario_text_never_panics(src in "(\\[[a-z_.]{1,12}\\]\n|[a-z_]{1,14} = (\"[ -~]{0,20}\"|[0-9]{1,4}|true|\\[\\]|\\{ \\})\n){0,20}") {
+        let _ = airboot_core::scenario::parse(&src, std::path::Path::new("scenarios/fuzz.toml"), &|_| true);
+    }
+
+    #[test]
+    fn compose_lines_never_panic(line in "(ERROR: for |Container |is unhealthy|dependency failed|\"|[ -~]){0,40}") {
+        let _ = airboot_core::compose::dependency_failure(&line);
+    }
+
+    #[test]
+    fn random_disks_read_without_panic(data in bytes(1 << 16)) {
+        exercise(&data);
+    }
+
+    #[test]
+    fn an_ext4_superblock_with_random_fields_reads_without_panic(
+        // The magic at 1024+56; everything else random, including the
+        // block size, group counts and the inode table's place (one
+        // variant keeps 1 KiB blocks, 8192 per group and 256-byte inodes,
+        // so the reader goes on to the group descriptors and inodes).
+        data in prop_oneof![
+            planted(64 << 10, vec![(1024 + 56, vec![0x53, 0xef])]),
+            planted(64 << 10, vec![
+                (1024 + 56, vec![0x53, 0xef]),
+                (1024 + 24, vec![0, 0, 0, 0]),
+                (1024 + 32, vec![0, 0x20, 0, 0]),
+                (1024 + 40, vec![16, 0, 0, 0]),
+                (1024 + 76, vec![1, 0, 0, 0]),
+                (1024 + 88, vec![0, 1]),
+            ]),
+        ],
+    ) {
+        exercise(&data);
+    }
+
+    #[test]
+    fn a_gpt_with_random_entries_reads_without_panic(
+        data in planted(64 << 10, vec![(510, vec![0x55, 0xaa]), (450, vec![0xee]), (512, b"EFI PART".to_vec())]),
+    ) {
+        exercise(&data);
+    }
+
+    #[test]
+    fn a_fat_boot_sector_with_random_fields_reads_without_panic(
+        data in planted(64 << 10, vec![(510, vec![0x55, 0xaa]), (11, vec![0x00, 0x02]), (82, b"FAT32   ".to_vec())]),
+    ) {
+        exercise(&data);
+    }
+
+    #[test]
+    fn qcow2_headers_with_random_fields_read_without_panic(
+        data in planted(64 << 10, vec![(0, b"QFI\xfb".to_vec()), (4, vec![0, 0, 0, 3]), (8, vec![0; 8]), (20, vec![0, 0, 0, 16])]),
+        reads in proptest::collection::vec((any::<u64>(), 0usize..8192), 0..8),
+    ) {
+        if let Ok(q) = Qcow2::open(data) {
+            for (off, len) in reads {
+                let size = q.size();
+                let off = if size == 0 { 0 } else { off % size };
+                let _ = q.read_vec(off, len);
+            }
+        }
+    }
+
+    #[test]
+    fn executables_with_random_headers_never_panic(
+        elf in planted(4096, vec![(0, b"\x7fELF".to_vec())]),
+        pe in planted(4096, vec![(0, b"MZ".to_vec()), (0x3c, vec![0x80, 0, 0, 0]), (0x80, b"PE\0\0".to_vec())]),
+        any_bytes in bytes(4096),
+    ) {
+        for b in [&elf, &pe, &any_bytes] {
+            let _ = exe::elf(b);
+            let _ = exe::pe(b);
+            let _ = exe::kernel(b);
+        }
+    }
+
+    #[test]
+    fn write_logs_with_random_entries_parse_without_panic(
+        data in planted(64 << 10, vec![(0, writelog::MAGIC.to_le_bytes().to_vec()), (8, vec![1, 0, 0, 0, 0, 0, 0, 0]), (24, vec![0, 2, 0, 0])]),
+        disk_size in 0u64..(1 << 40),
+    ) {
+        let _ = WriteLog::parse(&data, data.len() as u64, disk_size);
+    }
+}
