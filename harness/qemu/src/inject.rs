@@ -178,46 +178,41 @@ pub fn inject(
 /// The bytes of one planned file, in the host file debugfs copies from
 /// (streamed: a filler may be as big as the filesystem); their sha256.
 fn write_host_file(p: &Path, content: &Content, probe: &Path) -> Result<String, String> {
-    let werr = |e: std::io::Error| format!("{}: {e}", p.display());
-    let mut sha = Sha256::new();
-    match content {
-        Content::Probe => {
-            let data = std::fs::read(probe).map_err(|e| format!("the guest probe {}: {e}", probe.display()))?;
-            std::fs::write(p, &data).map_err(werr)?;
-            sha.update(&data);
-        }
-        Content::Text(t) => {
-            std::fs::write(p, t).map_err(werr)?;
-            sha.update(t.as_bytes());
-        }
-        Content::Copy(from) => {
-            let ferr = |e: std::io::Error| format!("{}: {e}", from.display());
-            let mut src = File::open(from).map_err(ferr)?;
-            let mut out = File::create(p).map_err(werr)?;
-            let mut buf = vec![0u8; 1 << 20];
-            loop {
-                let n = std::io::Read::read(&mut src, &mut buf).map_err(ferr)?;
-                if n == 0 {
-                    break;
-                }
-                out.write_all(&buf[..n]).map_err(werr)?;
-                sha.update(&buf[..n]);
-            }
-        }
+    let open = |f: &Path, what: &str| -> Result<Box<dyn std::io::Read>, String> {
+        File::open(f).map(|f| Box::new(f) as Box<dyn std::io::Read>).map_err(|e| format!("{what}{}: {e}", f.display()))
+    };
+    let (mut src, from): (Box<dyn std::io::Read>, String) = match content {
+        Content::Probe => (open(probe, "the guest probe ")?, probe.display().to_string()),
+        Content::Text(t) => (Box::new(std::io::Cursor::new(t.clone().into_bytes())), "text".into()),
+        Content::Copy(f) => (open(f, "")?, f.display().to_string()),
         Content::Fill { byte, len } => {
-            let mut out = std::io::BufWriter::new(File::create(p).map_err(werr)?);
-            let chunk = vec![*byte; 1 << 20];
-            let mut left = *len;
-            while left > 0 {
-                let k = left.min(chunk.len() as u64) as usize;
-                out.write_all(&chunk[..k]).map_err(werr)?;
-                sha.update(&chunk[..k]);
-                left -= k as u64;
-            }
-            out.flush().map_err(werr)?;
+            (Box::new(std::io::Read::take(std::io::repeat(*byte), *len)), format!("{len} bytes of {byte:#04x}"))
         }
+    };
+    let out = File::create(p).map_err(|e| format!("{}: {e}", p.display()))?;
+    let mut w = HashingWriter { inner: std::io::BufWriter::with_capacity(1 << 20, out), sha: Sha256::new() };
+    std::io::copy(&mut src, &mut w)
+        .and_then(|_| w.inner.flush())
+        .map_err(|e| format!("writing {} from {from}: {e}", p.display()))?;
+    Ok(hex(&w.sha.finalize()))
+}
+
+/// A writer that hashes what it passes on: the hash recorded for an
+/// injected file is of the bytes written, whatever their source.
+struct HashingWriter<W: Write> {
+    inner: W,
+    sha: Sha256,
+}
+
+impl<W: Write> Write for HashingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.sha.update(&buf[..n]);
+        Ok(n)
     }
-    Ok(hex(&sha.finalize()))
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
 }
 
 fn e2fsck_n(fs: &Path) -> Result<(i32, String), String> {
@@ -297,6 +292,32 @@ fn data_regions(f: &File, size: u64) -> Vec<(u64, u64)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_kind_of_content_is_written_and_hashed_as_written() {
+        let d = tempfile::tempdir().unwrap();
+        let (probe, src) = (d.path().join("probe"), d.path().join("src"));
+        std::fs::write(&probe, b"\x7fELF probe").unwrap();
+        let big: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+        std::fs::write(&src, &big).unwrap();
+        let cases: Vec<(Content, Vec<u8>)> = vec![
+            (Content::Probe, b"\x7fELF probe".to_vec()),
+            (Content::Text("[Unit]\n".into()), b"[Unit]\n".to_vec()),
+            (Content::Copy(src.clone()), big.clone()),
+            (Content::Fill { byte: 0xa5, len: 2_500_001 }, vec![0xa5; 2_500_001]),
+            (Content::Fill { byte: 0, len: 0 }, vec![]),
+        ];
+        for (i, (c, want)) in cases.into_iter().enumerate() {
+            let out = d.path().join(format!("out{i}"));
+            let hash = write_host_file(&out, &c, &probe).unwrap();
+            assert_eq!(std::fs::read(&out).unwrap(), want, "{c:?}");
+            assert_eq!(hash, hex(&Sha256::digest(&want)), "{c:?}");
+        }
+        let e = write_host_file(&d.path().join("x"), &Content::Copy(d.path().join("absent")), &probe).unwrap_err();
+        assert!(e.contains("absent"), "{e}");
+        let e = write_host_file(&d.path().join("no/such/dir/x"), &Content::Text("t".into()), &probe).unwrap_err();
+        assert!(e.contains("no/such/dir/x"), "{e}");
+    }
 
     #[test]
     fn only_changed_steps_of_data_regions_are_found() {
