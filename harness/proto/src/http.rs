@@ -149,6 +149,79 @@ pub fn read_response<R: BufRead>(mut r: R, max_body: usize) -> io::Result<Respon
 mod tests {
     use super::*;
 
+    /// A stream that answers `reply` and keeps what was written to it.
+    struct Fake {
+        reply: io::Cursor<Vec<u8>>,
+        sent: Vec<u8>,
+    }
+    impl Read for Fake {
+        fn read(&mut self, b: &mut [u8]) -> io::Result<usize> {
+            self.reply.read(b)
+        }
+    }
+    impl Write for Fake {
+        fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+            self.sent.extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn sent_head(method: &str, body: Option<&[u8]>) -> String {
+        let mut f = Fake { reply: io::Cursor::new(b"HTTP/1.1 204 No Content\r\n\r\n".to_vec()), sent: Vec::new() };
+        let mut src = body.map(|b| io::Cursor::new(b.to_vec()));
+        let len = body.map(|b| b.len() as u64).unwrap_or(0);
+        let body = src.as_mut().map(|c| (c as &mut dyn Read, len));
+        request(&mut f, method, "/x", None, body, 16).unwrap();
+        String::from_utf8(f.sent).unwrap()
+    }
+
+    #[test]
+    fn a_request_says_its_length_unless_it_is_a_bodiless_get_or_head() {
+        assert!(!sent_head("GET", None).contains("Content-Length"));
+        assert!(!sent_head("HEAD", None).contains("Content-Length"));
+        assert!(sent_head("POST", None).contains("Content-Length: 0\r\n"));
+        assert!(sent_head("DELETE", None).contains("Content-Length: 0\r\n"));
+        let with = sent_head("POST", Some(b"abc"));
+        assert!(with.contains("Content-Length: 3\r\n") && with.ends_with("\r\n\r\nabc"), "{with:?}");
+    }
+
+    #[test]
+    fn bounds_are_inclusive_at_the_cap_and_refuse_one_byte_over() {
+        // A line of exactly MAX_LINE bytes (its CRLF included) is read.
+        let pad = "a".repeat(MAX_LINE - "X-Pad: \r\n".len());
+        let ok = format!("HTTP/1.1 200 OK\r\nX-Pad: {pad}\r\nContent-Length: 0\r\n\r\n");
+        assert_eq!(read_response(ok.as_bytes(), 4).unwrap().header("X-Pad").map(str::len), Some(pad.len()));
+        let over = format!("HTTP/1.1 200 OK\r\nX-Pad: {pad}a\r\nContent-Length: 0\r\n\r\n");
+        assert!(read_response(over.as_bytes(), 4).is_err());
+        // Bodies of exactly max_body bytes, by length, by chunks and to EOF.
+        let sized = |n: usize| format!("HTTP/1.1 200 OK\r\nContent-Length: {n}\r\n\r\n{}", "b".repeat(n));
+        assert_eq!(read_response(sized(4).as_bytes(), 4).unwrap().body.len(), 4);
+        assert!(read_response(sized(5).as_bytes(), 4).is_err());
+        let chunked = |a: usize, b: usize| {
+            format!(
+                "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n{a:x}\r\n{}\r\n{b:x}\r\n{}\r\n0\r\n\r\n",
+                "c".repeat(a),
+                "d".repeat(b)
+            )
+        };
+        assert_eq!(read_response(chunked(3, 1).as_bytes(), 4).unwrap().text(), "cccd");
+        assert!(read_response(chunked(3, 2).as_bytes(), 4).unwrap_err().to_string().contains("over 4"));
+        let eof = |n: usize| format!("HTTP/1.1 200 OK\r\n\r\n{}", "e".repeat(n));
+        assert_eq!(read_response(eof(4).as_bytes(), 4).unwrap().body.len(), 4);
+        assert!(read_response(eof(5).as_bytes(), 4).is_err());
+    }
+
+    #[test]
+    fn a_chunked_response_is_read_to_the_end_of_its_trailers_and_no_further() {
+        let text = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\nX-T: 1\r\nX-U: 2\r\n\r\nNEXT";
+        let mut r = io::Cursor::new(&text[..]);
+        assert_eq!(read_response(&mut r, 16).unwrap().text(), "hi");
+        assert_eq!(&text[r.position() as usize..], b"NEXT");
+    }
+
     #[test]
     fn reads_chunked_and_sized_bodies() {
         let chunked = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n5\r\n{\"a\":\r\n3;ext\r\n 1}\r\n0\r\n\r\n";

@@ -101,7 +101,6 @@ fn holds(point: &str, path: &str) -> bool {
 /// upper directory is filled in — found among the mounts made before
 /// it, since the overlay may cover its own lower directory.
 pub fn holding(mounts: &[MountRecord], path: &str) -> Option<MountRecord> {
-    let path = if path.len() > 1 { path.trim_end_matches('/') } else { path };
     let (at, m) = best(mounts, path)?;
     let mut m = m.clone();
     if let Some(up) = &m.upper
@@ -166,5 +165,9 @@ not a mountinfo line
         assert_eq!(holding(&m, "/mnt/my disk/a").unwrap().fstype, "tmpfs");
         assert!(!holding(&m, "/").unwrap().read_only);
         assert_eq!(holding(&[], "/"), None);
+        // Lines with too few fields before or after the separator are skipped.
+        assert!(parse("22 1 254:1 / / - ext4 /dev/vda rw\n").is_empty(), "five fields before the dash");
+        assert!(parse("22 1 254:1 / / rw - ext4\n").is_empty(), "one field after it");
+        assert_eq!(parse("22 1 254:1 / / rw - ext4 /dev/vda\n").len(), 1, "no super options is fine");
     }
 }
