@@ -19,8 +19,12 @@ pub const GUEST_SCRIPT: &str = "/run/airboot-status";
 pub const GUEST_CONF: &str = "/run/airboot-status.conf";
 
 /// How long to wait for a password prompt or a shell prompt after the
-/// user name or password before giving up.
-const PROMPT_WAIT_S: f64 = 20.0;
+/// user name or password before giving up, on a native-speed guest.
+/// Under emulation it is scaled (at most 3x): a login shell reading its
+/// profile on a loaded 2-core host took over 20 s.
+pub const PROMPT_WAIT_S: f64 = 20.0;
+/// The most the prompt wait is scaled by.
+const PROMPT_WAIT_MAX_SCALE: f64 = 3.0;
 /// From `stty -echo` to the script: the shell must have run it, or the
 /// script would be echoed onto the console the reporter writes to.
 const ECHO_OFF_WAIT_S: f64 = 2.0;
@@ -60,6 +64,8 @@ pub enum Action {
 }
 
 pub struct Login {
+    /// Seconds to wait for a prompt (see [`PROMPT_WAIT_S`]).
+    prompt_wait_s: f64,
     user: String,
     password: String,
     conf: String,
@@ -70,9 +76,18 @@ pub struct Login {
 }
 
 impl Login {
-    /// `conf` is the reporter's configuration (status.conf lines).
-    pub fn new(user: &str, password: &str, conf: String) -> Login {
-        Login { user: user.into(), password: password.into(), conf, state: State::Login, prompts: 0, started_t: None }
+    /// `conf` is the reporter's configuration (status.conf lines);
+    /// `scale` the run's slowdown factor (1 at native speed).
+    pub fn new(user: &str, password: &str, conf: String, scale: f64) -> Login {
+        Login {
+            prompt_wait_s: PROMPT_WAIT_S * scale.clamp(1.0, PROMPT_WAIT_MAX_SCALE),
+            user: user.into(),
+            password: password.into(),
+            conf,
+            state: State::Login,
+            prompts: 0,
+            started_t: None,
+        }
     }
 
     pub fn user(&self) -> &str {
@@ -119,11 +134,11 @@ impl Login {
         match self.state {
             // Never type the script blind: into a login prompt it would be
             // echoed onto the console.
-            State::User { t: since } | State::Shell { t: since } if t - since >= PROMPT_WAIT_S => {
+            State::User { t: since } | State::Shell { t: since } if t - since >= self.prompt_wait_s => {
                 self.state = State::Failed;
                 Action::Fail(format!(
-                    "logged in as {:?}, but no shell prompt (ending in #, $, > or %) came within {PROMPT_WAIT_S:.0}s: check `[image] login`, or the image's shell prompt",
-                    self.user
+                    "logged in as {:?}, but no shell prompt (ending in #, $, > or %) came within {:.0}s: check `[image] login`, or the image's shell prompt",
+                    self.user, self.prompt_wait_s
                 ))
             }
             State::EchoOff { t: since } if t - since >= ECHO_OFF_WAIT_S => {
@@ -183,7 +198,7 @@ mod tests {
 
     #[test]
     fn logs_in_turns_echo_off_and_starts_the_reporter() {
-        let mut m = Login::new("root", "s3cret", "STACK_CONTAINERS=\"redis web\"".into());
+        let mut m = Login::new("root", "s3cret", "STACK_CONTAINERS=\"redis web\"".into(), 1.0);
         assert_eq!(m.on_line(&l(1.0, "Welcome to Debian")), Action::Nothing);
         assert_eq!(typed(m.on_line(&l(20.0, "device login: "))), "root\n");
         assert_eq!(typed(m.on_line(&l(21.0, "Password: "))), "s3cret\n");
@@ -204,37 +219,42 @@ mod tests {
 
     #[test]
     fn an_empty_password_is_not_asked_and_no_prompt_is_a_failure_not_blind_typing() {
-        let mut m = Login::new("root", "", String::new());
+        let mut m = Login::new("root", "", String::new(), 1.0);
         typed(m.on_line(&l(10.0, "airboot-fixture login: [   16.69] Initializing XFRM netlink socket")));
         // No "Password:", and a busybox-style prompt.
         assert_eq!(typed(m.on_line(&l(11.0, "~ >"))), "stty -echo\n");
-        let mut m = Login::new("root", "", String::new());
+        let mut m = Login::new("root", "", String::new(), 1.0);
         typed(m.on_line(&l(10.0, "device login:")));
         assert_eq!(m.on_line(&l(11.0, "Welcome!")), Action::Nothing);
         assert_eq!(m.on_tick(29.9), Action::Nothing);
         assert!(matches!(m.on_tick(30.0), Action::Fail(why) if why.contains("no shell prompt")));
         assert_eq!(m.on_tick(99.0), Action::Nothing, "nothing typed after giving up");
+        // Emulated, the wait is scaled, at most 3x: 60 s, not 200.
+        let mut m = Login::new("root", "", String::new(), 10.0);
+        typed(m.on_line(&l(10.0, "device login:")));
+        assert_eq!(m.on_tick(69.9), Action::Nothing);
+        assert!(matches!(m.on_tick(70.0), Action::Fail(why) if why.contains("within 60s")));
     }
 
     /// A password prompt finished on its line by a kernel message (seen on
     /// a real boot) is still a password prompt.
     #[test]
     fn a_password_prompt_with_a_kernel_message_after_it_is_answered() {
-        let mut m = Login::new("nobody", "pw", String::new());
+        let mut m = Login::new("nobody", "pw", String::new(), 1.0);
         typed(m.on_line(&l(21.3, "airboot-fixture login:")));
         assert_eq!(typed(m.on_line(&l(22.0, "Password: [   18.645766] Initializing XFRM netlink socket"))), "pw\n");
     }
 
     #[test]
     fn a_wrong_password_fails_naming_the_user_not_the_password() {
-        let mut m = Login::new("admin", "wrong", String::new());
+        let mut m = Login::new("admin", "wrong", String::new(), 1.0);
         typed(m.on_line(&l(1.0, "device login:")));
         typed(m.on_line(&l(2.0, "Password:")));
         match m.on_line(&l(5.0, "Login incorrect")) {
             Action::Fail(why) => assert!(why.contains("\"admin\"") && !why.contains("wrong"), "{why}"),
             other => panic!("{other:?}"),
         }
-        let mut m = Login::new("admin", "x", String::new());
+        let mut m = Login::new("admin", "x", String::new(), 1.0);
         typed(m.on_line(&l(1.0, "device login:")));
         typed(m.on_line(&l(2.0, "Password:")));
         assert!(matches!(m.on_line(&l(9.0, "device login:")), Action::Fail(_)));
@@ -244,7 +264,7 @@ mod tests {
     /// when a kernel message ends its line: one prompt, one user name.
     #[test]
     fn a_prompt_seen_twice_is_answered_once() {
-        let mut m = Login::new("root", "", String::new());
+        let mut m = Login::new("root", "", String::new(), 1.0);
         assert_eq!(typed(m.on_line(&l(19.1, "airboot-fixture login:"))), "root\n");
         assert_eq!(
             m.on_line(&l(19.2, "airboot-fixture login: [   15.85] Initializing XFRM netlink socket")),

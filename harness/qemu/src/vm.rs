@@ -133,11 +133,17 @@ pub struct LoginPlan {
     pub user: String,
     pub password: String,
     pub conf: String,
+    /// The run's slowdown factor: the wait for a prompt is scaled by it.
+    pub scale: f64,
 }
 
 impl std::fmt::Debug for LoginPlan {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "LoginPlan {{ user: {:?}, password: (not shown), conf: {:?} }}", self.user, self.conf)
+        write!(
+            f,
+            "LoginPlan {{ user: {:?}, password: (not shown), conf: {:?}, scale: {} }}",
+            self.user, self.conf, self.scale
+        )
     }
 }
 
@@ -501,7 +507,7 @@ impl VmRunner {
         let mut last_read = Instant::now();
         let mut stall_scanned = false;
         let mut login =
-            self.login.as_ref().map(|l| airboot_core::login::Login::new(&l.user, &l.password, l.conf.clone()));
+            self.login.as_ref().map(|l| airboot_core::login::Login::new(&l.user, &l.password, l.conf.clone(), l.scale));
 
         'run: loop {
             tokio::select! {

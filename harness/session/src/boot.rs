@@ -349,7 +349,7 @@ fn session(
     plan.run.injected = layer.is_some() || opts.carried_probe == Some(true);
     out.layer = layer.map(std::sync::Arc::new);
     if !r.probe
-        && let Some(login) = login_plan(s)?
+        && let Some(login) = login_plan(s, scale)?
     {
         report.probe.origin = Some("login".into());
         sink.event(RunEvent::Detail(format!(
@@ -391,7 +391,7 @@ fn session(
 
 /// The console login of `[image] login`: the password (read from its file
 /// now), and the reference reporter's configuration for the stack.
-fn login_plan(s: &Scenario) -> Result<Option<airboot_qemu::vm::LoginPlan>, Failure> {
+fn login_plan(s: &Scenario, scale: f64) -> Result<Option<airboot_qemu::vm::LoginPlan>, Failure> {
     use airboot_core::scenario::Password;
     let Some(l) = &s.image.login else { return Ok(None) };
     if s.expect.engine != airboot_model::Engine::Docker {
@@ -417,7 +417,7 @@ fn login_plan(s: &Scenario) -> Result<Option<airboot_qemu::vm::LoginPlan>, Failu
     };
     let containers: Vec<&str> = s.expect.containers.iter().map(|c| c.name.as_str()).collect();
     let conf = format!("STACK_CONTAINERS=\"{}\"\n", containers.join(" "));
-    Ok(Some(airboot_qemu::vm::LoginPlan { user: l.user.clone(), password, conf }))
+    Ok(Some(airboot_qemu::vm::LoginPlan { user: l.user.clone(), password, conf, scale }))
 }
 
 /// Unpack a packed `path` input (none for a fixture or a plain disk).
