@@ -174,16 +174,55 @@ impl Login {
 
 /// A shell's prompt: `root@device:~#`, `$`, `#`, `~ #` (busybox).
 fn is_shell_prompt(text: &str) -> bool {
-    let t = text.trim_end();
+    let t = before_kernel_message(text).trim_end();
     (t.ends_with('#') || t.ends_with('$') || t.ends_with('>') || t.ends_with('%'))
         && t.len() < 200
         && !t.contains("AIRBOOT-STATUS")
         && !is_login_prompt(t)
 }
 
+/// `text` up to a kernel message that finished its line (`[   25.93]
+/// …`): a prompt ends no line, so the next kernel message lands on it.
+fn before_kernel_message(text: &str) -> &str {
+    let mut from = 0;
+    while let Some(i) = text[from..].find('[') {
+        let at = from + i;
+        let rest = &text[at + 1..];
+        if let Some(end) = rest.find(']') {
+            let stamp = rest[..end].trim_start();
+            let mut parts = stamp.splitn(2, '.');
+            let (whole, frac) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+            if !whole.is_empty()
+                && !frac.is_empty()
+                && whole.bytes().all(|b| b.is_ascii_digit())
+                && frac.bytes().all(|b| b.is_ascii_digit())
+            {
+                return &text[..at];
+            }
+        }
+        from = at + 1;
+    }
+    text
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A shell prompt finished on its line by a kernel message (dockerd
+    /// starting while the login shell comes up) is still a prompt.
+    #[test]
+    fn a_shell_prompt_with_a_kernel_message_after_it_is_seen() {
+        let mut m = Login::new("root", "", String::new(), 1.0);
+        typed(m.on_line(&l(20.7, "airboot-fixture login:")));
+        assert_eq!(
+            typed(m.on_line(&l(23.4, "root@airboot-fixture:~# [   21.093] Initializing XFRM netlink socket"))),
+            "stty -echo\n"
+        );
+        assert_eq!(before_kernel_message("a [x] b [  1.5] c"), "a [x] b ");
+        assert_eq!(before_kernel_message("no stamp [1.] [.5] [a.b]"), "no stamp [1.] [.5] [a.b]");
+        assert!(!is_shell_prompt("[   21.093] systemd[1]: Started docker.service #"));
+    }
 
     fn l(t: f64, s: &str) -> TimedLine {
         TimedLine { t, text: s.into(), truncated: false }
