@@ -12,8 +12,8 @@ use airboot_core::disk::ext4::{Ext4, Kind};
 use airboot_core::disk::{detect, part};
 use airboot_core::readonly::{self, ReadOnlyRootCheck, UpperDir};
 use airboot_core::report::Report;
+use airboot_qemu::disk;
 use airboot_qemu::process::{require, run_supervised};
-use airboot_qemu::{crash, disk};
 
 /// At most this many entries are walked in the upper directory.
 const MAX_ENTRIES: u64 = 200_000;
@@ -57,15 +57,10 @@ pub fn check(input: &Path, arch: airboot_model::Arch, kept: &Path, report: &Repo
         out.notes.push(format!("{upper} is not under {}", um.point));
         return out;
     };
-    let copy = crash::root_copy(work, "upper-partition");
-    let r = (|| -> Result<UpperDir, String> {
-        crash::extract(kept, p.start, p.len, &copy).map_err(|e| e.to_string())?;
-        crash::fsck(&copy).map_err(|e| e.to_string())?;
-        let f = std::fs::File::open(&copy).map_err(|e| format!("{}: {e}", copy.display()))?;
-        let fs = Ext4::open(&f).map_err(|e| format!("partition {number} does not open as ext4: {e}"))?;
-        read_upper(&fs, &rel, upper, number, report)
-    })();
-    let _ = std::fs::remove_file(&copy);
+    let what = format!("partition {number} (ext4)");
+    let r = crate::store::with_fs_copy(kept, (p.start, p.len), work, "upper-partition", &what, |fs, _| {
+        read_upper(fs, &rel, upper, number, report)
+    });
     match r {
         Ok(u) => out.upper = Some(u),
         Err(e) => out.notes.push(format!("the upper directory could not be read: {e}")),
