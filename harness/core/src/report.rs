@@ -246,6 +246,11 @@ pub struct Report {
     /// `airboot cut`: every cut and its verdict.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub power_cuts: Vec<crate::cut::PowerCut>,
+    /// `airboot cut` with `points = "all"`: every state of the window,
+    /// its fingerprint class and outcome (the powered-on ones are also in
+    /// `power_cuts`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exploration: Option<Box<crate::cut::explore::Exploration>>,
     pub status: StatusInfo,
     pub console: ConsoleInfo,
     pub qemu: QemuInfo,
@@ -292,6 +297,7 @@ impl Report {
             read_only_root: None,
             notes: Vec::new(),
             power_cuts: Vec::new(),
+            exploration: None,
             status: StatusInfo::default(),
             console: ConsoleInfo { file: "console.log".into(), ..Default::default() },
             qemu: QemuInfo::default(),

@@ -253,19 +253,22 @@ pub fn fsck(fs: &Path) -> Result<FsFindings, CrashError> {
         let summary = format!("e2fsck -E journal_only exit {replay}, then -fn exit 0");
         return Ok(FsFindings { clean: true, summary });
     }
+    let problems = fsck_problems(&text);
+    let (fixed, _) = e2fsck(&["-f", "-y"], fs)?;
+    Ok(FsFindings {
+        clean: false,
+        summary: format!("e2fsck -fn exit {code}: {problems}; repaired (exit {fixed}) before reading the store"),
+    })
+}
+
+/// The first few lines of what e2fsck found, without its banner and pass names.
+pub(crate) fn fsck_problems(text: &str) -> String {
     let problems: Vec<&str> = text
         .lines()
         .filter(|l| !l.starts_with("Pass ") && !l.trim().is_empty() && !l.contains("e2fsck 1."))
         .take(4)
         .collect();
-    let (fixed, _) = e2fsck(&["-f", "-y"], fs)?;
-    Ok(FsFindings {
-        clean: false,
-        summary: format!(
-            "e2fsck -fn exit {code}: {}; repaired (exit {fixed}) before reading the store",
-            problems.join(" | ")
-        ),
-    })
+    problems.join(" | ")
 }
 
 /// A temporary raw copy of a crash state's root filesystem.
@@ -299,6 +302,8 @@ mod tests {
             lost_bytes: 0,
             torn_writes: 0,
             last_flush: None,
+            durable_end: 0,
+            extras_from: 0,
         };
         let out = rel.join("deep").join("crash.qcow2");
         std::fs::create_dir_all(out.parent().unwrap()).unwrap();

@@ -2,6 +2,7 @@
 //! an offline check of the container store in a crash state, and the
 //! verdict once the device has been powered on again.
 
+pub mod explore;
 pub mod store;
 pub mod writelog;
 

@@ -189,6 +189,11 @@ pub struct CrashState {
     pub torn_writes: u64,
     /// Index of the last completed flush before the cut, if any.
     pub last_flush: Option<usize>,
+    /// Log entries `..durable_end` survive whole: they are
+    /// `pieces[..extras_from]`, in log order. What follows in `pieces` is
+    /// what the mode kept of the later entries (whole, torn or none).
+    pub durable_end: usize,
+    pub extras_from: usize,
 }
 
 /// splitmix64: small, seedable, and the same on every platform.
@@ -238,7 +243,16 @@ pub fn crash_state(log: &WriteLog, at: usize, mode: CutMode, seed: u64) -> Crash
     };
     let data = |e: &&Entry| e.kind != EntryKind::Flush;
     let mut pieces: Vec<Piece> = done[..durable_end].iter().filter(data).map(piece).collect();
-    let mut state = CrashState { pieces: Vec::new(), lost_writes: 0, lost_bytes: 0, torn_writes: 0, last_flush };
+    let extras_from = pieces.len();
+    let mut state = CrashState {
+        pieces: Vec::new(),
+        lost_writes: 0,
+        lost_bytes: 0,
+        torn_writes: 0,
+        last_flush,
+        durable_end,
+        extras_from,
+    };
     let mut rng = Rng::new(seed);
     for e in done[durable_end..].iter().filter(data) {
         let keep = match mode {
@@ -426,6 +440,10 @@ mod tests {
         assert_eq!(mid.lost_writes, 2);
         // Before any flush: nothing survives.
         assert!(crash_state(&l, 2, CutMode::LoseUnflushed, 0).pieces.is_empty());
+        // The durable prefix: entries up to the last flush, as the first pieces.
+        assert_eq!((mid.durable_end, mid.extras_from), (3, 2));
+        assert_eq!((u.durable_end, u.extras_from), (7, 5));
+        assert_eq!((k.durable_end, k.extras_from), (9, 7));
     }
 
     #[test]

@@ -39,7 +39,7 @@ pub use image::{ImageSource, ImageSpec, LoginSpec, Password};
 pub use machine::{AccelChoice, DEFAULT_TCG_SLOWDOWN, Machine, parse_rtc, parse_transport};
 pub use milestone::MilestoneSpec;
 pub use outcome::Outcome;
-pub use power_cut::{CutAfter, CutTrigger, PowerCutSpec, layer_loading_regex};
+pub use power_cut::{CutAfter, CutTrigger, Explore, PowerCutSpec, layer_loading_regex};
 pub use step::{DEFAULT_STEP_TIMEOUT, StepAction, StepSpec};
 
 use crate::units::{parse_duration, parse_mib};

@@ -24,10 +24,27 @@ pub struct PowerCutSpec {
     /// is a sweep: the middle flush that has something to lose).
     pub until: Option<String>,
     pub points: usize,
+    /// `points = "all"`: every flush and FUA write in the sweep's window
+    /// is a cut point (an exploration; `points` is then unused).
+    pub explore: Option<Explore>,
+    /// Files whose presence decides what the next boot does (a loader's
+    /// marker): part of each explored state's fingerprint.
+    pub markers: Vec<String>,
     /// A second cut, in the boot that powers each crash state on again
     /// (its fsck, engine restore, re-load), placed by this trigger in
     /// that boot's own write stream and cut with the same mode.
     pub recovery: Option<CutTrigger>,
+}
+
+/// How an exploration (`points = "all"`) draws and checks its states.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Explore {
+    /// Seeded draws per point for the modes with a random choice (torn,
+    /// flush-ignored).
+    pub states_per_point: usize,
+    /// Members of each fingerprint class powered on besides its
+    /// representative, to check that the class predicts their outcome.
+    pub sample: usize,
 }
 
 /// A console line, and where after it to cut.
@@ -70,8 +87,20 @@ pub(super) struct RawPowerCut {
     writes: Option<u64>,
     bytes: Option<String>,
     until: Option<Pattern>,
-    points: Option<usize>,
+    points: Option<RawPoints>,
+    states_per_point: Option<usize>,
+    sample: Option<usize>,
+    #[serde(default)]
+    markers: Vec<String>,
     recovery: Option<RawTrigger>,
+}
+
+/// `points = 8` or `points = "all"`.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawPoints {
+    Count(usize),
+    Word(String),
 }
 
 /// `[power_cut.recovery]`: the trigger keys of `[power_cut]`.
@@ -205,14 +234,56 @@ pub(super) fn validate(
                     cx.err(Some(span.clone()), Some(format!("power_cut.recovery.{key}")), message)
                 })?),
             };
-            let points = pc.points.unwrap_or(1);
-            if points == 0 || points > 64 {
-                return Err(bad("points", format!("points = {points}: give 1 to 64 cut points")));
+            let (points, explore) = match pc.points {
+                None => (1, None),
+                Some(RawPoints::Count(n)) => (n, None),
+                Some(RawPoints::Word(w)) if w == "all" => {
+                    let states_per_point = pc.states_per_point.unwrap_or(8);
+                    if states_per_point == 0 || states_per_point > 256 {
+                        return Err(bad(
+                            "states_per_point",
+                            format!("states_per_point = {states_per_point}: give 1 to 256 seeded states per point"),
+                        ));
+                    }
+                    let sample = pc.sample.unwrap_or(1);
+                    if sample > 16 {
+                        return Err(bad(
+                            "sample",
+                            format!(
+                                "sample = {sample}: give 0 to 16 members per class to power on besides its representative"
+                            ),
+                        ));
+                    }
+                    (0, Some(Explore { states_per_point, sample }))
+                }
+                Some(RawPoints::Word(w)) => {
+                    return Err(bad(
+                        "points",
+                        format!(
+                            "points = {w:?}: give a number of cut points (1 to 64) or \"all\" (every flush and FUA write in the window)"
+                        ),
+                    ));
+                }
+            };
+            if explore.is_none() {
+                if points == 0 || points > 64 {
+                    return Err(bad(
+                        "points",
+                        format!("points = {points}: give 1 to 64 cut points, or \"all\" to explore every one"),
+                    ));
+                }
+                for (key, given) in
+                    [("states_per_point", pc.states_per_point.is_some()), ("sample", pc.sample.is_some())]
+                {
+                    if given {
+                        return Err(bad(key, format!("`{key}` belongs to an exploration: set `points = \"all\"`")));
+                    }
+                }
             }
-            if points > 1 && pc.until.is_none() {
+            if (points > 1 || explore.is_some()) && pc.until.is_none() {
                 return Err(bad(
                     "until",
-                    "a sweep (points > 1) needs `until`, the console line that ends its window".into(),
+                    "a sweep (points > 1 or \"all\") needs `until`, the console line that ends its window".into(),
                 ));
             }
             if pc.until.is_some() && has_after {
@@ -221,7 +292,26 @@ pub(super) fn validate(
                     "a sweep (`until`) places its own cut points: drop after/flushes/writes/bytes".into(),
                 ));
             }
-            Some(PowerCutSpec { modes, seed: pc.seed, trigger, until: pc.until.map(|u| u.0), points, recovery })
+            for m in &pc.markers {
+                if !m.starts_with('/') || m.split('/').any(|c| c == "..") {
+                    return Err(bad(
+                        "markers",
+                        format!(
+                            "marker {m:?}: give an absolute path in the guest, such as \"/var/lib/airboot/images-loaded\""
+                        ),
+                    ));
+                }
+            }
+            Some(PowerCutSpec {
+                modes,
+                seed: pc.seed,
+                trigger,
+                until: pc.until.map(|u| u.0),
+                points,
+                explore,
+                markers: pc.markers,
+                recovery,
+            })
         }
     })
 }

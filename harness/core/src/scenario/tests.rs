@@ -58,6 +58,30 @@ fn power_cut_sections() {
     assert!(err("at = \"x\"\nmodes = [\"zap\"]").contains("unknown mode \"zap\""));
     assert!(err("at = \"x\"\nafter = \"2s\"\nflushes = 3").contains("at most one"));
     assert!(err("at = \"x\"\npoints = 4").contains("needs `until`"));
+    // An exploration: every flush and FUA write in the window.
+    let all = p(&format!(
+        "{base}[power_cut]\nat = \"a\"\nuntil = \"b\"\npoints = \"all\"\nmodes = [\"torn\"]\nmarkers = [\"/var/lib/airboot/images-loaded\"]\n"
+    ))
+    .unwrap()
+    .power_cut
+    .unwrap();
+    assert_eq!(all.explore, Some(crate::scenario::Explore { states_per_point: 8, sample: 1 }));
+    assert_eq!(all.markers, vec!["/var/lib/airboot/images-loaded".to_string()]);
+    let e = p(&format!(
+        "{base}[power_cut]\nat = \"a\"\nuntil = \"b\"\npoints = \"all\"\nstates_per_point = 3\nsample = 0\n"
+    ))
+    .unwrap()
+    .power_cut
+    .unwrap()
+    .explore;
+    assert_eq!(e, Some(crate::scenario::Explore { states_per_point: 3, sample: 0 }));
+    assert!(err("at = \"x\"\npoints = \"all\"").contains("needs `until`"));
+    assert!(err("at = \"x\"\nuntil = \"y\"\npoints = \"every\"").contains("or \"all\""));
+    assert!(err("at = \"x\"\nuntil = \"y\"\npoints = 4\nstates_per_point = 2").contains("set `points = \"all\"`"));
+    assert!(err("at = \"x\"\nuntil = \"y\"\npoints = \"all\"\nstates_per_point = 0").contains("1 to 256"));
+    assert!(err("at = \"x\"\nuntil = \"y\"\npoints = \"all\"\nsample = 99").contains("0 to 16"));
+    assert!(err("at = \"x\"\nmarkers = [\"var/x\"]").contains("absolute path"));
+    assert!(err("at = \"x\"\npoints = 0").contains("or \"all\""));
     assert!(err("at = \"x\"\nmatch = 0").contains("counts from 1"));
     assert!(err("at = \"(\"").contains("power_cut") || err("at = \"(\"").contains("regex"));
     assert!(err("until = \"x\"").contains("at"));
