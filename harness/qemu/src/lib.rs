@@ -14,3 +14,4 @@ pub mod qmp;
 pub mod transport;
 pub mod unpack;
 pub mod vm;
+pub mod workspace;
