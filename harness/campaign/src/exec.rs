@@ -32,6 +32,16 @@ pub struct CutOptions {
     pub report_dir: Option<PathBuf>,
     /// Judge crash states offline only (no power-on, no outcome).
     pub offline: bool,
+    /// Workers judging an exploration's states offline (default: the
+    /// host's cores).
+    pub jobs: Option<usize>,
+    /// An exploration: judge the states of this recording (a campaign's
+    /// `record/` folder) instead of recording a boot.
+    pub recording: Option<PathBuf>,
+    /// An exploration: judge only slice `k` of `n` (from 1) of its states.
+    pub shard: Option<(usize, usize)>,
+    /// An exploration: record the boot and keep the recording, judge nothing.
+    pub record_only: bool,
     pub boot: BootOptions,
 }
 
@@ -60,6 +70,23 @@ pub fn cut(s: &Scenario, opts: &CutOptions, env: &Env, sink: &mut dyn EventSink)
             s.file.display()
         )));
     }
+    let exploring = pc.explore.is_some();
+    if (opts.recording.is_some() || opts.shard.is_some() || opts.record_only) && !exploring {
+        return Err(CampaignError::Refused(format!(
+            "{}: --recording, --shard and --record-only belong to an exploration: set `points = \"all\"` under [power_cut]",
+            s.file.display()
+        )));
+    }
+    if opts.recording.is_some() && opts.record_only {
+        return Err(CampaignError::Refused(
+            "--record-only makes a recording and --recording judges one: give one of them".into(),
+        ));
+    }
+    if let Some((k, n)) = opts.shard
+        && (n == 0 || k == 0 || k > n)
+    {
+        return Err(CampaignError::Refused(format!("--shard {k}/{n}: give K/N with 1 <= K <= N")));
+    }
     let seed = opts.seed.or(pc.seed).unwrap_or_else(default_seed);
     let base = opts
         .report_dir
@@ -71,6 +98,10 @@ pub fn cut(s: &Scenario, opts: &CutOptions, env: &Env, sink: &mut dyn EventSink)
     std::fs::File::create(&write_log).map_err(CampaignError::Workdir)?;
 
     sink.event(RunEvent::CampaignStarted { scenario: s.name.clone(), dir: base.clone() });
+    if let Some(rdir) = &opts.recording {
+        let at = Shared { s, pc: &pc, seed, base: &base, work: work.path(), opts, env };
+        return Ok(crate::recording::judge_recording(&at, rdir, sink));
+    }
     let rec_opts = BootOptions {
         write_log: Some(write_log.clone()),
         record: Some(record_spec(&pc.trigger, pc.until.as_deref(), true)),
@@ -95,21 +126,39 @@ pub fn cut(s: &Scenario, opts: &CutOptions, env: &Env, sink: &mut dyn EventSink)
         );
     }
     let outcome = match (&rec.input, rec.arch, &rec.recorded) {
-        (Some(input), Some(arch), Some(recorded)) => {
+        (Some(input), Some(arch), Some(recorded)) => (|| {
+            // An exploration keeps its recording (shards judge it).
+            let (log, recording_id) = if exploring {
+                let id = crate::recording::keep(s, &rec_dir, &write_log, input, arch, recorded, &report)?;
+                (rec_dir.join(crate::recording::WRITE_LOG), Some(id))
+            } else {
+                (write_log.clone(), None)
+            };
+            if opts.record_only {
+                let note = format!(
+                    "recorded only: judge it with `airboot cut {} --recording {} [--shard K/N]`",
+                    s.file.display(),
+                    rec_dir.display()
+                );
+                sink.event(RunEvent::CutStep(note.clone()));
+                report.notes.push(note);
+                return Ok(());
+            }
             let mut c = Campaign {
                 s,
                 pc: &pc,
                 seed,
                 base: &base,
                 work: work.path(),
-                write_log: &write_log,
+                write_log: &log,
                 input: input.clone(),
                 arch,
                 opts,
                 env,
+                recording_id,
             };
             c.cut_all(recorded, &mut report, sink)
-        }
+        })(),
         (None, _, _) => Err("the recorded boot did not get as far as the image".into()),
         (_, None, _) => Err("the recorded boot did not get as far as the architecture".into()),
         (_, _, None) => Err("the recorded boot ended before QEMU ran".into()),
@@ -118,7 +167,8 @@ pub fn cut(s: &Scenario, opts: &CutOptions, env: &Env, sink: &mut dyn EventSink)
         sink.event(RunEvent::CutStep(format!("error: {e}")));
         report.error(FailureCode::PowerCut, e, None);
     }
-    Ok(finish(&base, &mut report, rec.input.as_ref().map(|i| i.0.as_path()), opts.offline, None, sink))
+    let headline = report.exploration.as_ref().map(|x| x.headline.clone());
+    Ok(finish(&base, &mut report, rec.input.as_ref().map(|i| i.0.as_path()), opts.offline, headline, sink))
 }
 
 /// Check the input is unchanged, decide the exit status, and say the
@@ -144,11 +194,15 @@ pub(crate) fn finish(
             Err(e) => report.notes.push(format!("could not hash the input again: {e}")),
         }
     }
+    let explored = report.exploration.as_ref().map(|x| &x.tally);
     let errors = report.verdict == Verdict::Error
-        || report.power_cuts.iter().any(|c| c.error.is_some() || (!offline && c.outcome.is_none()));
+        || report.power_cuts.iter().any(|c| c.error.is_some() || (!offline && c.outcome.is_none()))
+        || report.exploration.as_ref().is_some_and(|x| x.states.iter().any(|s| s.error.is_some()));
     let exit_code = if errors {
         2
-    } else if report.power_cuts.iter().all(|c| c.survived(offline)) {
+    } else if report.power_cuts.iter().all(|c| c.survived(offline))
+        && explored.is_none_or(|t| t.survived == t.with_outcome)
+    {
         0
     } else {
         1
@@ -164,17 +218,30 @@ pub(crate) fn finish(
 }
 
 /// A campaign under way, once its boot is recorded.
-struct Campaign<'a> {
-    s: &'a Scenario,
-    pc: &'a PowerCutSpec,
-    seed: u64,
-    base: &'a Path,
-    work: &'a Path,
-    write_log: &'a Path,
-    input: (PathBuf, DiskFormat),
-    arch: Arch,
-    opts: &'a CutOptions,
-    env: &'a Env<'a>,
+pub(crate) struct Campaign<'a> {
+    pub(crate) s: &'a Scenario,
+    pub(crate) pc: &'a PowerCutSpec,
+    pub(crate) seed: u64,
+    pub(crate) base: &'a Path,
+    pub(crate) work: &'a Path,
+    pub(crate) write_log: &'a Path,
+    pub(crate) input: (PathBuf, DiskFormat),
+    pub(crate) arch: Arch,
+    pub(crate) opts: &'a CutOptions,
+    pub(crate) env: &'a Env<'a>,
+    /// An exploration's recording (its write log's sha256).
+    pub(crate) recording_id: Option<String>,
+}
+
+/// What a campaign is given before it has a recording.
+pub(crate) struct Shared<'a> {
+    pub(crate) s: &'a Scenario,
+    pub(crate) pc: &'a PowerCutSpec,
+    pub(crate) seed: u64,
+    pub(crate) base: &'a Path,
+    pub(crate) work: &'a Path,
+    pub(crate) opts: &'a CutOptions,
+    pub(crate) env: &'a Env<'a>,
 }
 
 /// A second cut: the first cut it follows, and the recorded boot that
@@ -185,24 +252,24 @@ struct SecondCut<'a> {
     mode: CutMode,
     seed: u64,
     trigger: &'a CutTrigger,
-    log: &'a Path,
+    pub(crate) log: &'a Path,
     boot: &'a RecoveryBoot,
 }
 
 /// One crash state to make and judge.
-struct Job<'a> {
+pub(crate) struct Job<'a> {
     /// Where its bundle goes.
-    bundle: &'a Path,
+    pub(crate) bundle: &'a Path,
     /// The disk the recorded boot ran on, and the writes the cut keeps
     /// of that boot's write log.
-    from: (&'a Path, DiskFormat),
-    log: &'a Path,
-    state: &'a CrashState,
+    pub(crate) from: (&'a Path, DiskFormat),
+    pub(crate) log: &'a Path,
+    pub(crate) state: &'a CrashState,
     /// The recorded boot's console.
-    console: &'a Path,
-    info: &'a BundleInfo,
-    power_on: bool,
-    recovery: Option<(&'a CutTrigger, PathBuf)>,
+    pub(crate) console: &'a Path,
+    pub(crate) info: &'a BundleInfo,
+    pub(crate) power_on: bool,
+    pub(crate) recovery: Option<(&'a CutTrigger, PathBuf)>,
 }
 
 fn read_write_log(path: &Path, disk_size: u64, what: &str) -> Result<WriteLog, String> {
@@ -212,7 +279,7 @@ fn read_write_log(path: &Path, disk_size: u64, what: &str) -> Result<WriteLog, S
 }
 
 impl Campaign<'_> {
-    fn cut_all(
+    pub(crate) fn cut_all(
         &mut self,
         recorded: &airboot_qemu::vm::Recorded,
         report: &mut Report,
@@ -233,8 +300,6 @@ impl Campaign<'_> {
             total.2 >> 20,
             total.1
         )));
-        let points =
-            cut_points(&self.pc.trigger, self.pc.until.as_deref(), self.pc.points, &log, recorded).map_err(|e| e.0)?;
         let judge = Judge {
             s: self.s,
             root: (root.start, root.len),
@@ -243,6 +308,11 @@ impl Campaign<'_> {
             env: self.env,
             boot: &self.opts.boot,
         };
+        if let Some(ex) = self.pc.explore {
+            return self.explore(ex, recorded, &log, &judge, report, sink);
+        }
+        let points =
+            cut_points(&self.pc.trigger, self.pc.until.as_deref(), self.pc.points, &log, recorded).map_err(|e| e.0)?;
         let n = points.len() * self.pc.modes.len();
         let mut k = 0;
         for CutPoint { entry, placed } in &points {
@@ -262,35 +332,8 @@ impl Campaign<'_> {
                     trigger: placed.clone(),
                     second_of: None,
                 });
-                let mut c = PowerCut::new(
-                    *mode,
-                    placed.clone(),
-                    position(&log, *entry),
-                    cut_seed,
-                    bundle.display().to_string(),
-                );
-                (c.lost_writes, c.lost_bytes, c.torn_writes) = (state.lost_writes, state.lost_bytes, state.torn_writes);
-                let info = BundleInfo {
-                    schema: Some(BUNDLE_SCHEMA.into()),
-                    scenario_file: std::path::absolute(&self.s.file)
-                        .unwrap_or(self.s.file.clone())
-                        .display()
-                        .to_string(),
-                    scenario_copy: Some(SCENARIO_COPY.into()),
-                    input: std::path::absolute(input).unwrap_or(input.clone()).display().to_string(),
-                    input_sha256: report.image.sha256_before.clone(),
-                    arch: self.arch,
-                    mode: *mode,
-                    trigger: placed.clone(),
-                    position: c.position.clone(),
-                    seed: cut_seed,
-                    lost_writes: c.lost_writes,
-                    lost_bytes: c.lost_bytes,
-                    torn_writes: c.torn_writes,
-                    record_argv: report.qemu.argv.clone(),
-                    outcome: None,
-                    during_recovery_of: None,
-                };
+                let (c, info) = self.new_cut(*mode, placed, position(&log, *entry), cut_seed, &bundle, &state, report);
+                let mut c = c;
                 // With a second cut, this crash state is powered on even with
                 // --offline: that boot is where the second cut falls.
                 let power_on = !self.opts.offline || self.pc.recovery.is_some();
@@ -364,11 +407,47 @@ impl Campaign<'_> {
         Ok(())
     }
 
+    /// A cut not judged yet, and its bundle's info.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new_cut(
+        &self,
+        mode: CutMode,
+        placed: &str,
+        position: airboot_core::cut::CutPosition,
+        seed: u64,
+        bundle: &Path,
+        state: &CrashState,
+        report: &Report,
+    ) -> (PowerCut, BundleInfo) {
+        let mut c = PowerCut::new(mode, placed.to_string(), position, seed, bundle.display().to_string());
+        (c.lost_writes, c.lost_bytes, c.torn_writes) = (state.lost_writes, state.lost_bytes, state.torn_writes);
+        let input = &self.input.0;
+        let info = BundleInfo {
+            schema: Some(BUNDLE_SCHEMA.into()),
+            scenario_file: std::path::absolute(&self.s.file).unwrap_or(self.s.file.clone()).display().to_string(),
+            scenario_copy: Some(SCENARIO_COPY.into()),
+            input: std::path::absolute(input).unwrap_or(input.clone()).display().to_string(),
+            input_sha256: report.image.sha256_before.clone(),
+            arch: self.arch,
+            mode,
+            trigger: placed.to_string(),
+            position: c.position.clone(),
+            seed,
+            lost_writes: c.lost_writes,
+            lost_bytes: c.lost_bytes,
+            torn_writes: c.torn_writes,
+            record_argv: report.qemu.argv.clone(),
+            outcome: None,
+            during_recovery_of: None,
+        };
+        (c, info)
+    }
+
     /// One cut's bundle: the crash state written into
     /// `bundle/crash.qcow2`, the recorded boot's console, the scenario's
     /// copy, the judgement, and `cut.json` (the job's info with the
     /// outcome). An error when the crash state could not be built.
-    fn make_and_judge(
+    pub(crate) fn make_and_judge(
         &self,
         judge: &Judge,
         job: Job,

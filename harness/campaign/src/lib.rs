@@ -13,8 +13,11 @@
 
 pub mod bundle;
 pub mod exec;
+mod explore;
 pub mod judge;
+pub mod merge;
 pub mod plan;
+pub mod recording;
 pub mod repro;
 
 use std::path::PathBuf;

@@ -46,6 +46,39 @@ pub fn record_spec(t: &CutTrigger, until: Option<&str>, pause: bool) -> RecordSp
     RecordSpec { marks, stop, pause }
 }
 
+/// A sweep's window in the recording: entries `from..to` of the log,
+/// from the trigger's match to the first `until` line after it, and a
+/// phrase naming both lines.
+pub fn window(
+    t: &CutTrigger,
+    until_re: &str,
+    log: &WriteLog,
+    recorded: &Recorded,
+) -> Result<(usize, usize, String), PlanError> {
+    let at = trigger_seen(t, recorded)?;
+    let until = recorded.seen.iter().find(|m| m.mark == "until" && m.t_s >= at.t_s).ok_or_else(|| {
+        PlanError(format!("the console never showed power_cut.until = {until_re:?} after `at`: the sweep has no end"))
+    })?;
+    Ok((
+        log.entries_within(at.log_len),
+        log.entries_within(until.log_len),
+        format!("between {:?} at {:.1}s and {:?} at {:.1}s", at.line, at.t_s, until.line, until.t_s),
+    ))
+}
+
+fn trigger_seen<'r>(t: &CutTrigger, recorded: &'r Recorded) -> Result<&'r airboot_core::cut::MarkSeen, PlanError> {
+    recorded.seen.iter().find(|m| m.mark == "at" && m.nth == t.matching).ok_or_else(|| {
+        let hint = if t.probe_event {
+            " (the probe prints an `AIRBOOT-EVENT v1 layer-load` line for each layer of a Docker load it sees; a layer \
+             registered between two of its looks, 50 ms apart, shows as state=present and does not fire: see that \
+             boot's console.log for the lines it printed)"
+        } else {
+            ""
+        };
+        PlanError(format!("the console never showed match {} of the {}: nothing to cut{hint}", t.matching, t.what))
+    })
+}
+
 /// Where to cut in the recording: one point for a trigger, or `points`
 /// points of a sweep to `until`.
 pub fn cut_points(
@@ -55,16 +88,7 @@ pub fn cut_points(
     log: &WriteLog,
     recorded: &Recorded,
 ) -> Result<Vec<CutPoint>, PlanError> {
-    let at = recorded.seen.iter().find(|m| m.mark == "at" && m.nth == t.matching).ok_or_else(|| {
-        let hint = if t.probe_event {
-            " (the probe prints an `AIRBOOT-EVENT v1 layer-load` line for each layer of a Docker load it sees; a layer \
-             registered between two of its looks, 50 ms apart, shows as state=present and does not fire: see that \
-             boot's console.log for the lines it printed)"
-        } else {
-            ""
-        };
-        PlanError(format!("the console never showed match {} of the {}: nothing to cut{hint}", t.matching, t.what))
-    })?;
+    let at = trigger_seen(t, recorded)?;
     let from = log.entries_within(at.log_len);
     if let Some(until_re) = until {
         let until = recorded.seen.iter().find(|m| m.mark == "until" && m.t_s >= at.t_s).ok_or_else(|| {

@@ -120,6 +120,10 @@ fn campaign(tmp: &Path, reboot: Script, offline: bool) -> Campaign {
         modes: Vec::new(),
         report_dir: Some(dir.clone()),
         offline,
+        jobs: None,
+        recording: None,
+        shard: None,
+        record_only: false,
         boot: BootOptions::default(),
     };
     let mut events = Vec::new();
@@ -204,4 +208,230 @@ fn offline_judges_without_powering_on() {
     assert_eq!(c.code, 0, "clean filesystems and whole (old) stores");
     let boots = c.events.iter().filter(|e| matches!(e, RunEvent::BootFinished { .. })).count();
     assert_eq!(boots, 1, "only the recording");
+}
+
+/// An exploration: both flushes of the window are cut points, under
+/// lose-unflushed and kill. The second write smashes the superblock's
+/// magic, so the kill just before the second flush leaves a damaged
+/// filesystem; every other state is clean and without a store.
+const EXPLORE: &str = r#"
+name = "fake-explore"
+[image]
+fixture = "fake-x86_64"
+[machine]
+arch = "x86_64"
+[expect]
+images = ["fixture/redis:1"]
+containers = [{ name = "redis", healthy = true }]
+timeout = "60s"
+[power_cut]
+at = "airboot-load: loading"
+until = "airboot-load: done"
+points = "all"
+modes = ["lose-unflushed", "kill"]
+sample = 1
+markers = ["/usr/sbin/dockerd", "/var/lib/airboot/images-loaded"]
+seed = 4
+"#;
+
+fn explore(tmp: &Path, offline: bool) -> Campaign {
+    let disk = disk(tmp);
+    let fixtures = FakeFixtures::new(tmp, disk, &[("fixture/redis:1", RID)], false, true);
+    let log = encode_log(
+        &[
+            (EntryKind::Write, false, FIRST.0, 1, FIRST.1),
+            (EntryKind::Flush, false, 0, 0, 0),
+            (EntryKind::Write, false, 2, 1, 0xCD),
+            (EntryKind::Flush, false, 0, 0, 0),
+        ],
+        0,
+    );
+    let mut lines =
+        vec!["[    0.0] Linux version 6.1.0".to_string(), "airboot-load: loading".into(), "airboot-load: done".into()];
+    lines.extend(status(true));
+    let machine = FakeMachine::new(Script { lines, log: vec![log[..512].to_vec(), Vec::new(), log[512..].to_vec()] });
+    for _ in 0..3 {
+        machine.scripts.borrow_mut().push_back(Script { lines: status(true), log: Vec::new() });
+    }
+    let file = tmp.join("fake-explore.toml");
+    std::fs::write(&file, EXPLORE).unwrap();
+    let s = airboot_core::scenario::parse(EXPLORE, &file, &|p| p.is_file()).unwrap();
+    let dir = tmp.join("reports");
+    let opts = CutOptions {
+        seed: None,
+        modes: Vec::new(),
+        report_dir: Some(dir.clone()),
+        offline,
+        jobs: Some(2),
+        recording: None,
+        shard: None,
+        record_only: false,
+        boot: BootOptions::default(),
+    };
+    let mut events = Vec::new();
+    let code = cut(&s, &opts, &Env { machine: &machine, fixtures: &fixtures }, &mut |e| events.push(e)).unwrap();
+    let report = match events.last() {
+        Some(RunEvent::CampaignFinished { report, .. }) => (**report).clone(),
+        other => panic!("the campaign ended with {other:?}"),
+    };
+    Campaign { code, report, events, dir }
+}
+
+#[test]
+fn an_exploration_judges_every_state_in_place_and_powers_on_one_per_class() {
+    let tmp = tempfile::tempdir().unwrap();
+    let c = explore(tmp.path(), false);
+    let x = c.report.exploration.as_ref().unwrap_or_else(|| panic!("no exploration: {:?}", c.report.failures));
+    // Two flushes, two modes: four states; the kill before flush 1 and the
+    // power cut before flush 2 keep the same write, so three distinct.
+    assert_eq!((x.tally.points, x.tally.enumerated, x.tally.judged_offline), (2, 4, 3));
+    let same: Vec<Option<usize>> = x.states.iter().map(|s| s.same_as).collect();
+    assert_eq!(same, vec![None, None, Some(1), None]);
+    assert_eq!(x.cross_checked, 3);
+    assert!(x.cross_check_mismatches.is_empty(), "{:?}", x.cross_check_mismatches);
+    // Classes: clean and storeless, or damaged (the kill before flush 2).
+    assert_eq!(x.classes.len(), 2, "{:#?}", x.classes);
+    assert!(x.classes[0].fingerprint.starts_with("fs=clean store=old"), "{}", x.classes[0].fingerprint);
+    assert!(
+        x.classes[0].fingerprint.ends_with("/usr/sbin/dockerd=present /var/lib/airboot/images-loaded=absent"),
+        "{}",
+        x.classes[0].fingerprint
+    );
+    assert!(x.classes[1].fingerprint.starts_with("fs=damaged"), "{}", x.classes[1].fingerprint);
+    assert_eq!(x.classes[1].members, vec![3]);
+    assert_eq!(x.states[3].point, "just before flush #2");
+    // One boot per class, plus one sampled member of the class that has others.
+    assert_eq!(c.report.power_cuts.len(), 3);
+    assert_eq!(x.tally.sampled, 1);
+    assert_eq!(x.tally.sample_mismatches, 0);
+    assert!(x.states.iter().all(|s| s.outcome.is_some()), "every state has an outcome: {:#?}", x.states);
+    assert_eq!(x.states.iter().filter(|s| s.inherited).count(), 1, "four states, three powered on");
+    for k in ["class-01", "class-02"] {
+        let info = BundleInfo::read(&c.dir.join(k)).unwrap();
+        assert!(info.trigger.contains("representative"), "{}", info.trigger);
+    }
+    assert!(x.headline.starts_with("4 states, 2 classes"), "{}", x.headline);
+    assert_eq!(c.report.image.unchanged, Some(true));
+    let html = airboot_report::explore::section_html(x);
+    assert!(html.contains("<svg") && html.contains("Exploration: 4 states"), "{html}");
+    // One cell per state: the damaged one observed (the fake's next boot
+    // is healthy: it healed), the one not powered on pale (inherited).
+    assert_eq!(html.matches("<rect").count(), 4);
+    assert!(html.contains("fill-opacity=\"1\"><title>state 3 — just before flush #2 kill #0: SELF-HEALED"), "{html}");
+    assert!(
+        html.contains("fill-opacity=\"0.45\"><title>state 1 — just before flush #1 kill #0: INTACT-OLD (inherited)")
+    );
+}
+
+#[test]
+fn an_offline_exploration_powers_nothing_on_and_fails_on_a_damaged_state() {
+    let tmp = tempfile::tempdir().unwrap();
+    let c = explore(tmp.path(), true);
+    let x = c.report.exploration.as_ref().unwrap();
+    assert_eq!(x.tally.powered_on, 0);
+    assert!(c.report.power_cuts.is_empty());
+    assert_eq!((x.tally.with_outcome, x.tally.survived), (4, 3));
+    assert_eq!(x.tally.first_bad.as_deref(), Some("just before flush #2"));
+    assert_eq!(c.code, 1, "a damaged state is not intact");
+    let boots = c.events.iter().filter(|e| matches!(e, RunEvent::BootFinished { .. })).count();
+    assert_eq!(boots, 1, "only the recording");
+}
+
+/// Run the exploration scenario with these options against `disk`.
+fn explore_with(tmp: &Path, disk: &Path, opts: CutOptions, boots: Vec<Script>) -> (i32, airboot_core::report::Report) {
+    let fixtures = FakeFixtures::new(tmp, disk.to_path_buf(), &[("fixture/redis:1", RID)], false, true);
+    let mut boots = boots.into_iter();
+    let machine = FakeMachine::new(boots.next().unwrap_or_default());
+    machine.scripts.borrow_mut().extend(boots);
+    let file = tmp.join("fake-explore.toml");
+    std::fs::write(&file, EXPLORE).unwrap();
+    let s = airboot_core::scenario::parse(EXPLORE, &file, &|p| p.is_file()).unwrap();
+    let mut events = Vec::new();
+    let code = cut(&s, &opts, &Env { machine: &machine, fixtures: &fixtures }, &mut |e| events.push(e)).unwrap();
+    match events.pop() {
+        Some(RunEvent::CampaignFinished { report, dir, .. }) => {
+            // As the report files consumer would.
+            std::fs::write(dir.join("report.json"), serde_json::to_string(&report).unwrap()).unwrap();
+            (code, *report)
+        }
+        other => panic!("the campaign ended with {other:?}"),
+    }
+}
+
+fn offline_opts(dir: PathBuf) -> CutOptions {
+    CutOptions {
+        seed: None,
+        modes: Vec::new(),
+        report_dir: Some(dir),
+        offline: true,
+        jobs: Some(1),
+        recording: None,
+        shard: None,
+        record_only: false,
+        boot: BootOptions::default(),
+    }
+}
+
+#[test]
+fn a_recording_is_kept_and_two_shards_merged_equal_the_unsharded_exploration() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let disk = disk(t);
+    let log = encode_log(
+        &[
+            (EntryKind::Write, false, FIRST.0, 1, FIRST.1),
+            (EntryKind::Flush, false, 0, 0, 0),
+            (EntryKind::Write, false, 2, 1, 0xCD),
+            (EntryKind::Flush, false, 0, 0, 0),
+        ],
+        0,
+    );
+    let mut lines =
+        vec!["[    0.0] Linux version 6.1.0".to_string(), "airboot-load: loading".into(), "airboot-load: done".into()];
+    lines.extend(status(true));
+    let recorded = Script { lines, log: vec![log[..512].to_vec(), Vec::new(), log[512..].to_vec()] };
+    // Record only: the log and recording.json kept, nothing judged.
+    let (code, r) =
+        explore_with(t, &disk, CutOptions { record_only: true, ..offline_opts(t.join("rec")) }, vec![recorded]);
+    assert_eq!(code, 0, "{:?}", r.failures);
+    assert!(r.exploration.is_none());
+    let rec = t.join("rec/record");
+    assert!(rec.join("writes.log").is_file() && rec.join("recording.json").is_file());
+    // Unsharded, and two shards, from the recording: no boot at all.
+    let judge = |dir: &str, shard| {
+        explore_with(t, &disk, CutOptions { recording: Some(rec.clone()), shard, ..offline_opts(t.join(dir)) }, vec![])
+    };
+    let (whole_code, whole) = judge("whole", None);
+    let (_, s1) = judge("s1", Some((1, 2)));
+    let (_, s2) = judge("s2", Some((2, 2)));
+    let w = whole.exploration.as_ref().unwrap();
+    assert_eq!(w.states.len(), 4);
+    assert_eq!((s1.exploration.as_ref().unwrap().states.len(), s2.exploration.as_ref().unwrap().states.len()), (2, 2));
+    assert_eq!(s2.exploration.as_ref().unwrap().shard, Some((2, 2)));
+    assert!(w.recording.starts_with("sha256:"), "{}", w.recording);
+    // Merged: the same states, classes and tally as the unsharded run.
+    let mut events = Vec::new();
+    let code =
+        airboot_campaign::merge::merge(&[t.join("s2"), t.join("s1")], &t.join("merged"), &mut |e| events.push(e));
+    let Some(RunEvent::CampaignFinished { report: merged, .. }) = events.pop() else {
+        panic!("no merged report: {code:?}; shard 1 {:?}, shard 2 {:?}", s1.failures, s2.failures)
+    };
+    let m = merged.exploration.as_ref().unwrap();
+    assert_eq!(code.unwrap(), whole_code);
+    let view = |x: &airboot_core::cut::explore::Exploration| {
+        let states: Vec<_> =
+            x.states.iter().map(|s| (s.index, s.key.clone(), s.same_as, s.fingerprint.clone(), s.class)).collect();
+        let classes: Vec<_> = x.classes.iter().map(|c| (c.fingerprint.clone(), c.members.clone())).collect();
+        (states, classes, x.tally.clone())
+    };
+    assert_eq!(view(m), view(w));
+    // Shards of one exploration only: a missing shard is named.
+    let mut ev = Vec::new();
+    let e = airboot_campaign::merge::merge(&[t.join("s1")], &t.join("m2"), &mut |e| ev.push(e)).unwrap_err();
+    assert!(e.contains("2 state(s) missing"), "{e}");
+    // A recording whose log was changed is refused.
+    std::fs::write(rec.join("writes.log"), b"not the log").unwrap();
+    let (code, r) = judge("bad", None);
+    assert_eq!(code, 2);
+    assert!(r.failures.iter().any(|f| f.message.contains("is not the write log")), "{:?}", r.failures);
 }

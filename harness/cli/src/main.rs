@@ -125,6 +125,21 @@ CORRUPT-SILENT, BRICKED. Each cut leaves a bundle (crash.qcow2 over the
 input image, cut.json, logs) that `airboot repro` boots again; a second
 cut's bundle is the first's recovery-cut/ folder.
 
+Exploration (`points = \"all\"` under [power_cut]): every flush and FUA
+write between `at` and `until` is a cut point, with `states_per_point`
+seeded draws per point for torn and flush-ignored. Every state is judged
+offline in place (a working copy per worker, in /dev/shm when it has room,
+moved forward along the log; e2fsck's changes rolled back with e2undo),
+states with the same bytes once. States are grouped by what decides their
+fate (filesystem, store per image and layer, `markers`); one representative
+per class, plus `sample` other members, is powered on, and the rest inherit
+its outcome. report.json `exploration` holds every state; the summary's
+headline counts states, classes and survivors. Across machines:
+--record-only keeps the recording (REPORT_DIR/record/), --recording DIR
+--shard K/N judges slice K of N of its states, and `airboot report --merge
+DIR...` joins the shards' reports (scripts/explore-shard.sh,
+docs/examples/).
+
 With --offline each crash state is only checked offline (no power-on, no
 outcome): the summary shows FS-DAMAGED or STORE-NEW/OLD/BETWEEN/CORRUPT.
 First cuts with a [power_cut.recovery] are still powered on (the second
@@ -180,9 +195,39 @@ struct CutArgs {
     /// no power-on, so minutes faster per cut but no outcome.
     #[arg(long)]
     offline: bool,
+    /// Workers judging an exploration's states offline (points = "all"),
+    /// each with its own working copy of the root filesystem (default: the
+    /// host's cores).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=64))]
+    jobs: Option<u16>,
+    /// Exploration: record the boot and keep the recording (REPORT_DIR/record/:
+    /// writes.log, recording.json), judge nothing. Shards then judge it.
+    #[arg(long, conflicts_with = "recording")]
+    record_only: bool,
+    /// Exploration: judge the states of this recording (the record/ folder of
+    /// an earlier `airboot cut`, copied whole) instead of recording a boot; the
+    /// input image must be where recording.json says, with the same sha256.
+    #[arg(long, value_name = "DIR")]
+    recording: Option<PathBuf>,
+    /// Exploration: judge only slice K of N of the states (contiguous, in
+    /// enumeration order; the same on every machine). `airboot report
+    /// --merge` joins the shards' reports.
+    #[arg(long, value_name = "K/N", value_parser = parse_shard)]
+    shard: Option<(usize, usize)>,
     /// Accelerator, overriding machine.accel.
     #[arg(long, value_enum)]
     accel: Option<AccelArg>,
+}
+
+/// `K/N` with 1 <= K <= N.
+fn parse_shard(s: &str) -> Result<(usize, usize), String> {
+    let (k, n) = s.split_once('/').ok_or_else(|| format!("{s:?}: give K/N, such as 1/4"))?;
+    let k: usize = k.trim().parse().map_err(|_| format!("{s:?}: K must be a number"))?;
+    let n: usize = n.trim().parse().map_err(|_| format!("{s:?}: N must be a number"))?;
+    if n == 0 || k == 0 || k > n {
+        return Err(format!("{s:?}: give K/N with 1 <= K <= N"));
+    }
+    Ok((k, n))
 }
 
 #[derive(clap::Args)]
@@ -259,6 +304,17 @@ struct ReportArgs {
     /// Print the table as JSON instead.
     #[arg(long)]
     json: bool,
+    /// Instead of the history: join the reports of an exploration's shards
+    /// (`airboot cut --recording DIR --shard K/N`, one folder each) into one
+    /// report, every state accounted for exactly once, the classes formed
+    /// again across shards. Exit 0 every state survived, 1 some did not, 2
+    /// the folders are not the shards of one exploration.
+    #[arg(long, value_name = "DIR", num_args = 1..)]
+    merge: Vec<PathBuf>,
+    /// With --merge: where to write the merged report (default:
+    /// reports/<date>-<time>-merged-<scenario>).
+    #[arg(long, value_name = "DIR", requires = "merge")]
+    report_dir: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -375,6 +431,7 @@ fn main() -> ExitCode {
             history: a.history,
             check_outcomes: a.check_outcomes,
         }),
+        Cmd::Report(r) if !r.merge.is_empty() => cut::merge(&r.merge, r.report_dir),
         Cmd::Report(r) => report_cmd::report(report_cmd::Options {
             history: r.history,
             gate: r.gate,
@@ -395,6 +452,10 @@ fn main() -> ExitCode {
                 modes: c.mode.iter().filter_map(|m| airboot_model::CutMode::parse(m)).collect(),
                 report_dir: c.report_dir,
                 offline: c.offline,
+                jobs: c.jobs.map(usize::from),
+                recording: c.recording,
+                shard: c.shard,
+                record_only: c.record_only,
                 boot: boot_options(c.accel),
             },
         ),

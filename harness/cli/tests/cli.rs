@@ -131,6 +131,45 @@ fn a_cut_by_probe_event_needs_the_probe_in_the_image() {
 }
 
 #[test]
+fn exploration_options_are_refused_with_a_reason_before_anything_boots() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("disk.raw"), vec![0u8; 4096]).unwrap();
+    let head = "name = \"s\"\n[image]\npath = \"disk.raw\"\nboot = \"uefi\"\n[machine]\narch = \"x86_64\"\n[expect]\nimages = [\"a:1\"]\n[power_cut]\nat = \"go\"\nuntil = \"done\"\n";
+    let sweep = dir.path().join("sweep.toml");
+    std::fs::write(&sweep, format!("{head}points = 4\n")).unwrap();
+    let all = dir.path().join("all.toml");
+    std::fs::write(&all, format!("{head}points = \"all\"\n")).unwrap();
+    let run = |args: &[&str], s: &Path| {
+        let out = airboot().arg("cut").arg(s).args(args).output().unwrap();
+        (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let (code, err) = run(&["--shard", "1/2"], &sweep);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("belong to an exploration") && err.contains("points = \"all\""), "{err}");
+    for bad in ["0/2", "3/2", "x", "1/0"] {
+        let (code, err) = run(&["--shard", bad], &all);
+        assert_eq!(code, Some(2), "{bad}: {err}");
+        assert!(err.contains("K/N"), "{bad}: {err}");
+    }
+    let (code, err) = run(&["--record-only", "--recording", "x"], &all);
+    assert_eq!(code, Some(2), "{err}");
+    // A recording folder that is not one: the report says why, exit 2.
+    let rd = dir.path().join("r");
+    let (code, _) = run(&["--recording", dir.path().to_str().unwrap(), "--report-dir", rd.to_str().unwrap()], &all);
+    assert_eq!(code, Some(2));
+    let report = std::fs::read_to_string(rd.join("report.json")).unwrap();
+    assert!(report.contains("recording.json") && report.contains("--record-only"), "{report}");
+    // Merging what is not an exploration's shards.
+    let out = airboot().args(["report", "--merge"]).arg(&rd).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("holds no exploration"), "{err}");
+    let out = airboot().args(["report", "--merge"]).arg(dir.path().join("nope")).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("nope/report.json"));
+}
+
+#[test]
 fn repro_of_a_bundle_whose_input_image_is_gone_says_so() {
     let dir = tempfile::tempdir().unwrap();
     let bundle = dir.path().join("cut-01-lose-unflushed");

@@ -346,3 +346,80 @@ fn a_cut_by_probe_event_and_a_second_cut_during_recovery() {
     assert_eq!(second["during_recovery_of"], first["bundle"], "the report names the first cut's bundle");
     assert_eq!(r["image"]["unchanged"].as_bool(), Some(true), "the input image changed");
 }
+
+/// An exploration of the load window on the real fixture, the way a
+/// cluster runs it: record once (`--record-only`), judge the recording as
+/// two shards and merge them (`airboot report --merge`), and judge it
+/// unsharded: the merged report must be the unsharded one, state for
+/// state. Offline (no power-on): the exploration's boots are the
+/// `explore-*` scenarios' (suite full).
+#[test]
+fn an_exploration_judges_every_state_and_two_shards_merge_into_the_unsharded_run() {
+    let _vm = vm_lock();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let head = SCENARIO.split("[power_cut]").next().unwrap();
+    let text = head.replace("name = \"cut-ci\"", "name = \"explore-ci\"")
+        + "[power_cut]\nat = \"airboot-load: start\"\nuntil = \"airboot-load: done\"\npoints = \"all\"\nmodes = [\"lose-unflushed\", \"torn\"]\nstates_per_point = 2\nseed = 3\nmarkers = [\"/var/lib/airboot/images-loaded\"]\n";
+    std::fs::create_dir_all(d.join("rec")).unwrap();
+    let rec = run_cut(&d.join("rec"), &text, &["--record-only"]);
+    assert_eq!(rec.code, Some(0), "{}\n{}", rec.stdout, rec.stderr);
+    let recording = d.join("rec/reports/record");
+    assert!(recording.join("recording.json").is_file() && recording.join("writes.log").is_file());
+    let judge = |name: &str, extra: &[&str]| {
+        std::fs::create_dir_all(d.join(name)).unwrap();
+        let mut args = vec!["--offline", "--recording", recording.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        run_cut(&d.join(name), &text, &args)
+    };
+    let whole = judge("whole", &[]);
+    let w = &whole.report["exploration"];
+    let states = w["states"].as_array().unwrap_or_else(|| panic!("no exploration\n{}\n{}", whole.stdout, whole.stderr));
+    let points = w["tally"]["points"].as_u64().unwrap() as usize;
+    assert!(points > 10, "every flush of the load window is a point: {points}");
+    assert_eq!(states.len(), points * 3, "one lose-unflushed and two torn states per point");
+    assert_eq!(w["cross_checked"].as_u64(), Some(3));
+    assert!(w["cross_check_mismatches"].is_null(), "{}", w["cross_check_mismatches"]);
+    let classes = w["classes"].as_array().unwrap();
+    assert!(classes.len() >= 3, "old, partly loaded and damaged stores at least: {classes:?}");
+    // Before the load's first flush: nothing of it; the plain loader
+    // leaves damaged layers somewhere in its window.
+    assert_eq!(states[0]["store"].as_str(), Some("old"), "{}", states[0]);
+    assert!(states.iter().any(|s| s["store"] == "corrupt"), "the plain loader's window has damaged states");
+    assert!(whole.stdout.contains(&format!("{} states, {} classes", states.len(), classes.len())), "{}", whole.stdout);
+    assert_eq!(whole.code, Some(1), "not every state is intact");
+    // Two shards, merged.
+    judge("s1", &["--shard", "1/2"]);
+    judge("s2", &["--shard", "2/2"]);
+    let out = Command::new(env!("CARGO_BIN_EXE_airboot"))
+        .args(["report", "--merge"])
+        .arg(d.join("s1/reports"))
+        .arg(d.join("s2/reports"))
+        .arg("--report-dir")
+        .arg(d.join("merged"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    let merged: Value = serde_json::from_str(&std::fs::read_to_string(d.join("merged/report.json")).unwrap()).unwrap();
+    let view = |x: &Value| {
+        let states: Vec<_> = x["states"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| {
+                (
+                    s["index"].clone(),
+                    s["key"].clone(),
+                    s["same_as"].clone(),
+                    s["fingerprint"].clone(),
+                    s["class"].clone(),
+                )
+            })
+            .collect();
+        let classes: Vec<_> =
+            x["classes"].as_array().unwrap().iter().map(|c| (c["fingerprint"].clone(), c["members"].clone())).collect();
+        (states, classes, x["tally"].clone(), x["headline"].clone())
+    };
+    assert_eq!(view(&merged["exploration"]), view(w), "the merged shards are the unsharded run");
+    assert!(std::fs::read_to_string(d.join("merged/index.html")).unwrap().contains("<svg"));
+}

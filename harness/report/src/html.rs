@@ -314,6 +314,9 @@ pub fn index_html(run: &RunView, history: Option<(&[HistoryEntry], bool)>) -> St
             }
             s.push_str("</table>");
         }
+        if let Some(x) = &r.exploration {
+            s.push_str(&crate::explore::section_html(x));
+        }
         if !r.image_runs.is_empty() || r.airgap.checked {
             s.push_str("<table><tr><th>check</th><th>result</th></tr>");
             for run in &r.image_runs {

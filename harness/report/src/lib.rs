@@ -2,6 +2,7 @@
 //! summary printed at the end of a run, and the run-level `junit.xml`,
 //! `index.html` and `summary.md`.
 
+pub mod explore;
 pub mod files;
 pub mod gate;
 pub mod html;

@@ -66,6 +66,9 @@ pub fn summary_md(run: &RunView) -> String {
             );
         }
     }
+    for x in run.scenarios.iter().filter_map(|x| x.report.exploration.as_deref()) {
+        s.push_str(&crate::explore::section_md(x));
+    }
     if !run.repeats.is_empty() {
         let _ = writeln!(s, "\n**Repeats**\n");
         for r in &run.repeats {
