@@ -213,6 +213,15 @@ impl Campaign<'_> {
             handles.into_iter().map(|h| h.join().unwrap_or(0)).sum::<u64>()
         });
         let judge_s = started.elapsed().as_secs_f64();
+        // The working copies are gone with their workers; their folder too.
+        drop(dir);
+        let repeats = range.len() - distinct.len();
+        if repeats > 0 {
+            report.notes.push(format!(
+                "exploration: {repeats} state(s) are the same bytes as an earlier one (`same_as`): judged once, \
+                 journal replay and e2fsck not run again for them"
+            ));
+        }
         if interrupted() {
             return Err("interrupted while judging the states offline".into());
         }
