@@ -106,33 +106,43 @@ struct Campaign {
     dir: PathBuf,
 }
 
-fn campaign(tmp: &Path, reboot: Script, offline: bool) -> Campaign {
-    let disk = disk(tmp);
-    let fixtures = FakeFixtures::new(tmp, disk, &[("fixture/redis:1", RID)], false, true);
-    let machine = FakeMachine::new(recorded_boot());
-    machine.scripts.borrow_mut().push_back(reboot);
-    let file = tmp.join("fake-cut.toml");
-    std::fs::write(&file, SCENARIO).unwrap();
-    let s = airboot_core::scenario::parse(SCENARIO, &file, &|p| p.is_file()).unwrap();
-    let dir = tmp.join("reports");
-    let opts = CutOptions {
+/// Default options: reports in `dir`.
+fn opts(dir: PathBuf, offline: bool) -> CutOptions {
+    CutOptions {
         seed: None,
         modes: Vec::new(),
-        report_dir: Some(dir.clone()),
+        report_dir: Some(dir),
         offline,
         jobs: None,
         recording: None,
         shard: None,
         record_only: false,
         boot: BootOptions::default(),
-    };
+    }
+}
+
+/// `airboot cut` of the scenario `text` over `disk`, the fake playing
+/// `boots` in order; report.json written as the report files would.
+fn run(tmp: &Path, text: &str, disk: &Path, boots: Vec<Script>, opts: CutOptions) -> Campaign {
+    let fixtures = FakeFixtures::new(tmp, disk.to_path_buf(), &[("fixture/redis:1", RID)], false, true);
+    let mut boots = boots.into_iter();
+    let machine = FakeMachine::new(boots.next().unwrap_or_default());
+    machine.scripts.borrow_mut().extend(boots);
+    let file = tmp.join("fake-cut.toml");
+    std::fs::write(&file, text).unwrap();
+    let s = airboot_core::scenario::parse(text, &file, &|p| p.is_file()).unwrap();
     let mut events = Vec::new();
     let code = cut(&s, &opts, &Env { machine: &machine, fixtures: &fixtures }, &mut |e| events.push(e)).unwrap();
-    let report = match events.last() {
-        Some(RunEvent::CampaignFinished { report, .. }) => (**report).clone(),
+    let (report, dir) = match events.last() {
+        Some(RunEvent::CampaignFinished { report, dir, .. }) => ((**report).clone(), dir.clone()),
         other => panic!("the campaign ended with {other:?}"),
     };
+    std::fs::write(dir.join("report.json"), serde_json::to_string(&report).unwrap()).unwrap();
     Campaign { code, report, events, dir }
+}
+
+fn campaign(tmp: &Path, reboot: Script, offline: bool) -> Campaign {
+    run(tmp, SCENARIO, &disk(tmp), vec![recorded_boot(), reboot], opts(tmp.join("reports"), offline))
 }
 
 #[test]
@@ -214,17 +224,10 @@ fn offline_judges_without_powering_on() {
 /// lose-unflushed and kill. The second write smashes the superblock's
 /// magic, so the kill just before the second flush leaves a damaged
 /// filesystem; every other state is clean and without a store.
-const EXPLORE: &str = r#"
-name = "fake-explore"
-[image]
-fixture = "fake-x86_64"
-[machine]
-arch = "x86_64"
-[expect]
-images = ["fixture/redis:1"]
-containers = [{ name = "redis", healthy = true }]
-timeout = "60s"
-[power_cut]
+/// (The single cut's scenario with another [power_cut].)
+fn explore_text() -> String {
+    let head = SCENARIO.split("[power_cut]").next().unwrap().replace("fake-cut", "fake-explore");
+    head + r#"[power_cut]
 at = "airboot-load: loading"
 until = "airboot-load: done"
 points = "all"
@@ -232,11 +235,12 @@ modes = ["lose-unflushed", "kill"]
 sample = 1
 markers = ["/usr/sbin/dockerd", "/var/lib/airboot/images-loaded"]
 seed = 4
-"#;
+"#
+}
 
-fn explore(tmp: &Path, offline: bool) -> Campaign {
-    let disk = disk(tmp);
-    let fixtures = FakeFixtures::new(tmp, disk, &[("fixture/redis:1", RID)], false, true);
+/// The exploration's recorded boot: the trigger, a write to a free block
+/// and a flush, the superblock's magic smashed and a flush, the window's end.
+fn explore_recorded() -> Script {
     let log = encode_log(
         &[
             (EntryKind::Write, false, FIRST.0, 1, FIRST.1),
@@ -249,32 +253,13 @@ fn explore(tmp: &Path, offline: bool) -> Campaign {
     let mut lines =
         vec!["[    0.0] Linux version 6.1.0".to_string(), "airboot-load: loading".into(), "airboot-load: done".into()];
     lines.extend(status(true));
-    let machine = FakeMachine::new(Script { lines, log: vec![log[..512].to_vec(), Vec::new(), log[512..].to_vec()] });
-    for _ in 0..3 {
-        machine.scripts.borrow_mut().push_back(Script { lines: status(true), log: Vec::new() });
-    }
-    let file = tmp.join("fake-explore.toml");
-    std::fs::write(&file, EXPLORE).unwrap();
-    let s = airboot_core::scenario::parse(EXPLORE, &file, &|p| p.is_file()).unwrap();
-    let dir = tmp.join("reports");
-    let opts = CutOptions {
-        seed: None,
-        modes: Vec::new(),
-        report_dir: Some(dir.clone()),
-        offline,
-        jobs: Some(2),
-        recording: None,
-        shard: None,
-        record_only: false,
-        boot: BootOptions::default(),
-    };
-    let mut events = Vec::new();
-    let code = cut(&s, &opts, &Env { machine: &machine, fixtures: &fixtures }, &mut |e| events.push(e)).unwrap();
-    let report = match events.last() {
-        Some(RunEvent::CampaignFinished { report, .. }) => (**report).clone(),
-        other => panic!("the campaign ended with {other:?}"),
-    };
-    Campaign { code, report, events, dir }
+    Script { lines, log: vec![log[..512].to_vec(), Vec::new(), log[512..].to_vec()] }
+}
+
+fn explore(tmp: &Path, offline: bool) -> Campaign {
+    let mut boots = vec![explore_recorded()];
+    boots.extend((0..3).map(|_| Script { lines: status(true), log: Vec::new() }));
+    run(tmp, &explore_text(), &disk(tmp), boots, CutOptions { jobs: Some(2), ..opts(tmp.join("reports"), offline) })
 }
 
 #[test]
@@ -337,69 +322,23 @@ fn an_offline_exploration_powers_nothing_on_and_fails_on_a_damaged_state() {
     assert_eq!(boots, 1, "only the recording");
 }
 
-/// Run the exploration scenario with these options against `disk`.
-fn explore_with(tmp: &Path, disk: &Path, opts: CutOptions, boots: Vec<Script>) -> (i32, airboot_core::report::Report) {
-    let fixtures = FakeFixtures::new(tmp, disk.to_path_buf(), &[("fixture/redis:1", RID)], false, true);
-    let mut boots = boots.into_iter();
-    let machine = FakeMachine::new(boots.next().unwrap_or_default());
-    machine.scripts.borrow_mut().extend(boots);
-    let file = tmp.join("fake-explore.toml");
-    std::fs::write(&file, EXPLORE).unwrap();
-    let s = airboot_core::scenario::parse(EXPLORE, &file, &|p| p.is_file()).unwrap();
-    let mut events = Vec::new();
-    let code = cut(&s, &opts, &Env { machine: &machine, fixtures: &fixtures }, &mut |e| events.push(e)).unwrap();
-    match events.pop() {
-        Some(RunEvent::CampaignFinished { report, dir, .. }) => {
-            // As the report files consumer would.
-            std::fs::write(dir.join("report.json"), serde_json::to_string(&report).unwrap()).unwrap();
-            (code, *report)
-        }
-        other => panic!("the campaign ended with {other:?}"),
-    }
-}
-
-fn offline_opts(dir: PathBuf) -> CutOptions {
-    CutOptions {
-        seed: None,
-        modes: Vec::new(),
-        report_dir: Some(dir),
-        offline: true,
-        jobs: Some(1),
-        recording: None,
-        shard: None,
-        record_only: false,
-        boot: BootOptions::default(),
-    }
-}
-
 #[test]
 fn a_recording_is_kept_and_two_shards_merged_equal_the_unsharded_exploration() {
     let tmp = tempfile::tempdir().unwrap();
     let t = tmp.path();
     let disk = disk(t);
-    let log = encode_log(
-        &[
-            (EntryKind::Write, false, FIRST.0, 1, FIRST.1),
-            (EntryKind::Flush, false, 0, 0, 0),
-            (EntryKind::Write, false, 2, 1, 0xCD),
-            (EntryKind::Flush, false, 0, 0, 0),
-        ],
-        0,
-    );
-    let mut lines =
-        vec!["[    0.0] Linux version 6.1.0".to_string(), "airboot-load: loading".into(), "airboot-load: done".into()];
-    lines.extend(status(true));
-    let recorded = Script { lines, log: vec![log[..512].to_vec(), Vec::new(), log[512..].to_vec()] };
     // Record only: the log and recording.json kept, nothing judged.
-    let (code, r) =
-        explore_with(t, &disk, CutOptions { record_only: true, ..offline_opts(t.join("rec")) }, vec![recorded]);
+    let rec_only = CutOptions { record_only: true, jobs: Some(1), ..opts(t.join("rec"), true) };
+    let Campaign { code, report: r, .. } = run(t, &explore_text(), &disk, vec![explore_recorded()], rec_only);
     assert_eq!(code, 0, "{:?}", r.failures);
     assert!(r.exploration.is_none());
     let rec = t.join("rec/record");
     assert!(rec.join("writes.log").is_file() && rec.join("recording.json").is_file());
     // Unsharded, and two shards, from the recording: no boot at all.
     let judge = |dir: &str, shard| {
-        explore_with(t, &disk, CutOptions { recording: Some(rec.clone()), shard, ..offline_opts(t.join(dir)) }, vec![])
+        let o = CutOptions { recording: Some(rec.clone()), shard, jobs: Some(1), ..opts(t.join(dir), true) };
+        let c = run(t, &explore_text(), &disk, vec![], o);
+        (c.code, c.report)
     };
     let (whole_code, whole) = judge("whole", None);
     let (_, s1) = judge("s1", Some((1, 2)));
