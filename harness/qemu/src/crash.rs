@@ -235,10 +235,17 @@ pub fn extract(disk: &Path, start: u64, len: u64, out: &Path) -> Result<(), Cras
     Ok(())
 }
 
-fn e2fsck(args: &[&str], fs: &Path) -> Result<(i32, String), CrashError> {
+/// Run e2fsck with `args` (then `undo`, the file for `-z`, when given)
+/// on `fs`. Any exit status is a finding (8, "operational error", is a
+/// filesystem e2fsck cannot even open: damaged).
+pub(crate) fn e2fsck(args: &[&str], undo: Option<&Path>, fs: &Path) -> Result<(i32, String), CrashError> {
     let bin = require("e2fsck").map_err(|e| CrashError::Tool(e.to_string()))?;
-    let out =
-        Command::new(bin).args(args).arg(fs).stdin(Stdio::null()).output().map_err(io_err("cannot run e2fsck"))?;
+    let mut cmd = Command::new(bin);
+    cmd.args(args);
+    if let Some(u) = undo {
+        cmd.arg(u);
+    }
+    let out = cmd.arg(fs).stdin(Stdio::null()).output().map_err(io_err("cannot run e2fsck"))?;
     let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     Ok((out.status.code().unwrap_or(-1), text))
 }
@@ -247,22 +254,34 @@ fn e2fsck(args: &[&str], fs: &Path) -> Result<(i32, String), CrashError> {
 /// then check it read-only; if it is not clean, repair it as a boot-time
 /// fsck would so the store can still be read.
 pub fn fsck(fs: &Path) -> Result<FsFindings, CrashError> {
-    let (replay, _) = e2fsck(&["-E", "journal_only", "-y"], fs)?;
-    let (code, text) = e2fsck(&["-f", "-n"], fs)?;
+    let (replay, _) = e2fsck(&["-E", "journal_only", "-y"], None, fs)?;
+    let (code, text) = e2fsck(&["-f", "-n"], None, fs)?;
     if code == 0 {
-        let summary = format!("e2fsck -E journal_only exit {replay}, then -fn exit 0");
-        return Ok(FsFindings { clean: true, summary });
+        return Ok(clean_after_replay(replay));
     }
-    let problems = fsck_problems(&text);
-    let (fixed, _) = e2fsck(&["-f", "-y"], fs)?;
-    Ok(FsFindings {
+    let (fixed, _) = e2fsck(&["-f", "-y"], None, fs)?;
+    Ok(repaired(code, &text, fixed))
+}
+
+/// The findings when the check after journal replay (exit `replay`) was clean.
+pub(crate) fn clean_after_replay(replay: i32) -> FsFindings {
+    FsFindings { clean: true, summary: format!("e2fsck -E journal_only exit {replay}, then -fn exit 0") }
+}
+
+/// The findings when `e2fsck -fn` exited `code` saying `text`, and the
+/// repair exited `fixed`.
+pub(crate) fn repaired(code: i32, text: &str, fixed: i32) -> FsFindings {
+    FsFindings {
         clean: false,
-        summary: format!("e2fsck -fn exit {code}: {problems}; repaired (exit {fixed}) before reading the store"),
-    })
+        summary: format!(
+            "e2fsck -fn exit {code}: {}; repaired (exit {fixed}) before reading the store",
+            fsck_problems(text)
+        ),
+    }
 }
 
 /// The first few lines of what e2fsck found, without its banner and pass names.
-pub(crate) fn fsck_problems(text: &str) -> String {
+fn fsck_problems(text: &str) -> String {
     let problems: Vec<&str> = text
         .lines()
         .filter(|l| !l.starts_with("Pass ") && !l.trim().is_empty() && !l.contains("e2fsck 1."))

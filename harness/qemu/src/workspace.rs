@@ -14,7 +14,7 @@ use std::process::{Command, Stdio};
 use airboot_core::cut::FsFindings;
 use airboot_core::cut::writelog::{EntryKind, Piece, WriteLog};
 
-use crate::crash::{CrashError, extract};
+use crate::crash::{CrashError, clean_after_replay, e2fsck, extract, repaired};
 use crate::process::require;
 
 /// Where working copies go: RAM (`/dev/shm`) when it has room for
@@ -193,13 +193,10 @@ impl Workspace {
         let (code, text) = e2fsck(&["-f", "-n"], None, &self.path)?;
         self.fsck_runs += 2;
         if code == 0 {
-            let fs =
-                FsFindings { clean: true, summary: format!("e2fsck -E journal_only exit {replay}, then -fn exit 0") };
-            return Ok(read(&self.file, fs));
+            return Ok(read(&self.file, clean_after_replay(replay)));
         }
         // Damaged: repair a throwaway copy (a repair rewrites too much,
         // and from backup superblocks, for an undo file to be trusted).
-        let problems = crate::crash::fsck_problems(&text);
         let copy = scratch.join(format!("{}.repair", self.path.file_name().unwrap_or_default().to_string_lossy()));
         let st = Command::new("cp")
             .arg("--sparse=always")
@@ -216,13 +213,7 @@ impl Workspace {
             self.fsck_runs += 1;
             let f = File::open(&copy)
                 .map_err(|source| CrashError::Io { what: format!("cannot open {}", copy.display()), source })?;
-            let fs = FsFindings {
-                clean: false,
-                summary: format!(
-                    "e2fsck -fn exit {code}: {problems}; repaired (exit {fixed}) before reading the store"
-                ),
-            };
-            Ok(read(&f, fs))
+            Ok(read(&f, repaired(code, &text, fixed)))
         })();
         let _ = std::fs::remove_file(&copy);
         result
@@ -233,24 +224,6 @@ impl Drop for Workspace {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.path);
     }
-}
-
-fn e2fsck(args: &[&str], undo: Option<&Path>, fs: &Path) -> Result<(i32, String), CrashError> {
-    let bin = require("e2fsck").map_err(|e| CrashError::Tool(e.to_string()))?;
-    let mut cmd = Command::new(bin);
-    cmd.args(args);
-    if let Some(u) = undo {
-        cmd.arg(u);
-    }
-    let out = cmd
-        .arg(fs)
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|source| CrashError::Io { what: "cannot run e2fsck".into(), source })?;
-    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-    // As `crash::fsck`: any exit status is a finding (8, "operational
-    // error", is a filesystem e2fsck cannot even open: damaged).
-    Ok((out.status.code().unwrap_or(-1), text))
 }
 
 /// Roll back what an e2fsck run recorded in `undo` (no file: it changed nothing).
