@@ -16,6 +16,7 @@ use airboot_model::{Arch, CutMode, DiskFormat, FailureCode, Verdict};
 use airboot_qemu::crash;
 use airboot_qemu::disk::{open_image, sha256_file};
 use airboot_qemu::process::interrupted;
+use airboot_qemu::vm::Recorded;
 use airboot_session::{BootOptions, Env, clock, run_boot};
 
 use crate::CampaignError;
@@ -70,8 +71,7 @@ pub fn cut(s: &Scenario, opts: &CutOptions, env: &Env, sink: &mut dyn EventSink)
             s.file.display()
         )));
     }
-    let exploring = pc.explore.is_some();
-    if (opts.recording.is_some() || opts.shard.is_some() || opts.record_only) && !exploring {
+    if (opts.recording.is_some() || opts.shard.is_some() || opts.record_only) && pc.explore.is_none() {
         return Err(CampaignError::Refused(format!(
             "{}: --recording, --shard and --record-only belong to an exploration: set `points = \"all\"` under [power_cut]",
             s.file.display()
@@ -98,17 +98,80 @@ pub fn cut(s: &Scenario, opts: &CutOptions, env: &Env, sink: &mut dyn EventSink)
     std::fs::File::create(&write_log).map_err(CampaignError::Workdir)?;
 
     sink.event(RunEvent::CampaignStarted { scenario: s.name.clone(), dir: base.clone() });
-    if let Some(rdir) = &opts.recording {
-        let at = Shared { s, pc: &pc, seed, base: &base, work: work.path(), opts, env };
-        return Ok(crate::recording::judge_recording(&at, rdir, sink));
+    let rec_dir = base.join("record");
+    // What to cut: a recording made before, or a boot recorded now.
+    let (mut report, source) = match &opts.recording {
+        Some(rdir) => {
+            let mut report = Report::new(&s.name, &s.file.display().to_string(), clock::now_rfc3339());
+            report.verdict = Verdict::Pass;
+            let source = crate::recording::open(s, rdir, &mut report, sink);
+            (report, source)
+        }
+        None => record(s, &pc, &rec_dir, &write_log, opts, env, sink),
+    };
+    let input = source.as_ref().ok().map(|src| src.input.0.clone());
+    let outcome = source.and_then(|src| {
+        if opts.record_only {
+            let note = format!(
+                "recorded only: judge it with `airboot cut {} --recording {} [--shard K/N]`",
+                s.file.display(),
+                rec_dir.display()
+            );
+            sink.event(RunEvent::CutStep(note.clone()));
+            report.notes.push(note);
+            return Ok(());
+        }
+        let mut c = Campaign {
+            s,
+            pc: &pc,
+            seed,
+            base: &base,
+            work: work.path(),
+            write_log: &src.log,
+            input: src.input,
+            arch: src.arch,
+            opts,
+            env,
+            recording_id: src.recording_id,
+        };
+        c.cut_all(&src.recorded, &mut report, sink)
+    });
+    if let Err(e) = outcome {
+        sink.event(RunEvent::CutStep(format!("error: {e}")));
+        report.error(FailureCode::PowerCut, e, None);
     }
+    let headline = report.exploration.as_ref().map(|x| x.headline.clone());
+    Ok(finish(&base, &mut report, input.as_deref(), opts.offline, headline, sink))
+}
+
+/// What a campaign cuts: a write log, the input image it lies over, and
+/// where the recorder saw its console lines in it.
+pub(crate) struct Source {
+    pub(crate) log: PathBuf,
+    pub(crate) input: (PathBuf, DiskFormat),
+    pub(crate) arch: Arch,
+    pub(crate) recorded: Recorded,
+    /// An exploration's recording (its write log's sha256).
+    pub(crate) recording_id: Option<String>,
+}
+
+/// Record one boot's write stream into `write_log` (its report in
+/// `rec_dir`); an exploration keeps it there as a recording.
+fn record(
+    s: &Scenario,
+    pc: &PowerCutSpec,
+    rec_dir: &Path,
+    write_log: &Path,
+    opts: &CutOptions,
+    env: &Env,
+    sink: &mut dyn EventSink,
+) -> (Report, Result<Source, String>) {
     let rec_opts = BootOptions {
-        write_log: Some(write_log.clone()),
+        write_log: Some(write_log.to_path_buf()),
         record: Some(record_spec(&pc.trigger, pc.until.as_deref(), true)),
         ..opts.boot.clone()
     };
-    let rec_dir = base.join("record");
-    let rec = run_boot(s, &rec_dir, &rec_opts, env, sink);
+    let rec = run_boot(s, rec_dir, &rec_opts, env, sink);
     let mut report = rec.report.clone();
     report.notes.push(format!("the recorded boot's own report: {}/report.json", rec_dir.display()));
     if rec.recorded.as_ref().is_some_and(|r| r.stopped.is_some()) {
@@ -125,50 +188,25 @@ pub fn cut(s: &Scenario, opts: &CutOptions, env: &Env, sink: &mut dyn EventSink)
                 .into(),
         );
     }
-    let outcome = match (&rec.input, rec.arch, &rec.recorded) {
-        (Some(input), Some(arch), Some(recorded)) => (|| {
+    let source = match (rec.input, rec.arch, rec.recorded) {
+        (Some(input), Some(arch), Some(recorded)) if pc.explore.is_some() => {
             // An exploration keeps its recording (shards judge it).
-            let (log, recording_id) = if exploring {
-                let id = crate::recording::keep(s, &rec_dir, &write_log, input, arch, recorded, &report)?;
-                (rec_dir.join(crate::recording::WRITE_LOG), Some(id))
-            } else {
-                (write_log.clone(), None)
-            };
-            if opts.record_only {
-                let note = format!(
-                    "recorded only: judge it with `airboot cut {} --recording {} [--shard K/N]`",
-                    s.file.display(),
-                    rec_dir.display()
-                );
-                sink.event(RunEvent::CutStep(note.clone()));
-                report.notes.push(note);
-                return Ok(());
-            }
-            let mut c = Campaign {
-                s,
-                pc: &pc,
-                seed,
-                base: &base,
-                work: work.path(),
-                write_log: &log,
-                input: input.clone(),
+            crate::recording::keep(s, rec_dir, write_log, &input, arch, &recorded, &report).map(|id| Source {
+                log: rec_dir.join(crate::recording::WRITE_LOG),
+                input,
                 arch,
-                opts,
-                env,
-                recording_id,
-            };
-            c.cut_all(recorded, &mut report, sink)
-        })(),
+                recorded,
+                recording_id: Some(id),
+            })
+        }
+        (Some(input), Some(arch), Some(recorded)) => {
+            Ok(Source { log: write_log.to_path_buf(), input, arch, recorded, recording_id: None })
+        }
         (None, _, _) => Err("the recorded boot did not get as far as the image".into()),
         (_, None, _) => Err("the recorded boot did not get as far as the architecture".into()),
         (_, _, None) => Err("the recorded boot ended before QEMU ran".into()),
     };
-    if let Err(e) = outcome {
-        sink.event(RunEvent::CutStep(format!("error: {e}")));
-        report.error(FailureCode::PowerCut, e, None);
-    }
-    let headline = report.exploration.as_ref().map(|x| x.headline.clone());
-    Ok(finish(&base, &mut report, rec.input.as_ref().map(|i| i.0.as_path()), opts.offline, headline, sink))
+    (report, source)
 }
 
 /// Check the input is unchanged, decide the exit status, and say the
@@ -233,17 +271,6 @@ pub(crate) struct Campaign<'a> {
     pub(crate) recording_id: Option<String>,
 }
 
-/// What a campaign is given before it has a recording.
-pub(crate) struct Shared<'a> {
-    pub(crate) s: &'a Scenario,
-    pub(crate) pc: &'a PowerCutSpec,
-    pub(crate) seed: u64,
-    pub(crate) base: &'a Path,
-    pub(crate) work: &'a Path,
-    pub(crate) opts: &'a CutOptions,
-    pub(crate) env: &'a Env<'a>,
-}
-
 /// A second cut: the first cut it follows, and the recorded boot that
 /// powered the first cut's crash state on (its trigger and write log).
 struct SecondCut<'a> {
@@ -281,7 +308,7 @@ fn read_write_log(path: &Path, disk_size: u64, what: &str) -> Result<WriteLog, S
 impl Campaign<'_> {
     pub(crate) fn cut_all(
         &mut self,
-        recorded: &airboot_qemu::vm::Recorded,
+        recorded: &Recorded,
         report: &mut Report,
         sink: &mut dyn EventSink,
     ) -> Result<(), String> {
@@ -332,8 +359,8 @@ impl Campaign<'_> {
                     trigger: placed.clone(),
                     second_of: None,
                 });
-                let (c, info) = self.new_cut(*mode, placed, position(&log, *entry), cut_seed, &bundle, &state, report);
-                let mut c = c;
+                let (mut c, info) =
+                    self.new_cut(*mode, placed, position(&log, *entry), cut_seed, &bundle, &state, report);
                 // With a second cut, this crash state is powered on even with
                 // --offline: that boot is where the second cut falls.
                 let power_on = !self.opts.offline || self.pc.recovery.is_some();

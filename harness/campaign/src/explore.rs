@@ -125,7 +125,8 @@ impl Campaign<'_> {
         sink: &mut dyn EventSink,
     ) -> Result<(), String> {
         let until = self.pc.until.as_deref().ok_or("an exploration needs power_cut.until")?;
-        let (from, to, between) = window(&self.pc.trigger, until, log, recorded).map_err(|e| e.0)?;
+        let w = window(&self.pc.trigger, until, log, recorded).map_err(|e| e.0)?;
+        let (from, to, between) = (w.from, w.to, w.between());
         let points = explore::points(log, from, to);
         if points.is_empty() {
             return Err(format!("no flush or FUA write {between}: nothing a power cut could lose there"));
@@ -230,10 +231,8 @@ impl Campaign<'_> {
             .clone()
             .map(|i| {
                 let s = &specs[i];
-                let mut x =
-                    explored(i, s, &points[s.point], &crash[i], same_as[i], found[same_as[i].unwrap_or(i)].as_ref());
-                x.key = format!("{:016x}", keys[i]);
-                x
+                let judged = found[same_as[i].unwrap_or(i)].as_ref();
+                explored(i, s, &points[s.point], &crash[i], keys[i], same_as[i], judged)
             })
             .collect();
         let mut classes = explore::classify(&mut states);
@@ -431,6 +430,7 @@ fn explored(
     spec: &StateSpec,
     point: &explore::Point,
     st: &CrashState,
+    key: u64,
     same_as: Option<usize>,
     found: Option<&Result<Offline, String>>,
 ) -> ExploredState {
@@ -443,7 +443,7 @@ fn explored(
         seed: spec.seed,
         lost_writes: st.lost_writes,
         torn_writes: st.torn_writes,
-        key: String::new(),
+        key: format!("{key:016x}"),
         same_as,
         fs_clean: None,
         store: None,

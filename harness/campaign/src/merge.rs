@@ -9,10 +9,12 @@ use airboot_core::report::Report;
 use airboot_model::Verdict;
 
 /// Read each folder's report.json, join their explorations, and say the
-/// merged campaign finished (the report files are the sink's to write).
-/// Returns the exit status: 0 every state survived, 1 some did not, 2
-/// the shards do not make one exploration (said on the error).
-pub fn merge(dirs: &[PathBuf], out: &Path, sink: &mut dyn EventSink) -> Result<i32, String> {
+/// merged campaign finished in `out` (default
+/// `reports/<date>-<time>-merged-<scenario>`; the report files are the
+/// sink's to write). Returns the exit status as `airboot cut` decides it
+/// (0 every state survived, 1 some did not, 2 could not judge); an error
+/// when the folders are not the shards of one exploration.
+pub fn merge(dirs: &[PathBuf], out: Option<&Path>, sink: &mut dyn EventSink) -> Result<i32, String> {
     let mut reports = Vec::new();
     for d in dirs {
         let path = d.join("report.json");
@@ -48,25 +50,12 @@ pub fn merge(dirs: &[PathBuf], out: &Path, sink: &mut dyn EventSink) -> Result<i
         parts.push(*r.exploration.expect("checked above"));
     }
     let x = explore::merge(parts)?;
-    let offline = x.offline;
-    let errors = merged.verdict == Verdict::Error || x.states.iter().any(|s| s.error.is_some());
-    let code = if errors {
-        2
-    } else if x.tally.survived == x.tally.with_outcome {
-        0
-    } else {
-        1
-    };
-    let headline = x.headline.clone();
+    let (offline, headline) = (x.offline, x.headline.clone());
     merged.exploration = Some(Box::new(x));
-    std::fs::create_dir_all(out).map_err(|e| format!("cannot create the report folder {}: {e}", out.display()))?;
-    sink.event(RunEvent::CampaignStarted { scenario: merged.scenario.clone(), dir: out.to_path_buf() });
-    sink.event(RunEvent::CampaignFinished {
-        report: Box::new(merged),
-        dir: out.to_path_buf(),
-        offline,
-        exit_code: code,
-        headline: Some(headline),
+    let out = out.map(Path::to_path_buf).unwrap_or_else(|| {
+        PathBuf::from("reports").join(format!("{}-merged-{}", airboot_session::clock::stamp(), merged.scenario))
     });
-    Ok(code)
+    std::fs::create_dir_all(&out).map_err(|e| format!("cannot create the report folder {}: {e}", out.display()))?;
+    sink.event(RunEvent::CampaignStarted { scenario: merged.scenario.clone(), dir: out.clone() });
+    Ok(crate::exec::finish(&out, &mut merged, None, offline, Some(headline), sink))
 }

@@ -3,7 +3,7 @@
 //! in it.
 
 use airboot_core::cut::writelog::{Count, WriteLog, sweep_points};
-use airboot_core::cut::{CutPosition, StopRule};
+use airboot_core::cut::{CutPosition, MarkSeen, StopRule};
 use airboot_core::scenario::{CutAfter, CutTrigger};
 use airboot_qemu::vm::{RecordSpec, Recorded};
 
@@ -47,26 +47,36 @@ pub fn record_spec(t: &CutTrigger, until: Option<&str>, pause: bool) -> RecordSp
 }
 
 /// A sweep's window in the recording: entries `from..to` of the log,
-/// from the trigger's match to the first `until` line after it, and a
-/// phrase naming both lines.
-pub fn window(
+/// from the trigger's match (`at`) to the first `until` line after it.
+pub struct Window<'r> {
+    pub from: usize,
+    pub to: usize,
+    pub at: &'r MarkSeen,
+    pub until: &'r MarkSeen,
+}
+
+impl Window<'_> {
+    /// The two lines, for messages.
+    pub fn between(&self) -> String {
+        let (a, u) = (self.at, self.until);
+        format!("between {:?} at {:.1}s and {:?} at {:.1}s", a.line, a.t_s, u.line, u.t_s)
+    }
+}
+
+pub fn window<'r>(
     t: &CutTrigger,
     until_re: &str,
     log: &WriteLog,
-    recorded: &Recorded,
-) -> Result<(usize, usize, String), PlanError> {
+    recorded: &'r Recorded,
+) -> Result<Window<'r>, PlanError> {
     let at = trigger_seen(t, recorded)?;
     let until = recorded.seen.iter().find(|m| m.mark == "until" && m.t_s >= at.t_s).ok_or_else(|| {
         PlanError(format!("the console never showed power_cut.until = {until_re:?} after `at`: the sweep has no end"))
     })?;
-    Ok((
-        log.entries_within(at.log_len),
-        log.entries_within(until.log_len),
-        format!("between {:?} at {:.1}s and {:?} at {:.1}s", at.line, at.t_s, until.line, until.t_s),
-    ))
+    Ok(Window { from: log.entries_within(at.log_len), to: log.entries_within(until.log_len), at, until })
 }
 
-fn trigger_seen<'r>(t: &CutTrigger, recorded: &'r Recorded) -> Result<&'r airboot_core::cut::MarkSeen, PlanError> {
+fn trigger_seen<'r>(t: &CutTrigger, recorded: &'r Recorded) -> Result<&'r MarkSeen, PlanError> {
     recorded.seen.iter().find(|m| m.mark == "at" && m.nth == t.matching).ok_or_else(|| {
         let hint = if t.probe_event {
             " (the probe prints an `AIRBOOT-EVENT v1 layer-load` line for each layer of a Docker load it sees; a layer \
@@ -88,15 +98,9 @@ pub fn cut_points(
     log: &WriteLog,
     recorded: &Recorded,
 ) -> Result<Vec<CutPoint>, PlanError> {
-    let at = trigger_seen(t, recorded)?;
-    let from = log.entries_within(at.log_len);
     if let Some(until_re) = until {
-        let until = recorded.seen.iter().find(|m| m.mark == "until" && m.t_s >= at.t_s).ok_or_else(|| {
-            PlanError(format!(
-                "the console never showed power_cut.until = {until_re:?} after `at`: the sweep has no end"
-            ))
-        })?;
-        let to = log.entries_within(until.log_len);
+        let w = window(t, until_re, log, recorded)?;
+        let (from, to, at, until) = (w.from, w.to, w.at, w.until);
         let points = sweep_points(log, from, to, points);
         if points.is_empty() {
             return Err(PlanError(format!(
@@ -111,17 +115,16 @@ pub fn cut_points(
             .map(|(k, e)| CutPoint {
                 entry: e,
                 placed: format!(
-                    "sweep point {} of {n}: just before flush #{} (between {:?} at {:.1}s and {:?} at {:.1}s)",
+                    "sweep point {} of {n}: just before flush #{} ({})",
                     k + 1,
                     log.counts(e).1 + 1,
-                    at.line,
-                    at.t_s,
-                    until.line,
-                    until.t_s
+                    w.between()
                 ),
             })
             .collect());
     }
+    let at = trigger_seen(t, recorded)?;
+    let from = log.entries_within(at.log_len);
     let counted = |what: Count, n: u64, unit: &str| -> Result<CutPoint, PlanError> {
         let base = log.counts(from);
         let target = match what {

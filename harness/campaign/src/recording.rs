@@ -73,13 +73,8 @@ impl RecordingInfo {
 
 pub fn log_sha256(log: &Path) -> Result<String, String> {
     airboot_qemu::disk::sha256_file(log)
-        .map(|h| if h.starts_with("sha256:") { h } else { format!("sha256:{h}") })
+        .map(|h| format!("sha256:{h}"))
         .map_err(|e| format!("cannot hash the write log {}: {e}", log.display()))
-}
-
-/// Where the input image of a recording is: `given`, else where it was.
-pub fn input_path(info: &RecordingInfo, given: Option<&Path>) -> PathBuf {
-    given.map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from(&info.input))
 }
 
 /// Keep a recorded boot's write log in its `record/` folder, with
@@ -115,73 +110,46 @@ pub(crate) fn keep(
     Ok(sha)
 }
 
-/// An exploration of a recording made before (`--recording DIR`),
-/// perhaps a shard of it: no boot is recorded. Returns the exit status.
-pub(crate) fn judge_recording(
-    at: &crate::exec::Shared,
+/// A recording made before (`--recording DIR`) as what a campaign cuts:
+/// its log and marks checked, its input image found where it was and
+/// checked by sha256, and `report` told what it is.
+pub(crate) fn open(
+    s: &airboot_core::scenario::Scenario,
     rdir: &Path,
+    report: &mut airboot_core::report::Report,
     sink: &mut dyn airboot_core::event::EventSink,
-) -> i32 {
+) -> Result<crate::exec::Source, String> {
     use airboot_core::event::RunEvent;
-    use airboot_model::FailureCode;
-    let s = at.s;
-    let mut report = airboot_core::report::Report::new(
-        &s.name,
-        &s.file.display().to_string(),
-        airboot_session::clock::now_rfc3339(),
-    );
-    report.verdict = airboot_model::Verdict::Pass;
-    let mut input_path = None;
-    let outcome = (|| {
-        sink.event(RunEvent::CutStep(format!("reading the recording {}", rdir.display())));
-        let info = RecordingInfo::read(rdir)?;
-        if info.scenario != s.name {
-            return Err(format!("{} is a recording of scenario {:?}, not {:?}", rdir.display(), info.scenario, s.name));
-        }
-        let input = input_path.insert(input_path_of(&info));
-        sink.event(RunEvent::CutStep(format!("hashing {}", input.display())));
-        let sha = airboot_qemu::disk::sha256_file(input).map_err(|e| {
-            format!(
-                "the recording's input image {}: {e} (shards need the same image the recording was made from)",
-                input.display()
-            )
-        })?;
-        if sha != info.input_sha256 {
-            return Err(format!(
-                "{} is not the image the recording was made from (sha256 differs): a recording is a delta over that exact image",
-                input.display()
-            ));
-        }
-        report.arch = Some(info.arch);
-        report.image.path = Some(info.input.clone());
-        report.image.sha256_before = Some(sha);
-        report.qemu.argv = info.record_argv.clone();
-        report.notes.push(format!("explored from the recording {}", rdir.display()));
-        let format = airboot_qemu::disk::detect_format(input).map_err(|e| e.to_string())?;
-        let log = rdir.join(WRITE_LOG);
-        let mut c = crate::exec::Campaign {
-            s,
-            pc: at.pc,
-            seed: at.seed,
-            base: at.base,
-            work: at.work,
-            write_log: &log,
-            input: (input.clone(), format),
-            arch: info.arch,
-            opts: at.opts,
-            env: at.env,
-            recording_id: Some(info.write_log_sha256.clone()),
-        };
-        c.cut_all(&info.recorded(), &mut report, sink)
-    })();
-    if let Err(e) = outcome {
-        sink.event(RunEvent::CutStep(format!("error: {e}")));
-        report.error(FailureCode::PowerCut, e, None);
+    sink.event(RunEvent::CutStep(format!("reading the recording {}", rdir.display())));
+    let info = RecordingInfo::read(rdir)?;
+    if info.scenario != s.name {
+        return Err(format!("{} is a recording of scenario {:?}, not {:?}", rdir.display(), info.scenario, s.name));
     }
-    let headline = report.exploration.as_ref().map(|x| x.headline.clone());
-    crate::exec::finish(at.base, &mut report, input_path.as_deref(), at.opts.offline, headline, sink)
-}
-
-fn input_path_of(info: &RecordingInfo) -> PathBuf {
-    input_path(info, None)
+    let input = PathBuf::from(&info.input);
+    sink.event(RunEvent::CutStep(format!("hashing {}", input.display())));
+    let sha = airboot_qemu::disk::sha256_file(&input).map_err(|e| {
+        format!(
+            "the recording's input image {}: {e} (shards need the same image the recording was made from)",
+            input.display()
+        )
+    })?;
+    if sha != info.input_sha256 {
+        return Err(format!(
+            "{} is not the image the recording was made from (sha256 differs): a recording is a delta over that exact image",
+            input.display()
+        ));
+    }
+    report.arch = Some(info.arch);
+    report.image.path = Some(info.input.clone());
+    report.image.sha256_before = Some(sha);
+    report.qemu.argv = info.record_argv.clone();
+    report.notes.push(format!("explored from the recording {}", rdir.display()));
+    let format = airboot_qemu::disk::detect_format(&input).map_err(|e| e.to_string())?;
+    Ok(crate::exec::Source {
+        log: rdir.join(WRITE_LOG),
+        input: (input, format),
+        arch: info.arch,
+        recorded: info.recorded(),
+        recording_id: Some(info.write_log_sha256),
+    })
 }

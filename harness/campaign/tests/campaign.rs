@@ -351,7 +351,7 @@ fn a_recording_is_kept_and_two_shards_merged_equal_the_unsharded_exploration() {
     // Merged: the same states, classes and tally as the unsharded run.
     let mut events = Vec::new();
     let code =
-        airboot_campaign::merge::merge(&[t.join("s2"), t.join("s1")], &t.join("merged"), &mut |e| events.push(e));
+        airboot_campaign::merge::merge(&[t.join("s2"), t.join("s1")], Some(&t.join("merged")), &mut |e| events.push(e));
     let Some(RunEvent::CampaignFinished { report: merged, .. }) = events.pop() else {
         panic!("no merged report: {code:?}; shard 1 {:?}, shard 2 {:?}", s1.failures, s2.failures)
     };
@@ -366,7 +366,7 @@ fn a_recording_is_kept_and_two_shards_merged_equal_the_unsharded_exploration() {
     assert_eq!(view(m), view(w));
     // Shards of one exploration only: a missing shard is named.
     let mut ev = Vec::new();
-    let e = airboot_campaign::merge::merge(&[t.join("s1")], &t.join("m2"), &mut |e| ev.push(e)).unwrap_err();
+    let e = airboot_campaign::merge::merge(&[t.join("s1")], Some(&t.join("m2")), &mut |e| ev.push(e)).unwrap_err();
     assert!(e.contains("2 state(s) missing"), "{e}");
     // A recording whose log was changed is refused.
     std::fs::write(rec.join("writes.log"), b"not the log").unwrap();

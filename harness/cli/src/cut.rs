@@ -39,16 +39,8 @@ pub fn repro(bundle: &Path, report_dir: Option<PathBuf>, input: Option<PathBuf>,
 
 /// `airboot report --merge DIR...`: shard reports joined into one.
 pub fn merge(dirs: &[PathBuf], report_dir: Option<PathBuf>) -> i32 {
-    let name = dirs
-        .first()
-        .and_then(|d| std::fs::read_to_string(d.join("report.json")).ok())
-        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
-        .and_then(|v| v["scenario"].as_str().map(str::to_string))
-        .unwrap_or_else(|| "exploration".into());
-    let out = report_dir
-        .unwrap_or_else(|| PathBuf::from("reports").join(format!("{}-merged-{name}", airboot_session::clock::stamp())));
     let (mut files, mut terminal) = (ReportFiles::new(None), Terminal::default());
-    match airboot_campaign::merge::merge(dirs, &out, &mut Fanout(vec![&mut files, &mut terminal])) {
+    match airboot_campaign::merge::merge(dirs, report_dir.as_deref(), &mut Fanout(vec![&mut files, &mut terminal])) {
         Err(e) => {
             eprintln!("error: {e}");
             2
