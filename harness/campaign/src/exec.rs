@@ -39,6 +39,9 @@ pub struct CutOptions {
     /// An exploration: judge the states of this recording (a campaign's
     /// `record/` folder) instead of recording a boot.
     pub recording: Option<PathBuf>,
+    /// With `recording`: its input image, when not where the recording
+    /// says (the same sha256).
+    pub input: Option<PathBuf>,
     /// An exploration: judge only slice `k` of `n` (from 1) of its states.
     pub shard: Option<(usize, usize)>,
     /// An exploration: record the boot and keep the recording, judge nothing.
@@ -77,6 +80,11 @@ pub fn cut(s: &Scenario, opts: &CutOptions, env: &Env, sink: &mut dyn EventSink)
             s.file.display()
         )));
     }
+    if opts.input.is_some() && opts.recording.is_none() {
+        return Err(CampaignError::Refused(
+            "--input names the image under a recording: give it with --recording DIR".into(),
+        ));
+    }
     if opts.recording.is_some() && opts.record_only {
         return Err(CampaignError::Refused(
             "--record-only makes a recording and --recording judges one: give one of them".into(),
@@ -104,7 +112,7 @@ pub fn cut(s: &Scenario, opts: &CutOptions, env: &Env, sink: &mut dyn EventSink)
         Some(rdir) => {
             let mut report = Report::new(&s.name, &s.file.display().to_string(), clock::now_rfc3339());
             report.verdict = Verdict::Pass;
-            let source = crate::recording::open(s, rdir, &mut report, sink);
+            let source = crate::recording::open(s, rdir, opts.input.as_deref(), &mut report, sink);
             (report, source)
         }
         None => record(s, &pc, &rec_dir, &write_log, opts, env, sink),

@@ -8,14 +8,15 @@
 //! every other member inherits its representative's outcome.
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::time::Instant;
 
-use airboot_core::cut::FsFindings;
 use airboot_core::cut::explore::{self, Exploration, ExploredState, StateClass, StateSpec, fingerprint, state_key};
 use airboot_core::cut::store::StoreCheck;
 use airboot_core::cut::writelog::{CrashState, WriteLog, crash_state};
+use airboot_core::cut::{FsFindings, PowerCut};
 use airboot_core::disk::ext4::Ext4;
 use airboot_core::event::{EventSink, RunEvent};
 use airboot_core::report::Report;
@@ -25,6 +26,7 @@ use airboot_qemu::process::interrupted;
 use airboot_qemu::vm::Recorded;
 use airboot_qemu::workspace::{Workspace, scratch_dir};
 
+use crate::bundle::BundleInfo;
 use crate::exec::{Campaign, Job};
 use crate::judge::Judge;
 use crate::plan::{position, window};
@@ -240,9 +242,10 @@ impl Campaign<'_> {
             "{} class(es) of state by what decides their fate (filesystem, store per image and layer, markers)",
             classes.len()
         )));
+        let mut boots = (0, String::new(), 0.0);
         if !self.opts.offline {
             let on = Slice { specs: &specs, crash: &crash, base: range.start };
-            self.power_on(&mut classes, &mut states, ex.sample, &on, log, judge, report, sink);
+            boots = self.power_on(&mut classes, &mut states, ex.sample, &on, log, judge, report, sink);
         }
         let t = explore::tally(points.len(), &states, &classes, self.opts.offline);
         let headline = t.headline(self.opts.offline);
@@ -264,6 +267,9 @@ impl Campaign<'_> {
             jobs,
             scratch: scratch.display().to_string(),
             fsck_runs,
+            boot_jobs: boots.0,
+            boot_jobs_why: boots.1,
+            boot_s: boots.2,
             cross_checked: cross.0,
             cross_check_mismatches: cross.1.clone(),
             classes,
@@ -339,8 +345,10 @@ impl Campaign<'_> {
         (checked, mismatches)
     }
 
-    /// Power on each class's representative and its sampled members; give
-    /// every member its outcome (inherited unless it was powered on).
+    /// Power on each class's representative and its sampled members, up to
+    /// `--jobs` at once (each boot on its own thread, in its own working
+    /// folder); give every member its outcome (inherited unless it was
+    /// powered on). Returns how many booted at once, why, and the wall time.
     #[allow(clippy::too_many_arguments)]
     fn power_on(
         &self,
@@ -352,67 +360,144 @@ impl Campaign<'_> {
         judge: &Judge,
         report: &mut Report,
         sink: &mut dyn EventSink,
-    ) {
+    ) -> (usize, String, f64) {
         let mut boots: Vec<(usize, usize, bool)> =
             classes.iter().enumerate().map(|(k, c)| (k, c.representative, true)).collect();
         boots.extend(explore::sample(classes, sample, self.seed).into_iter().map(|(k, m)| (k, m, false)));
         let n = boots.len();
-        for (j, (k, i, rep)) in boots.into_iter().enumerate() {
-            if interrupted() {
-                return;
+        let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
+        let m = &self.s.machine;
+        let (mut jobs, mut why) = explore::boot_jobs(self.opts.jobs, n, cores, m.cpus, m.memory_mib, available_mib());
+        // A working folder per boot under way: the first is the campaign's.
+        let mut wdirs = vec![judge.work.to_path_buf()];
+        for w in 1..jobs {
+            let d = judge.work.join(format!("boot-{w}"));
+            if let Err(e) = std::fs::create_dir_all(&d) {
+                why = format!("{} at once: cannot make a working folder {}: {e}", wdirs.len(), d.display());
+                break;
             }
-            let spec = &on.specs[i];
-            let at = i - on.base;
-            let placed = format!(
-                "exploration state {} ({} {}, draw {}), class {} {}",
-                i,
-                states[at].point,
-                spec.mode.as_str(),
-                spec.variant,
-                k + 1,
-                if rep { "representative" } else { "sampled member" }
-            );
-            let name = if rep { format!("class-{:02}", k + 1) } else { format!("class-{:02}-state-{i}", k + 1) };
-            let bundle = self.base.join(name);
-            sink.event(RunEvent::CutStarted {
-                k: j + 1,
-                n,
-                mode: spec.mode,
-                write: log.counts(spec.entry).0,
-                trigger: placed.clone(),
-                second_of: None,
-            });
-            let (mut c, info) =
-                self.new_cut(spec.mode, &placed, position(log, spec.entry), spec.seed, &bundle, &on.crash[i], report);
-            let console = self.base.join("record/console.log");
-            let job = Job {
-                bundle: &bundle,
-                from: (&self.input.0, self.input.1),
-                log: self.write_log,
-                state: &on.crash[i],
-                console: &console,
-                info: &info,
-                power_on: true,
-                recovery: None,
-            };
-            if let Err(e) = self.make_and_judge(judge, job, &mut c, sink) {
-                c.error = Some(e);
+            wdirs.push(d);
+        }
+        jobs = wdirs.len();
+        sink.event(RunEvent::CutStep(format!("powering {n} state(s) on, {why}")));
+        // Everything a boot needs, made here: its cut, its bundle's info.
+        let planned: Vec<Planned> = boots
+            .iter()
+            .enumerate()
+            .map(|(j, &(k, i, rep))| {
+                let spec = &on.specs[i];
+                let placed = format!(
+                    "exploration state {} ({} {}, draw {}), class {} {}",
+                    i,
+                    states[i - on.base].point,
+                    spec.mode.as_str(),
+                    spec.variant,
+                    k + 1,
+                    if rep { "representative" } else { "sampled member" }
+                );
+                let name = if rep { format!("class-{:02}", k + 1) } else { format!("class-{:02}-state-{i}", k + 1) };
+                let bundle = self.base.join(&name);
+                let (cut, info) = self.new_cut(
+                    spec.mode,
+                    &placed,
+                    position(log, spec.entry),
+                    spec.seed,
+                    &bundle,
+                    &on.crash[i],
+                    report,
+                );
+                let started = RunEvent::CutStarted {
+                    k: j + 1,
+                    n,
+                    mode: spec.mode,
+                    write: log.counts(spec.entry).0,
+                    trigger: placed,
+                    second_of: None,
+                };
+                Planned { name, bundle, cut, info, started }
+            })
+            .collect();
+        let console = self.base.join("record/console.log");
+        let next = AtomicUsize::new(0);
+        let t0 = Instant::now();
+        let before = report.power_cuts.len();
+        let mut done: Vec<Option<PowerCut>> = vec![None; n];
+        std::thread::scope(|scope| {
+            let (tx, rx) = mpsc::channel::<Msg>();
+            for wdir in &wdirs {
+                let (tx, next, planned, console, boots) = (tx.clone(), &next, &planned, &console, &boots);
+                scope.spawn(move || {
+                    let mine = Judge { work: wdir, ..judge.clone() };
+                    loop {
+                        let j = next.fetch_add(1, Ordering::SeqCst);
+                        if j >= planned.len() || interrupted() {
+                            break;
+                        }
+                        let p = &planned[j];
+                        let mut out = Forward { tx: &tx, label: (jobs > 1).then(|| p.name.clone()) };
+                        out.event(p.started.clone());
+                        let i = boots[j].1;
+                        let job = Job {
+                            bundle: &p.bundle,
+                            from: (&self.input.0, self.input.1),
+                            log: self.write_log,
+                            state: &on.crash[i],
+                            console,
+                            info: &p.info,
+                            power_on: true,
+                            recovery: None,
+                        };
+                        let mut c = p.cut.clone();
+                        if let Err(e) = self.make_and_judge(&mine, job, &mut c, &mut out) {
+                            c.error = Some(e);
+                        }
+                        if tx.send(Msg::Done(j, Box::new(c))).is_err() {
+                            break;
+                        }
+                    }
+                });
             }
-            let outcome = c.outcome;
-            if rep {
-                classes[k].outcome = outcome;
-                classes[k].bundle = Some(bundle.display().to_string());
-                classes[k].evidence = c.evidence.iter().take(8).cloned().collect();
-            } else {
-                classes[k].sampled.push((i, outcome));
+            drop(tx);
+            for msg in rx {
+                let (j, c) = match msg {
+                    Msg::Event(e) => {
+                        sink.event(e);
+                        continue;
+                    }
+                    Msg::Done(j, c) => (j, *c),
+                };
+                let (k, i, rep) = boots[j];
+                let outcome = c.outcome;
+                if rep {
+                    classes[k].outcome = outcome;
+                    classes[k].bundle = Some(planned[j].bundle.display().to_string());
+                    classes[k].evidence = c.evidence.iter().take(8).cloned().collect();
+                } else {
+                    classes[k].sampled.push((i, outcome));
+                }
+                states[i - on.base].outcome = outcome;
+                done[j] = Some(c.clone());
+                // In boot order, whichever finished first.
+                report.power_cuts.truncate(before);
+                report.power_cuts.extend(done.iter().flatten().cloned());
+                sink.event(RunEvent::CutJudged {
+                    cut: Box::new(c),
+                    report: Box::new(report.clone()),
+                    dir: self.base.to_path_buf(),
+                });
             }
-            states[at].outcome = outcome;
-            report.power_cuts.push(c.clone());
-            sink.event(RunEvent::CutJudged {
-                cut: Box::new(c),
-                report: Box::new(report.clone()),
-                dir: self.base.to_path_buf(),
-            });
+        });
+        for d in &wdirs[1..] {
+            let _ = std::fs::remove_dir_all(d);
+        }
+        // The sampled members in boot order, however the boots finished.
+        for c in classes.iter_mut() {
+            c.sampled.clear();
+        }
+        for (j, &(k, i, rep)) in boots.iter().enumerate() {
+            if let (false, Some(c)) = (rep, &done[j]) {
+                classes[k].sampled.push((i, c.outcome));
+            }
         }
         let observed: Vec<bool> = states.iter().map(|s| s.outcome.is_some()).collect();
         for (s, seen) in states.iter_mut().zip(observed) {
@@ -421,7 +506,56 @@ impl Campaign<'_> {
                 s.inherited = s.outcome.is_some();
             }
         }
+        (jobs, why, t0.elapsed().as_secs_f64())
     }
+}
+
+/// One power-on, planned before any boots.
+struct Planned {
+    /// Its bundle's folder name (`class-NN`, `class-NN-state-I`): the
+    /// label of its progress lines when several boot at once.
+    name: String,
+    bundle: PathBuf,
+    cut: PowerCut,
+    info: BundleInfo,
+    started: RunEvent,
+}
+
+/// What a boot worker sends the campaign's thread.
+enum Msg {
+    Event(RunEvent),
+    Done(usize, Box<PowerCut>),
+}
+
+/// A boot worker's events, sent to the campaign's thread. With several
+/// boots at once, a boot's progress lines are labelled with its bundle,
+/// and the lines that would not say whose they are (the probe's status,
+/// the accelerator and transport chosen again) are left out; what writes
+/// reports passes unchanged.
+struct Forward<'a> {
+    tx: &'a mpsc::Sender<Msg>,
+    label: Option<String>,
+}
+
+impl EventSink for Forward<'_> {
+    fn event(&mut self, e: RunEvent) {
+        let e = match (&self.label, e) {
+            (None, e) => e,
+            (Some(l), RunEvent::CutStep(s)) => RunEvent::CutStep(format!("[{l}] {s}")),
+            (Some(l), RunEvent::Milestone(m)) => RunEvent::CutStep(format!("[{l}] {:>7.1}s {}", m.t_s, m.name)),
+            (Some(l), RunEvent::Refused(f)) => RunEvent::CutStep(format!("[{l}] {f}")),
+            (Some(_), e @ (RunEvent::BootFinished { .. } | RunEvent::CutStarted { .. })) => e,
+            (Some(_), _) => return,
+        };
+        let _ = self.tx.send(Msg::Event(e));
+    }
+}
+
+/// The host's available memory in MiB (`MemAvailable`), if it says.
+fn available_mib() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    line.split_whitespace().nth(1)?.parse::<u64>().ok().map(|kib| kib / 1024)
 }
 
 /// One state as reported, from what judging its bytes found.

@@ -16,6 +16,7 @@ use crate::plan::record_spec;
 
 /// What judging needs: the scenario, where the root filesystem is on the
 /// disk, the images to look for, a scratch folder, and where to boot.
+#[derive(Clone)]
 pub struct Judge<'a> {
     pub s: &'a Scenario,
     /// Byte offset and length of the root filesystem on the virtual disk.

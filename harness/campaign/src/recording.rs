@@ -111,11 +111,12 @@ pub(crate) fn keep(
 }
 
 /// A recording made before (`--recording DIR`) as what a campaign cuts:
-/// its log and marks checked, its input image found where it was and
-/// checked by sha256, and `report` told what it is.
+/// its log and marks checked, its input image found where it was (or at
+/// `input`) and checked by sha256, and `report` told what it is.
 pub(crate) fn open(
     s: &airboot_core::scenario::Scenario,
     rdir: &Path,
+    input: Option<&Path>,
     report: &mut airboot_core::report::Report,
     sink: &mut dyn airboot_core::event::EventSink,
 ) -> Result<crate::exec::Source, String> {
@@ -125,11 +126,12 @@ pub(crate) fn open(
     if info.scenario != s.name {
         return Err(format!("{} is a recording of scenario {:?}, not {:?}", rdir.display(), info.scenario, s.name));
     }
-    let input = PathBuf::from(&info.input);
+    let input = input.map_or_else(|| PathBuf::from(&info.input), Path::to_path_buf);
     sink.event(RunEvent::CutStep(format!("hashing {}", input.display())));
     let sha = airboot_qemu::disk::sha256_file(&input).map_err(|e| {
         format!(
-            "the recording's input image {}: {e} (shards need the same image the recording was made from)",
+            "the recording's input image {}: {e} (shards need the image the recording was made from: \
+             give its path here with --input)",
             input.display()
         )
     })?;
@@ -140,10 +142,13 @@ pub(crate) fn open(
         ));
     }
     report.arch = Some(info.arch);
-    report.image.path = Some(info.input.clone());
+    report.image.path = Some(input.display().to_string());
     report.image.sha256_before = Some(sha);
     report.qemu.argv = info.record_argv.clone();
     report.notes.push(format!("explored from the recording {}", rdir.display()));
+    if input.as_os_str() != info.input.as_str() {
+        report.notes.push(format!("its input image, recorded at {}, is at {} here", info.input, input.display()));
+    }
     let format = airboot_qemu::disk::detect_format(&input).map_err(|e| e.to_string())?;
     Ok(crate::exec::Source {
         log: rdir.join(WRITE_LOG),

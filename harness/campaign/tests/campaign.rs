@@ -115,6 +115,7 @@ fn opts(dir: PathBuf, offline: bool) -> CutOptions {
         offline,
         jobs: None,
         recording: None,
+        input: None,
         shard: None,
         record_only: false,
         boot: BootOptions::default(),
@@ -127,7 +128,7 @@ fn run(tmp: &Path, text: &str, disk: &Path, boots: Vec<Script>, opts: CutOptions
     let fixtures = FakeFixtures::new(tmp, disk.to_path_buf(), &[("fixture/redis:1", RID)], false, true);
     let mut boots = boots.into_iter();
     let machine = FakeMachine::new(boots.next().unwrap_or_default());
-    machine.scripts.borrow_mut().extend(boots);
+    machine.scripts.lock().unwrap().extend(boots);
     let file = tmp.join("fake-cut.toml");
     std::fs::write(&file, text).unwrap();
     let s = airboot_core::scenario::parse(text, &file, &|p| p.is_file()).unwrap();
@@ -289,6 +290,17 @@ fn an_exploration_judges_every_state_in_place_and_powers_on_one_per_class() {
     assert_eq!(c.report.power_cuts.len(), 3);
     assert_eq!(x.tally.sampled, 1);
     assert_eq!(x.tally.sample_mismatches, 0);
+    // --jobs 2: two boots at once, each labelling its progress lines.
+    assert_eq!((x.boot_jobs, x.boot_jobs_why.as_str()), (2, "2 at once (--jobs)"));
+    let steps: Vec<&str> =
+        c.events.iter().filter_map(|e| if let RunEvent::CutStep(s) = e { Some(s.as_str()) } else { None }).collect();
+    assert!(steps.iter().any(|s| s.starts_with("[class-02] crash state: filesystem DAMAGED")), "{steps:#?}");
+    assert!(!c.events.iter().any(|e| matches!(e, RunEvent::GuestStatus { .. })), "unlabelled lines are left out");
+    let boots = c.events.iter().filter(|e| matches!(e, RunEvent::BootFinished { .. })).count();
+    assert_eq!(boots, 4, "the recording and three power-ons, each writing its report");
+    let cuts: Vec<&str> = c.report.power_cuts.iter().map(|p| p.bundle.rsplit('/').next().unwrap()).collect();
+    assert_eq!(cuts[..2], ["class-01", "class-02"], "in boot order: {cuts:?}");
+    assert!(c.report.power_cuts.iter().all(|p| p.outcome.is_some() && p.error.is_none()));
     assert!(x.states.iter().all(|s| s.outcome.is_some()), "every state has an outcome: {:#?}", x.states);
     assert_eq!(x.states.iter().filter(|s| s.inherited).count(), 1, "four states, three powered on");
     for k in ["class-01", "class-02"] {
@@ -335,14 +347,21 @@ fn a_recording_is_kept_and_two_shards_merged_equal_the_unsharded_exploration() {
     let rec = t.join("rec/record");
     assert!(rec.join("writes.log").is_file() && rec.join("recording.json").is_file());
     // Unsharded, and two shards, from the recording: no boot at all.
-    let judge = |dir: &str, shard| {
-        let o = CutOptions { recording: Some(rec.clone()), shard, jobs: Some(1), ..opts(t.join(dir), true) };
+    let judge_at = |dir: &str, shard, input: Option<PathBuf>| {
+        let o = CutOptions { recording: Some(rec.clone()), shard, input, jobs: Some(1), ..opts(t.join(dir), true) };
         let c = run(t, &explore_text(), &disk, vec![], o);
         (c.code, c.report)
     };
+    let judge = |dir: &str, shard| judge_at(dir, shard, None);
     let (whole_code, whole) = judge("whole", None);
     let (_, s1) = judge("s1", Some((1, 2)));
-    let (_, s2) = judge("s2", Some((2, 2)));
+    // Shard 2 on "another machine": the image is elsewhere (--input).
+    let moved = t.join("elsewhere.img");
+    std::fs::copy(&disk, &moved).unwrap();
+    let (_, s2) = judge_at("s2", Some((2, 2)), Some(moved.clone()));
+    assert_eq!(s2.image.path.as_deref(), Some(moved.to_str().unwrap()));
+    assert!(s2.notes.iter().any(|n| n.contains("is at") && n.contains("elsewhere.img")), "{:?}", s2.notes);
+    assert_eq!(s2.image.unchanged, Some(true));
     let w = whole.exploration.as_ref().unwrap();
     assert_eq!(w.states.len(), 4);
     assert_eq!((s1.exploration.as_ref().unwrap().states.len(), s2.exploration.as_ref().unwrap().states.len()), (2, 2));
@@ -368,6 +387,11 @@ fn a_recording_is_kept_and_two_shards_merged_equal_the_unsharded_exploration() {
     let mut ev = Vec::new();
     let e = airboot_campaign::merge::merge(&[t.join("s1")], Some(&t.join("m2")), &mut |e| ev.push(e)).unwrap_err();
     assert!(e.contains("2 state(s) missing"), "{e}");
+    // Another image than the recording's is refused.
+    std::fs::write(&moved, b"another image").unwrap();
+    let (code, r) = judge_at("other", None, Some(moved));
+    assert_eq!(code, 2);
+    assert!(r.failures.iter().any(|f| f.message.contains("is not the image the recording")), "{:?}", r.failures);
     // A recording whose log was changed is refused.
     std::fs::write(rec.join("writes.log"), b"not the log").unwrap();
     let (code, r) = judge("bad", None);

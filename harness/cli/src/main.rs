@@ -195,9 +195,11 @@ struct CutArgs {
     /// no power-on, so minutes faster per cut but no outcome.
     #[arg(long)]
     offline: bool,
-    /// Workers judging an exploration's states offline (points = "all"),
-    /// each with its own working copy of the root filesystem (default: the
-    /// host's cores).
+    /// Exploration (points = "all"): workers judging the states offline, each
+    /// with its own working copy of the root filesystem (default: the host's
+    /// cores), and crash states powered on at once, each its own QEMU
+    /// (default: as many as the cores fit guests of [machine] cpus and the
+    /// available memory fits guests of [machine] memory + 512 MiB).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=64))]
     jobs: Option<u16>,
     /// Exploration: record the boot and keep the recording (REPORT_DIR/record/:
@@ -206,9 +208,15 @@ struct CutArgs {
     record_only: bool,
     /// Exploration: judge the states of this recording (the record/ folder of
     /// an earlier `airboot cut`, copied whole) instead of recording a boot; the
-    /// input image must be where recording.json says, with the same sha256.
+    /// input image must be where recording.json says (or --input), with the
+    /// same sha256.
     #[arg(long, value_name = "DIR")]
     recording: Option<PathBuf>,
+    /// With --recording: the input image the recording was made from, when it
+    /// is not where recording.json says (another machine's path); its sha256
+    /// must be the recorded one.
+    #[arg(long, value_name = "IMAGE", requires = "recording")]
+    input: Option<PathBuf>,
     /// Exploration: judge only slice K of N of the states (contiguous, in
     /// enumeration order; the same on every machine). `airboot report
     /// --merge` joins the shards' reports.
@@ -454,6 +462,7 @@ fn main() -> ExitCode {
                 offline: c.offline,
                 jobs: c.jobs.map(usize::from),
                 recording: c.recording,
+                input: c.input,
                 shard: c.shard,
                 record_only: c.record_only,
                 boot: boot_options(c.accel),

@@ -96,6 +96,9 @@ pub fn section_html(x: &Exploration) -> String {
             format!(", {} DIFFERED", x.cross_check_mismatches.len())
         },
     );
+    if x.boot_jobs > 0 {
+        s.push_str(&format!("<p>{}.</p>", esc(&boots_line(x))));
+    }
     s.push_str(&state_map_svg(x));
     s.push_str("</div><table><tr><th>class</th><th>states</th><th>fingerprint</th><th>representative</th><th>outcome</th><th>sampled</th></tr>");
     for (k, c) in x.classes.iter().enumerate() {
@@ -117,9 +120,24 @@ pub fn section_html(x: &Exploration) -> String {
     s
 }
 
+/// How the states were powered on: how many, how long, how many at once.
+pub fn boots_line(x: &Exploration) -> String {
+    let why = if x.boot_jobs_why.is_empty() { String::new() } else { format!(" ({})", x.boot_jobs_why) };
+    format!(
+        "{} state(s) powered on in {:.0}s, {} at once{why}: {:.0} boots per hour",
+        x.tally.powered_on,
+        x.boot_s,
+        x.boot_jobs,
+        x.tally.powered_on as f64 * 3600.0 / x.boot_s.max(1e-9)
+    )
+}
+
 /// The exploration's lines in summary.md.
 pub fn section_md(x: &Exploration) -> String {
     let mut s = format!("\n**Exploration**: {}\n\n", x.headline);
+    if x.boot_jobs > 0 {
+        let _ = writeln!(s, "{}.\n", boots_line(x));
+    }
     for (k, c) in x.classes.iter().enumerate() {
         let _ = writeln!(
             s,

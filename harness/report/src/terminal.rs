@@ -115,6 +115,9 @@ impl EventSink for Terminal {
                 if let Some(h) = headline {
                     out(&format!("   {h}\n"));
                 }
+                if let Some(x) = report.exploration.as_ref().filter(|x| x.boot_jobs > 0) {
+                    out(&format!("   {}\n", crate::explore::boots_line(x)));
+                }
             }
         }
     }

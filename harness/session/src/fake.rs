@@ -8,9 +8,9 @@
 //! outcome it is told to: network devices, leftover processes, a failure
 //! to start. [`FakeFixtures`] is one fixture, `fake-x86_64`, in a folder.
 
-use std::cell::RefCell;
 use std::collections::{BTreeMap, VecDeque};
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use airboot_core::console::TimedLine;
 use airboot_core::cut::Recorder;
@@ -46,7 +46,7 @@ pub struct FakeMachine {
     pub caps: transport::HostCaps,
     pub accel: Accel,
     /// The console of each boot, in order; the last one repeats.
-    pub scripts: RefCell<VecDeque<Script>>,
+    pub scripts: Mutex<VecDeque<Script>>,
     pub nics: Vec<String>,
     pub leftover: Vec<String>,
     /// Written over during the boot (an input image, to be caught).
@@ -54,8 +54,8 @@ pub struct FakeMachine {
     /// Fail to start, having built this command line.
     pub fail: Option<Vec<String>>,
     /// What was asked: the accelerator (choice, by whom), each plan.
-    pub asked_accel: RefCell<Option<(AccelChoice, String)>>,
-    pub plans: RefCell<Vec<BootPlan>>,
+    pub asked_accel: Mutex<Option<(AccelChoice, String)>>,
+    pub plans: Mutex<Vec<BootPlan>>,
 }
 
 impl FakeMachine {
@@ -69,23 +69,23 @@ impl FakeMachine {
                 vhost_device_vsock: Some("/opt/vhost-device-vsock".into()),
             },
             accel: Accel::Tcg,
-            scripts: RefCell::new(VecDeque::from([console])),
+            scripts: Mutex::new(VecDeque::from([console])),
             nics: Vec::new(),
             leftover: Vec::new(),
             scribble: None,
             fail: None,
-            asked_accel: RefCell::new(None),
-            plans: RefCell::new(Vec::new()),
+            asked_accel: Mutex::new(None),
+            plans: Mutex::new(Vec::new()),
         }
     }
 
     /// The plan of the last boot.
     pub fn last_plan(&self) -> Option<BootPlan> {
-        self.plans.borrow().last().cloned()
+        self.plans.lock().unwrap().last().cloned()
     }
 
     fn next_script(&self) -> Script {
-        let mut s = self.scripts.borrow_mut();
+        let mut s = self.scripts.lock().unwrap();
         if s.len() > 1 { s.pop_front().unwrap_or_default() } else { s.front().cloned().unwrap_or_default() }
     }
 }
@@ -100,7 +100,7 @@ impl Machine for FakeMachine {
     }
 
     fn accel(&self, choice: AccelChoice, by: &str, _: Arch, _: &Path, _: Option<&Path>) -> AccelDecision {
-        *self.asked_accel.borrow_mut() = Some((choice, by.to_string()));
+        *self.asked_accel.lock().unwrap() = Some((choice, by.to_string()));
         match self.accel {
             Accel::Kvm => AccelDecision::kvm("the fake has KVM"),
             Accel::Tcg => AccelDecision::tcg("the fake has no KVM"),
@@ -112,7 +112,7 @@ impl Machine for FakeMachine {
     }
 
     fn boot(&self, plan: &BootPlan, mut run: Run, events: &mut dyn FnMut(VmEvent)) -> Result<VmOutcome, MachineError> {
-        self.plans.borrow_mut().push(plan.clone());
+        self.plans.lock().unwrap().push(plan.clone());
         let script = self.next_script();
         if let Some(argv) = &self.fail {
             return Err(MachineError::Vm {
@@ -201,8 +201,8 @@ impl Machine for FakeMachine {
 /// One fixture, `fake-x86_64`, whose disk is `disk` (built, or not yet).
 pub struct FakeFixtures {
     pub build: FixtureBuild,
-    pub built: RefCell<bool>,
-    pub builds: RefCell<u32>,
+    pub built: Mutex<bool>,
+    pub builds: Mutex<u32>,
 }
 
 impl FakeFixtures {
@@ -221,8 +221,8 @@ impl FakeFixtures {
                 images: images.iter().map(|(r, i)| (r.to_string(), i.to_string())).collect::<BTreeMap<_, _>>(),
                 probe,
             },
-            built: RefCell::new(built),
-            builds: RefCell::new(0),
+            built: Mutex::new(built),
+            builds: Mutex::new(0),
         }
     }
 }
@@ -232,15 +232,15 @@ impl Fixtures for FakeFixtures {
         name == self.build.name
     }
     fn current(&self, _: &str) -> Option<FixtureBuild> {
-        self.built.borrow().then(|| self.build.clone())
+        self.built.lock().unwrap().then(|| self.build.clone())
     }
     fn open(&self, dir: &Path, _: &str) -> Option<FixtureBuild> {
         (dir == self.build.dir).then(|| self.build.clone())
     }
     fn build(&self, _: &str, progress: &mut dyn FnMut(&str)) -> Result<FixtureBuild, String> {
         progress("[1/1] pretending");
-        *self.builds.borrow_mut() += 1;
-        *self.built.borrow_mut() = true;
+        *self.builds.lock().unwrap() += 1;
+        *self.built.lock().unwrap() = true;
         Ok(self.build.clone())
     }
     fn board_kernel(&self, _: Arch, _: &mut dyn FnMut(&str)) -> Result<BoardKernel, String> {

@@ -40,7 +40,7 @@ pub struct BoardKernel {
 }
 
 /// The fixtures a host has, and what it can build.
-pub trait Fixtures {
+pub trait Fixtures: Sync {
     /// Whether the catalogue knows `name`.
     fn known(&self, name: &str) -> bool;
     /// The current build of `name`, if built.

@@ -17,8 +17,9 @@ use airboot_qemu::firmware::Firmware;
 use airboot_qemu::transport::{self, Choice};
 use airboot_qemu::vm::{LoginPlan, RecordSpec, VmError, VmEvent, VmOutcome};
 
-/// A place guests boot.
-pub trait Machine {
+/// A place guests boot. `Sync`: an exploration boots several crash
+/// states at once (`airboot cut --jobs`), each from its own thread.
+pub trait Machine: Sync {
     /// The QEMU system emulator for `arch`, or why there is none.
     fn emulator(&self, arch: Arch) -> Result<PathBuf, String>;
     /// How the host side of a probe transport can be served here.

@@ -76,7 +76,7 @@ fn a_healthy_stack_passes_with_the_machines_choices_in_the_report() {
     // No probe in the image: the console transport, whatever the host has.
     assert_eq!(r.probe.transport, Some(TransportKind::Console));
     assert_eq!((r.accel, r.arch), (Some(Accel::Tcg), Some(Arch::X86_64)));
-    assert_eq!(*m.asked_accel.borrow(), Some((AccelChoice::Auto, "machine.accel".to_string())));
+    assert_eq!(*m.asked_accel.lock().unwrap(), Some((AccelChoice::Auto, "machine.accel".to_string())));
     // TCG: the budgets are scaled by the default slowdown.
     assert_eq!((r.timeouts.scale, r.timeouts.timeout_s, r.timeouts.time_to_stack_budget_s), (10.0, 600.0, Some(300.0)));
     assert_eq!(r.image.fixture.as_deref(), Some("fake-x86_64"));
@@ -109,7 +109,7 @@ fn the_command_line_is_asked_for_over_the_scenario() {
     let f = fixtures(tmp.path(), true, true);
     let s = scenario("[machine]\naccel = \"tcg\"\n");
     let (r, _) = boot(&s, &m, &f, &BootOptions { accel: Some(AccelChoice::Kvm), ..Default::default() });
-    assert_eq!(*m.asked_accel.borrow(), Some((AccelChoice::Kvm, "--accel".to_string())));
+    assert_eq!(*m.asked_accel.lock().unwrap(), Some((AccelChoice::Kvm, "--accel".to_string())));
     assert_eq!((r.accel, r.timeouts.scale), (Some(Accel::Kvm), 1.0), "KVM: budgets as written");
     // The image carries the probe: the best transport this host serves.
     assert_eq!(r.probe.transport, Some(TransportKind::VhostUserVsock));
@@ -188,10 +188,10 @@ fn a_missing_fixture_is_built_only_when_allowed() {
     let (m, f) = (machine(), fixtures(tmp.path(), false, false));
     let (r, _) = boot(&scenario(""), &m, &f, &BootOptions::default());
     assert_eq!(codes(&r), [FailureCode::FixtureNotBuilt]);
-    assert_eq!(*f.builds.borrow(), 0);
+    assert_eq!(*f.builds.lock().unwrap(), 0);
     let (r, events) = boot(&scenario(""), &m, &f, &BootOptions { build: true, ..Default::default() });
     assert_eq!(r.verdict, Verdict::Pass, "{:?}", r.failures);
-    assert_eq!(*f.builds.borrow(), 1);
+    assert_eq!(*f.builds.lock().unwrap(), 1);
     assert!(
         events.iter().any(|e| matches!(e, RunEvent::Detail(d) if d == "[1/1] pretending")),
         "build progress is shown"
@@ -261,7 +261,7 @@ fn a_reboot_step_boots_the_kept_disk_again_and_its_failures_fail_the_scenario() 
     let env = Env { machine: &m, fixtures: &f };
     let mut events = Vec::new();
     let r = run_boot(&s, dir.path(), &BootOptions::default(), &env, &mut |e| events.push(e)).report;
-    let plans = m.plans.borrow();
+    let plans = m.plans.lock().unwrap();
     assert_eq!(plans.len(), 2, "two boots");
     // The first boot carries out the steps up to the reboot, scaled, and
     // keeps its overlay; the second boots that overlay and runs the rest.
@@ -305,6 +305,6 @@ fn steps_that_pass_leave_a_passing_scenario() {
     let (m, f) = (machine(), fixtures_with_a_disk(tmp.path()));
     let (r, _) = boot(&scenario("[[step]]\npower_cut = true\n"), &m, &f, &BootOptions::default());
     assert_eq!(r.verdict, Verdict::Pass, "{:?}", r.failures);
-    assert_eq!(m.plans.borrow().len(), 2);
+    assert_eq!(m.plans.lock().unwrap().len(), 2);
     assert_eq!(r.steps[0].next_boot.as_ref().map(|n| n.verdict), Some(Verdict::Pass));
 }

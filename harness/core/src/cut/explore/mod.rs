@@ -327,6 +327,14 @@ pub struct Exploration {
     pub scratch: String,
     /// e2fsck runs in all.
     pub fsck_runs: u64,
+    /// Powering states on: how many booted at once, and why that many;
+    /// wall seconds for all of them.
+    #[serde(default)]
+    pub boot_jobs: usize,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub boot_jobs_why: String,
+    #[serde(default)]
+    pub boot_s: f64,
     /// States judged again from scratch (a qcow2, a full copy, e2fsck, the
     /// store read), and where that disagreed with judging in place.
     #[serde(default)]
@@ -335,6 +343,46 @@ pub struct Exploration {
     pub cross_check_mismatches: Vec<String>,
     pub classes: Vec<StateClass>,
     pub states: Vec<ExploredState>,
+}
+
+/// QEMU's own memory beside a guest's RAM, allowed per parallel boot.
+pub const BOOT_OVERHEAD_MIB: u64 = 512;
+
+/// How many crash states to boot at once, and why: `asked` (`--jobs`)
+/// when given, else as many as the host's `cores` (each guest's `vcpus`
+/// busy one core each under TCG) and `available_mib` of memory (each
+/// guest's `memory_mib` plus [`BOOT_OVERHEAD_MIB`]) allow; never more
+/// than there are `boots`, never fewer than one.
+pub fn boot_jobs(
+    asked: Option<usize>,
+    boots: usize,
+    cores: usize,
+    vcpus: u32,
+    memory_mib: u64,
+    available_mib: Option<u64>,
+) -> (usize, String) {
+    let most = boots.max(1);
+    if let Some(n) = asked {
+        let n = n.clamp(1, most);
+        return (n, format!("{n} at once (--jobs)"));
+    }
+    let by_cores = (cores / (vcpus.max(1) as usize)).max(1);
+    let per = memory_mib.saturating_add(BOOT_OVERHEAD_MIB);
+    let by_memory = available_mib.map(|a| ((a / per.max(1)) as usize).max(1));
+    let n = by_cores.min(by_memory.unwrap_or(usize::MAX)).min(most);
+    let memory = match (available_mib, by_memory) {
+        (Some(a), Some(m)) => {
+            format!("{a} MiB available fits {m} guest(s) of {memory_mib} MiB + {BOOT_OVERHEAD_MIB} MiB for QEMU")
+        }
+        _ => "available memory unknown".to_string(),
+    };
+    (
+        n,
+        format!(
+            "{n} at once: {cores} core(s) fit {by_cores} guest(s) of {} vCPU(s); {memory}; {boots} boot(s) to do (--jobs to choose)",
+            vcpus.max(1)
+        ),
+    )
 }
 
 /// The contiguous slice of `total` states shard `k` of `n` (from 1) judges.
@@ -435,6 +483,9 @@ pub fn merge(mut parts: Vec<Exploration>) -> Result<Exploration, String> {
         jobs: parts.iter().map(|p| p.jobs).sum(),
         scratch: scratch.join(", "),
         fsck_runs: parts.iter().map(|p| p.fsck_runs).sum(),
+        boot_jobs: parts.iter().map(|p| p.boot_jobs).sum(),
+        boot_jobs_why: String::new(),
+        boot_s: parts.iter().map(|p| p.boot_s).sum(),
         cross_checked: parts.iter().map(|p| p.cross_checked).sum(),
         cross_check_mismatches: parts.iter().flat_map(|p| p.cross_check_mismatches.iter().cloned()).collect(),
         classes,

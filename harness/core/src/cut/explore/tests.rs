@@ -213,6 +213,9 @@ fn exploration(states: Vec<ExploredState>, shard: Option<(usize, usize)>, total:
         jobs: 1,
         scratch: "/dev/shm".into(),
         fsck_runs: 12,
+        boot_jobs: 2,
+        boot_jobs_why: "2 at once (--jobs)".into(),
+        boot_s: 100.0,
         cross_checked: 3,
         cross_check_mismatches: Vec::new(),
         classes,
@@ -266,6 +269,7 @@ fn merged_shards_account_for_every_state_once_and_reclassify_across_them() {
     assert_eq!((m.tally.enumerated, m.tally.classes, m.tally.sample_mismatches), (6, 2, 0));
     assert_eq!(m.headline, "6 states, 2 classes, 50.0% survive, first non-surviving: just before flush #12");
     assert_eq!((m.fsck_runs, m.cross_checked, m.jobs), (24, 6, 2));
+    assert_eq!((m.boot_jobs, m.boot_s, m.boot_jobs_why.as_str()), (4, 200.0, ""), "the machines' boots, summed");
     // Order of the parts does not matter.
     assert_eq!(merge(vec![p2.clone(), p1.clone()]).unwrap().states, m.states);
     // A state missing, a state twice, another exploration.
@@ -280,4 +284,35 @@ fn merged_shards_account_for_every_state_once_and_reclassify_across_them() {
     past.states[0].index = 9;
     assert!(merge(vec![p1, past]).unwrap_err().contains("state 9 is past"));
     assert!(merge(Vec::new()).is_err());
+}
+
+#[test]
+fn parallel_boots_are_bounded_by_cores_memory_and_the_work() {
+    // Asked: as asked, but never more than there are boots nor zero.
+    assert_eq!(boot_jobs(Some(4), 18, 2, 1, 1024, Some(1)).0, 4);
+    assert_eq!(boot_jobs(Some(4), 3, 2, 1, 1024, None).0, 3);
+    assert_eq!(boot_jobs(Some(0), 3, 2, 1, 1024, None).0, 1);
+    assert_eq!(boot_jobs(Some(2), 0, 2, 1, 1024, None).0, 1);
+    assert!(boot_jobs(Some(4), 18, 2, 1, 1024, None).1.contains("--jobs"));
+    // By cores: one core per vCPU.
+    assert_eq!(boot_jobs(None, 18, 2, 1, 1024, Some(1 << 20)).0, 2);
+    assert_eq!(boot_jobs(None, 18, 8, 2, 1024, Some(1 << 20)).0, 4);
+    assert_eq!(boot_jobs(None, 18, 2, 2, 1024, Some(1 << 20)).0, 1);
+    assert_eq!(boot_jobs(None, 18, 1, 4, 1024, Some(1 << 20)).0, 1);
+    assert_eq!(boot_jobs(None, 18, 8, 0, 1024, Some(1 << 20)).0, 8, "0 vCPUs counts as 1");
+    // By memory: the guest's RAM and QEMU's own.
+    let per = 1024 + BOOT_OVERHEAD_MIB;
+    assert_eq!(boot_jobs(None, 18, 64, 1, 1024, Some(3 * per)).0, 3);
+    assert_eq!(boot_jobs(None, 18, 64, 1, 1024, Some(3 * per - 1)).0, 2);
+    assert_eq!(boot_jobs(None, 18, 64, 1, 1024, Some(10)).0, 1, "at least one, even short of memory");
+    assert_eq!(boot_jobs(None, 18, 64, 1, u64::MAX, Some(u64::MAX)).0, 1, "no overflow");
+    // Unknown memory: cores decide. Never more than the work.
+    assert_eq!(boot_jobs(None, 18, 4, 1, 1024, None).0, 4);
+    assert_eq!(boot_jobs(None, 2, 16, 1, 1024, None).0, 2);
+    let (n, why) = boot_jobs(None, 18, 2, 1, 1024, Some(24_000));
+    assert_eq!(n, 2);
+    assert_eq!(
+        why,
+        "2 at once: 2 core(s) fit 2 guest(s) of 1 vCPU(s); 24000 MiB available fits 15 guest(s) of 1024 MiB + 512 MiB for QEMU; 18 boot(s) to do (--jobs to choose)"
+    );
 }
