@@ -2,9 +2,13 @@
 # Benchmark: how many crash states an exploration powers on per hour at
 # 1, 2 and 4 boots at once (`airboot cut --jobs N`).
 #
-#   bash scripts/bench-explore-boots.sh [SCENARIO] [SHARD] [ROUNDS] [SAMPLE]
+#   bash scripts/bench-explore-boots.sh [SCENARIO] [SHARD] [ROUNDS] [SAMPLE] [CPUS]
 #   (default scenarios/explore-load-at-boot-x86_64.toml, shard 6/6,
-#   3 rounds, sample 0)
+#   3 rounds, sample 0, the scenario's [machine] cpus)
+#
+# Under TCG a guest keeps about one host core busy per vCPU: on a host
+# with 2 cores, two 2-vCPU guests at once gain little. CPUS sets the
+# guests' vCPUs (recorded and powered on alike) to see that.
 #
 # One boot is recorded (`--record-only`), then each round judges the same
 # slice of its states (`--recording R --shard SHARD`) three times, one
@@ -21,6 +25,7 @@ scenario=${1:-scenarios/explore-load-at-boot-x86_64.toml}
 shard=${2:-6/6}
 rounds=${3:-3}
 sample=${4:-0}
+cpus=${5:-}
 cargo build -q --release -p airboot
 bin=./target/release/airboot
 work=$(mktemp -d)
@@ -28,6 +33,9 @@ copy="$(dirname "$scenario")/.bench-explore-boots-$$.toml"
 trap 'rm -rf "$work" "$copy"' EXIT
 sed -e "s|^sample *=.*|sample = $sample|" "$scenario" >"$copy"
 grep -q '^sample' "$copy" || sed -i "/^\[power_cut\]/a sample = $sample" "$copy"
+if [ -n "$cpus" ]; then
+    sed -i -e '/^cpus *=/d' -e "/^\[machine\]/a cpus = $cpus" "$copy"
+fi
 
 echo "recording one boot of $scenario ..."
 "$bin" cut "$copy" --record-only --report-dir "$work/rec" >"$work/rec.out" 2>&1 ||

@@ -40,13 +40,16 @@ pub enum CampaignError {
     ReportDir { path: PathBuf, source: std::io::Error },
     #[error("cannot create a temporary folder or file: {0}")]
     Workdir(std::io::Error),
+    /// The report folder is another run's, or cannot be written.
+    #[error("{0}")]
+    Busy(String),
 }
 
 impl CampaignError {
     pub fn code(&self) -> FailureCode {
         match self {
             CampaignError::Load(_) | CampaignError::Bundle(_) | CampaignError::Refused(_) => FailureCode::BadInput,
-            CampaignError::ReportDir { .. } => FailureCode::ReportDir,
+            CampaignError::ReportDir { .. } | CampaignError::Busy(_) => FailureCode::ReportDir,
             CampaignError::Workdir(_) => FailureCode::Workdir,
         }
     }

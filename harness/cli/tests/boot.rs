@@ -1039,11 +1039,13 @@ fn misspelt_key_exits_2_naming_line_and_key_before_booting() {
 }
 
 /// Start a run and wait until the guest is booting (the console log has
-/// the kernel banner).
+/// the kernel banner). Its temporary files go under `dir/tmp`.
 fn start_and_wait_for_kernel(dir: &Path) -> Child {
+    std::fs::create_dir_all(dir.join("tmp")).unwrap();
     let child = airboot()
         .args(["run", "scenarios/preseeded-x86_64.toml", "--no-build", "--report-dir"])
         .arg(dir)
+        .env("TMPDIR", dir.join("tmp"))
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -1079,6 +1081,8 @@ fn ctrl_c_stops_qemu_and_still_writes_the_report() {
     assert_eq!(r["failures"][0]["code"], FailureCode::Interrupted.as_str(), "{}", r["failures"]);
     assert_eq!(r["image"]["unchanged"], true);
     assert_no_qemu_left("after Ctrl-C");
+    let left: Vec<_> = std::fs::read_dir(dir.path().join("tmp")).unwrap().flatten().map(|e| e.path()).collect();
+    assert!(left.is_empty(), "temporary files left after Ctrl-C: {left:?}");
 }
 
 #[test]
@@ -1089,6 +1093,8 @@ fn killing_the_harness_outright_takes_qemu_with_it() {
     child.kill().unwrap(); // SIGKILL: no handler runs, PDEATHSIG must do it
     let _ = child.wait();
     assert_no_qemu_left("after SIGKILL of airboot");
+    // Its temporary folder cannot be removed by a process killed outright:
+    // it was under this test's folder, which goes with the test.
 }
 
 /// `--repeat`: a guest whose root filesystem cannot be mounted fails fast

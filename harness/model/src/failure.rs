@@ -86,7 +86,7 @@ codes! {
     Workdir = "workdir", Error, "a temporary folder or file could not be made";
     Overlay = "overlay", Error, "the throwaway overlay over the input image could not be made";
     Runtime = "runtime", Error, "the async runtime could not start";
-    ReportDir = "report-dir", Error, "the report folder could not be created";
+    ReportDir = "report-dir", Error, "the report folder could not be created or written, or another run is writing it";
     Qemu = "qemu", Error, "QEMU or its helper failed to start or to talk";
     LeftoverProcess = "leftover-process", Error, "a QEMU or helper process outlived the run";
     StatusProtocol = "status-protocol", Error, "the guest's status reporter speaks a protocol airboot does not know";

@@ -51,7 +51,45 @@ pub fn resolve_format(path: &Path, said: Option<DiskFormat>) -> Result<DiskForma
     }
 }
 
-/// sha256 of a whole file, hex.
+/// Why the file at `path` cannot be booted as a disk of `format`, found
+/// before anything boots: it is empty, or a qcow2 this reader cannot
+/// open (truncated, corrupt) or whose backing file is missing. `None`:
+/// nothing against it (a qcow2 over a backing file that is there is left
+/// to QEMU).
+pub fn unusable(path: &Path, format: DiskFormat) -> Option<String> {
+    let f = match File::open(path) {
+        Ok(f) => f,
+        Err(e) => return Some(format!("cannot open {}: {e}", path.display())),
+    };
+    let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+    if len == 0 {
+        return Some(format!("{} is empty (0 bytes): not a disk image; was the build interrupted?", path.display()));
+    }
+    if format != DiskFormat::Qcow2 {
+        return None;
+    }
+    let Err(e) = File::open(path).and_then(airboot_core::disk::qcow2::Qcow2::open) else {
+        return None;
+    };
+    // The reader checks the version before the backing file: a header
+    // that names one is a real overlay, left to QEMU if its base is there.
+    if let Ok(Some(b)) = airboot_core::disk::qcow2::backing_file(&f) {
+        let backing = path.parent().unwrap_or(Path::new(".")).join(&b);
+        return (!backing.exists()).then(|| {
+            format!(
+                "{} is a qcow2 overlay whose backing file {b} is missing (looked for {}): give the base image, or `qemu-img convert` the chain into one file",
+                path.display(),
+                backing.display()
+            )
+        });
+    }
+    Some(format!(
+        "{} is not a readable qcow2 ({e}): truncated or corrupt? `qemu-img check {}` says more",
+        path.display(),
+        path.display()
+    ))
+}
+
 /// Open an image file as a view of its virtual disk (qcow2 or raw).
 pub fn open_image(path: &Path) -> std::io::Result<Box<dyn airboot_core::disk::ReadAt>> {
     airboot_core::disk::disk_view(std::fs::File::open(path)?)
@@ -64,6 +102,7 @@ pub fn kernel_evidence(path: &Path) -> Option<airboot_core::disk::detect::Eviden
     airboot_core::disk::detect::kernel_evidence(path, &f)
 }
 
+/// sha256 of a whole file, hex.
 pub fn sha256_file(path: &Path) -> Result<String, DiskError> {
     let mut f = File::open(path).map_err(|source| DiskError::Read { path: path.into(), source })?;
     let mut h = Sha256::new();

@@ -309,3 +309,72 @@ mod tests {
         assert!(!group_alive(pgid));
     }
 }
+
+/// The lock file in a report folder while a run writes there.
+pub const DIR_LOCK: &str = ".airboot.lock";
+
+/// One run's claim on its report folder: an exclusive `flock` on
+/// `<dir>/.airboot.lock`, which holds the run's pid. The kernel drops the
+/// claim when the process ends, however it ends; the file goes when the
+/// claim is dropped.
+#[derive(Debug)]
+pub struct DirLock {
+    _file: std::fs::File,
+    path: std::path::PathBuf,
+}
+
+impl Drop for DirLock {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Claim `dir` (which must exist) for this run, or say which run has it.
+pub fn lock_dir(dir: &std::path::Path) -> Result<DirLock, String> {
+    use std::io::{Read, Seek, Write};
+    let path = dir.join(DIR_LOCK);
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(|e| format!("cannot write in the report folder {}: {e}", dir.display()))?;
+    // A filesystem without locks (some network ones) cannot be claimed:
+    // the run goes on unclaimed.
+    if let Err(std::fs::TryLockError::WouldBlock) = file.try_lock() {
+        let mut pid = String::new();
+        let _ = file.read_to_string(&mut pid);
+        let pid = pid.trim();
+        let pid = if pid.is_empty() { String::new() } else { format!(" (pid {pid})") };
+        return Err(format!(
+            "the report folder {} is being written by another airboot run{pid}: give each run its own --report-dir",
+            dir.display(),
+        ));
+    }
+    let _ = file.set_len(0);
+    let _ = file.rewind();
+    let _ = write!(file, "{}", std::process::id());
+    Ok(DirLock { _file: file, path })
+}
+
+#[cfg(test)]
+mod lock_tests {
+    use super::*;
+
+    #[test]
+    fn a_report_folder_is_claimed_by_one_run_at_a_time() {
+        let d = tempfile::tempdir().unwrap();
+        let held = lock_dir(d.path()).unwrap();
+        assert_eq!(std::fs::read_to_string(d.path().join(DIR_LOCK)).unwrap(), std::process::id().to_string());
+        // flock claims belong to open files: a second open is refused.
+        let e = lock_dir(d.path()).unwrap_err();
+        assert!(e.contains("another airboot run") && e.contains(&std::process::id().to_string()), "{e}");
+        drop(held);
+        assert!(!d.path().join(DIR_LOCK).exists(), "the lock file goes with the claim");
+        let again = lock_dir(d.path()).unwrap();
+        drop(again);
+        let gone = d.path().join("nope");
+        assert!(lock_dir(&gone).unwrap_err().contains("cannot write in the report folder"));
+    }
+}

@@ -225,6 +225,11 @@ fn session(
         reused: u.reused,
     });
     report.image.format = Some(r.format);
+    if r.fixture.is_none()
+        && let Some(why) = disk::unusable(&r.disk, r.format)
+    {
+        return Err(Failure::new(FailureCode::ImageUnreadable, why));
+    }
     // Read once: the architecture check and board mode both look inside.
     let image = disk::open_image(&r.disk);
     let arch = detect_arch(s, &r, &image, report)?;

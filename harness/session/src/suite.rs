@@ -38,6 +38,7 @@ pub fn run_suite(
     let default_dir = opts.report_dir.is_none();
     let base = opts.report_dir.clone().unwrap_or_else(|| PathBuf::from("reports").join(&id));
     std::fs::create_dir_all(&base).map_err(|e| format!("cannot create the report folder {}: {e}", base.display()))?;
+    let _claim = airboot_qemu::process::lock_dir(&base)?;
     let started_at = clock::now_rfc3339();
     sink.event(RunEvent::RunStarted { run_id: id, dir: base.clone(), started_at: started_at.clone(), default_dir });
     let single = list.len() == 1 && repeat == 1;

@@ -17,6 +17,24 @@ pub struct Qcow2<R: ReadAt> {
 
 const OFFSET_MASK: u64 = 0x00ff_ffff_ffff_fe00;
 
+/// The backing file a qcow2 names in its header (as written: often
+/// relative to the image's folder), if it has one.
+pub fn backing_file<R: ReadAt>(inner: &R) -> io::Result<Option<String>> {
+    let h = inner.read_vec(0, 20.min(inner.size() as usize))?;
+    if h.len() < 20 || &h[0..4] != b"QFI\xfb" {
+        return Err(bad("not a qcow2 image"));
+    }
+    let (off, len) = (be64(&h, 8), be32(&h, 16) as usize);
+    if off == 0 {
+        return Ok(None);
+    }
+    if len == 0 || len > 1023 {
+        return Err(bad(format!("qcow2 backing file name of {len} bytes (at most 1023)")));
+    }
+    let name = inner.read_vec(off, len)?;
+    Ok(Some(String::from_utf8_lossy(&name).into_owned()))
+}
+
 impl<R: ReadAt> Qcow2<R> {
     pub fn open(inner: R) -> io::Result<Self> {
         let h = inner.read_vec(0, 104.min(inner.size() as usize))?;
@@ -174,6 +192,20 @@ mod tests {
             .unwrap();
         let e = Qcow2::open(std::fs::File::open(&o).unwrap()).err().unwrap();
         assert!(e.to_string().contains("backing file"), "{e}");
+        let f = std::fs::File::open(&o).unwrap();
+        assert_eq!(backing_file(&f).unwrap().as_deref(), Some(raw.to_str().unwrap()));
+        let plain = std::fs::File::open(d.path().join("plain.qcow2")).unwrap();
+        assert_eq!(backing_file(&plain).unwrap(), None);
         assert!(Qcow2::open(vec![0u8; 200]).is_err());
+        assert!(backing_file(&vec![0u8; 200]).is_err(), "not a qcow2");
+        // A header naming a backing file past the end, or of no length.
+        let mut h = b"QFI\xfb".to_vec();
+        h.extend([0, 0, 0, 3, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 9]);
+        assert!(backing_file(&h).is_err(), "name past the end");
+        h[19] = 0;
+        assert!(backing_file(&h).unwrap_err().to_string().contains("0 bytes"));
+        // Truncated after the header: the L1 table is not there.
+        let bytes = std::fs::read(d.path().join("plain.qcow2")).unwrap();
+        assert!(Qcow2::open(bytes[..300].to_vec()).is_err(), "truncated");
     }
 }
