@@ -183,12 +183,15 @@ fn report_folders_that_cannot_take_the_reports_are_named() {
     let _ = holder.wait();
     assert_says("two runs sharing a report folder", (code, said), &["being written by another airboot run"]);
     assert!(!r.join("report.json").exists(), "the other run's folder was written into");
-    // 18. A report folder that fills up: a 8 KiB tmpfs (needs root to mount).
-    if is_root() {
-        let full = c.path("full");
-        std::fs::create_dir(&full).unwrap();
-        let ok = Command::new("mount").args(["-t", "tmpfs", "-o", "size=8k", "tmpfs"]).arg(&full).status().unwrap();
-        assert!(ok.success(), "mount a small tmpfs");
+    // 18. A report folder that fills up: a 8 KiB tmpfs (root, and a host
+    // that lets it mount one: this one does; a locked-down container may not).
+    let full = c.path("full");
+    std::fs::create_dir(&full).unwrap();
+    let mounted = is_root()
+        && Command::new("mount").args(["-t", "tmpfs", "-o", "size=8k", "tmpfs"]).arg(&full).status().unwrap().success();
+    if !mounted {
+        eprintln!("cannot mount a tmpfs here: case 18 (a full report folder) not checked");
+    } else {
         let _unmount = Unmount(full.clone());
         let out = airboot().arg(c.path("s.toml")).arg("--report-dir").arg(&full).output().unwrap();
         assert_says(
