@@ -42,7 +42,8 @@ echo "recording one boot of $scenario ..."
     { tail -20 "$work/rec.out"; exit 2; }
 
 field() { python3 -c "import json,sys; x=json.load(open(sys.argv[1]))['exploration']; print($2)" "$1"; }
-fig() { awk -v v="$1" 'BEGIN { printf "%.2f", v }'; }
+# shellcheck source=scripts/bench-lib.sh
+. scripts/bench-lib.sh
 
 printf '%-5s %-4s %6s %9s %10s %8s %5s\n' round jobs boots boot_s boots/h speedup same
 declare -A series
@@ -68,11 +69,6 @@ for r in $(seq 1 "$rounds"); do
     done
 done
 
-stats() {
-    echo "$1" | tr ' ' '\n' | grep . | sort -g | awk '{ v[NR] = $1 } END {
-        m = (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2
-        printf "median %.2f (min %.2f, max %.2f, %d rounds)", m, v[1], v[NR], NR }'
-}
 echo
 for j in 1 2 4; do
     echo "--jobs $j boots per hour ........... $(stats "${series[j$j-rate]}")"

@@ -30,7 +30,8 @@ sed -e 's|^points *=.*|points = 8|' -e '/^states_per_point *=/d' -e '/^sample *=
     -e 's|^modes *=.*|modes = ["lose-unflushed"]|' "$scenario" >"$classic"
 
 num() { grep -o "\"$1\": *[0-9.e+-]*" "$2" | head -1 | grep -o '[0-9.e+-]*$'; }
-fig() { awk -v v="$1" 'BEGIN { printf "%.2f", v }'; }
+# shellcheck source=scripts/bench-lib.sh
+. scripts/bench-lib.sh
 
 printf '%-5s %-8s %9s %9s %9s %10s %10s %10s\n' round run states distinct judge_s states/s distinct/s s/state
 declare -A series
@@ -58,11 +59,6 @@ for r in $(seq 1 "$rounds"); do
     series[ratio]+="$(awk -v a="$j2" -v p="$per" 'BEGIN { print a * p }') "
 done
 
-stats() {
-    echo "$1" | tr ' ' '\n' | grep . | sort -g | awk '{ v[NR] = $1 } END {
-        m = (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2
-        printf "median %.2f (min %.2f, max %.2f, %d rounds)", m, v[1], v[NR], NR }'
-}
 echo
 echo "j1 states/s (enumerated, judged offline) ..... $(stats "${series[j1-rate]}")"
 echo "j1 distinct states/s ......................... $(stats "${series[j1-drate]}")"
