@@ -292,6 +292,8 @@ fn an_exploration_judges_every_state_in_place_and_powers_on_one_per_class() {
     assert_eq!(x.tally.sample_mismatches, 0);
     // --jobs 2: two boots at once, each labelling its progress lines.
     assert_eq!((x.boot_jobs, x.boot_jobs_why.as_str()), (2, "2 at once (--jobs)"));
+    let line = airboot_report::explore::boots_line(x);
+    assert!(line.starts_with("3 state(s) powered on in ") && line.contains("s, 2 at once (--jobs): "), "{line}");
     let steps: Vec<&str> =
         c.events.iter().filter_map(|e| if let RunEvent::CutStep(s) = e { Some(s.as_str()) } else { None }).collect();
     assert!(steps.iter().any(|s| s.starts_with("[class-02] crash state: filesystem DAMAGED")), "{steps:#?}");

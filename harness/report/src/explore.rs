@@ -122,12 +122,12 @@ pub fn section_html(x: &Exploration) -> String {
 
 /// How the states were powered on: how many, how long, how many at once.
 pub fn boots_line(x: &Exploration) -> String {
-    let why = if x.boot_jobs_why.is_empty() { String::new() } else { format!(" ({})", x.boot_jobs_why) };
+    // The reason starts with the number (merged shards have none).
+    let at_once = if x.boot_jobs_why.is_empty() { format!("{} at once", x.boot_jobs) } else { x.boot_jobs_why.clone() };
     format!(
-        "{} state(s) powered on in {:.0}s, {} at once{why}: {:.0} boots per hour",
+        "{} state(s) powered on in {:.0}s, {at_once}: {:.0} boots per hour",
         x.tally.powered_on,
         x.boot_s,
-        x.boot_jobs,
         x.tally.powered_on as f64 * 3600.0 / x.boot_s.max(1e-9)
     )
 }
