@@ -163,6 +163,74 @@ pub struct ProbeInfo {
     /// is never written).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub injected: Vec<crate::inject::Injected>,
+    /// What came over the probe's transport that was no answer to a
+    /// request: absent when nothing did.
+    #[serde(default, skip_serializing_if = "ProtocolErrors::is_empty")]
+    pub protocol_errors: ProtocolErrors,
+}
+
+/// Lines on the probe's transport that were no answer to a request, counted
+/// over the whole run (every session with the probe).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct ProtocolErrors {
+    /// Lines that were no probe answer: not JSON, not the protocol, or
+    /// over the line limit (`too_long` of them).
+    pub malformed: u64,
+    /// Of `malformed`, the lines over the limit (skipped, never kept).
+    pub too_long: u64,
+    /// Well-formed answers to no request of this session (stale output of
+    /// an earlier session, or an id never asked): ignored.
+    pub unsolicited: u64,
+    /// The first malformed line, cut to 120 characters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sample: Option<String>,
+}
+
+impl ProtocolErrors {
+    /// The longest sample kept, in characters.
+    pub const SAMPLE_CHARS: usize = 120;
+
+    pub fn is_empty(&self) -> bool {
+        self.malformed == 0 && self.unsolicited == 0
+    }
+
+    /// Count one malformed line (its first bytes become the sample if it
+    /// is the first).
+    pub fn malformed_line(&mut self, line: &[u8], too_long: bool) {
+        self.malformed += 1;
+        self.too_long += u64::from(too_long);
+        if self.sample.is_none() {
+            let head = &line[..line.len().min(4 * Self::SAMPLE_CHARS)];
+            self.sample = Some(String::from_utf8_lossy(head).chars().take(Self::SAMPLE_CHARS).collect());
+        }
+    }
+
+    /// Both counts together (the sample of `self` first).
+    pub fn plus(&self, other: &ProtocolErrors) -> ProtocolErrors {
+        ProtocolErrors {
+            malformed: self.malformed + other.malformed,
+            too_long: self.too_long + other.too_long,
+            unsolicited: self.unsolicited + other.unsolicited,
+            sample: self.sample.clone().or_else(|| other.sample.clone()),
+        }
+    }
+
+    /// For a message: how many, and an example.
+    pub fn describe(&self) -> String {
+        let mut s = format!(
+            "{} line(s) that were no probe answer ({} over the {} MiB limit)",
+            self.malformed,
+            self.too_long,
+            airboot_proto::probe::MAX_LINE >> 20
+        );
+        if self.unsolicited > 0 {
+            s.push_str(&format!(", {} answer(s) to no request", self.unsolicited));
+        }
+        if let Some(x) = &self.sample {
+            s.push_str(&format!(", e.g. {x:?}"));
+        }
+        s
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
@@ -398,6 +466,38 @@ mod tests {
         let f = crate::cut::RebootFindings::of(&boot(Some(EngineState::Down), false));
         assert!(!f.passed);
         assert_eq!(f.failures, ["timeout: the stack never became ready"]);
+    }
+
+    #[test]
+    fn protocol_errors_count_sample_sum_and_serialize_only_when_present() {
+        let mut a = ProtocolErrors::default();
+        assert!(a.is_empty());
+        let mut huge = vec![b'x'; 10_000];
+        huge.extend_from_slice("\u{e9}".as_bytes());
+        a.malformed_line(&huge, true);
+        a.malformed_line(b"second", false);
+        assert_eq!((a.malformed, a.too_long, a.unsolicited), (2, 1, 0));
+        assert_eq!(a.sample.as_deref(), Some("x".repeat(120).as_str()), "the first line, cut");
+        let b = ProtocolErrors { unsolicited: 3, sample: Some("other".into()), ..Default::default() };
+        assert!(!b.is_empty(), "an unsolicited answer alone is worth reporting");
+        let sum = a.plus(&b);
+        assert_eq!((sum.malformed, sum.too_long, sum.unsolicited), (2, 1, 3));
+        assert_eq!(sum.sample, a.sample);
+        assert_eq!(ProtocolErrors::default().plus(&b).sample.as_deref(), Some("other"));
+        let d = sum.describe();
+        assert!(
+            d.starts_with(
+                "2 line(s) that were no probe answer (1 over the 1 MiB limit), 3 answer(s) to no request, e.g. \"xxx"
+            ),
+            "{d}"
+        );
+        assert!(!a.describe().contains("no request"), "{}", a.describe());
+        let mut r = Report::new("s", "s.toml", "now".into());
+        assert!(serde_json::to_value(&r).unwrap()["probe"].get("protocol_errors").is_none());
+        r.probe.protocol_errors = sum;
+        let v = serde_json::to_value(&r).unwrap();
+        assert_eq!(v["probe"]["protocol_errors"]["unsolicited"], 3);
+        assert_eq!(serde_json::from_value::<Report>(v).unwrap(), r);
     }
 
     #[test]

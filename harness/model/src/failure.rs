@@ -90,7 +90,7 @@ codes! {
     Qemu = "qemu", Error, "QEMU or its helper failed to start or to talk";
     LeftoverProcess = "leftover-process", Error, "a QEMU or helper process outlived the run";
     StatusProtocol = "status-protocol", Error, "the guest's status reporter speaks a protocol airboot does not know";
-    ProbeProtocol = "probe-protocol", Error, "the probe's transport carried only lines that are no probe answers (malformed, or over 1 MiB)";
+    ProbeProtocol = "probe-protocol", Error, "the probe's transport carried only lines that are no probe answers (malformed, over 1 MiB, or answers to no request)";
     PowerCut = "power-cut", Error, "the power cuts could not be placed or judged";
     Interrupted = "interrupted", Error, "airboot was interrupted (Ctrl-C, SIGTERM)";
 }

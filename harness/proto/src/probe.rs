@@ -8,6 +8,10 @@
 use serde::{Deserialize, Serialize};
 
 pub const PROBE_PROTOCOL: u32 = 1;
+/// The longest line the host reads from the probe: a status with hundreds
+/// of images and containers is well under it. Longer lines are skipped
+/// (never kept in memory) and counted.
+pub const MAX_LINE: usize = 1 << 20;
 /// vsock port the probe listens on.
 pub const PROBE_VSOCK_PORT: u32 = 5253;
 /// Name of the virtio-serial port the probe serves (`/sys/class/virtio-ports/*/name`).

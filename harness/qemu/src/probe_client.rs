@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use airboot_proto::probe::{Body, HelloReply, Op, PROBE_PROTOCOL, Request, Response};
 
 use crate::transport::Endpoint;
+pub use airboot_core::report::ProtocolErrors;
 
 /// A connected byte stream with read deadlines.
 pub trait Stream: Read + Write + Send {
@@ -42,55 +43,24 @@ pub enum ProbeError {
     #[error("unexpected answer from the probe: {0}")]
     Protocol(String),
     #[error("the probe's transport carried {}", .0.describe())]
-    Garbage(Garbage),
+    Garbage(ProtocolErrors),
 }
 
-/// The longest line the probe protocol accepts: a status with hundreds of
-/// images and containers is well under it. Longer lines are skipped (not
-/// kept in memory) and counted.
-pub const MAX_LINE: usize = 1 << 20;
+pub use airboot_proto::probe::MAX_LINE;
 
 pub struct ProbeClient {
     reader: BufReader<Box<dyn Stream>>,
     next_id: u64,
     pub hello: HelloReply,
-    /// Lines that were no answer to any request: malformed, over-long, or
-    /// stale output of an earlier session.
-    pub garbage: Garbage,
+    /// Lines that were no answer to a request of this session: malformed,
+    /// over-long, or answers to no request (stale output of an earlier
+    /// session).
+    pub errors: ProtocolErrors,
+    /// This session's nonce: a late answer to a repeated hello is expected.
+    nonce: String,
     /// A line read in part when a read timed out.
     partial: Vec<u8>,
     partial_long: bool,
-}
-
-/// What came over the probe's transport that was not an answer.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Garbage {
-    pub lines: u64,
-    pub too_long: u64,
-    /// The first such line, cut to 120 characters.
-    pub sample: Option<String>,
-}
-
-impl Garbage {
-    fn count(&mut self, line: &[u8], too_long: bool) {
-        self.lines += 1;
-        self.too_long += u64::from(too_long);
-        if self.sample.is_none() {
-            let text: String = String::from_utf8_lossy(&line[..line.len().min(480)]).chars().take(120).collect();
-            self.sample = Some(text);
-        }
-    }
-
-    /// For a message: how many, and an example.
-    pub fn describe(&self) -> String {
-        format!(
-            "{} line(s) that were no probe answer ({} over the {} MiB limit), e.g. {:?}",
-            self.lines,
-            self.too_long,
-            MAX_LINE >> 20,
-            self.sample.as_deref().unwrap_or("")
-        )
-    }
 }
 
 /// One line read with a cap into `line` (without the newline): `true` when
@@ -170,7 +140,8 @@ impl ProbeClient {
             reader: BufReader::new(stream),
             next_id: 1,
             hello: HelloReply::default(),
-            garbage: Garbage::default(),
+            errors: ProtocolErrors::default(),
+            nonce: nonce.to_string(),
             partial: Vec::new(),
             partial_long: false,
         };
@@ -189,11 +160,11 @@ impl ProbeClient {
                     Ok(Response { id: rid, body: Body::Error { message } }) if rid == id => {
                         return Err(ProbeError::Remote(message));
                     }
-                    Ok(_) => continue,
+                    Ok(_) => c.errors.unsolicited += 1,
                     Err(ProbeError::Timeout(_)) if Instant::now() < deadline => break,
                     // Something talked, but never the probe's answer.
-                    Err(ProbeError::Timeout(_)) if c.garbage.lines > 0 => {
-                        return Err(ProbeError::Garbage(c.garbage.clone()));
+                    Err(ProbeError::Timeout(_)) if !c.errors.is_empty() => {
+                        return Err(ProbeError::Garbage(c.errors.clone()));
                     }
                     Err(e) => return Err(e),
                 }
@@ -239,7 +210,7 @@ impl ProbeClient {
             // Not a response (noise from an earlier session, or a guest
             // that misbehaves): counted, and read on.
             if !line.trim_ascii().is_empty() || too_long {
-                self.garbage.count(&line, too_long);
+                self.errors.malformed_line(&line, too_long);
             }
         }
     }
@@ -256,7 +227,9 @@ impl ProbeClient {
                         b => Ok(b),
                     };
                 }
-                Ok(_) => continue,
+                // The answer to a hello repeated while the guest was slow.
+                Ok(Response { body: Body::Hello(h), .. }) if h.nonce == self.nonce => {}
+                Ok(_) => self.errors.unsolicited += 1,
                 Err(ProbeError::Timeout(_)) => return Err(ProbeError::Timeout(within.as_secs_f64())),
                 Err(e) => return Err(e),
             }
@@ -308,7 +281,9 @@ mod tests {
             r.read_line(&mut line).unwrap();
             let req: Request = serde_json::from_str(&line).unwrap();
             assert_eq!(req.op, Op::Status);
-            // An answer to some other id first, then ours.
+            // A late answer to the hello (expected, not counted), an answer
+            // to some other id (counted), then ours.
+            w.write_all(format!("{}\n", serde_json::to_string(&hello).unwrap()).as_bytes()).unwrap();
             let other = Response { id: 99, body: Body::Error { message: "x".into() } };
             let ours = Response {
                 id: req.id,
@@ -328,10 +303,12 @@ mod tests {
         let s = open(&Endpoint::Unix { path }, Duration::from_secs(5)).unwrap();
         let mut c = ProbeClient::handshake(s, "NEW", Duration::from_secs(5)).unwrap();
         assert_eq!(c.hello.transport, "virtio-serial");
+        assert_eq!((c.errors.malformed, c.errors.unsolicited), (1, 1), "the stale hello and the noise: {:?}", c.errors);
         match c.request(Op::Status, Duration::from_secs(5)).unwrap() {
             Body::Status(s) => assert_eq!(s.system, "running"),
             other => panic!("{other:?}"),
         }
+        assert_eq!(c.errors.unsolicited, 2, "the answer to id 99 was ignored and counted");
         let e = c.request(Op::Airgap, Duration::from_secs(5)).unwrap_err();
         assert_eq!(e.to_string(), "the probe answered: docker.sock absent");
         let started = Instant::now();
@@ -378,8 +355,8 @@ mod tests {
         });
         let s = open(&Endpoint::Unix { path: path.clone() }, Duration::from_secs(5)).unwrap();
         let c = ProbeClient::handshake(s, "N", Duration::from_secs(10)).unwrap();
-        assert_eq!((c.garbage.lines, c.garbage.too_long), (2, 1), "{:?}", c.garbage);
-        assert!(c.garbage.sample.as_deref().unwrap().starts_with("xxxx"));
+        assert_eq!((c.errors.malformed, c.errors.too_long), (2, 1), "{:?}", c.errors);
+        assert!(c.errors.sample.as_deref().unwrap().starts_with("xxxx"));
         assert!(c.partial.capacity() <= 2 * MAX_LINE, "the buffer grew to {}", c.partial.capacity());
         let s = open(&Endpoint::Unix { path }, Duration::from_secs(5)).unwrap();
         let e = ProbeClient::handshake(s, "N", Duration::from_secs(2)).err().unwrap();

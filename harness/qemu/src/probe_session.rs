@@ -10,7 +10,7 @@ use std::time::{Duration, Instant, SystemTime};
 use airboot_core::guest::ClockSample;
 use airboot_proto::probe::{AirgapReport, Body, HelloReply, Op, ProbeStatus, RunImageResult};
 
-use crate::probe_client::{ProbeClient, ProbeError, open};
+use crate::probe_client::{ProbeClient, ProbeError, ProtocolErrors, open};
 use crate::transport::Endpoint;
 
 #[derive(Debug)]
@@ -32,8 +32,12 @@ pub enum ProbeEvent {
     Answer(Result<Body, String>),
     /// A problem worth a note in the report (reported once per kind).
     Trouble(String),
-    /// A handshake saw only lines that are no probe answer (described).
-    Garbage(String),
+    /// What came over the transport that was no answer, counted over the
+    /// whole run (sent whenever it grows).
+    Errors {
+        t: f64,
+        total: ProtocolErrors,
+    },
 }
 
 pub struct Session {
@@ -89,6 +93,9 @@ fn run(
     stop: Arc<AtomicBool>,
 ) {
     let mut client: Option<ProbeClient> = None;
+    // Protocol errors of the sessions that ended, and the total last sent.
+    let mut ended = ProtocolErrors::default();
+    let mut sent = ProtocolErrors::default();
     let mut told: Vec<String> = Vec::new();
     let mut trouble = |tx: &tokio::sync::mpsc::UnboundedSender<ProbeEvent>, kind: &str, msg: String| {
         if !told.iter().any(|k| k == kind) {
@@ -98,6 +105,11 @@ fn run(
     };
     let nonce = format!("{:x}-{}", std::process::id(), t0.elapsed().as_nanos());
     while !stop.load(Ordering::Relaxed) {
+        let total = ended.plus(client.as_ref().map(|c| &c.errors).unwrap_or(&ProtocolErrors::default()));
+        if total != sent {
+            let _ = tx.send(ProbeEvent::Errors { t: t0.elapsed().as_secs_f64(), total: total.clone() });
+            sent = total;
+        }
         let Some(c) = client.as_mut() else {
             match open(&endpoint, Duration::from_secs(5))
                 .and_then(|s| ProbeClient::handshake(s, &nonce, Duration::from_secs(10)))
@@ -107,8 +119,8 @@ fn run(
                     client = Some(c);
                 }
                 Err(ProbeError::Remote(m)) => trouble(&tx, "remote", format!("the probe refused the session: {m}")),
-                Err(e @ ProbeError::Garbage(_)) => {
-                    let _ = tx.send(ProbeEvent::Garbage(e.to_string()));
+                Err(ProbeError::Garbage(e)) => {
+                    ended = ended.plus(&e);
                     std::thread::sleep(Duration::from_secs(1));
                 }
                 Err(_) => std::thread::sleep(Duration::from_secs(1)),
@@ -118,7 +130,7 @@ fn run(
         if let Ok((op, within)) = ask.try_recv() {
             let answer = c.request(op, within).map_err(|e| e.to_string());
             if answer.is_err() {
-                client = None;
+                ended = ended.plus(&client.take().map(|c| c.errors).unwrap_or_default());
             }
             let _ = tx.send(ProbeEvent::Answer(answer));
             continue;
@@ -168,7 +180,7 @@ fn run(
             Ok(Err(other)) => trouble(&tx, "answer", format!("the probe answered a status request with {other:?}")),
             Err(e) => {
                 trouble(&tx, "lost", format!("the probe session broke ({e}); reconnecting"));
-                client = None;
+                ended = ended.plus(&client.take().map(|c| c.errors).unwrap_or_default());
                 continue;
             }
         }

@@ -564,8 +564,8 @@ impl VmRunner {
                             run.note(m);
                             Decision::Continue
                         }
-                        ProbeEvent::Garbage(m) => {
-                            run.on_probe_garbage(&m);
+                        ProbeEvent::Errors { t, total } => {
+                            run.on_probe_errors(t, total);
                             Decision::Continue
                         }
                         ProbeEvent::Answer(_) => Decision::Continue,

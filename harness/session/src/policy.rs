@@ -33,6 +33,13 @@ pub fn fill(report: &mut Report, o: VmOutcome) {
     report.status.last_t_s = res.last_status_t;
     report.status.guest_uptime_s = res.guest_uptime_s;
     report.probe.connected_s = res.probe_connected_s;
+    if !res.probe_errors.is_empty() && res.probe_connected_s.is_some() {
+        report.notes.push(format!(
+            "the probe's transport also carried {}: ignored (probe.protocol_errors)",
+            res.probe_errors.describe()
+        ));
+    }
+    report.probe.protocol_errors = res.probe_errors;
     report.probe.guest_machine = res.guest_machine;
     report.probe.init = res.guest_init;
     report.probe.version = o.probe_version;

@@ -19,6 +19,10 @@ pub const INJECTED_SILENT_S: f64 = 60.0;
 /// the run from those blocks when the host still has not reached it
 /// (the transport failed, not the guest).
 pub const PROBE_UNREACHED_S: f64 = 45.0;
+/// Wall seconds over which the probe's transport has kept carrying lines
+/// that are no answer, with never an answer, before the run ends as
+/// `probe-protocol` (a burst of stale lines is over within seconds).
+pub const PROBE_GARBAGE_S: f64 = 30.0;
 use crate::report::Milestone;
 use crate::verify::{ContainerRow, ImageRow};
 
@@ -80,6 +84,14 @@ impl Run {
             self.error = true;
             return self.stop_fail(f);
         }
+        if let Some((first, last)) = self.probe_errors_t
+            && self.cfg.probe
+            && self.probe_connected_t.is_none()
+            && last - first >= PROBE_GARBAGE_S
+        {
+            let f = self.probe_protocol_failure(&format!("from {first:.1}s to {last:.1}s"));
+            return self.stop_fail(f);
+        }
         if t >= self.deadline_s() {
             let mut message = format!(
                 "timed out after {:.1}s ({}s × {} for this accelerator)",
@@ -115,24 +127,29 @@ impl Run {
             if !missing.is_empty() {
                 message.push_str(&format!("; required milestones never seen: {}", missing.join(", ")));
             }
-            if let Some(g) = self.probe_garbage.as_ref().filter(|_| self.cfg.probe && self.probe_connected_t.is_none())
-            {
-                // Something answered on the probe's transport, never with
-                // the protocol: not "is the probe in the image?".
-                let f = Failure {
-                    code: FailureCode::ProbeProtocol,
-                    message: format!(
-                        "nothing answered the probe protocol within {:.1}s, but {g}: is something else listening on the probe's port, or is the probe in the image from another airboot?",
-                        self.deadline_s()
-                    ),
-                    evidence: self.last_line_evidence(),
-                };
+            if self.cfg.probe && self.probe_connected_t.is_none() && !self.probe_errors.is_empty() {
+                let f = self.probe_protocol_failure(&format!("within {:.1}s", self.deadline_s()));
                 return self.stop_fail(f);
             }
             let f = Failure { code: FailureCode::Timeout, message, evidence: self.last_line_evidence() };
             return self.stop_fail(f);
         }
         Decision::Continue
+    }
+
+    /// Something talked on the probe's transport, never with the protocol:
+    /// not "is the probe in the image?". An error (the harness could not
+    /// judge the guest), ended `when`.
+    fn probe_protocol_failure(&mut self, when: &str) -> Failure {
+        self.error = true;
+        Failure {
+            code: FailureCode::ProbeProtocol,
+            message: format!(
+                "nothing answered the probe protocol {when}, but its transport carried {}: is something else listening on the probe's port, or is the probe in the image from another airboot?",
+                self.probe_errors.describe()
+            ),
+            evidence: self.last_line_evidence(),
+        }
     }
 
     /// A guest nothing in which will ever report its stack (no probe, no
@@ -327,6 +344,7 @@ impl Run {
             guest_machine: self.guest_machine,
             guest_init: self.guest_init,
             probe_connected_s: self.probe_connected_t,
+            probe_errors: self.probe_errors,
             clock_skew_ms,
             image_runs: self.image_runs,
             image_loads: self.image_loads,

@@ -119,6 +119,8 @@ pub struct RunResult {
     /// The guest's init system, as the probe saw it.
     pub guest_init: Option<String>,
     pub probe_connected_s: Option<f64>,
+    /// What came over the probe's transport that was no answer.
+    pub probe_errors: crate::report::ProtocolErrors,
     pub clock_skew_ms: Option<f64>,
     pub image_runs: Vec<RunImageResult>,
     pub airgap: Option<Airgap>,
@@ -166,7 +168,10 @@ pub struct Run {
     probe_block_t: Option<f64>,
     probe_block: Option<StatusBlock>,
     /// What the probe's transport carried instead of answers, if so.
-    probe_garbage: Option<String>,
+    probe_errors: crate::report::ProtocolErrors,
+    /// When the probe's transport first, and last, carried a line that
+    /// was no answer.
+    probe_errors_t: Option<(f64, f64)>,
     guest_machine: Option<String>,
     guest_init: Option<String>,
     probe_connected_t: Option<f64>,
@@ -239,7 +244,8 @@ impl Run {
             block_seen: false,
             probe_block_t: None,
             probe_block: None,
-            probe_garbage: None,
+            probe_errors: Default::default(),
+            probe_errors_t: None,
             guest_machine: None,
             guest_init: None,
             probe_connected_t: None,
@@ -404,10 +410,15 @@ impl Run {
         self.check_progress(line.t)
     }
 
-    /// A handshake saw only lines that are no probe answer (malformed,
-    /// over-long): kept for the verdict if the probe never answers.
-    pub fn on_probe_garbage(&mut self, what: &str) {
-        self.probe_garbage = Some(what.to_string());
+    /// What came over the probe's transport that was no answer (malformed,
+    /// over-long, unsolicited), counted over the run: reported, and the
+    /// verdict if the probe never answers.
+    pub fn on_probe_errors(&mut self, t: f64, total: crate::report::ProtocolErrors) {
+        if total != self.probe_errors {
+            let first = self.probe_errors_t.map_or(t, |(first, _)| first);
+            self.probe_errors_t = Some((first, t));
+        }
+        self.probe_errors = total;
     }
 
     /// The probe answered the handshake.

@@ -655,17 +655,63 @@ fn a_probe_the_host_cannot_reach_is_judged_from_its_console_blocks() {
 #[test]
 fn a_transport_carrying_only_garbage_is_probe_protocol_not_never_answered() {
     let mut run = Run::new(probe_cfg()).unwrap();
-    run.on_probe_garbage("2 line(s) that were no probe answer (1 over the 1 MiB limit), e.g. \"xxxx\"");
+    let mut errors = crate::report::ProtocolErrors::default();
+    errors.malformed_line(&[b'x'; 100], true);
+    errors.malformed_line(b"{}", false);
+    run.on_probe_errors(3.0, errors.clone());
     assert_eq!(run.on_tick(41.0), Decision::Stop);
     let r = run.finish();
     assert_eq!(r.failures[0].code, FailureCode::ProbeProtocol);
     assert!(r.failures[0].message.contains("over the 1 MiB limit"), "{}", r.failures[0].message);
     // Once it answered, garbage earlier is no verdict.
     let mut run = Run::new(probe_cfg()).unwrap();
-    run.on_probe_garbage("noise");
+    run.on_probe_errors(3.0, errors.clone());
     run.on_probe_hello(5.0, "x86_64");
     run.on_tick(41.0);
-    assert_eq!(run.finish().failures[0].code, FailureCode::Timeout);
+    let r = run.finish();
+    assert_eq!(r.failures[0].code, FailureCode::Timeout);
+    assert_eq!(r.probe_errors, errors, "still counted for the report");
+    // Only unsolicited answers, never ours: that too is the protocol.
+    let mut run = Run::new(probe_cfg()).unwrap();
+    run.on_probe_errors(3.0, crate::report::ProtocolErrors { unsolicited: 4, ..Default::default() });
+    run.on_tick(41.0);
+    let r = run.finish();
+    assert_eq!(r.failures[0].code, FailureCode::ProbeProtocol);
+    assert!(r.failures[0].message.contains("4 answer(s) to no request"), "{}", r.failures[0].message);
+}
+
+/// Garbage that keeps coming for 30 s of wall time with never an answer
+/// ends the run then, as an error; a burst of stale lines does not.
+#[test]
+fn a_transport_that_keeps_carrying_garbage_ends_the_run_early_a_burst_does_not() {
+    let grow =
+        |n: u64| crate::report::ProtocolErrors { malformed: n, sample: Some("noise".into()), ..Default::default() };
+    let mut run = Run::new(probe_cfg()).unwrap();
+    for (i, t) in [3.0, 14.0, 25.0].into_iter().enumerate() {
+        run.on_probe_errors(t, grow(i as u64 + 1));
+        assert_eq!(run.on_tick(t + 0.5), Decision::Continue, "at {t}s");
+    }
+    // The same total again is no new garbage.
+    run.on_probe_errors(32.5, grow(3));
+    assert_eq!(run.on_tick(33.0), Decision::Continue);
+    run.on_probe_errors(33.5, grow(4));
+    assert_eq!(run.on_tick(33.6), Decision::Stop, "30.5s of garbage");
+    let r = run.finish();
+    assert_eq!(r.verdict, Verdict::Error);
+    assert_eq!(r.failures[0].code, FailureCode::ProbeProtocol);
+    let m = &r.failures[0].message;
+    assert!(m.contains("from 3.0s to 33.5s") && m.contains("4 line(s)") && m.contains("\"noise\""), "{m}");
+    // A burst at the start, then quiet: the run goes on to its deadline.
+    let mut run = Run::new(probe_cfg()).unwrap();
+    run.on_probe_errors(3.0, grow(5));
+    run.on_probe_errors(3.5, grow(9));
+    assert_eq!(run.on_tick(35.0), Decision::Continue);
+    // An answer at last: garbage no longer ends it.
+    let mut run = Run::new(probe_cfg()).unwrap();
+    run.on_probe_errors(3.0, grow(1));
+    run.on_probe_hello(10.0, "x86_64");
+    run.on_probe_errors(34.0, grow(2));
+    assert_eq!(run.on_tick(34.5), Decision::Continue);
 }
 
 #[test]
