@@ -204,4 +204,63 @@ mod tests {
         });
         assert!(p[0].message.contains("2 packet(s) had no route"), "{}", p[0].message);
     }
+
+    /// Each rule at its edge: an IPv6 default route, a gateway on a route
+    /// that is not the default, a counter summing both families, the same
+    /// who-and-where named once, and a source with no destination.
+    #[test]
+    fn each_rule_at_its_edge() {
+        let r = AirgapReport {
+            interfaces: vec![iface("lo", "loopback")],
+            routes: vec![
+                Route { family: "ipv6".into(), destination: "::/0".into(), gateway: None, interface: "lo".into() },
+                route("10.9.0.0/16", "lo", Some("10.9.0.1")),
+                route("127.0.0.0/8", "lo", None),
+            ],
+            no_route: vec![NoRouteCount { netns: "host".into(), ipv4: 2, ipv6: 3 }],
+            evidence: vec![
+                EgressEvidence {
+                    who: "a".into(),
+                    destination: Some("x.example".into()),
+                    source: "journal".into(),
+                    line: "1".into(),
+                },
+                EgressEvidence {
+                    who: "a".into(),
+                    destination: Some("x.example".into()),
+                    source: "journal".into(),
+                    line: "2".into(),
+                },
+                EgressEvidence { who: "b".into(), destination: None, source: "engine-event".into(), line: "3".into() },
+            ],
+        };
+        let (a, p) = judge(&r);
+        assert!(a.default_route, "::/0 is a default route");
+        assert_eq!(a.nics, 0);
+        let routes: Vec<&str> =
+            p.iter().filter(|p| p.code == FailureCode::AirgapRoute).map(|p| p.message.as_str()).collect();
+        assert_eq!(
+            routes,
+            [
+                "the guest has a route out: ::/0 via lo",
+                "the guest has a route out: 10.9.0.0/16 via lo gateway 10.9.0.1"
+            ]
+        );
+        let egress: Vec<&str> =
+            p.iter().filter(|p| p.code == FailureCode::EgressAttempt).map(|p| p.message.as_str()).collect();
+        assert_eq!(egress, ["egress attempted: a tried to reach x.example; b tried to reach the network"]);
+        let counter = a.egress_attempts.iter().find(|e| e.source == "kernel-counter").unwrap();
+        assert_eq!(counter.who, "host network namespace");
+        assert_eq!(counter.evidence, "5 packet(s) had no route out (Ip OutNoRoutes 2, Ip6 OutNoRoutes 3)");
+        assert_eq!(a.egress_attempts.len(), 4);
+        // Only counters: the message quotes them.
+        let (_, p) = judge(&AirgapReport {
+            no_route: vec![NoRouteCount { netns: "host".into(), ipv4: 1, ipv6: 0 }],
+            ..Default::default()
+        });
+        assert_eq!(
+            p[0].message,
+            "egress attempted: 1 packet(s) had no route out (Ip OutNoRoutes 1, Ip6 OutNoRoutes 0)"
+        );
+    }
 }

@@ -95,7 +95,8 @@ impl LineSplitter {
     }
 }
 
-/// Remove ANSI escape sequences (CSI, OSC, two-byte ESC sequences) and
+/// Remove ANSI escape sequences (CSI, the strings OSC, DCS, SOS, PM and
+/// APC up to their BEL or ST terminator, two-byte ESC sequences) and
 /// control characters except tab, the C1 controls of the decoded text
 /// among them (U+0080–U+009F: `\u{9b}` is an 8-bit CSI a terminal
 /// obeys); decode as UTF-8 with replacement.
@@ -114,7 +115,8 @@ pub fn clean_line(bytes: &[u8]) -> String {
                     }
                     i += 1;
                 }
-                Some(b']') => {
+                // OSC, DCS, SOS, PM, APC: a string up to BEL or ESC \.
+                Some(b']' | b'P' | b'X' | b'^' | b'_') => {
                     i += 1;
                     while i < bytes.len() {
                         if bytes[i] == 0x07 {
@@ -357,6 +359,35 @@ mod tests {
         assert_eq!(clean_line(b"trailing esc \x1b"), "trailing esc ");
         // An 8-bit CSI (U+009B in UTF-8) and other C1 controls go too.
         assert_eq!(clean_line("a\u{9b}31mred\u{85}b é".as_bytes()), "a31mredb é");
+    }
+
+    /// Each boundary of the escape and control rules, one case each.
+    #[test]
+    fn escape_sequences_end_exactly_where_the_standard_says() {
+        // CSI: parameters and intermediates (0x20–0x3f) run on, a final
+        // byte 0x40–0x7e ends it, both ends of the range included.
+        assert_eq!(clean_line(b"a\x1b[?25;1 @b"), "ab");
+        assert_eq!(clean_line(b"a\x1b[2~b"), "ab");
+        assert_eq!(clean_line(b"a\x1b[1;3?\x7fbc"), "ac", "0x7f is no final byte; b is");
+        assert_eq!(clean_line(b"\x1b[31"), "", "an unfinished CSI at the end");
+        // OSC, DCS, SOS, PM, APC: a string ended by BEL or by ESC \.
+        for intro in [b']', b'P', b'X', b'^', b'_'] {
+            let mut bel = b"a\x1b".to_vec();
+            bel.push(intro);
+            bel.extend_from_slice(b"1;x y\x07b");
+            assert_eq!(clean_line(&bel), "ab", "{}", intro as char);
+            let mut st = b"a\x1b".to_vec();
+            st.push(intro);
+            st.extend_from_slice(b"1$r0m\x1b\\b");
+            assert_eq!(clean_line(&st), "ab", "{}", intro as char);
+        }
+        assert_eq!(clean_line(b"a\x1b]0;never ends"), "a", "an unterminated string swallows the rest");
+        assert_eq!(clean_line(b"a\x1b]x\x1bzb\x07c"), "ac", "an ESC not followed by \\ does not end it");
+        // Two-byte sequences drop the byte after ESC only.
+        assert_eq!(clean_line(b"a\x1b7bc\x1b=d"), "abcd");
+        // Controls: below 0x20 and 0x7f go, tab and space stay.
+        assert_eq!(clean_line(b"\x01a\x1fb \x7fc\td\r"), "ab c\td");
+        assert_eq!(clean_line(b"~ } \x20"), "~ }  ");
     }
 
     #[test]

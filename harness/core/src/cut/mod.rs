@@ -389,6 +389,45 @@ mod tests {
         assert!(e.contains("damaged (fixed errors)") && e.contains("could not be read"), "{e}");
     }
 
+    /// The evidence lines say exactly how much of the store held: images
+    /// complete of expected, layers verified of registered, and at most
+    /// five problems.
+    #[test]
+    fn crash_evidence_counts_complete_images_and_verified_layers() {
+        use store::{ImageCheck, ImageState};
+        let image = |r: &str, state| ImageCheck { reference: r.into(), id: None, state };
+        let s = StoreCheck {
+            verdict: StoreVerdict::Between,
+            images: vec![
+                image("a:1", ImageState::Complete),
+                image("b:1", ImageState::Absent),
+                image("c:1", ImageState::Complete),
+            ],
+            layers_registered: 7,
+            layers_verified: 4,
+            problems: (1..=7).map(|i| format!("problem {i}")).collect(),
+        };
+        let e = crash_evidence(&clean(), Some(&s));
+        assert_eq!(e[0], "crash state: filesystem clean after journal replay (clean)");
+        assert_eq!(
+            e[1],
+            format!(
+                "crash state: store {}: 2 of 3 expected image(s) complete, 4 of 7 registered layer(s) verified",
+                StoreVerdict::Between.as_str()
+            )
+        );
+        assert_eq!(
+            &e[2..],
+            [
+                "crash state: problem 1",
+                "crash state: problem 2",
+                "crash state: problem 3",
+                "crash state: problem 4",
+                "crash state: problem 5"
+            ]
+        );
+    }
+
     #[test]
     fn the_recorder_notes_positions_and_stops_after_the_nth_match_and_delay() {
         let re = |s: &str| regex::Regex::new(s).unwrap();
