@@ -102,7 +102,7 @@ pub fn cut(s: &Scenario, opts: &CutOptions, env: &Env, sink: &mut dyn EventSink)
         .unwrap_or_else(|| PathBuf::from("reports").join(format!("{}-cut-{}", clock::stamp(), s.name)));
     std::fs::create_dir_all(&base).map_err(|source| CampaignError::ReportDir { path: base.clone(), source })?;
     let _claim = airboot_qemu::process::lock_dir(&base).map_err(CampaignError::Busy)?;
-    let work = tempfile::Builder::new().prefix("airboot-cut-").tempdir().map_err(CampaignError::Workdir)?;
+    let work = airboot_qemu::scratch::temp_dir("cut").map_err(CampaignError::Workdir)?;
     let write_log = work.path().join("writes.log");
     std::fs::File::create(&write_log).map_err(CampaignError::Workdir)?;
 

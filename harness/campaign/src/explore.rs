@@ -157,9 +157,7 @@ impl Campaign<'_> {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let jobs = self.opts.jobs.unwrap_or(cores).clamp(1, distinct.len().max(1));
         let scratch = scratch_dir(judge.root.1.saturating_mul(jobs as u64), self.work);
-        let dir = tempfile::Builder::new()
-            .prefix("airboot-explore-")
-            .tempdir_in(&scratch)
+        let dir = airboot_qemu::scratch::temp_dir_in("explore", &scratch)
             .map_err(|e| format!("cannot make a working folder in {}: {e}", scratch.display()))?;
         let shard = self
             .opts

@@ -57,7 +57,7 @@ pub fn repro(bundle: &Path, opts: &ReproOptions, env: &Env, sink: &mut dyn Event
         boot.fixture_build = input.parent().filter(|d| d.join("fixture.json").is_file()).map(Path::to_path_buf);
     }
     let base = opts.report_dir.clone().unwrap_or_else(|| bundle.join(format!("repro-{}", clock::stamp())));
-    let work = tempfile::Builder::new().prefix("airboot-repro-").tempdir().map_err(CampaignError::Workdir)?;
+    let work = airboot_qemu::scratch::temp_dir("repro").map_err(CampaignError::Workdir)?;
     let state = base.join("state");
     std::fs::create_dir_all(&state).map_err(|source| CampaignError::ReportDir { path: state.clone(), source })?;
     chain(bundle, &info, &input, &state)?;

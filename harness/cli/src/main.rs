@@ -413,6 +413,28 @@ enum ImagesCmd {
     },
 }
 
+/// Remove what airboot processes killed outright left in the temporary
+/// folders (see `airboot_qemu::scratch`), and say so.
+fn sweep_stale_temp() {
+    let mut swept = airboot_qemu::scratch::sweep_stale(&airboot_qemu::scratch::scratch_roots());
+    let builds = airboot_images::sweep_stale_builds(&airboot_images::cache_root());
+    swept.removed.extend(builds.removed);
+    swept.mounted.extend(builds.mounted);
+    if let Some(first) = swept.removed.first() {
+        eprintln!(
+            "airboot: removed {} temporary folder(s) left by airboot processes that were killed (e.g. {})",
+            swept.removed.len(),
+            first.display()
+        );
+    }
+    for m in &swept.mounted {
+        eprintln!(
+            "airboot: {} was left by an airboot process that was killed, but something is still mounted under it: unmount it, then remove it",
+            m.display()
+        );
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Err(e) = airboot_qemu::process::install_interrupt_handler() {
@@ -426,6 +448,9 @@ fn main() -> ExitCode {
             | Cmd::Images(ImagesCmd::List | ImagesCmd::Path { .. } | ImagesCmd::Clean { dry_run: true })
     ) {
         airboot_qemu::process::default_broken_pipe();
+    }
+    if matches!(cli.cmd, Cmd::Run(_) | Cmd::Cut(_) | Cmd::Repro { .. } | Cmd::Images(ImagesCmd::Build { .. })) {
+        sweep_stale_temp();
     }
     let code = match cli.cmd {
         Cmd::Run(a) => run::run(run::Options {

@@ -35,7 +35,7 @@ mod recipes {
 }
 
 pub use builder::build;
-pub use util::BuildError;
+pub use util::{BuildError, sweep_stale_builds};
 
 /// The Debian release fixtures are built from.
 pub const SUITE: &str = "bookworm";

@@ -27,10 +27,8 @@ pub(crate) fn docker(
 ) -> Result<(), BuildError> {
     let dockerd = require("dockerd")?;
     // Unix socket paths are limited to 108 bytes: keep the runtime state short.
-    let run = tempfile::Builder::new()
-        .prefix("airboot-dk")
-        .tempdir_in("/tmp")
-        .map_err(io_err("creating a dockerd run folder"))?;
+    let run =
+        airboot_qemu::scratch::temp_dir_in("dk", Path::new("/tmp")).map_err(io_err("creating a dockerd run folder"))?;
     let sock = run.path().join("docker.sock");
     fs::create_dir_all(data_root).map_err(io_err("creating var/lib/docker"))?;
     let log = OpenOptions::new().create(true).append(true).open(&ctx.log).map_err(io_err("opening the build log"))?;

@@ -109,6 +109,40 @@ impl Drop for Lock {
     }
 }
 
+/// The pid in a build folder's name, `<final>.tmp-<pid>`.
+fn build_owner(name: &str) -> Option<u32> {
+    let (_, pid) = name.rsplit_once(".tmp-")?;
+    if pid.is_empty() || !pid.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    pid.parse().ok()
+}
+
+/// Remove the `<final>.tmp-<pid>` folders in each folder of the cache
+/// (`root/<kind>/`) left by builds whose process is gone (killed
+/// outright), unless something is still mounted under them: what was
+/// removed, and what was left for its mounts.
+pub fn sweep_stale_builds(root: &Path) -> airboot_qemu::scratch::Swept {
+    let mut swept = airboot_qemu::scratch::Swept::default();
+    let Ok(kinds) = fs::read_dir(root) else { return swept };
+    for kind in kinds.flatten().filter(|k| k.file_type().is_ok_and(|t| t.is_dir())) {
+        let Ok(entries) = fs::read_dir(kind.path()) else { continue };
+        for e in entries.flatten() {
+            let Some(pid) = build_owner(&e.file_name().to_string_lossy()) else { continue };
+            let p = e.path();
+            if pid == std::process::id() || !airboot_qemu::scratch::process_gone(pid) {
+                continue;
+            }
+            if !airboot_qemu::scratch::mounts_under(&p).is_empty() {
+                swept.mounted.push(p);
+            } else if fs::remove_dir_all(&p).is_ok() {
+                swept.removed.push(p);
+            }
+        }
+    }
+    swept
+}
+
 /// A temporary build folder, removed unless it was committed.
 pub(crate) struct TmpDir {
     pub(crate) path: PathBuf,
@@ -233,4 +267,32 @@ pub(crate) fn write(p: &Path, data: &[u8], mode: u32) -> Result<(), BuildError> 
     }
     fs::write(p, data).map_err(io_err(format!("writing {}", p.display())))?;
     fs::set_permissions(p, fs::Permissions::from_mode(mode)).map_err(io_err(format!("chmod {}", p.display())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_sweep_removes_the_build_folders_of_builds_that_are_gone() {
+        assert_eq!(build_owner("debian-x86_64-0fb1e73ace379911.tmp-19847"), Some(19847));
+        assert_eq!(build_owner("debian-x86_64-0fb1e73ace379911"), None);
+        assert_eq!(build_owner("a.tmp-12x"), None);
+        let root = tempfile::tempdir().unwrap();
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let dead = child.id();
+        child.wait().unwrap();
+        let mk = |p: &str| {
+            let p = root.path().join(p);
+            fs::create_dir_all(p.join("root/etc")).unwrap();
+            p
+        };
+        let stale = mk(&format!("fixtures/debian-x-1234.tmp-{dead}"));
+        let live = mk("fixtures/debian-x-1234.tmp-1");
+        let mine = mk(&format!("rootfs-docker/abc.tmp-{}", std::process::id()));
+        let done = mk("fixtures/debian-x-1234");
+        let swept = sweep_stale_builds(root.path());
+        assert_eq!(swept.removed, std::slice::from_ref(&stale));
+        assert!(!stale.exists() && live.exists() && mine.exists() && done.exists());
+    }
 }

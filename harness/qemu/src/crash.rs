@@ -160,10 +160,8 @@ pub fn through_nbd(disk: &Path, f: impl FnOnce(&mut NbdClient) -> Result<(), Cra
     // qemu-nbd wants an absolute socket path, and a unix socket's path
     // must fit in 108 bytes: a bundle under a relative or deep report
     // directory gives neither, so the socket lives in a private temp dir.
-    let sock_dir = tempfile::Builder::new()
-        .prefix("airboot-nbd-")
-        .tempdir()
-        .map_err(io_err("cannot create a directory for qemu-nbd's socket"))?;
+    let sock_dir =
+        crate::scratch::temp_dir("nbd").map_err(io_err("cannot create a directory for qemu-nbd's socket"))?;
     let sock = sock_dir.path().join("nbd.sock");
     let mut child = Command::new(qemu_nbd)
         .args(["-f", "qcow2", "--cache=writeback", "-k"])

@@ -11,6 +11,7 @@ pub mod probe_client;
 pub mod probe_session;
 pub mod process;
 pub mod qmp;
+pub mod scratch;
 pub mod transport;
 pub mod unpack;
 pub mod vm;

@@ -168,10 +168,8 @@ fn write(s: &Scenario, r: &ResolvedImage, arch: Arch) -> Result<Written, String>
     let plan = inject::plan(init, &stack, inittab.as_deref(), has_config)?;
     drop(view);
     let probe = airboot_images::probe_binary(arch)?;
-    let dir = tempfile::Builder::new()
-        .prefix("airboot-inject-")
-        .tempdir()
-        .map_err(|e| format!("cannot create a temporary folder: {e}"))?;
+    let dir =
+        airboot_qemu::scratch::temp_dir("inject").map_err(|e| format!("cannot create a temporary folder: {e}"))?;
     let disk = dir.path().join("probe-layer.qcow2");
     airboot_qemu::disk::create_overlay(&r.disk, r.format, &disk).map_err(|e| e.to_string())?;
     let files = airboot_qemu::inject::inject(&disk, rootp.start, rootp.len, &plan, &probe, dir.path())?;

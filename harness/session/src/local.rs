@@ -58,8 +58,7 @@ impl Machine for LocalQemu {
     }
 
     fn boot(&self, plan: &BootPlan, run: Run, events: &mut dyn FnMut(VmEvent)) -> Result<VmOutcome, MachineError> {
-        let work =
-            tempfile::Builder::new().prefix("airboot-").tempdir().map_err(|e| MachineError::Workdir(e.to_string()))?;
+        let work = airboot_qemu::scratch::temp_dir("boot").map_err(|e| MachineError::Workdir(e.to_string()))?;
         let overlay = work.path().join("overlay.qcow2");
         airboot_qemu::disk::create_overlay(&plan.disk.0, plan.disk.1, &overlay)
             .map_err(|e| MachineError::Overlay(e.to_string()))?;
