@@ -93,12 +93,12 @@ pub fn read_response<R: BufRead>(mut r: R, max_body: usize) -> io::Result<Respon
         if read_line_capped(&mut r, &mut line)? == 0 {
             return Err(bad("connection closed inside the headers"));
         }
-        if headers.len() >= MAX_HEADERS {
-            return Err(bad(format!("over {MAX_HEADERS} header lines")));
-        }
         let l = line.trim_end();
         if l.is_empty() {
             break;
+        }
+        if headers.len() >= MAX_HEADERS {
+            return Err(bad(format!("over {MAX_HEADERS} header lines")));
         }
         if let Some((k, v)) = l.split_once(':') {
             headers.push((k.trim().to_string(), v.trim().to_string()));
@@ -212,6 +212,17 @@ mod tests {
         let eof = |n: usize| format!("HTTP/1.1 200 OK\r\n\r\n{}", "e".repeat(n));
         assert_eq!(read_response(eof(4).as_bytes(), 4).unwrap().body.len(), 4);
         assert!(read_response(eof(5).as_bytes(), 4).is_err());
+        // Exactly MAX_HEADERS header lines are read; one more is refused.
+        let headers = |n: usize| {
+            let mut h = String::from("HTTP/1.1 200 OK\r\n");
+            for i in 0..n {
+                h.push_str(&format!("X-{i}: y\r\n"));
+            }
+            h + "\r\n"
+        };
+        assert_eq!(read_response(headers(MAX_HEADERS).as_bytes(), 4).unwrap().headers.len(), MAX_HEADERS);
+        let e = read_response(headers(MAX_HEADERS + 1).as_bytes(), 4).unwrap_err().to_string();
+        assert!(e.contains("over 256 header lines"), "{e}");
     }
 
     #[test]
