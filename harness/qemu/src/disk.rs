@@ -117,6 +117,48 @@ pub fn sha256_file(path: &Path) -> Result<String, DiskError> {
     Ok(hex(&h.finalize()))
 }
 
+/// What the filesystem says of a file's contents: device, inode, size,
+/// and the modification and change times to the nanosecond. Any write
+/// changes the change time, which no user tool can set back, so a hash
+/// kept under this stamp holds while the stamp does.
+pub fn file_stamp(path: &Path) -> io::Result<String> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(path)?;
+    Ok(format!(
+        "{:x}-{}-{}-{}.{:09}-{}.{:09}",
+        m.dev(),
+        m.ino(),
+        m.size(),
+        m.mtime(),
+        m.mtime_nsec(),
+        m.ctime(),
+        m.ctime_nsec()
+    ))
+}
+
+/// The sha256 of `path` kept in `cache` under its current stamp
+/// ([`file_stamp`]), if one was.
+pub fn cached_sha256(path: &Path, cache: &Path) -> Option<String> {
+    let stamp = file_stamp(path).ok()?;
+    let text = std::fs::read_to_string(cache.join(stamp)).ok()?;
+    let h = text.trim();
+    (h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit())).then(|| h.to_string())
+}
+
+/// Keep `sha256` as `path`'s hash under `stamp`, taken before it was
+/// computed: kept only if the file still has that stamp (nothing wrote
+/// to it meanwhile). Best effort: a cache that cannot be written only
+/// costs the next run a hash.
+pub fn remember_sha256(path: &Path, stamp: &str, sha256: &str, cache: &Path) {
+    if file_stamp(path).ok().as_deref() != Some(stamp) || std::fs::create_dir_all(cache).is_err() {
+        return;
+    }
+    let tmp = cache.join(format!("{stamp}.{}", std::process::id()));
+    if std::fs::write(&tmp, sha256).is_ok() {
+        let _ = std::fs::rename(&tmp, cache.join(stamp));
+    }
+}
+
 pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -169,5 +211,34 @@ mod tests {
         let e = resolve_format(&q, Some(DiskFormat::Raw)).unwrap_err();
         assert!(e.to_string().contains("qcow2"), "{e}");
         assert!(matches!(sha256_file(&d.path().join("nope")), Err(DiskError::Read { .. })));
+    }
+
+    /// A cached hash is found while the file is untouched, and lost by any
+    /// write, even one that keeps the size and puts the mtime back.
+    #[test]
+    fn a_cached_hash_holds_only_while_the_file_is_untouched() {
+        let d = tempfile::tempdir().unwrap();
+        let (f, cache) = (d.path().join("disk.raw"), d.path().join("hashes"));
+        std::fs::write(&f, b"abc").unwrap();
+        assert_eq!(cached_sha256(&f, &cache), None, "nothing kept yet");
+        let stamp = file_stamp(&f).unwrap();
+        let h = sha256_file(&f).unwrap();
+        remember_sha256(&f, &stamp, &h, &cache);
+        assert_eq!(cached_sha256(&f, &cache).as_deref(), Some(h.as_str()));
+        let mtime = std::fs::metadata(&f).unwrap().modified().unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+        std::fs::write(&f, b"abd").unwrap();
+        std::fs::File::options().write(true).open(&f).unwrap().set_modified(mtime).unwrap();
+        assert_eq!(std::fs::metadata(&f).unwrap().modified().unwrap(), mtime, "same size, same mtime");
+        assert_eq!(cached_sha256(&f, &cache), None, "the change time gave the write away");
+        // A stamp taken before a write is not kept after it.
+        let old = file_stamp(&f).unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+        std::fs::write(&f, b"xyz").unwrap();
+        remember_sha256(&f, &old, "0".repeat(64).as_str(), &cache);
+        assert_eq!(cached_sha256(&f, &cache), None);
+        // A damaged cache entry is no hash.
+        std::fs::write(cache.join(file_stamp(&f).unwrap()), b"not a hash").unwrap();
+        assert_eq!(cached_sha256(&f, &cache), None);
     }
 }

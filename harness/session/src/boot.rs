@@ -322,14 +322,35 @@ fn session(
     report.timeouts.timeout_s = s.expect.timeout.as_secs_f64() * scale;
     report.timeouts.time_to_stack_budget_s = s.expect.time_to_stack.map(|t| t.as_secs_f64() * scale);
 
+    // The input's hash before the run: kept from an earlier run while the
+    // file is untouched, else computed while the guest boots (QEMU never
+    // writes the input, so the boot need not wait for it). The hash after
+    // the run is always computed in full.
+    let hashes = airboot_images::cache_root().join("hashes");
+    let stamp = disk::file_stamp(&input)
+        .map_err(|e| Failure::new(FailureCode::ImageUnreadable, format!("cannot read {}: {e}", input.display())))?;
     let before = match &unpacked {
-        Some(u) => u.input_sha256.clone(),
-        None => {
-            sink.event(RunEvent::Step(format!("hashing {}", input.display())));
-            disk::sha256_file(&input).map_err(|e| Failure::new(FailureCode::ImageUnreadable, e.to_string()))?
-        }
+        Some(u) => BeforeHash::Known(u.input_sha256.clone()),
+        None => match disk::cached_sha256(&input, &hashes) {
+            Some(h) => {
+                sink.event(RunEvent::Detail(format!(
+                    "{}: sha256 kept from an earlier run (same inode, size and change time); hashed again after the run",
+                    input.display()
+                )));
+                BeforeHash::Known(h)
+            }
+            None => {
+                sink.event(RunEvent::Step(format!("hashing {} while the guest boots", input.display())));
+                let (path, cache, stamp) = (input.clone(), hashes.clone(), stamp.clone());
+                BeforeHash::Pending(std::thread::spawn(move || {
+                    let h = disk::sha256_file(&path).map_err(|e| e.to_string())?;
+                    // Kept only if nothing wrote to the file since `stamp`.
+                    disk::remember_sha256(&path, &stamp, &h, &cache);
+                    Ok(h)
+                }))
+            }
+        },
     };
-    report.image.sha256_before = Some(before);
     let firmware = match r.boot {
         BootMode::Uefi => Some(
             env.machine
@@ -390,8 +411,46 @@ fn session(
             policy::fill(report, o);
         }
     }
-    policy::input_check(report, disk::sha256_file(&input).map_err(|e| e.to_string()));
+    // A hash known before the boot is a true "before"; one read while the
+    // guest booted is not, if the file was written meanwhile.
+    let known = matches!(before, BeforeHash::Known(_));
+    let before = before.get();
+    let after = disk::sha256_file(&input).map_err(|e| e.to_string());
+    let stamp_after = disk::file_stamp(&input).map_err(|e| e.to_string());
+    match (before, stamp_after) {
+        // Written during the run (the change time moved): whatever the
+        // hash read while the guest booted, the input did not stay put.
+        (before, Ok(now)) if now != stamp => {
+            report.image.sha256_before = before.ok().filter(|_| known);
+            policy::input_written(report, after, &stamp, &now);
+        }
+        (Ok(h), _) => {
+            if after.as_ref() == Ok(&h) {
+                disk::remember_sha256(&input, &stamp, &h, &hashes);
+            }
+            report.image.sha256_before = Some(h);
+            policy::input_check(report, after);
+        }
+        (Err(e), _) => {
+            report.error(FailureCode::ImageUnreadable, format!("hashing the input before the run: {e}"), None)
+        }
+    }
     Ok(())
+}
+
+/// The input's hash before the run: known, or being computed.
+enum BeforeHash {
+    Known(String),
+    Pending(std::thread::JoinHandle<Result<String, String>>),
+}
+
+impl BeforeHash {
+    fn get(self) -> Result<String, String> {
+        match self {
+            BeforeHash::Known(h) => Ok(h),
+            BeforeHash::Pending(t) => t.join().unwrap_or_else(|_| Err("the hashing thread panicked".into())),
+        }
+    }
 }
 
 /// The console login of `[image] login`: the password (read from its file

@@ -103,6 +103,21 @@ pub fn machine_failed(report: &mut Report, e: &MachineError) {
 }
 
 /// Whether the input image is as it was: `after` is its hash now.
+/// The input was written during the run: its stamp (inode, size, change
+/// time) moved from `was` to `now`. A hash read while the guest booted is
+/// no hash "before", and the caller reports none.
+pub fn input_written(report: &mut Report, after: Result<String, String>, was: &str, now: &str) {
+    report.image.unchanged = Some(false);
+    report.image.sha256_after = after.ok();
+    report.error(
+        FailureCode::InputModified,
+        format!(
+            "the input image was written during the run (its size or change time moved: {was} → {now}): something other than airboot wrote to it"
+        ),
+        None,
+    );
+}
+
 pub fn input_check(report: &mut Report, after: Result<String, String>) {
     match after {
         Ok(h) => {

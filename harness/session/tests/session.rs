@@ -157,6 +157,31 @@ fn an_input_image_that_changes_during_the_run_is_caught() {
     assert_eq!(codes(&r), [FailureCode::InputModified]);
     assert_eq!(r.image.unchanged, Some(false));
     assert_ne!(r.image.sha256_before, r.image.sha256_after);
+    assert!(r.failures[0].message.contains("written during the run"), "{}", r.failures[0].message);
+}
+
+/// The input is hashed while the guest boots, the first time; a second
+/// run of the untouched file takes the hash kept by the first, and still
+/// hashes it in full after the run.
+#[test]
+fn an_untouched_input_is_hashed_once_before_and_always_after() {
+    let tmp = tempfile::tempdir().unwrap();
+    let f = fixtures(tmp.path(), false, true);
+    // A file of its own, so no earlier test run kept its hash.
+    std::fs::write(&f.build.disk, format!("disk {:?}", std::time::SystemTime::now())).unwrap();
+    let said = |events: &[RunEvent], what: &str| {
+        events.iter().any(|e| matches!(e, RunEvent::Step(s) | RunEvent::Detail(s) if s.contains(what)))
+    };
+    let (first, events) = boot(&scenario(""), &machine(), &f, &BootOptions::default());
+    assert_eq!(first.verdict, Verdict::Pass, "{:?}", first.failures);
+    assert!(said(&events, "while the guest boots"), "{events:?}");
+    let (second, events) = boot(&scenario(""), &machine(), &f, &BootOptions::default());
+    assert_eq!(second.verdict, Verdict::Pass, "{:?}", second.failures);
+    assert!(said(&events, "kept from an earlier run"), "{events:?}");
+    assert!(!said(&events, "while the guest boots"));
+    assert_eq!(second.image.sha256_before, first.image.sha256_before);
+    assert_eq!(second.image.sha256_after, second.image.sha256_before);
+    assert_eq!(second.image.unchanged, Some(true));
 }
 
 #[test]
