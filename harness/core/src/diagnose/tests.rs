@@ -39,7 +39,7 @@ fn a_run_that_passed_gets_none_whatever_the_console_says() {
 }
 
 /// The words the probe quoted from dockerd's journal in the
-/// read-only-store boot test (tests/boot.rs).
+/// read-only-store boot test (tests/own_image.rs).
 #[test]
 fn a_read_only_store_is_named_from_the_engines_own_error() {
     let mut r = failed(&[FailureCode::EngineDown]);
