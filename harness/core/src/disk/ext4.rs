@@ -11,6 +11,10 @@ use super::{ReadAt, bad, le16, le32};
 
 pub const ROOT_INODE: u32 = 2;
 
+/// The most bytes of one directory read (a directory of some 300000
+/// entries): a corrupt size field costs no more memory than this.
+const MAX_DIR: u64 = 16 << 20;
+
 pub struct Ext4<'a> {
     disk: &'a dyn ReadAt,
     block_size: u64,
@@ -267,7 +271,8 @@ impl<'a> Ext4<'a> {
             return Err(bad("file too large to read here"));
         }
         let blocks = self.block_list(ino, nblocks)?;
-        let mut out = Vec::with_capacity(want as usize);
+        // Grown as read: the size field can say anything.
+        let mut out = Vec::with_capacity(want.min(1 << 20) as usize);
         for b in blocks {
             if b == 0 {
                 out.resize(out.len() + self.block_size as usize, 0);
@@ -299,7 +304,7 @@ impl<'a> Ext4<'a> {
         if dir.kind() != Kind::Dir {
             return Err(bad(format!("inode {} is not a directory", dir.number)));
         }
-        let data = self.read(dir, 256 << 20)?;
+        let data = self.read(dir, MAX_DIR)?;
         let mut out = Vec::new();
         for block in data.chunks(self.block_size as usize) {
             let mut off = 0usize;

@@ -6,6 +6,10 @@ use std::io;
 
 use super::{ReadAt, bad, le16, le32};
 
+/// The most bytes of one directory read: 131072 entries, far beyond any
+/// ESP or boot partition.
+const MAX_DIR: u64 = 4 << 20;
+
 pub struct Fat<'a> {
     disk: &'a dyn ReadAt,
     bytes_per_sector: u64,
@@ -95,10 +99,11 @@ impl<'a> Fat<'a> {
         Ok(if v >= end || v < 2 { None } else { Some(v) })
     }
 
-    fn chain(&self, first: u32) -> io::Result<Vec<u32>> {
+    /// The clusters of a chain from `first`, at most `max` of them.
+    fn chain(&self, first: u32, max: usize) -> io::Result<Vec<u32>> {
         let mut out = Vec::new();
         let mut c = first;
-        while c >= 2 && c < self.clusters + 2 {
+        while c >= 2 && c < self.clusters + 2 && out.len() < max {
             out.push(c);
             if out.len() > self.clusters as usize {
                 return Err(bad("FAT cluster chain loops"));
@@ -113,10 +118,8 @@ impl<'a> Fat<'a> {
 
     fn read_chain(&self, first: u32, limit: u64) -> io::Result<Vec<u8>> {
         let mut out = Vec::new();
-        for c in self.chain(first)? {
-            if out.len() as u64 >= limit {
-                break;
-            }
+        let max = usize::try_from(limit.div_ceil(self.cluster_bytes.max(1))).unwrap_or(usize::MAX);
+        for c in self.chain(first, max)? {
             let off = self.data_offset + (c as u64 - 2) * self.cluster_bytes;
             out.extend(self.disk.read_vec(off, self.cluster_bytes as usize)?);
         }
@@ -126,8 +129,8 @@ impl<'a> Fat<'a> {
     fn dir_bytes(&self, dir: Option<&Entry>) -> io::Result<Vec<u8>> {
         match dir {
             None if self.kind != 32 => self.disk.read_vec(self.root_dir_offset, self.root_dir_len as usize),
-            None => self.read_chain(self.root_cluster, 64 << 20),
-            Some(e) => self.read_chain(e.first_cluster, 64 << 20),
+            None => self.read_chain(self.root_cluster, MAX_DIR),
+            Some(e) => self.read_chain(e.first_cluster, MAX_DIR),
         }
     }
 

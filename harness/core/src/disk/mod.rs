@@ -21,7 +21,13 @@ pub trait ReadAt {
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()>;
     fn size(&self) -> u64;
 
+    /// `len` bytes at `offset`. A range past the end is refused before
+    /// anything is allocated: a header's size field can say anything.
     fn read_vec(&self, offset: u64, len: usize) -> io::Result<Vec<u8>> {
+        let size = self.size();
+        if offset.checked_add(len as u64).is_none_or(|end| end > size) {
+            return Err(out_of_range(offset, len, size));
+        }
         let mut v = vec![0; len];
         self.read_at(offset, &mut v)?;
         Ok(v)
