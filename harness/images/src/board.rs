@@ -91,7 +91,14 @@ pub fn board_kernel(root: &Path, arch: Arch, progress: Progress) -> Result<Board
                 log: None,
             });
         }
-        let mut ctx = Ctx { root: root.to_path_buf(), log: dir.join("build.log"), progress, step: 0, steps: 1 };
+        let mut ctx = Ctx {
+            root: root.to_path_buf(),
+            log: dir.join("build.log"),
+            progress,
+            step: 0,
+            steps: 1,
+            scratch: airboot_qemu::scratch::temp_dir("build").ok(),
+        };
         build_kernel(&mut ctx, arch, &kernel_dir, false)?;
     }
     let info: KernelInfo = read_json(&kernel_dir.join("kernel.json"))?;

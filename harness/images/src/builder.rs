@@ -32,7 +32,7 @@ pub fn build(root: &Path, name: &str, force: bool, progress: Progress) -> Result
     if !is_root() {
         return Err(BuildError::NotRoot(name.to_string()));
     }
-    for tool in ["mmdebstrap", "mkfs.ext4", "qemu-img", "depmod", "dpkg-query"] {
+    for tool in ["mmdebstrap", "unshare", "mkfs.ext4", "qemu-img", "depmod", "dpkg-query"] {
         require(tool)?;
     }
     if def.variant.preseeds() {
@@ -61,7 +61,14 @@ pub fn build(root: &Path, name: &str, force: bool, progress: Progress) -> Result
     let final_dir = fixture_dir(root, &def, &probe_hash);
     fs::create_dir_all(final_dir.parent().unwrap()).map_err(io_err("creating the fixtures folder"))?;
     let tmp = TmpDir::new(&final_dir)?;
-    let mut ctx = Ctx { root: root.to_path_buf(), log: tmp.path.join("build.log"), progress, step: 0, steps: 0 };
+    let mut ctx = Ctx {
+        root: root.to_path_buf(),
+        log: tmp.path.join("build.log"),
+        progress,
+        step: 0,
+        steps: 0,
+        scratch: airboot_qemu::scratch::temp_dir("build").ok(),
+    };
 
     let rootfs_dir = stage_dir(
         root,

@@ -16,7 +16,7 @@ use crate::debian_arch;
 
 use crate::archive::{self, Entry, EntryKind, ImageConfig, Layer};
 use crate::modules;
-use crate::util::{BuildError, Ctx, TmpDir, io_err, lock, mmdebstrap_sources, read_json, write};
+use crate::util::{BuildError, Ctx, TmpDir, io_err, lock, mmdebstrap, mmdebstrap_sources, read_json, write};
 use crate::{FixtureImage, SUITE, recipe_file};
 
 pub(crate) fn build_rootfs(
@@ -53,7 +53,7 @@ pub(crate) fn build_rootfs(
             .map(|l| l.split('#').next().unwrap_or("").trim().to_string())
             .filter(|l| !l.is_empty())
             .collect();
-    let mut cmd = Command::new("mmdebstrap");
+    let mut cmd = mmdebstrap();
     cmd.args(["--mode=root", "--variant=minbase", "--format=directory"])
         .arg(format!("--architectures={}", debian_arch(arch)))
         .arg(format!("--include={}", packages.join(",")))
@@ -97,7 +97,7 @@ pub(crate) fn build_kernel(ctx: &mut Ctx, arch: Arch, dir: &Path, force: bool) -
     ));
     let tmp = TmpDir::new(dir)?;
     let extract = tmp.path.join("extract");
-    let mut cmd = Command::new("mmdebstrap");
+    let mut cmd = mmdebstrap();
     cmd.args(["--mode=root", "--variant=extract", "--format=directory"])
         .arg(format!("--architectures={}", debian_arch(arch)))
         .arg(format!("--include=linux-image-{},busybox-static,systemd-boot-efi", debian_arch(arch)))
@@ -253,7 +253,7 @@ pub(crate) fn build_containers(
 pub(crate) fn make_containers(ctx: &mut Ctx, arch: Arch, dir: &Path) -> Result<(), BuildError> {
     let tmp = TmpDir::new(dir)?;
     let tree = tmp.path.join("tree");
-    let mut cmd = Command::new("mmdebstrap");
+    let mut cmd = mmdebstrap();
     cmd.args(["--mode=root", "--variant=extract", "--format=directory"])
         .arg(format!("--architectures={}", debian_arch(arch)))
         .arg("--include=redis-tools,busybox-static")

@@ -48,6 +48,10 @@ pub(crate) struct Ctx<'a> {
     pub(crate) progress: Progress<'a>,
     pub(crate) step: usize,
     pub(crate) steps: usize,
+    /// The tools' temporary folder (their TMPDIR): named for this process,
+    /// so what a killed build's tools left (mmdebstrap's own temporary
+    /// files) goes with the next sweep.
+    pub(crate) scratch: Option<tempfile::TempDir>,
 }
 
 impl Ctx<'_> {
@@ -70,6 +74,9 @@ impl Ctx<'_> {
             OpenOptions::new().create(true).append(true).open(&self.log).map_err(io_err("opening the build log"))?;
         let log2 = log.try_clone().map_err(io_err("opening the build log"))?;
         cmd.stdin(Stdio::null()).stdout(log).stderr(log2);
+        if let Some(s) = &self.scratch {
+            cmd.env("TMPDIR", s.path());
+        }
         match run_supervised(cmd, Some(timeout)) {
             Ok(_) => Ok(()),
             Err(RunError::Missing { program, package }) => {
@@ -210,6 +217,18 @@ pub(crate) fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions.
     let uid = unsafe { libc::geteuid() };
     uid == 0
+}
+
+/// mmdebstrap, contained: in a PID namespace of its own (when its first
+/// process dies, the kernel kills every process in it; and unshare's
+/// `--kill-child` kills that one when unshare dies, which dies with
+/// airboot), and a private mount namespace (its mounts in the chroot go
+/// with it). Killed outright, airboot leaves no mmdebstrap, dpkg or tar
+/// behind, and no /dev/pts mounted in a half-built root.
+pub(crate) fn mmdebstrap() -> Command {
+    let mut cmd = Command::new("unshare");
+    cmd.args(["--mount", "--propagation", "private", "--pid", "--fork", "--kill-child", "--", "mmdebstrap"]);
+    cmd
 }
 
 pub(crate) fn mmdebstrap_sources() -> Vec<String> {
