@@ -1,7 +1,8 @@
 //! Property tests (stable, run in CI) that drive the fuzz targets with
 //! random input behind a valid magic, so the readers get past their first
-//! checks: the raw disk readers (MBR/GPT, ext4, FAT and the boot evidence
-//! read from them). No panic, no hang.
+//! checks: the disk readers (MBR/GPT, ext4, FAT and the boot evidence
+//! read from them; qcow2), ELF/PE headers and the write log. No panic, no
+//! hang.
 
 use proptest::prelude::*;
 
@@ -60,5 +61,39 @@ proptest! {
         data in planted(64 << 10, vec![(510, vec![0x55, 0xaa]), (11, vec![0x00, 0x02]), (82, b"FAT32   ".to_vec())]),
     ) {
         airboot_fuzz::run("disk", &data);
+    }
+
+    #[test]
+    fn qcow2_headers_with_random_fields_read_without_panic(
+        data in planted(64 << 10, vec![(0, b"QFI\xfb".to_vec()), (4, vec![0, 0, 0, 3]), (8, vec![0; 8]), (20, vec![0, 0, 0, 16])]),
+        offsets in proptest::collection::vec(any::<u64>(), 0..8),
+    ) {
+        // The target reads at offsets taken from the input's last bytes.
+        let mut input = data;
+        for off in offsets {
+            input.extend_from_slice(&off.to_le_bytes());
+        }
+        airboot_fuzz::run("qcow2", &input);
+    }
+
+    #[test]
+    fn executables_with_random_headers_never_panic(
+        elf in planted(4096, vec![(0, b"\x7fELF".to_vec())]),
+        pe in planted(4096, vec![(0, b"MZ".to_vec()), (0x3c, vec![0x80, 0, 0, 0]), (0x80, b"PE\0\0".to_vec())]),
+        any_bytes in bytes(4096),
+    ) {
+        for b in [&elf, &pe, &any_bytes] {
+            airboot_fuzz::run("exe", b);
+        }
+    }
+
+    #[test]
+    fn write_logs_with_random_entries_parse_without_panic(
+        data in planted(64 << 10, vec![(0, airboot_core::cut::writelog::MAGIC.to_le_bytes().to_vec()), (8, vec![1, 0, 0, 0, 0, 0, 0, 0]), (24, vec![0, 2, 0, 0])]),
+        disk_size in 0u64..(1 << 40),
+    ) {
+        let mut input = disk_size.to_le_bytes().to_vec();
+        input.extend_from_slice(&data);
+        airboot_fuzz::run("writelog", &input);
     }
 }
