@@ -136,15 +136,7 @@ pub fn sweep_stale_builds(root: &Path) -> airboot_qemu::scratch::Swept {
         let Ok(entries) = fs::read_dir(kind.path()) else { continue };
         for e in entries.flatten() {
             let Some(pid) = build_owner(&e.file_name().to_string_lossy()) else { continue };
-            let p = e.path();
-            if pid == std::process::id() || !airboot_qemu::scratch::process_gone(pid) {
-                continue;
-            }
-            if !airboot_qemu::scratch::mounts_under(&p).is_empty() {
-                swept.mounted.push(p);
-            } else if fs::remove_dir_all(&p).is_ok() {
-                swept.removed.push(p);
-            }
+            swept.sweep(e.path(), pid);
         }
     }
     swept

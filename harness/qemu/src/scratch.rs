@@ -60,6 +60,26 @@ pub struct Swept {
     pub mounted: Vec<PathBuf>,
 }
 
+impl Swept {
+    /// `path`, left by process `pid`: removed if that process is gone
+    /// (not this one, not a live one), kept and noted if something is
+    /// mounted under it.
+    pub fn sweep(&mut self, path: PathBuf, pid: u32) {
+        if pid == std::process::id() || !process_gone(pid) {
+            return;
+        }
+        if !mounts_under(&path).is_empty() {
+            self.mounted.push(path);
+            return;
+        }
+        let dir = std::fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir());
+        let gone = if dir { std::fs::remove_dir_all(&path) } else { std::fs::remove_file(&path) };
+        if gone.is_ok() {
+            self.removed.push(path);
+        }
+    }
+}
+
 /// Remove the temporary folders in `dirs` whose airboot process is gone.
 pub fn sweep_stale(dirs: &[PathBuf]) -> Swept {
     let mut swept = Swept::default();
@@ -74,22 +94,7 @@ pub fn sweep_stale(dirs: &[PathBuf]) -> Swept {
         for e in entries.flatten() {
             let name = e.file_name();
             let Some(pid) = owner_pid(&name.to_string_lossy()) else { continue };
-            if pid == std::process::id() || !process_gone(pid) {
-                continue;
-            }
-            let path = e.path();
-            if !mounts_under(&path).is_empty() {
-                swept.mounted.push(path);
-                continue;
-            }
-            let gone = if e.file_type().is_ok_and(|t| t.is_dir()) {
-                std::fs::remove_dir_all(&path)
-            } else {
-                std::fs::remove_file(&path)
-            };
-            if gone.is_ok() {
-                swept.removed.push(path);
-            }
+            swept.sweep(e.path(), pid);
         }
     }
     swept
