@@ -358,6 +358,14 @@ struct RunArgs {
     /// fail as declared count as passing) for the exit status.
     #[arg(long)]
     check_outcomes: bool,
+    /// Boot up to N scenarios (or --repeat runs) at once, each its own QEMU
+    /// with its own overlay, sockets and vsock CID (default 1). Under TCG
+    /// each guest wants a core per vCPU: more at once than the cores fit
+    /// slows every guest. Reports keep the scenarios' order; each report
+    /// says how many shared the host (machine.jobs), and the timing history
+    /// compares such runs only with runs that shared it alike.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=64))]
+    jobs: Option<u16>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -463,6 +471,7 @@ fn main() -> ExitCode {
             repeat: a.repeat,
             history: a.history,
             check_outcomes: a.check_outcomes,
+            jobs: a.jobs.map(usize::from),
         }),
         Cmd::Report(r) if !r.merge.is_empty() => cut::merge(&r.merge, r.report_dir),
         Cmd::Report(r) => report_cmd::report(report_cmd::Options {

@@ -23,6 +23,7 @@ pub struct Options {
     pub check_outcomes: bool,
     pub filter: Option<String>,
     pub build: bool,
+    pub jobs: Option<usize>,
 }
 
 /// Load (and filter) the scenarios, or say why not.
@@ -57,6 +58,7 @@ pub fn run(o: Options) -> i32 {
         report_dir: o.report_dir,
         repeat: o.repeat,
         check_outcomes: o.check_outcomes,
+        jobs: o.jobs,
         boot: BootOptions { accel: o.accel, transport: o.transport, build: o.build, ..Default::default() },
     };
     let (mut files, mut terminal) = (ReportFiles::new(o.history), Terminal::default());

@@ -195,9 +195,17 @@ fn misspelt_key_exits_2_naming_line_and_key_before_booting() {
     assert_eq!(out.status.code(), Some(0), "{}", explain(&out));
 }
 
-/// `--repeat`: a guest whose root filesystem cannot be mounted fails fast
-/// (the initramfs says so), as its declared outcome says; three runs give
-/// "0 of 3 failed" with a confidence interval, and every run has a report.
+/// Seconds since midnight of an RFC 3339 time `…THH:MM:SSZ`.
+fn seconds_of_day(t: &str) -> f64 {
+    let hms: Vec<f64> = t[11..19].split(':').map(|x| x.parse().unwrap()).collect();
+    hms[0] * 3600.0 + hms[1] * 60.0 + hms[2]
+}
+
+/// `--repeat` with `--jobs`: a guest whose root filesystem cannot be
+/// mounted fails fast (the initramfs says so), as its declared outcome says;
+/// four runs, two guests at once, give "0 of 4 failed" with a confidence
+/// interval, every run has its own report in order, and the boots really
+/// overlapped, each with its own QEMU overlay and sockets.
 #[test]
 fn repeat_reports_the_failure_rate_with_a_confidence_interval() {
     let _g = vm_lock();
@@ -207,31 +215,44 @@ fn repeat_reports_the_failure_rate_with_a_confidence_interval() {
     std::fs::write(
         &scenario,
         format!(
-            "name = \"bad-root\"\n[image]\npath = \"{d}/disk.qcow2\"\nkernel = \"{d}/vmlinuz\"\ninitrd = \"{d}/initrd.img\"\nappend = \"console=ttyS0 root=/dev/vda rootfstype=xfs\"\n[machine]\narch = \"x86_64\"\n[expect]\ntimeout = \"12s\"\n[[milestone]]\nname = \"never\"\nconsole = \"login:\"\n[outcome]\nfailures = [\"initramfs-shell\"]\n",
+            "name = \"bad-root\"\n[image]\npath = \"{d}/disk.qcow2\"\nkernel = \"{d}/vmlinuz\"\ninitrd = \"{d}/initrd.img\"\nappend = \"console=ttyS0 root=/dev/vda rootfstype=xfs\"\n[machine]\narch = \"x86_64\"\ncpus = 1\n[expect]\ntimeout = \"12s\"\n[[milestone]]\nname = \"never\"\nconsole = \"login:\"\n[outcome]\nfailures = [\"initramfs-shell\"]\n",
             d = f.display()
         ),
     )
     .unwrap();
     let reports = dir.path().join("reports");
     let out = airboot()
-        .args(["run", "--repeat", "3", "--check-outcomes", "--report-dir"])
+        .args(["run", "--repeat", "4", "--jobs", "2", "--check-outcomes", "--report-dir"])
         .arg(&reports)
         .arg(&scenario)
         .output()
         .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert_eq!(out.status.code(), Some(0), "{}", explain(&out));
-    assert!(stdout.contains("0 of 3 runs failed (0.0%, 95% CI 0.0–56.1%)"), "{stdout}");
-    for rep in 1..=3 {
+    assert!(stdout.contains("0 of 4 runs failed (0.0%, 95% CI 0.0–49.0%)"), "{stdout}");
+    assert!(stderr.contains("[bad-root#3] "), "progress lines say whose they are: {stderr}");
+    let mut spans = Vec::new();
+    let mut overlays = std::collections::BTreeSet::new();
+    for rep in 1..=4 {
         let r = report(&reports.join(format!("bad-root/run-{rep:03}")));
         assert_eq!(r["failures"][0]["code"], FailureCode::InitramfsShell.as_str(), "{}", r["failures"]);
+        assert_eq!(r["machine"]["jobs"], 2, "each report says it shared the host");
+        spans.push((seconds_of_day(r["started_at"].as_str().unwrap()), r["wall_s"].as_f64().unwrap()));
+        let argv: Vec<&str> = r["qemu"]["argv"].as_array().unwrap().iter().filter_map(|a| a.as_str()).collect();
+        overlays.insert(argv.iter().find(|a| a.contains("overlay.qcow2")).map(|a| a.to_string()).unwrap());
     }
+    assert_eq!(overlays.len(), 4, "an overlay of its own per boot: {overlays:?}");
+    // Runs 1 and 2 were on at once: the second began before the first ended
+    // (by more than the second that `started_at` rounds to).
+    assert!(spans[1].0 < spans[0].0 + spans[0].1 - 2.0, "the boots did not overlap: {spans:?}");
     let run: Value = serde_json::from_str(&std::fs::read_to_string(reports.join("run.json")).unwrap()).unwrap();
-    assert_eq!(run["scenarios"].as_array().unwrap().len(), 3);
+    assert_eq!(run["jobs"], 2);
+    let dirs: Vec<&str> = run["scenarios"].as_array().unwrap().iter().map(|e| e["dir"].as_str().unwrap()).collect();
+    assert_eq!(dirs, ["bad-root/run-001", "bad-root/run-002", "bad-root/run-003", "bad-root/run-004"]);
     assert!(run["scenarios"].as_array().unwrap().iter().all(|e| e["as_declared"] == true));
     for f in ["junit.xml", "index.html", "summary.md"] {
         assert!(reports.join(f).exists(), "{f}");
     }
-    assert!(std::fs::read_to_string(reports.join("summary.md")).unwrap().contains("0 of 3 runs failed"));
+    assert!(std::fs::read_to_string(reports.join("summary.md")).unwrap().contains("0 of 4 runs failed"));
     assert_no_qemu_left("repeat");
 }

@@ -32,6 +32,14 @@ pub struct HistoryEntry {
     /// Milestone name → seconds since t0.
     pub milestones: BTreeMap<String, f64>,
     pub airboot_version: String,
+    /// Guests booted at once by that run (`airboot run --jobs`). Runs that
+    /// shared the host are compared only with runs that shared it alike.
+    #[serde(default, skip_serializing_if = "alone")]
+    pub jobs: usize,
+}
+
+fn alone(n: &usize) -> bool {
+    *n <= 1
 }
 
 impl HistoryEntry {
@@ -48,6 +56,7 @@ impl HistoryEntry {
             time_to_stack_s: r.time_to_stack_s,
             milestones: r.milestones.iter().map(|m| (m.name.clone(), m.t_s)).collect(),
             airboot_version: r.airboot_version.clone(),
+            jobs: r.machine.jobs,
         }
     }
 
@@ -59,8 +68,9 @@ impl HistoryEntry {
         } else {
             self.image_sha256.as_deref().map(|d| d.chars().take(12).collect()).unwrap_or_else(|| "?".into())
         };
+        let shared = if alone(&self.jobs) { String::new() } else { format!(" · {} at once", self.jobs) };
         format!(
-            "{} · image {digest} · {} · {}",
+            "{} · image {digest} · {} · {}{shared}",
             self.scenario,
             self.arch.map_or("?", |a| a.as_str()),
             self.accel.map_or("?", |a| a.as_str())
@@ -339,6 +349,7 @@ mod tests {
             time_to_stack_s: tts,
             milestones: m,
             airboot_version: "0.1.0".into(),
+            jobs: 0,
         }
     }
 
@@ -401,6 +412,28 @@ mod tests {
         let g = gate(&h, &GateConfig::default());
         assert_eq!(g.missing, 1);
         assert_eq!(g.exit_code(), 1);
+    }
+
+    #[test]
+    fn runs_that_shared_the_host_are_judged_apart_from_runs_alone() {
+        let mut h = noisy();
+        // A slow run that booted beside another guest: not a regression of
+        // the runs alone, and no history of its own yet.
+        let mut shared = entry(100, Some(200.0), Verdict::Pass);
+        shared.jobs = 2;
+        assert!(shared.key(false).ends_with(" · 2 at once"), "{}", shared.key(false));
+        h.push(shared);
+        let g = gate(&h, &GateConfig::default());
+        assert_eq!(g.exit_code(), 0);
+        assert!(g.rows.iter().any(|r| r.verdict == FigureVerdict::CannotJudge));
+        // The same slow run alone regresses.
+        h.last_mut().unwrap().jobs = 1;
+        assert_eq!(gate(&h, &GateConfig::default()).exit_code(), 1);
+        // Old history lines, without the field, read as alone; alone is not written.
+        let line = serde_json::to_string(&h[0]).unwrap();
+        assert!(!line.contains("jobs"), "{line}");
+        let back: HistoryEntry = serde_json::from_str(&line).unwrap();
+        assert_eq!(back.key(false), h[0].key(false));
     }
 
     #[test]

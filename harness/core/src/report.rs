@@ -30,6 +30,15 @@ pub struct MachineInfo {
     pub cpu: Option<String>,
     pub memory_mib: u64,
     pub cpus: u32,
+    /// Guests this airboot run booted at once (`airboot run --jobs`); each
+    /// shared the host with the others, so its times are not those of a
+    /// guest alone. Absent (0 or 1): alone.
+    #[serde(default, skip_serializing_if = "is_one")]
+    pub jobs: usize,
+}
+
+fn is_one(n: &usize) -> bool {
+    *n <= 1
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
@@ -428,6 +437,9 @@ pub struct RunIndex {
     pub started_at: String,
     pub verdict: Verdict,
     pub exit_code: i32,
+    /// Boots at once (`--jobs`). Absent (0 or 1): one at a time.
+    #[serde(default, skip_serializing_if = "is_one")]
+    pub jobs: usize,
     pub scenarios: Vec<RunEntry>,
 }
 

@@ -52,6 +52,7 @@ fn index_html_renders_with_a_visible_timeline() {
             time_to_stack_s: Some(130.0 + i as f64),
             milestones: Default::default(),
             airboot_version: "0.1.0".into(),
+            jobs: 1,
         })
         .collect();
     airboot_report::write_run_files(dir.path(), &run, Some(&history)).unwrap();

@@ -46,6 +46,9 @@ pub struct BootOptions {
     /// by an earlier boot of this scenario, `Some(false)` the image's own
     /// (the boot after a `[[step]]`).
     pub carried_probe: Option<bool>,
+    /// Boots the run has at once (`airboot run --jobs`; 0 and 1: alone),
+    /// recorded as `machine.jobs`: the history keys such runs apart.
+    pub jobs: usize,
 }
 
 /// Where boots run, and where fixtures come from.
@@ -75,6 +78,7 @@ pub fn run_boot(s: &Scenario, dir: &Path, opts: &BootOptions, env: &Env, sink: &
     report.description = s.description.clone();
     report.machine.memory_mib = s.machine.memory_mib;
     report.machine.cpus = s.machine.cpus;
+    report.machine.jobs = opts.jobs.max(1);
     let mut boot = Boot { report, recorded: None, input: None, arch: None, layer: None };
     // Steps: this boot carries out those up to the first reboot or power
     // cut, whose overlay is kept for the boot after it.

@@ -11,6 +11,7 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use airboot_core::console::TimedLine;
 use airboot_core::cut::Recorder;
@@ -56,6 +57,11 @@ pub struct FakeMachine {
     /// What was asked: the accelerator (choice, by whom), each plan.
     pub asked_accel: Mutex<Option<(AccelChoice, String)>>,
     pub plans: Mutex<Vec<BootPlan>>,
+    /// Each boot stays powered on this long after it started (so boots
+    /// from several threads overlap); the most that were on at once.
+    pub hold: std::time::Duration,
+    pub on: AtomicUsize,
+    pub most_on: AtomicUsize,
 }
 
 impl FakeMachine {
@@ -76,6 +82,9 @@ impl FakeMachine {
             fail: None,
             asked_accel: Mutex::new(None),
             plans: Mutex::new(Vec::new()),
+            hold: std::time::Duration::ZERO,
+            on: AtomicUsize::new(0),
+            most_on: AtomicUsize::new(0),
         }
     }
 
@@ -121,6 +130,10 @@ impl Machine for FakeMachine {
             });
         }
         events(VmEvent::Started { qemu_version: Some("9.9.9".into()) });
+        let on = self.on.fetch_add(1, Ordering::SeqCst) + 1;
+        self.most_on.fetch_max(on, Ordering::SeqCst);
+        std::thread::sleep(self.hold);
+        self.on.fetch_sub(1, Ordering::SeqCst);
         if let Some(f) = &self.scribble {
             let _ = std::fs::write(f, b"written by something else");
         }

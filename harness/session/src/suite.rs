@@ -1,12 +1,17 @@
 //! A suite: every scenario of an `airboot run`, each once or `--repeat`
-//! times, judged against its declared outcome, with one run index.
+//! times, judged against its declared outcome, with one run index. With
+//! `--jobs N` up to N boots run at once, each on its own thread (its own
+//! QEMU, overlay, sockets and vsock CID); reports and the index keep the
+//! scenarios' order whatever order the boots finish in.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc;
 
 use airboot_core::event::{EventSink, RunEvent, ScenarioResult};
 use airboot_core::history::RepeatStats;
 use airboot_core::outcome;
-use airboot_core::report::{self, RUN_SCHEMA, RunEntry, RunIndex};
+use airboot_core::report::{self, RUN_SCHEMA, Report, RunEntry, RunIndex};
 use airboot_core::scenario::Scenario;
 use airboot_model::Verdict;
 use airboot_qemu::process::{interrupt_reason, interrupted};
@@ -21,6 +26,34 @@ pub struct SuiteOptions {
     /// Exit status from each scenario's declared outcome, not its raw verdict.
     pub check_outcomes: bool,
     pub boot: BootOptions,
+    /// Boots at once (`--jobs`; 1 when `None`), never more than there are.
+    pub jobs: Option<usize>,
+}
+
+/// One boot of the suite: scenario `s` (its index), run `rep` of `repeat`.
+struct Planned {
+    s: usize,
+    rep: u32,
+    rel: String,
+    dir: PathBuf,
+}
+
+/// The boots of a suite in order, and where each one's reports go.
+fn plan(list: &[Scenario], repeat: u32, base: &std::path::Path) -> Vec<Planned> {
+    let single = list.len() == 1 && repeat == 1;
+    let mut out = Vec::new();
+    for (s, sc) in list.iter().enumerate() {
+        for rep in 1..=repeat {
+            let rel = match (single, repeat) {
+                (true, _) => ".".to_string(),
+                (false, 1) => sc.name.clone(),
+                (false, _) => format!("{}/run-{rep:03}", sc.name),
+            };
+            let dir = if single { base.to_path_buf() } else { base.join(&rel) };
+            out.push(Planned { s, rep, rel, dir });
+        }
+    }
+    out
 }
 
 /// Run every scenario in `list` (already loaded and filtered); the exit
@@ -42,66 +75,107 @@ pub fn run_suite(
     let started_at = clock::now_rfc3339();
     sink.event(RunEvent::RunStarted { run_id: id, dir: base.clone(), started_at: started_at.clone(), default_dir });
     let single = list.len() == 1 && repeat == 1;
-    let mut entries = Vec::new();
-    'scenarios: for (i, s) in list.iter().enumerate() {
-        let tname = load::test_name(s);
-        let (mut failed_runs, mut done_runs) = (0u64, 0u64);
-        for rep in 1..=repeat {
-            let rel = match (single, repeat) {
-                (true, _) => ".".to_string(),
-                (false, 1) => s.name.clone(),
-                (false, _) => format!("{}/run-{rep:03}", s.name),
-            };
-            let dir = if single { base.clone() } else { base.join(&rel) };
-            if interrupted() {
-                entries.push(RunEntry {
-                    scenario: s.name.clone(),
-                    test_name: tname.clone(),
-                    verdict: Verdict::Error,
-                    dir: rel,
-                    time_to_stack_s: None,
-                    failures: vec!["not run: airboot was interrupted".into()],
-                    declared: s.outcome.describe(),
-                    as_declared: false,
-                });
-                break 'scenarios;
-            }
-            sink.event(RunEvent::ScenarioStarted {
-                index: i + 1,
-                total: list.len(),
-                test_name: tname.clone(),
-                file: s.file.clone(),
-                repeat: (repeat > 1).then_some((rep, repeat)),
-            });
-            let report = run_boot(s, &dir, &opts.boot, env, sink).report;
-            let as_declared = outcome::check(&s.outcome, &report);
-            done_runs += 1;
-            failed_runs += u64::from(as_declared.is_err());
-            entries.push(RunEntry {
-                scenario: s.name.clone(),
-                test_name: tname.clone(),
-                verdict: report.verdict,
-                dir: rel.clone(),
-                time_to_stack_s: report.time_to_stack_s,
-                failures: report.failures.iter().map(|f| f.to_string()).collect(),
-                declared: s.outcome.describe(),
-                as_declared: as_declared.is_ok(),
-            });
-            sink.event(RunEvent::ScenarioFinished(Box::new(ScenarioResult {
-                test_name: if repeat > 1 { format!("{tname}#{rep}") } else { tname.clone() },
-                dir,
-                rel_dir: rel,
-                declared: s.outcome.describe(),
-                declares: s.outcome != Default::default(),
-                as_declared,
-                report,
-            })));
+    let planned = plan(list, repeat, &base);
+    let jobs = opts.jobs.unwrap_or(1).clamp(1, planned.len().max(1));
+    if jobs > 1 {
+        sink.event(RunEvent::Note(format!(
+            "{} boots, {jobs} at once (--jobs {jobs}): each guest shares the host's cores with the others, so its \
+             times are slower than alone; history keys these runs apart",
+            planned.len()
+        )));
+    }
+    let mut reports: Vec<Option<Report>> = vec![None; planned.len()];
+    let boot_one = |j: usize, out: &mut dyn EventSink| -> Option<Report> {
+        let p = &planned[j];
+        let s = &list[p.s];
+        if interrupted() {
+            return None;
         }
-        if repeat > 1 && done_runs > 0 {
-            sink.event(RunEvent::Repeats(RepeatStats::of(tname.clone(), failed_runs, done_runs)));
+        out.event(RunEvent::ScenarioStarted {
+            index: p.s + 1,
+            total: list.len(),
+            test_name: load::test_name(s),
+            file: s.file.clone(),
+            repeat: (repeat > 1).then_some((p.rep, repeat)),
+        });
+        let mut o = opts.boot.clone();
+        o.jobs = jobs;
+        let report = run_boot(s, &p.dir, &o, env, out).report;
+        out.event(finished(s, p, repeat, &report));
+        Some(report)
+    };
+    if jobs == 1 {
+        for (j, r) in reports.iter_mut().enumerate() {
+            *r = boot_one(j, sink);
+            if r.is_none() {
+                break;
+            }
+        }
+    } else {
+        let next = AtomicUsize::new(0);
+        std::thread::scope(|scope| {
+            let (tx, rx) = mpsc::channel::<Msg>();
+            for _ in 0..jobs {
+                let (tx, next, planned, boot_one) = (tx.clone(), &next, &planned, &boot_one);
+                scope.spawn(move || {
+                    loop {
+                        let j = next.fetch_add(1, Ordering::SeqCst);
+                        if j >= planned.len() {
+                            break;
+                        }
+                        let p = &planned[j];
+                        let mut out = Labelled { tx: &tx, label: label(&list[p.s], p, repeat) };
+                        let r = boot_one(j, &mut out);
+                        let stop = r.is_none();
+                        if tx.send(Msg::Done(j, r.map(Box::new))).is_err() || stop {
+                            break;
+                        }
+                    }
+                });
+            }
+            drop(tx);
+            for msg in rx {
+                match msg {
+                    Msg::Event(e) => sink.event(e),
+                    Msg::Done(j, r) => reports[j] = r.map(|b| *b),
+                }
+            }
+        });
+    }
+    let mut entries = Vec::new();
+    let mut repeats: Vec<(usize, u64, u64)> = Vec::new();
+    for (p, r) in planned.iter().zip(&reports) {
+        let s = &list[p.s];
+        let Some(report) = r else {
+            entries.push(not_run(s, p));
+            continue;
+        };
+        let as_declared = outcome::check(&s.outcome, report).is_ok();
+        entries.push(RunEntry {
+            scenario: s.name.clone(),
+            test_name: load::test_name(s),
+            verdict: report.verdict,
+            dir: p.rel.clone(),
+            time_to_stack_s: report.time_to_stack_s,
+            failures: report.failures.iter().map(|f| f.to_string()).collect(),
+            declared: s.outcome.describe(),
+            as_declared,
+        });
+        match repeats.last_mut() {
+            Some((k, failed, done)) if *k == p.s => {
+                *failed += u64::from(!as_declared);
+                *done += 1;
+            }
+            _ => repeats.push((p.s, u64::from(!as_declared), 1)),
         }
     }
-    let index = index(started_at, entries, opts.check_outcomes);
+    if repeat > 1 {
+        for (k, failed, done) in repeats {
+            sink.event(RunEvent::Repeats(RepeatStats::of(load::test_name(&list[k]), failed, done)));
+        }
+    }
+    let mut index = index(started_at, entries, opts.check_outcomes);
+    index.jobs = jobs;
     sink.event(RunEvent::RunFinished {
         index: index.clone(),
         dir: base,
@@ -109,6 +183,80 @@ pub fn run_suite(
         interrupted: interrupted().then(|| interrupt_reason().to_string()),
     });
     Ok(index)
+}
+
+/// The event that judges one boot against its scenario's declared outcome.
+fn finished(s: &Scenario, p: &Planned, repeat: u32, report: &Report) -> RunEvent {
+    let tname = load::test_name(s);
+    RunEvent::ScenarioFinished(Box::new(ScenarioResult {
+        test_name: if repeat > 1 { format!("{tname}#{}", p.rep) } else { tname },
+        dir: p.dir.clone(),
+        rel_dir: p.rel.clone(),
+        declared: s.outcome.describe(),
+        declares: s.outcome != Default::default(),
+        as_declared: outcome::check(&s.outcome, report),
+        report: report.clone(),
+    }))
+}
+
+/// The index entry of a boot that never started (airboot was interrupted).
+fn not_run(s: &Scenario, p: &Planned) -> RunEntry {
+    RunEntry {
+        scenario: s.name.clone(),
+        test_name: load::test_name(s),
+        verdict: Verdict::Error,
+        dir: p.rel.clone(),
+        time_to_stack_s: None,
+        failures: vec!["not run: airboot was interrupted".into()],
+        declared: s.outcome.describe(),
+        as_declared: false,
+    }
+}
+
+/// What a boot's progress lines are labelled with when several run at once.
+fn label(s: &Scenario, p: &Planned, repeat: u32) -> String {
+    if repeat > 1 { format!("{}#{}", s.name, p.rep) } else { s.name.clone() }
+}
+
+enum Msg {
+    Event(RunEvent),
+    Done(usize, Option<Box<Report>>),
+}
+
+/// A boot's events, sent to the suite's thread. With several boots at once
+/// a boot's progress lines are labelled with its scenario; what only makes
+/// sense in order (the probe's passing status) is left out. What writes the
+/// reports (boot and scenario results) passes unchanged.
+struct Labelled<'a> {
+    tx: &'a mpsc::Sender<Msg>,
+    label: String,
+}
+
+impl EventSink for Labelled<'_> {
+    fn event(&mut self, e: RunEvent) {
+        let l = &self.label;
+        let e = match e {
+            RunEvent::Step(s) => RunEvent::Step(format!("[{l}] {s}")),
+            RunEvent::Detail(s) => RunEvent::Detail(format!("[{l}] {s}")),
+            RunEvent::Note(s) => RunEvent::Note(format!("[{l}] {s}")),
+            RunEvent::Milestone(m) => RunEvent::Step(format!(
+                "[{l}] {:>7.1}s {:<18} {}",
+                m.t_s,
+                m.name,
+                m.evidence.chars().take(60).collect::<String>()
+            )),
+            RunEvent::Refused(f) => RunEvent::Step(format!("[{l}] {f}")),
+            RunEvent::Booting { what, accel, timeout_s } => {
+                RunEvent::Step(format!("[{l}] booting {what} ({accel}, timeout {timeout_s:.0}s)"))
+            }
+            RunEvent::GuestStatus { .. }
+            | RunEvent::Arch { .. }
+            | RunEvent::Transport { .. }
+            | RunEvent::Accel { .. } => return,
+            e => e,
+        };
+        let _ = self.tx.send(Msg::Event(e));
+    }
 }
 
 /// The run index and its exit status: by raw verdicts, or (with
@@ -131,6 +279,7 @@ pub fn index(started_at: String, entries: Vec<RunEntry>, check_outcomes: bool) -
             _ => Verdict::Error,
         },
         exit_code: code,
+        jobs: 1,
         scenarios: entries,
     }
 }

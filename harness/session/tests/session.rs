@@ -238,6 +238,7 @@ fn a_suite_judges_each_scenario_by_its_declared_outcome() {
         repeat: 1,
         check_outcomes: check,
         boot: BootOptions::default(),
+        jobs: None,
     };
     let mut events = Vec::new();
     let index = run_suite(&[pass.clone(), missing.clone()], &opts(false), &env, &mut |e| events.push(e)).unwrap();
@@ -259,6 +260,76 @@ fn a_suite_judges_each_scenario_by_its_declared_outcome() {
         })
         .collect();
     assert_eq!(kinds, ["run", "start", "boot", "judged", "start", "boot", "judged", "end"]);
+}
+
+#[test]
+fn a_suite_with_jobs_boots_at_once_and_keeps_the_scenarios_order() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (mut m, f) = (machine(), fixtures_with_a_disk(tmp.path()));
+    m.hold = std::time::Duration::from_millis(300);
+    let mut list = Vec::new();
+    for (i, name) in ["first", "second", "third"].iter().enumerate() {
+        let mut s = scenario("[machine]\narch = \"x86_64\"\n");
+        s.name = (*name).into();
+        if i == 1 {
+            s.expect.images.push(airboot_core::scenario::ImageExpect { reference: "fixture/nginx:1".into(), id: None });
+        }
+        list.push(s);
+    }
+    let env = Env { machine: &m, fixtures: &f };
+    let reports = tmp.path().join("reports");
+    let opts = SuiteOptions {
+        report_dir: Some(reports.clone()),
+        repeat: 2,
+        check_outcomes: false,
+        boot: BootOptions::default(),
+        jobs: Some(2),
+    };
+    let events = std::sync::Mutex::new(Vec::new());
+    let index = run_suite(&list, &opts, &env, &mut |e| events.lock().unwrap().push(e)).unwrap();
+    assert_eq!(m.plans.lock().unwrap().len(), 6, "3 scenarios × 2 runs");
+    assert_eq!(m.most_on.load(std::sync::atomic::Ordering::SeqCst), 2, "two guests were on at once, never more");
+    assert_eq!(index.jobs, 2);
+    assert_eq!(index.exit_code, 1, "second misses an image");
+    let order: Vec<(&str, &str)> = index.scenarios.iter().map(|e| (e.scenario.as_str(), e.dir.as_str())).collect();
+    assert_eq!(
+        order,
+        [
+            ("first", "first/run-001"),
+            ("first", "first/run-002"),
+            ("second", "second/run-001"),
+            ("second", "second/run-002"),
+            ("third", "third/run-001"),
+            ("third", "third/run-002"),
+        ]
+    );
+    let verdicts: Vec<Verdict> = index.scenarios.iter().map(|e| e.verdict).collect();
+    assert_eq!(verdicts, [Verdict::Pass, Verdict::Pass, Verdict::Fail, Verdict::Fail, Verdict::Pass, Verdict::Pass]);
+    let events = events.into_inner().unwrap();
+    // Every boot's report, each saying it shared the host.
+    let finished: Vec<&airboot_core::report::Report> = events
+        .iter()
+        .filter_map(|e| match e {
+            RunEvent::BootFinished { report, .. } => Some(&**report),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(finished.len(), 6);
+    assert!(finished.iter().all(|r| r.machine.jobs == 2));
+    // Progress lines say whose they are; the probe's status does not pass.
+    assert!(events.iter().any(|e| matches!(e, RunEvent::Step(s) if s.starts_with("[second#2] "))), "labelled steps");
+    assert!(!events.iter().any(|e| matches!(e, RunEvent::GuestStatus { .. })));
+    assert!(events.iter().any(|e| matches!(e, RunEvent::Note(n) if n.contains("6 boots, 2 at once"))));
+    // Flake statistics per scenario, in order, after the boots.
+    let repeats: Vec<(String, u64)> = events
+        .iter()
+        .filter_map(|e| match e {
+            RunEvent::Repeats(r) => Some((r.scenario.clone(), r.failures)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(repeats.len(), 3);
+    assert_eq!(repeats.iter().map(|r| r.1).collect::<Vec<_>>(), [0, 2, 0]);
 }
 
 /// The fake fixture with a real (empty) qcow2 disk, so the fake machine
