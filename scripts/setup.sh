@@ -3,8 +3,11 @@
 # it. Idempotent: a second run only checks. Needs root (apt, and later the
 # fixture builds), re-runs itself with sudo when available.
 #
-#   scripts/setup.sh            # packages, Rust targets, the guest probe
-#   scripts/setup.sh --release  # also the release build of airboot
+#   scripts/setup.sh                # packages, Rust targets, vhost-device-vsock, the guest probe
+#   scripts/setup.sh --release      # also the release build of airboot
+#   scripts/setup.sh --skip-helper  # all but vhost-device-vsock (scripts/test.sh
+#                                   # builds it beside the fixtures) ...
+#   scripts/setup.sh --helper-only  # ... with this
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -15,6 +18,27 @@ if [ "$(id -u)" != 0 ]; then
 fi
 
 step() { printf '\n== %s\n' "$*"; }
+mode=${1:-}
+case "$mode" in
+    "" | --release | --skip-helper | --helper-only) ;;
+    *) echo "setup.sh: unknown option $mode (--release, --skip-helper, --helper-only)" >&2; exit 2 ;;
+esac
+
+# vhost-device-vsock serves the guest's vsock device in user space when the
+# host has no /dev/vhost-vsock (most CI machines). Cached outside the tree.
+helper() {
+    local cache vdv_version=0.3.0 vdv
+    cache="${AIRBOOT_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/airboot}"
+    vdv="$cache/tools/vhost-device-vsock-$vdv_version"
+    if [ ! -x "$vdv/bin/vhost-device-vsock" ]; then
+        step "installing vhost-device-vsock $vdv_version (cargo install, 2-4 min)"
+        cargo install -q --locked vhost-device-vsock --version "$vdv_version" --root "$vdv"
+    fi
+}
+if [ "$mode" = --helper-only ]; then
+    helper
+    exit 0
+fi
 
 packages=(
     qemu-system-x86 qemu-system-arm ovmf qemu-efi-aarch64   # VMs and firmware
@@ -71,22 +95,14 @@ for t in x86_64-unknown-linux-musl aarch64-unknown-linux-musl; do
     rustup target list --installed | grep -qx "$t" || rustup target add "$t"
 done
 
-# vhost-device-vsock serves the guest's vsock device in user space when the
-# host has no /dev/vhost-vsock (most CI machines). Cached outside the tree.
-cache="${AIRBOOT_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/airboot}"
-vdv_version=0.3.0
-vdv="$cache/tools/vhost-device-vsock-$vdv_version"
-if [ ! -x "$vdv/bin/vhost-device-vsock" ]; then
-    step "installing vhost-device-vsock $vdv_version (cargo install, 2-4 min)"
-    cargo install -q --locked vhost-device-vsock --version "$vdv_version" --root "$vdv"
-fi
+[ "$mode" = --skip-helper ] || helper
 
 step "building the guest probe (static, both architectures)"
 for t in x86_64-unknown-linux-musl aarch64-unknown-linux-musl; do
     cargo build -q --release --locked -p airboot-probe --target "$t"
 done
 
-if [ "${1:-}" = --release ]; then
+if [ "$mode" = --release ]; then
     step "building airboot (release)"
     cargo build -q --release --locked -p airboot
 fi

@@ -91,8 +91,10 @@ fn check_injected_pass(out: &Output, rdir: &Path, input: &Path) -> Value {
 
 /// UEFI with a unified kernel image (systemd's stub + kernel + initramfs +
 /// command line) as the ESP's only loader, a GPT-typed root: OVMF boots
-/// it, the probe goes into the typed root partition.
+/// it, the probe goes into the typed root partition. Suite full: in CI the
+/// mkosi-built image below covers UEFI + UKI + an injected probe.
 #[test]
+#[ignore = "suite full (run with --ignored)"]
 fn a_probe_less_uefi_uki_disk_boots_through_ovmf_and_gets_the_full_verdict() {
     let _g = vm_lock();
     let (_dir, _disk, input, scenario) = device_disk("uefi-uki", None);
