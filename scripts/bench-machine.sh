@@ -28,18 +28,13 @@ work=$(mktemp -d)
 made=()
 trap 'rm -rf "$work" "${made[@]}"' EXIT
 
-# The scenario with `KEY = VALUE` under [machine], in a copy next to it (a
-# relative image path in the scenario is resolved from its folder).
+# shellcheck source=scripts/bench-lib.sh
+. scripts/bench-lib.sh
+# The scenario with `KEY = VALUE` under [machine], in a copy next to it.
 variant() {
-    local side=$1 value=$2 out
-    out="$(dirname "$scenario")/.bench-machine-$side-$$.toml"
-    if grep -q "^$key *=" "$scenario"; then
-        sed "s|^$key *=.*|$key = $value|" "$scenario" >"$out"
-    elif grep -q '^\[machine\]' "$scenario"; then
-        sed "s|^\[machine\]|[machine]\n$key = $value|" "$scenario" >"$out"
-    else
-        { cat "$scenario"; printf '\n[machine]\n%s = %s\n' "$key" "$value"; } >"$out"
-    fi
+    local out
+    out="$(dirname "$scenario")/.bench-machine-$1-$$.toml"
+    scenario_variant "$scenario" "$key" "$2" "$out"
     echo "$out"
 }
 va=$(variant a "$a")
