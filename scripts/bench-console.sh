@@ -25,13 +25,9 @@ cd "$(dirname "$0")/.."
 mib=${1:-20}
 rounds=${2:-3}
 fixture=${3:-debian-preseeded-x86_64}
-cargo build -q --release -p airboot
-bin=$PWD/target/release/airboot
 # shellcheck source=scripts/bench-lib.sh
 . scripts/bench-lib.sh
-fx=$("$bin" images path "$fixture")
-work=$(mktemp -d /var/tmp/airboot-bench-console.XXXXXX)
-trap 'rm -rf "$work"' EXIT
+bench_start console "$fixture"
 for kind in quiet flood; do
     raw_fixture_scenario "$fx" "$work" "$kind"
     # Both runs stay up 60 s after the stack ran, so the whole flood is read

@@ -73,3 +73,14 @@ watch_airboot() {
     done
     echo "$cpu $hwm $bcpu $bs"
 }
+
+# bench_start NAME FIXTURE: builds airboot (release) and sets $bin, $fx
+# (the fixture's build folder) and $work (a working folder in /var/tmp,
+# removed on exit together with any process the bench left running).
+bench_start() {
+    cargo build -q --release -p airboot
+    bin=$PWD/target/release/airboot
+    fx=$("$bin" images path "$2")
+    work=$(mktemp -d "/var/tmp/airboot-bench-$1.XXXXXX")
+    trap 'pkill -P $$ 2>/dev/null || true; rm -rf "$work"' EXIT
+}

@@ -31,13 +31,9 @@ cd "$(dirname "$0")/.."
 rounds=${1:-5}
 line=${2:-Debian GNU/Linux 12 airboot-fixture}
 fixture=${3:-debian-preseeded-x86_64}
-cargo build -q --release -p airboot
-bin=$PWD/target/release/airboot
 # shellcheck source=scripts/bench-lib.sh
 . scripts/bench-lib.sh
-fx=$("$bin" images path "$fixture")
-work=$(mktemp -d /var/tmp/airboot-bench-overhead.XXXXXX)
-trap 'pkill -P $$ 2>/dev/null || true; rm -rf "$work"' EXIT
+bench_start overhead "$fixture"
 raw_fixture_scenario "$fx" "$work" device 'transport = "virtio-serial"'
 size=$(stat -c %s "$work/device.raw")
 
