@@ -426,18 +426,13 @@ mod tests {
 
     #[test]
     fn writes_json_atomically() {
-        let d = tempfile_dir();
+        // Removed when dropped, even when an assertion below fails.
+        let tmp = tempfile::tempdir().unwrap();
+        let d = tmp.path();
         let r = Report::new("demo", "demo.toml", "2026-01-01T00:00:00Z".into());
-        write_report(&d, &r).unwrap();
+        write_report(d, &r).unwrap();
         let back: Report = serde_json::from_str(&std::fs::read_to_string(d.join("report.json")).unwrap()).unwrap();
         assert_eq!(back, r);
         assert!(!d.join("report.json.tmp").exists());
-        std::fs::remove_dir_all(&d).unwrap();
-    }
-
-    fn tempfile_dir() -> std::path::PathBuf {
-        let d = std::env::temp_dir().join(format!("airboot-report-test-{}", std::process::id()));
-        std::fs::create_dir_all(&d).unwrap();
-        d
     }
 }
