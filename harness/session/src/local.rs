@@ -1,7 +1,9 @@
 //! [`LocalQemu`]: the machine that runs QEMU on this host.
 
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::SystemTime;
 
 use airboot_core::run::Run;
 use airboot_core::scenario::AccelChoice;
@@ -62,10 +64,16 @@ impl Machine for LocalQemu {
         let overlay = work.path().join("overlay.qcow2");
         airboot_qemu::disk::create_overlay(&plan.disk.0, plan.disk.1, &overlay)
             .map_err(|e| MachineError::Overlay(e.to_string()))?;
-        // Boots of this process at once (`--jobs`) never share a CID; other
-        // airboot processes differ by pid.
+        // Boots of this process (several at once with `--jobs`) count up
+        // from one random start: they never share a CID, and other airboot
+        // processes start elsewhere.
+        static START: OnceLock<u64> = OnceLock::new();
         static BOOTS: AtomicU64 = AtomicU64::new(0);
-        let seed = u64::from(std::process::id()) % 1000 * 1000 + BOOTS.fetch_add(1, Ordering::Relaxed) % 1000;
+        let start = *START.get_or_init(|| {
+            u64::from(std::process::id())
+                ^ SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0)
+        });
+        let seed = start.wrapping_add(BOOTS.fetch_add(1, Ordering::Relaxed));
         let caps = self.transports();
         let transport = transport::plan(
             plan.transport.kind,
