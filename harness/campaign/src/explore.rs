@@ -18,7 +18,7 @@ use airboot_core::cut::store::StoreCheck;
 use airboot_core::cut::writelog::{CrashState, WriteLog, crash_state};
 use airboot_core::cut::{FsFindings, PowerCut};
 use airboot_core::disk::ext4::Ext4;
-use airboot_core::event::{EventSink, RunEvent};
+use airboot_core::event::{self, EventSink, RunEvent};
 use airboot_core::report::Report;
 use airboot_core::scenario::Explore;
 use airboot_model::Engine;
@@ -525,11 +525,8 @@ enum Msg {
     Done(usize, Box<PowerCut>),
 }
 
-/// A boot worker's events, sent to the campaign's thread. With several
-/// boots at once, a boot's progress lines are labelled with its bundle,
-/// and the lines that would not say whose they are (the probe's status,
-/// the accelerator and transport chosen again) are left out; what writes
-/// reports passes unchanged.
+/// A boot worker's events, sent to the campaign's thread; with several
+/// boots at once, labelled with its bundle (`event::labelled`).
 struct Forward<'a> {
     tx: &'a mpsc::Sender<Msg>,
     label: Option<String>,
@@ -537,15 +534,13 @@ struct Forward<'a> {
 
 impl EventSink for Forward<'_> {
     fn event(&mut self, e: RunEvent) {
-        let e = match (&self.label, e) {
-            (None, e) => e,
-            (Some(l), RunEvent::CutStep(s)) => RunEvent::CutStep(format!("[{l}] {s}")),
-            (Some(l), RunEvent::Milestone(m)) => RunEvent::CutStep(format!("[{l}] {:>7.1}s {}", m.t_s, m.name)),
-            (Some(l), RunEvent::Refused(f)) => RunEvent::CutStep(format!("[{l}] {f}")),
-            (Some(_), e @ (RunEvent::BootFinished { .. } | RunEvent::CutStarted { .. })) => e,
-            (Some(_), _) => return,
+        let e = match &self.label {
+            None => Some(e),
+            Some(l) => event::labelled(l, e, RunEvent::CutStep),
         };
-        let _ = self.tx.send(Msg::Event(e));
+        if let Some(e) = e {
+            let _ = self.tx.send(Msg::Event(e));
+        }
     }
 }
 

@@ -151,6 +151,37 @@ impl<F: FnMut(RunEvent)> EventSink for F {
     }
 }
 
+/// One boot's event as shown while several boots run at once, each boot
+/// labelled (a scenario, a crash state's bundle). Its progress lines
+/// begin `[label]`: steps, milestones, refusals, the boot's start and t0
+/// become lines made by `line` (a suite's steps, a campaign's), details
+/// and notes stay what they are. What would not say whose it is (the
+/// probe's passing status, the architecture, transport and accelerator
+/// chosen again for each boot) is left out (`None`). Everything else,
+/// what writes the reports, passes unchanged.
+pub fn labelled(label: &str, e: RunEvent, line: fn(String) -> RunEvent) -> Option<RunEvent> {
+    let l = label;
+    Some(match e {
+        RunEvent::Step(s) | RunEvent::CutStep(s) => line(format!("[{l}] {s}")),
+        RunEvent::Detail(s) => RunEvent::Detail(format!("[{l}] {s}")),
+        RunEvent::Note(s) => RunEvent::Note(format!("[{l}] {s}")),
+        RunEvent::Milestone(m) => {
+            line(format!("[{l}] {:>7.1}s {:<18} {}", m.t_s, m.name, m.evidence.chars().take(60).collect::<String>()))
+        }
+        RunEvent::Refused(f) => line(format!("[{l}] {f}")),
+        RunEvent::Booting { what, accel, timeout_s } => {
+            line(format!("[{l}] booting {what} ({accel}, timeout {timeout_s:.0}s)"))
+        }
+        RunEvent::GuestStarted { qemu_version } => {
+            line(format!("[{l}] t0: guest started (QEMU {})", qemu_version.as_deref().unwrap_or("?")))
+        }
+        RunEvent::GuestStatus { .. } | RunEvent::Arch { .. } | RunEvent::Transport { .. } | RunEvent::Accel { .. } => {
+            return None;
+        }
+        e => e,
+    })
+}
+
 /// Several consumers, each given every event in order.
 pub struct Fanout<'a>(pub Vec<&'a mut dyn EventSink>);
 
@@ -162,5 +193,63 @@ impl EventSink for Fanout<'_> {
             }
             last.event(e);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use airboot_model::FailureCode;
+
+    fn text(e: Option<RunEvent>) -> String {
+        match e {
+            Some(RunEvent::CutStep(s)) => format!("cut: {s}"),
+            Some(RunEvent::Step(s)) => format!("step: {s}"),
+            Some(RunEvent::Detail(s)) => format!("detail: {s}"),
+            Some(RunEvent::Note(s)) => format!("note: {s}"),
+            Some(e) => format!("unchanged: {e:?}"),
+            None => "dropped".into(),
+        }
+    }
+
+    #[test]
+    fn labelled_events_say_whose_they_are_in_the_callers_own_lines() {
+        let m = Milestone { name: "engine".into(), t_s: 12.34, source: "console".into(), evidence: "x".repeat(80) };
+        let cases: Vec<(RunEvent, String)> = vec![
+            (RunEvent::Step("hashing".into()), "cut: [a#2] hashing".into()),
+            (RunEvent::CutStep("judging".into()), "cut: [a#2] judging".into()),
+            (RunEvent::Detail("stage 3".into()), "detail: [a#2] stage 3".into()),
+            (RunEvent::Note("slow".into()), "note: [a#2] slow".into()),
+            (RunEvent::Milestone(m), format!("cut: [a#2]    12.3s engine             {}", "x".repeat(60))),
+            (
+                RunEvent::Refused(Failure::new(FailureCode::ImageMissing, "no image")),
+                "cut: [a#2] image-missing: no image".into(),
+            ),
+            (
+                RunEvent::Booting { what: "disk".into(), accel: Accel::Tcg, timeout_s: 299.6 },
+                "cut: [a#2] booting disk (tcg, timeout 300s)".into(),
+            ),
+            (RunEvent::GuestStarted { qemu_version: None }, "cut: [a#2] t0: guest started (QEMU ?)".into()),
+            (RunEvent::Accel { accel: Accel::Tcg, reason: "no kvm".into() }, "dropped".into()),
+            (RunEvent::Transport { kind: TransportKind::VirtioSerial, reason: "r".into() }, "dropped".into()),
+            (RunEvent::Arch { arch: airboot_model::Arch::X86_64, evidence: vec![] }, "dropped".into()),
+            (
+                RunEvent::GuestStatus {
+                    engine: airboot_proto::EngineState::Up,
+                    images: 1,
+                    containers: 1,
+                    running: 1,
+                    settled: true,
+                },
+                "dropped".into(),
+            ),
+        ];
+        for (e, want) in cases {
+            assert_eq!(text(labelled("a#2", e, RunEvent::CutStep)), want);
+        }
+        // A suite's lines are its steps; what writes reports passes as it was.
+        assert_eq!(text(labelled("s", RunEvent::Step("x".into()), RunEvent::Step)), "step: [s] x");
+        let kept = labelled("s", RunEvent::Repeats(RepeatStats::of("t".into(), 0, 1)), RunEvent::Step);
+        assert!(matches!(kept, Some(RunEvent::Repeats(_))));
     }
 }

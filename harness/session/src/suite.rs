@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 
-use airboot_core::event::{EventSink, RunEvent, ScenarioResult};
+use airboot_core::event::{self, EventSink, RunEvent, ScenarioResult};
 use airboot_core::history::RepeatStats;
 use airboot_core::outcome;
 use airboot_core::report::{self, RUN_SCHEMA, Report, RunEntry, RunIndex};
@@ -39,8 +39,7 @@ struct Planned {
 }
 
 /// The boots of a suite in order, and where each one's reports go.
-fn plan(list: &[Scenario], repeat: u32, base: &std::path::Path) -> Vec<Planned> {
-    let single = list.len() == 1 && repeat == 1;
+fn plan(list: &[Scenario], repeat: u32, single: bool, base: &std::path::Path) -> Vec<Planned> {
     let mut out = Vec::new();
     for (s, sc) in list.iter().enumerate() {
         for rep in 1..=repeat {
@@ -75,7 +74,7 @@ pub fn run_suite(
     let started_at = clock::now_rfc3339();
     sink.event(RunEvent::RunStarted { run_id: id, dir: base.clone(), started_at: started_at.clone(), default_dir });
     let single = list.len() == 1 && repeat == 1;
-    let planned = plan(list, repeat, &base);
+    let planned = plan(list, repeat, single, &base);
     let jobs = opts.jobs.unwrap_or(1).clamp(1, planned.len().max(1));
     if jobs > 1 {
         sink.event(RunEvent::Note(format!(
@@ -84,8 +83,9 @@ pub fn run_suite(
             planned.len()
         )));
     }
-    let mut reports: Vec<Option<Report>> = vec![None; planned.len()];
-    let boot_one = |j: usize, out: &mut dyn EventSink| -> Option<Report> {
+    // Each boot's report, and whether it was as its scenario declares.
+    let mut reports: Vec<Option<(Report, bool)>> = vec![None; planned.len()];
+    let boot_one = |j: usize, out: &mut dyn EventSink| -> Option<(Report, bool)> {
         let p = &planned[j];
         let s = &list[p.s];
         if interrupted() {
@@ -101,8 +101,9 @@ pub fn run_suite(
         let mut o = opts.boot.clone();
         o.jobs = jobs;
         let report = run_boot(s, &p.dir, &o, env, out).report;
-        out.event(finished(s, p, repeat, &report));
-        Some(report)
+        let (done, as_declared) = finished(s, p, repeat, &report);
+        out.event(done);
+        Some((report, as_declared))
     };
     if jobs == 1 {
         for (j, r) in reports.iter_mut().enumerate() {
@@ -146,11 +147,11 @@ pub fn run_suite(
     let mut repeats: Vec<(usize, u64, u64)> = Vec::new();
     for (p, r) in planned.iter().zip(&reports) {
         let s = &list[p.s];
-        let Some(report) = r else {
+        let Some((report, as_declared)) = r else {
             entries.push(not_run(s, p));
             continue;
         };
-        let as_declared = outcome::check(&s.outcome, report).is_ok();
+        let as_declared = *as_declared;
         entries.push(RunEntry {
             scenario: s.name.clone(),
             test_name: load::test_name(s),
@@ -185,18 +186,22 @@ pub fn run_suite(
     Ok(index)
 }
 
-/// The event that judges one boot against its scenario's declared outcome.
-fn finished(s: &Scenario, p: &Planned, repeat: u32, report: &Report) -> RunEvent {
+/// The event that judges one boot against its scenario's declared
+/// outcome, and whether it was as declared.
+fn finished(s: &Scenario, p: &Planned, repeat: u32, report: &Report) -> (RunEvent, bool) {
     let tname = load::test_name(s);
-    RunEvent::ScenarioFinished(Box::new(ScenarioResult {
+    let as_declared = outcome::check(&s.outcome, report);
+    let ok = as_declared.is_ok();
+    let e = RunEvent::ScenarioFinished(Box::new(ScenarioResult {
         test_name: if repeat > 1 { format!("{tname}#{}", p.rep) } else { tname },
         dir: p.dir.clone(),
         rel_dir: p.rel.clone(),
         declared: s.outcome.describe(),
         declares: s.outcome != Default::default(),
-        as_declared: outcome::check(&s.outcome, report),
+        as_declared,
         report: report.clone(),
-    }))
+    }));
+    (e, ok)
 }
 
 /// The index entry of a boot that never started (airboot was interrupted).
@@ -220,13 +225,11 @@ fn label(s: &Scenario, p: &Planned, repeat: u32) -> String {
 
 enum Msg {
     Event(RunEvent),
-    Done(usize, Option<Box<Report>>),
+    Done(usize, Option<Box<(Report, bool)>>),
 }
 
-/// A boot's events, sent to the suite's thread. With several boots at once
-/// a boot's progress lines are labelled with its scenario; what only makes
-/// sense in order (the probe's passing status) is left out. What writes the
-/// reports (boot and scenario results) passes unchanged.
+/// A boot's events, sent to the suite's thread, labelled with its
+/// scenario (`event::labelled`: several boots run at once).
 struct Labelled<'a> {
     tx: &'a mpsc::Sender<Msg>,
     label: String,
@@ -234,28 +237,9 @@ struct Labelled<'a> {
 
 impl EventSink for Labelled<'_> {
     fn event(&mut self, e: RunEvent) {
-        let l = &self.label;
-        let e = match e {
-            RunEvent::Step(s) => RunEvent::Step(format!("[{l}] {s}")),
-            RunEvent::Detail(s) => RunEvent::Detail(format!("[{l}] {s}")),
-            RunEvent::Note(s) => RunEvent::Note(format!("[{l}] {s}")),
-            RunEvent::Milestone(m) => RunEvent::Step(format!(
-                "[{l}] {:>7.1}s {:<18} {}",
-                m.t_s,
-                m.name,
-                m.evidence.chars().take(60).collect::<String>()
-            )),
-            RunEvent::Refused(f) => RunEvent::Step(format!("[{l}] {f}")),
-            RunEvent::Booting { what, accel, timeout_s } => {
-                RunEvent::Step(format!("[{l}] booting {what} ({accel}, timeout {timeout_s:.0}s)"))
-            }
-            RunEvent::GuestStatus { .. }
-            | RunEvent::Arch { .. }
-            | RunEvent::Transport { .. }
-            | RunEvent::Accel { .. } => return,
-            e => e,
-        };
-        let _ = self.tx.send(Msg::Event(e));
+        if let Some(e) = event::labelled(&self.label, e, RunEvent::Step) {
+            let _ = self.tx.send(Msg::Event(e));
+        }
     }
 }
 

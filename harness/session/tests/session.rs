@@ -319,6 +319,10 @@ fn a_suite_with_jobs_boots_at_once_and_keeps_the_scenarios_order() {
     // Progress lines say whose they are; the probe's status does not pass.
     assert!(events.iter().any(|e| matches!(e, RunEvent::Step(s) if s.starts_with("[second#2] "))), "labelled steps");
     assert!(!events.iter().any(|e| matches!(e, RunEvent::GuestStatus { .. })));
+    // t0 of each boot says whose it is too (an unlabelled one would not).
+    assert!(!events.iter().any(|e| matches!(e, RunEvent::GuestStarted { .. })));
+    let t0s = events.iter().filter(|e| matches!(e, RunEvent::Step(s) if s.contains("] t0: guest started"))).count();
+    assert_eq!(t0s, 6, "one labelled t0 line per boot");
     assert!(events.iter().any(|e| matches!(e, RunEvent::Note(n) if n.contains("6 boots, 2 at once"))));
     // Flake statistics per scenario, in order, after the boots.
     let repeats: Vec<(String, u64)> = events
