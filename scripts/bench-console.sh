@@ -32,7 +32,7 @@ for kind in quiet flood; do
     raw_fixture_scenario "$fx" "$work" "$kind"
     # Both runs stay up 60 s after the stack ran, so the whole flood is read
     # (at about 0.5 MiB/s under TCG) before airboot powers the guest off.
-    printf '\n[[step]]\nname = "drain"\nrun = "sleep 60"\ntimeout = "10s"\n' >>"$work/$kind.toml"
+    printf '\n[[step]]\nname = "drain"\nrun = "sleep 60"\ntimeout = "90s"\n' >>"$work/$kind.toml"
 done
 probe=/usr/local/sbin/airboot-probe
 cat > "$work/flood.sh" <<SH
