@@ -20,7 +20,7 @@ use airboot_core::console::{LineSplitter, Tail, TimedLine, clean_line, format_lo
 use airboot_core::cut::{MarkSeen, Recorder, StopRule};
 use airboot_core::report::Milestone;
 use airboot_core::run::{Decision, Run, RunResult};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
+use tokio::io::{AsyncBufReadExt, BufReader};
 
 use crate::argv::{VmSpec, network_args, qemu_args};
 use crate::probe_session::{self, ProbeEvent};
@@ -28,7 +28,11 @@ use crate::process::{GroupGuard, harden_tokio, interrupt_reason, interrupted};
 use crate::qmp::Qmp;
 use crate::transport::{Endpoint, Plan};
 
+mod feed;
 mod steps;
+
+pub use feed::CONSOLE_PACE;
+use feed::ConsoleFeed;
 
 /// Longest console line kept; longer lines are cut (and flagged).
 pub const MAX_LINE: usize = 4096;
@@ -189,7 +193,8 @@ struct Launched {
     guard: GroupGuard,
     helper: Option<(GroupGuard, tokio::process::Child)>,
     qmp: Qmp,
-    stdout: tokio::process::ChildStdout,
+    /// The serial console, read on a thread of its own.
+    console: ConsoleFeed,
     /// Kept open: an EOF on the console input is not something the guest
     /// should ever see. Written only by a console login.
     stdin: Option<tokio::process::ChildStdin>,
@@ -423,7 +428,8 @@ impl VmRunner {
             cmd.spawn().map_err(|source| VmError::Spawn { program: self.qemu.display().to_string(), source })?;
         let guard = GroupGuard::new(child.id().unwrap_or(0), "qemu");
         let stdin = child.stdin.take();
-        let stdout = child.stdout.take().expect("piped stdout");
+        let console = ConsoleFeed::start(child.stdout.take().expect("piped stdout"))
+            .map_err(|source| VmError::Spawn { program: "the console reader".into(), source })?;
         let stderr_tail: StderrTail = Arc::new(Mutex::new(VecDeque::new()));
         if let Some(err) = child.stderr.take() {
             let tail = stderr_tail.clone();
@@ -469,7 +475,7 @@ impl VmRunner {
             guard,
             helper,
             qmp,
-            stdout,
+            console,
             stdin,
             stderr_tail,
             qemu_version,
@@ -499,7 +505,8 @@ impl VmRunner {
         let mut out = Pumped { exit: None, cut_now: false, recorded: None, probe_transport: None, probe_version: None };
 
         let mut milestones = Milestones { seen: Default::default() };
-        let mut buf = vec![0u8; 64 * 1024];
+        // A recording reads the console at once (see ConsoleFeed::pace).
+        vm.console.pace(recorder.is_none());
         let mut ticker = tokio::time::interval(Duration::from_millis(100));
         let mut stdout_open = true;
         // When the console last delivered bytes, and whether the unfinished
@@ -511,16 +518,18 @@ impl VmRunner {
 
         'run: loop {
             tokio::select! {
-                n = vm.stdout.read(&mut buf), if stdout_open => {
-                    let n = n.unwrap_or(0);
+                bytes = vm.console.next(), if stdout_open => {
                     let t = t0.elapsed().as_secs_f64();
-                    let lines = if n == 0 {
-                        stdout_open = false;
-                        console.finish(t)
-                    } else {
-                        last_read = Instant::now();
-                        stall_scanned = false;
-                        console.push(&buf[..n], t)
+                    let lines = match bytes {
+                        None => {
+                            stdout_open = false;
+                            console.finish(t)
+                        }
+                        Some(b) => {
+                            last_read = Instant::now();
+                            stall_scanned = false;
+                            console.push(&b, t)
+                        }
                     };
                     for line in lines {
                         let mut decision = run.on_line(&line);
@@ -586,8 +595,7 @@ impl VmRunner {
                     // Let the console drain: the last lines often say why.
                     let t = t0.elapsed().as_secs_f64();
                     let status = status.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string());
-                    let mut rest = Vec::new();
-                    let _ = tokio::time::timeout(Duration::from_millis(500), vm.stdout.read_to_end(&mut rest)).await;
+                    let rest = vm.console.rest(Duration::from_millis(500)).await;
                     let mut lines = console.push(&rest, t);
                     lines.extend(console.finish(t));
                     out.exit = Some(status.clone());

@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 use airboot_core::report::StepRecord;
 use airboot_core::scenario::{StepAction, StepSpec};
 use airboot_proto::probe::{Body, Op};
-use tokio::io::AsyncReadExt;
 
 use super::{Console, Launched, VmEvent};
 use crate::probe_session::{ProbeEvent, Session};
@@ -217,16 +216,15 @@ impl Steps<'_> {
     /// Keep the console flowing into its log until the probe answers
     /// (`answer`), QEMU exits, the deadline passes or airboot is interrupted.
     async fn wait(&mut self, vm: &mut Launched, console: &mut Console, deadline: Instant, answer: bool) -> Wake {
-        let mut buf = vec![0u8; 64 * 1024];
         let mut stdout_open = true;
         let mut ticker = tokio::time::interval(Duration::from_millis(200));
         loop {
             tokio::select! {
-                n = vm.stdout.read(&mut buf), if stdout_open => {
+                bytes = vm.console.next(), if stdout_open => {
                     let t = self.t0.elapsed().as_secs_f64();
-                    let lines = match n {
-                        Ok(n) if n > 0 => console.push(&buf[..n], t),
-                        _ => {
+                    let lines = match bytes {
+                        Some(b) => console.push(&b, t),
+                        None => {
                             stdout_open = false;
                             console.finish(t)
                         }
@@ -244,8 +242,7 @@ impl Steps<'_> {
                 }
                 status = vm.child.wait() => {
                     let t = self.t0.elapsed().as_secs_f64();
-                    let mut rest = Vec::new();
-                    let _ = tokio::time::timeout(Duration::from_millis(500), vm.stdout.read_to_end(&mut rest)).await;
+                    let rest = vm.console.rest(Duration::from_millis(500)).await;
                     let mut lines = console.push(&rest, t);
                     lines.extend(console.finish(t));
                     for line in lines {
