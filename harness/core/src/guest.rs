@@ -237,6 +237,10 @@ mod tests {
         for bad in ["", "yesterday", "2026-13-01T00:00:00Z", "2026-11-22 20:13", "2026-11-22T20:13:00"] {
             assert_eq!(parse_rfc3339(bad), None, "{bad}");
         }
+        // Each separator is checked on its own: one right does not excuse another wrong.
+        for bad in ["2026-11-22X20:13:00Z", "2026/11-22T20:13:00Z", "2026-11/22T20:13:00Z"] {
+            assert_eq!(parse_rfc3339(bad), None, "{bad}");
+        }
     }
 
     #[test]

@@ -194,6 +194,8 @@ mod tests {
                 block().into_iter().enumerate().filter(|(i, _)| *i != skip).map(|(_, l)| l).collect();
             let out = feed(&mut a, &lines);
             assert!(out.iter().all(|r| matches!(r, Assembled::Damaged(_))), "dropping line {skip} gave {out:?}");
+            // Every damaged report is counted, once.
+            assert_eq!(a.damaged, out.len() as u64, "dropping line {skip}");
             // The next intact block is still taken.
             let out = feed(&mut a, &block());
             assert!(matches!(out.last(), Some(Assembled::Block(_))), "after dropping {skip}: {out:?}");

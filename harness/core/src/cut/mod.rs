@@ -441,6 +441,7 @@ mod tests {
         assert!(!r.on_line(1.0, "load: start", &mut at));
         assert!(!r.on_line(2.0, "loading a.tar", &mut at));
         assert!(!r.on_line(3.0, "unrelated", &mut at));
+        assert!(!r.reached(), "one match of the two the stop waits for");
         assert!(!r.on_line(4.0, "loading b.tar", &mut at));
         assert!(r.reached());
         assert!(!r.on_tick(5.0, &mut || 9999));

@@ -96,6 +96,13 @@ mod tests {
         let f = elf(&e).unwrap();
         assert_eq!(f.arch, None);
         assert!(f.what.contains("32-bit arm"));
+        // Each machine a user may build for by mistake is named.
+        for (m, name) in [(0x03u8, "i386"), (0xF3, "riscv"), (0x99, "an unknown machine")] {
+            e[18] = m;
+            let f = elf(&e).unwrap();
+            assert_eq!(f.arch, None);
+            assert!(f.what.contains(name), "{m:#x}: {}", f.what);
+        }
 
         let mut p = vec![0u8; 0x100];
         p[..2].copy_from_slice(b"MZ");

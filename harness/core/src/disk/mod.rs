@@ -140,5 +140,10 @@ mod tests {
         assert!(s.read_vec(18, 3).is_err(), "past the slice");
         assert!(v.read_vec(99, 2).is_err());
         assert!(v.read_vec(u64::MAX, 2).is_err(), "no overflow panic");
+        // A bare slice and a Vec say their own size; a Slice its window's.
+        assert_eq!(ReadAt::size(&v[..]), 100);
+        assert_eq!(ReadAt::size(&v[5..]), 95);
+        assert_eq!(v.size(), 100);
+        assert_eq!(s.size(), 20);
     }
 }

@@ -171,6 +171,21 @@ fn classes_group_by_fingerprint_samples_are_seeded_and_the_tally_finds_the_first
     assert!(picked.iter().all(|&(k, m)| classes[k].members.contains(&m) && m != classes[k].representative));
     assert_eq!(picked, sample(&classes, 1, 3));
     assert_eq!(sample(&classes, 5, 3).len(), 3, "no more than the class has");
+    // The seed chooses: seeds that differ in any bit, high or low, choose
+    // differently from a class of 64 (3 picks; a repeat by chance is
+    // about 1 in 250,000).
+    let big = vec![StateClass {
+        fingerprint: "fp".into(),
+        members: (0..64).collect(),
+        representative: 0,
+        bundle: None,
+        outcome: None,
+        sampled: Vec::new(),
+        evidence: Vec::new(),
+    }];
+    for bit in [0, 17, 40, 63] {
+        assert_ne!(sample(&big, 3, 7), sample(&big, 3, 7 ^ (1u64 << bit)), "seed bit {bit}");
+    }
     // Offline: "new" survives, "corrupt" does not.
     let t = tally(6, &s, &classes, true);
     assert_eq!((t.enumerated, t.with_outcome, t.survived), (6, 6, 2));

@@ -306,6 +306,47 @@ mod tests {
         assert!(chain_ids(&[]).is_empty());
     }
 
+    /// A layer rebuilt from its tar-split and the files of a real ext4
+    /// (mkfs.ext4 -d): whole files hash with the tar's own bytes, a short
+    /// or a missing file is named, and a whole file is never called short.
+    #[test]
+    fn a_layer_is_rebuilt_from_tar_split_and_the_files_on_disk() {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path().join("root");
+        std::fs::create_dir_all(root.join("diff/etc")).unwrap();
+        std::fs::write(root.join("diff/etc/app.conf"), b"port=80\n").unwrap();
+        std::fs::write(root.join("diff/short"), b"abc").unwrap();
+        let img = d.path().join("fs.img");
+        std::fs::File::create(&img).unwrap().set_len(8 << 20).unwrap();
+        let ok = std::process::Command::new("mkfs.ext4")
+            .args(["-q", "-F", "-b", "4096", "-d"])
+            .arg(&root)
+            .arg(&img)
+            .status()
+            .expect("mkfs.ext4");
+        assert!(ok.success());
+        let f = std::fs::File::open(&img).unwrap();
+        let fs = Ext4::open(&f).unwrap();
+        let files = fs.lookup("/diff", true).unwrap().expect("/diff");
+        let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
+        let seg = |b: &[u8]| format!("{{\"type\":2,\"payload\":\"{}\"}}\n", b64(b));
+        let file = |name: &str, size: u64| format!("{{\"type\":1,\"name\":\"{name}\",\"size\":{size}}}\n");
+
+        let whole = format!("{}{}{}", seg(b"HEADER"), file("etc/app.conf", 8), seg(b"PAD"));
+        let (hash, short) = reassemble(&fs, &files, whole.as_bytes()).unwrap().unwrap();
+        assert_eq!(hash, sha256_hex(b"HEADERport=80\nPAD"), "the tar's bytes, in order");
+        assert!(short.is_empty(), "{short:?}");
+
+        let cut = format!("{}{}", file("short", 10), file("gone/file", 4));
+        let (hash, short) = reassemble(&fs, &files, cut.as_bytes()).unwrap().unwrap();
+        assert_eq!(hash, sha256_hex(b"abc"));
+        assert_eq!(short, ["short (3/10 bytes)", "gone/file (missing)"]);
+
+        let damaged = format!("{}not json\n", seg(b"x"));
+        let why = reassemble(&fs, &files, damaged.as_bytes()).unwrap().unwrap_err();
+        assert!(why.contains("tar-split line 2 is damaged"), "{why}");
+    }
+
     #[test]
     fn references_and_verdicts() {
         assert_eq!(normalise("fixture/redis:1"), "fixture/redis:1");
