@@ -264,6 +264,17 @@ mod tests {
                     .unwrap()
                     .success()
             );
+            // Four long-name entries: their parts must go back in order.
+            let long = "A name longer than three long-name entries.conf";
+            assert!(
+                Command::new("mcopy")
+                    .args(["-i", &i])
+                    .arg(&src)
+                    .arg(format!("::/EFI/BOOT/{long}"))
+                    .status()
+                    .unwrap()
+                    .success()
+            );
             let disk = std::fs::read(&img).unwrap();
             let fs = Fat::open(&disk).unwrap();
             assert_eq!(fs.kind.to_string(), fat);
@@ -274,6 +285,7 @@ mod tests {
             let names: Vec<String> =
                 fs.list(fs.find("EFI/BOOT").unwrap().as_ref()).unwrap().into_iter().map(|e| e.name).collect();
             assert!(names.contains(&"Long File Name.bin".to_string()), "{names:?}");
+            assert!(names.contains(&long.to_string()), "{names:?}");
             assert!(fs.find("EFI/nope").unwrap().is_none());
         }
         assert!(Fat::open(&vec![0u8; 4096]).is_err());

@@ -102,6 +102,36 @@ mod tests {
         assert_eq!(detect(b""), None);
     }
 
+    /// Each compressor's tool, run as airboot runs it (input on stdin,
+    /// output on stdout), gives back what the compressor packed; the
+    /// package named is the one the tool is in.
+    #[test]
+    fn each_tool_unpacks_its_own_packing() {
+        use std::io::Write;
+        use std::process::{Command, Stdio};
+        let text = b"airboot unpacks what the build left\n".repeat(100);
+        for p in [Packing::Gzip, Packing::Xz, Packing::Zstd, Packing::Bzip2] {
+            let (tool, args, package) = p.tool();
+            let packed = {
+                let mut c = Command::new(tool).arg("-c").stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
+                c.stdin.take().unwrap().write_all(&text).unwrap();
+                c.wait_with_output().unwrap().stdout
+            };
+            assert_eq!(detect(&packed), Some(p), "{tool} -c makes {p:?}");
+            let mut c = Command::new(tool)
+                .args(args)
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .spawn()
+                .unwrap_or_else(|e| panic!("{tool} (Debian package {package}): {e}"));
+            c.stdin.take().unwrap().write_all(&packed).unwrap();
+            assert_eq!(c.wait_with_output().unwrap().stdout, text, "{tool} {args:?}");
+            let dpkg = Command::new("dpkg").args(["-S", &format!("bin/{tool}")]).output().unwrap();
+            assert!(String::from_utf8_lossy(&dpkg.stdout).contains(&format!("{package}:")), "{tool} is in {package}");
+        }
+        assert_eq!(Packing::Vmdk.tool().0, "qemu-img");
+    }
+
     #[test]
     fn unpacked_names_drop_the_suffix() {
         assert_eq!(unpacked_name("core-image.wic.zst", Packing::Zstd), "core-image.wic");
