@@ -379,6 +379,16 @@ fn key_paths() {
     let v = src.find("\"v\"").unwrap();
     assert_eq!(key_path(src, v).as_deref(), Some("m.n"));
     assert_eq!(line_col(src, v), (8, 5));
+    // Strings end where TOML says: a multi-line one after its closing
+    // quotes (a """ or ] or = inside it is text), an escaped quote does
+    // not end a basic one.
+    let src = "d = \"\"\"\n[not] = \"\"\" \n[s]\ne = 'x = ]'\nf = \"a\\\" [b\"\ng = 1\n";
+    let g = src.find("g =").unwrap();
+    assert_eq!(key_path(src, g).as_deref(), Some("s.g"));
+    let f = src.find("f =").unwrap();
+    assert_eq!(key_path(src, f).as_deref(), Some("s.f"));
+    let inside = src.find("[not]").unwrap();
+    assert_eq!(key_path(src, inside).as_deref(), Some("d"));
 }
 
 #[test]
