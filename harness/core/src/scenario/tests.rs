@@ -81,6 +81,11 @@ fn power_cut_sections() {
     assert!(err("at = \"x\"\nuntil = \"y\"\npoints = \"all\"\nstates_per_point = 0").contains("1 to 256"));
     assert!(err("at = \"x\"\nuntil = \"y\"\npoints = \"all\"\nsample = 99").contains("0 to 16"));
     assert!(err("at = \"x\"\nmarkers = [\"var/x\"]").contains("absolute path"));
+    // A sweep places its own cuts: any one of the single cut's offsets is refused.
+    for offset in ["after = \"1s\"", "flushes = 2", "writes = 10", "bytes = \"4M\""] {
+        let e = err(&format!("at = \"x\"\nuntil = \"y\"\npoints = 4\n{offset}"));
+        assert!(e.contains("drop after/flushes/writes/bytes"), "{offset}: {e}");
+    }
     assert!(err("at = \"x\"\npoints = 0").contains("or \"all\""));
     assert!(err("at = \"x\"\nmatch = 0").contains("counts from 1"));
     assert!(err("at = \"(\"").contains("power_cut") || err("at = \"(\"").contains("regex"));
