@@ -194,3 +194,89 @@ fn check_layer(
     };
     files_match(fs, &files, &read_small(fs, &ts)?, "tar-split.json.gz", &diff)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+    use std::path::Path;
+
+    /// One image of one layer, as `docker load` leaves it on overlay2,
+    /// written into a real ext4 by mkfs.ext4 -d. `spoil` changes the tree
+    /// before the filesystem is made.
+    fn store(spoil: impl FnOnce(&Path, &str)) -> (tempfile::TempDir, std::path::PathBuf) {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path().join("root");
+        let docker = root.join("var/lib/docker");
+        let files = docker.join("overlay2/c4c4e1/diff");
+        std::fs::create_dir_all(files.join("etc")).unwrap();
+        std::fs::write(files.join("etc/app.conf"), b"port=80\n").unwrap();
+        let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
+        let split = format!(
+            "{{\"type\":2,\"payload\":\"{}\"}}\n{{\"type\":1,\"name\":\"etc/app.conf\",\"size\":8}}\n{{\"type\":2,\"payload\":\"{}\"}}\n",
+            b64(b"HEADER"),
+            b64(b"PAD")
+        );
+        let diff = format!("sha256:{}", sha256_hex(b"HEADERport=80\nPAD"));
+        let layer = docker.join("image/overlay2/layerdb/sha256").join(diff.trim_start_matches("sha256:"));
+        std::fs::create_dir_all(&layer).unwrap();
+        std::fs::write(layer.join("diff"), &diff).unwrap();
+        std::fs::write(layer.join("cache-id"), "c4c4e1").unwrap();
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(split.as_bytes()).unwrap();
+        std::fs::write(layer.join("tar-split.json.gz"), gz.finish().unwrap()).unwrap();
+        let config = format!("{{\"rootfs\":{{\"type\":\"layers\",\"diff_ids\":[\"{diff}\"]}}}}");
+        let id = sha256_hex(config.as_bytes());
+        let imagedb = docker.join("image/overlay2/imagedb/content/sha256");
+        std::fs::create_dir_all(&imagedb).unwrap();
+        std::fs::write(imagedb.join(&id), &config).unwrap();
+        std::fs::write(
+            docker.join("image/overlay2/repositories.json"),
+            format!("{{\"Repositories\":{{\"fixture/app\":{{\"fixture/app:1\":\"sha256:{id}\"}}}}}}"),
+        )
+        .unwrap();
+        spoil(&docker, &id);
+        let img = d.path().join("fs.img");
+        std::fs::File::create(&img).unwrap().set_len(16 << 20).unwrap();
+        let ok = std::process::Command::new("mkfs.ext4")
+            .args(["-q", "-F", "-b", "4096", "-d"])
+            .arg(&root)
+            .arg(&img)
+            .status()
+            .expect("mkfs.ext4");
+        assert!(ok.success());
+        (d, img)
+    }
+
+    fn check(spoil: impl FnOnce(&Path, &str)) -> StoreCheck {
+        let (_d, img) = store(spoil);
+        let f = std::fs::File::open(&img).unwrap();
+        check_docker(&Ext4::open(&f).unwrap(), &["fixture/app:1".into()]).unwrap()
+    }
+
+    #[test]
+    fn a_whole_image_is_new_and_each_broken_rule_is_named() {
+        let c = check(|_, _| {});
+        assert_eq!(c.verdict, StoreVerdict::New, "{:?}", c.problems);
+        assert_eq!((c.layers_registered, c.layers_verified), (1, 1));
+        assert!(matches!(c.images[0].state, ImageState::Complete));
+
+        // The config's bytes no longer hash to its name.
+        let c = check(|d, id| {
+            std::fs::write(d.join("image/overlay2/imagedb/content/sha256").join(id), b"{\"rootfs\":{}}").unwrap()
+        });
+        assert_eq!(c.verdict, StoreVerdict::Corrupt);
+        assert!(c.problems[0].contains("does not match its name"), "{:?}", c.problems);
+
+        // A file of the layer changed on disk: its files no longer hash to the diff_id.
+        let c = check(|d, _| std::fs::write(d.join("overlay2/c4c4e1/diff/etc/app.conf"), b"port=81\n").unwrap());
+        assert_eq!(c.verdict, StoreVerdict::Corrupt);
+        assert_eq!(c.layers_verified, 0);
+        assert!(c.problems.iter().any(|p| p.contains("do not hash to its diff_id")), "{:?}", c.problems);
+
+        // The tag is gone: the image is absent, the store is the old one.
+        let c = check(|d, _| std::fs::write(d.join("image/overlay2/repositories.json"), "{}").unwrap());
+        assert_eq!(c.verdict, StoreVerdict::Old);
+        assert!(matches!(c.images[0].state, ImageState::Absent));
+    }
+}
