@@ -73,12 +73,19 @@ if [ -n "$(trial_procs none)" ]; then
     echo "helpers are already running before the first trial: $(trial_procs none)" >&2
     exit 2
 fi
+# A preparation made from another build of the fixture (rebuilt, or
+# removed by `airboot images clean`) would fail at once: make it again.
+prep_key=$("$bin" images path debian-load-at-boot-x86_64 2>/dev/null || true)
+if [ "$(cat "$work/prep.key" 2>/dev/null)" != "$prep_key" ]; then
+    rm -rf "$work/prep-cut" "$work/prep-rec"
+fi
 [ -n "$(find "$work/prep-cut" -name cut.json 2>/dev/null)" ] ||
     "$bin" cut scenarios/cut-load-at-boot-x86_64.toml --offline --report-dir "$work/prep-cut" >/dev/null 2>&1 || true
 bundle=$(dirname "$(find "$work/prep-cut" -name cut.json | sort | head -1)")
 [ -d "$work/prep-rec/record" ] ||
     "$bin" cut scenarios/explore-load-at-boot-x86_64.toml --record-only --report-dir "$work/prep-rec" >/dev/null 2>&1 || true
 recording=$work/prep-rec/record
+echo "$prep_key" > "$work/prep.key"
 [ -f "$bundle/cut.json" ] && [ -d "$recording" ] || { echo "preparation failed (see $work)" >&2; exit 2; }
 base_mounts=$(mounts)
 
