@@ -179,6 +179,7 @@ mod tests {
         let Assembled::Block(b) = &out[0] else { panic!("{out:?}") };
         assert_eq!(b.seq, 4);
         assert_eq!(b.t, 6.0);
+        assert_eq!(b.uptime_s, Some(40.5), "the guest's own clock, from `begin`");
         assert!(b.is_final);
         assert_eq!(b.engine.as_ref().unwrap().version.as_deref(), Some("20.10.24"));
         assert_eq!(b.images.len(), 1);

@@ -613,6 +613,29 @@ mod tests {
         assert!(evaluate(&ignore, &BTreeMap::new(), &b).satisfied());
     }
 
+    /// The report's container table: each expected container, found or
+    /// absent, then every other container the engine has.
+    #[test]
+    fn the_container_rows_show_expected_absent_and_unexpected_containers() {
+        let mut b = good();
+        b.containers.remove(0);
+        b.containers.push(ctr("stray", "fixture/busybox:1", "exited", Some("unhealthy")));
+        let e = evaluate(&expect(), &BTreeMap::new(), &b);
+        let rows: Vec<(&str, Option<&str>, &str, Option<&str>, bool)> = e
+            .containers
+            .iter()
+            .map(|r| (r.name.as_str(), r.image.as_deref(), r.state.as_str(), r.health.as_deref(), r.expected))
+            .collect();
+        assert_eq!(
+            rows,
+            [
+                ("redis", Some("fixture/redis:1"), "absent", None, true),
+                ("web", Some("fixture/busybox:1"), "running", None, true),
+                ("stray", Some("fixture/busybox:1"), "exited", Some("unhealthy"), false),
+            ]
+        );
+    }
+
     #[test]
     fn engine_down_hides_absence_noise() {
         let b = StatusBlock {
