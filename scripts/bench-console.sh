@@ -67,9 +67,13 @@ kib2mib() { fig "$(awk -v k="$1" 'BEGIN { print k / 1024 }')"; }
 printf '%-5s %-6s %14s %10s %9s %8s %5s %12s\n' round run "cpu booting(s)" "booting(s)" "RSS MiB" "wall(s)" exit "console MiB"
 per="" share="" rq="" rf=""
 for r in $(seq 0 "$rounds"); do
-    read -r cq bq hq sq wq gq < <(run quiet "$r")
+    if ! read -r cq bq hq sq wq gq < <(run quiet "$r") || [ -z "$gq" ]; then
+        echo "round $r: the quiet run gave no figures (KEEP=1 keeps its log)"; continue
+    fi
     printf '%-5s %-6s %14s %10s %9s %8s %5s %12s\n' "$r" quiet "$cq" "$bq" "$(kib2mib "$hq")" "$wq" "$sq" "$(kib2mib $((gq >> 10)))"
-    read -r cf bf hf sf wf gf < <(run flood "$r")
+    if ! read -r cf bf hf sf wf gf < <(run flood "$r") || [ -z "$gf" ]; then
+        echo "round $r: the flood run gave no figures (KEEP=1 keeps its log)"; continue
+    fi
     printf '%-5s %-6s %14s %10s %9s %8s %5s %12s\n' "$r" flood "$cf" "$bf" "$(kib2mib "$hf")" "$wf" "$sf" "$(kib2mib $((gf >> 10)))"
     [ "$r" -gt 0 ] || { echo "      (round 0 fills the input-hash cache: not counted)"; continue; }
     # Per MiB the flood run read beyond the quiet one (all of MIB, unless

@@ -82,5 +82,6 @@ bench_start() {
     bin=$PWD/target/release/airboot
     fx=$("$bin" images path "$2")
     work=$(mktemp -d "/var/tmp/airboot-bench-$1.XXXXXX")
-    trap 'pkill -P $$ 2>/dev/null || true; rm -rf "$work"' EXIT
+    # KEEP=1 keeps the working folder (logs, reports) for a look afterwards.
+    trap 'pkill -P $$ 2>/dev/null || true; [ -n "${KEEP:-}" ] && echo "kept $work" >&2 || rm -rf "$work"' EXIT
 }
