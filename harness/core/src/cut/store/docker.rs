@@ -197,36 +197,24 @@ fn check_layer(
 
 #[cfg(test)]
 mod tests {
+    use super::super::testfs;
     use super::*;
-    use std::io::Write;
     use std::path::Path;
 
     /// One image of one layer, as `docker load` leaves it on overlay2,
-    /// written into a real ext4 by mkfs.ext4 -d. `spoil` changes the tree
-    /// before the filesystem is made.
-    fn store(spoil: impl FnOnce(&Path, &str)) -> (tempfile::TempDir, std::path::PathBuf) {
+    /// written into a real ext4. `spoil` changes the tree before the
+    /// filesystem is made.
+    fn check(spoil: impl FnOnce(&Path, &str)) -> StoreCheck {
         let d = tempfile::tempdir().unwrap();
         let root = d.path().join("root");
         let docker = root.join("var/lib/docker");
-        let files = docker.join("overlay2/c4c4e1/diff");
-        std::fs::create_dir_all(files.join("etc")).unwrap();
-        std::fs::write(files.join("etc/app.conf"), b"port=80\n").unwrap();
-        let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
-        let split = format!(
-            "{{\"type\":2,\"payload\":\"{}\"}}\n{{\"type\":1,\"name\":\"etc/app.conf\",\"size\":8}}\n{{\"type\":2,\"payload\":\"{}\"}}\n",
-            b64(b"HEADER"),
-            b64(b"PAD")
-        );
-        let diff = format!("sha256:{}", sha256_hex(b"HEADERport=80\nPAD"));
+        let (diff, split) = testfs::layer(&docker.join("overlay2/c4c4e1/diff"));
         let layer = docker.join("image/overlay2/layerdb/sha256").join(diff.trim_start_matches("sha256:"));
         std::fs::create_dir_all(&layer).unwrap();
         std::fs::write(layer.join("diff"), &diff).unwrap();
         std::fs::write(layer.join("cache-id"), "c4c4e1").unwrap();
-        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-        gz.write_all(split.as_bytes()).unwrap();
-        std::fs::write(layer.join("tar-split.json.gz"), gz.finish().unwrap()).unwrap();
-        let config = format!("{{\"rootfs\":{{\"type\":\"layers\",\"diff_ids\":[\"{diff}\"]}}}}");
-        let id = sha256_hex(config.as_bytes());
+        std::fs::write(layer.join("tar-split.json.gz"), split).unwrap();
+        let (config, id) = testfs::config(&[&diff]);
         let imagedb = docker.join("image/overlay2/imagedb/content/sha256");
         std::fs::create_dir_all(&imagedb).unwrap();
         std::fs::write(imagedb.join(&id), &config).unwrap();
@@ -236,24 +224,10 @@ mod tests {
         )
         .unwrap();
         spoil(&docker, &id);
-        let img = d.path().join("fs.img");
-        std::fs::File::create(&img).unwrap().set_len(16 << 20).unwrap();
-        let ok = std::process::Command::new("mkfs.ext4")
-            .args(["-q", "-F", "-b", "4096", "-d"])
-            .arg(&root)
-            .arg(&img)
-            .status()
-            .expect("mkfs.ext4");
-        assert!(ok.success());
-        (d, img)
-    }
-
-    fn check(spoil: impl FnOnce(&Path, &str)) -> StoreCheck {
-        let (_d, img) = store(spoil);
+        let img = testfs::mkfs(d.path(), &root);
         let f = std::fs::File::open(&img).unwrap();
         check_docker(&Ext4::open(&f).unwrap(), &["fixture/app:1".into()]).unwrap()
     }
-
     #[test]
     fn a_whole_image_is_new_and_each_broken_rule_is_named() {
         let c = check(|_, _| {});

@@ -31,6 +31,8 @@ pub mod bolt;
 mod containerd;
 mod docker;
 mod podman;
+#[cfg(test)]
+mod testfs;
 
 pub use containerd::{CONTAINERD_ROOT, check_containerd};
 pub use docker::check_docker;

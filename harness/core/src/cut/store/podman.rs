@@ -185,3 +185,74 @@ fn check_image(
     }
     Ok(Ok(()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::testfs;
+    use super::*;
+    use std::path::Path;
+
+    /// One image of one layer, as `podman load` leaves it, written into a
+    /// real ext4. `spoil` changes the tree (and may rewrite layers.json)
+    /// before the filesystem is made.
+    fn check(spoil: impl FnOnce(&Path, &str, &str)) -> StoreCheck {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path().join("root");
+        let store = root.join("var/lib/containers/storage");
+        let lid = "1a".repeat(32);
+        let (diff, split) = testfs::layer(&store.join(format!("overlay/{lid}/diff")));
+        std::fs::create_dir_all(store.join("overlay-layers")).unwrap();
+        std::fs::write(store.join(format!("overlay-layers/{lid}.tar-split.gz")), split).unwrap();
+        std::fs::write(
+            store.join("overlay-layers/layers.json"),
+            format!("[{{\"id\":\"{lid}\",\"parent\":\"\",\"diff-digest\":\"{diff}\"}}]"),
+        )
+        .unwrap();
+        let (config, id) = testfs::config(&[&diff]);
+        let key = base64::engine::general_purpose::STANDARD.encode(format!("sha256:{id}"));
+        std::fs::create_dir_all(store.join(format!("overlay-images/{id}"))).unwrap();
+        std::fs::write(store.join(format!("overlay-images/{id}/={key}")), &config).unwrap();
+        std::fs::write(
+            store.join("overlay-images/images.json"),
+            format!("[{{\"id\":\"{id}\",\"names\":[\"localhost/fixture/app:1\"],\"layer\":\"{lid}\"}}]"),
+        )
+        .unwrap();
+        spoil(&store, &lid, &diff);
+        let img = testfs::mkfs(d.path(), &root);
+        let f = std::fs::File::open(&img).unwrap();
+        check_podman(&Ext4::open(&f).unwrap(), &["localhost/fixture/app:1".into()]).unwrap()
+    }
+
+    #[test]
+    fn a_whole_image_is_new_and_each_broken_rule_is_named() {
+        let c = check(|_, _, _| {});
+        assert_eq!(c.verdict, StoreVerdict::New, "{:?}", c.problems);
+        assert_eq!((c.layers_registered, c.layers_verified), (1, 1));
+
+        // The layer still carries the flag podman clears once it is written.
+        let c = check(|s, lid, diff| {
+            let layers = format!(
+                "[{{\"id\":\"{lid}\",\"parent\":\"\",\"diff-digest\":\"{diff}\",\"flags\":{{\"incomplete\":true}}}}]"
+            );
+            std::fs::write(s.join("overlay-layers/layers.json"), layers).unwrap();
+        });
+        assert_eq!(c.verdict, StoreVerdict::Corrupt);
+        assert!(c.problems.iter().any(|p| p.contains("marked incomplete")), "{:?}", c.problems);
+
+        // The image's top layer names a parent that is not registered.
+        let c = check(|s, lid, diff| {
+            let layers =
+                format!("[{{\"id\":\"{lid}\",\"parent\":\"{}\",\"diff-digest\":\"{diff}\"}}]", "9f".repeat(32));
+            std::fs::write(s.join("overlay-layers/layers.json"), layers).unwrap();
+        });
+        assert_eq!(c.verdict, StoreVerdict::Corrupt);
+        assert!(c.problems.iter().any(|p| p.contains("is not registered")), "{:?}", c.problems);
+
+        // A file of the layer changed: its files no longer hash to its diff-digest.
+        let c = check(|s, lid, _| {
+            std::fs::write(s.join(format!("overlay/{lid}/diff/etc/app.conf")), b"port=81\n").unwrap()
+        });
+        assert_eq!(c.verdict, StoreVerdict::Corrupt);
+        assert!(c.problems.iter().any(|p| p.contains("do not hash to its diff_id")), "{:?}", c.problems);
+    }
+}
