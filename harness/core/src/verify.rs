@@ -621,7 +621,8 @@ mod tests {
         b.containers.remove(0);
         b.containers.push(ctr("stray", "fixture/busybox:1", "exited", Some("unhealthy")));
         let e = evaluate(&expect(), &BTreeMap::new(), &b);
-        let rows: Vec<(&str, Option<&str>, &str, Option<&str>, bool)> = e
+        type Row<'a> = (&'a str, Option<&'a str>, &'a str, Option<&'a str>, bool);
+        let rows: Vec<Row> = e
             .containers
             .iter()
             .map(|r| (r.name.as_str(), r.image.as_deref(), r.state.as_str(), r.health.as_deref(), r.expected))
