@@ -233,6 +233,9 @@ mod tests {
         let t = parse_rfc3339("2026-11-22T20:13:00.250000000Z").unwrap();
         assert!((t - 1_795_378_380.25).abs() < 1e-6);
         assert_eq!(parse_rfc3339("2026-11-22T21:13:00+01:00"), Some(1_795_378_380.0));
+        // An offset's minutes count, and a negative offset is behind UTC.
+        assert_eq!(parse_rfc3339("2026-11-23T01:43:00+05:30"), Some(1_795_378_380.0));
+        assert_eq!(parse_rfc3339("2026-11-22T16:43:00-03:30"), Some(1_795_378_380.0));
         assert_eq!(parse_rfc3339("0001-01-01T00:00:00Z"), None, "Docker's zero time");
         for bad in ["", "yesterday", "2026-13-01T00:00:00Z", "2026-11-22 20:13", "2026-11-22T20:13:00"] {
             assert_eq!(parse_rfc3339(bad), None, "{bad}");
