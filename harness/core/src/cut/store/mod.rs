@@ -318,15 +318,7 @@ mod tests {
         std::fs::create_dir_all(root.join("diff/etc")).unwrap();
         std::fs::write(root.join("diff/etc/app.conf"), b"port=80\n").unwrap();
         std::fs::write(root.join("diff/short"), b"abc").unwrap();
-        let img = d.path().join("fs.img");
-        std::fs::File::create(&img).unwrap().set_len(8 << 20).unwrap();
-        let ok = std::process::Command::new("mkfs.ext4")
-            .args(["-q", "-F", "-b", "4096", "-d"])
-            .arg(&root)
-            .arg(&img)
-            .status()
-            .expect("mkfs.ext4");
-        assert!(ok.success());
+        let img = testfs::mkfs(d.path(), &root);
         let f = std::fs::File::open(&img).unwrap();
         let fs = Ext4::open(&f).unwrap();
         let files = fs.lookup("/diff", true).unwrap().expect("/diff");
