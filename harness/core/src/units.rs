@@ -100,6 +100,7 @@ mod tests {
         assert_eq!(ok("500ms"), 0.5);
         assert_eq!(ok("1h"), 3600.0);
         assert_eq!(ok(" 3min "), 180.0);
+        assert_eq!(ok("100h"), 360_000.0, "up to a week");
         for bad in ["", "90", "s", "1x", "1.2.3s", "-3s", "1m 30s", "8d", "9999h"] {
             assert!(parse_duration(bad).is_err(), "{bad:?} should be rejected");
         }

@@ -468,6 +468,9 @@ mod tests {
             torn += s.torn_writes;
             lost += s.lost_writes;
             kept += s.pieces.iter().filter(|p| p.len == 4 * 512).count();
+            // Every written byte is either kept or counted lost.
+            let kept_bytes: u64 = s.pieces.iter().map(|p| p.len).sum();
+            assert_eq!(kept_bytes + s.lost_bytes, 40 * 4 * 512, "seed {seed}");
         }
         assert!(kept > 0 && torn > 0 && lost > 0, "kept {kept} torn {torn} lost {lost}");
         assert_ne!(crash_state(&l, 40, CutMode::Torn, 1), crash_state(&l, 40, CutMode::Torn, 2));

@@ -470,6 +470,7 @@ mod tests {
         assert!(ok.success());
         let f = std::fs::File::open(&img).unwrap();
         let fs = Ext4::open(&f).unwrap();
+        assert_eq!(fs.block_size(), 4096, "mkfs -b 4096");
         // As dumpe2fs counts it.
         let o = Command::new("dumpe2fs").arg("-h").arg(&img).output().expect("dumpe2fs");
         let text = String::from_utf8_lossy(&o.stdout);
@@ -496,6 +497,23 @@ mod tests {
             streamed.extend_from_slice(&chunk[..n]);
         }
         assert_eq!(streamed, exe);
+        // Without the extents feature (as ext2/ext3-era tools leave a
+        // file), the blocks are mapped directly and through an indirect
+        // block: the same bytes.
+        let old = d.path().join("old.img");
+        std::fs::File::create(&old).unwrap().set_len(32 << 20).unwrap();
+        let ok = Command::new("mkfs.ext4")
+            .args(["-q", "-F", "-b", "4096", "-O", "^extent,^64bit", "-d"])
+            .arg(&root)
+            .arg(&old)
+            .status()
+            .expect("mkfs.ext4");
+        assert!(ok.success());
+        let f2 = std::fs::File::open(&old).unwrap();
+        let fs2 = Ext4::open(&f2).unwrap();
+        let ino2 = fs2.lookup("/usr/bin/dockerd", true).unwrap().unwrap();
+        assert_eq!(ino2.flags & EXTENTS_FL, 0, "a block-mapped file");
+        assert_eq!(fs2.read(&ino2, u64::MAX).unwrap(), exe);
         // Through symlinks: relative, absolute, chained.
         assert_eq!(fs.lookup("/bin/dockerd", true).unwrap().unwrap().number, ino.number);
         assert_eq!(fs.lookup("/sbin/dockerd", true).unwrap().unwrap().number, ino.number);

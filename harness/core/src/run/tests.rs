@@ -158,6 +158,15 @@ fn required_milestones_gate_the_pass_and_budgets_fail_fast() {
     assert_eq!(run.on_tick(10.5), Decision::Stop);
     assert_eq!(run.finish().failures[0].code, FailureCode::MilestoneLate);
 
+    // Seen, but after its budget: late, with the line as evidence.
+    let mut run = Run::new(c.clone()).unwrap();
+    run.on_line(&line(12.0, "load: done"));
+    feed(&mut run, 13.0, &block(1, false, "healthy"));
+    let r = run.finish();
+    let late = r.failures.iter().find(|f| f.code == FailureCode::MilestoneLate).expect("a late milestone fails");
+    assert!(late.message.contains("came at 12.0s, after its budget of 10.0s"), "{}", late.message);
+    assert_eq!(late.evidence.as_deref(), Some("load: done"));
+
     // Stack ready but required milestone missing: keep waiting.
     c.milestones[0].within = None;
     let mut run = Run::new(c).unwrap();
