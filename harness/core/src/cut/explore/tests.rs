@@ -189,6 +189,7 @@ fn classes_group_by_fingerprint_samples_are_seeded_and_the_tally_finds_the_first
     // Offline: "new" survives, "corrupt" does not.
     let t = tally(6, &s, &classes, true);
     assert_eq!((t.enumerated, t.with_outcome, t.survived), (6, 6, 2));
+    assert_eq!(t.judged_offline, 6, "each state judged on its own bytes");
     assert_eq!(t.first_bad.as_deref(), Some("just before flush #12"));
     assert_eq!(
         t.headline(true),
