@@ -427,6 +427,8 @@ fn a_step_that_says_nothing_or_two_things_is_refused_where_it_is() {
         ("[[step]]\nreboot = true\nexit = 1\n", "status a `run` step", "exit"),
         ("[[step]]\npower_cut = true\ntimeout = \"5s\"\n", "takes no `timeout`", "timeout"),
         ("[[step]]\nreboot = true\n[[step]]\npower_cut = true\nname = \"step-1\"\n", "used twice", "name"),
+        ("[[step]]\nreboot = true\nname = \"../up\"\n", "it names a report folder", "a path as a name"),
+        ("[[step]]\nreboot = true\nname = \"\"\n", "it names a report folder", "an empty name"),
         ("[[step]]\nreboot = true\nretries = 2\n", "unknown field", "retries"),
         ("[[step]]\npower_cut = true\nallow_reload = true\n", "belongs to a `reboot`", "allow_reload"),
     ];
