@@ -321,17 +321,6 @@ mod tests {
     fn marker_found_after_interleaved_kernel_text() {
         let l = r#"[   12.0] audit: type=1400 AIRBOOT-STATUS v1 unit {"name":"a.service","state":"active"}"#;
         assert!(matches!(parse_status_line(l), Some(Ok(StatusLine::Record(Record::Unit(_))))));
-        // The checksum covers the line from the marker on, not what came before it.
-        assert_eq!(status_text(l), Some(&l[l.find("AIRBOOT").unwrap()..]));
-        assert_eq!(status_text("no marker here"), None);
-    }
-
-    #[test]
-    fn json_strings_takes_the_strings_of_an_array_only() {
-        let v = serde_json::json!({"rootfs": {"diff_ids": ["sha256:a", 7, "sha256:b", null]}});
-        assert_eq!(json_strings(&v["rootfs"]["diff_ids"]), ["sha256:a", "sha256:b"]);
-        assert!(json_strings(&v["rootfs"]).is_empty(), "an object is no list");
-        assert!(json_strings(&v["missing"]).is_empty());
     }
 
     #[test]

@@ -333,23 +333,4 @@ mod tests {
         let back: Response = serde_json::from_str(&serde_json::to_string(&st).unwrap()).unwrap();
         assert_eq!(back, st);
     }
-
-    /// A unit as the status block carries it: its state (`skipped` when
-    /// not installed), and its error only when there is one.
-    #[test]
-    fn unit_records_keep_an_error_only_when_there_is_one() {
-        let u = UnitInfo {
-            name: "docker.service".into(),
-            active: "failed".into(),
-            error: "boom".into(),
-            ..Default::default()
-        };
-        let r = crate::UnitRecord::from(&u);
-        assert_eq!((r.name.as_str(), r.state.as_str(), r.error.as_deref()), ("docker.service", "failed", Some("boom")));
-        let ok = UnitInfo { active: "active".into(), ..u.clone() };
-        let ok = UnitInfo { error: String::new(), ..ok };
-        assert_eq!(crate::UnitRecord::from(&ok).error, None);
-        let skipped = UnitInfo { skipped: true, ..ok };
-        assert_eq!(crate::UnitRecord::from(&skipped).state, "skipped");
-    }
 }
