@@ -360,6 +360,13 @@ mod tests {
     }
 
     #[test]
+    fn a_repeat_says_its_failures_with_their_interval() {
+        let s = RepeatStats::of("x86_64::bad-root".into(), 0, 4).sentence();
+        assert_eq!(s, "x86_64::bad-root: 0 of 4 runs failed (0.0%, 95% CI 0.0–49.0%)");
+        assert!(RepeatStats::of("t".into(), 3, 10).sentence().starts_with("t: 3 of 10 runs failed (30.0%, 95% CI "));
+    }
+
+    #[test]
     fn unchanged_noisy_history_passes() {
         let g = gate(&noisy(), &GateConfig::default());
         assert_eq!(g.exit_code(), 0, "{:#?}", g.rows);

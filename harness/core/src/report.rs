@@ -454,6 +454,17 @@ mod tests {
     use super::*;
 
     #[test]
+    fn protocol_errors_add_up_and_keep_the_first_sample() {
+        let a = ProtocolErrors { malformed: 2, too_long: 1, unsolicited: 0, sample: None };
+        let b = ProtocolErrors { malformed: 3, too_long: 2, unsolicited: 4, sample: Some("{garbage".into()) };
+        let c = a.plus(&b);
+        assert_eq!((c.malformed, c.too_long, c.unsolicited), (5, 3, 4));
+        assert_eq!(c.sample.as_deref(), Some("{garbage"), "the only sample there is");
+        let first = ProtocolErrors { sample: Some("first".into()), ..a };
+        assert_eq!(first.plus(&b).sample.as_deref(), Some("first"));
+    }
+
+    #[test]
     fn the_engine_came_up_only_if_it_ran() {
         use airboot_proto::{EngineRecord, EngineState};
         let boot = |state: Option<EngineState>, milestone: bool| {

@@ -149,6 +149,17 @@ mod tests {
     use super::*;
     use std::process::Command;
 
+    /// A header cut short is refused, never read past its end.
+    #[test]
+    fn a_truncated_header_names_no_backing_file() {
+        for cut in [0usize, 3, 4, 10, 19] {
+            let mut h = b"QFI\xfb".to_vec();
+            h.resize(cut.max(4), 0);
+            h.truncate(cut);
+            assert!(backing_file(&h).is_err(), "{cut} bytes");
+        }
+    }
+
     /// A raw file with a pattern, converted by the real qemu-img (plain
     /// and compressed); both must read back byte for byte.
     #[test]

@@ -330,6 +330,11 @@ mod tests {
         let (hash, short) = reassemble(&fs, &files, whole.as_bytes()).unwrap().unwrap();
         assert_eq!(hash, sha256_hex(b"HEADERport=80\nPAD"), "the tar's bytes, in order");
         assert!(short.is_empty(), "{short:?}");
+        // Tar names may start with "./" or hold "//": the same file.
+        let dotted = format!("{}{}", seg(b"HEADER"), file(".//etc/./app.conf", 8));
+        let (hash, short) = reassemble(&fs, &files, dotted.as_bytes()).unwrap().unwrap();
+        assert_eq!(hash, sha256_hex(b"HEADERport=80\n"));
+        assert!(short.is_empty(), "{short:?}");
 
         let cut = format!("{}{}", file("short", 10), file("gone/file", 4));
         let (hash, short) = reassemble(&fs, &files, cut.as_bytes()).unwrap().unwrap();
