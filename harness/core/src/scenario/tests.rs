@@ -323,6 +323,8 @@ fn contradictions_are_errors() {
     assert!(e.message.contains("listed twice"), "{e}");
     let e = p("[image]\nfixture = \"f\"\n[expect]\ntime_to_stack = \"90s\"\ntimeout = \"60s\"\n").unwrap_err();
     assert_eq!(e.key.as_deref(), Some("expect.timeout"));
+    // A budget as long as the timeout can still be judged.
+    assert!(p("[image]\nfixture = \"f\"\n[expect]\ntime_to_stack = \"60s\"\ntimeout = \"60s\"\n").is_ok());
     let e = p("[image]\nfixture = \"f\"\n[expect]\nimages = [{ ref = \"a:1\", id = \"sha256:xyz\" }]\n").unwrap_err();
     assert!(e.message.contains("invalid image id"), "{e}");
     let e = p("name = \"a b\"\n[image]\nfixture = \"f\"\n").unwrap_err();
