@@ -459,15 +459,22 @@ mod tests {
         // Over 60 bytes, so the target lives in a data block, not the inode.
         let long = "./".repeat(50);
         std::os::unix::fs::symlink(format!("/usr/{long}bin/../bin/dockerd"), root.join("longlink")).unwrap();
-        let img = d.path().join("fs.img");
-        std::fs::File::create(&img).unwrap().set_len(32 << 20).unwrap();
-        let ok = Command::new("mkfs.ext4")
-            .args(["-q", "-F", "-b", "4096", "-d"])
-            .arg(&root)
-            .arg(&img)
-            .status()
-            .expect("mkfs.ext4");
-        assert!(ok.success());
+        // `root` made into a 32 MiB ext4 image named `name`, with `features`.
+        let mkfs = |name: &str, features: &[&str]| {
+            let img = d.path().join(name);
+            std::fs::File::create(&img).unwrap().set_len(32 << 20).unwrap();
+            let ok = Command::new("mkfs.ext4")
+                .args(["-q", "-F", "-b", "4096"])
+                .args(features)
+                .arg("-d")
+                .arg(&root)
+                .arg(&img)
+                .status()
+                .expect("mkfs.ext4");
+            assert!(ok.success());
+            img
+        };
+        let img = mkfs("fs.img", &[]);
         let f = std::fs::File::open(&img).unwrap();
         let fs = Ext4::open(&f).unwrap();
         assert_eq!(fs.block_size(), 4096, "mkfs -b 4096");
@@ -500,15 +507,7 @@ mod tests {
         // Without the extents feature (as ext2/ext3-era tools leave a
         // file), the blocks are mapped directly and through an indirect
         // block: the same bytes.
-        let old = d.path().join("old.img");
-        std::fs::File::create(&old).unwrap().set_len(32 << 20).unwrap();
-        let ok = Command::new("mkfs.ext4")
-            .args(["-q", "-F", "-b", "4096", "-O", "^extent,^64bit", "-d"])
-            .arg(&root)
-            .arg(&old)
-            .status()
-            .expect("mkfs.ext4");
-        assert!(ok.success());
+        let old = mkfs("old.img", &["-O", "^extent,^64bit"]);
         let f2 = std::fs::File::open(&old).unwrap();
         let fs2 = Ext4::open(&f2).unwrap();
         let ino2 = fs2.lookup("/usr/bin/dockerd", true).unwrap().unwrap();
