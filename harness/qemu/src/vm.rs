@@ -31,7 +31,6 @@ use crate::transport::{Endpoint, Plan};
 mod feed;
 mod steps;
 
-pub use feed::CONSOLE_PACE;
 use feed::ConsoleFeed;
 
 /// Longest console line kept; longer lines are cut (and flagged).
