@@ -278,6 +278,13 @@ impl Console {
         Ok(())
     }
 
+    /// The run is over: the unfinished line, if any, is its last words.
+    fn close(&mut self, t: f64) {
+        for line in self.finish(t) {
+            self.last_words(line);
+        }
+    }
+
     /// A line at the very end (evidence of why the run stopped): counted,
     /// logged past the cap and any error, kept in the tail.
     fn last_words(&mut self, line: TimedLine) {
@@ -348,6 +355,9 @@ impl VmRunner {
             pumped.exit = exit;
         }
         drop(session);
+        // An unfinished line (a login prompt, a shell's) is often why the
+        // run ended: log it whatever ended the run.
+        console.close(t0.elapsed().as_secs_f64());
         let _ = console.log.flush();
         // A cut: freeze the guest. The recorder noted how far the write
         // log got when the cut's moment came, before this pause, because
@@ -627,8 +637,7 @@ impl VmRunner {
                         }
                         milestones.report(run, on_event);
                         if decision == Decision::Stop {
-                            // The prompt is the evidence: keep it in the log.
-                            console.last_words(line);
+                            // The prompt is the evidence: `run` logs it.
                             break 'run;
                         }
                     }
@@ -719,5 +728,29 @@ impl VmRunner {
             }
         }
         (exit, leftover)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A prompt ends no line; the run's end still logs it, once.
+    #[test]
+    fn the_unfinished_line_at_the_end_is_logged_once() {
+        let path = std::env::temp_dir().join(format!("airboot-console-close-{}.log", std::process::id()));
+        let mut c = Console::new(&path).unwrap();
+        for line in c.push(b"Debian GNU/Linux 12 ttyS0\n\ndebian login: ", 1.0) {
+            c.record(line).unwrap();
+        }
+        assert_eq!(c.pending(2.0).map(|l| l.text), Some("debian login: ".to_string()));
+        c.close(3.0);
+        c.close(4.0);
+        c.log.flush().unwrap();
+        let log = std::fs::read_to_string(&path).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(log.matches("debian login:").count(), 1, "{log}");
+        assert_eq!(c.lines, 3);
+        assert_eq!(c.tail.last(1)[0].text, "debian login: ");
     }
 }
