@@ -61,8 +61,10 @@ watch_airboot() {
     hz=$(getconf CLK_TCK)
     t0=$(date +%s.%N)
     while kill -0 "$pid" 2>/dev/null; do
-        c=$(awk -v hz="$hz" '{ printf "%.2f", ($14 + $15) / hz }' "/proc/$pid/stat" 2>/dev/null)
-        h=$(awk '/^VmHWM/ { print $2 }' "/proc/$pid/status" 2>/dev/null)
+        # airboot may end between kill -0 and a read of /proc: awk then
+        # fails, and under set -e that would end this watch with no figures.
+        c=$(awk -v hz="$hz" '{ printf "%.2f", ($14 + $15) / hz }' "/proc/$pid/stat" 2>/dev/null) || c=""
+        h=$(awk '/^VmHWM/ { print $2 }' "/proc/$pid/status" 2>/dev/null) || h=""
         [ -n "$c" ] && cpu=$c
         [ -n "$h" ] && hwm=$h
         if [ -n "$c" ] && pgrep -P "$pid" -f qemu-system >/dev/null 2>&1; then
