@@ -112,6 +112,7 @@ impl Judge<'_> {
         let j = judge(&fs, crash_store.as_ref(), &findings, after.as_ref());
         sink.event(RunEvent::CutStep(format!("=> {}", j.outcome.as_str())));
         c.outcome = Some(j.outcome);
+        c.next_boot_diagnosis = findings.diagnosis.as_ref().map(|d| d.code);
         c.evidence.splice(0..0, j.evidence);
         c.filesystem = Some(fs);
         c.crash_store = crash_store;

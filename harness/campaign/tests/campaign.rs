@@ -205,7 +205,31 @@ fn a_crash_state_whose_next_boot_fails_is_corrupt_detected() {
         "{:?}",
         c.report.power_cuts[0].evidence
     );
+    // An engine listing nothing at all while the image is expected: named
+    // (a guess), and carried by each cut.
+    let named = c.report.power_cuts.iter().map(|c| c.next_boot_diagnosis);
+    assert!(named.into_iter().all(|d| d == Some(airboot_model::DiagnosisCode::StorageDriverMismatch)));
     assert_eq!(c.code, 1);
+}
+
+/// A next boot that fails for a cause airboot can name (its engine says
+/// the store is read-only) gives each cut that diagnosis, as evidence and
+/// as `next_boot_diagnosis`.
+#[test]
+fn a_failed_next_boot_gives_the_cut_its_diagnosis() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut lines = status(false);
+    lines[1] = r#"AIRBOOT-STATUS v1 engine {"name":"docker","state":"failing","detail":"error initializing graphdriver: mkdir /var/lib/docker/overlay2: read-only file system"}"#.into();
+    let c = campaign(tmp.path(), Script { lines, log: Vec::new() }, false);
+    assert_eq!(c.report.power_cuts.len(), 2);
+    for cut in &c.report.power_cuts {
+        assert_eq!(cut.outcome, Some(CutOutcome::CorruptDetected), "{:?}", cut.evidence);
+        assert_eq!(cut.next_boot_diagnosis, Some(airboot_model::DiagnosisCode::StoreReadOnly));
+        let line = cut.evidence.iter().find(|e| e.starts_with("next boot: diagnosis store-read-only: "));
+        assert!(line.is_some_and(|l| l.contains("read-only file system")), "{:?}", cut.evidence);
+    }
+    let json = std::fs::read_to_string(c.dir.join("report.json")).unwrap();
+    assert!(json.contains("\"next_boot_diagnosis\":\"store-read-only\""), "{json}");
 }
 
 #[test]

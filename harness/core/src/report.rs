@@ -410,6 +410,7 @@ impl crate::cut::RebootFindings {
             engine_up: r.milestones.iter().any(|m| m.name == "engine")
                 || matches!(last, Some(EngineState::Up | EngineState::Failing)),
             failures: r.failures.iter().map(Failure::to_string).collect(),
+            diagnosis: r.diagnoses.first().cloned(),
         }
     }
 }
@@ -489,6 +490,24 @@ mod tests {
         let f = crate::cut::RebootFindings::of(&boot(Some(EngineState::Down), false));
         assert!(!f.passed);
         assert_eq!(f.failures, ["timeout: the stack never became ready"]);
+        assert_eq!(f.diagnosis, None);
+        // The first diagnosis is the one the cut carries.
+        let mut r = boot(Some(EngineState::Down), false);
+        let d = |code, summary: &str| airboot_model::Diagnosis {
+            code,
+            summary: summary.into(),
+            evidence: vec![],
+            fix: String::new(),
+            confidence: Default::default(),
+            ended_after_s: None,
+        };
+        r.diagnoses.push(d(airboot_model::DiagnosisCode::StoreReadOnly, "first"));
+        r.diagnoses.push(d(airboot_model::DiagnosisCode::EngineNotStarted, "second"));
+        let f = crate::cut::RebootFindings::of(&r);
+        assert_eq!(
+            f.diagnosis.map(|d| (d.code, d.summary)),
+            Some((airboot_model::DiagnosisCode::StoreReadOnly, "first".into()))
+        );
     }
 
     #[test]

@@ -377,6 +377,7 @@ mod tests {
         bad.outcome = Some(CutOutcome::CorruptDetected);
         bad.evidence = vec!["crash state: store corrupt <layer 7e3f>".into()];
         let mut second = bad.clone();
+        bad.next_boot_diagnosis = Some(airboot_model::DiagnosisCode::StoreCorrupt);
         second.bundle = "r/cut-02-torn/recovery-cut".into();
         second.during_recovery_of = Some("r/cut-02-torn".into());
         let mut r = Report::new("cut-x", "cut-x.toml", "2026-01-01T00:00:00Z".into());
@@ -420,7 +421,11 @@ mod tests {
         );
         assert!(page.contains("store corrupt &lt;layer 7e3f&gt;"), "evidence is escaped");
         let md = markdown::summary_md(&run);
-        assert!(md.contains("- `cut-02-torn/recovery-cut` torn at write 363: **CORRUPT-DETECTED**"), "{md}");
+        assert!(md.contains("- `cut-02-torn/recovery-cut` torn at write 363: **CORRUPT-DETECTED**\n"), "{md}");
+        assert!(
+            md.contains("- `cut-02-torn` torn at write 363: **CORRUPT-DETECTED** (next boot: `store-corrupt`)\n"),
+            "{md}"
+        );
         assert!(md.contains("| ❌ cuts not as declared | every cut survives |"), "not a bare 'pass': {md}");
     }
 

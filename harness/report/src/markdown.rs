@@ -56,9 +56,10 @@ pub fn summary_md(run: &RunView) -> String {
     for x in run.scenarios.iter().filter(|x| !x.report.power_cuts.is_empty()) {
         let _ = writeln!(s, "\n**Cuts of `{}`**\n", x.test_name);
         for c in &x.report.power_cuts {
+            let why = c.next_boot_diagnosis.map(|d| format!(" (next boot: `{d}`)")).unwrap_or_default();
             let _ = writeln!(
                 s,
-                "- `{}` {} at write {}: **{}**",
+                "- `{}` {} at write {}: **{}**{why}",
                 crate::views::cut_name(c),
                 c.mode,
                 c.position.writes,

@@ -60,13 +60,16 @@ pub struct FsFindings {
 }
 
 /// The next power-on of the crash state.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct RebootFindings {
     pub passed: bool,
     /// The engine reached "active" (the device is not bricked).
     pub engine_up: bool,
     /// `code: message` of each failure.
     pub failures: Vec<String>,
+    /// Why it failed: its first diagnosis, if airboot could name one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub diagnosis: Option<airboot_model::Diagnosis>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -127,6 +130,9 @@ pub fn judge(
         if reboot.engine_up { "" } else { ", the engine never became active" }
     ));
     evidence.extend(reboot.failures.iter().take(5).map(|f| format!("next boot: {f}")));
+    if let Some(d) = &reboot.diagnosis {
+        evidence.push(format!("next boot: diagnosis {}: {}", d.code, d.summary));
+    }
     if let Some(a) = after {
         evidence.push(format!("after the next boot: {}", describe_store(a)));
         evidence.extend(a.problems.iter().take(5).map(|p| format!("after the next boot: {p}")));
@@ -187,6 +193,11 @@ pub struct PowerCut {
     /// (powering that crash state on again) this one cut into.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub during_recovery_of: Option<String>,
+    /// Why the next boot failed, when airboot could name the cause
+    /// (docs/diagnoses.md; the whole diagnosis is in the bundle's
+    /// reboot/report.json).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_boot_diagnosis: Option<airboot_model::DiagnosisCode>,
 }
 
 impl PowerCut {
@@ -215,6 +226,7 @@ impl PowerCut {
             after_store: None,
             error: None,
             during_recovery_of: None,
+            next_boot_diagnosis: None,
         }
     }
 }
@@ -347,7 +359,7 @@ mod tests {
         FsFindings { clean: true, summary: "clean".into() }
     }
     fn up() -> RebootFindings {
-        RebootFindings { passed: true, engine_up: true, failures: vec![] }
+        RebootFindings { passed: true, engine_up: true, ..Default::default() }
     }
 
     #[test]
@@ -365,14 +377,47 @@ mod tests {
         assert_eq!(j(&dirty, Some(New), &up(), Some(New)), SelfHealed);
         assert_eq!(j(&clean(), None, &up(), Some(New)), SelfHealed);
         assert_eq!(j(&clean(), Some(Corrupt), &up(), Some(Corrupt)), CorruptSilent);
-        let failed = RebootFindings { passed: false, engine_up: true, failures: vec!["image-missing: a:1".into()] };
+        let failed = RebootFindings {
+            passed: false,
+            engine_up: true,
+            failures: vec!["image-missing: a:1".into()],
+            diagnosis: None,
+        };
         assert_eq!(j(&clean(), Some(Corrupt), &failed, Some(Corrupt)), CorruptDetected);
-        let dead = RebootFindings { passed: false, engine_up: false, failures: vec!["timeout".into()] };
+        let dead =
+            RebootFindings { passed: false, engine_up: false, failures: vec!["timeout".into()], diagnosis: None };
         assert_eq!(j(&clean(), Some(New), &dead, None), Bricked);
         let e = judge(&clean(), Some(&st(Corrupt)), &up(), Some(&st(Corrupt))).evidence.join("\n");
         assert!(e.contains("emptied") && e.contains("after the next boot"), "{e}");
         assert!(SelfHealed.survived() && !CorruptSilent.survived());
         assert_eq!(serde_json::to_string(&CorruptSilent).unwrap(), "\"CORRUPT-SILENT\"");
+    }
+
+    /// The next boot's named cause is evidence of the cut, after its
+    /// failures; a boot with none adds no such line.
+    #[test]
+    fn the_next_boots_diagnosis_is_in_the_cuts_evidence() {
+        use airboot_model::{Diagnosis, DiagnosisCode};
+        let d = Diagnosis {
+            code: DiagnosisCode::StoreCorrupt,
+            summary: "layer 3 of a:1 does not hash to its diff_id".into(),
+            evidence: vec![],
+            fix: "f".into(),
+            confidence: Default::default(),
+            ended_after_s: None,
+        };
+        let failures = vec!["image-missing: a:1".into()];
+        let r = RebootFindings { passed: false, engine_up: true, failures, diagnosis: Some(d) };
+        let e = judge(&clean(), Some(&st(StoreVerdict::Corrupt)), &r, None).evidence;
+        let at = |needle: &str| e.iter().position(|l| l.contains(needle));
+        assert_eq!(
+            e.iter().find(|l| l.contains("diagnosis")).map(String::as_str),
+            Some("next boot: diagnosis store-corrupt: layer 3 of a:1 does not hash to its diff_id"),
+            "{e:?}"
+        );
+        assert!(at("image-missing") < at("diagnosis"), "{e:?}");
+        let quiet = judge(&clean(), Some(&st(StoreVerdict::New)), &up(), None).evidence;
+        assert!(!quiet.iter().any(|l| l.contains("diagnosis")), "{quiet:?}");
     }
 
     #[test]
