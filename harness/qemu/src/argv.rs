@@ -49,7 +49,9 @@ pub fn machine(arch: Arch) -> &'static str {
 }
 
 /// Default CPU model. Under TCG on aarch64, plain `max` is 2–3.5× slower
-/// than `max,pauth-impdef=on` (pointer authentication emulated cheaply).
+/// than `max,pauth-impdef=on` (pointer authentication emulated cheaply),
+/// and no named model (cortex-a72, neoverse-n1, cortex-a57) was faster
+/// beyond the noise, while `max` runs code built for any Arm core.
 /// On x86_64, QEMU's own `qemu64` reached the fixtures' stack sooner than
 /// `max` in every measurement (`scripts/bench-cpu-model.sh`, README).
 pub fn default_cpu(arch: Arch, accel: Accel) -> &'static str {
