@@ -180,6 +180,56 @@ fn a_mkosi_built_uefi_uki_image_gets_the_full_verdict_with_the_probe_injected() 
     assert!(r["diagnoses"].as_array().unwrap().is_empty());
 }
 
+/// The same third-party image, judged against a scenario that expects an
+/// image its store does not hold: the run fails naming that image (and
+/// only it), with everything else it holds still checked, the input
+/// untouched.
+#[test]
+#[ignore = "suite full (run with --ignored)"]
+fn a_mkosi_image_lacking_an_expected_image_fails_naming_it() {
+    let _g = vm_lock();
+    let input = mkosi_image();
+    let dir = tempfile::tempdir().unwrap();
+    let scenario = dir.path().join("mkosi-missing.toml");
+    std::fs::write(
+        &scenario,
+        format!(
+            "name = \"mkosi-missing-image\"\n[image]\npath = {:?}\n[expect]\n\
+             images = [\"fixture/busybox:1\", \"fixture/redis:1\", \"fixture/nginx:1\"]\n\
+             containers = [{{ name = \"redis\", image = \"fixture/redis:1\", healthy = true }}]\ntimeout = \"180s\"\n",
+            input.display().to_string()
+        ),
+    )
+    .unwrap();
+    let (out, rdir) = run(&[scenario.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{}", explain(&out));
+    let r = report(rdir.path());
+    check_common(&r, rdir.path());
+    assert_eq!(r["verdict"], "fail");
+    assert_eq!(r["probe"]["origin"], "injected", "{}", r["probe"]);
+    let failures = r["failures"].as_array().unwrap();
+    assert_eq!(failures.len(), 1, "{failures:?}");
+    assert_eq!(failures[0]["code"], "image-missing", "{failures:?}");
+    let m = failures[0]["message"].as_str().unwrap();
+    assert!(m.contains("fixture/nginx:1") && !m.contains("fixture/redis:1 is not"), "{m}");
+    // What the store does hold was checked, by ID.
+    let present: Vec<(&str, bool)> = r["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| (i["ref"].as_str().unwrap(), i["present"].as_bool().unwrap()))
+        .collect();
+    assert_eq!(
+        present,
+        [("fixture/busybox:1", true), ("fixture/redis:1", true), ("fixture/nginx:1", false)],
+        "{}",
+        r["images"]
+    );
+    assert_redis_healthy(&r);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("fixture/nginx:1"));
+    assert_no_qemu_left("missing image");
+}
+
 /// The third-party image with each fault of the catalogue injected (its
 /// files written into a qcow2 layer over the cached image, the way airboot
 /// injects its probe) gets the diagnosis the fixture controls get, for
