@@ -16,8 +16,9 @@
 # bios-ro-erofs: the read-only device layout: partition 2 a read-only erofs
 #           root (mkfs.erofs from ROOT's files, /var left empty), partition 3
 #           a writable ext4 data partition holding ROOT's var/, mounted at
-#           /data, its var/ bind-mounted on /var (so /var/lib/docker is the
-#           seeded store) and /etc/docker a link into it. The initramfs
+#           /data, its var/ bind-mounted on /var (so /var/lib/docker, or
+#           Podman's /var/lib/containers, is the seeded store) and
+#           /etc/docker, if ROOT has one, a link into it. The initramfs
 #           gets erofs. debugfs rdump keeps modes and owners, not xattrs.
 #
 # APPEND defaults to a serial console and root=/dev/vda2. Needs sfdisk
@@ -67,16 +68,23 @@ if [ -n "$ro" ]; then
 /data/var  /var   none   bind                0 0
 tmpfs      /tmp   tmpfs  mode=1777,nosuid    0 0
 FSTAB
-    # dockerd writes /etc/docker/key.json at start: keep /etc/docker writable.
-    rm -rf "$tree/etc/docker"
-    ln -s /var/lib/docker-etc "$tree/etc/docker"
+    # dockerd writes /etc/docker/key.json at start: keep /etc/docker
+    # writable. (Podman writes nothing under /etc/containers.)
+    docker_etc=
+    if [ -d "$tree/etc/docker" ]; then
+        docker_etc=1
+        rm -rf "$tree/etc/docker"
+        ln -s /var/lib/docker-etc "$tree/etc/docker"
+    fi
     mkfs.erofs --quiet "$work/root.erofs" "$tree" >/dev/null || die "mkfs.erofs failed"
     # The data partition: ROOT's /var (the seeded store) and docker's config.
     datadir=$work/data
     mkdir -p "$datadir"
     debugfs -R "rdump /var $datadir" "$root" >/dev/null 2>&1 || die "cannot copy /var out of $root"
-    mkdir -p "$datadir/var/lib/docker-etc"
-    debugfs -R "cat /etc/docker/daemon.json" "$root" 2>/dev/null > "$datadir/var/lib/docker-etc/daemon.json"
+    if [ -n "$docker_etc" ]; then
+        mkdir -p "$datadir/var/lib/docker-etc"
+        debugfs -R "cat /etc/docker/daemon.json" "$root" 2>/dev/null > "$datadir/var/lib/docker-etc/daemon.json"
+    fi
     data=$work/data.ext4
     data_mib=$(( $(du -sm "$datadir" | cut -f1) + 512 ))
     mkfs.ext4 -q -L data -d "$datadir" "$data" "${data_mib}M" || die "mkfs.ext4 of the data partition failed"

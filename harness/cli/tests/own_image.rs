@@ -594,6 +594,58 @@ fn a_read_only_erofs_root_is_judged_through_a_console_login() {
     assert_no_qemu_left("read-only root");
 }
 
+/// The read-only layout with Podman: the podman fixture's root as erofs,
+/// its seeded containers-storage on the data partition. The console login
+/// types the reference reporter told `ENGINE=podman`; its blocks give the
+/// images by ID, the containers podman-restart.service started, and
+/// redis's health, from Podman's own CLI.
+#[test]
+#[ignore = "suite full (run with --ignored)"]
+fn a_read_only_erofs_root_with_podman_is_judged_through_a_console_login() {
+    let _g = vm_lock();
+    let (dir, root, _) = probe_less_fixture("debian-podman-x86_64", "");
+    let fixture = fixture_dir("debian-podman-x86_64");
+    let disk = dir.path().join("device.img");
+    let o = Command::new("bash")
+        .arg(repo().join("scripts/make-device-image.sh"))
+        .arg("bios-ro-erofs")
+        .arg(&root)
+        .arg(fixture.join("vmlinuz"))
+        .arg(fixture.join("initrd.img"))
+        .arg(&disk)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "make-device-image.sh: {}", String::from_utf8_lossy(&o.stderr));
+    std::fs::remove_file(&root).unwrap();
+    let scenario = dir.path().join("ro-podman.toml");
+    std::fs::write(
+        &scenario,
+        format!(
+            "name = \"read-only-root-podman\"\n[image]\npath = {:?}\nlogin = {{ user = \"root\", password = \"\" }}\n[machine]\narch = \"x86_64\"\n\
+             [expect]\nengine = \"podman\"\nimages = [\"localhost/fixture/busybox:1\", \"localhost/fixture/redis:1\"]\n\
+             containers = [{{ name = \"redis\", image = \"localhost/fixture/redis:1\", healthy = true }}, {{ name = \"web\", image = \"localhost/fixture/busybox:1\" }}]\n\
+             timeout = \"150s\"\n",
+            disk.display().to_string()
+        ),
+    )
+    .unwrap();
+    let (out, rdir) = run(&[scenario.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", explain(&out));
+    let r = report(rdir.path());
+    check_common(&r, rdir.path());
+    assert_eq!(r["probe"]["origin"], "login", "{}", r["probe"]);
+    assert_eq!(r["engine"]["name"], "podman", "{}", r["engine"]);
+    assert!(notes(&r).contains("erofs, read-only"), "{}", r["notes"]);
+    let fx: Value = serde_json::from_str(&std::fs::read_to_string(fixture.join("fixture.json")).unwrap()).unwrap();
+    for i in r["images"].as_array().unwrap() {
+        assert_eq!(i["present"], true, "{i}");
+        let want = fx["images"].as_array().unwrap().iter().find(|x| x["ref"] == i["ref"]).map(|x| &x["id"]);
+        assert_eq!(Some(&i["id"]), want, "the ID the fixture build recorded: {i}");
+    }
+    assert_redis_healthy(&r);
+    assert_no_qemu_left("read-only root, podman");
+}
+
 /// A store that is read-only at runtime (a bind mount in the image's
 /// fstab): dockerd dies at start, and the failure quotes its own words,
 /// found by the injected probe in the unit's journal.

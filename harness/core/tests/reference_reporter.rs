@@ -105,3 +105,120 @@ fn an_engine_that_is_not_active_is_not_asked() {
     assert!(b.is_final);
     assert_eq!(b.engine.as_ref().unwrap().state, airboot_proto::EngineState::Down);
 }
+
+/// Run the script once with `ENGINE=podman` and a stub `podman` that
+/// prints what Podman's own CLI prints for the script's templates (the
+/// container's whole state as JSON where Docker has a health field);
+/// `images` is what `podman image ls` does: `Ok(lines)` or `Err(stderr)`.
+fn run_podman(images: Result<&str, &str>, state: &str, booting: bool) -> StatusBlock {
+    let dir = tempfile::tempdir().unwrap();
+    let bin = dir.path().join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    let boot = if booting { "starting" } else { "running" };
+    // Podman has no unit to ask: docker.service is inactive on its device.
+    stub(
+        &bin,
+        "systemctl",
+        &format!("case \"$1\" in is-active) echo inactive ;; is-system-running) echo {boot} ;; esac"),
+    );
+    let image_ls = match images {
+        Ok(lines) => format!("printf '%s\\n' '{lines}'"),
+        Err(e) => format!("echo '{e}' >&2; exit 125"),
+    };
+    stub(
+        &bin,
+        "podman",
+        &format!(
+            r#"case "$1 $2" in
+  "image ls") {image_ls} ;;
+  "ps -aq") echo c1 ;;
+  "inspect --format") printf '%s\n' '{{"name":"/redis","image":"localhost/fixture/redis:1","image_id":"{RID}","state":"running","started_at":"2026-01-01T00:00:00.123456789Z","exit_code":0,"health":{state}}}' ;;
+  *) exit 1 ;;
+esac"#
+        ),
+    );
+    let conf = dir.path().join("status.conf");
+    std::fs::write(&conf, "ENGINE=podman\nSTACK_CONTAINERS=\"redis\"\nDEADLINE=999999999\n").unwrap();
+    let out = dir.path().join("console");
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
+    let status = Command::new("sh")
+        .arg(script())
+        .env("PATH", path)
+        .env("AIRBOOT_CONSOLE", &out)
+        .env("AIRBOOT_STATUS_CONF", &conf)
+        .env("AIRBOOT_STATUS_ONCE", "1")
+        .env("TMPDIR", dir.path())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let text = std::fs::read_to_string(&out).unwrap();
+    let mut a = Assembler::new();
+    let mut blocks = text.lines().filter_map(|l| match a.push(1.0, l) {
+        Assembled::Block(b) => Some(*b),
+        Assembled::Nothing => None,
+        other => panic!("{other:?} in:\n{text}"),
+    });
+    let b = blocks.next().unwrap_or_else(|| panic!("no block in:\n{text}"));
+    assert!(blocks.next().is_none(), "{text}");
+    b
+}
+
+const PODMAN_IMAGE: &str = r#"{"repository":"localhost/fixture/redis","tag":"1","id":"sha256:1111111111111111111111111111111111111111111111111111111111111111"}"#;
+
+/// Podman's state JSON, its health check's status in it (`""`: none).
+fn podman_state(health: &str) -> String {
+    format!(
+        r#"{{"OciVersion":"1.0.2-dev","Status":"running","Running":true,"ExitCode":0,"Health":{{"Status":"{health}","FailingStreak":0,"Log":[{{"ExitCode":0,"Output":"PONG\n"}}]}},"CheckpointedAt":"0001-01-01T00:00:00Z"}}"#
+    )
+}
+
+#[test]
+fn with_podman_the_cli_is_asked_without_a_unit_and_its_health_is_read_from_the_state() {
+    let b = run_podman(Ok(PODMAN_IMAGE), &podman_state("healthy"), false);
+    assert!(b.is_final);
+    let e = b.engine.as_ref().unwrap();
+    assert_eq!((e.name.as_str(), e.state), ("podman", airboot_proto::EngineState::Up));
+    assert_eq!((b.images[0].repository.as_str(), b.images[0].id.as_str()), ("localhost/fixture/redis", RID));
+    let c = &b.containers[0];
+    assert_eq!((c.name.as_str(), c.image.as_str()), ("/redis", "localhost/fixture/redis:1"));
+    assert_eq!(c.health.as_deref(), Some("healthy"));
+    // Still starting: not final. No health check: none, and final.
+    let b = run_podman(Ok(PODMAN_IMAGE), &podman_state("starting"), false);
+    assert_eq!((b.containers[0].health.as_deref(), b.is_final), (Some("starting"), false));
+    let b = run_podman(Ok(PODMAN_IMAGE), &podman_state(""), false);
+    assert_eq!((b.containers[0].health.as_deref(), b.is_final), (None, true));
+    let b = run_podman(Ok(PODMAN_IMAGE), r#"{"Status":"running","Running":true}"#, false);
+    assert_eq!(b.containers[0].health, None);
+}
+
+#[test]
+fn with_podman_a_failing_cli_is_down_quoting_it_or_starting_while_the_system_boots() {
+    let err = r#"Error: "overlay" is not supported over extfs at /var/lib/containers/storage"#;
+    let b = run_podman(Err(err), &podman_state(""), false);
+    assert!(b.is_final, "the system is up: it will not come");
+    let e = b.engine.as_ref().unwrap();
+    assert_eq!(e.state, airboot_proto::EngineState::Down);
+    let d = e.detail.as_deref().unwrap();
+    assert!(d.contains(r#""overlay" is not supported"#) && d.contains("system is running"), "{d}");
+    assert!(b.images.is_empty() && b.containers.is_empty());
+    let b = run_podman(Err(err), &podman_state(""), true);
+    assert_eq!((b.engine.unwrap().state, b.is_final), (airboot_proto::EngineState::Starting, false));
+}
+
+#[test]
+fn an_engine_the_reporter_does_not_know_is_refused_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("status.conf");
+    std::fs::write(&conf, "ENGINE=containerd\n").unwrap();
+    let out = Command::new("sh")
+        .arg(script())
+        .env("AIRBOOT_CONSOLE", dir.path().join("console"))
+        .env("AIRBOOT_STATUS_CONF", &conf)
+        .env("TMPDIR", dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(e.contains("ENGINE=containerd") && e.contains("docker and podman"), "{e}");
+    assert!(!dir.path().join("console").exists(), "nothing printed to the console");
+}

@@ -462,11 +462,11 @@ impl BeforeHash {
 fn login_plan(s: &Scenario, scale: f64) -> Result<Option<airboot_qemu::vm::LoginPlan>, Failure> {
     use airboot_core::scenario::Password;
     let Some(l) = &s.image.login else { return Ok(None) };
-    if s.expect.engine != airboot_model::Engine::Docker {
+    if !matches!(s.expect.engine, airboot_model::Engine::Docker | airboot_model::Engine::Podman) {
         return Err(Failure::new(
             FailureCode::BadInput,
             format!(
-                "{}: `[image] login` starts airboot's reference reporter, which asks the docker CLI; engine {} needs the probe (injected, or in the image)",
+                "{}: `[image] login` starts airboot's reference reporter, which asks the docker or podman CLI; engine {} needs the probe (injected, or in the image)",
                 s.file.display(),
                 s.expect.engine
             ),
@@ -484,7 +484,7 @@ fn login_plan(s: &Scenario, scale: f64) -> Result<Option<airboot_qemu::vm::Login
             .to_string(),
     };
     let containers: Vec<&str> = s.expect.containers.iter().map(|c| c.name.as_str()).collect();
-    let conf = format!("STACK_CONTAINERS=\"{}\"\n", containers.join(" "));
+    let conf = format!("ENGINE={}\nSTACK_CONTAINERS=\"{}\"\n", s.expect.engine, containers.join(" "));
     Ok(Some(airboot_qemu::vm::LoginPlan { user: l.user.clone(), password, conf, scale }))
 }
 

@@ -408,3 +408,34 @@ fn steps_that_pass_leave_a_passing_scenario() {
     assert_eq!(m.plans.lock().unwrap().len(), 2);
     assert_eq!(r.steps[0].next_boot.as_ref().map(|n| n.verdict), Some(Verdict::Pass));
 }
+
+/// `[image] login` tells the reference reporter which engine's CLI to
+/// ask (Docker or Podman); an engine it cannot ask is refused before
+/// anything boots, naming the engine and the way forward.
+#[test]
+fn a_console_login_tells_the_reporter_its_engine_and_refuses_one_it_cannot_ask() {
+    let tmp = tempfile::tempdir().unwrap();
+    let f = fixtures(tmp.path(), false, true);
+    let login = "[image]\nfixture = \"fake-x86_64\"\ninject = false\nlogin = { user = \"root\", password = \"\" }\n";
+    let with = |engine: &str| {
+        let src = format!(
+            "name = \"fake\"\n{login}[expect]\nengine = \"{engine}\"\nimages = [\"fixture/redis:1\"]\n\
+             containers = [{{ name = \"redis\" }}]\ntimeout = \"60s\"\n"
+        );
+        airboot_core::scenario::parse(&src, Path::new("fake.toml"), &airboot_core::scenario::any_file).unwrap()
+    };
+    for engine in ["docker", "podman"] {
+        let m = machine();
+        let (r, _) = boot(&with(engine), &m, &f, &BootOptions::default());
+        assert_eq!(r.probe.origin.as_deref(), Some("login"), "{engine}: {:?}", r.failures);
+        let plans = m.plans.lock().unwrap();
+        let conf = &plans[0].login.as_ref().expect("a login plan").conf;
+        assert!(conf.contains(&format!("ENGINE={engine}\n")) && conf.contains("STACK_CONTAINERS=\"redis\""), "{conf}");
+    }
+    let m = machine();
+    let (r, _) = boot(&with("containerd"), &m, &f, &BootOptions::default());
+    assert!(m.plans.lock().unwrap().is_empty(), "nothing booted");
+    assert_eq!(codes(&r), [FailureCode::BadInput]);
+    let msg = &r.failures[0].message;
+    assert!(msg.contains("fake.toml") && msg.contains("engine containerd needs the probe"), "{msg}");
+}

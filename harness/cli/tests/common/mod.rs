@@ -229,6 +229,11 @@ pub fn edited_fixture(
 /// probe, unit and enablement link taken out. Returns the folder, the disk
 /// and a scenario text (add `extra` under [image]).
 pub fn probe_less_image(extra: &str) -> (tempfile::TempDir, PathBuf, PathBuf) {
+    probe_less_fixture("debian-preseeded-x86_64", extra)
+}
+
+/// As [`probe_less_image`], from any fixture.
+pub fn probe_less_fixture(fixture: &str, extra: &str) -> (tempfile::TempDir, PathBuf, PathBuf) {
     let strip = |disk: &Path| {
         for path in [
             "/usr/local/sbin/airboot-probe",
@@ -241,5 +246,5 @@ pub fn probe_less_image(extra: &str) -> (tempfile::TempDir, PathBuf, PathBuf) {
             assert!(String::from_utf8_lossy(&o.stderr).contains("File not found"), "{path} is still in the image");
         }
     };
-    edited_fixture("debian-preseeded-x86_64", &strip, "probe-less", extra, "")
+    edited_fixture(fixture, &strip, "probe-less", extra, "")
 }

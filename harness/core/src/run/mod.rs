@@ -307,7 +307,7 @@ impl Run {
     pub fn on_login_started(&mut self, t: f64, user: &str) {
         self.reporter_started_t = Some(t);
         self.note(format!(
-            "status came from a console login as {user:?}: airboot typed the reference reporter (images/reference/airboot-status) into the guest's /run and started it at {t:.1}s. Its timeline is coarse: each round asks the docker CLI (seconds under TCG), and no image test runs or air-gap proof are possible without the probe"
+            "status came from a console login as {user:?}: airboot typed the reference reporter (images/reference/airboot-status) into the guest's /run and started it at {t:.1}s. Its timeline is coarse: each round asks the engine's CLI (seconds under TCG), and no image test runs or air-gap proof are possible without the probe"
         ));
     }
 
