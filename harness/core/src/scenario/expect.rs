@@ -177,6 +177,16 @@ impl<'de> Deserialize<'de> for RawService {
     }
 }
 
+/// The engines' rule for a container name (and compose's for a service):
+/// `[a-zA-Z0-9][a-zA-Z0-9_.-]*`, with Docker's leading `/` allowed. The
+/// names also go into the status reporter's configuration, which a shell
+/// reads: nothing else may be in them.
+fn valid_container_name(n: &str) -> bool {
+    let n = n.strip_prefix('/').unwrap_or(n);
+    n.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && n.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
+}
+
 /// Compose's own rule for a project name (lowercase letters, digits,
 /// `-` and `_`, starting with a letter or digit).
 fn valid_project(p: &str) -> bool {
@@ -212,8 +222,11 @@ fn validate_compose(rc: toml::Spanned<RawCompose>, engine: Engine, cx: &Ctx) -> 
     let mut names = BTreeSet::new();
     let mut services = Vec::new();
     for RawService(t) in rc.services {
-        if t.name.is_empty() || t.name.chars().any(|c| c.is_whitespace() || c.is_control()) {
-            return Err(err(".services", format!("{:?} is not a service name", t.name)));
+        if !valid_container_name(&t.name) {
+            return Err(err(
+                ".services",
+                format!("{:?} is not a service name (letters, digits, '_', '.' and '-', as compose takes it)", t.name),
+            ));
         }
         if !names.insert(t.name.clone()) {
             return Err(err(".services", format!("service {:?} is listed twice", t.name)));
@@ -251,6 +264,16 @@ pub(super) fn validate(re: RawExpect, cx: &Ctx) -> Result<Expect, ScenarioError>
     for item in re.containers {
         let span = item.span();
         let c = item.into_inner();
+        if !valid_container_name(&c.name) {
+            return Err(cx.err(
+                Some(span),
+                Some("expect.containers.name".into()),
+                format!(
+                    "{:?} is not a container name: letters, digits, '_', '.' and '-' (a leading '/' as Docker shows it is allowed)",
+                    c.name
+                ),
+            ));
+        }
         if !names.insert(c.name.clone()) {
             return Err(cx.err(
                 Some(span),

@@ -325,6 +325,15 @@ fn contradictions_are_errors() {
     assert_eq!(e.key.as_deref(), Some("expect.timeout"));
     // A budget as long as the timeout can still be judged.
     assert!(p("[image]\nfixture = \"f\"\n[expect]\ntime_to_stack = \"60s\"\ntimeout = \"60s\"\n").is_ok());
+    // Container names: the engines' characters, Docker's leading '/' allowed.
+    for name in ["red is", "`x`", "a;b", "\\\"", "", "/", "_a"] {
+        let e = p(&format!("[image]\nfixture = \"f\"\n[expect]\ncontainers = [{{ name = {name:?} }}]\n")).unwrap_err();
+        assert_eq!((e.line, e.key.as_deref()), (Some(4), Some("expect.containers.name")), "{name:?}");
+        assert!(e.message.contains("not a container name") && e.message.contains("letters, digits"), "{e}");
+    }
+    let s = p("[image]\nfixture = \"f\"\n[expect]\ncontainers = [{ name = \"/redis\" }, { name = \"web_1.a-b\" }]\n")
+        .unwrap();
+    assert_eq!(s.expect.containers.len(), 2);
     let e = p("[image]\nfixture = \"f\"\n[expect]\nimages = [{ ref = \"a:1\", id = \"sha256:xyz\" }]\n").unwrap_err();
     assert!(e.message.contains("invalid image id"), "{e}");
     let e = p("name = \"a b\"\n[image]\nfixture = \"f\"\n").unwrap_err();
@@ -481,6 +490,14 @@ fn a_compose_stack_is_expected_by_project_and_services() {
     assert_eq!(e.key.as_deref(), Some("expect.compose.services"));
     let e = bad("compose = { project = \"f\", services = [\"a\", { name = \"a\" }] }");
     assert!(e.message.contains("\"a\" is listed twice"), "{e}");
+    // A service name goes into a shell-read configuration: nothing but
+    // compose's own characters.
+    for name in ["a b", "a\\\"b", "$(reboot)", "-a", ""] {
+        let e = bad(&format!("compose = {{ project = \"f\", services = [{:?}] }}", name));
+        assert_eq!(e.key.as_deref(), Some("expect.compose.services"), "{name:?}");
+        assert!(e.message.contains("not a service name"), "{e}");
+    }
+    assert!(p(&format!("{head}compose = {{ project = \"f\", services = [\"db_1.x-y\"] }}\n")).is_ok());
     let e = bad("compose = { project = \"f\", services = [{ name = \"s\", oneshot = true, healthy = true }] }");
     assert_eq!(e.key.as_deref(), Some("expect.compose.services.healthy"));
     let e = bad("compose = { project = \"f\", services = [{ name = \"s\", onshot = true }] }");
