@@ -646,6 +646,36 @@ fn a_read_only_erofs_root_with_podman_is_judged_through_a_console_login() {
     assert_no_qemu_left("read-only root, podman");
 }
 
+/// A docker-compose stack judged through a console login: the compose
+/// fixture with its probe taken out and injection off. The reference
+/// reporter prints compose's labels, and waits for each service (the
+/// one-shot's exit included) before its final block.
+#[test]
+#[ignore = "suite full (run with --ignored)"]
+fn a_compose_stack_is_judged_through_a_console_login_by_its_labels() {
+    let _g = vm_lock();
+    let login = "inject = false\nlogin = { user = \"root\", password = \"\" }";
+    let (_dir, _disk, scenario) = probe_less_fixture("debian-compose-x86_64", login);
+    let text = std::fs::read_to_string(&scenario).unwrap();
+    let image = text.split("[expect]").next().unwrap();
+    let expect = "[expect]\nengine = \"docker\"\nimages = [\"fixture/busybox:1\", \"fixture/redis:1\"]\n\
+                  compose = { project = \"fixture\", services = [{ name = \"redis\", healthy = true }, \"web\", { name = \"seed\", oneshot = true }] }\n\
+                  timeout = \"150s\"\n";
+    std::fs::write(&scenario, format!("{image}{expect}")).unwrap();
+    let (out, rdir) = run(&[scenario.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", explain(&out));
+    let r = report(rdir.path());
+    check_common(&r, rdir.path());
+    assert_eq!(r["probe"]["origin"], "login", "{}", r["probe"]);
+    let ms: Vec<&str> = r["milestones"].as_array().unwrap().iter().filter_map(|m| m["name"].as_str()).collect();
+    for m in ["service:redis", "service:web", "service:seed", "stack"] {
+        assert!(ms.contains(&m), "{m} missing from {ms:?}");
+    }
+    let redis = r["containers"].as_array().unwrap().iter().find(|c| c["name"] == "fixture_redis_1").cloned();
+    assert_eq!(redis.map(|c| c["health"].clone()), Some(Value::from("healthy")), "{}", r["containers"]);
+    assert_no_qemu_left("compose through a login");
+}
+
 /// A store that is read-only at runtime (a bind mount in the image's
 /// fstab): dockerd dies at start, and the failure quotes its own words,
 /// found by the injected probe in the unit's journal.

@@ -50,34 +50,37 @@ esac"#
 esac"#
         ),
     );
-    let conf = dir.path().join("status.conf");
     // DEADLINE above any host uptime: the test machine has been up longer than a guest.
-    std::fs::write(&conf, "STACK_UNITS=\"container-redis.service\"\nSTACK_CONTAINERS=\"redis\"\nDEADLINE=999999999\n")
-        .unwrap();
-    let out = dir.path().join("console");
-    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
+    once(dir.path(), "STACK_UNITS=\"container-redis.service\"\nSTACK_CONTAINERS=\"redis\"\nDEADLINE=999999999\n")
+}
+
+/// Run the script once in `dir` (its stubs in `dir/bin`) with `conf` as
+/// its configuration; the one block it printed, parsed by the harness.
+fn once(dir: &Path, conf: &str) -> StatusBlock {
+    let conf_file = dir.join("status.conf");
+    std::fs::write(&conf_file, conf).unwrap();
+    let out = dir.join("console");
+    let path = format!("{}:{}", dir.join("bin").display(), std::env::var("PATH").unwrap_or_default());
     let status = Command::new("sh")
         .arg(script())
         .env("PATH", path)
         .env("AIRBOOT_CONSOLE", &out)
-        .env("AIRBOOT_STATUS_CONF", &conf)
+        .env("AIRBOOT_STATUS_CONF", &conf_file)
         .env("AIRBOOT_STATUS_ONCE", "1")
-        .env("TMPDIR", dir.path())
+        .env("TMPDIR", dir)
         .status()
         .unwrap();
     assert!(status.success());
     let text = std::fs::read_to_string(&out).unwrap();
     let mut a = Assembler::new();
-    let blocks: Vec<StatusBlock> = text
-        .lines()
-        .filter_map(|l| match a.push(1.0, l) {
-            Assembled::Block(b) => Some(*b),
-            Assembled::Nothing => None,
-            other => panic!("{other:?} in:\n{text}"),
-        })
-        .collect();
-    assert_eq!(blocks.len(), 1, "{text}");
-    blocks.into_iter().next().unwrap()
+    let mut blocks = text.lines().filter_map(|l| match a.push(1.0, l) {
+        Assembled::Block(b) => Some(*b),
+        Assembled::Nothing => None,
+        other => panic!("{other:?} in:\n{text}"),
+    });
+    let b = blocks.next().unwrap_or_else(|| panic!("no block in:\n{text}"));
+    assert!(blocks.next().is_none(), "{text}");
+    b
 }
 
 #[test]
@@ -137,30 +140,7 @@ fn run_podman(images: Result<&str, &str>, state: &str, booting: bool) -> StatusB
 esac"#
         ),
     );
-    let conf = dir.path().join("status.conf");
-    std::fs::write(&conf, "ENGINE=podman\nSTACK_CONTAINERS=\"redis\"\nDEADLINE=999999999\n").unwrap();
-    let out = dir.path().join("console");
-    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
-    let status = Command::new("sh")
-        .arg(script())
-        .env("PATH", path)
-        .env("AIRBOOT_CONSOLE", &out)
-        .env("AIRBOOT_STATUS_CONF", &conf)
-        .env("AIRBOOT_STATUS_ONCE", "1")
-        .env("TMPDIR", dir.path())
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let text = std::fs::read_to_string(&out).unwrap();
-    let mut a = Assembler::new();
-    let mut blocks = text.lines().filter_map(|l| match a.push(1.0, l) {
-        Assembled::Block(b) => Some(*b),
-        Assembled::Nothing => None,
-        other => panic!("{other:?} in:\n{text}"),
-    });
-    let b = blocks.next().unwrap_or_else(|| panic!("no block in:\n{text}"));
-    assert!(blocks.next().is_none(), "{text}");
-    b
+    once(dir.path(), "ENGINE=podman\nSTACK_CONTAINERS=\"redis\"\nDEADLINE=999999999\n")
 }
 
 const PODMAN_IMAGE: &str = r#"{"repository":"localhost/fixture/redis","tag":"1","id":"sha256:1111111111111111111111111111111111111111111111111111111111111111"}"#;
@@ -221,4 +201,51 @@ fn an_engine_the_reporter_does_not_know_is_refused_naming_it() {
     let e = String::from_utf8_lossy(&out.stderr);
     assert!(e.contains("ENGINE=containerd") && e.contains("docker and podman"), "{e}");
     assert!(!dir.path().join("console").exists(), "nothing printed to the console");
+}
+
+/// A compose stack: the reporter waits for each service's container,
+/// found by compose's labels (as the docker CLI prints them), whatever
+/// its name; a one-shot that exited counts as done.
+#[test]
+fn a_compose_stack_is_waited_for_by_its_services_labels() {
+    let block = |seed_state: &str| {
+        let dir = tempfile::tempdir().unwrap();
+        let bin = dir.path().join("bin");
+        std::fs::create_dir(&bin).unwrap();
+        stub(&bin, "systemctl", "case \"$1\" in is-active) echo active ;; is-system-running) echo running ;; esac");
+        let line = |name: &str, service: &str, state: &str, health: &str| {
+            format!(
+                r#"{{"name":"/{name}","image":"fixture/redis:1","image_id":"{RID}","state":"{state}","health":{health},"started_at":"2026-01-01T00:00:00Z","exit_code":0,"compose":{{"project":"fixture","service":"{service}"}}}}"#
+            )
+        };
+        let lines = [
+            line("fixture_redis_1", "redis", "running", r#""healthy""#),
+            line("fixture_seed_1", "seed", seed_state, "null"),
+            // Another project's service of the same name does not count.
+            line("other_web_1", "web", "running", "null").replace(r#""project":"fixture""#, r#""project":"other""#),
+        ];
+        let inspect = lines.iter().map(|l| format!("'{l}'")).collect::<Vec<_>>().join(" ");
+        stub(
+            &bin,
+            "docker",
+            &format!(
+                r#"case "$1 $2" in
+  "image ls") echo '{{"repository":"fixture/redis","tag":"1","id":"{RID}"}}' ;;
+  "ps -aq") echo c1 c2 c3 ;;
+  "inspect --format") printf '%s\n' {inspect} ;;
+  *) exit 1 ;;
+esac"#
+            ),
+        );
+        let conf = "STACK_COMPOSE=\"fixture\"\nSTACK_SERVICES=\"redis seed\"\nDEADLINE=999999999\n";
+        (once(dir.path(), conf), once(dir.path(), &conf.replace("redis seed", "redis seed web")))
+    };
+    let (b, with_web) = block("exited");
+    assert!(b.is_final, "redis healthy, seed done");
+    let c = b.containers.iter().find(|c| c.name == "/fixture_redis_1").unwrap();
+    let labels = c.compose.as_ref().map(|l| (l.project.as_str(), l.service.as_str()));
+    assert_eq!(labels, Some(("fixture", "redis")));
+    assert!(!with_web.is_final, "web has no container in project fixture");
+    let (b, _) = block("created");
+    assert!(!b.is_final, "the one-shot has not run yet");
 }

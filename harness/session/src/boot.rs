@@ -484,7 +484,11 @@ fn login_plan(s: &Scenario, scale: f64) -> Result<Option<airboot_qemu::vm::Login
             .to_string(),
     };
     let containers: Vec<&str> = s.expect.containers.iter().map(|c| c.name.as_str()).collect();
-    let conf = format!("ENGINE={}\nSTACK_CONTAINERS=\"{}\"\n", s.expect.engine, containers.join(" "));
+    let mut conf = format!("ENGINE={}\nSTACK_CONTAINERS=\"{}\"\n", s.expect.engine, containers.join(" "));
+    if let Some(c) = &s.expect.compose {
+        let services: Vec<&str> = c.services.iter().map(|v| v.name.as_str()).collect();
+        conf += &format!("STACK_COMPOSE=\"{}\"\nSTACK_SERVICES=\"{}\"\n", c.project, services.join(" "));
+    }
     Ok(Some(airboot_qemu::vm::LoginPlan { user: l.user.clone(), password, conf, scale }))
 }
 
