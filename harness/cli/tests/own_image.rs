@@ -676,6 +676,47 @@ fn a_compose_stack_is_judged_through_a_console_login_by_its_labels() {
     assert_no_qemu_left("compose through a login");
 }
 
+/// containerd judged through a console login: the containerd fixture
+/// (archives imported at first boot, containers started as tasks) with
+/// its probe taken out and injection off. The reference reporter asks
+/// `ctr` in every namespace: images by their config's digest, the tasks'
+/// states.
+#[test]
+#[ignore = "suite full (run with --ignored)"]
+fn a_containerd_stack_is_judged_through_a_console_login_over_ctr() {
+    let _g = vm_lock();
+    let login = "inject = false\nlogin = { user = \"root\", password = \"\" }";
+    let (_dir, _disk, scenario) = probe_less_fixture("debian-containerd-x86_64", login);
+    let text = std::fs::read_to_string(&scenario).unwrap();
+    let image = text.split("[expect]").next().unwrap();
+    let expect = "[expect]\nengine = \"containerd\"\nimages = [\"fixture/busybox:1\", \"fixture/redis:1\"]\n\
+                  containers = [{ name = \"redis\", image = \"fixture/redis:1\" }, { name = \"web\", image = \"fixture/busybox:1\" }]\n\
+                  timeout = \"150s\"\n";
+    std::fs::write(&scenario, format!("{image}{expect}")).unwrap();
+    let (out, rdir) = run(&[scenario.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", explain(&out));
+    let r = report(rdir.path());
+    check_common(&r, rdir.path());
+    assert_eq!(r["probe"]["origin"], "login", "{}", r["probe"]);
+    assert_eq!(r["engine"]["name"], "containerd", "{}", r["engine"]);
+    let fx: Value = serde_json::from_str(
+        &std::fs::read_to_string(fixture_dir("debian-containerd-x86_64").join("fixture.json")).unwrap(),
+    )
+    .unwrap();
+    for i in r["images"].as_array().unwrap() {
+        let want = fx["images"].as_array().unwrap().iter().find(|x| x["ref"] == i["ref"]).map(|x| &x["id"]);
+        assert_eq!((i["present"].as_bool(), Some(&i["id"])), (Some(true), want), "the config's digest: {i}");
+    }
+    let states: Vec<(&str, &str)> = r["containers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| (c["name"].as_str().unwrap(), c["state"].as_str().unwrap()))
+        .collect();
+    assert_eq!(states, [("redis", "running"), ("web", "running")], "{}", r["containers"]);
+    assert_no_qemu_left("containerd through a login");
+}
+
 /// A store that is read-only at runtime (a bind mount in the image's
 /// fstab): dockerd dies at start, and the failure quotes its own words,
 /// found by the injected probe in the unit's journal.

@@ -189,7 +189,7 @@ fn with_podman_a_failing_cli_is_down_quoting_it_or_starting_while_the_system_boo
 fn an_engine_the_reporter_does_not_know_is_refused_naming_it() {
     let dir = tempfile::tempdir().unwrap();
     let conf = dir.path().join("status.conf");
-    std::fs::write(&conf, "ENGINE=containerd\n").unwrap();
+    std::fs::write(&conf, "ENGINE=rkt\n").unwrap();
     let out = Command::new("sh")
         .arg(script())
         .env("AIRBOOT_CONSOLE", dir.path().join("console"))
@@ -199,7 +199,7 @@ fn an_engine_the_reporter_does_not_know_is_refused_naming_it() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let e = String::from_utf8_lossy(&out.stderr);
-    assert!(e.contains("ENGINE=containerd") && e.contains("docker and podman"), "{e}");
+    assert!(e.contains("ENGINE=rkt") && e.contains("docker, podman and containerd"), "{e}");
     assert!(!dir.path().join("console").exists(), "nothing printed to the console");
 }
 
@@ -248,4 +248,63 @@ esac"#
     assert!(!with_web.is_final, "web has no container in project fixture");
     let (b, _) = block("created");
     assert!(!b.is_final, "the one-shot has not run yet");
+}
+
+/// containerd over `ctr`, as its CLI prints: every namespace's images,
+/// each an index whose manifest for this machine names the config (the
+/// image's ID, as Docker's); containers with their tasks' status (none:
+/// created; STOPPED: exited), no health.
+#[test]
+fn with_containerd_images_are_their_configs_and_containers_their_tasks() {
+    let arch = match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        a => a,
+    };
+    let run = |tasks: &str| {
+        let dir = tempfile::tempdir().unwrap();
+        let bin = dir.path().join("bin");
+        std::fs::create_dir(&bin).unwrap();
+        stub(&bin, "systemctl", "case \"$1\" in is-active) echo active ;; is-system-running) echo running ;; esac");
+        let (index, other, manifest) = ("sha256:aaaa", "sha256:bbbb", "sha256:cccc");
+        // The other platform's manifest comes first: the reporter must pick this machine's.
+        let index_json = format!(
+            r#"{{"schemaVersion":2,"manifests":[{{"mediaType":"m","digest":"{other}","size":1,"platform":{{"architecture":"s390x","os":"linux"}}}},{{"mediaType":"m","digest":"{manifest}","size":741,"platform":{{"architecture":"{arch}","os":"linux"}}}}]}}"#
+        );
+        let manifest_json = format!(
+            r#"{{"schemaVersion":2,"config":{{"mediaType":"c","digest":"{RID}","size":967}},"layers":[{{"digest":"sha256:dddd"}}]}}"#
+        );
+        stub(
+            &bin,
+            "ctr",
+            &format!(
+                r#"case "$*" in
+  "version") echo ok ;;
+  "namespaces ls -q") printf 'airboot\nempty\n' ;;
+  "-n airboot images ls") printf 'REF TYPE DIGEST SIZE PLATFORMS LABELS\nfixture/redis:1 application/vnd.oci.image.index.v1+json {index} 39.0 MiB linux/{arch} -\n' ;;
+  "-n airboot content get {index}") printf '%s' '{index_json}' ;;
+  "-n airboot content get {manifest}") printf '%s' '{manifest_json}' ;;
+  "-n airboot containers ls") printf 'CONTAINER IMAGE RUNTIME\nredis fixture/redis:1 io.containerd.runc.v2\nweb fixture/busybox:1 io.containerd.runc.v2\n' ;;
+  "-n airboot tasks ls") printf 'TASK PID STATUS\n{tasks}' ;;
+  "-n empty "*) [ "$3" = ls ] && echo HEADER ;;
+  *) exit 1 ;;
+esac"#
+            ),
+        );
+        once(dir.path(), "ENGINE=containerd\nSTACK_CONTAINERS=\"redis web\"\nDEADLINE=999999999\n")
+    };
+    let b = run("redis 401 RUNNING\nweb 402 STOPPED\n");
+    assert!(b.is_final, "redis runs, web ran and exited");
+    let e = b.engine.as_ref().unwrap();
+    assert_eq!((e.name.as_str(), e.state), ("containerd", airboot_proto::EngineState::Up));
+    let images: Vec<(&str, &str, &str)> =
+        b.images.iter().map(|i| (i.repository.as_str(), i.tag.as_str(), i.id.as_str())).collect();
+    assert_eq!(images, [("fixture/redis", "1", RID)]);
+    let got: Vec<(&str, &str, Option<&str>)> =
+        b.containers.iter().map(|c| (c.name.as_str(), c.state.as_str(), c.image_id.as_deref())).collect();
+    assert_eq!(got, [("/redis", "running", Some(RID)), ("/web", "exited", None)]);
+    assert!(b.containers.iter().all(|c| c.health.is_none()));
+    // No task for web yet: created, and the round is not settled.
+    let b = run("redis 401 RUNNING\n");
+    assert_eq!((b.containers[1].state.as_str(), b.is_final), ("created", false));
 }

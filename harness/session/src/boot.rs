@@ -462,16 +462,6 @@ impl BeforeHash {
 fn login_plan(s: &Scenario, scale: f64) -> Result<Option<airboot_qemu::vm::LoginPlan>, Failure> {
     use airboot_core::scenario::Password;
     let Some(l) = &s.image.login else { return Ok(None) };
-    if !matches!(s.expect.engine, airboot_model::Engine::Docker | airboot_model::Engine::Podman) {
-        return Err(Failure::new(
-            FailureCode::BadInput,
-            format!(
-                "{}: `[image] login` starts airboot's reference reporter, which asks the docker or podman CLI; engine {} needs the probe (injected, or in the image)",
-                s.file.display(),
-                s.expect.engine
-            ),
-        ));
-    }
     let password = match &l.password {
         Password::Inline(p) => p.clone(),
         Password::File(f) => std::fs::read_to_string(f)
