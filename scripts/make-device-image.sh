@@ -6,9 +6,15 @@
 #   scripts/make-device-image.sh bios         ROOT.ext4 VMLINUZ INITRD OUT.img [APPEND]
 #   scripts/make-device-image.sh uefi-uki     ROOT.ext4 VMLINUZ INITRD OUT.img [APPEND]
 #   scripts/make-device-image.sh bios-ro-erofs ROOT.ext4 VMLINUZ INITRD OUT.img
+#   scripts/make-device-image.sh bios-grub    ROOT.ext4 VMLINUZ INITRD OUT.img [APPEND]
 #
 # bios:     MBR with syslinux's boot code; partition 1 FAT (syslinux, kernel,
 #           initramfs, syslinux.cfg), partition 2 the root. SeaBIOS boots it.
+# bios-grub: the same disk with GRUB instead: its boot.img in the MBR, its
+#           core.img (grub-mkimage: every module it needs inside, the
+#           prefix (hd0,msdos1)/grub) in the gap before partition 1, whose
+#           grub/grub.cfg boots the kernel, as grub-install lays out a disk
+#           with a /boot partition of its own.
 # uefi-uki: GPT; partition 1 the EFI system partition holding one unified
 #           kernel image (systemd's EFI stub + kernel + initramfs + command
 #           line, joined with objcopy) as EFI/BOOT/BOOTX64.EFI, partition 2
@@ -23,26 +29,35 @@
 #
 # APPEND defaults to a serial console and root=/dev/vda2. Needs sfdisk
 # (fdisk), mkfs.vfat (dosfstools), mtools; bios: syslinux, syslinux-common;
-# uefi-uki: objcopy (binutils), systemd-boot-efi; bios-ro-erofs: also
+# uefi-uki: objcopy (binutils), systemd-boot-efi; bios-grub: grub-mkimage
+# (grub-common), grub-pc-bin; bios-ro-erofs: also
 # debugfs (e2fsprogs), mkfs.erofs (erofs-utils), cpio. scripts/setup.sh
 # installs them.
 set -euo pipefail
-[ $# -ge 5 ] || { sed -n '2,28p' "$0" >&2; exit 2; }
+[ $# -ge 5 ] || { sed -n '2,/^set /{/^#/p}' "$0" >&2; exit 2; }
 mode=$1 root=$2 kernel=$3 initrd=$4 out=$5
 append=${6:-"console=ttyS0,115200 root=/dev/vda2 rw rootfstype=ext4 net.ifnames=0 audit=0"}
 die() { echo "make-device-image: $*" >&2; exit 2; }
 need() { for t in "$@"; do command -v "$t" >/dev/null || die "$t is missing (scripts/setup.sh installs it)"; done; }
 need sfdisk mkfs.vfat mcopy mmd
-ro=
+ro= loader=syslinux
+if [ "$mode" = bios-grub ]; then
+    mode=bios loader=grub
+fi
 if [ "$mode" = bios-ro-erofs ]; then
     mode=bios ro=erofs
     need debugfs mkfs.erofs cpio
     append=${6:-"console=ttyS0,115200 root=/dev/vda2 rootfstype=erofs ro net.ifnames=0 audit=0"}
 fi
 case $mode in
-    bios) need syslinux; mbr=/usr/lib/syslinux/mbr/mbr.bin; [ -f "$mbr" ] || die "$mbr is missing (install syslinux-common)" ;;
+    bios) if [ "$loader" = grub ]; then
+              need grub-mkimage; mbr=/usr/lib/grub/i386-pc/boot.img
+              [ -f "$mbr" ] || die "$mbr is missing (install grub-pc-bin)"
+          else
+              need syslinux; mbr=/usr/lib/syslinux/mbr/mbr.bin; [ -f "$mbr" ] || die "$mbr is missing (install syslinux-common)"
+          fi ;;
     uefi-uki) need objcopy; stub=/usr/lib/systemd/boot/efi/linuxx64.efi.stub; [ -f "$stub" ] || die "$stub is missing (install systemd-boot-efi)" ;;
-    *) die "unknown layout '$mode': bios or uefi-uki" ;;
+    *) die "unknown layout '$mode': bios, bios-grub, bios-ro-erofs or uefi-uki" ;;
 esac
 for f in "$root" "$kernel" "$initrd"; do
     [ -f "$f" ] || die "$f: no such file"
@@ -107,7 +122,29 @@ fi
 boot_mib=64
 boot=$work/boot.fat
 mkfs.vfat -F 32 -n BOOT -C "$boot" $((boot_mib * 1024)) >/dev/null
-if [ "$mode" = bios ]; then
+if [ "$loader" = grub ]; then
+    cat > "$work/grub.cfg" <<CFG
+serial --unit=0 --speed=115200
+terminal_input serial
+terminal_output serial
+set default=0
+set timeout=0
+menuentry 'Linux' {
+    linux /vmlinuz $append
+    initrd /initrd.img
+}
+CFG
+    mcopy -i "$boot" "$kernel" ::/vmlinuz
+    mcopy -i "$boot" "$initrd" ::/initrd.img
+    mmd -i "$boot" ::/grub
+    mcopy -i "$boot" "$work/grub.cfg" ::/grub/grub.cfg
+    # Everything GRUB needs is inside core.img: the partition holds no modules.
+    grub-mkimage -O i386-pc -o "$work/core.img" -p '(hd0,msdos1)/grub' \
+        biosdisk part_msdos fat normal linux serial terminal configfile echo
+    # boot.img loads core.img from sector 1, and core.img's first sector the
+    # rest from sector 2 on, as grub-mkimage lays it out: it must fit the gap.
+    [ "$(stat -c %s "$work/core.img")" -le $((2047 * 512)) ] || die "GRUB's core.img does not fit before partition 1"
+elif [ "$mode" = bios ]; then
     cat > "$work/syslinux.cfg" <<CFG
 SERIAL 0 115200
 DEFAULT linux
@@ -160,11 +197,12 @@ start=$((2048 + boot_mib * 2048)), size=$((root_mib * 2048)), type=4F68BCE3-E8CD
 fi
 echo "$table" | sfdisk -q --no-reread --no-tell-kernel "$out"
 [ "$mode" = bios ] && dd if="$mbr" of="$out" bs=440 count=1 conv=notrunc status=none
+[ "$loader" = grub ] && dd if="$work/core.img" of="$out" bs=512 seek=1 conv=notrunc status=none
 dd if="$boot" of="$out" bs=1M seek=1 conv=notrunc,sparse status=none
 dd if="$root" of="$out" bs=1M seek=$((1 + boot_mib)) conv=notrunc,sparse status=none
 if [ -n "$ro" ]; then
     dd if="$data" of="$out" bs=1M seek=$((1 + boot_mib + root_mib)) conv=notrunc,sparse status=none
     echo "$out: $mode, boot partition ${boot_mib} MiB, read-only erofs root ${root_mib} MiB, ext4 data ${data_mib} MiB"
 else
-    echo "$out: $mode, boot partition ${boot_mib} MiB, ext4 root ${root_mib} MiB"
+    echo "$out: $mode ($loader), boot partition ${boot_mib} MiB, ext4 root ${root_mib} MiB"
 fi

@@ -49,6 +49,7 @@ packages=(
     zstd xz-utils bzip2 gzip                                # compressed input images
     syslinux syslinux-common systemd-boot-efi binutils      # BIOS and UEFI+UKI test disks (scripts/make-device-image.sh)
     erofs-utils cpio                                        # a read-only-root test disk (same script)
+    grub-pc-bin                                             # a BIOS+GRUB test disk (same script; no grub-pc: nothing is installed on the host)
     mkosi                                                   # a UEFI+UKI image as mkosi builds it (scripts/make-mkosi-image.sh)
     qemu-user-static binfmt-support arch-test               # foreign-arch rootfs
     chromium                                                # the HTML report's render test

@@ -147,6 +147,25 @@ fn mkosi_image() -> PathBuf {
     image
 }
 
+/// MBR + GRUB (boot.img in the MBR, core.img in the gap before the first
+/// partition, grub/grub.cfg on a /boot partition of its own), as
+/// grub-install lays a BIOS disk out: airboot tells BIOS from GRUB's boot
+/// code, finds the root from grub.cfg's `root=`, injects the probe, and
+/// SeaBIOS boots it through GRUB.
+#[test]
+#[ignore = "suite full (run with --ignored)"]
+fn a_probe_less_bios_grub_disk_boots_through_grub_and_gets_the_full_verdict() {
+    let _g = vm_lock();
+    let (_dir, _disk, input, scenario) = device_disk("bios-grub", None);
+    let (out, rdir) = run(&[scenario.to_str().unwrap()]);
+    let r = check_injected_pass(&out, rdir.path(), &input);
+    assert_eq!(r["boot"]["mode"], "bios", "{}", r["boot"]);
+    assert!(r["boot"]["detected"].as_str().unwrap().contains("GRUB"), "{}", r["boot"]);
+    assert!(notes(&r).contains("grub/grub.cfg"), "the root from GRUB's configuration: {}", r["notes"]);
+    let log = std::fs::read_to_string(rdir.path().join("console.log")).unwrap();
+    assert!(log.contains("root=/dev/vda2"), "GRUB did not boot the kernel with its command line");
+}
+
 /// The image mkosi built, as it left the build: no airboot inside, no
 /// `boot`, no kernel in the scenario. airboot tells UEFI from its ESP,
 /// boots it under OVMF, injects the probe into the GPT-discovered root

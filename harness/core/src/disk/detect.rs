@@ -163,13 +163,15 @@ pub fn boot_path(disk: &dyn ReadAt, arch: Arch) -> Result<(BootMode, String), St
 
 /// Loader configurations a device image's boot partition carries, with
 /// the lines that hold the kernel command line.
-const LOADER_CONFIGS: [&str; 6] = [
+/// (`grub/grub.cfg`: GRUB's on a `/boot` partition of its own.)
+const LOADER_CONFIGS: [&str; 7] = [
     "syslinux.cfg",
     "syslinux/syslinux.cfg",
     "extlinux.conf",
     "extlinux/extlinux.conf",
     "boot/extlinux/extlinux.conf",
     "boot/grub/grub.cfg",
+    "grub/grub.cfg",
 ];
 
 /// The partition number a `root=` argument names (`/dev/vda2`,
@@ -451,6 +453,86 @@ mod tests {
         e[1024..1028].copy_from_slice(&0xE0F5_E1E2u32.to_le_bytes());
         assert_eq!(read_only_fs(&e), Some("erofs"));
         assert_eq!(read_only_fs(&vec![0u8; 4096]), None);
+    }
+
+    /// A disk of one partition holding `files` in `fs` (`vfat` or `ext4`),
+    /// built with sfdisk, mkfs and mtools as the device builders do.
+    fn one_partition_disk(dir: &std::path::Path, fs: &str, files: &[(&str, &str)]) -> Vec<u8> {
+        use std::process::Command;
+        let tree = dir.join("tree");
+        for (name, text) in files {
+            std::fs::create_dir_all(tree.join(name).parent().unwrap()).unwrap();
+            std::fs::write(tree.join(name), text).unwrap();
+        }
+        let part = dir.join("part.img");
+        let ok = if fs == "vfat" {
+            let mut ok =
+                Command::new("mkfs.vfat").args(["-C"]).arg(&part).arg("8192").output().unwrap().status.success();
+            // Each file's folders, outermost first.
+            let mut dirs: Vec<String> = Vec::new();
+            for (name, _) in files {
+                let parts: Vec<&str> = name.split('/').collect();
+                for i in 1..parts.len() {
+                    let d = parts[..i].join("/");
+                    if !dirs.contains(&d) {
+                        dirs.push(d);
+                    }
+                }
+            }
+            for d in &dirs {
+                ok &= Command::new("mmd").arg("-i").arg(&part).arg(format!("::/{d}")).status().unwrap().success();
+            }
+            for (name, _) in files {
+                let st =
+                    Command::new("mcopy").arg("-i").arg(&part).arg(tree.join(name)).arg(format!("::/{name}")).status();
+                ok &= st.unwrap().success();
+            }
+            ok
+        } else {
+            std::fs::File::create(&part).unwrap().set_len(8 << 20).unwrap();
+            Command::new("mkfs.ext4").args(["-q", "-F", "-d"]).arg(&tree).arg(&part).status().unwrap().success()
+        };
+        assert!(ok, "making the {fs} partition");
+        let disk = dir.join("disk.img");
+        std::fs::File::create(&disk).unwrap().set_len(10 << 20).unwrap();
+        let mut sfdisk = Command::new("sfdisk")
+            .args(["-q", "--no-reread", "--no-tell-kernel"])
+            .arg(&disk)
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        sfdisk.stdin.take().unwrap().write_all(b"label: dos\nstart=2048, size=16384, type=83\n").unwrap();
+        assert!(sfdisk.wait().unwrap().success());
+        let mut bytes = std::fs::read(&disk).unwrap();
+        let p = std::fs::read(&part).unwrap();
+        bytes[1 << 20..(1 << 20) + p.len()].copy_from_slice(&p);
+        bytes
+    }
+
+    /// The root partition comes from `root=` in whichever loader
+    /// configuration the boot partition holds (FAT or ext4), GRUB's on a
+    /// `/boot` partition of its own among them; none, or no `root=`: none.
+    #[test]
+    fn the_loaders_root_is_read_from_each_configuration_it_may_keep() {
+        let grub = "serial --unit=0\nmenuentry 'linux' {\n  linux /vmlinuz console=ttyS0 root=/dev/vda3 rw\n}\n";
+        for (fs, name, text, want) in [
+            ("vfat", "grub/grub.cfg", grub, Some(3)),
+            ("ext4", "grub/grub.cfg", grub, Some(3)),
+            ("ext4", "boot/grub/grub.cfg", grub, Some(3)),
+            ("vfat", "syslinux.cfg", "LABEL l\n  APPEND console=ttyS0 root=/dev/sda2\n", Some(2)),
+            ("ext4", "extlinux/extlinux.conf", "label l\n  append root=/dev/mmcblk0p5 rw\n", Some(5)),
+            ("vfat", "grub/grub.cfg", "menuentry 'l' {\n  linux /vmlinuz root=UUID=1234\n}\n", None),
+            ("vfat", "loader/entries/a.conf", "options root=/dev/vda2\n", None),
+        ] {
+            let dir = tempfile::tempdir().unwrap();
+            let disk = one_partition_disk(dir.path(), fs, &[(name, text)]);
+            let got = loader_root(&disk);
+            assert_eq!(got.as_ref().map(|g| g.0), want, "{fs} {name}: {got:?}");
+            if let Some((_, why)) = got {
+                assert_eq!(why, format!("root= in {name} on partition 1"));
+            }
+        }
     }
 
     /// BIOS boot code in the MBR means `bios`, and only for x86_64; a
