@@ -567,6 +567,60 @@ fn a_console_login_judges_a_probe_less_image_and_a_wrong_password_is_login_faile
     assert_no_qemu_left("console login, wrong password");
 }
 
+/// `fixture`'s root without the probe, laid out read-only by
+/// `make-device-image.sh bios-ro-erofs` with the fixture's kernel: the
+/// folder (keep it alive) and the disk.
+fn read_only_device(fixture: &str) -> (tempfile::TempDir, PathBuf) {
+    let (dir, root, _) = probe_less_fixture(fixture, "");
+    let fx = fixture_dir(fixture);
+    let disk = dir.path().join("device.img");
+    let o = Command::new("bash")
+        .arg(repo().join("scripts/make-device-image.sh"))
+        .arg("bios-ro-erofs")
+        .arg(&root)
+        .arg(fx.join("vmlinuz"))
+        .arg(fx.join("initrd.img"))
+        .arg(&disk)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "make-device-image.sh: {}", String::from_utf8_lossy(&o.stderr));
+    std::fs::remove_file(&root).unwrap();
+    (dir, disk)
+}
+
+/// Run `scenario` (in `dir`) that must pass through a console login: its
+/// report, checked as every report is.
+fn login_pass(dir: &Path, scenario: &str) -> Value {
+    let file = dir.join("login.toml");
+    std::fs::write(&file, scenario).unwrap();
+    let (out, rdir) = run(&[file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", explain(&out));
+    let r = report(rdir.path());
+    check_common(&r, rdir.path());
+    assert_eq!(r["probe"]["origin"], "login", "{}", r["probe"]);
+    r
+}
+
+/// A fixture without its probe, injection off, judged through a console
+/// login against `expect` (an [expect] table): its report.
+fn fixture_through_login(fixture: &str, expect: &str) -> Value {
+    let login = "inject = false\nlogin = { user = \"root\", password = \"\" }";
+    let (dir, _disk, scenario) = probe_less_fixture(fixture, login);
+    let text = std::fs::read_to_string(&scenario).unwrap();
+    let image = text.split("[expect]").next().unwrap();
+    login_pass(dir.path(), &format!("{image}{expect}"))
+}
+
+/// Every image present, with the ID `fixture`'s build recorded.
+fn assert_fixture_ids(r: &Value, fixture: &str) {
+    let fx: Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture_dir(fixture).join("fixture.json")).unwrap()).unwrap();
+    for i in r["images"].as_array().unwrap() {
+        let want = fx["images"].as_array().unwrap().iter().find(|x| x["ref"] == i["ref"]).map(|x| &x["id"]);
+        assert_eq!((i["present"].as_bool(), Some(&i["id"])), (Some(true), want), "the ID the build recorded: {i}");
+    }
+}
+
 /// The read-only device layout (Avocado-style): an erofs root the probe
 /// cannot be written into, the seeded store on a writable data partition.
 /// airboot reads the root's name from syslinux.cfg, refuses to inject,
@@ -576,37 +630,18 @@ fn a_console_login_judges_a_probe_less_image_and_a_wrong_password_is_login_faile
 #[ignore = "suite full (run with --ignored)"]
 fn a_read_only_erofs_root_is_judged_through_a_console_login() {
     let _g = vm_lock();
-    let (dir, root, _) = probe_less_image("");
-    let fixture = preseeded_fixture();
-    let disk = dir.path().join("device.img");
-    let o = Command::new("bash")
-        .arg(repo().join("scripts/make-device-image.sh"))
-        .arg("bios-ro-erofs")
-        .arg(&root)
-        .arg(fixture.join("vmlinuz"))
-        .arg(fixture.join("initrd.img"))
-        .arg(&disk)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "make-device-image.sh: {}", String::from_utf8_lossy(&o.stderr));
-    let scenario = dir.path().join("ro.toml");
-    std::fs::write(
-        &scenario,
-        format!(
+    let (dir, disk) = read_only_device("debian-preseeded-x86_64");
+    let r = login_pass(
+        dir.path(),
+        &format!(
             "name = \"read-only-root\"\n[image]\npath = {:?}\nlogin = {{ user = \"root\", password = \"\" }}\n[machine]\narch = \"x86_64\"\n\
              [expect]\nimages = [\"fixture/busybox:1\", \"fixture/redis:1\"]\n\
              containers = [{{ name = \"redis\", image = \"fixture/redis:1\", healthy = true }}, {{ name = \"web\", image = \"fixture/busybox:1\" }}]\n\
              timeout = \"120s\"\n",
             disk.display().to_string()
         ),
-    )
-    .unwrap();
-    let (out, rdir) = run(&[scenario.to_str().unwrap()]);
-    assert_eq!(out.status.code(), Some(0), "{}", explain(&out));
-    let r = report(rdir.path());
-    check_common(&r, rdir.path());
+    );
     assert_eq!(r["boot"]["mode"], "bios");
-    assert_eq!(r["probe"]["origin"], "login", "{}", r["probe"]);
     let n = notes(&r);
     assert!(n.contains("syslinux.cfg") && n.contains("erofs, read-only"), "why no injection: {n}");
     assert_redis_healthy(&r);
@@ -622,45 +657,20 @@ fn a_read_only_erofs_root_is_judged_through_a_console_login() {
 #[ignore = "suite full (run with --ignored)"]
 fn a_read_only_erofs_root_with_podman_is_judged_through_a_console_login() {
     let _g = vm_lock();
-    let (dir, root, _) = probe_less_fixture("debian-podman-x86_64", "");
-    let fixture = fixture_dir("debian-podman-x86_64");
-    let disk = dir.path().join("device.img");
-    let o = Command::new("bash")
-        .arg(repo().join("scripts/make-device-image.sh"))
-        .arg("bios-ro-erofs")
-        .arg(&root)
-        .arg(fixture.join("vmlinuz"))
-        .arg(fixture.join("initrd.img"))
-        .arg(&disk)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "make-device-image.sh: {}", String::from_utf8_lossy(&o.stderr));
-    std::fs::remove_file(&root).unwrap();
-    let scenario = dir.path().join("ro-podman.toml");
-    std::fs::write(
-        &scenario,
-        format!(
+    let (dir, disk) = read_only_device("debian-podman-x86_64");
+    let r = login_pass(
+        dir.path(),
+        &format!(
             "name = \"read-only-root-podman\"\n[image]\npath = {:?}\nlogin = {{ user = \"root\", password = \"\" }}\n[machine]\narch = \"x86_64\"\n\
              [expect]\nengine = \"podman\"\nimages = [\"localhost/fixture/busybox:1\", \"localhost/fixture/redis:1\"]\n\
              containers = [{{ name = \"redis\", image = \"localhost/fixture/redis:1\", healthy = true }}, {{ name = \"web\", image = \"localhost/fixture/busybox:1\" }}]\n\
              timeout = \"150s\"\n",
             disk.display().to_string()
         ),
-    )
-    .unwrap();
-    let (out, rdir) = run(&[scenario.to_str().unwrap()]);
-    assert_eq!(out.status.code(), Some(0), "{}", explain(&out));
-    let r = report(rdir.path());
-    check_common(&r, rdir.path());
-    assert_eq!(r["probe"]["origin"], "login", "{}", r["probe"]);
+    );
     assert_eq!(r["engine"]["name"], "podman", "{}", r["engine"]);
     assert!(notes(&r).contains("erofs, read-only"), "{}", r["notes"]);
-    let fx: Value = serde_json::from_str(&std::fs::read_to_string(fixture.join("fixture.json")).unwrap()).unwrap();
-    for i in r["images"].as_array().unwrap() {
-        assert_eq!(i["present"], true, "{i}");
-        let want = fx["images"].as_array().unwrap().iter().find(|x| x["ref"] == i["ref"]).map(|x| &x["id"]);
-        assert_eq!(Some(&i["id"]), want, "the ID the fixture build recorded: {i}");
-    }
+    assert_fixture_ids(&r, "debian-podman-x86_64");
     assert_redis_healthy(&r);
     assert_no_qemu_left("read-only root, podman");
 }
@@ -673,19 +683,12 @@ fn a_read_only_erofs_root_with_podman_is_judged_through_a_console_login() {
 #[ignore = "suite full (run with --ignored)"]
 fn a_compose_stack_is_judged_through_a_console_login_by_its_labels() {
     let _g = vm_lock();
-    let login = "inject = false\nlogin = { user = \"root\", password = \"\" }";
-    let (_dir, _disk, scenario) = probe_less_fixture("debian-compose-x86_64", login);
-    let text = std::fs::read_to_string(&scenario).unwrap();
-    let image = text.split("[expect]").next().unwrap();
-    let expect = "[expect]\nengine = \"docker\"\nimages = [\"fixture/busybox:1\", \"fixture/redis:1\"]\n\
-                  compose = { project = \"fixture\", services = [{ name = \"redis\", healthy = true }, \"web\", { name = \"seed\", oneshot = true }] }\n\
-                  timeout = \"150s\"\n";
-    std::fs::write(&scenario, format!("{image}{expect}")).unwrap();
-    let (out, rdir) = run(&[scenario.to_str().unwrap()]);
-    assert_eq!(out.status.code(), Some(0), "{}", explain(&out));
-    let r = report(rdir.path());
-    check_common(&r, rdir.path());
-    assert_eq!(r["probe"]["origin"], "login", "{}", r["probe"]);
+    let r = fixture_through_login(
+        "debian-compose-x86_64",
+        "[expect]\nengine = \"docker\"\nimages = [\"fixture/busybox:1\", \"fixture/redis:1\"]\n\
+         compose = { project = \"fixture\", services = [{ name = \"redis\", healthy = true }, \"web\", { name = \"seed\", oneshot = true }] }\n\
+         timeout = \"150s\"\n",
+    );
     let ms: Vec<&str> = r["milestones"].as_array().unwrap().iter().filter_map(|m| m["name"].as_str()).collect();
     for m in ["service:redis", "service:web", "service:seed", "stack"] {
         assert!(ms.contains(&m), "{m} missing from {ms:?}");
@@ -704,28 +707,14 @@ fn a_compose_stack_is_judged_through_a_console_login_by_its_labels() {
 #[ignore = "suite full (run with --ignored)"]
 fn a_containerd_stack_is_judged_through_a_console_login_over_ctr() {
     let _g = vm_lock();
-    let login = "inject = false\nlogin = { user = \"root\", password = \"\" }";
-    let (_dir, _disk, scenario) = probe_less_fixture("debian-containerd-x86_64", login);
-    let text = std::fs::read_to_string(&scenario).unwrap();
-    let image = text.split("[expect]").next().unwrap();
-    let expect = "[expect]\nengine = \"containerd\"\nimages = [\"fixture/busybox:1\", \"fixture/redis:1\"]\n\
-                  containers = [{ name = \"redis\", image = \"fixture/redis:1\" }, { name = \"web\", image = \"fixture/busybox:1\" }]\n\
-                  timeout = \"150s\"\n";
-    std::fs::write(&scenario, format!("{image}{expect}")).unwrap();
-    let (out, rdir) = run(&[scenario.to_str().unwrap()]);
-    assert_eq!(out.status.code(), Some(0), "{}", explain(&out));
-    let r = report(rdir.path());
-    check_common(&r, rdir.path());
-    assert_eq!(r["probe"]["origin"], "login", "{}", r["probe"]);
+    let r = fixture_through_login(
+        "debian-containerd-x86_64",
+        "[expect]\nengine = \"containerd\"\nimages = [\"fixture/busybox:1\", \"fixture/redis:1\"]\n\
+         containers = [{ name = \"redis\", image = \"fixture/redis:1\" }, { name = \"web\", image = \"fixture/busybox:1\" }]\n\
+         timeout = \"150s\"\n",
+    );
     assert_eq!(r["engine"]["name"], "containerd", "{}", r["engine"]);
-    let fx: Value = serde_json::from_str(
-        &std::fs::read_to_string(fixture_dir("debian-containerd-x86_64").join("fixture.json")).unwrap(),
-    )
-    .unwrap();
-    for i in r["images"].as_array().unwrap() {
-        let want = fx["images"].as_array().unwrap().iter().find(|x| x["ref"] == i["ref"]).map(|x| &x["id"]);
-        assert_eq!((i["present"].as_bool(), Some(&i["id"])), (Some(true), want), "the config's digest: {i}");
-    }
+    assert_fixture_ids(&r, "debian-containerd-x86_64");
     let states: Vec<(&str, &str)> = r["containers"]
         .as_array()
         .unwrap()

@@ -19,6 +19,19 @@ fn stub(dir: &Path, name: &str, body: &str) {
     std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
 }
 
+/// A stub `docker` listing redis by `RID`, containers `ids`, and running
+/// `inspect` (a shell command) for `docker inspect`.
+fn docker_stub(bin: &Path, ids: &str, inspect: &str) {
+    let image = format!(r#"{{"repository":"fixture/redis","tag":"1","id":"{RID}"}}"#);
+    stub(
+        bin,
+        "docker",
+        &format!(
+            "case \"$1 $2\" in\n  \"image ls\") echo '{image}' ;;\n  \"ps -aq\") echo {ids} ;;\n  \"inspect --format\") {inspect} ;;\n  *) exit 1 ;;\nesac"
+        ),
+    );
+}
+
 const RID: &str = "sha256:1111111111111111111111111111111111111111111111111111111111111111";
 
 /// Run the script once with `docker.service` in `engine_state` and
@@ -38,18 +51,10 @@ fn run(engine_state: &str, health: &str) -> StatusBlock {
 esac"#
         ),
     );
-    stub(
-        &bin,
-        "docker",
-        &format!(
-            r#"case "$1 $2" in
-  "image ls") echo '{{"repository":"fixture/redis","tag":"1","id":"{RID}"}}' ;;
-  "ps -aq") echo c1 ;;
-  "inspect --format") echo '{{"name":"/redis","image":"fixture/redis:1","image_id":"{RID}","state":"running","health":"{health}","started_at":"2026-01-01T00:00:00Z","exit_code":0}}' ;;
-  *) exit 1 ;;
-esac"#
-        ),
+    let inspect = format!(
+        r#"echo '{{"name":"/redis","image":"fixture/redis:1","image_id":"{RID}","state":"running","health":"{health}","started_at":"2026-01-01T00:00:00Z","exit_code":0}}'"#
     );
+    docker_stub(&bin, "c1", &inspect);
     // DEADLINE above any host uptime: the test machine has been up longer than a guest.
     once(dir.path(), "STACK_UNITS=\"container-redis.service\"\nSTACK_CONTAINERS=\"redis\"\nDEADLINE=999999999\n")
 }
@@ -225,18 +230,7 @@ fn a_compose_stack_is_waited_for_by_its_services_labels() {
             line("other_web_1", "web", "running", "null").replace(r#""project":"fixture""#, r#""project":"other""#),
         ];
         let inspect = lines.iter().map(|l| format!("'{l}'")).collect::<Vec<_>>().join(" ");
-        stub(
-            &bin,
-            "docker",
-            &format!(
-                r#"case "$1 $2" in
-  "image ls") echo '{{"repository":"fixture/redis","tag":"1","id":"{RID}"}}' ;;
-  "ps -aq") echo c1 c2 c3 ;;
-  "inspect --format") printf '%s\n' {inspect} ;;
-  *) exit 1 ;;
-esac"#
-            ),
-        );
+        docker_stub(&bin, "c1 c2 c3", &format!("printf '%s\\n' {inspect}"));
         let conf = "STACK_COMPOSE=\"fixture\"\nSTACK_SERVICES=\"redis seed\"\nDEADLINE=999999999\n";
         (once(dir.path(), conf), once(dir.path(), &conf.replace("redis seed", "redis seed web")))
     };
