@@ -64,7 +64,8 @@ qcow2, .vmdk, or gzip/xz/zstd/bzip2-compressed: unpacked once into
 ~/.cache/airboot/inputs). With no kernel and no `boot`, the disk boots with
 its own loader (uefi or bios, told from the disk). An image without the
 probe gets it injected into a layer over it (the image is never written);
-a read-only root is judged through `[image] login` on the serial console.
+a read-only root is judged through `[image] login` on the serial console
+(the engine's own CLI: docker, podman or containerd's ctr; compose too).
 
 Reports: DIR/report.json and DIR/console.log for one scenario;
 DIR/<scenario>/... for several; DIR/run.json indexes them. DIR defaults to
