@@ -79,6 +79,15 @@ fn no_space_during_a_load_is_named_with_the_console_line_and_its_time() {
     );
     assert_eq!(codes(&d), [DiagnosisCode::StoreNoSpace]);
     assert_eq!(d[0].evidence[0].t_s, Some(41.5));
+    // With the store's filesystem known, its size and use are evidence, in MiB.
+    let mut r = with_store((1 << 30) - (3 << 19));
+    r.failures = failed(&[FailureCode::Timeout]).failures;
+    r.engine.as_mut().unwrap().data_root = Some("/var/lib/docker".into());
+    let d = diagnose(&r, &[line(41.5, "write /usr/lib/x: no space left on device")]);
+    assert_eq!(
+        d[0].evidence.last().map(|e| e.line.as_str()),
+        Some("the store's filesystem (/var/lib/docker): 1024 MiB, 1022 MiB used, 2 MiB free")
+    );
 }
 
 #[test]
