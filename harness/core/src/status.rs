@@ -211,6 +211,23 @@ mod tests {
         }
     }
 
+    /// An `end` that disagrees with its `begin` on the sequence number, or
+    /// with what arrived on the count of records, drops the block, each alone.
+    #[test]
+    fn an_end_that_disagrees_drops_the_block() {
+        for (seq, records) in [(5, 4), (4, 3), (4, 5)] {
+            let mut a = Assembler::new();
+            let mut lines = block();
+            lines[5] = format!(r#"AIRBOOT-STATUS v1 end {{"seq":{seq},"records":{records}}}"#);
+            let out = feed(&mut a, &lines);
+            assert!(
+                matches!(out.last(), Some(Assembled::Damaged(m)) if m.contains("incomplete")),
+                "{seq} {records}: {out:?}"
+            );
+            assert_eq!(a.damaged, 1);
+        }
+    }
+
     #[test]
     fn checksum_is_optional() {
         let mut a = Assembler::new();

@@ -535,6 +535,40 @@ mod tests {
         }
     }
 
+    /// A GPT root partition's type names its architecture: x86-64 and
+    /// arm64 roots are evidence for them, another Linux root is evidence
+    /// of an architecture airboot cannot run, a data partition of none.
+    #[test]
+    fn gpt_root_types_are_architecture_evidence() {
+        use std::io::Write;
+        for (ty, want) in [
+            (part::GPT_ROOT_X86_64, Some(Some(Arch::X86_64))),
+            (part::GPT_ROOT_AARCH64, Some(Some(Arch::Aarch64))),
+            (part::GPT_ROOT_RISCV64, Some(None)),
+            ("0FC63DAF-8483-4772-8E79-3D69D8477DE4", None),
+        ] {
+            let dir = tempfile::tempdir().unwrap();
+            let img = dir.path().join("gpt.img");
+            std::fs::File::create(&img).unwrap().set_len(4 << 20).unwrap();
+            let mut sfdisk = std::process::Command::new("sfdisk")
+                .args(["-q", "--no-reread", "--no-tell-kernel"])
+                .arg(&img)
+                .stdin(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            let table = format!("label: gpt\nstart=2048, size=4096, type={ty}\n");
+            sfdisk.stdin.take().unwrap().write_all(table.as_bytes()).unwrap();
+            assert!(sfdisk.wait().unwrap().success());
+            let disk = std::fs::read(&img).unwrap();
+            let typed: Vec<Evidence> =
+                disk_evidence(&disk).into_iter().filter(|e| e.what.contains("GPT type")).collect();
+            assert_eq!(typed.first().map(|e| e.arch), want, "{ty}: {typed:?}");
+            if let Some(Some(a)) = want {
+                assert!(typed[0].what.contains(&format!("Linux root ({a})")), "{typed:?}");
+            }
+        }
+    }
+
     /// BIOS boot code in the MBR means `bios`, and only for x86_64; a
     /// blank or unsigned MBR and no ESP is neither, with what was looked for.
     #[test]

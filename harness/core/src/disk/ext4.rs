@@ -459,6 +459,10 @@ mod tests {
         // Over 60 bytes, so the target lives in a data block, not the inode.
         let long = "./".repeat(50);
         std::os::unix::fs::symlink(format!("/usr/{long}bin/../bin/dockerd"), root.join("longlink")).unwrap();
+        // Exactly 60 bytes: no longer fits the inode (fast symlinks are < 60).
+        let sixty = format!("/usr/bin/{}dockerd", "./".repeat(22));
+        assert_eq!(sixty.len(), 60);
+        std::os::unix::fs::symlink(&sixty, root.join("link60")).unwrap();
         // `root` made into a 32 MiB ext4 image named `name`, with `features`.
         let mkfs = |name: &str, features: &[&str]| {
             let img = d.path().join(name);
@@ -513,6 +517,11 @@ mod tests {
         let ino2 = fs2.lookup("/usr/bin/dockerd", true).unwrap().unwrap();
         assert_eq!(ino2.flags & EXTENTS_FL, 0, "a block-mapped file");
         assert_eq!(fs2.read(&ino2, u64::MAX).unwrap(), exe);
+        // A 60-byte symlink keeps its target in a (block-mapped) block.
+        let l60 = fs2.lookup("/link60", false).unwrap().unwrap();
+        assert_eq!((l60.kind(), l60.flags & EXTENTS_FL), (Kind::Symlink, 0));
+        assert_eq!(fs2.read(&l60, 100).unwrap(), sixty.as_bytes());
+        assert_eq!(fs2.lookup("/link60", true).unwrap().unwrap().number, ino2.number);
         // Through symlinks: relative, absolute, chained.
         assert_eq!(fs.lookup("/bin/dockerd", true).unwrap().unwrap().number, ino.number);
         assert_eq!(fs.lookup("/sbin/dockerd", true).unwrap().unwrap().number, ino.number);
