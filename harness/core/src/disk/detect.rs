@@ -493,18 +493,7 @@ mod tests {
             Command::new("mkfs.ext4").args(["-q", "-F", "-d"]).arg(&tree).arg(&part).status().unwrap().success()
         };
         assert!(ok, "making the {fs} partition");
-        let disk = dir.join("disk.img");
-        std::fs::File::create(&disk).unwrap().set_len(10 << 20).unwrap();
-        let mut sfdisk = Command::new("sfdisk")
-            .args(["-q", "--no-reread", "--no-tell-kernel"])
-            .arg(&disk)
-            .stdin(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        use std::io::Write;
-        sfdisk.stdin.take().unwrap().write_all(b"label: dos\nstart=2048, size=16384, type=83\n").unwrap();
-        assert!(sfdisk.wait().unwrap().success());
-        let mut bytes = std::fs::read(&disk).unwrap();
+        let mut bytes = part::tests::sfdisk("label: dos\nstart=2048, size=16384, type=83\n");
         let p = std::fs::read(&part).unwrap();
         bytes[1 << 20..(1 << 20) + p.len()].copy_from_slice(&p);
         bytes
@@ -540,26 +529,13 @@ mod tests {
     /// of an architecture airboot cannot run, a data partition of none.
     #[test]
     fn gpt_root_types_are_architecture_evidence() {
-        use std::io::Write;
         for (ty, want) in [
             (part::GPT_ROOT_X86_64, Some(Some(Arch::X86_64))),
             (part::GPT_ROOT_AARCH64, Some(Some(Arch::Aarch64))),
             (part::GPT_ROOT_RISCV64, Some(None)),
             ("0FC63DAF-8483-4772-8E79-3D69D8477DE4", None),
         ] {
-            let dir = tempfile::tempdir().unwrap();
-            let img = dir.path().join("gpt.img");
-            std::fs::File::create(&img).unwrap().set_len(4 << 20).unwrap();
-            let mut sfdisk = std::process::Command::new("sfdisk")
-                .args(["-q", "--no-reread", "--no-tell-kernel"])
-                .arg(&img)
-                .stdin(std::process::Stdio::piped())
-                .spawn()
-                .unwrap();
-            let table = format!("label: gpt\nstart=2048, size=4096, type={ty}\n");
-            sfdisk.stdin.take().unwrap().write_all(table.as_bytes()).unwrap();
-            assert!(sfdisk.wait().unwrap().success());
-            let disk = std::fs::read(&img).unwrap();
+            let disk = part::tests::sfdisk(&format!("label: gpt\nstart=2048, size=4096, type={ty}\n"));
             let typed: Vec<Evidence> =
                 disk_evidence(&disk).into_iter().filter(|e| e.what.contains("GPT type")).collect();
             assert_eq!(typed.first().map(|e| e.arch), want, "{ty}: {typed:?}");

@@ -112,11 +112,12 @@ pub fn partitions(disk: &dyn ReadAt) -> io::Result<Vec<Partition>> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::process::Command;
 
-    fn sfdisk(script: &str) -> Vec<u8> {
+    /// A 64 MiB disk of zeros partitioned by sfdisk from `script`.
+    pub(crate) fn sfdisk(script: &str) -> Vec<u8> {
         let d = tempfile::tempdir().unwrap();
         let p = d.path().join("disk.raw");
         std::fs::File::create(&p).unwrap().set_len(64 << 20).unwrap();
