@@ -22,6 +22,8 @@ head -c 4096 /bin/true > "$tmp/root/sbin/init"
 truncate -s 192K "$tmp/ext4.raw"
 mkfs.ext4 -q -F -b 1024 -N 32 -O ^has_journal,^resize_inode -d "$tmp/root" "$tmp/ext4.raw"
 cp "$tmp/ext4.raw" "$c/disk/ext4.raw"
+# The same tree as a read-only erofs root (uncompressed, as folders are).
+mkfs.erofs --quiet "$c/disk/erofs.raw" "$tmp/root" >/dev/null
 truncate -s 128K "$tmp/gpt.raw"
 printf 'label: gpt\nstart=40, size=100, type=C12A7328-F81F-11D2-BA4B-00A0C93EC93B\nstart=140, size=40, type=4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709\n' \
   | sfdisk -q --no-reread --no-tell-kernel "$tmp/gpt.raw" >/dev/null

@@ -108,43 +108,111 @@ fn a_probe_less_uefi_uki_disk_boots_through_ovmf_and_gets_the_full_verdict() {
     assert!(r["image"]["unpacked"].is_null());
 }
 
-/// A device image as a third-party builder makes it: mkosi 14 (Debian's
-/// package) through scripts/make-mkosi-image.sh, GPT, systemd-boot and a
-/// unified kernel image with a dracut initrd, root found by GPT
-/// auto-discovery, docker.io with the preseeded fixture's store and its
-/// container units. Cached in ~/.cache/airboot/device-images/, keyed by the
-/// script, the fixture's image IDs and mkosi's version (older builds of it
-/// are removed).
-fn mkosi_image() -> PathBuf {
+/// A device image `script` builds (its arguments: `args`, then the
+/// output path), cached in ~/.cache/airboot/device-images/<name>-<key>/
+/// as `file`, keyed by the script, the preseeded fixture's image IDs and
+/// `extra` (older builds of it are removed).
+fn cached_device(name: &str, script: &str, args: &[PathBuf], file: &str, extra: &[u8]) -> PathBuf {
     let fixture = preseeded_fixture();
     let fx: Value = serde_json::from_str(&std::fs::read_to_string(fixture.join("fixture.json")).unwrap()).unwrap();
     let ids: Vec<&str> = fx["images"].as_array().unwrap().iter().filter_map(|i| i["id"].as_str()).collect();
-    let script = repo().join("scripts/make-mkosi-image.sh");
-    let version = Command::new("mkosi").arg("--version").output().expect("mkosi (scripts/setup.sh installs it)");
+    let script = repo().join(script);
     let mut key_input = std::fs::read(&script).unwrap();
     key_input.extend(ids.join(",").bytes());
-    key_input.extend(&version.stdout);
+    key_input.extend(extra);
     let mut sum = Command::new("sha256sum").stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
     std::io::Write::write_all(&mut sum.stdin.take().unwrap(), &key_input).unwrap();
     let key = String::from_utf8(sum.wait_with_output().unwrap().stdout).unwrap()[..16].to_string();
     let root = airboot_images::cache_root().join("device-images");
-    let dir = root.join(format!("mkosi-uefi-uki-{key}"));
-    let image = dir.join("device.raw");
+    let dir = root.join(format!("{name}-{key}"));
+    let image = dir.join(file);
     if image.exists() {
         return image;
     }
     for old in std::fs::read_dir(&root).into_iter().flatten().flatten() {
-        if old.file_name().to_string_lossy().starts_with("mkosi-uefi-uki-") {
+        if old.file_name().to_string_lossy().starts_with(&format!("{name}-")) {
             let _ = std::fs::remove_dir_all(old.path());
         }
     }
-    let tmp = root.join(format!(".mkosi-uefi-uki-{key}.{}", std::process::id()));
+    let tmp = root.join(format!(".{name}-{key}.{}", std::process::id()));
     std::fs::create_dir_all(&tmp).unwrap();
-    let o =
-        Command::new("bash").arg(&script).arg(fixture.join("disk.qcow2")).arg(tmp.join("device.raw")).output().unwrap();
-    assert!(o.status.success(), "make-mkosi-image.sh: {}", String::from_utf8_lossy(&o.stderr));
+    let o = Command::new("bash").arg(&script).args(args).arg(tmp.join(file)).output().unwrap();
+    assert!(o.status.success(), "{}: {}", script.display(), String::from_utf8_lossy(&o.stderr));
     std::fs::rename(&tmp, &dir).unwrap();
     image
+}
+
+/// A device image as a third-party builder makes it: mkosi 14 (Debian's
+/// package) through scripts/make-mkosi-image.sh, GPT, systemd-boot and a
+/// unified kernel image with a dracut initrd, root found by GPT
+/// auto-discovery, docker.io with the preseeded fixture's store and its
+/// container units. Cached (also keyed by mkosi's version).
+fn mkosi_image() -> PathBuf {
+    let version = Command::new("mkosi").arg("--version").output().expect("mkosi (scripts/setup.sh installs it)");
+    let disk = preseeded_fixture().join("disk.qcow2");
+    cached_device("mkosi-uefi-uki", "scripts/make-mkosi-image.sh", &[disk], "device.raw", &version.stdout)
+}
+
+/// The Avocado OS layout, with systemd new enough to load units from a
+/// system extension: scripts/make-sysext-device.sh (Debian trixie by
+/// mmdebstrap, an erofs root, `/var/lib/extensions` on the ext4 data
+/// partition, the preseeded fixture's store, units and kernel). Cached
+/// (also keyed by make-device-image.sh, which lays it out).
+fn sysext_device() -> PathBuf {
+    let layout = std::fs::read(repo().join("scripts/make-device-image.sh")).unwrap();
+    cached_device("sysext-erofs", "scripts/make-sysext-device.sh", &[preseeded_fixture()], "device.img", &layout)
+}
+
+/// A read-only erofs root whose systemd (257) merges system extensions
+/// from the writable data partition: airboot reads the erofs root, follows
+/// its fstab to the partition under /var/lib/extensions, writes the probe
+/// there as an extension (in the layer over the image), and the image gets
+/// the full verdict with no login.
+#[test]
+#[ignore = "suite full (run with --ignored)"]
+fn a_read_only_root_takes_the_probe_as_a_system_extension_on_its_data_partition() {
+    let _g = vm_lock();
+    let input = sysext_device();
+    let dir = tempfile::tempdir().unwrap();
+    let scenario = dir.path().join("sysext.toml");
+    std::fs::write(
+        &scenario,
+        format!(
+            "name = \"sysext\"\n[image]\npath = {:?}\n[machine]\narch = \"x86_64\"\n\
+             [expect]\nimages = [\"fixture/busybox:1\", \"fixture/redis:1\"]\n\
+             containers = [{{ name = \"redis\", image = \"fixture/redis:1\", healthy = true }}, {{ name = \"web\", image = \"fixture/busybox:1\" }}]\n\
+             timeout = \"120s\"\n[[step]]\nrun = \"systemd-sysext status --no-pager\"\n",
+            input.display().to_string()
+        ),
+    )
+    .unwrap();
+    let (out, rdir) = run(&[scenario.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", explain(&out));
+    let r = report(rdir.path());
+    check_common(&r, rdir.path());
+    check_probe(&r, &["vsock", "vhost-user-vsock", "virtio-serial"]);
+    assert_eq!(r["probe"]["origin"], "injected", "{}", r["probe"]);
+    let sha = Command::new("sha256sum").arg(&input).output().unwrap();
+    let sha = String::from_utf8_lossy(&sha.stdout).split_whitespace().next().unwrap().to_string();
+    assert_eq!((r["image"]["sha256_before"].as_str(), r["image"]["sha256_after"].as_str()), (Some(&*sha), Some(&*sha)));
+    let files: Vec<&str> =
+        r["probe"]["injected"].as_array().unwrap().iter().map(|f| f["path"].as_str().unwrap()).collect();
+    let ext = "/var/lib/extensions/airboot-probe/usr";
+    for want in [
+        "/local/sbin/airboot-probe",
+        "/lib/extension-release.d/extension-release.airboot-probe",
+        "/lib/systemd/system/sysinit.target.upholds/airboot-probe.service",
+    ] {
+        assert!(files.contains(&format!("{ext}{want}").as_str()), "{files:?}");
+    }
+    let n = notes(&r);
+    assert!(n.contains("is erofs, read-only; as a system extension in partition 3"), "{n}");
+    assert!(n.contains("systemd 257") && n.contains("container-redis.service"), "{n}");
+    assert_fixture_ids(&r, "debian-preseeded-x86_64");
+    assert_redis_healthy(&r);
+    let merged = r["steps"][0]["exec"]["output"].as_str().unwrap_or("");
+    assert!(merged.lines().any(|l| l.starts_with("/usr") && l.contains("airboot-probe")), "not merged: {merged}");
+    assert_no_qemu_left("system extension");
 }
 
 /// MBR + GRUB (boot.img in the MBR, core.img in the gap before the first
@@ -644,6 +712,7 @@ fn a_read_only_erofs_root_is_judged_through_a_console_login() {
     assert_eq!(r["boot"]["mode"], "bios");
     let n = notes(&r);
     assert!(n.contains("syslinux.cfg") && n.contains("erofs, read-only"), "why no injection: {n}");
+    assert!(n.contains("its systemd 252 cannot load units from a system extension"), "why not as an extension: {n}");
     assert_redis_healthy(&r);
     assert_no_qemu_left("read-only root");
 }

@@ -158,26 +158,68 @@ pub fn starts_containers(unit: &str) -> bool {
     })
 }
 
+/// A root filesystem as [`stack_units`] reads it: ext4 or erofs.
+pub trait RootFs {
+    /// The names in folder `dir` (links followed), `None` if it is not one.
+    fn names(&self, dir: &str) -> io::Result<Option<Vec<String>>>;
+    /// Up to `limit` bytes of the regular file at `path` (links
+    /// followed), `None` if it is not one.
+    fn file(&self, path: &str, limit: u64) -> io::Result<Option<Vec<u8>>>;
+}
+
+impl RootFs for Ext4<'_> {
+    fn names(&self, dir: &str) -> io::Result<Option<Vec<String>>> {
+        match self.lookup(dir, true)?.filter(|i| i.kind() == Kind::Dir) {
+            Some(d) => Ok(Some(self.list(&d)?.into_iter().map(|e| e.name).collect())),
+            None => Ok(None),
+        }
+    }
+    fn file(&self, path: &str, limit: u64) -> io::Result<Option<Vec<u8>>> {
+        match self.lookup(path, true)?.filter(|i| i.kind() == Kind::File) {
+            Some(i) => Ok(Some(self.read(&i, limit)?)),
+            None => Ok(None),
+        }
+    }
+}
+
+impl RootFs for crate::disk::erofs::Erofs<'_> {
+    fn names(&self, dir: &str) -> io::Result<Option<Vec<String>>> {
+        use crate::disk::erofs::Kind as K;
+        match self.lookup(dir, true)?.filter(|i| i.kind() == K::Dir) {
+            Some(d) => Ok(Some(self.list(&d)?.into_iter().map(|e| e.name).collect())),
+            None => Ok(None),
+        }
+    }
+    fn file(&self, path: &str, limit: u64) -> io::Result<Option<Vec<u8>>> {
+        use crate::disk::erofs::Kind as K;
+        match self.lookup(path, true)?.filter(|i| i.kind() == K::File) {
+            Some(i) => Ok(Some(self.read(&i, limit)?)),
+            None => Ok(None),
+        }
+    }
+}
+
 /// The units the image enables (`/etc/systemd/system/*.wants/`) that
 /// start containers, sorted. Bounded: 64 KiB read of each unit, 256 units.
-pub fn stack_units(fs: &Ext4) -> io::Result<Vec<String>> {
+pub fn stack_units(fs: &dyn RootFs) -> io::Result<Vec<String>> {
     let mut out = Vec::new();
-    let Some(sys) = fs.lookup("/etc/systemd/system", true)?.filter(|i| i.kind() == Kind::Dir) else {
+    let Some(sys) = fs.names("/etc/systemd/system")? else {
         return Ok(out);
     };
     let mut seen = 0;
-    for wants in fs.list(&sys)?.into_iter().filter(|e| e.name.ends_with(".wants")) {
-        let dir = format!("/etc/systemd/system/{}", wants.name);
-        let Some(d) = fs.lookup(&dir, true)?.filter(|i| i.kind() == Kind::Dir) else { continue };
-        for e in fs.list(&d)?.into_iter().filter(|e| e.name.ends_with(".service")) {
+    for wants in sys.into_iter().filter(|n| n.ends_with(".wants")) {
+        let dir = format!("/etc/systemd/system/{wants}");
+        let Some(names) = fs.names(&dir)? else { continue };
+        for name in names.into_iter().filter(|n| n.ends_with(".service")) {
             seen += 1;
-            if seen > 256 || out.contains(&e.name) {
+            if seen > 256 || out.contains(&name) {
                 continue;
             }
             // A link to a unit the image does not have, or to /dev/null: not run.
-            let Some(ino) = fs.lookup(&format!("{dir}/{}", e.name), true).unwrap_or(None) else { continue };
-            if ino.kind() == Kind::File && starts_containers(&String::from_utf8_lossy(&fs.read(&ino, 64 << 10)?)) {
-                out.push(e.name);
+            if let Some(text) = fs.file(&format!("{dir}/{name}"), 64 << 10).unwrap_or(None)
+                && starts_containers(&String::from_utf8_lossy(&text))
+            {
+                out.push(name);
             }
         }
     }
@@ -450,6 +492,13 @@ mod tests {
         assert!(ok.success());
         let f = std::fs::File::open(&img).unwrap();
         let fs = Ext4::open(&f).unwrap();
+        assert_eq!(stack_units(&fs).unwrap(), ["app.service", "container-web.service"]);
+        // The same tree as a read-only erofs root reads the same.
+        let erofs = crate::disk::erofs::tests::mkfs(&[], |t| {
+            let o = std::process::Command::new("cp").arg("-a").arg(root.join(".")).arg(t).status().unwrap();
+            assert!(o.success());
+        });
+        let fs = crate::disk::erofs::Erofs::open(&erofs).unwrap();
         assert_eq!(stack_units(&fs).unwrap(), ["app.service", "container-web.service"]);
     }
 }

@@ -21,5 +21,6 @@ pub mod report;
 pub mod run;
 pub mod scenario;
 pub mod status;
+pub mod sysext;
 pub mod units;
 pub mod verify;

@@ -2,7 +2,7 @@
 //! entry point per fuzz target: a guest's serial console, status blocks,
 //! the probe protocol (answers, with their statuses and load events),
 //! HTTP from the engine's socket, mountinfo, image archive manifests,
-//! scenario files, the disk readers (qcow2, MBR/GPT, ext4, FAT, ELF/PE)
+//! scenario files, the disk readers (qcow2, MBR/GPT, ext4, erofs, FAT, ELF/PE)
 //! and the write log.
 //!
 //! Each target must return without panicking, within bounded memory and
@@ -16,7 +16,7 @@
 
 use airboot_core::console::{self, LineSplitter};
 use airboot_core::cut::writelog::WriteLog;
-use airboot_core::disk::{ReadAt, detect, exe, ext4::Ext4, fat::Fat, part, qcow2::Qcow2};
+use airboot_core::disk::{ReadAt, detect, erofs::Erofs, exe, ext4::Ext4, fat::Fat, part, qcow2::Qcow2};
 use airboot_core::status::Assembler;
 use airboot_model::Arch;
 use airboot_proto::{http, load, mounts, probe};
@@ -175,6 +175,15 @@ fn exercise_disk(disk: &dyn ReadAt) {
     if let Ok(fs) = Ext4::open(disk) {
         let _ = fs.free_bytes();
         for p in ["/", "/sbin/init", "/etc/os-release", "/var/lib/docker/image/overlay2/repositories.json"] {
+            if let Ok(Some(i)) = fs.lookup(p, true) {
+                let _ = fs.list(&i);
+                let _ = fs.read(&i, 1 << 16);
+            }
+        }
+    }
+    if let Ok(fs) = Erofs::open(disk) {
+        let _ = airboot_core::inject::stack_units(&fs);
+        for p in ["/", "/sbin/init", "/etc/os-release", "/etc/fstab", "/usr/lib/systemd"] {
             if let Ok(Some(i)) = fs.lookup(p, true) {
                 let _ = fs.list(&i);
                 let _ = fs.read(&i, 1 << 16);

@@ -64,6 +64,10 @@ fn the_disk_seeds_are_read_as_what_they_are() {
     let ext4 = seed("disk", "ext4.raw");
     let fs = Ext4::open(&ext4).unwrap();
     assert!(fs.lookup("/etc/os-release", true).unwrap().is_some());
+    let erofs = seed("disk", "erofs.raw");
+    let fs = airboot_core::disk::erofs::Erofs::open(&erofs).unwrap();
+    let f = fs.lookup("/etc/os-release", true).unwrap().unwrap();
+    assert_eq!(fs.read(&f, 64).unwrap(), b"ID=debian\n");
     let esp = seed("disk", "esp.raw");
     assert!(Fat::open(&esp).unwrap().find("/EFI/BOOT/BOOTX64.EFI").unwrap().is_some());
     assert_eq!(part::partitions(&seed("disk", "gpt.raw")).unwrap().len(), 2);

@@ -41,7 +41,7 @@ pub fn inject(
     let (code, text) = e2fsck_n(&root)?;
     if code != 0 {
         return Err(format!(
-            "the root filesystem is not clean (e2fsck -fn exit {code}: {}): airboot writes into a clean filesystem only",
+            "the filesystem to write into (at byte {start}) is not clean (e2fsck -fn exit {code}: {}): airboot writes into a clean filesystem only",
             first_lines(&text, 3)
         ));
     }
@@ -50,7 +50,7 @@ pub fn inject(
         Ok(o) if o.status.success() => {}
         Ok(o) => {
             return Err(format!(
-                "cannot copy the root filesystem in {} ({}): free space there (or point TMPDIR elsewhere)",
+                "cannot copy the filesystem to write into in {} ({}): free space there (or point TMPDIR elsewhere)",
                 work.display(),
                 String::from_utf8_lossy(&o.stderr).trim()
             ));
@@ -74,7 +74,7 @@ pub fn inject(
     let mut have_dirs = Vec::new();
     {
         let img = File::open(&root).map_err(|e| format!("{}: {e}", root.display()))?;
-        let fs = Ext4::open(&img).map_err(|e| format!("the root filesystem: {e}"))?;
+        let fs = Ext4::open(&img).map_err(|e| format!("the filesystem to write into: {e}"))?;
         for f in &mut plan.files {
             if fs.lookup(&f.path, false).map_err(|e| e.to_string())?.is_some() {
                 f.replaces = true;
@@ -103,7 +103,7 @@ pub fn inject(
     let mut out = Vec::new();
     {
         let img = File::open(&root).map_err(|e| format!("{}: {e}", root.display()))?;
-        let fs = Ext4::open(&img).map_err(|e| format!("the root filesystem after debugfs: {e}"))?;
+        let fs = Ext4::open(&img).map_err(|e| format!("the filesystem written into, after debugfs: {e}"))?;
         for (f, sum) in &wanted {
             let ino = fs
                 .lookup(&f.path, false)
@@ -146,7 +146,7 @@ pub fn inject(
     let (code, text) = e2fsck_n(&root)?;
     if code != 0 {
         return Err(format!(
-            "the root filesystem is not clean after debugfs (e2fsck -fn exit {code}: {})",
+            "the filesystem written into is not clean after debugfs (e2fsck -fn exit {code}: {})",
             first_lines(&text, 3)
         ));
     }

@@ -11,6 +11,7 @@ use airboot_core::event::{EventSink, RunEvent};
 use airboot_core::inject::{self, GuestInit};
 use airboot_core::report::Report;
 use airboot_core::scenario::Scenario;
+use airboot_core::sysext;
 use airboot_model::Arch;
 
 use crate::fixtures::ResolvedImage;
@@ -91,8 +92,7 @@ pub fn prepare(
 }
 
 /// The root the boot names: `root=` in the scenario's `append` (direct
-/// boot) or in the image's own loader configuration. A read-only one is
-/// an error that says how to judge the image anyway.
+/// boot) or in the image's own loader configuration.
 fn named_root(
     r: &ResolvedImage,
     disk: &dyn airboot_core::disk::ReadAt,
@@ -108,18 +108,140 @@ fn named_root(
     let Some(p) = parts.iter().find(|p| p.number == n) else {
         return Err(format!("{said} names partition {n}, which the disk does not have"));
     };
-    let view = Slice { inner: disk, start: p.start, len: p.len };
-    if let Some(kind) = detect::read_only_fs(&view) {
-        return Err(format!(
-            "the root filesystem ({said}: partition {n}) is {kind}, read-only: nothing can be written into it. Judge the image through a console login (`login = {{ user = \"root\", password = \"\" }}` under [image])"
-        ));
-    }
     Ok(Some(detect::RootPartition {
         number: n,
         start: p.start,
         len: p.len,
         why: format!("partition {n}, named by {said}"),
     }))
+}
+
+/// Why a read-only root takes no probe, and the way forward.
+fn read_only(rootp: &detect::RootPartition, kind: &str, why: &str) -> String {
+    format!(
+        "the root filesystem ({}) is {kind}, read-only: nothing can be written into it, and {why}. Judge the image through a console login (`login = {{ user = \"root\", password = \"\" }}` under [image])",
+        rootp.why
+    )
+}
+
+/// The probe as a system extension on the data partition that holds
+/// `/var/lib/extensions`, for an erofs root whose systemd merges
+/// extensions and reloads for them (`airboot_core::sysext`).
+fn through_data_partition(
+    s: &Scenario,
+    r: &ResolvedImage,
+    arch: Arch,
+    disk: &dyn airboot_core::disk::ReadAt,
+    rootp: &detect::RootPartition,
+) -> Result<Written, String> {
+    use airboot_core::disk::erofs::{Erofs, Kind};
+    let ro = |why: &str| read_only(rootp, "erofs", why);
+    let part = Slice { inner: disk, start: rootp.start, len: rootp.len };
+    let fs = Erofs::open(&part).map_err(|e| ro(&format!("airboot cannot read it ({e})")))?;
+    let io = |e: std::io::Error| ro(&format!("reading it failed ({e})"));
+    for path in inject::PROBE_PATHS {
+        if fs.lookup(path, true).map_err(io)?.is_some() {
+            return Ok(Written::Present(path.to_string()));
+        }
+    }
+    let mut names = Vec::new();
+    let mut dirs: Vec<String> =
+        sysext::SHARED_LIB_DIRS.iter().filter(|d| !d.contains('*')).map(|d| d.to_string()).collect();
+    if let Some(lib) = fs.lookup("/usr/lib", true).map_err(io)? {
+        for e in fs.list(&lib).map_err(io)?.into_iter().filter(|e| e.name.contains("-linux-")) {
+            dirs.push(format!("/usr/lib/{}/systemd", e.name));
+        }
+    }
+    for d in &dirs {
+        if let Some(i) = fs.lookup(d, true).map_err(io)?.filter(|i| i.kind() == Kind::Dir) {
+            names.extend(fs.list(&i).map_err(io)?.into_iter().map(|e| e.name));
+        }
+    }
+    let version = sysext::systemd_version(names.iter().map(String::as_str))
+        .ok_or_else(|| ro("it has no systemd (no libsystemd-shared-<version>.so) to merge a system extension"))?;
+    if version < sysext::MIN_SYSTEMD {
+        return Err(ro(&format!(
+            "its systemd {version} cannot load units from a system extension on the data partition (systemd-sysext reloads the service manager for one from {} on)",
+            sysext::MIN_SYSTEMD
+        )));
+    }
+    let mut enabled = None;
+    for l in sysext::SYSEXT_LINKS {
+        if fs.lookup(l, false).map_err(io)?.is_some() {
+            enabled = Some(l);
+            break;
+        }
+    }
+    let enabled = enabled.ok_or_else(|| {
+        ro("systemd-sysext.service is not enabled (no sysinit.target.wants link): it reads no system extensions")
+    })?;
+    let fstab = match fs.lookup("/etc/fstab", true).map_err(io)? {
+        Some(i) => String::from_utf8_lossy(&fs.read(&i, 1 << 20).map_err(io)?).into_owned(),
+        None => String::new(),
+    };
+    let mounts = sysext::fstab(&fstab);
+    let (mount, inner) = sysext::locate(sysext::EXTENSIONS, &mounts)
+        .ok_or_else(|| ro(&format!("its /etc/fstab mounts no writable partition under {}", sysext::EXTENSIONS)))?;
+    if mount.read_only() {
+        return Err(ro(&format!("{} ({}) is mounted read-only too", mount.target, mount.source)));
+    }
+    let dev = sysext::device(&mount.source).ok_or_else(|| {
+        ro(&format!("airboot cannot tell which partition {} (mounted on {}) is", mount.source, mount.target))
+    })?;
+    let parts = airboot_core::disk::part::partitions(disk).unwrap_or_default();
+    let data = parts
+        .iter()
+        .find(|p| {
+            let ids = disk.read_vec(p.start + 1024, 1024).ok().and_then(|sb| sysext::ext4_ids(&sb));
+            match &dev {
+                sysext::Device::Number(n) => p.number == *n,
+                sysext::Device::PartLabel(l) => &p.name == l,
+                sysext::Device::Label(l) => ids.is_some_and(|(label, _)| &label == l),
+                sysext::Device::Uuid(u) => ids.is_some_and(|(_, uuid)| &uuid == u),
+            }
+        })
+        .ok_or_else(|| ro(&format!("the disk has no partition {} (mounted on {})", mount.source, mount.target)))?;
+    let view = Slice { inner: disk, start: data.start, len: data.len };
+    Ext4::open(&view).map_err(|e| ro(&format!("its data partition {} is not ext4 ({e})", data.number)))?;
+    let containers: Vec<String> = s.expect.containers.iter().map(|c| c.name.clone()).collect();
+    let units = inject::stack_units(&fs).map_err(|e| ro(&format!("reading its units failed ({e})")))?;
+    let stack = inject::Stack {
+        engine: s.expect.engine,
+        containers: &containers,
+        compose: s.expect.compose.as_ref().map(|c| c.project.as_str()),
+        units: &units,
+    };
+    let plan = sysext::plan(&stack, &inner);
+    let units_note = if units.is_empty() { "none found".to_string() } else { units.join(", ") };
+    let why = format!(
+        "the root filesystem ({}) is erofs, read-only; as a system extension in partition {} ({} on {}, which holds {}): systemd {version} merges it ({enabled}); units that start its containers: {units_note}",
+        rootp.why,
+        data.number,
+        mount.source,
+        mount.target,
+        sysext::EXTENSIONS
+    );
+    let (start, len) = (data.start, data.len);
+    layer(r, arch, &plan, start, len, why)
+}
+
+/// A layer over the image with `plan` written into the ext4 filesystem at
+/// `start..start+len`.
+fn layer(
+    r: &ResolvedImage,
+    arch: Arch,
+    plan: &inject::Plan,
+    start: u64,
+    len: u64,
+    why: String,
+) -> Result<Written, String> {
+    let probe = airboot_images::probe_binary(arch)?;
+    let dir =
+        airboot_qemu::scratch::temp_dir("inject").map_err(|e| format!("cannot create a temporary folder: {e}"))?;
+    let disk = dir.path().join("probe-layer.qcow2");
+    airboot_qemu::disk::create_overlay(&r.disk, r.format, &disk).map_err(|e| e.to_string())?;
+    let files = airboot_qemu::inject::inject(&disk, start, len, plan, &probe, dir.path())?;
+    Ok(Written::Layer(Layer { disk, _dir: dir }, files, why))
 }
 
 enum Written {
@@ -137,6 +259,11 @@ fn write(s: &Scenario, r: &ResolvedImage, arch: Arch) -> Result<Written, String>
         })?,
     };
     let part = Slice { inner: view.as_ref(), start: rootp.start, len: rootp.len };
+    match detect::read_only_fs(&part) {
+        Some("erofs") => return through_data_partition(s, r, arch, view.as_ref(), &rootp),
+        Some(kind) => return Err(read_only(&rootp, kind, "airboot writes only into an erofs root's data partition")),
+        None => {}
+    }
     let fs = Ext4::open(&part).map_err(|e| format!("the root filesystem ({}) is not ext4: {e}", rootp.why))?;
     for path in inject::PROBE_PATHS {
         if fs.lookup(path, true).map_err(|e| e.to_string())?.is_some() {
@@ -167,12 +294,6 @@ fn write(s: &Scenario, r: &ResolvedImage, arch: Arch) -> Result<Written, String>
     };
     let plan = inject::plan(init, &stack, inittab.as_deref(), has_config)?;
     drop(view);
-    let probe = airboot_images::probe_binary(arch)?;
-    let dir =
-        airboot_qemu::scratch::temp_dir("inject").map_err(|e| format!("cannot create a temporary folder: {e}"))?;
-    let disk = dir.path().join("probe-layer.qcow2");
-    airboot_qemu::disk::create_overlay(&r.disk, r.format, &disk).map_err(|e| e.to_string())?;
-    let files = airboot_qemu::inject::inject(&disk, rootp.start, rootp.len, &plan, &probe, dir.path())?;
     let why = format!(
         "root filesystem: {}; init: {init_why}; units that start its containers: {}",
         rootp.why,
@@ -182,5 +303,5 @@ fn write(s: &Scenario, r: &ResolvedImage, arch: Arch) -> Result<Written, String>
             units.join(", ")
         }
     );
-    Ok(Written::Layer(Layer { disk, _dir: dir }, files, why))
+    layer(r, arch, &plan, rootp.start, rootp.len, why)
 }

@@ -7,6 +7,7 @@
 //! damaged image is an error with a reason, never a panic.
 
 pub mod detect;
+pub mod erofs;
 pub mod exe;
 pub mod ext4;
 pub mod fat;
