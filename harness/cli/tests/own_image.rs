@@ -212,6 +212,8 @@ fn a_read_only_root_takes_the_probe_as_a_system_extension_on_its_data_partition(
     assert_redis_healthy(&r);
     let merged = r["steps"][0]["exec"]["output"].as_str().unwrap_or("");
     assert!(merged.lines().any(|l| l.starts_with("/usr") && l.contains("airboot-probe")), "not merged: {merged}");
+    let loader = r["milestones"].as_array().unwrap().iter().find(|m| m["name"] == "loader").cloned();
+    assert!(loader.is_some_and(|m| m["evidence"].as_str().unwrap_or("").contains("SYSLINUX")), "{}", r["milestones"]);
     assert_no_qemu_left("system extension");
 }
 
@@ -232,6 +234,8 @@ fn a_probe_less_bios_grub_disk_boots_through_grub_and_gets_the_full_verdict() {
     assert!(notes(&r).contains("grub/grub.cfg"), "the root from GRUB's configuration: {}", r["notes"]);
     let log = std::fs::read_to_string(rdir.path().join("console.log")).unwrap();
     assert!(log.contains("root=/dev/vda2"), "GRUB did not boot the kernel with its command line");
+    let loader = r["milestones"].as_array().unwrap().iter().find(|m| m["name"] == "loader").cloned();
+    assert!(loader.is_some_and(|m| m["evidence"].as_str().unwrap_or("").contains("Booting")), "{}", r["milestones"]);
 }
 
 /// The image mkosi built, as it left the build: no airboot inside, no

@@ -65,9 +65,11 @@ pub fn builtin_milestones(engine: Engine) -> Vec<MilestoneSpec> {
     };
     vec![
         // UEFI boots: the firmware's boot manager starting the loader, then
-        // the kernel's EFI stub (never seen on direct boots).
+        // the kernel's EFI stub (never seen on direct boots). BIOS boots:
+        // SeaBIOS prints nothing on the serial port, so no `firmware`; the
+        // loader's banner (syslinux and its kin) or GRUB's "Booting `…'".
         m("firmware", r"BdsDxe: (loading|starting) Boot"),
-        m("loader", r"EFI stub: "),
+        m("loader", r"EFI stub: |^(?:SYS|EXT|ISO|PXE)LINUX \d+\.\d+ |^\s*Booting `[^']*'"),
         m("kernel", r"Linux version \d"),
         // The real root's init: systemd's welcome (not an initramfs's
         // "Welcome to … (Initramfs)!", nor its systemd's start line, which

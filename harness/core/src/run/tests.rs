@@ -214,6 +214,32 @@ fn init_is_the_real_roots_not_the_initramfss() {
     assert_eq!(run.finish().milestones.iter().find(|m| m.name == "init").unwrap().t_s, 4.0, "sysvinit's banner");
 }
 
+/// The loader milestone on BIOS boots: syslinux's banner, GRUB's
+/// "Booting" line; never a kernel or userspace line that mentions them.
+#[test]
+fn bios_loaders_give_the_loader_milestone() {
+    let loader = |lines: &[&str]| {
+        let mut run = Run::new(cfg()).unwrap();
+        for (i, l) in lines.iter().enumerate() {
+            run.on_line(&line(0.5 + i as f64, l));
+        }
+        run.on_abort(9.0, FailureCode::Interrupted, "stop");
+        run.finish().milestones.iter().find(|m| m.name == "loader").map(|m| m.t_s)
+    };
+    assert_eq!(loader(&["SYSLINUX 6.04 20210613 Copyright (C) 1994-2015 H. Peter Anvin et al"]), Some(0.5));
+    assert_eq!(loader(&["EXTLINUX 6.04 EDD 20210613 Copyright (C) 1994-2015 H. Peter Anvin et al"]), Some(0.5));
+    assert_eq!(loader(&["x", "  Booting `Linux'"]), Some(1.5));
+    assert_eq!(loader(&["EFI stub: Loaded initrd from LINUX_EFI_INITRD_MEDIA_GUID device path"]), Some(0.5));
+    assert_eq!(
+        loader(&[
+            "Linux version 6.1.0 (SYSLINUX 6.04 builder)",
+            "[    1.0] systemd[1]: Booting `Linux' is not a unit",
+            "Started syslinux-update.service",
+        ]),
+        None
+    );
+}
+
 /// No probe, no status line: a login prompt, or silence after init,
 /// ends the run 30 s (wall, unscaled) later as `no-reporter`.
 #[test]
