@@ -18,6 +18,9 @@ pub const NAME: &str = "airboot-probe";
 /// The folder systemd-sysext reads that can live on a data partition
 /// (`/etc/extensions` is on the root, `/run/extensions` in memory).
 pub const EXTENSIONS: &str = "/var/lib/extensions";
+/// The GPT type of a `/var` partition (the Discoverable Partitions
+/// Specification), for a root whose fstab does not mount `/var`.
+pub const GPT_VAR: &str = "4D21B016-B534-45C2-A9FB-5C16E091FD2D";
 /// The first systemd whose systemd-sysext reloads the manager.
 pub const MIN_SYSTEMD: u32 = 255;
 /// Where systemd-sysext.service is enabled, if it is.

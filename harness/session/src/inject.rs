@@ -180,27 +180,43 @@ fn through_data_partition(
         None => String::new(),
     };
     let mounts = sysext::fstab(&fstab);
-    let (mount, inner) = sysext::locate(sysext::EXTENSIONS, &mounts)
-        .ok_or_else(|| ro(&format!("its /etc/fstab mounts no writable partition under {}", sysext::EXTENSIONS)))?;
-    if mount.read_only() {
-        return Err(ro(&format!("{} ({}) is mounted read-only too", mount.target, mount.source)));
-    }
-    let dev = sysext::device(&mount.source).ok_or_else(|| {
-        ro(&format!("airboot cannot tell which partition {} (mounted on {}) is", mount.source, mount.target))
-    })?;
     let parts = airboot_core::disk::part::partitions(disk).unwrap_or_default();
-    let data = parts
-        .iter()
-        .find(|p| {
-            let ids = disk.read_vec(p.start + 1024, 1024).ok().and_then(|sb| sysext::ext4_ids(&sb));
-            match &dev {
-                sysext::Device::Number(n) => p.number == *n,
-                sysext::Device::PartLabel(l) => &p.name == l,
-                sysext::Device::Label(l) => ids.is_some_and(|(label, _)| &label == l),
-                sysext::Device::Uuid(u) => ids.is_some_and(|(_, uuid)| &uuid == u),
+    let (data, place, inner) = match sysext::locate(sysext::EXTENSIONS, &mounts) {
+        Some((mount, inner)) => {
+            if mount.read_only() {
+                return Err(ro(&format!("{} ({}) is mounted read-only too", mount.target, mount.source)));
             }
-        })
-        .ok_or_else(|| ro(&format!("the disk has no partition {} (mounted on {})", mount.source, mount.target)))?;
+            let dev = sysext::device(&mount.source).ok_or_else(|| {
+                ro(&format!("airboot cannot tell which partition {} (mounted on {}) is", mount.source, mount.target))
+            })?;
+            let data = parts
+                .iter()
+                .find(|p| {
+                    let ids = disk.read_vec(p.start + 1024, 1024).ok().and_then(|sb| sysext::ext4_ids(&sb));
+                    match &dev {
+                        sysext::Device::Number(n) => p.number == *n,
+                        sysext::Device::PartLabel(l) => &p.name == l,
+                        sysext::Device::Label(l) => ids.is_some_and(|(label, _)| &label == l),
+                        sysext::Device::Uuid(u) => ids.is_some_and(|(_, uuid)| &uuid == u),
+                    }
+                })
+                .ok_or_else(|| {
+                    ro(&format!("the disk has no partition {} (mounted on {})", mount.source, mount.target))
+                })?;
+            (data, format!("{} on {}", mount.source, mount.target), inner)
+        }
+        None => {
+            let var = airboot_core::disk::part::PartType::Gpt(sysext::GPT_VAR.into());
+            let data = parts.iter().find(|p| p.kind == var).ok_or_else(|| {
+                ro(&format!(
+                    "its /etc/fstab mounts no writable partition under {}, and the disk has no GPT /var partition",
+                    sysext::EXTENSIONS
+                ))
+            })?;
+            let place = "typed GPT /var: systemd-gpt-auto-generator mounts it on /var when its partition UUID matches the machine ID".to_string();
+            (data, place, "/lib/extensions".to_string())
+        }
+    };
     let view = Slice { inner: disk, start: data.start, len: data.len };
     Ext4::open(&view).map_err(|e| ro(&format!("its data partition {} is not ext4 ({e})", data.number)))?;
     let containers: Vec<String> = s.expect.containers.iter().map(|c| c.name.clone()).collect();
@@ -214,11 +230,9 @@ fn through_data_partition(
     let plan = sysext::plan(&stack, &inner);
     let units_note = if units.is_empty() { "none found".to_string() } else { units.join(", ") };
     let why = format!(
-        "the root filesystem ({}) is erofs, read-only; as a system extension in partition {} ({} on {}, which holds {}): systemd {version} merges it ({enabled}); units that start its containers: {units_note}",
+        "the root filesystem ({}) is erofs, read-only; as a system extension in partition {} ({place}, which holds {}): systemd {version} merges it ({enabled}); units that start its containers: {units_note}",
         rootp.why,
         data.number,
-        mount.source,
-        mount.target,
         sysext::EXTENSIONS
     );
     let (start, len) = (data.start, data.len);

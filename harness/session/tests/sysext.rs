@@ -24,10 +24,10 @@ fn sh(cmd: &mut Command) {
     assert!(o.status.success(), "{cmd:?}: {}", String::from_utf8_lossy(&o.stderr));
 }
 
-/// An MBR disk: partition 1 an erofs root made of `root` (path, text)
+/// A disk partitioned by `table` (sfdisk): partition 1 an erofs root made of `root` (path, text)
 /// files and (link, target) symlinks, partition 2 an ext4 data partition
 /// labelled `data` holding `var/lib/extensions/`.
-fn disk(dir: &Path, files: &[(&str, &str)], links: &[(&str, &str)]) -> PathBuf {
+fn disk(dir: &Path, files: &[(&str, &str)], links: &[(&str, &str)], table: &str) -> PathBuf {
     let tree = dir.join("root");
     for (p, text) in files {
         let p = tree.join(p.trim_start_matches('/'));
@@ -55,11 +55,7 @@ fn disk(dir: &Path, files: &[(&str, &str)], links: &[(&str, &str)]) -> PathBuf {
         .spawn()
         .unwrap();
     use std::io::Write;
-    c.stdin
-        .take()
-        .unwrap()
-        .write_all(b"label: dos\nstart=2048, size=32768, type=83\nstart=34816, size=32768, type=83\n")
-        .unwrap();
+    c.stdin.take().unwrap().write_all(table.as_bytes()).unwrap();
     assert!(c.wait().unwrap().success());
     for (f, seek) in [(&erofs, 1), (&data, 17)] {
         sh(Command::new("dd").arg(format!("if={}", f.display())).arg(format!("of={}", img.display())).args([
@@ -89,10 +85,20 @@ fn root(version: &str, fstab: &str) -> Vec<(String, String)> {
 }
 
 /// `prepare` on the disk: what it did, and the report it wrote.
+const MBR: &str = "label: dos\nstart=2048, size=32768, type=83\nstart=34816, size=32768, type=83\n";
+
 fn prepare_on(files: &[(String, String)], links: &[(&str, &str)]) -> (Prepared, Report, tempfile::TempDir) {
+    prepare_on_table(files, links, MBR)
+}
+
+fn prepare_on_table(
+    files: &[(String, String)],
+    links: &[(&str, &str)],
+    table: &str,
+) -> (Prepared, Report, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let files: Vec<(&str, &str)> = files.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
-    let img = disk(dir.path(), &files, links);
+    let img = disk(dir.path(), &files, links, table);
     let src = format!(
         "name = \"sysext\"\n[image]\npath = {:?}\nkernel = \"/vmlinuz\"\nappend = \"console=ttyS0 root=/dev/vda1 ro\"\n\
          [expect]\nimages = [\"r:1\"]\ncontainers = [{{ name = \"redis\" }}]\n",
@@ -151,6 +157,31 @@ fn a_partition_mounted_on_var_takes_it_under_lib_extensions() {
     );
 }
 
+/// No fstab line for /var: a GPT partition typed /var is where
+/// systemd-gpt-auto-generator mounts it; with another type there is none.
+#[test]
+fn a_gpt_var_partition_takes_it_when_fstab_says_nothing() {
+    let gpt = |var: &str| {
+        format!(
+            "label: gpt\nstart=2048, size=32768, type=4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709\nstart=34816, size=32768, type={var}\n"
+        )
+    };
+    let files = root("256", "/dev/vda1 / erofs ro 0 0\n");
+    let (p, report, _dir) = prepare_on_table(&files, &[SYSEXT_LINK], &gpt("4D21B016-B534-45C2-A9FB-5C16E091FD2D"));
+    let notes = report.notes.join("\n");
+    assert!(matches!(p, Prepared::Injected(_)), "{notes}");
+    assert!(notes.contains("partition 2 (typed GPT /var"), "{notes}");
+    assert!(
+        report.probe.injected.iter().any(|f| f.path == "/lib/extensions/airboot-probe/usr/local/sbin/airboot-probe"),
+        "{:?}",
+        report.probe.injected
+    );
+    let linux_data = "0FC63DAF-8483-4772-8E79-3D69D8477DE4";
+    let (p, report, _dir) = prepare_on_table(&files, &[SYSEXT_LINK], &gpt(linux_data));
+    assert!(matches!(p, Prepared::None));
+    assert!(report.notes.join("\n").contains("and the disk has no GPT /var partition"), "{:?}", report.notes);
+}
+
 /// Each reason an erofs root takes no extension, in the note, and the
 /// run goes on without a probe.
 #[test]
@@ -162,7 +193,7 @@ fn erofs_roots_that_cannot_load_an_extension_say_why() {
         (
             root("257", "/dev/vda1 / erofs ro 0 0\ntmpfs /tmp tmpfs rw 0 0\n"),
             vec![SYSEXT_LINK],
-            "mounts no writable partition under /var/lib/extensions",
+            "mounts no writable partition under /var/lib/extensions, and the disk has no GPT /var partition",
         ),
         (root("257", "/dev/vda2 /var ext4 ro 0 0\n"), vec![SYSEXT_LINK], "/var (/dev/vda2) is mounted read-only too"),
         (root("257", "/dev/vda7 /var ext4 rw 0 0\n"), vec![SYSEXT_LINK], "the disk has no partition /dev/vda7"),
