@@ -44,7 +44,11 @@ fn disk(dir: &Path, files: &[(&str, &str)], links: &[(&str, &str)], table: &str)
     let data_tree = dir.join("data");
     std::fs::create_dir_all(data_tree.join("var/lib/extensions")).unwrap();
     let data = dir.join("data.ext4");
-    sh(Command::new("mkfs.ext4").args(["-q", "-L", "data", "-d"]).arg(&data_tree).arg(&data).arg("16M"));
+    sh(Command::new("mkfs.ext4")
+        .args(["-q", "-L", "data", "-U", DATA_UUID, "-d"])
+        .arg(&data_tree)
+        .arg(&data)
+        .arg("16M"));
     let img = dir.join("disk.img");
     std::fs::File::create(&img).unwrap().set_len(40 << 20).unwrap();
     let mut c = Command::new("sfdisk")
@@ -68,6 +72,8 @@ fn disk(dir: &Path, files: &[(&str, &str)], links: &[(&str, &str)], table: &str)
     img
 }
 
+/// The data partition's filesystem UUID (mkfs.ext4 -U), as blkid prints it.
+const DATA_UUID: &str = "0a1b2c3d-4e5f-4061-8273-94a5b6c7d8e9";
 const FSTAB: &str = "/dev/vda1 / erofs ro 0 0\nLABEL=data /data ext4 rw 0 2\n/data/var /var none bind 0 0\n";
 const SYSEXT_LINK: (&str, &str) = (
     "/etc/systemd/system/sysinit.target.wants/systemd-sysext.service",
@@ -143,6 +149,17 @@ fn an_erofs_root_with_new_systemd_takes_the_probe_in_its_data_partition() {
     assert!(notes.contains("systemd 257") && notes.contains("container-redis.service"), "{notes}");
     let conf = report.probe.injected.iter().find(|f| f.path.ends_with("status.conf")).unwrap();
     assert_eq!(conf.sha256.len(), 64);
+}
+
+#[test]
+fn fstab_s_uuid_names_the_data_partition_as_blkid_spells_it() {
+    let fstab = format!("/dev/vda1 / erofs ro 0 0\nUUID={} /var ext4 defaults 0 2\n", DATA_UUID.to_uppercase());
+    let (p, report, _dir) = prepare_on(&root("257", &fstab), &[SYSEXT_LINK]);
+    assert!(matches!(p, Prepared::Injected(_)), "{:?}", report.notes);
+    assert!(report.notes.join("\n").contains("partition 2 (UUID="), "{:?}", report.notes);
+    let other = "/dev/vda1 / erofs ro 0 0\nUUID=0a1b2c3d-4e5f-4061-8273-94a5b6c7d8ea /var ext4 defaults 0 2\n";
+    let (p, report, _dir) = prepare_on(&root("257", other), &[SYSEXT_LINK]);
+    assert!(matches!(p, Prepared::None), "{:?}", report.notes);
 }
 
 #[test]
