@@ -513,6 +513,34 @@ fn probe_path_times_the_stack_from_guest_evidence_then_verifies() {
     assert!(r.notes.is_empty(), "{:?}", r.notes);
 }
 
+/// The engine keeps its events from its start, so each answer has every
+/// load so far: the image loads are the latest answer's, unless it has
+/// fewer (an answer cut short), which replaces nothing.
+#[test]
+fn image_loads_are_the_fullest_answers() {
+    let load = |actor: &str, t: f64| EngineEvent {
+        time_nano: ((1000.0 + t) * 1e9) as i64,
+        kind: "image".into(),
+        action: "load".into(),
+        actor: actor.into(),
+    };
+    let mut run = Run::new(probe_cfg()).unwrap();
+    run.on_probe_hello(3.0, "x86_64");
+    let (mut s, smp) = pstatus("starting", 8.0);
+    s.events.push(load("sha256:aaa", 7.0));
+    run.on_probe_status(&s, smp);
+    let (mut s, smp) = pstatus("starting", 10.0);
+    s.events.extend([load("sha256:aaa", 7.0), load("sha256:bbb", 9.0)]);
+    run.on_probe_status(&s, smp);
+    let (mut s, smp) = pstatus("starting", 12.0);
+    s.events.push(load("sha256:bbb", 9.0));
+    run.on_probe_status(&s, smp);
+    run.on_abort(13.0, FailureCode::Interrupted, "stop");
+    let loads: Vec<(String, f64)> =
+        run.finish().image_loads.into_iter().map(|l| (l.image, (l.t_s * 10.0).round() / 10.0)).collect();
+    assert_eq!(loads, [("sha256:aaa".to_string(), 7.0), ("sha256:bbb".to_string(), 9.0)]);
+}
+
 #[test]
 fn a_container_that_exits_after_the_stack_was_seen_fails_the_run_as_it_is_now() {
     let mut run = Run::new(probe_cfg()).unwrap();
