@@ -63,9 +63,12 @@ Your own image: `[image] path` takes the file the build produced (raw,
 qcow2, .vmdk, or gzip/xz/zstd/bzip2-compressed: unpacked once into
 ~/.cache/airboot/inputs). With no kernel and no `boot`, the disk boots with
 its own loader (uefi or bios, told from the disk). An image without the
-probe gets it injected into a layer over it (the image is never written);
-a read-only root is judged through `[image] login` on the serial console
-(the engine's own CLI: docker, podman or containerd's ctr; compose too).
+probe gets it injected into a layer over it (the image is never written):
+into an ext4 root, or, for a read-only erofs root whose systemd (>= 255)
+merges system extensions, as one on the data partition under
+/var/lib/extensions. Other read-only roots are judged through `[image]
+login` on the serial console (the engine's own CLI: docker, podman or
+containerd's ctr; compose too).
 
 Reports: DIR/report.json and DIR/console.log for one scenario;
 DIR/<scenario>/... for several; DIR/run.json indexes them. DIR defaults to
