@@ -93,9 +93,9 @@ pub fn fstab(text: &str) -> Vec<Mount> {
 pub fn locate<'m>(path: &str, mounts: &'m [Mount]) -> Option<(&'m Mount, String)> {
     let mut path = path.trim_end_matches('/').to_string();
     for _ in 0..16 {
+        // The root's own line never matches ("/" + "/"), nor swap's ("none").
         let m = mounts
             .iter()
-            .filter(|m| m.target != "/" && m.fstype != "swap")
             .filter(|m| path == m.target || path.starts_with(&format!("{}/", m.target)))
             .max_by_key(|m| m.target.len())?;
         let rest = &path[m.target.len()..];
@@ -257,6 +257,7 @@ mod tests {
         let (mnt, inner) = locate("/var/log", &m).unwrap();
         assert_eq!((mnt.source.as_str(), inner.as_str()), ("PARTLABEL=var", "/log"));
         assert!(locate("/var/lib/extensions", &fstab("/dev/vda2 / ext4 rw\n/dev/vda3 /variable ext4 rw\n")).is_none());
+        assert!(locate("/var/lib/extensions", &fstab("/dev/vda2 / ext4 rw\n/dev/vda3 none swap sw\n")).is_none());
         // A bind loop ends.
         assert!(locate("/a/x", &fstab("/b /a none bind\n/a /b none bind\n")).is_none());
     }
@@ -271,7 +272,17 @@ mod tests {
         assert_eq!(device("UUID=ABCD-ef"), Some(Device::Uuid("abcd-ef".into())));
         assert_eq!(device("/dev/disk/by-partlabel/var"), Some(Device::PartLabel("var".into())));
         assert_eq!(device("/dev/disk/by-label/data"), Some(Device::Label("data".into())));
-        for none in ["/dev/vda", "/dev/mapper/var", "/dev/mmcblk0", "tmpfs", "/data/var", "/dev/loop0x"] {
+        for none in [
+            "/dev/vda",
+            "/dev/mapper/var",
+            "/dev/mmcblk0",
+            "tmpfs",
+            "/data/var",
+            "/dev/loop0x",
+            "/dev/loop0",
+            "/dev/md0",
+            "/dev/dm-1",
+        ] {
             assert_eq!(device(none), None, "{none}");
         }
     }
@@ -284,6 +295,8 @@ mod tests {
         sb[0x68..0x78].copy_from_slice(&(0u8..16).collect::<Vec<_>>());
         sb[0x78..0x7c].copy_from_slice(b"data");
         assert_eq!(ext4_ids(&sb), Some(("data".into(), "00010203-0405-0607-0809-0a0b0c0d0e0f".into())));
+        assert!(ext4_ids(&sb[..0x88]).is_some(), "the label's end is enough");
+        assert!(ext4_ids(&sb[..0x87]).is_none());
         sb[0x38] = 0;
         assert_eq!(ext4_ids(&sb), None);
         assert_eq!(ext4_ids(&[0u8; 16]), None);
