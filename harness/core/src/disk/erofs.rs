@@ -281,6 +281,23 @@ pub(crate) mod tests {
         }
     }
 
+    /// Linux follows at most 40 links in one lookup: a chain of 40 reads,
+    /// one of 41 is an error.
+    #[test]
+    fn forty_links_are_followed_and_not_one_more() {
+        let img = mkfs(&[], |t| {
+            std::fs::write(t.join("end"), "x").unwrap();
+            symlink("end", t.join("l0")).unwrap();
+            for i in 1..=40 {
+                symlink(format!("l{}", i - 1), t.join(format!("l{i}"))).unwrap();
+            }
+        });
+        let fs = Erofs::open(&img).unwrap();
+        assert_eq!(fs.read(&fs.lookup("/l39", true).unwrap().unwrap(), 8).unwrap(), b"x", "40 links");
+        assert!(fs.lookup("/l40", true).is_err(), "41 links");
+        assert_eq!(fs.lookup("/l40", false).unwrap().unwrap().kind(), Kind::Symlink, "the last one not followed");
+    }
+
     #[test]
     fn compressed_files_are_refused_but_their_folders_list() {
         let img = mkfs(&["-zlz4hc"], |t| {
@@ -291,6 +308,94 @@ pub(crate) mod tests {
         let f = fs.lookup("/etc/os-release", true).unwrap().unwrap();
         assert!(fs.read(&f, 100).unwrap_err().to_string().contains("compressed"));
         assert_eq!(fs.list(&fs.lookup("/etc", true).unwrap().unwrap()).unwrap().len(), 3);
+    }
+
+    /// A compact inode: `layout`, `xattrs` (the icount field), `mode`,
+    /// `size`, then its inline bytes.
+    fn compact(layout: u16, xattrs: u16, mode: u16, size: u32, inline: &[u8]) -> Vec<u8> {
+        let mut b = vec![0u8; 32];
+        b[0..2].copy_from_slice(&(layout << 1).to_le_bytes());
+        b[2..4].copy_from_slice(&xattrs.to_le_bytes());
+        b[4..6].copy_from_slice(&mode.to_le_bytes());
+        b[8..12].copy_from_slice(&size.to_le_bytes());
+        b[16..20].copy_from_slice(&u32::MAX.to_le_bytes()); // no block: all inline
+        b.extend(std::iter::repeat_n(0xAA, if xattrs == 0 { 0 } else { 12 + (xattrs as usize - 1) * 4 }));
+        b.extend(inline);
+        b
+    }
+
+    /// A folder's bytes: (name, nid) entries, names after the table.
+    fn dir_bytes(entries: &[(&str, u64)]) -> Vec<u8> {
+        let mut table = Vec::new();
+        let mut names: Vec<u8> = Vec::new();
+        for (name, nid) in entries {
+            table.extend(nid.to_le_bytes());
+            table.extend(((entries.len() * DIRENT + names.len()) as u16).to_le_bytes());
+            table.extend([2u8, 0]);
+            names.extend(name.as_bytes());
+        }
+        table.extend(names);
+        table
+    }
+
+    /// An image as mkfs.erofs never lays one out: 4 KiB blocks, the
+    /// inodes from block `meta` on, `inodes` as (nid, bytes).
+    fn handmade(meta: u32, inodes: &[(u64, Vec<u8>)]) -> Vec<u8> {
+        let mut img = vec![0u8; 4096 * (meta as usize + 2)];
+        img[1024..1028].copy_from_slice(&MAGIC.to_le_bytes());
+        img[1024 + 12] = 12;
+        img[1024 + 40..1024 + 44].copy_from_slice(&meta.to_le_bytes());
+        for (nid, bytes) in inodes {
+            let at = meta as usize * 4096 + *nid as usize * 32;
+            img[at..at + bytes.len()].copy_from_slice(bytes);
+        }
+        img
+    }
+
+    /// The metadata's start block and an inode's xattrs move everything
+    /// after them: a folder whose root sits in block 1 behind two xattr
+    /// slots, and a file behind it.
+    #[test]
+    fn inodes_are_found_from_the_metadata_block_past_their_xattrs() {
+        let root = dir_bytes(&[(".", 0), ("..", 0), ("hello", 4)]);
+        let img = handmade(
+            1,
+            &[(0, compact(2, 2, 0o040755, root.len() as u32, &root)), (4, compact(2, 0, 0o100644, 5, b"world"))],
+        );
+        let fs = Erofs::open(&img).unwrap();
+        let f = fs.lookup("/hello", true).unwrap().expect("the file behind the root's xattrs");
+        assert_eq!(fs.read(&f, 64).unwrap(), b"world");
+    }
+
+    /// A folder's block: too short for one entry, a first name offset of
+    /// 0 or past the block, or a table that fills the block exactly (each
+    /// name empty): errors, never a panic, and the last one reads.
+    #[test]
+    fn folder_blocks_are_checked_before_they_are_read() {
+        let with_root = |bytes: Vec<u8>, size: u32| handmade(0, &[(0, compact(2, 0, 0o040755, size, &bytes))]);
+        let list = |img: &Vec<u8>| {
+            let fs = Erofs::open(img).unwrap();
+            fs.list(&fs.root().unwrap())
+        };
+        assert!(list(&with_root(vec![1, 2, 3, 4, 5], 5)).is_err(), "shorter than one entry");
+        let mut zero = dir_bytes(&[(".", 0)]);
+        zero[8] = 0;
+        zero[9] = 0;
+        assert!(list(&with_root(zero.clone(), zero.len() as u32)).is_err(), "no entries");
+        let mut past = dir_bytes(&[(".", 0), ("..", 0)]);
+        past[8..10].copy_from_slice(&600u16.to_le_bytes());
+        assert!(list(&with_root(past.clone(), past.len() as u32)).is_err(), "a table past the block");
+        let mut two = dir_bytes(&[("ab", 0)]);
+        two[8..10].copy_from_slice(&(2 * DIRENT as u16).to_le_bytes());
+        assert!(list(&with_root(two.clone(), two.len() as u32)).is_err(), "a second entry past a 14-byte block");
+        let mut backwards = dir_bytes(&[("aa", 0), ("b", 0)]);
+        backwards[DIRENT + 8..DIRENT + 10].copy_from_slice(&(2 * DIRENT as u16 - 1).to_le_bytes());
+        assert!(list(&with_root(backwards.clone(), backwards.len() as u32)).is_err(), "a name ending before it starts");
+        let empty = dir_bytes(&[("", 0), ("", 0)]);
+        let names = list(&with_root(empty, 2 * DIRENT as u32)).unwrap();
+        assert_eq!(names.iter().map(|e| e.name.as_str()).collect::<Vec<_>>(), ["", ""]);
+        let one = dir_bytes(&[("", 0)]);
+        assert_eq!(list(&with_root(one, DIRENT as u32)).unwrap().len(), 1, "one entry fills a block of its size");
     }
 
     #[test]
