@@ -167,37 +167,27 @@ pub trait RootFs {
     fn file(&self, path: &str, limit: u64) -> io::Result<Option<Vec<u8>>>;
 }
 
-impl RootFs for Ext4<'_> {
-    fn names(&self, dir: &str) -> io::Result<Option<Vec<String>>> {
-        match self.lookup(dir, true)?.filter(|i| i.kind() == Kind::Dir) {
-            Some(d) => Ok(Some(self.list(&d)?.into_iter().map(|e| e.name).collect())),
-            None => Ok(None),
+/// Both readers have the same `lookup`, `list` and `read`.
+macro_rules! root_fs {
+    ($fs:ty) => {
+        impl RootFs for $fs {
+            fn names(&self, dir: &str) -> io::Result<Option<Vec<String>>> {
+                match self.lookup(dir, true)?.filter(|i| i.kind() == Kind::Dir) {
+                    Some(d) => Ok(Some(self.list(&d)?.into_iter().map(|e| e.name).collect())),
+                    None => Ok(None),
+                }
+            }
+            fn file(&self, path: &str, limit: u64) -> io::Result<Option<Vec<u8>>> {
+                match self.lookup(path, true)?.filter(|i| i.kind() == Kind::File) {
+                    Some(i) => Ok(Some(self.read(&i, limit)?)),
+                    None => Ok(None),
+                }
+            }
         }
-    }
-    fn file(&self, path: &str, limit: u64) -> io::Result<Option<Vec<u8>>> {
-        match self.lookup(path, true)?.filter(|i| i.kind() == Kind::File) {
-            Some(i) => Ok(Some(self.read(&i, limit)?)),
-            None => Ok(None),
-        }
-    }
+    };
 }
-
-impl RootFs for crate::disk::erofs::Erofs<'_> {
-    fn names(&self, dir: &str) -> io::Result<Option<Vec<String>>> {
-        use crate::disk::erofs::Kind as K;
-        match self.lookup(dir, true)?.filter(|i| i.kind() == K::Dir) {
-            Some(d) => Ok(Some(self.list(&d)?.into_iter().map(|e| e.name).collect())),
-            None => Ok(None),
-        }
-    }
-    fn file(&self, path: &str, limit: u64) -> io::Result<Option<Vec<u8>>> {
-        use crate::disk::erofs::Kind as K;
-        match self.lookup(path, true)?.filter(|i| i.kind() == K::File) {
-            Some(i) => Ok(Some(self.read(&i, limit)?)),
-            None => Ok(None),
-        }
-    }
-}
+root_fs!(Ext4<'_>);
+root_fs!(crate::disk::erofs::Erofs<'_>);
 
 /// The units the image enables (`/etc/systemd/system/*.wants/`) that
 /// start containers, sorted. Bounded: 64 KiB read of each unit, 256 units.

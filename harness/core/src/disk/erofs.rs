@@ -25,13 +25,7 @@ pub struct Erofs<'a> {
     root: u64,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    File,
-    Dir,
-    Symlink,
-    Other,
-}
+pub use super::Kind;
 
 #[derive(Debug, Clone)]
 pub struct Inode {
@@ -46,12 +40,7 @@ pub struct Inode {
 
 impl Inode {
     pub fn kind(&self) -> Kind {
-        match self.mode & 0o170000 {
-            0o100000 => Kind::File,
-            0o040000 => Kind::Dir,
-            0o120000 => Kind::Symlink,
-            _ => Kind::Other,
-        }
+        Kind::of_mode(self.mode)
     }
 }
 

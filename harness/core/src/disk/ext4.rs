@@ -28,14 +28,7 @@ pub struct Ext4<'a> {
     free_blocks: u64,
 }
 
-/// File types, from the inode mode.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    File,
-    Dir,
-    Symlink,
-    Other,
-}
+pub use super::Kind;
 
 #[derive(Debug, Clone)]
 pub struct Inode {
@@ -50,12 +43,7 @@ pub struct Inode {
 
 impl Inode {
     pub fn kind(&self) -> Kind {
-        match self.mode & 0xF000 {
-            0x8000 => Kind::File,
-            0x4000 => Kind::Dir,
-            0xA000 => Kind::Symlink,
-            _ => Kind::Other,
-        }
+        Kind::of_mode(self.mode)
     }
 }
 

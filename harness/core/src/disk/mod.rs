@@ -17,6 +17,26 @@ pub mod qcow2;
 
 use std::io;
 
+/// A file's type, from its mode (ext4 and erofs share the Unix bits).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    File,
+    Dir,
+    Symlink,
+    Other,
+}
+
+impl Kind {
+    pub fn of_mode(mode: u16) -> Kind {
+        match mode & 0o170000 {
+            0o100000 => Kind::File,
+            0o040000 => Kind::Dir,
+            0o120000 => Kind::Symlink,
+            _ => Kind::Other,
+        }
+    }
+}
+
 /// Random-access reads of a byte range.
 pub trait ReadAt {
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()>;
