@@ -11,7 +11,10 @@
 //! Pure: what the root shows (names listed, fstab text, superblocks) comes
 //! in as bytes and strings; `airboot_session::inject` reads them.
 
-use crate::inject::{Content, GuestInit, PROBE_PATH, Plan, PlannedFile, Stack, status_conf};
+use std::io;
+
+use crate::disk::part::Partition;
+use crate::inject::{Content, GuestInit, PROBE_PATH, Plan, PlannedFile, RootFs, Stack, status_conf};
 
 /// The extension's name: its folder and its release file carry it.
 pub const NAME: &str = "airboot-probe";
@@ -28,9 +31,21 @@ pub const SYSEXT_LINKS: [&str; 2] = [
     "/etc/systemd/system/sysinit.target.wants/systemd-sysext.service",
     "/usr/lib/systemd/system/sysinit.target.wants/systemd-sysext.service",
 ];
-/// Folders holding `libsystemd-shared-<version>.so` (Debian puts it in
-/// `/usr/lib/<triplet>/systemd` from trixie on); `*` is one folder level.
-pub const SHARED_LIB_DIRS: [&str; 3] = ["/usr/lib/systemd", "/lib/systemd", "/usr/lib/*/systemd"];
+
+/// systemd's version on `fs`: [`systemd_version`] over the folders that
+/// can hold its shared library, `/usr/lib/systemd`, `/lib/systemd` and
+/// (Debian from trixie on) `/usr/lib/<triplet>/systemd`.
+pub fn installed_systemd(fs: &dyn RootFs) -> io::Result<Option<u32>> {
+    let mut dirs = vec!["/usr/lib/systemd".to_string(), "/lib/systemd".to_string()];
+    for n in fs.names("/usr/lib")?.unwrap_or_default().into_iter().filter(|n| n.contains("-linux-")) {
+        dirs.push(format!("/usr/lib/{n}/systemd"));
+    }
+    let mut names = Vec::new();
+    for d in &dirs {
+        names.extend(fs.names(d)?.unwrap_or_default());
+    }
+    Ok(systemd_version(names.iter().map(String::as_str)))
+}
 
 /// systemd's version, from the names in the folders that hold its shared
 /// library (`libsystemd-shared-257.so`, `libsystemd-shared-255.4-1.so`).
@@ -155,6 +170,19 @@ pub fn device(source: &str) -> Option<Device> {
     disk_part(simple, name).map(Device::Number)
 }
 
+impl Device {
+    /// Whether it names `p`, whose filesystem's (label, UUID) are `ids`
+    /// ([`ext4_ids`]).
+    pub fn names(&self, p: &Partition, ids: Option<&(String, String)>) -> bool {
+        match self {
+            Device::Number(n) => p.number == *n,
+            Device::PartLabel(l) => &p.name == l,
+            Device::Label(l) => ids.is_some_and(|(label, _)| label == l),
+            Device::Uuid(u) => ids.is_some_and(|(_, uuid)| uuid == u),
+        }
+    }
+}
+
 /// An ext4 superblock's (label, UUID), the UUID in fstab's spelling.
 pub fn ext4_ids(sb: &[u8]) -> Option<(String, String)> {
     if sb.len() < 0x88 || sb[0x38..0x3a] != [0x53, 0xEF] {
@@ -233,6 +261,25 @@ mod tests {
         assert_eq!(systemd_version(["libsystemd-shared-99999999999.so"]), None, "not a u32");
     }
 
+    /// Where Debian keeps the library: bookworm's `/usr/lib/systemd`,
+    /// trixie's `/usr/lib/<triplet>/systemd`, on real erofs roots.
+    #[test]
+    fn the_installed_systemd_is_found_where_each_release_keeps_it() {
+        let root = |lib: &'static str| {
+            crate::disk::erofs::tests::mkfs(&[], move |t| {
+                let p = t.join(lib);
+                std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+                std::fs::write(p, "elf").unwrap();
+                std::fs::create_dir_all(t.join("usr/lib/other-dir")).unwrap();
+            })
+        };
+        let version = |img: &Vec<u8>| installed_systemd(&crate::disk::erofs::Erofs::open(img).unwrap()).unwrap();
+        assert_eq!(version(&root("usr/lib/systemd/libsystemd-shared-252.so")), Some(252));
+        assert_eq!(version(&root("usr/lib/aarch64-linux-gnu/systemd/libsystemd-shared-257.so")), Some(257));
+        assert_eq!(version(&root("usr/lib/other-dir/systemd/libsystemd-shared-257.so")), None, "not a triplet");
+        assert_eq!(version(&root("etc/libsystemd-shared-257.so")), None);
+    }
+
     #[test]
     fn fstab_lines_are_split_and_comments_dropped() {
         let m = fstab(
@@ -285,6 +332,21 @@ mod tests {
         ] {
             assert_eq!(device(none), None, "{none}");
         }
+    }
+
+    #[test]
+    fn a_device_names_its_partition_by_number_label_uuid_or_partlabel() {
+        let p =
+            Partition { number: 3, start: 0, len: 1, kind: crate::disk::part::PartType::Mbr(0x83), name: "var".into() };
+        let ids = ("data".to_string(), "0a-1b".to_string());
+        assert!(Device::Number(3).names(&p, None) && !Device::Number(2).names(&p, Some(&ids)));
+        assert!(
+            Device::PartLabel("var".into()).names(&p, None) && !Device::PartLabel("data".into()).names(&p, Some(&ids))
+        );
+        assert!(Device::Label("data".into()).names(&p, Some(&ids)) && !Device::Label("data".into()).names(&p, None));
+        assert!(
+            Device::Uuid("0a-1b".into()).names(&p, Some(&ids)) && !Device::Uuid("var".into()).names(&p, Some(&ids))
+        );
     }
 
     #[test]

@@ -134,7 +134,7 @@ fn through_data_partition(
     disk: &dyn airboot_core::disk::ReadAt,
     rootp: &detect::RootPartition,
 ) -> Result<Written, String> {
-    use airboot_core::disk::erofs::{Erofs, Kind};
+    use airboot_core::disk::erofs::Erofs;
     let ro = |why: &str| read_only(rootp, "erofs", why);
     let part = Slice { inner: disk, start: rootp.start, len: rootp.len };
     let fs = Erofs::open(&part).map_err(|e| ro(&format!("airboot cannot read it ({e})")))?;
@@ -144,20 +144,8 @@ fn through_data_partition(
             return Ok(Written::Present(path.to_string()));
         }
     }
-    let mut names = Vec::new();
-    let mut dirs: Vec<String> =
-        sysext::SHARED_LIB_DIRS.iter().filter(|d| !d.contains('*')).map(|d| d.to_string()).collect();
-    if let Some(lib) = fs.lookup("/usr/lib", true).map_err(io)? {
-        for e in fs.list(&lib).map_err(io)?.into_iter().filter(|e| e.name.contains("-linux-")) {
-            dirs.push(format!("/usr/lib/{}/systemd", e.name));
-        }
-    }
-    for d in &dirs {
-        if let Some(i) = fs.lookup(d, true).map_err(io)?.filter(|i| i.kind() == Kind::Dir) {
-            names.extend(fs.list(&i).map_err(io)?.into_iter().map(|e| e.name));
-        }
-    }
-    let version = sysext::systemd_version(names.iter().map(String::as_str))
+    let version = sysext::installed_systemd(&fs)
+        .map_err(io)?
         .ok_or_else(|| ro("it has no systemd (no libsystemd-shared-<version>.so) to merge a system extension"))?;
     if version < sysext::MIN_SYSTEMD {
         return Err(ro(&format!(
@@ -175,10 +163,8 @@ fn through_data_partition(
     let enabled = enabled.ok_or_else(|| {
         ro("systemd-sysext.service is not enabled (no sysinit.target.wants link): it reads no system extensions")
     })?;
-    let fstab = match fs.lookup("/etc/fstab", true).map_err(io)? {
-        Some(i) => String::from_utf8_lossy(&fs.read(&i, 1 << 20).map_err(io)?).into_owned(),
-        None => String::new(),
-    };
+    let fstab = inject::RootFs::file(&fs, "/etc/fstab", 1 << 20).map_err(io)?.unwrap_or_default();
+    let fstab = String::from_utf8_lossy(&fstab);
     let mounts = sysext::fstab(&fstab);
     let parts = airboot_core::disk::part::partitions(disk).unwrap_or_default();
     let (data, place, inner) = match sysext::locate(sysext::EXTENSIONS, &mounts) {
@@ -193,12 +179,7 @@ fn through_data_partition(
                 .iter()
                 .find(|p| {
                     let ids = disk.read_vec(p.start + 1024, 1024).ok().and_then(|sb| sysext::ext4_ids(&sb));
-                    match &dev {
-                        sysext::Device::Number(n) => p.number == *n,
-                        sysext::Device::PartLabel(l) => &p.name == l,
-                        sysext::Device::Label(l) => ids.is_some_and(|(label, _)| &label == l),
-                        sysext::Device::Uuid(u) => ids.is_some_and(|(_, uuid)| &uuid == u),
-                    }
+                    dev.names(p, ids.as_ref())
                 })
                 .ok_or_else(|| {
                     ro(&format!("the disk has no partition {} (mounted on {})", mount.source, mount.target))
@@ -235,8 +216,7 @@ fn through_data_partition(
         data.number,
         sysext::EXTENSIONS
     );
-    let (start, len) = (data.start, data.len);
-    layer(r, arch, &plan, start, len, why)
+    layer(r, arch, &plan, data.start, data.len, why)
 }
 
 /// A layer over the image with `plan` written into the ext4 filesystem at
